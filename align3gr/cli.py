@@ -1,0 +1,106 @@
+"""The `align3gr` command: one subcommand per pipeline stage (`align3gr data build`, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from align3gr.config import add_config_arguments, config_from_sources
+from align3gr.console import format_mapping, setup_logging
+from align3gr.errors import Align3GRError, ConfigError
+
+log = logging.getLogger("align3gr")
+
+
+def _parse_options(pairs: list[str]) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {pair!r}: expected KEY=VALUE")
+        options[key] = value
+    return options
+
+
+def _data_build(args: argparse.Namespace) -> None:
+    from align3gr.data.build import build_dataset
+    from align3gr.data.config import DataConfig, SourceConfig
+
+    source = config_from_sources(SourceConfig, args.config, _overrides(args, SourceConfig))
+    source.options = {**source.options, **_parse_options(args.option)}
+    config = config_from_sources(DataConfig, args.config, _overrides(args, DataConfig))
+    result = build_dataset(source.builder, source.source, args.out, config, source.options, overwrite=args.overwrite)
+    state = "up to date, reused" if result.up_to_date else f"built in {result.seconds:.1f}s"
+    print(format_mapping(result.dataset.statistics(), f"\nDataset {args.out} ({source.builder}; {state})"))
+
+
+def _overrides(args: argparse.Namespace, cls: type) -> dict[str, object]:
+    """The command-line values given for the fields of config class `cls`."""
+    return {name: getattr(args, name) for name in cls.__dataclass_fields__ if getattr(args, name, None) is not None}
+
+
+def _data_stats(args: argparse.Namespace) -> None:
+    from align3gr.data.dataset import load_dataset
+
+    dataset = load_dataset(args.data)
+    print(format_mapping(dataset.statistics(), f"\nDataset {args.data} (valid)"))
+
+
+def _data_export(args: argparse.Namespace) -> None:
+    import json
+
+    from align3gr.data.dataset import load_dataset
+    from data_builders.lcrec import export_lcrec
+
+    codes = json.loads(Path(args.item_codes).read_text(encoding="utf-8")) if args.item_codes else None
+    written = export_lcrec(load_dataset(args.data), args.out, args.name, item_codes=codes)
+    print(f"Exported {args.data} as LC-Rec '{args.name}' to {args.out}: " + ", ".join(p.name for p in written))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from align3gr.data.config import DataConfig, SourceConfig
+
+    parser = argparse.ArgumentParser(prog="align3gr", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    stages = parser.add_subparsers(dest="stage", required=True)
+
+    data = stages.add_parser("data", help="Build, check and export canonical datasets.")
+    data_commands = data.add_subparsers(dest="command", required=True)
+    build = data_commands.add_parser("build", help="Turn a raw dataset into the canonical format.")
+    build.add_argument("--out", required=True, type=Path, help="Output folder of the canonical dataset.")
+    build.add_argument("--config", type=Path, help="YAML file with `source:` and `data:` sections of these options.")
+    build.add_argument("--option", action="append", default=[], help="Builder-specific KEY=VALUE (repeatable).")
+    build.add_argument("--overwrite", action="store_true", help="Replace an output folder holding another dataset.")
+    add_config_arguments(build, SourceConfig)
+    add_config_arguments(build, DataConfig)
+    build.set_defaults(func=_data_build)
+
+    stats = data_commands.add_parser("stats", help="Validate a canonical dataset and print its statistics.")
+    stats.add_argument("data", type=Path)
+    stats.set_defaults(func=_data_stats)
+
+    export = data_commands.add_parser("export", help="Write a canonical dataset in another format.")
+    export.add_argument("--format", choices=["lcrec"], default="lcrec")
+    export.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
+    export.add_argument("--out", required=True, type=Path, help="Output folder.")
+    export.add_argument("--name", required=True, help="Dataset name X of the X.inter.json files.")
+    export.add_argument("--item-codes", type=Path, help="scid/item_codes.json to export as X.index.json.")
+    export.set_defaults(func=_data_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        args.func(args)
+    except Align3GRError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Terminal output shared by every command: logging set-up and the summary tables printed at the end."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Concise `level: message` logging; libraries' own INFO chatter stays quiet unless verbose."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def format_value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def format_table(rows: Sequence[Mapping[str, object]], title: str | None = None) -> str:
+    """A plain-text table with one column per key of the first row, numbers right-aligned."""
+    if not rows:
+        return title or ""
+    columns = list(rows[0])
+    cells = [[format_value(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(row.get(c), int | float) for row in rows) for c in columns]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True))
+
+    out = [title] if title else []
+    out += [line(columns), "  ".join("-" * w for w in widths), *(line(r) for r in cells)]
+    return "\n".join(out)
+
+
+def format_mapping(values: Mapping[str, object], title: str | None = None) -> str:
+    """A two-column `name  value` table."""
+    return format_table([{"statistic": k, "value": format_value(v)} for k, v in values.items()], title)

@@ -1,0 +1,177 @@
+"""`align3gr data build`: run a builder, filter, split-ready sequences, feedback, task texts, atomic write."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import align3gr
+from align3gr.config import config_to_dict
+from align3gr.data.builder import Builder, RawData, get_builder
+from align3gr.data.config import DataConfig
+from align3gr.data.dataset import Dataset, load_dataset, write_dataset
+from align3gr.data.feedback import assign_feedback
+from align3gr.data.preprocess import filter_interactions
+from align3gr.data.schema import Sequence, User
+from align3gr.data.texts import add_task_texts
+from align3gr.errors import DataError
+from align3gr.io import atomic_directory, sha256_file, sha256_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildResult:
+    """What a build did: the dataset, whether it was already up to date, and how long it took."""
+
+    dataset: Dataset
+    up_to_date: bool
+    seconds: float
+
+
+def natural_key(value: str) -> tuple[int, int | str]:
+    """Sort numeric IDs numerically and the rest as strings, so output order is stable and readable."""
+    return (0, int(value)) if value.isdigit() else (1, value)
+
+
+def source_records(builder: Builder, source: Path) -> list[dict]:
+    """File name, size and sha256 of every raw file the builder reads."""
+    return [
+        {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        for path in builder.sources(source)
+    ]
+
+
+def build_dataset(
+    builder_name: str,
+    source: str | Path,
+    out: str | Path,
+    config: DataConfig | None = None,
+    builder_options: dict[str, str] | None = None,
+    overwrite: bool = False,
+) -> BuildResult:
+    """Build the canonical dataset of `source` into `out`, or reuse it when it was built from the same
+    sources with the same config. A folder holding a different dataset is an error unless `overwrite`."""
+    start = time.perf_counter()
+    config = config or DataConfig()
+    config.validate()
+    builder = get_builder(builder_name, builder_options)
+    source, out = Path(source), Path(out)
+    sources = source_records(builder, source)
+    fingerprint = sha256_json(
+        {
+            "builder": [builder.name, builder.version],
+            "options": builder.options,
+            "sources": [s["sha256"] for s in sources],
+            "config": config_to_dict(config),
+        }
+    )
+    if _check_output(out, fingerprint, overwrite):
+        log.info("%s is up to date (same sources and config); nothing to do", out)
+        return BuildResult(load_dataset(out), True, time.perf_counter() - start)
+
+    raw = builder.read(source)
+    dataset = assemble(raw, config, builder.missing_metadata)
+    feedback_source = assign_feedback(dataset, config.disliked_max, config.liked_min, config.sentiment_model)
+    add_task_texts(dataset, config)
+    dataset.meta = {
+        "builder": {"name": builder.name, "version": builder.version, "options": builder.options},
+        "sources": sources,
+        "filters": {
+            "missing_metadata": config.missing_metadata or builder.missing_metadata,
+            "deduplicate": "keep first interaction of a repeated (user, item)",
+            "user_k": config.user_k,
+            "item_k": config.item_k,
+            "kcore_rounds": dataset.meta.pop("kcore_rounds"),
+        },
+        "counts": dataset.meta.pop("counts"),
+        "split": "leave-one-out: train items[:-2], valid items[-2], test items[-1]",
+        "max_history": config.max_history,
+        "feedback": {
+            "source": feedback_source,
+            "disliked_max": config.disliked_max,
+            "liked_min": config.liked_min,
+            "sentiment_model": config.sentiment_model,
+        },
+        "texts": {"generator": config.text_generator, "model": config.text_model, "seed": config.seed},
+        "config": config_to_dict(config),
+        "align3gr_version": align3gr.__version__,
+        "fingerprint": fingerprint,
+    }
+    with atomic_directory(out) as tmp:
+        write_dataset(dataset, tmp)
+    dataset.path = out
+    if raw.interactions.reviews is not None:
+        raw.interactions.reviews.close()
+    return BuildResult(dataset, False, time.perf_counter() - start)
+
+
+def _check_output(out: Path, fingerprint: str, overwrite: bool) -> bool:
+    """True when `out` already holds this exact build; raise when it holds something else."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise DataError("output path exists and is not a folder", out)
+    meta_path = out / "meta.json"
+    if not meta_path.is_file():
+        if any(out.iterdir()) and not overwrite:
+            raise DataError("output folder is not empty and holds no dataset; choose an empty folder", out)
+        return False
+    try:
+        existing = load_dataset(out).meta.get("fingerprint")
+    except DataError:
+        existing = None
+    if existing == fingerprint:
+        return True
+    if not overwrite:
+        raise DataError(
+            "output folder already holds a different dataset (other sources, builder or config); "
+            "pass --overwrite to replace it or choose another folder",
+            out,
+        )
+    return False
+
+
+def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:
+    """Filter the raw interactions and turn them into items, users and chronological sequences."""
+    interactions = raw.interactions
+    result = filter_interactions(
+        interactions,
+        set(raw.items),
+        user_k=config.user_k,
+        item_k=config.item_k,
+        missing_metadata=config.missing_metadata or builder_default,
+    )
+    cols = interactions.columns()
+    rows = result.rows
+    users, items = cols["user"][rows], cols["item"][rows]
+    boundaries = np.flatnonzero(np.diff(users)) + 1
+    has_ratings = not np.isnan(cols["rating"][rows]).any()
+    spool = interactions.reviews
+    sequences: dict[str, Sequence] = {}
+    for block in np.split(np.arange(len(rows)), boundaries):
+        user_id = interactions.user_ids[users[block[0]]]
+        sequences[user_id] = Sequence(
+            user_id=user_id,
+            items=[interactions.item_ids[i] for i in items[block]],
+            timestamps=[int(t) for t in cols["timestamp"][rows[block]]],
+            ratings=[_number(r) for r in cols["rating"][rows[block]]] if has_ratings else None,
+            reviews=[spool.get(int(r)) for r in rows[block]] if spool is not None else None,
+        )
+    kept_items = {interactions.item_ids[i] for i in np.unique(items)}
+    ordered_users = sorted(sequences, key=natural_key)
+    dataset = Dataset(
+        items={i: raw.items[i] for i in sorted(kept_items, key=natural_key)},
+        users={u: raw.users.get(u) or User(user_id=u) for u in ordered_users},
+        sequences={u: sequences[u] for u in ordered_users},
+    )
+    dataset.meta = {"counts": result.counts, "kcore_rounds": result.kcore_rounds}
+    return dataset
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else float(value)

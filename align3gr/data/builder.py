@@ -1,0 +1,86 @@
+"""The builder interface that turns one raw format into interactions and metadata, and its registry."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import ClassVar
+
+from align3gr.data.interactions import InteractionLog
+from align3gr.data.schema import Item, User
+from align3gr.errors import ConfigError, DataError
+
+BUILTIN_BUILDERS = {
+    "movielens": "data_builders.movielens:MovieLensBuilder",
+    "amazon": "data_builders.amazon:AmazonBuilder",
+    "yelp": "data_builders.yelp:YelpBuilder",
+    "lcrec": "data_builders.lcrec:LCRecBuilder",
+}
+ENTRY_POINT_GROUP = "align3gr.data_builders"
+
+
+@dataclass
+class RawData:
+    """What a builder reads: interactions, item metadata and user attributes (users may be empty)."""
+
+    interactions: InteractionLog
+    items: dict[str, Item]
+    users: dict[str, User] = field(default_factory=dict)
+
+
+class Builder:
+    """Base class of the raw-format adapters in `data_builders/`.
+
+    A subclass sets `name` and `version` (bump it when its output changes), lists the files it reads
+    in `sources` (hashed into `meta.json`), and reads them in `read`. `missing_metadata` is its
+    default for interactions whose item has no metadata: "error", or "drop" where the format is known
+    to have such items (Amazon). `options` are builder-specific `key=value` settings from the CLI.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    missing_metadata: ClassVar[str] = "error"
+    option_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: dict[str, str] | None = None) -> None:
+        self.options = dict(options or {})
+        unknown = sorted(set(self.options) - set(self.option_names))
+        if unknown:
+            accepted = ", ".join(self.option_names) or "none"
+            raise ConfigError(f"builder '{self.name}' has no option {unknown[0]!r} (accepted: {accepted})")
+
+    def sources(self, source: Path) -> list[Path]:
+        raise NotImplementedError
+
+    def read(self, source: Path) -> RawData:
+        raise NotImplementedError
+
+    @staticmethod
+    def find_file(folder: Path, candidates: list[str], what: str) -> Path:
+        """The first of `candidates` (glob patterns) present in `folder`, or a DataError listing them."""
+        for pattern in candidates:
+            found = sorted(folder.glob(pattern))
+            if found:
+                return found[0]
+        raise DataError(f"no {what} found; expected one of {', '.join(candidates)}", folder)
+
+
+def builder_names() -> list[str]:
+    """Built-in builder names plus those registered by other packages under the entry-point group."""
+    return sorted(set(BUILTIN_BUILDERS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def get_builder(name: str, options: dict[str, str] | None = None) -> Builder:
+    """Instantiate the builder called `name`; unknown names raise a ConfigError listing the known ones."""
+    target = BUILTIN_BUILDERS.get(name)
+    if target is None:
+        matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+        if not matches:
+            raise ConfigError(f"unknown builder {name!r}; known builders: {', '.join(builder_names())}")
+        cls = matches[0].load()
+    else:
+        module, attr = target.split(":")
+        cls = getattr(importlib.import_module(module), attr)
+    return cls(options)

@@ -1,0 +1,67 @@
+"""Options of the `data` stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from align3gr.errors import ConfigError
+
+
+@dataclass
+class SourceConfig:
+    """Where the raw data is and which builder reads it."""
+
+    section = "source"
+
+    builder: str = field(
+        default="movielens", metadata={"help": "Raw format: movielens, amazon, yelp, lcrec, or a registered one."}
+    )
+    source: str = field(default="recbole", metadata={"help": "Raw files: a folder, a file, or 'recbole'."})
+    options: dict[str, str] = field(default_factory=dict, metadata={"help": "Builder-specific options."})
+
+
+@dataclass
+class DataConfig:
+    """How raw interactions become the canonical dataset (filters, feedback levels, task texts)."""
+
+    section = "data"
+
+    user_k: int = field(default=5, metadata={"help": "k-core: keep users with at least this many interactions (>= 3)."})
+    item_k: int = field(default=5, metadata={"help": "k-core: keep items with at least this many interactions."})
+    max_history: int = field(default=20, metadata={"help": "Histories are cut to this many most recent items."})
+    missing_metadata: str | None = field(
+        default=None,
+        metadata={"help": "Interactions whose item has no metadata: 'error' or 'drop' (default: the builder's)."},
+    )
+    disliked_max: float = field(default=1.0, metadata={"help": "Ratings <= this are 'disliked' feedback."})
+    liked_min: float = field(default=4.0, metadata={"help": "Ratings >= this are 'liked'; in between is 'neutral'."})
+    sentiment_model: str | None = field(
+        default=None,
+        metadata={"help": "Local Hugging Face text-classification model that scores review text into feedback levels."},
+    )
+    text_generator: str = field(
+        default="template",
+        metadata={"help": "Profiles, intention queries and preference statements: 'template' or 'llm'."},
+    )
+    text_model: str | None = field(default=None, metadata={"help": "Local causal LM folder for text_generator=llm."})
+    text_cache: str | None = field(
+        default=None, metadata={"help": "Cache folder for LLM-written texts (default ~/.cache/align3gr/texts)."}
+    )
+    text_max_new_tokens: int = field(default=64, metadata={"help": "Length limit of each LLM-written text."})
+    seed: int = field(default=0, metadata={"help": "Seed of every random choice (template paraphrases)."})
+
+    def validate(self) -> None:
+        if self.user_k < 3:
+            raise ConfigError(f"user_k={self.user_k}: leave-one-out needs user_k >= 3")
+        if self.item_k < 1:
+            raise ConfigError(f"item_k={self.item_k}: must be >= 1")
+        if self.max_history < 1:
+            raise ConfigError(f"max_history={self.max_history}: must be >= 1")
+        if self.missing_metadata not in (None, "error", "drop"):
+            raise ConfigError(f"missing_metadata={self.missing_metadata!r}: expected 'error' or 'drop'")
+        if not self.disliked_max < self.liked_min:
+            raise ConfigError(f"disliked_max={self.disliked_max} must be below liked_min={self.liked_min}")
+        if self.text_generator not in ("template", "llm"):
+            raise ConfigError(f"text_generator={self.text_generator!r}: expected 'template' or 'llm'")
+        if self.text_generator == "llm" and not self.text_model:
+            raise ConfigError("text_generator='llm' needs text_model (a local causal LM folder)")

@@ -1,0 +1,150 @@
+"""The canonical dataset: loading with validation, writing, and the leave-one-out splits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from align3gr.data.schema import Item, Sequence, User, item_from_json, sequence_from_json, user_from_json
+from align3gr.errors import DataError
+from align3gr.io import iter_json_lines, write_json, write_jsonl
+
+Split = Literal["train", "valid", "test"]
+SPLITS: tuple[Split, ...] = ("train", "valid", "test")
+DEFAULT_MAX_HISTORY = 20
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One next-item example: a user's history (oldest first, cut to the last N) and the target."""
+
+    user_id: str
+    history: tuple[str, ...]
+    target: str
+
+
+@dataclass
+class Dataset:
+    """Items, users and sequences of the canonical format, plus the task texts built with them."""
+
+    items: dict[str, Item]
+    users: dict[str, User]
+    sequences: dict[str, Sequence]
+    meta: dict = field(default_factory=dict)
+    intentions: list[dict] = field(default_factory=list)
+    preferences: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def max_history(self) -> int:
+        return int(self.meta.get("max_history", DEFAULT_MAX_HISTORY))
+
+    def train_items(self, user_id: str) -> list[str]:
+        """The user's training interactions: all but the last two (valid and test targets)."""
+        return self.sequences[user_id].items[:-2]
+
+    def examples(self, split: Split, max_history: int | None = None) -> list[Example]:
+        """Leave-one-out examples. `train`: every prefix of the training part predicting its next item;
+        `valid`: training part -> second-to-last item; `test`: all but the last -> last item."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        limit = self.max_history if max_history is None else max_history
+        out: list[Example] = []
+        for user_id, seq in self.sequences.items():
+            if split == "train":
+                train = seq.items[:-2]
+                out.extend(
+                    Example(user_id, tuple(train[max(0, t - limit) : t]), train[t]) for t in range(1, len(train))
+                )
+            else:
+                end = len(seq.items) - (2 if split == "valid" else 1)
+                out.append(Example(user_id, tuple(seq.items[max(0, end - limit) : end]), seq.items[end]))
+        return out
+
+    def statistics(self) -> dict[str, float | int]:
+        """Counts, sequence lengths and density, as printed after a build."""
+        lengths = [len(s.items) for s in self.sequences.values()]
+        interactions = sum(lengths)
+        return {
+            "users": len(self.sequences),
+            "items": len(self.items),
+            "interactions": interactions,
+            "density": interactions / max(1, len(self.sequences) * len(self.items)),
+            "avg_sequence_length": interactions / max(1, len(lengths)),
+            "min_sequence_length": min(lengths, default=0),
+            "max_sequence_length": max(lengths, default=0),
+            "train_examples": sum(max(0, n - 3) for n in lengths),
+            "intentions": len(self.intentions),
+            "preferences": len(self.preferences),
+        }
+
+
+def _load_records(path: Path, parse: Callable[[dict, Path, int], T], key: str) -> dict[str, T]:
+    records: dict[str, T] = {}
+    first_line: dict[str, int] = {}
+    for line, row in iter_json_lines(path):
+        record = parse(row, path, line)
+        ident = getattr(record, key)
+        if ident in records:
+            raise DataError(f"duplicate {key} '{ident}' (first on line {first_line[ident]})", path, line)
+        records[ident] = record
+        first_line[ident] = line
+    return records
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Load and validate a canonical dataset folder; every error names the file and line."""
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        raise DataError("not a canonical dataset folder (no meta.json); build one with `align3gr data build`", path)
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"malformed JSON ({err.msg})", path / "meta.json", err.lineno) from None
+    items = _load_records(path / "items.jsonl", item_from_json, "item_id")
+    users = _load_records(path / "users.jsonl", user_from_json, "user_id")
+    sequences = _load_records(path / "sequences.jsonl", sequence_from_json, "user_id")
+    for line, seq in enumerate(sequences.values(), start=1):
+        if seq.user_id not in users:
+            raise DataError(f"user '{seq.user_id}' is not in users.jsonl", path / "sequences.jsonl", line)
+        unknown = next((i for i in seq.items if i not in items), None)
+        if unknown is not None:
+            raise DataError(f"item '{unknown}' is not in items.jsonl", path / "sequences.jsonl", line)
+    dataset = Dataset(items=items, users=users, sequences=sequences, meta=meta, path=path)
+    if (path / "intentions.jsonl").is_file():
+        dataset.intentions = list(_iter_intentions(path / "intentions.jsonl", dataset))
+    if (path / "preferences.jsonl").is_file():
+        for line, row in iter_json_lines(path / "preferences.jsonl"):
+            if row.get("user_id") not in users or not isinstance(row.get("statement"), str):
+                raise DataError(
+                    "expected 'user_id' of a known user and a string 'statement'", path / "preferences.jsonl", line
+                )
+            dataset.preferences[row["user_id"]] = row["statement"]
+    return dataset
+
+
+def _iter_intentions(path: Path, dataset: Dataset) -> Iterator[dict]:
+    for line, row in iter_json_lines(path):
+        if row.get("user_id") not in dataset.users or row.get("item_id") not in dataset.items:
+            raise DataError("expected 'user_id' and 'item_id' of a known user and item", path, line)
+        if not isinstance(row.get("query"), str):
+            raise DataError("field 'query' must be a string", path, line)
+        yield row
+
+
+def write_dataset(dataset: Dataset, folder: str | Path) -> None:
+    """Write the canonical files into `folder` (the caller makes it atomic)."""
+    folder = Path(folder)
+    write_jsonl(folder / "items.jsonl", (item.to_json() for item in dataset.items.values()))
+    write_jsonl(folder / "users.jsonl", (user.to_json() for user in dataset.users.values()))
+    write_jsonl(folder / "sequences.jsonl", (seq.to_json() for seq in dataset.sequences.values()))
+    write_jsonl(folder / "intentions.jsonl", dataset.intentions)
+    write_jsonl(
+        folder / "preferences.jsonl",
+        ({"user_id": user, "statement": text} for user, text in dataset.preferences.items()),
+    )
+    write_json(folder / "meta.json", dataset.meta)

@@ -1,0 +1,1 @@
+"""Raw-format adapters: each module turns one public dataset format into the canonical dataset."""

@@ -1,0 +1,169 @@
+"""Bad input: each case gives a clear error naming file and line or field, and leaves no output behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from align3gr.cli import main
+from align3gr.data.build import build_dataset
+from align3gr.data.config import DataConfig
+from align3gr.data.dataset import load_dataset
+from align3gr.errors import ConfigError, DataError
+
+GENRE_FLAGS = "|".join(["0"] * 18 + ["1"])
+
+
+def write_small_grouplens(folder: Path, users: int = 6, items: int = 6) -> Path:
+    """A valid ml-100k-layout folder where every user rated every item (so 5-core keeps all)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = [
+        f"{u}\t{i}\t{1 + (u * i) % 5}\t{880000000 + 100 * i + u}"
+        for u in range(1, users + 1)
+        for i in range(1, items + 1)
+    ]
+    (folder / "u.data").write_text("\n".join(data) + "\n")
+    (folder / "u.item").write_text("".join(f"{i}|Movie {i} (1990)||||{GENRE_FLAGS}\n" for i in range(1, items + 1)))
+    (folder / "u.user").write_text("".join(f"{u}|{20 + u}|M|writer|0000{u}\n" for u in range(1, users + 1)))
+    return folder
+
+
+def edit_line(path: Path, line: int, text: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[line - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+def assert_fails_cleanly(tmp_path: Path, source: Path, pattern: str, config: DataConfig | None = None) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=pattern):
+        build_dataset("movielens", source, out, config)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.*"))
+
+
+def test_malformed_tsv_names_file_and_line(tmp_path):
+    source = write_small_grouplens(tmp_path / "raw")
+    edit_line(source / "u.data", 4, "1\t4\t3")
+    assert_fails_cleanly(tmp_path, source, r"u\.data:4: expected 4 fields")
+
+
+def test_non_numeric_rating_and_timestamp(tmp_path):
+    source = write_small_grouplens(tmp_path / "raw")
+    edit_line(source / "u.data", 7, "2\t1\tgood\t880000102")
+    assert_fails_cleanly(tmp_path, source, r"u\.data:7: rating must be a number, got 'good'")
+    source = write_small_grouplens(tmp_path / "raw2")
+    edit_line(source / "u.data", 9, "2\t3\t4\tyesterday")
+    assert_fails_cleanly(tmp_path, source, r"u\.data:9: timestamp must be a number, got 'yesterday'")
+
+
+def test_interaction_naming_an_item_without_metadata(tmp_path):
+    source = write_small_grouplens(tmp_path / "raw")
+    edit_line(source / "u.data", 12, "2\t99\t4\t880000999")
+    assert_fails_cleanly(tmp_path, source, r"u\.data:12: interaction names item '99', which has no metadata")
+
+
+def test_missing_metadata_can_be_dropped_instead(tmp_path):
+    source = write_small_grouplens(tmp_path / "raw")
+    edit_line(source / "u.data", 12, "2\t99\t4\t880000999")
+    result = build_dataset("movielens", source, tmp_path / "out", DataConfig(missing_metadata="drop"))
+    assert "99" not in result.dataset.items
+    assert result.dataset.meta["counts"]["with_metadata"] == 35
+
+
+def test_duplicate_ids(tmp_path):
+    source = write_small_grouplens(tmp_path / "raw")
+    edit_line(source / "u.item", 3, f"2|Copy (1990)||||{GENRE_FLAGS}")
+    assert_fails_cleanly(tmp_path, source, r"u\.item:3: duplicate item ID '2'")
+    source = write_small_grouplens(tmp_path / "raw2")
+    edit_line(source / "u.user", 2, "1|30|F|artist|00001")
+    assert_fails_cleanly(tmp_path, source, r"u\.user:2: duplicate user ID '1'")
+
+
+def test_missing_required_column_in_recbole_header(tmp_path):
+    source = tmp_path / "raw"
+    source.mkdir()
+    (source / "x.inter").write_text("user_id:token\trating:float\ttimestamp:float\n1\t3\t5\n")
+    (source / "x.item").write_text("item_id:token\tmovie_title:token_seq\n1\tA\n")
+    (source / "x.user").write_text("user_id:token\tage:token\tgender:token\toccupation:token\n1\t20\tM\tother\n")
+    assert_fails_cleanly(tmp_path, source, r"x\.inter:1: missing required column 'item_id'")
+
+
+def test_kcore_leaving_nothing_says_which_filter_and_counts(tmp_path):
+    source = write_small_grouplens(tmp_path / "raw", users=4, items=4)
+    with pytest.raises(
+        DataError, match=r"users >= 5, items >= 5.*before it 16 interactions, 4 users, 4 items.*after it 0"
+    ):
+        build_dataset("movielens", source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_builder_and_options():
+    with pytest.raises(ConfigError, match="unknown builder 'netflix'; known builders: amazon, lcrec, movielens, yelp"):
+        build_dataset("netflix", "x", "y")
+    with pytest.raises(ConfigError, match="builder 'movielens' has no option 'flavour'"):
+        build_dataset("movielens", "recbole", "y", builder_options={"flavour": "1m"})
+    with pytest.raises(ConfigError, match="user_k=2"):
+        build_dataset("movielens", "recbole", "y", DataConfig(user_k=2))
+
+
+def test_output_folder_holding_a_different_dataset(tmp_path):
+    source = write_small_grouplens(tmp_path / "raw")
+    out = tmp_path / "out"
+    build_dataset("movielens", source, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(DataError, match="already holds a different dataset"):
+        build_dataset("movielens", source, out, DataConfig(item_k=3))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    replaced = build_dataset("movielens", source, out, DataConfig(item_k=3), overwrite=True)
+    assert not replaced.up_to_date and replaced.dataset.meta["filters"]["item_k"] == 3
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not empty and holds no dataset"):
+        build_dataset("movielens", source, tmp_path / "other")
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    source = write_small_grouplens(tmp_path / "raw")
+    edit_line(source / "u.data", 4, "1\t4\t3")
+    code = main(["data", "build", "--builder", "movielens", "--source", str(source), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "u.data:4: expected 4 fields" in capsys.readouterr().err
+    assert main(["data", "build", "--builder", "nope", "--source", "x", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_loader_validates_the_canonical_files(tmp_path):
+    source = write_small_grouplens(tmp_path / "raw")
+    good = tmp_path / "good"
+    build_dataset("movielens", source, good)
+
+    def corrupt(name: str, line: int, text: str) -> Path:
+        bad = tmp_path / f"bad-{name}-{line}"
+        bad.mkdir()
+        for path in good.iterdir():
+            (bad / path.name).write_bytes(path.read_bytes())
+        edit_line(bad / name, line, text)
+        return bad
+
+    with pytest.raises(DataError, match=r"items\.jsonl:2: malformed JSON"):
+        load_dataset(corrupt("items.jsonl", 2, '{"item_id": "2", "title": '))
+    with pytest.raises(DataError, match=r"items\.jsonl:3: duplicate item_id '1' \(first on line 1\)"):
+        load_dataset(corrupt("items.jsonl", 3, json.dumps({"item_id": "1", "title": "x", "categories": []})))
+    with pytest.raises(DataError, match=r"items\.jsonl:1: missing required field 'title'"):
+        load_dataset(corrupt("items.jsonl", 1, json.dumps({"item_id": "1"})))
+    row = json.loads((good / "sequences.jsonl").read_text().splitlines()[0])
+    row["items"][0] = "404"
+    with pytest.raises(DataError, match=r"sequences\.jsonl:1: item '404' is not in items\.jsonl"):
+        load_dataset(corrupt("sequences.jsonl", 1, json.dumps(row)))
+    row = json.loads((good / "sequences.jsonl").read_text().splitlines()[0])
+    row["ratings"][2] = "five"
+    with pytest.raises(DataError, match=r"sequences\.jsonl:1: field 'ratings' holds 'five'"):
+        load_dataset(corrupt("sequences.jsonl", 1, json.dumps(row)))
+    row = json.loads((good / "sequences.jsonl").read_text().splitlines()[0])
+    row["timestamps"] = row["timestamps"][::-1]
+    with pytest.raises(DataError, match="not in chronological order"):
+        load_dataset(corrupt("sequences.jsonl", 1, json.dumps(row)))
+    with pytest.raises(DataError, match="no meta.json"):
+        load_dataset(tmp_path / "raw")

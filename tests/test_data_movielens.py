@@ -1,0 +1,160 @@
+"""MovieLens-100K from the RecBole wheel: counts, leave-one-out split, determinism, and the other layouts."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from align3gr.cli import main
+from align3gr.data.build import build_dataset
+from align3gr.data.dataset import load_dataset
+
+RECBOLE_ML100K = Path(importlib.util.find_spec("recbole").origin).parent / "dataset_example" / "ml-100k"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ml100k") / "data"
+    build_dataset("movielens", "recbole", out)
+    return out
+
+
+def pandas_kcore(frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    """An independent 5-core: stable chronological sort, first of repeated pairs, iterate to a fixed point."""
+    frame = frame.sort_values(["user", "timestamp"], kind="stable").drop_duplicates(["user", "item"], keep="first")
+    while True:
+        users = frame.groupby("user")["item"].transform("size")
+        items = frame.groupby("item")["user"].transform("size")
+        keep = (users >= k) & (items >= k)
+        if keep.all():
+            return frame
+        frame = frame[keep]
+
+
+def test_counts_match_an_independent_pandas_kcore(built):
+    raw = pd.read_csv(RECBOLE_ML100K / "ml-100k.inter", sep="\t", dtype=str)
+    raw.columns = ["user", "item", "rating", "timestamp"]
+    raw["timestamp"] = raw["timestamp"].astype(float).astype(int)
+    expected = pandas_kcore(raw)
+    dataset = load_dataset(built)
+    assert dataset.meta["counts"]["interactions"] == len(expected)
+    assert len(dataset.sequences) == expected["user"].nunique()
+    assert len(dataset.items) == expected["item"].nunique()
+    for user, group in expected.groupby("user"):
+        assert dataset.sequences[user].items == list(group["item"])
+
+
+def test_leave_one_out_targets_are_the_chronologically_last(built):
+    raw = pd.read_csv(RECBOLE_ML100K / "ml-100k.inter", sep="\t", dtype=str)
+    raw.columns = ["user", "item", "rating", "timestamp"]
+    raw["timestamp"] = raw["timestamp"].astype(float).astype(int)
+    kept = pandas_kcore(raw)
+    last_two = kept.groupby("user").tail(2).groupby("user")["item"].apply(list)
+    dataset = load_dataset(built)
+    test = {e.user_id: e for e in dataset.examples("test")}
+    valid = {e.user_id: e for e in dataset.examples("valid")}
+    assert len(test) == len(valid) == len(dataset.sequences)
+    for user, (valid_item, test_item) in last_two.items():
+        assert test[user].target == test_item
+        assert valid[user].target == valid_item
+        assert test[user].history[-1] == valid_item
+        seq = dataset.sequences[user]
+        assert seq.timestamps[-1] == max(seq.timestamps)
+
+
+def test_histories_are_cut_and_targets_never_leak(built):
+    dataset = load_dataset(built)
+    test_targets = {e.user_id: e.target for e in dataset.examples("test")}
+    valid_targets = {e.user_id: e.target for e in dataset.examples("valid")}
+    for split in ("train", "valid", "test"):
+        for example in dataset.examples(split):
+            assert 1 <= len(example.history) <= 20
+            assert example.target not in example.history
+    for example in dataset.examples("train"):
+        assert test_targets[example.user_id] not in (*example.history, example.target)
+        assert valid_targets[example.user_id] not in (*example.history, example.target)
+    for user in dataset.sequences:
+        assert test_targets[user] not in dataset.train_items(user)
+
+
+def test_items_users_and_feedback(built):
+    dataset = load_dataset(built)
+    item = dataset.items["12"]
+    assert item.title == "The Usual Suspects"
+    assert item.categories == ["Crime", "Thriller"]
+    assert item.attributes["year"] == 1995
+    assert dataset.users["1"].profile.startswith("A 24-year-old male technician.")
+    seq = dataset.sequences["1"]
+    levels = {1: "disliked", 2: "neutral", 3: "neutral", 4: "liked", 5: "liked"}
+    assert seq.feedback == [levels[r] for r in seq.ratings]
+    meta = dataset.meta
+    assert meta["builder"]["name"] == "movielens"
+    assert {s["file"] for s in meta["sources"]} == {"ml-100k.inter", "ml-100k.item", "ml-100k.user"}
+    assert all(len(s["sha256"]) == 64 for s in meta["sources"])
+    assert meta["filters"]["user_k"] == meta["filters"]["item_k"] == 5
+
+
+def test_building_twice_is_byte_identical(built, tmp_path):
+    again = tmp_path / "again"
+    build_dataset("movielens", "recbole", again)
+    names = sorted(p.name for p in built.iterdir())
+    assert names == sorted(p.name for p in again.iterdir())
+    for name in names:
+        assert (built / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_rebuilding_into_the_same_folder_reuses_it(built):
+    result = build_dataset("movielens", "recbole", built)
+    assert result.up_to_date
+
+
+def write_grouplens_100k(folder: Path) -> None:
+    """Re-express RecBole's ml-100k in GroupLens' own u.data / u.item / u.user layout."""
+    folder.mkdir()
+    inter = pd.read_csv(RECBOLE_ML100K / "ml-100k.inter", sep="\t", dtype=str)
+    inter.to_csv(folder / "u.data", sep="\t", header=False, index=False)
+    genres = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary"]
+    genres += ["Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller"]
+    genres += ["War", "Western"]
+    with open(folder / "u.item", "w", encoding="latin-1") as handle:
+        items = pd.read_csv(RECBOLE_ML100K / "ml-100k.item", sep="\t", dtype=str, keep_default_na=False)
+        for item_id, title, year, classes in items.itertuples(index=False):
+            flags = ["1" if g in classes.split() else "0" for g in genres]
+            dated = f"{title} ({year})" if year.isdigit() else title
+            handle.write("|".join([item_id, dated, "", "", "", *flags]) + "\n")
+    users = pd.read_csv(RECBOLE_ML100K / "ml-100k.user", sep="\t", dtype=str)
+    users.to_csv(folder / "u.user", sep="|", header=False, index=False)
+
+
+def test_grouplens_layout_gives_the_same_dataset(built, tmp_path):
+    write_grouplens_100k(tmp_path / "ml-100k")
+    result = build_dataset("movielens", tmp_path / "ml-100k", tmp_path / "out")
+    reference = load_dataset(built)
+    assert result.dataset.sequences == reference.sequences
+    assert {i: (x.title, x.categories) for i, x in result.dataset.items.items()} == {
+        i: (x.title, x.categories) for i, x in reference.items.items()
+    }
+
+
+def test_grouplens_1m_layout(tmp_path):
+    source = tmp_path / "ml-1m"
+    source.mkdir()
+    movies = ["1::Toy Story (1995)::Animation|Children's|Comedy", "2::Jumanji (1995)::Adventure|Children's|Fantasy"]
+    movies += [f"{i}::Movie {i}, The (1999)::Drama" for i in range(3, 9)]
+    (source / "movies.dat").write_text("\n".join(movies) + "\n", encoding="latin-1")
+    users = ["1::F::1::10::48067", "2::M::56::16::70072", "3::M::25::15::55117"]
+    (source / "users.dat").write_text("\n".join(users) + "\n")
+    ratings = [f"{u}::{i}::{1 + (u + i) % 5}::{978300000 + 10 * i + u}" for u in (1, 2, 3) for i in range(1, 9)]
+    (source / "ratings.dat").write_text("\n".join(ratings) + "\n")
+    assert main(["data", "build", "--builder", "movielens", "--source", str(source), "--out", str(tmp_path / "o"),
+                 "--user-k", "3", "--item-k", "3"]) == 0  # fmt: skip
+    dataset = load_dataset(tmp_path / "o")
+    assert len(dataset.sequences) == 3 and len(dataset.items) == 8
+    assert dataset.items["3"].title == "The Movie 3"
+    assert dataset.items["1"].categories == ["Animation", "Children's", "Comedy"]
+    assert dataset.users["1"].profile == "A female K-12 student aged under 18."
+    assert dataset.users["2"].attributes["occupation"] == "self-employed"
+    assert dataset.sequences["1"].items == [str(i) for i in range(1, 9)]
