@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -140,8 +141,7 @@ def test_loader_validates_the_canonical_files(tmp_path):
     build_dataset("movielens", source, good)
 
     def corrupt(name: str, line: int, text: str) -> Path:
-        bad = tmp_path / f"bad-{name}-{line}"
-        bad.mkdir()
+        bad = Path(tempfile.mkdtemp(dir=tmp_path))
         for path in good.iterdir():
             (bad / path.name).write_bytes(path.read_bytes())
         edit_line(bad / name, line, text)
@@ -167,3 +167,13 @@ def test_loader_validates_the_canonical_files(tmp_path):
         load_dataset(corrupt("sequences.jsonl", 1, json.dumps(row)))
     with pytest.raises(DataError, match="no meta.json"):
         load_dataset(tmp_path / "raw")
+
+
+def test_a_killed_build_leaves_nothing_and_the_rerun_succeeds(tmp_path):
+    source = write_small_grouplens(tmp_path / "raw")
+    stale = tmp_path / ".out.tmp-killed"
+    stale.mkdir()
+    (stale / "items.jsonl").write_text('{"item_id": "1", "ti')
+    result = build_dataset("movielens", source, tmp_path / "out")
+    assert not stale.exists()
+    assert load_dataset(tmp_path / "out").sequences == result.dataset.sequences

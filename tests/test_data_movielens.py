@@ -6,20 +6,12 @@ import importlib.util
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from align3gr.cli import main
 from align3gr.data.build import build_dataset
 from align3gr.data.dataset import load_dataset
 
 RECBOLE_ML100K = Path(importlib.util.find_spec("recbole").origin).parent / "dataset_example" / "ml-100k"
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ml100k") / "data"
-    build_dataset("movielens", "recbole", out)
-    return out
 
 
 def pandas_kcore(frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:
@@ -34,12 +26,12 @@ def pandas_kcore(frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:
         frame = frame[keep]
 
 
-def test_counts_match_an_independent_pandas_kcore(built):
+def test_counts_match_an_independent_pandas_kcore(ml100k):
     raw = pd.read_csv(RECBOLE_ML100K / "ml-100k.inter", sep="\t", dtype=str)
     raw.columns = ["user", "item", "rating", "timestamp"]
     raw["timestamp"] = raw["timestamp"].astype(float).astype(int)
     expected = pandas_kcore(raw)
-    dataset = load_dataset(built)
+    dataset = load_dataset(ml100k)
     assert dataset.meta["counts"]["interactions"] == len(expected)
     assert len(dataset.sequences) == expected["user"].nunique()
     assert len(dataset.items) == expected["item"].nunique()
@@ -47,13 +39,13 @@ def test_counts_match_an_independent_pandas_kcore(built):
         assert dataset.sequences[user].items == list(group["item"])
 
 
-def test_leave_one_out_targets_are_the_chronologically_last(built):
+def test_leave_one_out_targets_are_the_chronologically_last(ml100k):
     raw = pd.read_csv(RECBOLE_ML100K / "ml-100k.inter", sep="\t", dtype=str)
     raw.columns = ["user", "item", "rating", "timestamp"]
     raw["timestamp"] = raw["timestamp"].astype(float).astype(int)
     kept = pandas_kcore(raw)
     last_two = kept.groupby("user").tail(2).groupby("user")["item"].apply(list)
-    dataset = load_dataset(built)
+    dataset = load_dataset(ml100k)
     test = {e.user_id: e for e in dataset.examples("test")}
     valid = {e.user_id: e for e in dataset.examples("valid")}
     assert len(test) == len(valid) == len(dataset.sequences)
@@ -65,8 +57,8 @@ def test_leave_one_out_targets_are_the_chronologically_last(built):
         assert seq.timestamps[-1] == max(seq.timestamps)
 
 
-def test_histories_are_cut_and_targets_never_leak(built):
-    dataset = load_dataset(built)
+def test_histories_are_cut_and_targets_never_leak(ml100k):
+    dataset = load_dataset(ml100k)
     test_targets = {e.user_id: e.target for e in dataset.examples("test")}
     valid_targets = {e.user_id: e.target for e in dataset.examples("valid")}
     for split in ("train", "valid", "test"):
@@ -80,8 +72,8 @@ def test_histories_are_cut_and_targets_never_leak(built):
         assert test_targets[user] not in dataset.train_items(user)
 
 
-def test_items_users_and_feedback(built):
-    dataset = load_dataset(built)
+def test_items_users_and_feedback(ml100k):
+    dataset = load_dataset(ml100k)
     item = dataset.items["12"]
     assert item.title == "The Usual Suspects"
     assert item.categories == ["Crime", "Thriller"]
@@ -97,17 +89,17 @@ def test_items_users_and_feedback(built):
     assert meta["filters"]["user_k"] == meta["filters"]["item_k"] == 5
 
 
-def test_building_twice_is_byte_identical(built, tmp_path):
+def test_building_twice_is_byte_identical(ml100k, tmp_path):
     again = tmp_path / "again"
     build_dataset("movielens", "recbole", again)
-    names = sorted(p.name for p in built.iterdir())
+    names = sorted(p.name for p in ml100k.iterdir())
     assert names == sorted(p.name for p in again.iterdir())
     for name in names:
-        assert (built / name).read_bytes() == (again / name).read_bytes(), name
+        assert (ml100k / name).read_bytes() == (again / name).read_bytes(), name
 
 
-def test_rebuilding_into_the_same_folder_reuses_it(built):
-    result = build_dataset("movielens", "recbole", built)
+def test_rebuilding_into_the_same_folder_reuses_it(ml100k):
+    result = build_dataset("movielens", "recbole", ml100k)
     assert result.up_to_date
 
 
@@ -129,10 +121,10 @@ def write_grouplens_100k(folder: Path) -> None:
     users.to_csv(folder / "u.user", sep="|", header=False, index=False)
 
 
-def test_grouplens_layout_gives_the_same_dataset(built, tmp_path):
+def test_grouplens_layout_gives_the_same_dataset(ml100k, tmp_path):
     write_grouplens_100k(tmp_path / "ml-100k")
     result = build_dataset("movielens", tmp_path / "ml-100k", tmp_path / "out")
-    reference = load_dataset(built)
+    reference = load_dataset(ml100k)
     assert result.dataset.sequences == reference.sequences
     assert {i: (x.title, x.categories) for i, x in result.dataset.items.items()} == {
         i: (x.title, x.categories) for i, x in reference.items.items()
@@ -155,6 +147,6 @@ def test_grouplens_1m_layout(tmp_path):
     assert len(dataset.sequences) == 3 and len(dataset.items) == 8
     assert dataset.items["3"].title == "The Movie 3"
     assert dataset.items["1"].categories == ["Animation", "Children's", "Comedy"]
-    assert dataset.users["1"].profile == "A female K-12 student aged under 18."
+    assert dataset.users["1"].profile.startswith("A female K-12 student aged under 18. ")
     assert dataset.users["2"].attributes["occupation"] == "self-employed"
     assert dataset.sequences["1"].items == [str(i) for i in range(1, 9)]

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence as SequenceOf
 
 from align3gr.data.dataset import Dataset
+from align3gr.data.schema import Sequence
 from align3gr.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,15 @@ def assign_feedback(
     if sentiment_model:
         if not all(seq.reviews is not None for seq in sequences):
             raise ConfigError("sentiment_model is set but this dataset has no review text to score")
-        texts = [review for seq in sequences for review in seq.reviews or []]
+        texts = [review for seq in sequences for review in seq.reviews or [] if review.strip()]
         scores = iter(score_reviews(texts, sentiment_model))
         for seq in sequences:
-            seq.feedback = [feedback_level(next(scores), disliked_max, liked_min) for _ in seq.items]
+            seq.feedback = [
+                feedback_level(next(scores), disliked_max, liked_min)
+                if review.strip()
+                else _without_review(seq, position, disliked_max, liked_min)
+                for position, review in enumerate(seq.reviews or [])
+            ]
         return "sentiment"
     if all(seq.ratings is not None for seq in sequences):
         for seq in sequences:
@@ -70,3 +76,10 @@ def assign_feedback(
         return "ratings"
     log.info("no ratings and no sentiment model: feedback levels left empty")
     return None
+
+
+def _without_review(seq: Sequence, position: int, disliked_max: float, liked_min: float) -> str:
+    """An interaction with no review text: its rating's level where there is one, else neutral."""
+    if seq.ratings is None:
+        return "neutral"
+    return feedback_level(seq.ratings[position], disliked_max, liked_min)

@@ -1,0 +1,112 @@
+"""Task texts written by a local causal LM (`text_generator: llm`), offline, batched and cached.
+
+Each text's facts (the same ones the templates use) become an instruction from `prompts/data_texts.yaml`;
+outputs are appended to a JSONL cache per model (flushed per batch, so a killed run keeps what it wrote and a
+re-run generates only what is missing). Empty outputs fall back to the template text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from align3gr.data.config import DataConfig
+from align3gr.data.texts import TextRequest
+from align3gr.models.local import model_identity, require_model_folder
+from align3gr.prompts import load_prompts
+
+log = logging.getLogger(__name__)
+DEFAULT_CACHE = Path.home() / ".cache" / "align3gr" / "texts"
+
+
+class LLMTextWriter:
+    """Greedy generation with a local Hugging Face causal LM, cached on disk by model and prompt."""
+
+    def __init__(self, config: DataConfig, batch_size: int = 16) -> None:
+        self.folder = require_model_folder(config.text_model or "", "text_model")
+        self.max_new_tokens = config.text_max_new_tokens
+        self.batch_size = batch_size
+        self.identity = model_identity(self.folder)
+        self.cache_path = Path(config.text_cache or DEFAULT_CACHE) / f"{self.identity}.jsonl"
+        self.instructions = load_prompts("data_texts")
+
+    def prompt(self, request: TextRequest) -> str:
+        facts = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in request.facts.items() if v)
+        return self.instructions[f"llm_{request.kind}"].format(facts=facts)
+
+    def key(self, prompt: str) -> str:
+        return hashlib.sha256(f"{self.identity}\n{self.max_new_tokens}\n{prompt}".encode()).hexdigest()
+
+    def read_cache(self) -> dict[str, str]:
+        cached: dict[str, str] = {}
+        if self.cache_path.is_file():
+            with open(self.cache_path, encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut short by a kill; its text is generated again
+                    cached[row["key"]] = row["text"]
+        return cached
+
+    def write(self, requests: Sequence[TextRequest]) -> list[str]:
+        """One text per request, in order."""
+        prompts = [self.prompt(r) for r in requests]
+        keys = [self.key(p) for p in prompts]
+        cached = self.read_cache()
+        todo = sorted({k: p for k, p in zip(keys, prompts, strict=True) if k not in cached}.items())
+        log.info(
+            "LLM texts: %d requested, %d cached, %d to generate", len(prompts), len(prompts) - len(todo), len(todo)
+        )
+        if todo:
+            cached.update(self.generate(todo))
+        texts = [cached[k].strip() or r.template for k, r in zip(keys, requests, strict=True)]
+        empty = sum(1 for k in keys if not cached[k].strip())
+        if empty:
+            log.warning("LLM texts: %d empty outputs replaced by the template text", empty)
+        return texts
+
+    @torch.no_grad()
+    def generate(self, todo: list[tuple[str, str]]) -> dict[str, str]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True).eval()
+        settings = GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        out: dict[str, str] = {}
+        with open(self.cache_path, "a", encoding="utf-8") as cache:
+            for start in tqdm(range(0, len(todo), self.batch_size), desc="writing texts", unit="batch"):
+                chunk = todo[start : start + self.batch_size]
+                inputs = tokenizer([self.render(tokenizer, p) for _, p in chunk], return_tensors="pt", padding=True)
+                generated = model.generate(**inputs, generation_config=settings)
+                new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+                for (key, _), text in zip(
+                    chunk, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
+                ):
+                    out[key] = " ".join(text.split())
+                    cache.write(json.dumps({"key": key, "text": out[key]}, ensure_ascii=False) + "\n")
+                cache.flush()
+        return out
+
+    @staticmethod
+    def render(tokenizer, prompt: str) -> str:
+        """Through the tokenizer's chat template when it has one, plain text otherwise."""
+        if tokenizer.chat_template:
+            messages = [{"role": "user", "content": prompt}]
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return prompt + "\n"

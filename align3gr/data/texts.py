@@ -1,0 +1,191 @@
+"""Task texts built with the dataset (seed 003, Figure 3): a profile for every user (B2), a search intention
+per training target (C2) and a preference statement per user (C3).
+
+Only each user's training part (`items[:-2]`) is read, so no valid or test target leaks into any text. Texts
+come from templates (`prompts/data_texts.yaml`, one paraphrase drawn per text with the dataset seed) or, with
+`text_generator: llm`, from a local causal LM given the same facts (`align3gr.data.text_writer`).
+Intentions never contain the target's title (nor its words taken from the user's review): task C2 must
+recover the item from what the user wants, not from its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from align3gr.data.config import DataConfig
+from align3gr.data.dataset import Dataset
+from align3gr.data.schema import Item, Sequence
+from align3gr.prompts import load_prompts
+
+_WORD = re.compile(r"[a-z][a-z']{2,}")
+STOPWORDS = frozenset(
+    """the and for that this with was but not are you have had has its it's they them their there then than
+    very just one all can will would could should about what when which who how out get got use used really
+    also more most much some any only other into from were been being did does doing don't too well even
+    like i'm i've our your his her she him because after before over again still these those such each
+    make made time good great nice item product thing things bought buy love loved movie film""".split()
+)
+UNINFORMATIVE_SHARE = 0.9
+
+
+@dataclass
+class TextRequest:
+    """One text to write: its kind, the facts it is made from, and the template rendering."""
+
+    kind: str
+    key: str
+    facts: dict[str, str]
+    template: str = field(default="")
+
+
+def join_phrase(values: list[str]) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+
+
+def pick(templates: list[str], seed: int, *key: str) -> str:
+    """A template chosen deterministically from the seed and a stable hash of the key (not Python's hash)."""
+    digest = hashlib.sha256(":".join((str(seed), *key)).encode()).digest()
+    return random.Random(digest).choice(templates)
+
+
+class TaskTexts:
+    """Builds the facts and template texts of one dataset's users and training targets."""
+
+    def __init__(self, dataset: Dataset, config: DataConfig) -> None:
+        self.dataset = dataset
+        self.config = config
+        self.prompts = load_prompts("data_texts")
+        share = Counter(c for item in dataset.items.values() for c in set(item.categories))
+        limit = UNINFORMATIVE_SHARE * len(dataset.items)
+        self.informative = {c for c, n in share.items() if n < limit or len(dataset.items) < 10}
+
+    def categories(self, item: Item, finest: int | None = None) -> list[str]:
+        """The item's categories minus near-universal roots ('Musical Instruments' on every item)."""
+        kept = [c for c in item.categories if c in self.informative]
+        return kept[-finest:] if finest else kept
+
+    def is_liked(self, seq: Sequence, position: int) -> bool:
+        if seq.feedback is not None:
+            return seq.feedback[position] == "liked"
+        return seq.ratings is None or seq.ratings[position] >= self.config.liked_min
+
+    def top_categories(self, item_ids: list[str], count: int) -> list[str]:
+        counts = Counter(c for i in item_ids for c in self.categories(self.dataset.items[i]))
+        return [c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:count]]
+
+    def profile(self, user_id: str) -> TextRequest:
+        seq = self.dataset.sequences[user_id]
+        train = seq.items[:-2]
+        facts: dict[str, str] = {}
+        parts: list[str] = []
+        existing = self.dataset.users[user_id].profile.strip()
+        if existing:
+            facts["about"] = existing
+            parts.append(existing)
+        cats = self.top_categories(train, 3) or ["a mix of items"]
+        ratings = seq.ratings[:-2] if seq.ratings is not None else None
+        rating = f" (average rating {sum(ratings) / len(ratings):.1f})" if ratings else ""
+        facts.update(interactions=str(len(train)), categories=join_phrase(cats))
+        template = pick(self.prompts["profile_history"], self.config.seed, "profile", user_id)
+        parts.append(template.format(count=len(train), categories=join_phrase(cats), rating=rating))
+        words = self.review_words(seq.reviews[:-2] if seq.reviews is not None else [])
+        if words:
+            facts["review_words"] = join_phrase(words)
+            template = pick(self.prompts["profile_reviews"], self.config.seed, "reviews", user_id)
+            parts.append(template.format(words=join_phrase(words)))
+        return TextRequest("profile", user_id, facts, " ".join(parts))
+
+    @staticmethod
+    def review_words(reviews: list[str], count: int = 4) -> list[str]:
+        counts = Counter(w for text in reviews for w in _WORD.findall(text.lower()) if w not in STOPWORDS)
+        return [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:count] if n > 1]
+
+    def intention(self, seq: Sequence, position: int) -> TextRequest:
+        item = self.dataset.items[seq.items[position]]
+        cats = self.categories(item, finest=2)
+        details = self.item_details(item)
+        facts = {"categories": join_phrase(cats)} if cats else {}
+        facts.update({k: v.strip(" ,") for k, v in details.items()})
+        wish = ""
+        if seq.reviews is not None and seq.reviews[position].strip():
+            title_words = set(_WORD.findall(item.title.lower()))
+            words = [w for w in seq.reviews[position].split() if w.lower().strip(".,!?\"'") not in title_words]
+            snippet = " ".join(words[:8]).strip(" .,!?\"'")
+            if snippet:
+                facts["user_said"] = snippet
+                wish = f', ideally "{snippet}"'
+        kind = "intention" if cats else "intention_fallback"
+        template = pick(self.prompts[kind], self.config.seed, "intention", seq.user_id, item.item_id)
+        text = template.format(
+            categories=join_phrase(cats) if cats else "", details="".join(details.values()), wish=wish
+        )
+        return TextRequest("intention", f"{seq.user_id}\t{item.item_id}", facts, text)
+
+    @staticmethod
+    def item_details(item: Item) -> dict[str, str]:
+        """Attribute phrases that describe without naming: decade, brand, price band."""
+        details: dict[str, str] = {}
+        year = item.attributes.get("year")
+        if isinstance(year, int):
+            details["era"] = f" from the {year // 10 * 10}s"
+        brand = item.attributes.get("brand")
+        if isinstance(brand, str) and brand.strip() and brand.lower() not in item.title.lower():
+            details["brand"] = f" by {brand.strip()}"
+        price = item.attributes.get("price")
+        if isinstance(price, int | float) and price > 0:
+            details["price"] = f" under ${max(10, math.ceil(price / 10) * 10)}"
+        return details
+
+    def preference(self, user_id: str) -> TextRequest:
+        seq = self.dataset.sequences[user_id]
+        train = seq.items[:-2]
+        liked = [i for p, i in enumerate(train) if self.is_liked(seq, p)]
+        disliked = [i for p, i in enumerate(train) if seq.feedback is not None and seq.feedback[p] == "disliked"]
+        has_signal = seq.feedback is not None or seq.ratings is not None
+        basis = liked if liked and has_signal else train
+        cats = self.top_categories(basis, 3) or ["a broad mix of items"]
+        titles = [self.dataset.items[i].title for i in basis[::-1][:2]]
+        examples = f", especially {join_phrase(titles)}" if titles else ""
+        avoided = [c for c in self.top_categories(disliked, 2) if c not in cats] if len(disliked) >= 2 else []
+        facts = {"likes": join_phrase(cats), "recent_favourites": join_phrase(titles) if titles else ""}
+        if avoided:
+            facts["dislikes"] = join_phrase(avoided)
+        kind = "preference_liked" if has_signal else "preference_frequent"
+        template = pick(self.prompts[kind], self.config.seed, "preference", user_id)
+        dislike_clause = f", and tends to avoid {join_phrase(avoided)}" if avoided else ""
+        text = template.format(liked=join_phrase(cats), examples=examples, disliked=dislike_clause)
+        return TextRequest("preference", user_id, facts, text)
+
+    def requests(self) -> list[TextRequest]:
+        out = [self.profile(u) for u in self.dataset.sequences]
+        for seq in self.dataset.sequences.values():
+            out.extend(self.intention(seq, p) for p in range(1, len(seq.items) - 2))
+        out.extend(self.preference(u) for u in self.dataset.sequences)
+        return out
+
+
+def add_task_texts(dataset: Dataset, config: DataConfig) -> None:
+    """Fill user profiles, `dataset.intentions` and `dataset.preferences` from the training part only."""
+    requests = TaskTexts(dataset, config).requests()
+    if config.text_generator == "llm":
+        from align3gr.data.text_writer import LLMTextWriter
+
+        texts = LLMTextWriter(config).write(requests)
+    else:
+        texts = [r.template for r in requests]
+    dataset.intentions = []
+    dataset.preferences = {}
+    for request, text in zip(requests, texts, strict=True):
+        if request.kind == "profile":
+            dataset.users[request.key].profile = text
+        elif request.kind == "intention":
+            user_id, item_id = request.key.split("\t")
+            dataset.intentions.append({"user_id": user_id, "item_id": item_id, "query": text})
+        else:
+            dataset.preferences[request.key] = text

@@ -1,0 +1,1 @@
+"""Loading and creating the language models the stages use."""

@@ -1,0 +1,24 @@
+"""Local model folders: the checks and the identity hash shared by every stage that loads one."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from align3gr.errors import ConfigError
+
+
+def require_model_folder(path: str | Path, option: str) -> Path:
+    """`path` as a Path, or a ConfigError naming `option` when it is not a Hugging Face model folder."""
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{option}={str(path)!r}: expected a local model folder with config.json")
+    return folder
+
+
+def model_identity(folder: Path) -> str:
+    """A short hash of a model folder's config and weight file names and sizes, for cache keys."""
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
