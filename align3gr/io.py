@@ -122,3 +122,13 @@ def remove_stale_temporaries(target: str | Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     for stale in target.parent.glob(f".{target.name}.old-*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a whole JSON document, raising a DataError with the file, line and column on malformed JSON."""
+    with open_text(path) as handle:
+        text = handle.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", path, err.lineno) from None

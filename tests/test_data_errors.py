@@ -63,7 +63,9 @@ def test_non_numeric_rating_and_timestamp(tmp_path):
 def test_interaction_naming_an_item_without_metadata(tmp_path):
     source = write_small_grouplens(tmp_path / "raw")
     edit_line(source / "u.data", 12, "2\t99\t4\t880000999")
-    assert_fails_cleanly(tmp_path, source, r"u\.data:12: interaction names item '99', which has no metadata")
+    assert_fails_cleanly(
+        tmp_path, source, r"u\.data:12: interaction of user '2' names item '99', which has no metadata"
+    )
 
 
 def test_missing_metadata_can_be_dropped_instead(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Literal, TypeVar
 
 from align3gr.data.schema import Item, Sequence, User, item_from_json, sequence_from_json, user_from_json
 from align3gr.errors import DataError
-from align3gr.io import iter_json_lines, write_json, write_jsonl
+from align3gr.io import iter_json_lines, read_json, write_json, write_jsonl
 
 Split = Literal["train", "valid", "test"]
 SPLITS: tuple[Split, ...] = ("train", "valid", "test")
@@ -101,10 +100,7 @@ def load_dataset(path: str | Path) -> Dataset:
     path = Path(path)
     if not (path / "meta.json").is_file():
         raise DataError("not a canonical dataset folder (no meta.json); build one with `align3gr data build`", path)
-    try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"malformed JSON ({err.msg})", path / "meta.json", err.lineno) from None
+    meta = read_json(path / "meta.json")
     items = _load_records(path / "items.jsonl", item_from_json, "item_id")
     users = _load_records(path / "users.jsonl", user_from_json, "user_id")
     sequences = _load_records(path / "sequences.jsonl", sequence_from_json, "user_id")

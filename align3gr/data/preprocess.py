@@ -51,7 +51,8 @@ def filter_interactions(
         first = int(np.flatnonzero(~keep)[0])
         if missing_metadata == "error":
             raise DataError(
-                f"interaction names item '{interactions.item_ids[item[first]]}', which has no metadata "
+                f"interaction of user '{interactions.user_ids[user[first]]}' names item "
+                f"'{interactions.item_ids[item[first]]}', which has no metadata "
                 f"({int((~has_metadata).sum())} such items in all)",
                 interactions.source,
                 int(cols["line"][first]),

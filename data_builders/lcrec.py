@@ -1,0 +1,168 @@
+"""The LC-Rec / LETTER exchange format, read and written.
+
+A dataset X is a folder holding:
+- `X.inter.json`: `{user_index: [item_index, ...]}`, chronological; no timestamps (positions are used);
+- `X.item.json`: `{item_index: {"title", "description" (string or list), "brand", "categories" (string with
+  commas, or list), ...}}`; other keys go to the item's attributes;
+- `X.index.json` (optional): `{item_index: ["<a_12>", "<b_3>", ...]}`, precomputed semantic IDs, kept in each
+  item's `attributes["lcrec_index"]`;
+- `X.user.json` (optional), in any of these shapes: `{user_index: "profile"}`, `{user_index: {"profile": ...}}`,
+  or LC-Rec's `{"user_explicit_preference": {user_index: text or [texts]}, "user_vague_intention": ...}`
+  (the vague intentions are not read);
+- `X.id_map.json` (written by our exporter): the original user and item IDs, restored on reading.
+
+LC-Rec data is usually already 5-core and split; the canonical filters still apply (`--user-k 3 --item-k 1`
+keeps such data as it is).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from align3gr.data.builder import Builder, RawData
+from align3gr.data.dataset import Dataset
+from align3gr.data.interactions import InteractionLog
+from align3gr.data.schema import Item, User
+from align3gr.errors import DataError
+from align3gr.io import read_json, write_json
+
+ITEM_TEXT_FIELDS = ("title", "description", "categories")
+
+
+def _mapping(value: object, path: Path, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise DataError(f"expected a JSON object of {what}, got {type(value).__name__}", path)
+    return value
+
+
+def _text(value: object) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v).strip() for v in value if str(v).strip())
+    return "" if value is None else str(value).strip()
+
+
+def _categories(value: object) -> list[str]:
+    parts = value if isinstance(value, list) else str(value or "").split(",")
+    return [str(p).strip() for p in parts if str(p).strip()]
+
+
+def parse_item(key: str, record: object, path: Path) -> Item:
+    if not isinstance(record, dict):
+        raise DataError(f"item '{key}': expected an object with a title", path)
+    title = _text(record.get("title"))
+    if not title:
+        raise DataError(f"item '{key}': missing required field 'title'", path)
+    attributes = {k: v for k, v in record.items() if k not in ITEM_TEXT_FIELDS}
+    return Item(key, title, _text(record.get("description")), _categories(record.get("categories")), attributes)
+
+
+def parse_profiles(document: object, path: Path) -> dict[str, str]:
+    """User profiles from any of the accepted `X.user.json` shapes."""
+    document = _mapping(document, path, "users")
+    if "user_explicit_preference" in document:
+        document = _mapping(document["user_explicit_preference"], path, "explicit preferences")
+    profiles = {}
+    for key, value in document.items():
+        text = _text(value.get("profile") if isinstance(value, dict) else value)
+        if isinstance(value, dict) and "profile" not in value:
+            raise DataError(f"user '{key}': expected a profile string or an object with 'profile'", path)
+        profiles[str(key)] = text
+    return profiles
+
+
+class LCRecBuilder(Builder):
+    """LC-Rec / LETTER `X.*.json` folders."""
+
+    name = "lcrec"
+    version = "1"
+    option_names = ("name",)
+
+    def files(self, source: Path) -> dict[str, Path]:
+        folder = source if source.is_dir() else source.parent
+        if "name" in self.options:
+            stem = self.options["name"]
+        elif source.is_file() and source.name.endswith(".inter.json"):
+            stem = source.name.removesuffix(".inter.json")
+        else:
+            found = sorted(p.name.removesuffix(".inter.json") for p in folder.glob("*.inter.json"))
+            if len(found) != 1:
+                listed = ", ".join(found) or "none"
+                raise DataError(f"expected one X.inter.json (or --option name=X); found datasets: {listed}", folder)
+            stem = found[0]
+        files = {kind: folder / f"{stem}.{kind}.json" for kind in ("inter", "item", "index", "user", "id_map")}
+        for kind in ("inter", "item"):
+            if not files[kind].is_file():
+                raise DataError("file not found", files[kind])
+        return {kind: path for kind, path in files.items() if path.is_file()}
+
+    def sources(self, source: Path) -> list[Path]:
+        return list(self.files(source).values())
+
+    def read(self, source: Path) -> RawData:
+        files = self.files(source)
+        id_map = read_json(files["id_map"]) if "id_map" in files else {"users": {}, "items": {}}
+        users_back, items_back = id_map.get("users", {}), id_map.get("items", {})
+        inter = _mapping(read_json(files["inter"]), files["inter"], "users to item lists")
+        interactions = InteractionLog(files["inter"])
+        for user, sequence in inter.items():
+            if not isinstance(sequence, list) or not all(isinstance(i, int | str) for i in sequence):
+                raise DataError(f"user '{user}': expected a list of item indices", files["inter"])
+            for position, item in enumerate(sequence):
+                interactions.add(users_back.get(str(user), str(user)), items_back.get(str(item), str(item)), position)
+        records = _mapping(read_json(files["item"]), files["item"], "items")
+        items = {items_back.get(k, k): parse_item(items_back.get(k, k), v, files["item"]) for k, v in records.items()}
+        if "index" in files:
+            for key, codes in _mapping(read_json(files["index"]), files["index"], "item codes").items():
+                if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+                    raise DataError(f"item '{key}': expected a list of code strings", files["index"])
+                if items_back.get(key, key) in items:
+                    items[items_back.get(key, key)].attributes["lcrec_index"] = codes
+        users = {}
+        if "user" in files:
+            for key, profile in parse_profiles(read_json(files["user"]), files["user"]).items():
+                users[users_back.get(key, key)] = User(users_back.get(key, key), profile)
+        return RawData(interactions, items, users)
+
+
+def export_lcrec(
+    dataset: Dataset, out: str | Path, name: str, item_codes: dict[str, list[str]] | None = None
+) -> list[Path]:
+    """Write `dataset` as LC-Rec files `name.*.json` in `out` (users and items re-indexed from 0 in dataset
+    order, as LC-Rec expects; `name.id_map.json` maps them back). Files are written beside and then renamed into
+    place, so other files in `out` are left alone and no half-written file appears. Codes come from `item_codes` (the
+    `scid/item_codes.json` table) or from items' `lcrec_index` attributes when every item has one."""
+    item_index = {item_id: str(k) for k, item_id in enumerate(dataset.items)}
+    user_index = {user_id: str(k) for k, user_id in enumerate(dataset.sequences)}
+    if item_codes is None and all("lcrec_index" in item.attributes for item in dataset.items.values()):
+        item_codes = {i: item.attributes["lcrec_index"] for i, item in dataset.items.items()}
+    if item_codes is not None:
+        missing = [i for i in dataset.items if i not in item_codes]
+        if missing:
+            raise DataError(f"item '{missing[0]}' has no code in the item code table ({len(missing)} missing)")
+    documents = {
+        "inter": {user_index[u]: [int(item_index[i]) for i in s.items] for u, s in dataset.sequences.items()},
+        "item": {item_index[i]: _item_record(item) for i, item in dataset.items.items()},
+        "user": {user_index[u]: dataset.users[u].profile for u in dataset.sequences},
+        "id_map": {
+            "users": {v: k for k, v in user_index.items()},
+            "items": {v: k for k, v in item_index.items()},
+        },
+    }
+    if item_codes is not None:
+        documents["index"] = {item_index[i]: list(item_codes[i]) for i in dataset.items}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}-export-", dir=out) as tmp:
+        for kind, document in documents.items():
+            write_json(Path(tmp) / f"{name}.{kind}.json", document)
+        for kind in documents:
+            os.replace(Path(tmp) / f"{name}.{kind}.json", out / f"{name}.{kind}.json")
+    return [out / f"{name}.{kind}.json" for kind in documents]
+
+
+def _item_record(item: Item) -> dict:
+    record = {"title": item.title, "description": item.description, "categories": ",".join(item.categories)}
+    record.update({k: v for k, v in item.attributes.items() if k != "lcrec_index"})
+    return record

@@ -1,0 +1,143 @@
+"""The Amazon builder on small files in the 2014 (gzipped, Python-literal metadata) and 2018 (JSON) layouts."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from align3gr.data.build import build_dataset
+from align3gr.data.config import DataConfig
+from align3gr.data.dataset import load_dataset
+from align3gr.errors import DataError
+
+USERS, ITEMS = 6, 6
+SMALL = DataConfig(user_k=5, item_k=5)
+
+
+def review_rows(year: int) -> list[dict]:
+    rows = []
+    for u in range(USERS):
+        for i in [*range(ITEMS), 99]:  # item B099 has reviews but no metadata
+            row = {"reviewerID": f"U{u}", "asin": f"B{i:03d}", "overall": float(1 + (u + i) % 5)}
+            row |= {"summary": f"Take {i}", "reviewText": f"Great &amp; <i>loud</i> sound number {i}"}
+            if year == 2018 and i == 2:
+                row["reviewTime"] = f"0{1 + u} 1{i}, 2015"
+            else:
+                row["unixReviewTime"] = 1_400_000_000 + 1000 * i + u
+            rows.append(row)
+    return rows
+
+
+def meta_2014(i: int) -> dict:
+    record = {"asin": f"B{i:03d}", "title": f"Fender &amp; Co <b>Strat</b> {i}", "price": 12.5 + i}
+    record |= {"brand": "Fender", "categories": [["Musical Instruments", "Guitars", f"Kind {i % 2}"], ["Other"]]}
+    record["description"] = "<p>Solid body</p>"
+    return record
+
+
+def meta_2018(i: int) -> dict:
+    record = {"asin": f"B{i:03d}", "title": f"Yamaha Keys {i}", "price": f"${100 + i}.99", "brand": "Yamaha"}
+    record |= {"category": ["Musical Instruments", "Keyboards"], "description": ["Weighted keys.", "USB."]}
+    return record
+
+
+def write_2014(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / "reviews_Instruments_5.json.gz", "wt") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in review_rows(2014))
+    with gzip.open(folder / "meta_Instruments.json.gz", "wt") as handle:
+        handle.writelines(repr(meta_2014(i)) + "\n" for i in range(ITEMS))
+        handle.write(repr(meta_2014(0) | {"title": "A later duplicate"}) + "\n")
+    return folder
+
+
+def write_2018(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Keyboards.json").write_text("".join(json.dumps(r) + "\n" for r in review_rows(2018)))
+    meta = [meta_2018(i) for i in range(ITEMS)] + [{"asin": "B099", "title": "  "}]
+    (folder / "meta_Keyboards.json").write_text("".join(json.dumps(m) + "\n" for m in meta))
+    return folder
+
+
+def test_amazon_2014(tmp_path):
+    result = build_dataset("amazon", write_2014(tmp_path / "raw"), tmp_path / "out", SMALL)
+    dataset = load_dataset(tmp_path / "out")
+    assert len(dataset.items) == ITEMS and "B099" not in dataset.items
+    item = dataset.items["B001"]
+    assert item.title == "Fender & Co Strat 1"
+    assert item.description == "Solid body"
+    assert item.categories == ["Musical Instruments", "Guitars", "Kind 1"]
+    assert item.attributes == {"brand": "Fender", "price": 13.5}
+    assert dataset.items["B000"].title == "Fender & Co Strat 0"  # the first of a repeated asin is kept
+    seq = dataset.sequences["U1"]
+    assert seq.items == [f"B{i:03d}" for i in range(ITEMS)]
+    assert seq.ratings == [1 + (1 + i) % 5 for i in range(ITEMS)]
+    assert seq.reviews[3] == "Take 3. Great & loud sound number 3"
+    assert result.dataset.meta["counts"]["raw_interactions"] == USERS * (ITEMS + 1)
+    assert result.dataset.meta["counts"]["with_metadata"] == USERS * ITEMS
+    assert result.dataset.meta["filters"]["missing_metadata"] == "drop"
+    assert "sound" in dataset.users["U1"].profile  # a profile summarising the user's training reviews
+
+
+def test_amazon_2018_from_the_reviews_file(tmp_path):
+    source = write_2018(tmp_path / "raw")
+    build_dataset("amazon", source / "Keyboards.json", tmp_path / "out", SMALL)
+    dataset = load_dataset(tmp_path / "out")
+    item = dataset.items["B002"]
+    assert item.description == "Weighted keys. USB."
+    assert item.categories == ["Musical Instruments", "Keyboards"]
+    assert item.attributes == {"brand": "Yamaha", "price": 102.99}
+    assert "B099" not in dataset.items  # blank title counts as no metadata
+    seq = dataset.sequences["U0"]
+    assert seq.timestamps == sorted(seq.timestamps)
+    assert seq.items[-1] == "B002"  # reviewTime in 2015 comes after the 2014 unix times
+
+
+def test_explicit_file_options(tmp_path):
+    source = write_2018(tmp_path / "raw")
+    (source / "Keyboards.json").rename(tmp_path / "reviews.json")
+    options = {"reviews": str(tmp_path / "reviews.json"), "meta": str(source / "meta_Keyboards.json")}
+    result = build_dataset("amazon", tmp_path, tmp_path / "out", SMALL, options)
+    assert len(result.dataset.items) == ITEMS
+
+
+@pytest.mark.parametrize(
+    ("line", "pattern"),
+    [
+        ('{"reviewerID": "U0", "asin": ', r"Keyboards\.json:5: malformed JSON"),
+        (
+            '{"reviewerID": "U0", "overall": 3, "unixReviewTime": 5}',
+            r"Keyboards\.json:5: missing required field 'asin'",
+        ),
+        ('{"reviewerID": "U0", "asin": "B001", "overall": "five", "unixReviewTime": 5}', r"Keyboards\.json:5: rating"),
+        ('{"reviewerID": "U0", "asin": "B001", "overall": 5, "unixReviewTime": "x"}', r"Keyboards\.json:5: timestamp"),
+        (
+            '{"reviewerID": "U0", "asin": "B001", "overall": 5, "reviewTime": "2015-01-01"}',
+            r"Keyboards\.json:5: reviewTime",
+        ),
+        ("[1, 2]", r"Keyboards\.json:5: expected a JSON object"),
+    ],
+)
+def test_bad_reviews(tmp_path, line, pattern):
+    source = write_2018(tmp_path / "raw")
+    lines = (source / "Keyboards.json").read_text().splitlines()
+    lines[4] = line
+    (source / "Keyboards.json").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=pattern):
+        build_dataset("amazon", source, tmp_path / "out", SMALL)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_metadata_and_ambiguous_files(tmp_path):
+    source = write_2018(tmp_path / "raw")
+    with open(source / "meta_Keyboards.json", "a") as handle:
+        handle.write("{'asin': 'B001', 'title': \n")
+    with pytest.raises(DataError, match=r"meta_Keyboards\.json:8: malformed line: neither JSON nor a Python dict"):
+        build_dataset("amazon", source, tmp_path / "out", SMALL)
+    (source / "Other.json").write_text("")
+    with pytest.raises(DataError, match="expected exactly one reviews file.*found: Keyboards.json, Other.json"):
+        build_dataset("amazon", source, tmp_path / "out", SMALL)
+    assert not (tmp_path / "out").exists()
