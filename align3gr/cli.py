@@ -33,7 +33,7 @@ def _data_build(args: argparse.Namespace) -> None:
     config = config_from_sources(DataConfig, args.config, _overrides(args, DataConfig))
     result = build_dataset(source.builder, source.source, args.out, config, source.options, overwrite=args.overwrite)
     state = "up to date, reused" if result.up_to_date else f"built in {result.seconds:.1f}s"
-    print(format_mapping(result.dataset.statistics(), f"\nDataset {args.out} ({source.builder}; {state})"))
+    print(format_mapping(result.statistics, f"\nDataset {args.out} ({source.builder}; {state})"))
 
 
 def _overrides(args: argparse.Namespace, cls: type) -> dict[str, object]:

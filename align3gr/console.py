@@ -15,7 +15,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 def format_value(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
+        return (f"{value:.4f}".rstrip("0").rstrip(".") or "0") if abs(value) < 100 else f"{value:,.1f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)

@@ -24,7 +24,6 @@ from align3gr.errors import DataError
 from align3gr.io import iter_json_lines
 
 _TAG = re.compile(r"<[^>]*>")
-_SPACE = re.compile(r"\s+")
 _PRICE = re.compile(r"\$\s*([0-9][0-9,]*(?:\.[0-9]+)?)")
 JSON_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
 
@@ -33,7 +32,11 @@ def clean_html(text: object) -> str:
     """Unescape entities, drop tags, collapse whitespace; non-strings (None, numbers) become ''."""
     if not isinstance(text, str):
         return ""
-    return _SPACE.sub(" ", _TAG.sub(" ", html.unescape(text))).strip()
+    if "&" in text:
+        text = html.unescape(text)
+    if "<" in text:
+        text = _TAG.sub(" ", text)
+    return " ".join(text.split())
 
 
 def parse_price(value: object) -> float | None:

@@ -106,7 +106,9 @@ def test_llm_writer_generates_offline_and_reuses_its_cache(tmp_path, monkeypatch
     config = DataConfig(text_generator="llm", text_model=str(model), text_cache=str(tmp_path / "cache"))
     config.text_max_new_tokens = 8
     writer = LLMTextWriter(config)
-    teach_to_answer(model, [writer.prompt(r) for r in TaskTexts(dataset, config).requests()], "cozy jazz records")
+    texts = TaskTexts(dataset, config)
+    requests = [*texts.user_requests(), *texts.intention_requests()]
+    teach_to_answer(model, [writer.prompt(r) for r in requests], "cozy jazz records")
     add_task_texts(dataset, config)
     cache_files = list((tmp_path / "cache").glob("*.jsonl"))
     assert len(cache_files) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -15,22 +16,29 @@ from align3gr.data.builder import Builder, RawData, get_builder
 from align3gr.data.config import DataConfig
 from align3gr.data.dataset import Dataset, load_dataset, write_dataset
 from align3gr.data.feedback import assign_feedback
+from align3gr.data.interactions import SpooledTexts
 from align3gr.data.preprocess import filter_interactions
 from align3gr.data.schema import Sequence, User
-from align3gr.data.texts import add_task_texts
+from align3gr.data.texts import add_user_texts, iter_intentions
 from align3gr.errors import DataError
-from align3gr.io import atomic_directory, sha256_file, sha256_json
+from align3gr.io import atomic_directory, read_json, sha256_file, sha256_json
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class BuildResult:
-    """What a build did: the dataset, whether it was already up to date, and how long it took."""
+    """What a build did: where, its statistics, whether it was already up to date, and how long it took."""
 
-    dataset: Dataset
+    path: Path
+    statistics: dict[str, float | int]
     up_to_date: bool
     seconds: float
+
+    @functools.cached_property
+    def dataset(self) -> Dataset:
+        """The built dataset, loaded (and validated) from disk on first access."""
+        return load_dataset(self.path)
 
 
 def natural_key(value: str) -> tuple[int, int | str]:
@@ -70,14 +78,15 @@ def build_dataset(
             "config": config_to_dict(config),
         }
     )
-    if _check_output(out, fingerprint, overwrite):
+    existing = _check_output(out, fingerprint, overwrite)
+    if existing is not None:
         log.info("%s is up to date (same sources and config); nothing to do", out)
-        return BuildResult(load_dataset(out), True, time.perf_counter() - start)
+        return BuildResult(out, existing["statistics"], True, time.perf_counter() - start)
 
     raw = builder.read(source)
     dataset = assemble(raw, config, builder.missing_metadata)
     feedback_source = assign_feedback(dataset, config.disliked_max, config.liked_min, config.sentiment_model)
-    add_task_texts(dataset, config)
+    add_user_texts(dataset, config)
     dataset.meta = {
         "builder": {"name": builder.name, "version": builder.version, "options": builder.options},
         "sources": sources,
@@ -103,37 +112,37 @@ def build_dataset(
         "fingerprint": fingerprint,
     }
     with atomic_directory(out) as tmp:
-        write_dataset(dataset, tmp)
-    dataset.path = out
+        write_dataset(dataset, tmp, intentions=iter_intentions(dataset, config))
     if raw.interactions.reviews is not None:
         raw.interactions.reviews.close()
-    return BuildResult(dataset, False, time.perf_counter() - start)
+    return BuildResult(out, dataset.meta["statistics"], False, time.perf_counter() - start)
 
 
-def _check_output(out: Path, fingerprint: str, overwrite: bool) -> bool:
-    """True when `out` already holds this exact build; raise when it holds something else."""
+def _check_output(out: Path, fingerprint: str, overwrite: bool) -> dict | None:
+    """The meta of `out` when it already holds this exact build (None when it must be built); raises when
+    it holds something else. Only `meta.json` is read: the data files were validated when written."""
     if not out.exists():
-        return False
+        return None
     if not out.is_dir():
         raise DataError("output path exists and is not a folder", out)
     meta_path = out / "meta.json"
     if not meta_path.is_file():
         if any(out.iterdir()) and not overwrite:
             raise DataError("output folder is not empty and holds no dataset; choose an empty folder", out)
-        return False
+        return None
     try:
-        existing = load_dataset(out).meta.get("fingerprint")
+        meta = read_json(meta_path)
     except DataError:
-        existing = None
-    if existing == fingerprint:
-        return True
+        meta = {}
+    if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint and "statistics" in meta:
+        return meta
     if not overwrite:
         raise DataError(
             "output folder already holds a different dataset (other sources, builder or config); "
             "pass --overwrite to replace it or choose another folder",
             out,
         )
-    return False
+    return None
 
 
 def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:
@@ -160,7 +169,7 @@ def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:
             items=[interactions.item_ids[i] for i in items[block]],
             timestamps=[int(t) for t in cols["timestamp"][rows[block]]],
             ratings=[_number(r) for r in cols["rating"][rows[block]]] if has_ratings else None,
-            reviews=[spool.get(int(r)) for r in rows[block]] if spool is not None else None,
+            reviews=SpooledTexts(spool, rows[block]) if spool is not None else None,
         )
     kept_items = {interactions.item_ids[i] for i in np.unique(items)}
     ordered_users = sorted(sequences, key=natural_key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -77,7 +77,7 @@ class Dataset:
             "min_sequence_length": min(lengths, default=0),
             "max_sequence_length": max(lengths, default=0),
             "train_examples": sum(max(0, n - 3) for n in lengths),
-            "intentions": len(self.intentions),
+            "intentions": len(self.intentions) or self.meta.get("counts", {}).get("intentions", 0),
             "preferences": len(self.preferences),
         }
 
@@ -132,15 +132,18 @@ def _iter_intentions(path: Path, dataset: Dataset) -> Iterator[dict]:
         yield row
 
 
-def write_dataset(dataset: Dataset, folder: str | Path) -> None:
-    """Write the canonical files into `folder` (the caller makes it atomic)."""
+def write_dataset(dataset: Dataset, folder: str | Path, intentions: Iterable[dict] | None = None) -> None:
+    """Write the canonical files into `folder` (the caller makes it atomic). `intentions` may be a generator
+    (consumed while writing) in place of `dataset.intentions`; their count goes into `meta.json`."""
     folder = Path(folder)
     write_jsonl(folder / "items.jsonl", (item.to_json() for item in dataset.items.values()))
     write_jsonl(folder / "users.jsonl", (user.to_json() for user in dataset.users.values()))
     write_jsonl(folder / "sequences.jsonl", (seq.to_json() for seq in dataset.sequences.values()))
-    write_jsonl(folder / "intentions.jsonl", dataset.intentions)
+    count = write_jsonl(folder / "intentions.jsonl", dataset.intentions if intentions is None else intentions)
     write_jsonl(
         folder / "preferences.jsonl",
         ({"user_id": user, "statement": text} for user, text in dataset.preferences.items()),
     )
+    dataset.meta.setdefault("counts", {}).update(intentions=count, preferences=len(dataset.preferences))
+    dataset.meta["statistics"] = dataset.statistics()
     write_json(folder / "meta.json", dataset.meta)

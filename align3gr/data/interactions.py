@@ -8,9 +8,11 @@ number of interactions (a few dozen bytes each), not with the size of the raw fi
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import tempfile
 from array import array
+from collections.abc import Sequence as SequenceABC
 from pathlib import Path
 
 import numpy as np
@@ -19,35 +21,59 @@ from align3gr.errors import DataError
 
 
 class TextSpool:
-    """Append-only store of strings in a temporary file, addressed by index."""
+    """Append-only store of strings in a temporary file, addressed by index; read back through a memory map."""
 
     def __init__(self) -> None:
         handle, self._path = tempfile.mkstemp(prefix="align3gr-spool-", suffix=".txt")
         self._file = os.fdopen(handle, "w+b")
-        self._offsets = array("q")
-        self._lengths = array("q")
-        self._end = 0
+        self._offsets = array("q", [0])
+        self._view: mmap.mmap | None = None
 
     def append(self, text: str) -> int:
+        if self._view is not None:
+            raise RuntimeError("TextSpool is read-only once read from")
         data = text.encode("utf-8")
         self._file.write(data)
-        self._offsets.append(self._end)
-        self._lengths.append(len(data))
-        self._end += len(data)
-        return len(self._offsets) - 1
+        self._offsets.append(self._offsets[-1] + len(data))
+        return len(self._offsets) - 2
 
     def get(self, index: int) -> str:
-        self._file.flush()
-        self._file.seek(self._offsets[index])
-        return self._file.read(self._lengths[index]).decode("utf-8")
+        if self._view is None:
+            self._file.flush()
+            if self._offsets[-1] == 0:
+                return ""
+            self._view = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._view[self._offsets[index] : self._offsets[index + 1]].decode("utf-8")
 
     def close(self) -> None:
+        if self._view is not None:
+            self._view.close()
+            self._view = None
         if not self._file.closed:
             self._file.close()
             Path(self._path).unlink(missing_ok=True)
 
     def __del__(self) -> None:
         self.close()
+
+
+class SpooledTexts(SequenceABC[str]):
+    """A read-only list of strings that stay in a TextSpool on disk until accessed (review text)."""
+
+    def __init__(self, spool: TextSpool, indices: np.ndarray) -> None:
+        self._spool = spool
+        self._indices = indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self._spool.get(int(i)) for i in self._indices[index]]
+        return self._spool.get(int(self._indices[index]))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SequenceABC) and list(self) == list(other)
 
 
 class InteractionLog:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence as SequenceOf
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -47,11 +48,15 @@ class Sequence:
     items: list[str]
     timestamps: list[int]
     ratings: list[float] | None = None
-    reviews: list[str] | None = None
+    reviews: SequenceOf[str] | None = None
     feedback: list[str] | None = None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The JSON row; review text kept on disk during a build (`SpooledTexts`) is read here, one user at a time."""
+        row = {"user_id": self.user_id, "items": self.items, "timestamps": self.timestamps, "ratings": self.ratings}
+        row["reviews"] = None if self.reviews is None else list(self.reviews)
+        row["feedback"] = self.feedback
+        return row
 
 
 def _require(row: dict, key: str, kind: type | tuple[type, ...], path: Path, line: int) -> Any:

@@ -7,6 +7,7 @@ re-run generates only what is missing). Empty outputs fall back to the template 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -72,15 +73,22 @@ class LLMTextWriter:
             log.warning("LLM texts: %d empty outputs replaced by the template text", empty)
         return texts
 
-    @torch.no_grad()
-    def generate(self, todo: list[tuple[str, str]]) -> dict[str, str]:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    @functools.cached_property
+    def model(self):
+        """(model, tokenizer), loaded on first use only: a fully cached run never loads the model."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True).eval()
+        return AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True).eval(), tokenizer
+
+    @torch.no_grad()
+    def generate(self, todo: list[tuple[str, str]]) -> dict[str, str]:
+        from transformers import GenerationConfig
+
+        model, tokenizer = self.model
         settings = GenerationConfig(
             max_new_tokens=self.max_new_tokens,
             do_sample=False,

@@ -11,10 +11,11 @@ recover the item from what the user wants, not from its name.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
-import random
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from align3gr.data.config import DataConfig
@@ -51,7 +52,7 @@ def join_phrase(values: list[str]) -> str:
 def pick(templates: list[str], seed: int, *key: str) -> str:
     """A template chosen deterministically from the seed and a stable hash of the key (not Python's hash)."""
     digest = hashlib.sha256(":".join((str(seed), *key)).encode()).digest()
-    return random.Random(digest).choice(templates)
+    return templates[int.from_bytes(digest[:8], "little") % len(templates)]
 
 
 class TaskTexts:
@@ -64,6 +65,7 @@ class TaskTexts:
         share = Counter(c for item in dataset.items.values() for c in set(item.categories))
         limit = UNINFORMATIVE_SHARE * len(dataset.items)
         self.informative = {c for c, n in share.items() if n < limit or len(dataset.items) < 10}
+        self._title_words: dict[str, frozenset[str]] = {}
 
     def categories(self, item: Item, finest: int | None = None) -> list[str]:
         """The item's categories minus near-universal roots ('Musical Instruments' on every item)."""
@@ -113,10 +115,11 @@ class TaskTexts:
         facts = {"categories": join_phrase(cats)} if cats else {}
         facts.update({k: v.strip(" ,") for k, v in details.items()})
         wish = ""
-        if seq.reviews is not None and seq.reviews[position].strip():
-            title_words = set(_WORD.findall(item.title.lower()))
-            words = [w for w in seq.reviews[position].split() if w.lower().strip(".,!?\"'") not in title_words]
-            snippet = " ".join(words[:8]).strip(" .,!?\"'")
+        review = seq.reviews[position] if seq.reviews is not None else ""
+        if review.strip():
+            title_words = self.title_words(item.item_id)
+            words = (w for w in review.split() if w.lower().strip(".,!?\"'") not in title_words)
+            snippet = " ".join(itertools.islice(words, 8)).strip(" .,!?\"'")
             if snippet:
                 facts["user_said"] = snippet
                 wish = f', ideally "{snippet}"'
@@ -126,6 +129,13 @@ class TaskTexts:
             categories=join_phrase(cats) if cats else "", details="".join(details.values()), wish=wish
         )
         return TextRequest("intention", f"{seq.user_id}\t{item.item_id}", facts, text)
+
+    def title_words(self, item_id: str) -> frozenset[str]:
+        """The lower-cased words of an item's title (kept out of intentions), computed once per item."""
+        words = self._title_words.get(item_id)
+        if words is None:
+            words = self._title_words[item_id] = frozenset(_WORD.findall(self.dataset.items[item_id].title.lower()))
+        return words
 
     @staticmethod
     def item_details(item: Item) -> dict[str, str]:
@@ -162,30 +172,51 @@ class TaskTexts:
         text = template.format(liked=join_phrase(cats), examples=examples, disliked=dislike_clause)
         return TextRequest("preference", user_id, facts, text)
 
-    def requests(self) -> list[TextRequest]:
-        out = [self.profile(u) for u in self.dataset.sequences]
+    def user_requests(self) -> list[TextRequest]:
+        """A profile and a preference statement per user."""
+        return [self.profile(u) for u in self.dataset.sequences] + [self.preference(u) for u in self.dataset.sequences]
+
+    def intention_requests(self) -> Iterator[TextRequest]:
+        """An intention per training target, lazily: there is one per training interaction."""
         for seq in self.dataset.sequences.values():
-            out.extend(self.intention(seq, p) for p in range(1, len(seq.items) - 2))
-        out.extend(self.preference(u) for u in self.dataset.sequences)
-        return out
+            for position in range(1, len(seq.items) - 2):
+                yield self.intention(seq, position)
+
+
+def write_texts(requests: Iterable[TextRequest], config: DataConfig, chunk_size: int = 4096) -> Iterator[str]:
+    """The text of each request, in order: its template rendering, or an LLM's (processed in chunks)."""
+    if config.text_generator != "llm":
+        yield from (request.template for request in requests)
+        return
+    from align3gr.data.text_writer import LLMTextWriter
+
+    writer = LLMTextWriter(config)
+    iterator = iter(requests)
+    while chunk := list(itertools.islice(iterator, chunk_size)):
+        yield from writer.write(chunk)
+
+
+def add_user_texts(dataset: Dataset, config: DataConfig) -> None:
+    """Fill every user's profile and `dataset.preferences` from the training part only."""
+    requests = TaskTexts(dataset, config).user_requests()
+    dataset.preferences = {}
+    for request, text in zip(requests, write_texts(requests, config), strict=True):
+        if request.kind == "profile":
+            dataset.users[request.key].profile = text
+        else:
+            dataset.preferences[request.key] = text
+
+
+def iter_intentions(dataset: Dataset, config: DataConfig) -> Iterator[dict]:
+    """`{"user_id", "item_id", "query"}` per training target, generated as they are consumed (a build writes
+    them straight to `intentions.jsonl`, so they are never all in memory)."""
+    requests, keys = itertools.tee(TaskTexts(dataset, config).intention_requests())
+    for request, text in zip(keys, write_texts(requests, config), strict=True):
+        user_id, item_id = request.key.split("\t")
+        yield {"user_id": user_id, "item_id": item_id, "query": text}
 
 
 def add_task_texts(dataset: Dataset, config: DataConfig) -> None:
-    """Fill user profiles, `dataset.intentions` and `dataset.preferences` from the training part only."""
-    requests = TaskTexts(dataset, config).requests()
-    if config.text_generator == "llm":
-        from align3gr.data.text_writer import LLMTextWriter
-
-        texts = LLMTextWriter(config).write(requests)
-    else:
-        texts = [r.template for r in requests]
-    dataset.intentions = []
-    dataset.preferences = {}
-    for request, text in zip(requests, texts, strict=True):
-        if request.kind == "profile":
-            dataset.users[request.key].profile = text
-        elif request.kind == "intention":
-            user_id, item_id = request.key.split("\t")
-            dataset.intentions.append({"user_id": user_id, "item_id": item_id, "query": text})
-        else:
-            dataset.preferences[request.key] = text
+    """Profiles, preferences and (in memory) intentions, for datasets held in memory."""
+    dataset.intentions = list(iter_intentions(dataset, config))
+    add_user_texts(dataset, config)
