@@ -45,27 +45,27 @@ def assert_fails_cleanly(tmp_path: Path, source: Path, pattern: str, config: Dat
     assert not list(tmp_path.glob(".out.*"))
 
 
-def test_malformed_tsv_names_file_and_line(tmp_path):
+@pytest.mark.parametrize(
+    ("file", "line", "text", "pattern"),
+    [
+        ("u.data", 4, "1\t4\t3", r"u\.data:4: expected 4 fields"),
+        ("u.data", 7, "2\t1\tgood\t880000102", r"u\.data:7: rating must be a number, got 'good'"),
+        ("u.data", 9, "2\t3\t4\tyesterday", r"u\.data:9: timestamp must be a number, got 'yesterday'"),
+        (
+            "u.data",
+            12,
+            "2\t99\t4\t880000999",
+            r"u\.data:12: interaction of user '2' names item '99', which has no metadata",
+        ),
+        ("u.item", 3, f"2|Copy (1990)||||{GENRE_FLAGS}", r"u\.item:3: duplicate item ID '2'"),
+        ("u.item", 2, "2|Two (1990)||||0|1", r"u\.item:2: expected 24 fields separated by '\|', found 7"),
+        ("u.user", 2, "1|30|F|artist|00001", r"u\.user:2: duplicate user ID '1'"),
+    ],
+)
+def test_bad_grouplens_input(tmp_path, file, line, text, pattern):
     source = write_small_grouplens(tmp_path / "raw")
-    edit_line(source / "u.data", 4, "1\t4\t3")
-    assert_fails_cleanly(tmp_path, source, r"u\.data:4: expected 4 fields")
-
-
-def test_non_numeric_rating_and_timestamp(tmp_path):
-    source = write_small_grouplens(tmp_path / "raw")
-    edit_line(source / "u.data", 7, "2\t1\tgood\t880000102")
-    assert_fails_cleanly(tmp_path, source, r"u\.data:7: rating must be a number, got 'good'")
-    source = write_small_grouplens(tmp_path / "raw2")
-    edit_line(source / "u.data", 9, "2\t3\t4\tyesterday")
-    assert_fails_cleanly(tmp_path, source, r"u\.data:9: timestamp must be a number, got 'yesterday'")
-
-
-def test_interaction_naming_an_item_without_metadata(tmp_path):
-    source = write_small_grouplens(tmp_path / "raw")
-    edit_line(source / "u.data", 12, "2\t99\t4\t880000999")
-    assert_fails_cleanly(
-        tmp_path, source, r"u\.data:12: interaction of user '2' names item '99', which has no metadata"
-    )
+    edit_line(source / file, line, text)
+    assert_fails_cleanly(tmp_path, source, pattern)
 
 
 def test_missing_metadata_can_be_dropped_instead(tmp_path):
@@ -74,15 +74,6 @@ def test_missing_metadata_can_be_dropped_instead(tmp_path):
     result = build_dataset("movielens", source, tmp_path / "out", DataConfig(missing_metadata="drop"))
     assert "99" not in result.dataset.items
     assert result.dataset.meta["counts"]["with_metadata"] == 35
-
-
-def test_duplicate_ids(tmp_path):
-    source = write_small_grouplens(tmp_path / "raw")
-    edit_line(source / "u.item", 3, f"2|Copy (1990)||||{GENRE_FLAGS}")
-    assert_fails_cleanly(tmp_path, source, r"u\.item:3: duplicate item ID '2'")
-    source = write_small_grouplens(tmp_path / "raw2")
-    edit_line(source / "u.user", 2, "1|30|F|artist|00001")
-    assert_fails_cleanly(tmp_path, source, r"u\.user:2: duplicate user ID '1'")
 
 
 def test_missing_required_column_in_recbole_header(tmp_path):

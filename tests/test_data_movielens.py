@@ -150,3 +150,15 @@ def test_grouplens_1m_layout(tmp_path):
     assert dataset.users["1"].profile.startswith("A female K-12 student aged under 18. ")
     assert dataset.users["2"].attributes["occupation"] == "self-employed"
     assert dataset.sequences["1"].items == [str(i) for i in range(1, 9)]
+
+
+def test_readme_command_with_the_recipe_config(tmp_path, capsys):
+    config = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "ml100k.yaml"
+    assert main(["data", "build", "--config", str(config), "--out", str(tmp_path / "data"), "--item-k", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert "movielens; built in" in printed and "interactions" in printed
+    dataset = load_dataset(tmp_path / "data")
+    assert dataset.meta["filters"]["item_k"] == 10  # the flag overrides the YAML
+    assert dataset.meta["filters"]["user_k"] == 5
+    assert main(["data", "stats", str(tmp_path / "data")]) == 0
+    assert f"{len(dataset.items):,}" in capsys.readouterr().out
