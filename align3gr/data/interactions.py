@@ -8,7 +8,6 @@ number of interactions (a few dozen bytes each), not with the size of the raw fi
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import tempfile
 from array import array
@@ -21,34 +20,30 @@ from align3gr.errors import DataError
 
 
 class TextSpool:
-    """Append-only store of strings in a temporary file, addressed by index; read back through a memory map."""
+    """Append-only store of strings in a temporary file, addressed by index and read back with positioned
+    reads (not a memory map, whose touched pages would count as resident memory)."""
 
     def __init__(self) -> None:
         handle, self._path = tempfile.mkstemp(prefix="align3gr-spool-", suffix=".txt")
         self._file = os.fdopen(handle, "w+b")
         self._offsets = array("q", [0])
-        self._view: mmap.mmap | None = None
+        self._flushed = True
 
     def append(self, text: str) -> int:
-        if self._view is not None:
-            raise RuntimeError("TextSpool is read-only once read from")
         data = text.encode("utf-8")
         self._file.write(data)
         self._offsets.append(self._offsets[-1] + len(data))
+        self._flushed = False
         return len(self._offsets) - 2
 
     def get(self, index: int) -> str:
-        if self._view is None:
+        if not self._flushed:
             self._file.flush()
-            if self._offsets[-1] == 0:
-                return ""
-            self._view = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        return self._view[self._offsets[index] : self._offsets[index + 1]].decode("utf-8")
+            self._flushed = True
+        start = self._offsets[index]
+        return os.pread(self._file.fileno(), self._offsets[index + 1] - start, start).decode("utf-8")
 
     def close(self) -> None:
-        if self._view is not None:
-            self._view.close()
-            self._view = None
         if not self._file.closed:
             self._file.close()
             Path(self._path).unlink(missing_ok=True)
