@@ -59,8 +59,29 @@ def _data_export(args: argparse.Namespace) -> None:
     print(f"Exported {args.data} as LC-Rec '{args.name}' to {args.out}: " + ", ".join(p.name for p in written))
 
 
+def _embed(args: argparse.Namespace) -> None:
+    from align3gr.embed.config import EmbedConfig
+    from align3gr.embed.stage import run_embed
+
+    config = config_from_sources(EmbedConfig, args.config, _overrides(args, EmbedConfig))
+    report = run_embed(args.data, args.out, config).report
+    cache = report["semantic_cache"]
+    summary = {
+        "items": report["items"],
+        "users": report["users"],
+        "semantic dim": report["semantic_dim"],
+        "texts encoded": cache["items"]["encoded"] + cache["users"]["encoded"],
+        "texts from cache": cache["items"]["cached"] + cache["users"]["cached"],
+        "collaborative dim": report["collaborative_dim"],
+        "collaborative valid Recall@10": report["collaborative_valid_recall@10"],
+        "seconds": report["seconds"],
+    }
+    print(format_mapping(summary, f"\nEmbeddings {args.out}"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from align3gr.data.config import DataConfig, SourceConfig
+    from align3gr.embed.config import EmbedConfig
 
     parser = argparse.ArgumentParser(prog="align3gr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
@@ -88,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", required=True, help="Dataset name X of the X.inter.json files.")
     export.add_argument("--item-codes", type=Path, help="scid/item_codes.json to export as X.index.json.")
     export.set_defaults(func=_data_export)
+
+    embed = stages.add_parser("embed", help="Semantic and collaborative embeddings of items and users.")
+    embed.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
+    embed.add_argument("--out", required=True, type=Path, help="Output folder (embeddings/).")
+    embed.add_argument("--config", type=Path, help="YAML file with an `embed:` section of these options.")
+    add_config_arguments(embed, EmbedConfig)
+    embed.set_defaults(func=_embed)
     return parser
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
-
 from align3gr.io import atomic_directory
+from align3gr.seeding import seeded
 
 PAD, EOS, IM_START = "<|endoftext|>", "<|im_end|>", "<|im_start|>"
 CHAT_TEMPLATE = (
@@ -70,12 +69,8 @@ def build_tiny_causal_lm(
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with seeded(seed):
         model = Qwen2ForCausalLM(config)
-    finally:
-        torch.random.set_rng_state(generator_state)
     out_dir = Path(out_dir)
     with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp)

@@ -1,0 +1,1 @@
+"""The `embed` stage: frozen semantic embeddings of item and user text, and collaborative embeddings."""

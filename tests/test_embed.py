@@ -1,0 +1,119 @@
+"""The embed stage: frozen semantic encoders (sentence-transformers and plain HF with mean pooling), the cache,
+and the collaborative encoder trained on the training split only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
+
+from align3gr.data.dataset import Dataset, load_dataset, write_dataset
+from align3gr.embed.collaborative import train_collaborative, training_windows
+from align3gr.embed.config import EmbedConfig
+from align3gr.embed.semantic import SemanticEncoder
+from align3gr.embed.stage import Embeddings, item_text, run_embed
+from align3gr.errors import DataError
+
+TEXTS = ["an electric guitar with warm tone", "a snare drum", "an electric guitar with warm tone"]
+
+
+def test_minilm_encodes_and_caches(tmp_path):
+    encoder = SemanticEncoder()
+    vectors = encoder.encode(TEXTS, tmp_path)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(vectors[0], vectors[2])
+    assert encoder.stats == {"texts": 3, "encoded": 2, "cached": 1}
+    again = SemanticEncoder()
+    assert np.array_equal(again.encode(TEXTS, tmp_path), vectors)
+    assert again.stats == {"texts": 3, "encoded": 0, "cached": 3}
+    assert again._model is None  # everything came from the cache: the model was never loaded
+
+
+def tiny_bert(folder, nan: bool = False):
+    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(TEXTS, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]")
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=32))  # fmt: skip
+    if nan:
+        with torch.no_grad():
+            model.embeddings.word_embeddings.weight.fill_(float("nan"))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_plain_hf_encoder_uses_mean_pooling(tmp_path):
+    folder = tiny_bert(tmp_path / "bert")
+    vectors = SemanticEncoder(str(folder)).encode(TEXTS[:2])
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    batch = tokenizer(TEXTS[:2], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    expected = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(vectors, expected, atol=1e-5)
+
+
+def test_nan_embeddings_are_an_error(tmp_path):
+    with pytest.raises(DataError, match="NaN or infinite"):
+        SemanticEncoder(str(tiny_bert(tmp_path / "bert", nan=True))).encode(TEXTS[:1])
+
+
+def test_training_windows_cover_the_training_sequence():
+    windows = training_windows([[1, 2, 3, 4, 5]], max_len=2)
+    assert windows.tolist() == [[3, 4, 5], [1, 2, 3]]
+
+
+@pytest.fixture(scope="module")
+def small(ml100k, tmp_path_factory):
+    """The first 150 users of MovieLens-100K, as a canonical dataset folder."""
+    full = load_dataset(ml100k)
+    users = list(full.sequences)[:150]
+    kept = {i for u in users for i in full.sequences[u].items}
+    subset = Dataset(
+        items={i: x for i, x in full.items.items() if i in kept},
+        users={u: full.users[u] for u in users},
+        sequences={u: full.sequences[u] for u in users},
+        meta=dict(full.meta),
+    )
+    folder = tmp_path_factory.mktemp("small")
+    write_dataset(subset, folder)
+    return folder
+
+
+def test_collaborative_encoder_is_deterministic_and_ignores_held_out_targets(small):
+    dataset = load_dataset(small)
+    first = train_collaborative(dataset, EmbedConfig(cf_epochs=2, seed=3))
+    again = train_collaborative(dataset, EmbedConfig(cf_epochs=2, seed=3))
+    assert np.array_equal(first.items, again.items) and np.array_equal(first.users, again.users)
+    assert first.items.shape == (len(dataset.items), 64) and first.users.shape == (len(dataset.sequences), 64)
+    for seq in dataset.sequences.values():  # other test targets leave training (and selection) unchanged
+        seq.items[-1] = next(i for i in reversed(dataset.items) if i not in seq.items)
+    swapped = train_collaborative(dataset, EmbedConfig(cf_epochs=2, seed=3))
+    assert np.array_equal(first.items, swapped.items) and np.array_equal(first.users, swapped.users)
+
+
+def test_run_embed_writes_reloadable_artifacts(small, tmp_path):
+    config = EmbedConfig(cf_epochs=2, cache_dir=str(tmp_path / "cache"))
+    built = run_embed(small, tmp_path / "embeddings", config)
+    loaded = Embeddings.load(tmp_path / "embeddings")
+    dataset = load_dataset(small)
+    assert loaded.item_ids == list(dataset.items) and loaded.user_ids == list(dataset.sequences)
+    assert loaded.item_semantic.shape == (len(dataset.items), 384)
+    assert np.array_equal(loaded.user_cf, built.user_cf)
+    assert 0.0 <= loaded.report["collaborative_valid_recall@10"] <= 1.0
+    assert "Categories: " in item_text(next(iter(dataset.items.values())))
+    again = run_embed(small, tmp_path / "again", config)
+    assert again.report["semantic_cache"]["items"] == {
+        "texts": len(dataset.items),
+        "encoded": 0,
+        "cached": len(dataset.items),
+    }
+    assert np.array_equal(again.item_semantic, built.item_semantic)
