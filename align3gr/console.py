@@ -40,4 +40,4 @@ def format_table(rows: Sequence[Mapping[str, object]], title: str | None = None)
 
 def format_mapping(values: Mapping[str, object], title: str | None = None) -> str:
     """A two-column `name  value` table."""
-    return format_table([{"statistic": k, "value": format_value(v)} for k, v in values.items()], title)
+    return format_table([{"statistic": k, "value": v} for k, v in values.items()], title)

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP="${PIP:-python3 -m pip}"
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 # torch first and pinned: an unpinned install pulls a multi-GB CUDA build on CPU-only machines.
 python3 -c "import torch" 2>/dev/null || $PIP install -q "torch==2.13.0"
 extras=""
