@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from align3gr.config import add_config_arguments, config_from_sources
-from align3gr.console import format_mapping, setup_logging
+from align3gr.console import format_mapping, format_table, setup_logging
 from align3gr.errors import Align3GRError, ConfigError
 
 log = logging.getLogger("align3gr")
@@ -79,9 +79,35 @@ def _embed(args: argparse.Namespace) -> None:
     print(format_mapping(summary, f"\nEmbeddings {args.out}"))
 
 
+def _tokenize(args: argparse.Namespace) -> None:
+    from align3gr.tokenize.config import TokenizeConfig
+    from align3gr.tokenize.stage import run_tokenize
+
+    config = config_from_sources(TokenizeConfig, args.config, _overrides(args, TokenizeConfig))
+    report = run_tokenize(args.data, args.embeddings, args.out, config)
+    rows = [
+        {"side": side, "level": level["level"], "codes": level["codebook_size"], "utilisation": level["utilisation"],
+         "perplexity": level["perplexity"], "top-1 load": level["top1_load"]}
+        for side in ("items", "users") for level in report[side]["levels"]
+    ]  # fmt: skip
+    print("\n" + format_table(rows, f"SCID tokenizer {args.out}"))
+    collisions = report["items"]["collisions"]
+    summary = {
+        "item collision rate before": collisions["collision_rate_before"],
+        "item collision rate after": collisions["collision_rate_after"],
+        "item SID entropy": report["items"]["sid_entropy"],
+        "user collision rate": report["users"]["collision_rate"],
+        "valid U2I AUC (end of phase 1)": (report["u2i_auc"]["phase1"] or [float("nan")])[-1],
+        "valid U2I AUC (end)": (report["u2i_auc"]["phase2"] or [float("nan")])[-1],
+        "seconds": report["seconds"],
+    }
+    print(format_mapping(summary))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from align3gr.data.config import DataConfig, SourceConfig
     from align3gr.embed.config import EmbedConfig
+    from align3gr.tokenize.config import TokenizeConfig
 
     parser = argparse.ArgumentParser(prog="align3gr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
@@ -116,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--config", type=Path, help="YAML file with an `embed:` section of these options.")
     add_config_arguments(embed, EmbedConfig)
     embed.set_defaults(func=_embed)
+
+    tokenize = stages.add_parser("tokenize", help="Train the dual SCID tokenizer and write the code tables.")
+    tokenize.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
+    tokenize.add_argument("--embeddings", required=True, type=Path, help="Output folder of `align3gr embed`.")
+    tokenize.add_argument("--out", required=True, type=Path, help="Output folder (scid/).")
+    tokenize.add_argument("--config", type=Path, help="YAML file with a `tokenize:` section of these options.")
+    add_config_arguments(tokenize, TokenizeConfig)
+    tokenize.set_defaults(func=_tokenize)
     return parser
 
 

@@ -11,6 +11,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 from align3gr.data.build import build_dataset  # noqa: E402
+from align3gr.data.dataset import Dataset, load_dataset, write_dataset  # noqa: E402
+from align3gr.embed.config import EmbedConfig  # noqa: E402
+from align3gr.embed.stage import run_embed  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -18,4 +21,30 @@ def ml100k(tmp_path_factory):
     """MovieLens-100K from the RecBole wheel, built once per test session with the default options."""
     out = tmp_path_factory.mktemp("ml100k") / "data"
     build_dataset("movielens", "recbole", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ml100k_small(ml100k, tmp_path_factory):
+    """The first 150 users of MovieLens-100K and the items they touched, as a canonical dataset folder."""
+    full = load_dataset(ml100k)
+    users = list(full.sequences)[:150]
+    kept = {i for u in users for i in full.sequences[u].items}
+    subset = Dataset(
+        items={i: x for i, x in full.items.items() if i in kept},
+        users={u: full.users[u] for u in users},
+        sequences={u: full.sequences[u] for u in users},
+        meta=dict(full.meta),
+    )
+    folder = tmp_path_factory.mktemp("ml100k_small") / "data"
+    folder.mkdir()
+    write_dataset(subset, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ml100k_small_embeddings(ml100k_small, tmp_path_factory):
+    """Embeddings of `ml100k_small` (a short collaborative training: enough for tokenizer tests)."""
+    out = tmp_path_factory.mktemp("ml100k_small_embeddings") / "embeddings"
+    run_embed(ml100k_small, out, EmbedConfig(cf_epochs=2, cache_dir=str(out.parent / "cache")))
     return out

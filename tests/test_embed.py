@@ -9,7 +9,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
-from align3gr.data.dataset import Dataset, load_dataset, write_dataset
+from align3gr.data.dataset import load_dataset
 from align3gr.embed.collaborative import train_collaborative, training_windows
 from align3gr.embed.config import EmbedConfig
 from align3gr.embed.semantic import SemanticEncoder
@@ -71,25 +71,8 @@ def test_training_windows_cover_the_training_sequence():
     assert windows.tolist() == [[3, 4, 5], [1, 2, 3]]
 
 
-@pytest.fixture(scope="module")
-def small(ml100k, tmp_path_factory):
-    """The first 150 users of MovieLens-100K, as a canonical dataset folder."""
-    full = load_dataset(ml100k)
-    users = list(full.sequences)[:150]
-    kept = {i for u in users for i in full.sequences[u].items}
-    subset = Dataset(
-        items={i: x for i, x in full.items.items() if i in kept},
-        users={u: full.users[u] for u in users},
-        sequences={u: full.sequences[u] for u in users},
-        meta=dict(full.meta),
-    )
-    folder = tmp_path_factory.mktemp("small")
-    write_dataset(subset, folder)
-    return folder
-
-
-def test_collaborative_encoder_is_deterministic_and_ignores_held_out_targets(small):
-    dataset = load_dataset(small)
+def test_collaborative_encoder_is_deterministic_and_ignores_held_out_targets(ml100k_small):
+    dataset = load_dataset(ml100k_small)
     first = train_collaborative(dataset, EmbedConfig(cf_epochs=2, seed=3))
     again = train_collaborative(dataset, EmbedConfig(cf_epochs=2, seed=3))
     assert np.array_equal(first.items, again.items) and np.array_equal(first.users, again.users)
@@ -100,17 +83,17 @@ def test_collaborative_encoder_is_deterministic_and_ignores_held_out_targets(sma
     assert np.array_equal(first.items, swapped.items) and np.array_equal(first.users, swapped.users)
 
 
-def test_run_embed_writes_reloadable_artifacts(small, tmp_path):
+def test_run_embed_writes_reloadable_artifacts(ml100k_small, tmp_path):
     config = EmbedConfig(cf_epochs=2, cache_dir=str(tmp_path / "cache"))
-    built = run_embed(small, tmp_path / "embeddings", config)
+    built = run_embed(ml100k_small, tmp_path / "embeddings", config)
     loaded = Embeddings.load(tmp_path / "embeddings")
-    dataset = load_dataset(small)
+    dataset = load_dataset(ml100k_small)
     assert loaded.item_ids == list(dataset.items) and loaded.user_ids == list(dataset.sequences)
     assert loaded.item_semantic.shape == (len(dataset.items), 384)
     assert np.array_equal(loaded.user_cf, built.user_cf)
     assert 0.0 <= loaded.report["collaborative_valid_recall@10"] <= 1.0
     assert "Categories: " in item_text(next(iter(dataset.items.values())))
-    again = run_embed(small, tmp_path / "again", config)
+    again = run_embed(ml100k_small, tmp_path / "again", config)
     assert again.report["semantic_cache"]["items"] == {
         "texts": len(dataset.items),
         "encoded": 0,

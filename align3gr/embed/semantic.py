@@ -78,6 +78,7 @@ class SemanticEncoder:
         keys = [hashlib.sha256(f"{self.identity}\n{t}".encode()).hexdigest() for t in texts]
         cache = EmbeddingCache(Path(cache_dir) / f"{self.identity}.safetensors") if cache_dir else None
         known = cache.load() if cache else {}
+        from_cache = sum(1 for k in keys if k in known)
         todo = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
         if todo:
             new: dict[str, np.ndarray] = {}
@@ -88,8 +89,8 @@ class SemanticEncoder:
             known.update(new)
             if cache:
                 cache.save(known)
-        self.stats = {"texts": len(texts), "encoded": len(todo), "cached": len(texts) - len(todo)}
-        log.info("%s: %d texts, %d encoded, %d from cache", desc, len(texts), len(todo), len(texts) - len(todo))
+        self.stats = {"texts": len(texts), "encoded": len(todo), "cached": from_cache}
+        log.info("%s: %d texts, %d unique encoded, %d from cache", desc, len(texts), len(todo), from_cache)
         out = np.stack([known[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
         if not np.isfinite(out).all():
             raise DataError(f"the encoder produced NaN or infinite values for {desc}", self.path)

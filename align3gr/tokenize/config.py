@@ -1,0 +1,43 @@
+"""Options of the `tokenize` stage (the dual SCID tokenizer; seed 003 Eq. 1-2, Table 3, implementation details)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from align3gr.errors import ConfigError
+
+
+@dataclass
+class TokenizeConfig:
+    """Dual user/item SC encoders with one RQ-VAE per side, the U2I loss, and the two-phase schedule."""
+
+    section = "tokenize"
+
+    dual: bool = field(default=True, metadata={"help": "Tokenize users too (Table 3 'Dual'); off: item-only."})
+    use_cf: bool = field(default=True, metadata={"help": "Concatenate collaborative features (Table 3 'CF')."})
+    u2i: bool = field(default=True, metadata={"help": "Train with the U2I behaviour loss (Table 3 'U-I Alignment')."})
+    levels: int = field(default=3, metadata={"help": "Code levels per side."})
+    codebook_size: int = field(default=256, metadata={"help": "Codes per level (items)."})
+    user_codebook_size: int = field(default=256, metadata={"help": "Codes per level (users)."})
+    code_dim: int = field(default=32, metadata={"help": "Dimension of each code vector (and of the SC embedding)."})
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 128], metadata={"help": "SC encoder MLP sizes."})
+    beta: float = field(default=0.25, metadata={"help": "Commitment weight of the RQ loss."})
+    phase1_alpha: float = field(default=1.0, metadata={"help": "U2I weight until the validation AUC stops improving."})
+    phase1_gamma: float = field(default=0.0, metadata={"help": "RQ weight in phase 1."})
+    phase2_alpha: float = field(default=0.1, metadata={"help": "U2I weight after the switch."})
+    phase2_gamma: float = field(default=1.0, metadata={"help": "RQ weight after the switch."})
+    phase1_max_epochs: int = field(default=30, metadata={"help": "Upper bound on phase-1 epochs."})
+    auc_patience: int = field(default=2, metadata={"help": "Epochs without a better validation AUC before the switch."})
+    phase2_epochs: int = field(default=30, metadata={"help": "Epochs of phase 2 (quantisation)."})
+    batch_size: int = field(default=2048, metadata={"help": "Training (user, item) pairs per step."})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
+    auc_negatives: int = field(default=100, metadata={"help": "Sampled negative items per validation user for AUC."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, k-means and batching."})
+
+    def validate(self) -> None:
+        if self.u2i and not self.dual:
+            raise ConfigError("u2i=True needs dual=True: the U2I loss aligns user and item SC embeddings")
+        for name in ("levels", "codebook_size", "user_codebook_size", "code_dim", "batch_size", "phase2_epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")

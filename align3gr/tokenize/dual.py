@@ -1,0 +1,199 @@
+"""The dual SCID tokenizer of Align3GR (seed 003, "Token-level Alignment", Eq. 1-2): a user and an item RQ-VAE
+whose encoders are the Semantic-Collaborative encoders over [semantic; collaborative] features, trained with
+
+    L = alpha * L_U2I + gamma * (L_RQ^user + L_RQ^item)
+
+in two phases: alpha = 1, gamma = 0 until the validation U2I AUC stops improving (the SC encoders learn the
+behaviour alignment), then the codebooks are initialised by k-means on the SC embeddings and training goes on
+with alpha = 0.1, gamma = 1 (quantisation).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from align3gr.data.dataset import Dataset
+from align3gr.embed.stage import Embeddings
+from align3gr.errors import DataError
+from align3gr.seeding import seeded
+from align3gr.tokenize.config import TokenizeConfig
+from align3gr.tokenize.losses.u2i import InteractionSet, false_negative_mask, u2i_auc, u2i_loss
+from align3gr.tokenize.rqvae import RQVAE
+
+log = logging.getLogger(__name__)
+
+
+def side_features(semantic: np.ndarray, collaborative: np.ndarray | None) -> torch.Tensor:
+    """[semantic; collaborative], each block scaled to a mean row norm of 1 so neither dominates."""
+    blocks = [semantic] if collaborative is None else [semantic, collaborative]
+    scaled = [b / max(float(np.linalg.norm(b, axis=1).mean()), 1e-12) for b in blocks]
+    return torch.from_numpy(np.concatenate(scaled, axis=1).astype(np.float32))
+
+
+class DualTokenizer(torch.nn.Module):
+    """The item RQ-VAE and (when dual) the user RQ-VAE; saved as safetensors + JSON and reloadable."""
+
+    def __init__(self, config: TokenizeConfig, item_dim: int, user_dim: int | None) -> None:
+        super().__init__()
+        self.config = config
+        self.item_dim, self.user_dim = item_dim, user_dim
+        self.items = RQVAE(
+            item_dim, config.hidden_dims, config.levels, config.codebook_size, config.code_dim, config.beta
+        )
+        self.users = (
+            RQVAE(user_dim, config.hidden_dims, config.levels, config.user_codebook_size, config.code_dim, config.beta)
+            if user_dim is not None
+            else None
+        )
+
+    def save(self, folder: Path) -> None:
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "tokenizer.safetensors"))
+        document = {"config": asdict(self.config), "item_dim": self.item_dim, "user_dim": self.user_dim}
+        (folder / "tokenizer_config.json").write_text(json.dumps(document, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> DualTokenizer:
+        folder = Path(folder)
+        document = json.loads((folder / "tokenizer_config.json").read_text())
+        model = cls(TokenizeConfig(**document["config"]), document["item_dim"], document["user_dim"])
+        model.load_state_dict(load_file(str(folder / "tokenizer.safetensors")))
+        return model.eval()
+
+
+@dataclass
+class TrainHistory:
+    """Per-epoch validation U2I AUC and losses, by phase, and the epoch of the switch."""
+
+    phase1: list[dict] = field(default_factory=list)
+    phase2: list[dict] = field(default_factory=list)
+
+
+def training_pairs(dataset: Dataset, item_index: dict[str, int], user_index: dict[str, int]) -> torch.Tensor:
+    """[P, 2] (user, item) rows for every training interaction (items[:-2])."""
+    rows = [(user_index[u], item_index[i]) for u in dataset.sequences for i in dataset.train_items(u)]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def cycle_chunks(count: int, size: int, generator: torch.Generator):
+    """Endless uniform mini-batches of row indices, a fresh permutation per pass."""
+    while True:
+        yield from torch.randperm(count, generator=generator).split(size)
+
+
+class DualTrainer:
+    """Runs the two-phase schedule of Eq. 2 on one dataset."""
+
+    def __init__(self, dataset: Dataset, embeddings: Embeddings, config: TokenizeConfig) -> None:
+        if embeddings.item_ids != list(dataset.items) or embeddings.user_ids != list(dataset.sequences):
+            raise DataError("the embeddings were computed for another dataset; run `align3gr embed` again")
+        self.config = config
+        self.x_items = side_features(embeddings.item_semantic, embeddings.item_cf if config.use_cf else None)
+        self.x_users = side_features(embeddings.user_semantic, embeddings.user_cf if config.use_cf else None)
+        item_index = {i: k for k, i in enumerate(embeddings.item_ids)}
+        user_index = {u: k for k, u in enumerate(embeddings.user_ids)}
+        self.pairs = training_pairs(dataset, item_index, user_index)
+        self.known = InteractionSet(self.pairs[:, 0], self.pairs[:, 1], len(item_index))
+        self.valid = torch.tensor([(user_index[u], item_index[s.items[-2]]) for u, s in dataset.sequences.items()])
+        self.history = TrainHistory()
+
+    def batch_loss(self, model: DualTokenizer, pairs: torch.Tensor, alpha: float, gamma: float, streams) -> dict:
+        losses: dict[str, torch.Tensor] = {}
+        if alpha > 0 and model.users is not None:
+            users, items = pairs[:, 0], pairs[:, 1]
+            u = model.users.encoder(self.x_users[users])
+            v = model.items.encoder(self.x_items[items])
+            losses["u2i"] = u2i_loss(u, v, false_negative_mask(users, items, self.known))
+        if gamma > 0:
+            losses["rq_item"] = model.items(self.x_items[next(streams["items"])]).loss
+            if model.users is not None:
+                losses["rq_user"] = model.users(self.x_users[next(streams["users"])]).loss
+        total = alpha * losses.get("u2i", 0.0) + gamma * (losses.get("rq_item", 0.0) + losses.get("rq_user", 0.0))
+        return {"total": total, **losses}
+
+    @torch.no_grad()
+    def validation_auc(self, model: DualTokenizer, generator: torch.Generator) -> float:
+        """U2I AUC of each user's validation target against sampled items the user never interacted with."""
+        if model.users is None:
+            return float("nan")
+        model.eval()
+        users, positives = self.valid[:, 0], self.valid[:, 1]
+        negatives = torch.randint(len(self.x_items), (len(users), self.config.auc_negatives), generator=generator)
+        clash = self.known.contains(users.unsqueeze(1).expand_as(negatives), negatives) | (
+            negatives == positives[:, None]
+        )
+        item_emb = model.items.encoder(self.x_items)
+        auc = u2i_auc(model.users.encoder(self.x_users[users]), item_emb[positives], item_emb[negatives], ~clash)
+        model.train()
+        return auc
+
+    def run_epoch(self, model, optimizer, alpha: float, gamma: float, streams, generator) -> dict:
+        sums: dict[str, float] = {}
+        batches = self.pairs[torch.randperm(len(self.pairs), generator=generator)].split(self.config.batch_size)
+        if model.users is None:
+            batches = torch.arange(len(self.x_items)).split(self.config.batch_size)
+        for batch in batches:
+            losses = self.batch_loss(model, batch, alpha, gamma, streams)
+            optimizer.zero_grad()
+            losses["total"].backward()
+            optimizer.step()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value.item()
+        return {name: value / len(batches) for name, value in sums.items()}
+
+    @torch.no_grad()
+    def revive(self, model: DualTokenizer, generator: torch.Generator) -> int:
+        """Re-seed unused codes of both sides on the current SC embeddings (dead-code restart)."""
+        moved = model.items.quantizer.revive_dead_codes(model.items.encoder(self.x_items), generator)
+        if model.users is not None:
+            moved += model.users.quantizer.revive_dead_codes(model.users.encoder(self.x_users), generator)
+        return moved
+
+    def train(self) -> DualTokenizer:
+        config = self.config
+        with seeded(config.seed) as generator:
+            model = DualTokenizer(config, self.x_items.shape[1], self.x_users.shape[1] if config.dual else None)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            streams = {
+                "items": cycle_chunks(len(self.x_items), config.batch_size, generator),
+                "users": cycle_chunks(len(self.x_users), config.batch_size, generator),
+            }
+            if config.u2i:
+                best, best_state, stale = -1.0, None, 0
+                for epoch in (
+                    bar := tqdm(range(1, config.phase1_max_epochs + 1), desc="tokenizer phase 1", unit="epoch")
+                ):
+                    losses = self.run_epoch(
+                        model, optimizer, config.phase1_alpha, config.phase1_gamma, streams, generator
+                    )
+                    auc = self.validation_auc(model, generator)
+                    self.history.phase1.append({"epoch": epoch, "valid_auc": auc, **losses})
+                    bar.set_postfix(u2i=f"{losses.get('u2i', 0):.3f}", valid_auc=f"{auc:.4f}")
+                    if auc > best:
+                        best, best_state, stale = auc, copy.deepcopy(model.state_dict()), 0
+                    else:
+                        stale += 1
+                        if stale >= config.auc_patience:
+                            break
+                model.load_state_dict(best_state)
+                log.info("phase 1: validation U2I AUC %.4f, switching to quantisation", best)
+            with torch.no_grad():
+                model.items.quantizer.init_codebooks(model.items.encoder(self.x_items), generator)
+                if model.users is not None:
+                    model.users.quantizer.init_codebooks(model.users.encoder(self.x_users), generator)
+            alpha = config.phase2_alpha if config.u2i else 0.0
+            for epoch in (bar := tqdm(range(1, config.phase2_epochs + 1), desc="tokenizer phase 2", unit="epoch")):
+                losses = self.run_epoch(model, optimizer, alpha, config.phase2_gamma, streams, generator)
+                auc = self.validation_auc(model, generator)
+                revived = self.revive(model, generator)
+                self.history.phase2.append({"epoch": epoch, "valid_auc": auc, "revived_codes": revived, **losses})
+                bar.set_postfix(rq=f"{losses.get('rq_item', 0):.3f}", valid_auc=f"{auc:.4f}")
+        return model.eval()

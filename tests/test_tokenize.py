@@ -1,0 +1,147 @@
+"""The dual SCID tokenizer: RQ-VAE, the U2I loss, collision resolution, statistics and the stage's artifacts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from align3gr.errors import ConfigError
+from align3gr.tokenize.codebook_stats import level_statistics, sid_entropy
+from align3gr.tokenize.collisions import collision_rate, resolve_collisions
+from align3gr.tokenize.config import TokenizeConfig
+from align3gr.tokenize.dual import DualTokenizer
+from align3gr.tokenize.kmeans import kmeans
+from align3gr.tokenize.losses.u2i import InteractionSet, false_negative_mask, u2i_auc, u2i_loss
+from align3gr.tokenize.rqvae import RQVAE
+from align3gr.tokenize.stage import run_tokenize
+
+
+def hierarchical_gaussians(n: int = 4096, dim: int = 16, seed: int = 0) -> torch.Tensor:
+    """A mixture of 4 x 4 x 4 Gaussians: coarse centres, finer offsets, finest offsets."""
+    generator = torch.Generator().manual_seed(seed)
+    levels = [torch.randn(4, dim, generator=generator) * scale for scale in (4.0, 1.0, 0.25)]
+    picks = torch.randint(4, (n, 3), generator=generator)
+    centres = sum(levels[level][picks[:, level]] for level in range(3))
+    return centres + 0.02 * torch.randn(n, dim, generator=generator)
+
+
+def train_reconstruction(model: RQVAE, data: torch.Tensor, steps: int = 800) -> float:
+    generator = torch.Generator().manual_seed(0)
+    model.quantizer.init_codebooks(model.encoder(data).detach(), generator)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        batch = data[torch.randint(len(data), (256,), generator=generator)]
+        optimizer.zero_grad()
+        model(batch).loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return float((model(data).reconstruction - data).pow(2).sum(1).mean())
+
+
+def test_rqvae_beats_a_single_codebook_of_the_same_size():
+    data = hierarchical_gaussians()
+    torch.manual_seed(0)
+    residual = train_reconstruction(RQVAE(16, [64], levels=3, codebook_size=4, code_dim=16), data)
+    torch.manual_seed(0)
+    single = train_reconstruction(RQVAE(16, [64], levels=1, codebook_size=12, code_dim=16), data)
+    assert residual < 0.5 * single  # 3 levels x 4 codes address 64 clusters; 12 flat codes only 12
+
+
+def test_kmeans_is_deterministic_and_finds_separated_clusters():
+    data = torch.cat(
+        [torch.randn(50, 2) * 0.1 + centre for centre in (torch.tensor([5.0, 0]), torch.tensor([-5.0, 0]))]
+    )
+    first = kmeans(data, 2, generator=torch.Generator().manual_seed(1))
+    again = kmeans(data, 2, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(first, again)
+    assert sorted(round(float(c)) for c in first[:, 0]) == [-5, 5]
+    with pytest.raises(ValueError, match="at least k=3"):
+        kmeans(data[:2], 3)
+
+
+def test_u2i_loss_equals_a_hand_computation_and_ignores_false_negatives():
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    v = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, -1.0]])
+    logits = [[1.0, 0.0, 1.0], [0.0, 2.0, -1.0], [1.0, 2.0, 0.0]]
+    rows = [-math.log(math.exp(r[b]) / sum(math.exp(x) for x in r)) for b, r in enumerate(logits)]
+    assert u2i_loss(u, v).item() == pytest.approx(sum(rows) / 3, abs=1e-6)
+    known = InteractionSet(torch.tensor([0, 0, 1, 2]), torch.tensor([10, 11, 11, 12]), num_items=20)
+    exclude = false_negative_mask(torch.tensor([0, 1, 2]), torch.tensor([10, 11, 12]), known)
+    assert exclude.tolist() == [[False, True, False], [False, False, False], [False, False, False]]
+    row0 = -math.log(math.exp(1.0) / (math.exp(1.0) + math.exp(1.0)))  # item 1 is user 0's own: not a negative
+    assert u2i_loss(u, v, exclude).item() == pytest.approx((row0 + rows[1] + rows[2]) / 3, abs=1e-6)
+    sparse = InteractionSet(torch.tensor([0, 0, 1, 2]), torch.tensor([10, 11, 11, 12]), num_items=20, dense_limit=0)
+    assert torch.equal(false_negative_mask(torch.tensor([0, 1, 2]), torch.tensor([10, 11, 12]), sparse), exclude)
+
+
+def test_u2i_auc():
+    user = torch.tensor([[1.0, 0.0]])
+    positive = torch.tensor([[2.0, 0.0]])
+    negatives = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [2.0, 5.0]]])
+    assert u2i_auc(user, positive, negatives) == pytest.approx((1 + 0 + 0.5) / 3)
+    assert u2i_auc(user, positive, negatives, keep=torch.tensor([[True, False, False]])) == 1.0
+
+
+def test_collision_resolution_reassigns_the_last_level():
+    codes = np.array([[1, 2, 3]] * 5 + [[1, 2, 4], [0, 0, 0]])
+    distances = np.random.default_rng(0).random((7, 8))
+    resolved, report = resolve_collisions(codes, distances)
+    assert resolved.shape == (7, 3) and collision_rate(resolved) == 0.0
+    assert (resolved[:, :2] == codes[:, :2]).all()
+    assert report["collision_rate_before"] == pytest.approx(5 / 7)
+    assert report["collision_rate_after"] == 0.0 and not report["disambiguation_level_added"]
+    assert report["items_reassigned"] >= 4
+
+
+def test_collision_resolution_adds_a_level_only_when_a_prefix_is_over_capacity():
+    codes = np.array([[1, 1]] * 6 + [[2, 0], [2, 0]])
+    resolved, report = resolve_collisions(codes, np.zeros((8, 4)))
+    assert report["disambiguation_level_added"] and report["groups_over_capacity"] == 1
+    assert resolved.shape == (8, 3) and collision_rate(resolved) == 0.0
+    assert sorted(resolved[:6, 2].tolist()) == list(range(6))
+    assert len({tuple(r) for r in resolved[6:, :2]}) == 2  # the small group was re-assigned, not extended
+
+
+def test_codebook_statistics():
+    codes = np.array([[0, 1], [0, 2], [0, 3], [1, 3]])
+    level0, level1 = level_statistics(codes, [4, 4])
+    assert level0["utilisation"] == 0.5 and level0["top1_load"] == 0.75
+    assert level0["perplexity"] == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+    assert level1["utilisation"] == 0.75
+    assert sid_entropy(np.array([[0], [0], [1], [1]])) == pytest.approx(math.log(2))
+
+
+SMALL = dict(codebook_size=16, user_codebook_size=16, phase1_max_epochs=3, phase2_epochs=3, batch_size=512)
+
+
+def test_tokenize_stage_writes_unique_reproducible_codes(ml100k_small, ml100k_small_embeddings, tmp_path):
+    report = run_tokenize(ml100k_small, ml100k_small_embeddings, tmp_path / "scid", TokenizeConfig(**SMALL))
+    items = json.loads((tmp_path / "scid" / "item_codes.json").read_text())
+    users = json.loads((tmp_path / "scid" / "user_codes.json").read_text())
+    assert len({tuple(c) for c in items.values()}) == len(items)
+    assert all(c[0].startswith("<a_") and c[1].startswith("<b_") and c[2].startswith("<c_") for c in items.values())
+    assert all(c[0].startswith("<ua_") for c in users.values()) and len(users) == 150
+    assert report["items"]["collisions"]["collision_rate_after"] == 0.0
+    assert len(report["items"]["levels"]) >= 3 and all("utilisation" in level for level in report["items"]["levels"])
+    assert report["u2i_auc"]["phase1"] and len(report["u2i_auc"]["phase2"]) == 3
+    assert (tmp_path / "scid" / "code_usage.png").stat().st_size > 1000
+    reloaded = DualTokenizer.load(tmp_path / "scid")
+    assert reloaded.items.quantizer.codebook_size == 16
+    run_tokenize(ml100k_small, ml100k_small_embeddings, tmp_path / "again", TokenizeConfig(**SMALL))
+    for name in ("item_codes.json", "user_codes.json", "tokenizer.safetensors"):
+        assert (tmp_path / "scid" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+
+
+def test_item_only_ablation_and_bad_settings(ml100k_small, ml100k_small_embeddings, tmp_path):
+    config = TokenizeConfig(**SMALL, dual=False, u2i=False, use_cf=False)
+    run_tokenize(ml100k_small, ml100k_small_embeddings, tmp_path / "scid", config)
+    assert json.loads((tmp_path / "scid" / "user_codes.json").read_text()) == {}
+    with pytest.raises(ConfigError, match="u2i=True needs dual=True"):
+        TokenizeConfig(dual=False).validate()
+    with pytest.raises(ConfigError, match="codebook_size=5000 exceeds the"):
+        run_tokenize(ml100k_small, ml100k_small_embeddings, tmp_path / "x", TokenizeConfig(codebook_size=5000))
+    assert not (tmp_path / "x").exists()
