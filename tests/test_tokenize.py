@@ -145,3 +145,20 @@ def test_item_only_ablation_and_bad_settings(ml100k_small, ml100k_small_embeddin
     with pytest.raises(ConfigError, match="codebook_size=5000 exceeds the"):
         run_tokenize(ml100k_small, ml100k_small_embeddings, tmp_path / "x", TokenizeConfig(codebook_size=5000))
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("switch", ["hamr", "adasid", "das"])
+def test_regularisers_train_inside_the_tokenizer(ml100k_small, ml100k_small_embeddings, tmp_path, switch):
+    config = TokenizeConfig(**{**SMALL, "phase1_max_epochs": 1, "phase2_epochs": 2}, **{switch: True})
+    report = run_tokenize(ml100k_small, ml100k_small_embeddings, tmp_path / "scid", config)
+    last = report["history"]["phase2"][-1]
+    assert any(name.startswith(switch) for name in last), last
+    assert all(math.isfinite(value) for value in last.values())
+    assert report["items"]["collisions"]["collision_rate_after"] == 0.0
+
+
+def test_regulariser_options_are_checked():
+    with pytest.raises(ConfigError, match="HaMRConfig has no option 'margin'"):
+        TokenizeConfig(hamr=True, hamr_options={"margin": 1}).validate()
+    with pytest.raises(ConfigError, match="das=True .* needs dual and use_cf"):
+        TokenizeConfig(das=True, use_cf=False).validate()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from align3gr.errors import ConfigError
+from align3gr.tokenize.losses.adasid import AdaSIDConfig
+from align3gr.tokenize.losses.das import DASConfig
+from align3gr.tokenize.losses.hamr import HaMRConfig
 
 
 @dataclass
@@ -28,16 +31,42 @@ class TokenizeConfig:
     phase2_gamma: float = field(default=1.0, metadata={"help": "RQ weight after the switch."})
     phase1_max_epochs: int = field(default=30, metadata={"help": "Upper bound on phase-1 epochs."})
     auc_patience: int = field(default=2, metadata={"help": "Epochs without a better validation AUC before the switch."})
-    phase2_epochs: int = field(default=30, metadata={"help": "Epochs of phase 2 (quantisation)."})
-    batch_size: int = field(default=2048, metadata={"help": "Training (user, item) pairs per step."})
+    phase2_epochs: int = field(default=20, metadata={"help": "Epochs of phase 2 (quantisation)."})
+    batch_size: int = field(default=2048, metadata={"help": "Training (user, item) pairs per step (U2I)."})
+    rq_batch_size: int = field(default=512, metadata={"help": "Items and users per step for the RQ losses."})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
     auc_negatives: int = field(default=100, metadata={"help": "Sampled negative items per validation user for AUC."})
+    hamr: bool = field(default=False, metadata={"help": "Add QuaSID's HaMR + CVPM repulsion (seed 001) in phase 2."})
+    hamr_options: dict = field(default_factory=dict, metadata={"help": "HaMRConfig fields (YAML)."})
+    adasid: bool = field(
+        default=False,
+        metadata={"help": "Add AdaSID's adaptive collision regulation (seed 002) in phase 2; its Eq. 14 schedule "
+                  "then weights the U2I loss as the collaborative term."},
+    )  # fmt: skip
+    adasid_options: dict = field(
+        default_factory=dict,
+        metadata={"help": "AdaSIDConfig fields (YAML); t_start/t_end default to the start and end of phase 2."},
+    )
+    das: bool = field(default=False, metadata={"help": "Add DAS multi-view contrastive alignment (seed 000)."})
+    das_options: dict = field(default_factory=dict, metadata={"help": "DASConfig fields (YAML)."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, k-means and batching."})
 
     def validate(self) -> None:
         if self.u2i and not self.dual:
             raise ConfigError("u2i=True needs dual=True: the U2I loss aligns user and item SC embeddings")
-        for name in ("levels", "codebook_size", "user_codebook_size", "code_dim", "batch_size", "phase2_epochs"):
+        if self.das and not (self.dual and self.use_cf):
+            raise ConfigError("das=True aligns codes with collaborative features of both sides: needs dual and use_cf")
+        for options, cls in (
+            (self.hamr_options, HaMRConfig),
+            (self.adasid_options, AdaSIDConfig),
+            (self.das_options, DASConfig),
+        ):
+            unknown = sorted(set(options) - {f.name for f in fields(cls)})
+            if unknown:
+                raise ConfigError(
+                    f"{cls.__name__} has no option {unknown[0]!r}; options: {', '.join(f.name for f in fields(cls))}"
+                )
+        for name in ("levels", "codebook_size", "user_codebook_size", "code_dim", "batch_size", "rq_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")

@@ -26,6 +26,9 @@ from align3gr.embed.stage import Embeddings
 from align3gr.errors import DataError
 from align3gr.seeding import seeded
 from align3gr.tokenize.config import TokenizeConfig
+from align3gr.tokenize.losses.adasid import AdaSIDConfig, adasid_collision_loss, progress_weights
+from align3gr.tokenize.losses.das import DASAlignment, DASConfig
+from align3gr.tokenize.losses.hamr import HaMRConfig, cvpm_mask, hamr_loss
 from align3gr.tokenize.losses.u2i import InteractionSet, false_negative_mask, u2i_auc, u2i_loss
 from align3gr.tokenize.rqvae import RQVAE
 
@@ -83,6 +86,21 @@ def training_pairs(dataset: Dataset, item_index: dict[str, int], user_index: dic
     return torch.tensor(rows, dtype=torch.long)
 
 
+class Neighbours:
+    """For each key (an item, or a user), the values it co-occurs with in training; sampled one per row."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, num_keys: int) -> None:
+        order = torch.argsort(keys, stable=True)
+        self.values = values[order]
+        self.counts = torch.bincount(keys, minlength=num_keys)
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts
+
+    def sample(self, keys: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One random co-occurring value per key (keys with no neighbour give -1, which callers never pass)."""
+        draw = torch.randint(1 << 30, (len(keys),), generator=generator) % self.counts[keys].clamp_min(1)
+        return self.values[self.offsets[keys] + draw]
+
+
 def cycle_chunks(count: int, size: int, generator: torch.Generator):
     """Endless uniform mini-batches of row indices, a fresh permutation per pass."""
     while True:
@@ -104,20 +122,68 @@ class DualTrainer:
         self.known = InteractionSet(self.pairs[:, 0], self.pairs[:, 1], len(item_index))
         self.valid = torch.tensor([(user_index[u], item_index[s.items[-2]]) for u, s in dataset.sequences.items()])
         self.history = TrainHistory()
+        self.cf_users = torch.from_numpy(embeddings.user_cf)
+        self.cf_items = torch.from_numpy(embeddings.item_cf)
+        self.co_users = Neighbours(self.pairs[:, 1], self.pairs[:, 0], len(item_index))
+        self.co_items = Neighbours(self.pairs[:, 0], self.pairs[:, 1], len(user_index))
+        self.hamr = HaMRConfig(**config.hamr_options)
+        self.adasid = AdaSIDConfig(**config.adasid_options)
+        self.das = (
+            DASAlignment(
+                self.cf_users.shape[1], self.cf_items.shape[1], config.code_dim, DASConfig(**config.das_options)
+            )
+            if config.das
+            else None
+        )
+        self.step = 0
+        self.generator = torch.Generator()
 
     def batch_loss(self, model: DualTokenizer, pairs: torch.Tensor, alpha: float, gamma: float, streams) -> dict:
+        """Eq. 2 on one step (U2I on the pair batch, RQ on uniform item and user batches), plus the enabled
+        regularisers in phase 2 (gamma > 0): HaMR, AdaSID (whose Eq. 14 schedule then weights U2I) and DAS."""
+        config = self.config
         losses: dict[str, torch.Tensor] = {}
+        weights: dict[str, float] = {"u2i": alpha, "rq_item": gamma, "rq_user": gamma}
         if alpha > 0 and model.users is not None:
             users, items = pairs[:, 0], pairs[:, 1]
             u = model.users.encoder(self.x_users[users])
             v = model.items.encoder(self.x_items[items])
             losses["u2i"] = u2i_loss(u, v, false_negative_mask(users, items, self.known))
         if gamma > 0:
-            losses["rq_item"] = model.items(self.x_items[next(streams["items"])]).loss
+            sides = [("item", model.items, self.x_items, next(streams["items"]))]
             if model.users is not None:
-                losses["rq_user"] = model.users(self.x_users[next(streams["users"])]).loss
-        total = alpha * losses.get("u2i", 0.0) + gamma * (losses.get("rq_item", 0.0) + losses.get("rq_user", 0.0))
+                sides.append(("user", model.users, self.x_users, next(streams["users"])))
+            if config.adasid:
+                weights["adasid_item"], weights["u2i"] = progress_weights(self.step, self.adasid)
+                weights["adasid_user"] = weights["adasid_item"]
+            for side, rqvae, features, rows in sides:
+                out = rqvae(features[rows])
+                losses[f"rq_{side}"] = out.loss
+                if config.hamr:
+                    mask = cvpm_mask(rows)
+                    losses[f"hamr_{side}"] = hamr_loss(out.embedding, out.quantized.codes, mask, self.hamr)
+                    weights[f"hamr_{side}"] = 1.0
+                if config.adasid:
+                    collision = adasid_collision_loss(out.embedding, out.quantized.codes, rows, self.adasid)
+                    losses[f"adasid_{side}"] = collision
+            if self.das is not None and len(pairs):
+                losses["das"] = self.das_loss(model, pairs)
+                weights["das"] = 1.0
+        total = sum(weights.get(name, 0.0) * value for name, value in losses.items())
         return {"total": total, **losses}
+
+    def das_loss(self, model: DualTokenizer, pairs: torch.Tensor) -> torch.Tensor:
+        """DAS's six views on the pair batch; co-occurrence partners are drawn from the training interactions."""
+        users, items = pairs[:, 0], pairs[:, 1]
+        co_users = self.co_users.sample(items, self.generator)
+        co_items = self.co_items.sample(users, self.generator)
+        z_user = model.users(self.x_users[users]).quantized.vector
+        z_item = model.items(self.x_items[items]).quantized.vector
+        co_user = model.users(self.x_users[co_users]).quantized.vector
+        co_item = model.items(self.x_items[co_items]).quantized.vector
+        same_item = items.unsqueeze(0) == items.unsqueeze(1)
+        views = self.das(z_user, z_item, self.cf_users[users], self.cf_items[items], co_user, co_item, same_item)
+        return views["total"]
 
     @torch.no_grad()
     def validation_auc(self, model: DualTokenizer, generator: torch.Generator) -> float:
@@ -136,15 +202,15 @@ class DualTrainer:
         return auc
 
     def run_epoch(self, model, optimizer, alpha: float, gamma: float, streams, generator) -> dict:
+        """One pass over the training pairs in random batches; every ablation takes the same number of steps."""
         sums: dict[str, float] = {}
         batches = self.pairs[torch.randperm(len(self.pairs), generator=generator)].split(self.config.batch_size)
-        if model.users is None:
-            batches = torch.arange(len(self.x_items)).split(self.config.batch_size)
         for batch in batches:
             losses = self.batch_loss(model, batch, alpha, gamma, streams)
             optimizer.zero_grad()
             losses["total"].backward()
             optimizer.step()
+            self.step += gamma > 0
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value.item()
         return {name: value / len(batches) for name, value in sums.items()}
@@ -160,11 +226,13 @@ class DualTrainer:
     def train(self) -> DualTokenizer:
         config = self.config
         with seeded(config.seed) as generator:
+            self.generator = generator
             model = DualTokenizer(config, self.x_items.shape[1], self.x_users.shape[1] if config.dual else None)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            parameters = list(model.parameters()) + (list(self.das.parameters()) if self.das is not None else [])
+            optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
             streams = {
-                "items": cycle_chunks(len(self.x_items), config.batch_size, generator),
-                "users": cycle_chunks(len(self.x_users), config.batch_size, generator),
+                "items": cycle_chunks(len(self.x_items), config.rq_batch_size, generator),
+                "users": cycle_chunks(len(self.x_users), config.rq_batch_size, generator),
             }
             if config.u2i:
                 best, best_state, stale = -1.0, None, 0
@@ -190,6 +258,11 @@ class DualTrainer:
                 if model.users is not None:
                     model.users.quantizer.init_codebooks(model.users.encoder(self.x_users), generator)
             alpha = config.phase2_alpha if config.u2i else 0.0
+            steps_per_epoch = (
+                len(self.pairs[:: config.batch_size]) if config.dual else len(self.x_items[:: config.rq_batch_size])
+            )
+            self.adasid.t_start = config.adasid_options.get("t_start", 0)
+            self.adasid.t_end = config.adasid_options.get("t_end", steps_per_epoch * config.phase2_epochs)
             for epoch in (bar := tqdm(range(1, config.phase2_epochs + 1), desc="tokenizer phase 2", unit="epoch")):
                 losses = self.run_epoch(model, optimizer, alpha, config.phase2_gamma, streams, generator)
                 auc = self.validation_auc(model, generator)
