@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from align3gr.data.interactions import InteractionLog
-from align3gr.errors import ConfigError, DataError
+from align3gr.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,8 @@ def filter_interactions(
     missing_metadata: str = "error",
 ) -> FilterResult:
     """Apply, in order: metadata check (error or drop), stable chronological sort per user,
-    removal of a user's repeated item (first kept), then iterative k-core on users and items."""
-    if user_k < 3:
-        raise ConfigError(f"user_k={user_k}: leave-one-out needs at least 3 interactions per user (user_k >= 3)")
-    if item_k < 1:
-        raise ConfigError(f"item_k={item_k}: must be >= 1")
-    if missing_metadata not in ("error", "drop"):
-        raise ConfigError(f"missing_metadata={missing_metadata!r}: expected 'error' or 'drop'")
+    removal of a user's repeated item (first kept), then iterative k-core on users and items.
+    The thresholds are checked by `DataConfig.validate`."""
     cols = interactions.columns()
     user, item = cols["user"], cols["item"]
     counts = {"raw_interactions": len(interactions)}

@@ -8,7 +8,6 @@ read.
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from align3gr.data.dataset import Dataset
+from align3gr.early_stopping import EarlyStopping
 from align3gr.embed.config import EmbedConfig
 from align3gr.seeding import seeded
 
@@ -114,7 +114,7 @@ def train_collaborative(dataset: Dataset, config: EmbedConfig) -> CFResult:
         )
         optimizer = torch.optim.Adam(model.parameters(), lr=config.cf_lr)
         num_negatives = min(config.cf_negatives, len(index) - 1)
-        best, best_state, stale, epochs_run = -1.0, None, 0, 0
+        stopping, epochs_run = EarlyStopping(model, config.cf_patience), 0
         for epoch in (bar := tqdm(range(1, config.cf_epochs + 1), desc="collaborative encoder", unit="epoch")):
             model.train()
             epochs_run = epoch
@@ -128,13 +128,9 @@ def train_collaborative(dataset: Dataset, config: EmbedConfig) -> CFResult:
                 optimizer.step()
             recall = recall_at_k(model, histories, valid_targets)
             bar.set_postfix(loss=f"{loss.item():.3f}", valid_recall10=f"{recall:.4f}")
-            if recall > best:
-                best, best_state, stale = recall, copy.deepcopy(model.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= config.cf_patience:
-                    break
-        model.load_state_dict(best_state)
+            if stopping.update(recall):
+                break
+        best = stopping.restore()
         model.eval()
         with torch.no_grad():
             user_features = torch.cat([model.encode_last(chunk) for chunk in histories.split(1024)])

@@ -10,7 +10,6 @@ with alpha = 0.1, gamma = 1 (quantisation).
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from align3gr.data.dataset import Dataset
+from align3gr.early_stopping import EarlyStopping
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import DataError
 from align3gr.seeding import seeded
@@ -235,7 +235,7 @@ class DualTrainer:
                 "users": cycle_chunks(len(self.x_users), config.rq_batch_size, generator),
             }
             if config.u2i:
-                best, best_state, stale = -1.0, None, 0
+                stopping = EarlyStopping(model, config.auc_patience)
                 for epoch in (
                     bar := tqdm(range(1, config.phase1_max_epochs + 1), desc="tokenizer phase 1", unit="epoch")
                 ):
@@ -245,14 +245,9 @@ class DualTrainer:
                     auc = self.validation_auc(model, generator)
                     self.history.phase1.append({"epoch": epoch, "valid_auc": auc, **losses})
                     bar.set_postfix(u2i=f"{losses.get('u2i', 0):.3f}", valid_auc=f"{auc:.4f}")
-                    if auc > best:
-                        best, best_state, stale = auc, copy.deepcopy(model.state_dict()), 0
-                    else:
-                        stale += 1
-                        if stale >= config.auc_patience:
-                            break
-                model.load_state_dict(best_state)
-                log.info("phase 1: validation U2I AUC %.4f, switching to quantisation", best)
+                    if stopping.update(auc):
+                        break
+                log.info("phase 1: validation U2I AUC %.4f, switching to quantisation", stopping.restore())
             with torch.no_grad():
                 model.items.quantizer.init_codebooks(model.items.encoder(self.x_items), generator)
                 if model.users is not None:
