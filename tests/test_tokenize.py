@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from align3gr.errors import ConfigError
+from align3gr.data.dataset import load_dataset
+from align3gr.embed.stage import Embeddings
+from align3gr.errors import ConfigError, DataError
+from align3gr.tokenize.code_table import load_code_tables
 from align3gr.tokenize.codebook_stats import level_statistics, sid_entropy
 from align3gr.tokenize.collisions import collision_rate, resolve_collisions
 from align3gr.tokenize.config import TokenizeConfig
@@ -162,3 +165,30 @@ def test_regulariser_options_are_checked():
         TokenizeConfig(hamr=True, hamr_options={"margin": 1}).validate()
     with pytest.raises(ConfigError, match="das=True .* needs dual and use_cf"):
         TokenizeConfig(das=True, use_cf=False).validate()
+
+
+def test_code_tables_are_checked_against_the_dataset_and_reload_encodes_new_rows(
+    ml100k_small, ml100k_small_embeddings, tmp_path
+):
+    run_tokenize(ml100k_small, ml100k_small_embeddings, tmp_path / "scid", TokenizeConfig(**SMALL))
+    dataset = load_dataset(ml100k_small)
+    items, users = load_code_tables(tmp_path / "scid", dataset)
+    assert set(items) == set(dataset.items) and set(users) == set(dataset.sequences)
+    embeddings = Embeddings.load(ml100k_small_embeddings)
+    tokenizer = DualTokenizer.load(tmp_path / "scid")
+    codes = tokenizer.encode("user", embeddings.user_semantic, embeddings.user_cf)
+    assert [[f"<u{'abc'[level]}_{c}>" for level, c in enumerate(row)] for row in codes] == list(users.values())
+    with pytest.raises(DataError, match="features have 400 dimensions; this tokenizer expects 448"):
+        tokenizer.encode("item", embeddings.item_semantic[:, :336], embeddings.item_cf)
+    original = json.loads((tmp_path / "scid" / "item_codes.json").read_text())
+    first = next(iter(original))
+    cases = [
+        ({k: v for k, v in original.items() if k != first}, rf"item_codes\.json: no code for '{first}' \(1 of"),
+        ({**original, "not-an-item": ["<a_1>", "<b_1>", "<c_1>"]}, "'not-an-item' is not in the dataset"),
+        ({**original, first: original[first][:-1]}, r"has \d+ codes; the others have \d+"),
+        ({**original, first: original[list(original)[1]]}, "two items share a full code"),
+    ]
+    for table, pattern in cases:
+        (tmp_path / "scid" / "item_codes.json").write_text(json.dumps(table))
+        with pytest.raises(DataError, match=pattern):
+            load_code_tables(tmp_path / "scid", dataset)

@@ -35,20 +35,32 @@ from align3gr.tokenize.rqvae import RQVAE
 log = logging.getLogger(__name__)
 
 
-def side_features(semantic: np.ndarray, collaborative: np.ndarray | None) -> torch.Tensor:
-    """[semantic; collaborative], each block scaled to a mean row norm of 1 so neither dominates."""
+def block_scales(semantic: np.ndarray, collaborative: np.ndarray | None) -> list[float]:
+    """Mean row norm of each feature block, measured on the training catalogue and saved with the tokenizer."""
     blocks = [semantic] if collaborative is None else [semantic, collaborative]
-    scaled = [b / max(float(np.linalg.norm(b, axis=1).mean()), 1e-12) for b in blocks]
-    return torch.from_numpy(np.concatenate(scaled, axis=1).astype(np.float32))
+    return [max(float(np.linalg.norm(b, axis=1).mean()), 1e-12) for b in blocks]
+
+
+def side_features(semantic: np.ndarray, collaborative: np.ndarray | None, scales: list[float]) -> torch.Tensor:
+    """[semantic; collaborative], each block divided by its scale so that neither dominates."""
+    blocks = [semantic] if collaborative is None else [semantic, collaborative]
+    if len(blocks) != len(scales):
+        raise DataError(f"expected {len(scales)} feature blocks (semantic{'; collaborative' * (len(scales) - 1)})")
+    return torch.from_numpy(
+        np.concatenate([b / s for b, s in zip(blocks, scales, strict=True)], axis=1).astype(np.float32)
+    )
 
 
 class DualTokenizer(torch.nn.Module):
     """The item RQ-VAE and (when dual) the user RQ-VAE; saved as safetensors + JSON and reloadable."""
 
-    def __init__(self, config: TokenizeConfig, item_dim: int, user_dim: int | None) -> None:
+    def __init__(
+        self, config: TokenizeConfig, item_dim: int, user_dim: int | None, scales: dict[str, list[float]] | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.item_dim, self.user_dim = item_dim, user_dim
+        self.scales = scales or {}
         self.items = RQVAE(
             item_dim, config.hidden_dims, config.levels, config.codebook_size, config.code_dim, config.beta
         )
@@ -61,15 +73,31 @@ class DualTokenizer(torch.nn.Module):
     def save(self, folder: Path) -> None:
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "tokenizer.safetensors"))
         document = {"config": asdict(self.config), "item_dim": self.item_dim, "user_dim": self.user_dim}
+        document["feature_scales"] = self.scales
         (folder / "tokenizer_config.json").write_text(json.dumps(document, indent=2) + "\n")
 
     @classmethod
     def load(cls, folder: str | Path) -> DualTokenizer:
         folder = Path(folder)
         document = json.loads((folder / "tokenizer_config.json").read_text())
-        model = cls(TokenizeConfig(**document["config"]), document["item_dim"], document["user_dim"])
+        config = TokenizeConfig(**document["config"])
+        model = cls(config, document["item_dim"], document["user_dim"], document["feature_scales"])
         model.load_state_dict(load_file(str(folder / "tokenizer.safetensors")))
         return model.eval()
+
+    @torch.no_grad()
+    def encode(self, side: str, semantic: np.ndarray, collaborative: np.ndarray | None = None) -> np.ndarray:
+        """Codes [N, L] of new items or users (`side` "item" or "user") from their embed-stage features. New
+        rows are not de-duplicated against the catalogue: run `tokenize` again to re-resolve collisions."""
+        rqvae, expected = (self.items, self.item_dim) if side == "item" else (self.users, self.user_dim)
+        if rqvae is None:
+            raise DataError("this tokenizer is item-only: it has no user side")
+        features = side_features(semantic, collaborative if self.config.use_cf else None, self.scales[side])
+        if features.shape[1] != expected:
+            raise DataError(f"{side} features have {features.shape[1]} dimensions; this tokenizer expects {expected}")
+        if not torch.isfinite(features).all():
+            raise DataError(f"{side} features hold NaN or infinite values")
+        return rqvae.encode(features).numpy()
 
 
 @dataclass
@@ -114,8 +142,14 @@ class DualTrainer:
         if embeddings.item_ids != list(dataset.items) or embeddings.user_ids != list(dataset.sequences):
             raise DataError("the embeddings were computed for another dataset; run `align3gr embed` again")
         self.config = config
-        self.x_items = side_features(embeddings.item_semantic, embeddings.item_cf if config.use_cf else None)
-        self.x_users = side_features(embeddings.user_semantic, embeddings.user_cf if config.use_cf else None)
+        item_cf = embeddings.item_cf if config.use_cf else None
+        user_cf = embeddings.user_cf if config.use_cf else None
+        self.scales = {
+            "item": block_scales(embeddings.item_semantic, item_cf),
+            "user": block_scales(embeddings.user_semantic, user_cf),
+        }
+        self.x_items = side_features(embeddings.item_semantic, item_cf, self.scales["item"])
+        self.x_users = side_features(embeddings.user_semantic, user_cf, self.scales["user"])
         item_index = {i: k for k, i in enumerate(embeddings.item_ids)}
         user_index = {u: k for k, u in enumerate(embeddings.user_ids)}
         self.pairs = training_pairs(dataset, item_index, user_index)
@@ -227,7 +261,8 @@ class DualTrainer:
         config = self.config
         with seeded(config.seed) as generator:
             self.generator = generator
-            model = DualTokenizer(config, self.x_items.shape[1], self.x_users.shape[1] if config.dual else None)
+            user_dim = self.x_users.shape[1] if config.dual else None
+            model = DualTokenizer(config, self.x_items.shape[1], user_dim, self.scales)
             parameters = list(model.parameters()) + (list(self.das.parameters()) if self.das is not None else [])
             optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
             streams = {
