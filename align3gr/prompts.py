@@ -1,9 +1,16 @@
-"""Locating and loading the YAML templates in `prompts/` (overridable with ALIGN3GR_PROMPTS)."""
+"""Locating, loading and checking the YAML templates in `prompts/` (overridable with ALIGN3GR_PROMPTS).
+
+A prompt file maps each kind of text to its paraphrases: a list of `str.format` templates, or a single string
+(one paraphrase). Callers name the kinds they need and the placeholders each may use, so an edited file with a
+missing kind or a misspelt placeholder fails when it is loaded, naming the file and the entry, not halfway
+through a build with a bare KeyError.
+"""
 
 from __future__ import annotations
 
-import functools
 import os
+import string
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import yaml
@@ -18,7 +25,6 @@ def prompts_dir() -> Path:
     return Path(override) if override else Path(align3gr.__file__).resolve().parent.parent / "prompts"
 
 
-@functools.cache
 def _load(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: prompt file not found (set ALIGN3GR_PROMPTS to the folder holding it)")
@@ -27,10 +33,40 @@ def _load(path: Path) -> dict:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: malformed YAML: {err}") from None
     if not isinstance(document, dict):
-        raise ConfigError(f"{path}: expected a mapping of template lists")
+        raise ConfigError(f"{path}: expected a mapping from text kinds to templates")
     return document
 
 
-def load_prompts(name: str) -> dict:
-    """The templates of `prompts/NAME.yaml` as a mapping (cached per path)."""
-    return _load(prompts_dir() / f"{name}.yaml")
+def placeholders(template: str) -> set[str]:
+    """The names a `str.format` template refers to ('{a}' and '{a.b}' give 'a'; '{}' gives '')."""
+    return {
+        field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(template) if field is not None
+    }
+
+
+def _paraphrases(path: Path, kind: str, value: object, allowed: Collection[str]) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        found = "nothing" if value is None else type(value).__name__
+        raise ConfigError(f"{path}: '{kind}' must be a template string or a non-empty list of them, got {found}")
+    for template in value:
+        try:
+            unknown = placeholders(template) - set(allowed)
+        except ValueError as err:
+            raise ConfigError(f"{path}: '{kind}': malformed template {template!r}: {err}") from None
+        if unknown:
+            raise ConfigError(
+                f"{path}: '{kind}': template {template!r} uses {sorted(unknown)}; "
+                f"the placeholders available are {sorted(allowed)}"
+            )
+    return value
+
+
+def load_prompts(name: str, kinds: Mapping[str, Collection[str]]) -> dict[str, list[str]]:
+    """The paraphrases of each kind in `kinds` from `prompts/NAME.yaml`, checked: every kind present and
+    each template using only the placeholders `kinds` allows it. Other entries of the file are ignored. The file
+    is read on every call (callers load once per stage), so an edited file is always seen."""
+    path = prompts_dir() / f"{name}.yaml"
+    document = _load(path)
+    return {kind: _paraphrases(path, kind, document.get(kind), allowed) for kind, allowed in kinds.items()}

@@ -10,6 +10,7 @@ from align3gr.data.dataset import Dataset
 from align3gr.data.feedback import assign_feedback, feedback_level, label_to_rating, score_reviews
 from align3gr.data.schema import Item, Sequence, User
 from align3gr.errors import ConfigError
+from align3gr.seeding import seeded
 
 REVIEWS = ["awful broke at once", "fine I guess", "", "wonderful tone love it", "meh average sound"]
 
@@ -47,7 +48,8 @@ def sentiment_model(tmp_path_factory):
         vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
         num_labels=5, id2label=labels, label2id={v: k for k, v in labels.items()},
     )  # fmt: skip
-    BertForSequenceClassification(config).save_pretrained(folder)
+    with seeded(0):
+        BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 
@@ -73,8 +75,10 @@ def test_sentiment_model_scores_reviews(sentiment_model):
 
 def test_sentiment_without_ratings_and_without_reviews(sentiment_model):
     dataset = reviewed_dataset(None)
-    assign_feedback(dataset, 1.0, 4.0, sentiment_model)
-    assert dataset.sequences["u"].feedback[2] == "neutral"  # empty review, no rating
+    assert assign_feedback(dataset, 1.0, 4.0, sentiment_model) == "sentiment"
+    levels = dataset.sequences["u"].feedback
+    assert len(levels) == 5 and set(levels) <= {"disliked", "neutral", "liked"}
+    assert levels[2] == "neutral"  # empty review, no rating
     dataset.sequences["u"].reviews = None
     with pytest.raises(ConfigError, match="no review text"):
         assign_feedback(dataset, 1.0, 4.0, sentiment_model)

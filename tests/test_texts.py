@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from align3gr.data.config import DataConfig
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.data.schema import Item, Sequence, User
-from align3gr.data.text_writer import LLMTextWriter
-from align3gr.data.texts import TaskTexts, add_task_texts
+from align3gr.data.text_writer import Instructions, LLMTextWriter
+from align3gr.data.texts import TEMPLATE_KINDS, TaskTexts, add_task_texts
+from align3gr.errors import ConfigError
 from align3gr.models.tiny import build_tiny_causal_lm
+from align3gr.prompts import load_prompts
 
 
 def crafted_dataset() -> Dataset:
@@ -40,13 +44,16 @@ def all_text(dataset: Dataset) -> str:
 
 def test_texts_use_the_training_part_only():
     dataset = crafted_dataset()
+    dataset.sequences["u1"].reviews[3] = "Plain Item 3 has a warm tone"
     add_task_texts(dataset, DataConfig())
     text = all_text(dataset)
     for secret in ("zanzibar", "quokkacore", "veltro", "xylophonic", "yodelwave", "tessaract", "xylo"):
         assert secret not in text
-    assert {(r["user_id"], r["item_id"]) for r in dataset.intentions} == {
+    assert [(r["user_id"], r["item_id"]) for r in dataset.intentions] == [
         (u, f"i{k}") for u in ("u1", "u2") for k in range(1, 8)
-    }
+    ]
+    query = dataset.intentions[2]["query"]  # u1 -> i3: the user's words about it, without its title
+    assert "has a warm tone" in query and "plain" not in query.lower() and "Kind0" in query and "Acme" in query
 
 
 def test_every_user_gets_a_profile_and_a_preference(ml100k):
@@ -56,8 +63,10 @@ def test_every_user_gets_a_profile_and_a_preference(ml100k):
     assert len(dataset.intentions) == len(dataset.examples("train"))
     train_targets = {(e.user_id, e.target) for e in dataset.examples("train")}
     assert {(r["user_id"], r["item_id"]) for r in dataset.intentions} == train_targets
-    for row in dataset.intentions[:500]:
-        assert dataset.items[row["item_id"]].title.lower() not in row["query"].lower()
+    for row in dataset.intentions:  # no title in its query (as a whole word: 'M' may be the m of "I'm")
+        title = dataset.items[row["item_id"]].title
+        assert not re.search(rf"\b{re.escape(title)}\b", row["query"], re.IGNORECASE) or len(title) < 3
+    assert dataset.users["1"].profile.startswith("A 24-year-old male technician. ")  # the builder's sentence kept
 
 
 def test_profiles_summarise_reviews_and_preferences_follow_feedback():
@@ -72,6 +81,23 @@ def test_profiles_summarise_reviews_and_preferences_follow_feedback():
     assert "Music" not in preference  # a category every item has says nothing
 
 
+def test_users_without_profile_reviews_or_ratings_get_texts_from_their_history():
+    items = {f"d{k}": Item(f"d{k}", f"Drama {k}", "", ["Drama"], {"year": 1994}) for k in range(4)}
+    items |= {"c0": Item("c0", "Comedy 0", "", ["Comedy"]), "x": Item("x", "Untagged", "", [], {"price": 12.5})}
+    ids = ["d0", "c0", "d1", "x", "d2", "d3"]
+    dataset = Dataset(
+        items=items, users={"u": User("u")}, sequences={"u": Sequence("u", ids, list(range(6)), None, None, None)}
+    )
+    add_task_texts(dataset, DataConfig())
+    profile, preference = dataset.users["u"].profile, dataset.preferences["u"]
+    assert re.search(r"\b4\b", profile) and "Drama and Comedy" in profile and "rating" not in profile  # 4 train items
+    assert "Drama and Comedy" in preference and "avoid" not in preference
+    queries = {row["item_id"]: row["query"] for row in dataset.intentions}
+    assert list(queries) == ["c0", "d1", "x"]
+    assert "Drama" in queries["d1"] and "1990s" in queries["d1"] and "Drama 1" not in queries["d1"]
+    assert "under $20" in queries["x"] and "Untagged" not in queries["x"]  # no category: the fallback template
+
+
 def test_same_seed_same_texts_other_seed_other_paraphrases():
     first, second, other = crafted_dataset(), crafted_dataset(), crafted_dataset()
     add_task_texts(first, DataConfig(seed=3))
@@ -82,16 +108,15 @@ def test_same_seed_same_texts_other_seed_other_paraphrases():
     assert first.intentions != other.intentions
 
 
-def teach_to_answer(folder, prompts: list[str], answer: str, steps: int = 80) -> None:
-    """Fine-tune the tiny LM for a few steps to answer these prompts with `answer`, so its output is known."""
+def teach_to_answer(folder, pairs: list[tuple[str, str]], steps: int = 80) -> None:
+    """Fine-tune the tiny LM for a few steps to answer each prompt with its answer, so its outputs are known."""
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer.padding_side = "left"  # as the writer generates
-    texts = [LLMTextWriter.render(tokenizer, p) + answer + tokenizer.eos_token for p in prompts]
-    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    texts = [LLMTextWriter.render(tokenizer, prompt) + answer + tokenizer.eos_token for prompt, answer in pairs]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    torch.manual_seed(0)
     for _ in range(steps):
         optimizer.zero_grad()
         model(**batch, labels=labels).loss.backward()
@@ -99,29 +124,34 @@ def teach_to_answer(folder, prompts: list[str], answer: str, steps: int = 80) ->
     model.save_pretrained(folder)
 
 
-def test_llm_writer_generates_offline_and_reuses_its_cache(tmp_path, monkeypatch):
+def test_llm_writer_generates_offline_falls_back_on_empty_outputs_and_reuses_its_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    dataset = crafted_dataset()
-    model = build_tiny_causal_lm([all_text(dataset), "cozy jazz records"], tmp_path / "lm", vocab_size=300)
-    config = DataConfig(text_generator="llm", text_model=str(model), text_cache=str(tmp_path / "cache"))
+    folder = tmp_path / "lm"
+    config = DataConfig(text_generator="llm", text_model=str(folder), text_cache=str(tmp_path / "cache"))
     config.text_max_new_tokens = 8
-    writer = LLMTextWriter(config)
-    texts = TaskTexts(dataset, config)
-    requests = [*texts.user_requests(), *texts.intention_requests()]
-    teach_to_answer(model, [writer.prompt(r) for r in requests], "cozy jazz records")
+    texts = TaskTexts(crafted_dataset(), config)
+    prompt = Instructions(config.seed)
+    requests = {prompt(r): r for r in [*texts.user_requests(), *texts.intention_requests()]}
+    # The model answers profile prompts with nothing at all (-> template text), the others with a known phrase.
+    pairs = [(p, "" if r.kind == "profile" else "cozy jazz records") for p, r in requests.items()]
+    build_tiny_causal_lm([text for pair in pairs for text in pair], folder, vocab_size=1000)
+    teach_to_answer(folder, pairs)
+
+    dataset, templated = crafted_dataset(), crafted_dataset()
     add_task_texts(dataset, config)
+    add_task_texts(templated, DataConfig())
     cache_files = list((tmp_path / "cache").glob("*.jsonl"))
     assert len(cache_files) == 1
     records = [json.loads(line) for line in cache_files[0].read_text().splitlines()]
-    assert len(records) == 1 + 7 + 1  # both users have the same facts: one profile, 7 intentions, one preference
-    assert all("jazz" in r["text"] for r in records)
-    assert all("jazz" in r["query"] for r in dataset.intentions)
-    assert all("jazz" in dataset.preferences[u] and "jazz" in dataset.users[u].profile for u in ("u1", "u2"))
-    first = (dict(dataset.preferences), list(dataset.intentions))
+    assert len(records) == len(requests) == 1 + 7 + 1  # both users have the same facts: a profile, 7 intentions...
+    assert sorted(r["text"] for r in records) == [""] + ["cozy jazz records"] * 8
+    assert all(r["query"] == "cozy jazz records" for r in dataset.intentions)
+    assert all(dataset.preferences[u] == "cozy jazz records" for u in ("u1", "u2"))
+    assert [u.profile for u in dataset.users.values()] == [u.profile for u in templated.users.values()]
 
     again = crafted_dataset()
-    add_task_texts(again, config)  # everything is cached: nothing new is generated or appended
-    assert (dict(again.preferences), list(again.intentions)) == first
+    add_task_texts(again, config)  # everything is cached: nothing is generated, so nothing is appended
+    assert (again.preferences, again.intentions) == (dataset.preferences, dataset.intentions)
     assert len(cache_files[0].read_text().splitlines()) == len(records)
 
 
@@ -130,3 +160,51 @@ def test_llm_generator_needs_a_model_folder(tmp_path):
         DataConfig(text_generator="llm").validate()
     with pytest.raises(Exception, match="expected a local model folder"):
         add_task_texts(crafted_dataset(), DataConfig(text_generator="llm", text_model=str(tmp_path)))
+
+
+def test_prompt_folder_override_and_bad_prompt_files(tmp_path, monkeypatch):
+    shipped = load_prompts("data_texts", TEMPLATE_KINDS)
+    custom = {kind: ["CUSTOM " + templates[0]] for kind, templates in shipped.items()}
+    (tmp_path / "data_texts.yaml").write_text(yaml.safe_dump(custom))
+    monkeypatch.setenv("ALIGN3GR_PROMPTS", str(tmp_path))
+    dataset = crafted_dataset()
+    add_task_texts(dataset, DataConfig())
+    assert all(row["query"].startswith("CUSTOM ") for row in dataset.intentions)
+    assert all(text.startswith("CUSTOM ") for text in dataset.preferences.values())
+
+    (tmp_path / "data_texts.yaml").write_text(yaml.safe_dump({**custom, "intention": ["Find {title} for me"]}))
+    with pytest.raises(ConfigError, match=r"data_texts.yaml: 'intention': template 'Find \{title\} for me' uses"):
+        add_task_texts(crafted_dataset(), DataConfig())
+    (tmp_path / "data_texts.yaml").write_text(yaml.safe_dump({k: v for k, v in custom.items() if k != "intention"}))
+    with pytest.raises(ConfigError, match="'intention' must be a template string or a non-empty list"):
+        add_task_texts(crafted_dataset(), DataConfig())
+    monkeypatch.setenv("ALIGN3GR_PROMPTS", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="prompt file not found"):
+        add_task_texts(crafted_dataset(), DataConfig())
+
+
+def test_tiny_causal_lm_is_an_ordinary_deterministic_model_folder(tmp_path):
+    texts = [f"user {k} enjoys Drama and Thriller films from the {1950 + 10 * (k % 5)}s" for k in range(50)]
+    first = build_tiny_causal_lm(texts, tmp_path / "a", vocab_size=400, seed=1)
+    second = build_tiny_causal_lm(texts, tmp_path / "b", vocab_size=400, seed=1)
+    other = build_tiny_causal_lm(texts, tmp_path / "c", vocab_size=400, seed=2)
+    names = sorted(f.name for f in first.iterdir())
+    assert "model.safetensors" in names and "tokenizer.json" in names
+    assert all((first / n).read_bytes() == (second / n).read_bytes() for n in names)
+    assert (first / "model.safetensors").read_bytes() != (other / "model.safetensors").read_bytes()
+    assert (first / "tokenizer.json").read_bytes() == (other / "tokenizer.json").read_bytes()
+
+    tokenizer = AutoTokenizer.from_pretrained(first, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(first, local_files_only=True)
+    assert model.config.model_type == "qwen2" and model.config.hidden_size == 64
+    assert model.config.vocab_size == len(tokenizer) <= 400 and tokenizer.model_max_length == 1024
+    assert (tokenizer.eos_token, tokenizer.pad_token) == ("<|im_end|>", "<|endoftext|>")
+    text = "user 7 enjoys Drama films"
+    assert tokenizer.decode(tokenizer(text).input_ids) == text
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    inputs = tokenizer(["user 7"], return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert output[0, : inputs["input_ids"].shape[1]].tolist() == inputs["input_ids"][0].tolist()

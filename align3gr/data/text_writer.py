@@ -18,12 +18,26 @@ import torch
 from tqdm.auto import tqdm
 
 from align3gr.data.config import DataConfig
-from align3gr.data.texts import TextRequest
+from align3gr.data.texts import TextRequest, pick
 from align3gr.models.local import model_identity, require_model_folder
 from align3gr.prompts import load_prompts
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path.home() / ".cache" / "align3gr" / "texts"
+INSTRUCTION_KINDS = {f"llm_{kind}": ("facts",) for kind in ("profile", "intention", "preference")}
+
+
+class Instructions:
+    """The prompt that asks the LLM for one text: an `llm_KIND` paraphrase of `prompts/data_texts.yaml` given
+    the request's facts (the same facts its template is filled with)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.templates = load_prompts("data_texts", INSTRUCTION_KINDS)
+
+    def __call__(self, request: TextRequest) -> str:
+        facts = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in request.facts.items() if v)
+        return pick(self.templates[f"llm_{request.kind}"], self.seed, request.kind, request.key).format(facts=facts)
 
 
 class LLMTextWriter:
@@ -35,16 +49,15 @@ class LLMTextWriter:
         self.batch_size = batch_size
         self.identity = model_identity(self.folder)
         self.cache_path = Path(config.text_cache or DEFAULT_CACHE) / f"{self.identity}.jsonl"
-        self.instructions = load_prompts("data_texts")
-
-    def prompt(self, request: TextRequest) -> str:
-        facts = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in request.facts.items() if v)
-        return self.instructions[f"llm_{request.kind}"].format(facts=facts)
+        self.prompt = Instructions(config.seed)
 
     def key(self, prompt: str) -> str:
+        """Cache key: the model's identity, the generation settings (greedy, length limit) and the prompt."""
         return hashlib.sha256(f"{self.identity}\n{self.max_new_tokens}\n{prompt}".encode()).hexdigest()
 
-    def read_cache(self) -> dict[str, str]:
+    @functools.cached_property
+    def cache(self) -> dict[str, str]:
+        """Texts written by earlier runs with this model, read once; `generate` adds to it."""
         cached: dict[str, str] = {}
         if self.cache_path.is_file():
             with open(self.cache_path, encoding="utf-8") as handle:
@@ -60,15 +73,14 @@ class LLMTextWriter:
         """One text per request, in order."""
         prompts = [self.prompt(r) for r in requests]
         keys = [self.key(p) for p in prompts]
-        cached = self.read_cache()
-        todo = sorted({k: p for k, p in zip(keys, prompts, strict=True) if k not in cached}.items())
+        todo = {k: p for k, p in zip(keys, prompts, strict=True) if k not in self.cache}
         log.info(
             "LLM texts: %d requested, %d cached, %d to generate", len(prompts), len(prompts) - len(todo), len(todo)
         )
         if todo:
-            cached.update(self.generate(todo))
-        texts = [cached[k].strip() or r.template for k, r in zip(keys, requests, strict=True)]
-        empty = sum(1 for k in keys if not cached[k].strip())
+            self.generate(sorted(todo.items(), key=lambda kv: (len(kv[1]), kv[0])))
+        texts = [self.cache[k] or r.template for k, r in zip(keys, requests, strict=True)]
+        empty = sum(1 for k in keys if not self.cache[k])
         if empty:
             log.warning("LLM texts: %d empty outputs replaced by the template text", empty)
         return texts
@@ -85,7 +97,9 @@ class LLMTextWriter:
         return AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True).eval(), tokenizer
 
     @torch.no_grad()
-    def generate(self, todo: list[tuple[str, str]]) -> dict[str, str]:
+    def generate(self, todo: list[tuple[str, str]]) -> None:
+        """Write the text of each (key, prompt) into the cache file and `self.cache`, flushed per batch; prompts
+        come sorted by length, so a batch holds little padding."""
         from transformers import GenerationConfig
 
         model, tokenizer = self.model
@@ -96,20 +110,23 @@ class LLMTextWriter:
             eos_token_id=tokenizer.eos_token_id,
         )
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        out: dict[str, str] = {}
-        with open(self.cache_path, "a", encoding="utf-8") as cache:
+        with open(self.cache_path, "a", encoding="utf-8") as handle:
             for start in tqdm(range(0, len(todo), self.batch_size), desc="writing texts", unit="batch"):
                 chunk = todo[start : start + self.batch_size]
-                inputs = tokenizer([self.render(tokenizer, p) for _, p in chunk], return_tensors="pt", padding=True)
+                inputs = tokenizer(
+                    [self.render(tokenizer, p) for _, p in chunk],
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=not tokenizer.chat_template,  # a chat template already holds any BOS
+                )
                 generated = model.generate(**inputs, generation_config=settings)
                 new_tokens = generated[:, inputs["input_ids"].shape[1] :]
                 for (key, _), text in zip(
                     chunk, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
                 ):
-                    out[key] = " ".join(text.split())
-                    cache.write(json.dumps({"key": key, "text": out[key]}, ensure_ascii=False) + "\n")
-                cache.flush()
-        return out
+                    self.cache[key] = " ".join(text.split())
+                    handle.write(json.dumps({"key": key, "text": self.cache[key]}, ensure_ascii=False) + "\n")
+                handle.flush()
 
     @staticmethod
     def render(tokenizer, prompt: str) -> str:

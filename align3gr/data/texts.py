@@ -32,6 +32,14 @@ STOPWORDS = frozenset(
     make made time good great nice item product thing things bought buy love loved movie film""".split()
 )
 UNINFORMATIVE_SHARE = 0.9
+TEMPLATE_KINDS = {
+    "profile_history": ("count", "categories", "rating"),
+    "profile_reviews": ("words",),
+    "intention": ("categories", "details", "wish"),
+    "intention_fallback": ("details", "wish"),
+    "preference_liked": ("liked", "examples", "disliked"),
+    "preference_frequent": ("liked", "examples"),
+}
 
 
 @dataclass
@@ -45,8 +53,8 @@ class TextRequest:
 
 
 def join_phrase(values: list[str]) -> str:
-    """'A', 'A and B', 'A, B and C'."""
-    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+    """'', 'A', 'A and B', 'A, B and C'."""
+    return ", ".join(values[:-1]) + " and " + values[-1] if len(values) > 1 else "".join(values)
 
 
 def pick(templates: list[str], seed: int, *key: str) -> str:
@@ -61,7 +69,7 @@ class TaskTexts:
     def __init__(self, dataset: Dataset, config: DataConfig) -> None:
         self.dataset = dataset
         self.config = config
-        self.prompts = load_prompts("data_texts")
+        self.prompts = load_prompts("data_texts", TEMPLATE_KINDS)
         share = Counter(c for item in dataset.items.values() for c in set(item.categories))
         limit = UNINFORMATIVE_SHARE * len(dataset.items)
         self.informative = {c for c, n in share.items() if n < limit or len(dataset.items) < 10}
@@ -125,9 +133,7 @@ class TaskTexts:
                 wish = f', ideally "{snippet}"'
         kind = "intention" if cats else "intention_fallback"
         template = pick(self.prompts[kind], self.config.seed, "intention", seq.user_id, item.item_id)
-        text = template.format(
-            categories=join_phrase(cats) if cats else "", details="".join(details.values()), wish=wish
-        )
+        text = template.format(categories=join_phrase(cats), details="".join(details.values()), wish=wish)
         return TextRequest("intention", f"{seq.user_id}\t{item.item_id}", facts, text)
 
     def title_words(self, item_id: str) -> frozenset[str]:
@@ -163,7 +169,7 @@ class TaskTexts:
         titles = [self.dataset.items[i].title for i in basis[::-1][:2]]
         examples = f", especially {join_phrase(titles)}" if titles else ""
         avoided = [c for c in self.top_categories(disliked, 2) if c not in cats] if len(disliked) >= 2 else []
-        facts = {"likes": join_phrase(cats), "recent_favourites": join_phrase(titles) if titles else ""}
+        facts = {"likes": join_phrase(cats), "recent_favourites": join_phrase(titles)}
         if avoided:
             facts["dislikes"] = join_phrase(avoided)
         kind = "preference_liked" if has_signal else "preference_frequent"

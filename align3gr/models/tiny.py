@@ -22,8 +22,9 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int):
-    """A byte-level BPE tokenizer (any text encodes, no unknown token) with Qwen-style chat tokens."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, model_max_length: int):
+    """A byte-level BPE tokenizer (any text encodes, no unknown token) with Qwen-style chat tokens. As in Qwen,
+    there is no BOS token: `<|endoftext|>` pads, `<|im_end|>` ends a turn and is the EOS generation stops at."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -37,7 +38,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, pad_token=PAD)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token=EOS, pad_token=PAD, model_max_length=model_max_length
+    )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
@@ -55,7 +58,7 @@ def build_tiny_causal_lm(
     """Train the tokenizer on `texts`, create a seeded Qwen2ForCausalLM, and save both to `out_dir`."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    tokenizer = train_tokenizer(texts, vocab_size)
+    tokenizer = train_tokenizer(texts, vocab_size, max_positions)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,

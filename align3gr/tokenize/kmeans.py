@@ -1,8 +1,12 @@
-"""Deterministic k-means in torch, used to initialise each RQ-VAE codebook on real data."""
+"""Deterministic k-means in torch, used to initialise each RQ-VAE codebook on real data (seed 003, implementation
+details: "k-means initialisation of each codebook"). Distances are computed in row chunks so that a catalogue of
+millions never holds an [N, K] matrix at once."""
 
 from __future__ import annotations
 
 import torch
+
+CHUNK_ROWS = 65536
 
 
 def squared_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -10,31 +14,37 @@ def squared_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return (x.pow(2).sum(1, keepdim=True) - 2 * x @ centroids.T + centroids.pow(2).sum(1)).clamp_min(0)
 
 
+def nearest(
+    x: torch.Tensor, centroids: torch.Tensor, chunk_rows: int = CHUNK_ROWS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index of the nearest centroid [N], its squared distance [N]), `chunk_rows` rows at a time."""
+    pieces = [squared_distances(chunk, centroids).min(1) for chunk in x.split(chunk_rows)]
+    return torch.cat([p.indices for p in pieces]), torch.cat([p.values for p in pieces])
+
+
 @torch.no_grad()
 def kmeans(x: torch.Tensor, k: int, iterations: int = 30, generator: torch.Generator | None = None) -> torch.Tensor:
-    """`k` centroids of `x` [N, d] by Lloyd's algorithm from a k-means++ start; an empty cluster is re-seeded
-    with the point farthest from its centroid, so every centroid ends up on data."""
+    """`k` centroids [k, d] of `x` [N, d] by Lloyd's algorithm from a k-means++ start. An empty cluster is
+    re-seeded with the points farthest from their centroids, so every centroid ends up on data. The result depends
+    only on `x`, `k`, `iterations` and the generator's state."""
     if len(x) < k:
         raise ValueError(f"k-means needs at least k={k} points, got {len(x)}")
     x = x.float()
-    first = torch.randint(len(x), (1,), generator=generator)
-    centroids = x[first]
-    nearest = squared_distances(x, centroids).squeeze(1)
+    centroids = x[torch.randint(len(x), (1,), generator=generator)]
+    closest = squared_distances(x, centroids).squeeze(1)
     for _ in range(1, k):
-        probabilities = nearest / nearest.sum() if nearest.sum() > 0 else torch.full_like(nearest, 1 / len(x))
-        chosen = torch.multinomial(probabilities, 1, generator=generator)
-        centroids = torch.cat([centroids, x[chosen]])
-        nearest = torch.minimum(nearest, squared_distances(x, x[chosen]).squeeze(1))
+        total = closest.sum()
+        probabilities = closest / total if total > 0 else torch.full_like(closest, 1 / len(x))
+        chosen = x[torch.multinomial(probabilities, 1, generator=generator)]
+        centroids = torch.cat([centroids, chosen])
+        closest = torch.minimum(closest, squared_distances(x, chosen).squeeze(1))
     for _ in range(iterations):
-        distances = squared_distances(x, centroids)
-        assignment = distances.argmin(1)
+        assignment, distance = nearest(x, centroids)
         counts = torch.bincount(assignment, minlength=k)
-        sums = torch.zeros_like(centroids).index_add_(0, assignment, x)
-        updated = sums / counts.clamp_min(1).unsqueeze(1)
+        updated = torch.zeros_like(centroids).index_add_(0, assignment, x) / counts.clamp_min(1).unsqueeze(1)
         empty = (counts == 0).nonzero().flatten()
         if len(empty):
-            far = distances.gather(1, assignment.unsqueeze(1)).squeeze(1).topk(len(empty)).indices
-            updated[empty] = x[far]
+            updated[empty] = x[distance.topk(len(empty)).indices]
         if torch.equal(updated, centroids):
             break
         centroids = updated

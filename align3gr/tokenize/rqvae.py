@@ -1,9 +1,12 @@
-"""Residual quantisation (RQ-VAE, Lee et al. 2022) as used by Align3GR for each side of the dual tokenizer:
-an encoder (the Semantic-Collaborative encoder), L levels of residual vector quantisation with a
-straight-through estimator, and a decoder that reconstructs the encoder's input from the quantised vector.
+"""Residual quantisation (RQ-VAE, Lee et al. 2022) as Align3GR uses it for each side of the dual tokenizer (seed 003,
+"Token-level Alignment" and implementation details: 3 levels of 256 codes of dimension 32): an encoder (the
+side's Semantic-Collaborative encoder), L levels of residual vector quantisation with a straight-through
+estimator, and a decoder that reconstructs the encoder's input from the quantised vector.
 
-Per level l, with residual r_l and chosen code e_l: codebook loss ||sg[r_l] - e_l||^2 and commitment loss
-beta * ||r_l - sg[e_l]||^2 (beta = 0.25); the RQ loss of Eq. 2 is reconstruction + both.
+With r_0 = z and, per level l, the nearest code q_l of r_{l-1} and r_l = r_{l-1} - q_l (seed 001 Eq. 4), the RQ
+loss of seed 003 Eq. 2 is, averaged over the batch (seed 001 Eq. 5a-5b):
+
+    ||x - x_hat||^2 + sum_l ( ||sg[r_{l-1}] - q_l||^2 + beta * ||r_{l-1} - sg[q_l]||^2 ),   beta = 0.25
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from align3gr.tokenize.kmeans import kmeans, squared_distances
+from align3gr.tokenize.kmeans import CHUNK_ROWS, kmeans, nearest, squared_distances
 
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
-    """Linear layers with ReLU between them (none after the last)."""
+    """Linear layers with ReLU (and dropout) between them, none after the last."""
     layers: list[nn.Module] = []
     for k, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
         layers.append(nn.Linear(a, b))
@@ -28,7 +31,7 @@ def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
 
 @dataclass
 class Quantized:
-    """What the quantiser returns: the straight-through vector, codes [N, L] and the two losses."""
+    """What the quantiser returns: the straight-through vector, codes [N, L] and the two quantisation losses."""
 
     vector: torch.Tensor
     codes: torch.Tensor
@@ -37,7 +40,7 @@ class Quantized:
 
 
 class ResidualQuantizer(nn.Module):
-    """L codebooks of K vectors of dimension d; each level quantises what the levels before left over."""
+    """L codebooks of K vectors of dimension d; each level quantises what the levels before it left over."""
 
     def __init__(self, levels: int = 3, codebook_size: int = 256, dim: int = 32, beta: float = 0.25) -> None:
         super().__init__()
@@ -54,18 +57,20 @@ class ResidualQuantizer(nn.Module):
 
     @torch.no_grad()
     def init_codebooks(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        """k-means on the data's residuals, level by level."""
+        """k-means of each level on the residuals the levels before leave on `z` [N, d]; deterministic given the
+        generator. Fewer vectors than codes per level is an error: lower the codebook size instead."""
         if len(z) < self.codebook_size:
             raise ValueError(
-                f"{len(z)} vectors cannot initialise codebooks of {self.codebook_size} codes; "
-                "lower codebook_size to at most the number of users or items"
+                f"{len(z)} vectors cannot initialise codebooks of {self.codebook_size} codes (k-means needs at least "
+                f"one vector per code); set the codebook size to at most {len(z)}"
             )
         residual = z.detach().float()
         for level in range(self.levels):
             self.codebooks[level] = kmeans(residual, self.codebook_size, generator=generator)
-            residual = residual - self.codebooks[level][squared_distances(residual, self.codebooks[level]).argmin(1)]
+            residual = residual - self.codebooks[level][nearest(residual, self.codebooks[level])[0]]
 
     def forward(self, z: torch.Tensor) -> Quantized:
+        """Quantise `z` [N, d]; `vector` equals the sum of the chosen codes but passes gradients straight to `z`."""
         residual = z
         total = torch.zeros_like(z)
         codes, codebook_loss, commitment_loss = [], z.new_zeros(()), z.new_zeros(())
@@ -83,43 +88,49 @@ class ResidualQuantizer(nn.Module):
 
     @torch.no_grad()
     def revive_dead_codes(self, z: torch.Tensor, generator: torch.Generator | None = None) -> int:
-        """Move codes no vector of `z` uses onto randomly drawn residuals of `z` at their level, so every code
-        stays on the data (unused codes otherwise never receive a gradient); returns how many were moved."""
+        """Move the codes no vector of `z` uses onto distinct randomly drawn residuals of `z` at their level (unused
+        codes otherwise never receive a gradient); deterministic given the generator. Returns how many moved."""
         residual = z.detach().float()
         moved = 0
         for level in range(self.levels):
             book = self.codebooks[level]
-            index = squared_distances(residual, book).argmin(1)
-            dead = (torch.bincount(index, minlength=self.codebook_size) == 0).nonzero().flatten()
+            dead = (torch.bincount(nearest(residual, book)[0], minlength=self.codebook_size) == 0).nonzero().flatten()
             if len(dead):
-                picks = torch.randint(len(residual), (len(dead),), generator=generator)
-                book[dead] = residual[picks]
-                moved += len(dead)
-            residual = residual - book[squared_distances(residual, book).argmin(1)]
+                picks = torch.randperm(len(residual), generator=generator)[: len(dead)]
+                book[dead[: len(picks)]] = residual[picks]
+                moved += len(picks)
+            residual = residual - book[nearest(residual, book)[0]]
         return moved
 
     @torch.no_grad()
-    def last_level_distances(self, z: torch.Tensor) -> torch.Tensor:
-        """[N, K] squared distances of each vector's last residual to every code of the last level."""
+    def last_level_residuals(self, z: torch.Tensor) -> torch.Tensor:
+        """[N, d] what the levels before the last leave of each vector: the input of the last level."""
         residual = z
         for level in range(self.levels - 1):
             book = self.codebooks[level]
-            residual = residual - book[squared_distances(residual, book).argmin(1)]
-        return squared_distances(residual, self.codebooks[-1])
+            residual = residual - book[nearest(residual, book)[0]]
+        return residual
+
+    @torch.no_grad()
+    def last_level_distances(self, z: torch.Tensor) -> torch.Tensor:
+        """[N, K] squared distances of each vector's last residual to every code of the last level (the costs of
+        `collisions.resolve_collisions`)."""
+        return squared_distances(self.last_level_residuals(z), self.codebooks[-1])
 
     @torch.no_grad()
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
-        """The quantised vector of codes [N, L]."""
+        """The quantised vector [N, d] of codes [N, L]."""
         return sum(self.codebooks[level][codes[:, level]] for level in range(self.levels))
 
 
 @dataclass
 class RQOutput:
-    """Encoder output, quantisation, reconstruction and the RQ loss (reconstruction + quantisation)."""
+    """Encoder output, quantisation, reconstruction, and the RQ loss = reconstruction + codebook + commitment."""
 
     embedding: torch.Tensor
     quantized: Quantized
     reconstruction: torch.Tensor
+    reconstruction_loss: torch.Tensor
     loss: torch.Tensor
 
 
@@ -145,11 +156,17 @@ class RQVAE(nn.Module):
         embedding = self.encoder(x)
         quantized = self.quantizer(embedding)
         reconstruction = self.decoder(quantized.vector)
-        recon_loss = (reconstruction - x).pow(2).sum(1).mean()
-        loss = recon_loss + quantized.codebook_loss + quantized.commitment_loss
-        return RQOutput(embedding, quantized, reconstruction, loss)
+        reconstruction_loss = (reconstruction - x).pow(2).sum(1).mean()
+        loss = reconstruction_loss + quantized.codebook_loss + quantized.commitment_loss
+        return RQOutput(embedding, quantized, reconstruction, reconstruction_loss, loss)
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
-        """Codes [N, L] of inputs [N, input_dim], batched so millions of rows fit in memory."""
+    def init_codebooks(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """k-means initialisation of every level on the encoder's output for the inputs `x` [N, input_dim]."""
+        self.quantizer.init_codebooks(torch.cat([self.encoder(chunk) for chunk in x.split(CHUNK_ROWS)]), generator)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+        """Codes [N, L] (int64) of inputs [N, input_dim], in batches (2,048 rows is fastest on CPU: larger batches
+        spill the [batch, codes] distance matrices out of cache; see benchmarks/rqvae_scale.py)."""
         return torch.cat([self.quantizer(self.encoder(chunk)).codes for chunk in x.split(batch_size)])

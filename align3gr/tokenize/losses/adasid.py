@@ -1,18 +1,26 @@
 """AdaSID's adaptive collision regulation (seed 002, Eq. 2-14).
 
-For in-batch pairs whose SIDs overlap (o_ij = number of levels with the same code > 0):
-- semantic-adaptive relaxation (Eq. 5-7): the gate g_ij = 1[sim_ij >= eta_{o_ij}] spares pairs that are close
-  enough in the encoder space for their overlap depth, with thresholds growing with depth;
-- load-adaptive strengthening (Eq. 8-10): the load c_ij counts in-batch overlap pairs with the same layer-wise
-  signature kappa_ij, and a_ij = g(c_ij) grows with it, bounded in [f_min, f_max];
-- progress-adaptive rebalancing (Eq. 11-12): the collision weight decays from 1 to lambda_col_min and the
-  collaborative weight grows from 0 to lambda_cf_max between T_start and T_end.
-L_col^ada = sum a_ij (1 - g_ij) max(0, m_ij - d_ij) (Eq. 13).
+Over the in-batch candidate pairs P = {(i, j): i != j, o_ij > 0} (Eq. 2), o_ij the number of levels at which the
+SIDs agree, with the cosine distance d_ij = 1 - sim_ij of the encoder outputs (Eq. 3, 5):
+- semantic-adaptive relaxation (Eq. 5-7): g_ij = 1[sim_ij >= eta_{o_ij}], with thresholds eta_1 <= ... <= eta_L
+  growing with the overlap depth; a relaxed pair (g_ij = 1) is not repelled;
+- load-adaptive strengthening (Eq. 8-10): c_ij counts the pairs of P with the same layer-wise signature kappa_ij,
+  and a_ij = g(c_ij; f_min, f_max, d_max, alpha) grows with it, bounded;
+- progress-adaptive rebalancing (Eq. 11-12): tau = clip((t - T_start) / (T_end - T_start), 0, 1),
+  lambda_col = 1 - (1 - lambda_col_min) tau, lambda_cf = lambda_cf_max tau;
+- L_col^ada = sum_{P} a_ij (1 - g_ij) max(0, m_ij - d_ij) (Eq. 4, 13), weighted by lambda_col in Eq. 14 while
+  lambda_cf weights the collaborative loss.
 
-The paper leaves g's exact form, d_max, alpha and the margins m_ij open; here g(c) = f_min + (f_max - f_min) *
-min(c / d_max, 1) ** alpha, and m_ij is the QuaSID margin of the pair's depth (m_full for a full overlap,
-m_partial otherwise). The sum of Eq. 13 is averaged over the overlapping pairs (`reduction="mean"`) so that its
-scale does not grow with the batch size; `reduction="sum"` gives the literal Eq. 13.
+What the paper leaves open, and what is chosen here:
+- g's form: g(c) = f_min + (f_max - f_min) * min(c / d_max, 1) ** alpha, bounded in [f_min, f_max] and increasing;
+  f_min = 1 (never weaker than the base penalty), d_max = 32 and alpha = 1 are this toolkit's defaults, not the
+  paper's (it gives none);
+- m_ij, "a margin determined by the overlap type or severity" after QuaSID (seed 001): m_full for a full overlap
+  (o_ij = L), m_partial otherwise;
+- P excludes pairs of the same underlying item (`ids`), like QuaSID's CVPM, so duplicates neither count as load
+  nor get repelled;
+- Eq. 13 is a sum; `reduction="mean"` (default) divides it by |P| so that its scale does not grow with the
+  batch size, `reduction="sum"` is the literal Eq. 13.
 """
 
 from __future__ import annotations
@@ -20,14 +28,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch.nn import functional
+
+from align3gr.errors import ConfigError
+from align3gr.tokenize.losses.hamr import cosine_distance
 
 
 @dataclass
 class AdaSIDConfig:
-    """Hyperparameters with the paper's names; defaults from its implementation details (5.1.4)."""
+    """Hyperparameters with the paper's names. Defaults from seed 002 5.1.4 (eta, f_max, T_start/T_end,
+    lambda_col_min, lambda_cf_max are candidates of its grid) and seed 001 A.2 (margins); see the module docstring
+    for f_min, d_max, alpha."""
 
-    eta: list[float] = field(default_factory=lambda: [0.18, 0.24, 0.30])  # one threshold per overlap depth
+    eta: list[float] = field(default_factory=lambda: [0.18, 0.24, 0.30])  # eta_o for overlap depth o = 1..L
     f_min: float = 1.0
     f_max: float = 2.0
     d_max: float = 32.0
@@ -40,31 +52,42 @@ class AdaSIDConfig:
     lambda_cf_max: float = 0.25
     reduction: str = "mean"
 
+    def __post_init__(self) -> None:
+        if any(a > b for a, b in zip(self.eta, self.eta[1:], strict=False)):
+            raise ConfigError(f"AdaSID eta={self.eta}: thresholds must not decrease with depth (seed 002 Eq. 6)")
+        if not 0 < self.f_min <= self.f_max:
+            raise ConfigError(f"AdaSID needs 0 < f_min <= f_max; got f_min={self.f_min}, f_max={self.f_max}")
+        if self.d_max <= 0 or self.alpha <= 0:
+            raise ConfigError(f"AdaSID d_max={self.d_max} and alpha={self.alpha}: both must be > 0")
+        if not 0 <= self.lambda_col_min <= 1 or self.lambda_cf_max < 0:
+            raise ConfigError("AdaSID needs 0 <= lambda_col_min <= 1 and lambda_cf_max >= 0")
+        if self.reduction not in ("mean", "sum"):
+            raise ConfigError(f"AdaSID reduction={self.reduction!r}: expected 'mean' or 'sum'")
+
 
 def overlap_depth(codes: torch.Tensor) -> torch.Tensor:
-    """o_ij: [N, N] number of levels at which two SIDs agree."""
+    """o_ij: [N, N] number of levels at which two SIDs [N, L] agree."""
     return (codes.unsqueeze(1) == codes.unsqueeze(0)).sum(-1)
 
 
 def relaxation_gate(embeddings: torch.Tensor, depth: torch.Tensor, eta: list[float]) -> torch.Tensor:
-    """Eq. 5-7: g_ij = 1[sim_ij >= eta_{o_ij}] (0 where there is no overlap)."""
-    e = functional.normalize(embeddings, dim=-1)
-    similarity = e @ e.T
-    thresholds = torch.tensor([float("inf"), *eta], dtype=similarity.dtype)[depth.clamp(max=len(eta))]
+    """Eq. 5-7: [N, N] g_ij = 1[sim_ij >= eta_{o_ij}] as floats; 0 where there is no overlap (o_ij = 0)."""
+    similarity = 1 - cosine_distance(embeddings)
+    thresholds = torch.tensor([float("inf"), *eta], dtype=similarity.dtype)[depth]
     return (similarity >= thresholds).float()
 
 
 def collision_load(codes: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """Eq. 8-9: c_ij, the number of candidate pairs sharing pair (i, j)'s signature kappa_ij (0 elsewhere)."""
-    signature = codes.unsqueeze(1) == codes.unsqueeze(0)  # [N, N, L]
-    weights = 2 ** torch.arange(codes.shape[1])
-    keys = (signature.long() * weights).sum(-1)
-    counts = torch.bincount(keys[candidates], minlength=int(weights.sum()) + 1)
-    return torch.where(candidates, counts[keys], torch.zeros_like(keys)).float()
+    """Eq. 8-9: [N, N] c_ij, the number of candidate pairs (u, v) with kappa_uv = kappa_ij; 0 off the candidates."""
+    signature = (codes.unsqueeze(1) == codes.unsqueeze(0)).long()  # kappa_ij, [N, N, L]
+    _, inverse, counts = torch.unique(signature[candidates], dim=0, return_inverse=True, return_counts=True)
+    load = torch.zeros(candidates.shape)
+    load[candidates] = counts[inverse].float()
+    return load
 
 
 def load_coefficient(load: torch.Tensor, config: AdaSIDConfig) -> torch.Tensor:
-    """Eq. 10: a_ij = f_min + (f_max - f_min) * min(c_ij / d_max, 1) ** alpha, bounded and increasing."""
+    """Eq. 10: a_ij = f_min + (f_max - f_min) * min(c_ij / d_max, 1) ** alpha."""
     return config.f_min + (config.f_max - config.f_min) * (load / config.d_max).clamp(max=1.0) ** config.alpha
 
 
@@ -74,19 +97,43 @@ def progress_weights(step: int, config: AdaSIDConfig) -> tuple[float, float]:
     return 1 - (1 - config.lambda_col_min) * tau, config.lambda_cf_max * tau
 
 
-def adasid_collision_loss(
+@dataclass
+class AdaSIDTerms:
+    """The pairwise quantities of Eq. 2-13 on one batch, all [N, N]."""
+
+    candidates: torch.Tensor  # P
+    depth: torch.Tensor  # o_ij
+    gate: torch.Tensor  # g_ij
+    load: torch.Tensor  # c_ij
+    coefficient: torch.Tensor  # a_ij
+    margin: torch.Tensor  # m_ij
+    penalty: torch.Tensor  # a_ij (1 - g_ij) max(0, m_ij - d_ij), 0 off P
+
+
+def adasid_terms(
     embeddings: torch.Tensor, codes: torch.Tensor, ids: torch.Tensor, config: AdaSIDConfig | None = None
-) -> torch.Tensor:
-    """Eq. 13 over the candidate pairs P = {(i, j): i != j (as items), o_ij > 0}."""
+) -> AdaSIDTerms:
+    """Eq. 2-13 for encoder outputs z [N, d], SIDs [N, L] and underlying item IDs [N]."""
     config = config or AdaSIDConfig()
+    if len(config.eta) != codes.shape[1]:
+        raise ConfigError(f"AdaSID eta has {len(config.eta)} thresholds; the SIDs have {codes.shape[1]} levels")
     depth = overlap_depth(codes)
     candidates = (depth > 0) & (ids.unsqueeze(0) != ids.unsqueeze(1))
     gate = relaxation_gate(embeddings, depth, config.eta)
-    coefficient = load_coefficient(collision_load(codes, candidates), config)
-    e = functional.normalize(embeddings, dim=-1)
-    distance = 1 - e @ e.T
+    load = collision_load(codes, candidates)
+    coefficient = load_coefficient(load, config)
     margin = torch.where(depth == codes.shape[1], config.m_full, config.m_partial)
-    terms = (coefficient * (1 - gate) * (margin - distance).clamp_min(0))[candidates]
+    hinge = (margin - cosine_distance(embeddings)).clamp_min(0)
+    penalty = torch.where(candidates, coefficient * (1 - gate) * hinge, torch.zeros_like(hinge))
+    return AdaSIDTerms(candidates, depth, gate, load, coefficient, margin, penalty)
+
+
+def adasid_collision_loss(
+    embeddings: torch.Tensor, codes: torch.Tensor, ids: torch.Tensor, config: AdaSIDConfig | None = None
+) -> torch.Tensor:
+    """L_col^ada (Eq. 13), summed or averaged over P (`config.reduction`); weight it by lambda_col(tau)."""
+    config = config or AdaSIDConfig()
+    terms = adasid_terms(embeddings, codes, ids, config)
     if config.reduction == "sum":
-        return terms.sum()
-    return terms.sum() / candidates.sum().clamp_min(1)
+        return terms.penalty.sum()
+    return terms.penalty.sum() / terms.candidates.sum().clamp_min(1)

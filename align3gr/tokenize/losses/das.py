@@ -1,12 +1,20 @@
-"""DAS multi-view contrastive alignment (seed 000, 2.3, Eq. 5-10) between quantised SID representations (z_u,
-z_i) and collaborative representations (c_u, c_i), all InfoNCE with in-batch negatives:
+"""DAS multi-view contrastive alignment (seed 000, 2.3, Eq. 5-10) between quantised SID representations (z_u, z_i:
+the sum of the chosen codes) and collaborative representations (c_u, c_i). Every view is an InfoNCE over the
+batch with inner-product logits <a, b> (the paper's form, `temperature` = 1) and in-batch negatives:
 
-- dual U2I (Eq. 5-6): z_u with the clicked item's c_i, and c_u with the clicked item's z_i;
-- dual U2U / I2I (Eq. 7-8): z_u with the same user's c_u, z_i with the same item's c_i;
-- dual co-occurrence U2U / I2I (Eq. 9-10): z_u with another user of the same item, z_i with another item of
-  the same user.
+- dual U2I (Eq. 5-6): z_u with the clicked item's c_i (La_u2i_zu), c_u with the clicked item's z_i (La_u2i_zi);
+- dual U2U / I2I (Eq. 7-8): z_u with the same user's c_u (La_u2u_zu), z_i with the same item's c_i (La_i2i_zi);
+- dual co-occurrence U2U / I2I (Eq. 9-10): z_u with y_u, another user of the clicked item (La_co_u2u_zu), z_i with
+  y_i, another item of the same user (La_co_i2i_zi);
+- L_Align_all = the sum of the six; DAS weights it by beta in its total loss.
 
-The collaborative features come from the frozen collaborative encoder of the embed stage; a linear map per side
+Rows b of a batch are clicked pairs (user b, item b). A batch may hold a user or an item more than once; another
+row's candidate is then a positive of row b as well, not a negative, and is masked out: in U2U the rows of the
+same user, in I2I the rows of the same item, in the U2I and co-occurrence views the rows of the same user or the
+same item (e.g. in La_co_u2u_zu, row j's co-user clicked item j, so it co-occurs with user b when item j = item b
+or user j = user b). The paper's negatives are plain in-batch samples; this masking is the toolkit's addition.
+
+The collaborative features are the frozen collaborative encoder's (embed stage); a linear map per side
 (`DASAlignment.user_cf`, `.item_cf`) brings them to the code dimension. DAS's CF debiasing network (2.2) is not
 part of this module: the collaborative encoder here is trained on the training split, not debiased.
 """
@@ -22,25 +30,37 @@ from torch.nn import functional
 
 @dataclass
 class DASConfig:
-    """Weights of the six views (DAS sums them with weight 1, L_Align_all) and the InfoNCE temperature."""
+    """beta weights L_Align_all (DAS: L_All = L_Sem_all + alpha L_CF_all + beta L_Align_all; the paper tunes it,
+    1.0 here). The per-view weights (1 in DAS) allow ablations; `temperature` divides the logits (1 in DAS)."""
 
+    beta: float = 1.0
     weight_u2i: float = 1.0
     weight_u2u_i2i: float = 1.0
     weight_co_occurrence: float = 1.0
     temperature: float = 1.0
 
 
-def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float = 1.0, exclude=None) -> torch.Tensor:
-    """-mean_b log( exp(<a_b, p_b>/t) / sum_j exp(<a_b, p_j>/t) ): row b's positive is p_b, the other rows of
-    the batch are negatives (except where `exclude[b, j]`, e.g. another copy of the same item)."""
+def info_nce(
+    anchor: torch.Tensor, positive: torch.Tensor, temperature: float = 1.0, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
+    """-mean_b log( exp(<a_b, p_b>/t) / sum_j exp(<a_b, p_j>/t) ): row b's positive is p_b, the other rows of the
+    batch are its negatives except where `exclude[b, j]` ([B, B]; the diagonal is never excluded)."""
     logits = anchor @ positive.T / temperature
     if exclude is not None:
-        logits = logits.masked_fill(exclude & ~torch.eye(len(logits), dtype=torch.bool), float("-inf"))
-    return functional.cross_entropy(logits, torch.arange(len(logits)))
+        off_diagonal = ~torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(exclude & off_diagonal, float("-inf"))
+    return functional.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+
+
+def _either(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
+    """Union of two optional [B, B] masks."""
+    if first is None or second is None:
+        return first if second is None else second
+    return first | second
 
 
 class DASAlignment(nn.Module):
-    """L_Align_all = La_u2i_zu + La_u2i_zi + La_u2u_zu + La_i2i_zi + La_co_u2u_zu + La_co_i2i_zi."""
+    """L_Align_all = La_u2i_zu + La_u2i_zi + La_u2u_zu + La_i2i_zi + La_co_u2u_zu + La_co_i2i_zi (weighted)."""
 
     def __init__(self, user_cf_dim: int, item_cf_dim: int, code_dim: int, config: DASConfig | None = None) -> None:
         super().__init__()
@@ -57,20 +77,24 @@ class DASAlignment(nn.Module):
         co_user: torch.Tensor,
         co_item: torch.Tensor,
         same_item: torch.Tensor | None = None,
+        same_user: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Rows b are clicked pairs (user b, item b); `co_user` [B, d] is the quantised representation of another
-        user of item b, `co_item` of another item of user b; `same_item` [B, B] marks rows with the same item."""
+        """The six views and `total` = beta * weighted sum. `z_*` [B, code_dim] are quantised representations,
+        `cf_*` raw collaborative features, `co_user` [B, code_dim] the quantised representation of another user of
+        item b, `co_item` of another item of user b; `same_item` / `same_user` [B, B] mark rows with the same item
+        / the same user."""
         c_u, c_i, t = self.user_cf(cf_user), self.item_cf(cf_item), self.config.temperature
+        related = _either(same_item, same_user)
         views = {
-            "u2i_zu": info_nce(z_user, c_i, t, same_item),
-            "u2i_zi": info_nce(c_u, z_item, t, same_item),
-            "u2u_zu": info_nce(z_user, c_u, t),
+            "u2i_zu": info_nce(z_user, c_i, t, related),
+            "u2i_zi": info_nce(c_u, z_item, t, related),
+            "u2u_zu": info_nce(z_user, c_u, t, same_user),
             "i2i_zi": info_nce(z_item, c_i, t, same_item),
-            "co_u2u_zu": info_nce(z_user, co_user, t),
-            "co_i2i_zi": info_nce(z_item, co_item, t, same_item),
+            "co_u2u_zu": info_nce(z_user, co_user, t, related),
+            "co_i2i_zi": info_nce(z_item, co_item, t, related),
         }
         weights = {"u2i_zu": self.config.weight_u2i, "u2i_zi": self.config.weight_u2i}
         weights |= {"u2u_zu": self.config.weight_u2u_i2i, "i2i_zi": self.config.weight_u2u_i2i}
         weights |= {"co_u2u_zu": self.config.weight_co_occurrence, "co_i2i_zi": self.config.weight_co_occurrence}
-        views["total"] = sum(weights[name] * value for name, value in views.items())
+        views["total"] = self.config.beta * sum(weights[name] * value for name, value in views.items())
         return views

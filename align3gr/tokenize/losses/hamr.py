@@ -1,9 +1,16 @@
-"""QuaSID's Hamming-guided Margin Repulsion with Conflict-Aware Valid Pair Masking (seed 001, Eq. 8-13).
+"""QuaSID's Hamming-guided Margin Repulsion (HaMR) with Conflict-Aware Valid Pair Masking (CVPM), seed 001 Eq. 8-13.
 
-In-batch pairs whose SIDs agree too much are pushed apart in the encoder space: full collisions (Hamming
-distance 0) to a cosine distance of at least m_full, partial ones (0 < H <= R) to at least m_partial. CVPM
-(Eq. 8) first removes pairs that are not conflicts: the same underlying item twice, and constructed
-collaborative positives.
+In-batch pairs whose SIDs agree too much are pushed apart in the encoder space, on the normalised embeddings
+e_i = z_i / ||z_i||, with the Hamming distance H_ij (Eq. 9) and the cosine distance D_ij = 1 - e_i.e_j (Eq. 10):
+
+    Omega_full    = {(i, j): H_ij = 0 and M_ij = 1}
+    Omega_partial = {(i, j): 0 < H_ij <= R and M_ij = 1}
+    L_HaMR = lambda_full / (|Omega_full| + eps) * sum_{Omega_full} max(0, m_full - D_ij)                (Eq. 11, 13)
+           + lambda_partial / (|Omega_partial| + eps) * sum_{Omega_partial} max(0, m_partial - D_ij)    (Eq. 12, 13)
+
+CVPM (Eq. 8), M = M^pos * M^item, keeps only pairs that may be conflicts: it drops pairs of the same underlying
+item (including i = j) and the constructed collaborative positives. Pairs are ordered, as in the paper's 2B x 2B
+matrices, so each unordered pair counts twice in both the sums and the set sizes.
 """
 
 from __future__ import annotations
@@ -13,10 +20,13 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional
 
+from align3gr.errors import ConfigError
+
 
 @dataclass
 class HaMRConfig:
-    """Hyperparameters with the paper's names and defaults (seed 001, 5.3 and A.2)."""
+    """Hyperparameters with the paper's names; defaults from seed 001 A.2 (R = 1 offline, m_full = 0.8,
+    m_partial = 0.5) and 5.6 (best lambda_full = 0.2, lambda_partial = 0.1)."""
 
     radius: int = 1  # R, the Hamming radius of partial collisions
     m_full: float = 0.8
@@ -25,10 +35,27 @@ class HaMRConfig:
     lambda_partial: float = 0.1
     eps: float = 1e-8
 
+    def __post_init__(self) -> None:
+        if self.m_full < self.m_partial:
+            raise ConfigError(f"HaMR needs m_full >= m_partial (seed 001 Eq. 12); got {self.m_full} < {self.m_partial}")
+        if self.radius < 1:
+            raise ConfigError(f"HaMR radius R={self.radius}: must be >= 1")
+
+
+def paired_positives(batch_size: int) -> torch.Tensor:
+    """The constructed positives of QuaSID's layout: a batch of B (trigger, target) pairs concatenated as
+    [triggers; targets], 2B rows, where row i <= B is paired with row i + B. Returns [2B, 2B] (True: positive)."""
+    index = torch.arange(batch_size)
+    positives = torch.zeros(2 * batch_size, 2 * batch_size, dtype=torch.bool)
+    positives[index, index + batch_size] = True
+    positives[index + batch_size, index] = True
+    return positives
+
 
 def cvpm_mask(ids: torch.Tensor, positives: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 8: M = M^pos * M^item, True where pair (i, j) may be repelled. `ids` [N] are the underlying item
-    IDs (same ID, including i = j, is excluded); `positives` [N, N] marks constructed collaborative positives."""
+    """Eq. 8: M = M^pos * M^item, [N, N], True where pair (i, j) may be repelled. `ids` [N] are the underlying
+    item IDs (M^item: same ID, including i = j, is excluded); `positives` [N, N] marks constructed collaborative
+    positives (M^pos, symmetrised), e.g. `paired_positives(B)`."""
     mask = ids.unsqueeze(0) != ids.unsqueeze(1)
     if positives is not None:
         mask &= ~(positives | positives.T)
@@ -36,17 +63,22 @@ def cvpm_mask(ids: torch.Tensor, positives: torch.Tensor | None = None) -> torch
 
 
 def hamming(codes: torch.Tensor) -> torch.Tensor:
-    """Eq. 9: [N, N] number of levels where two SIDs differ."""
+    """Eq. 9: [N, N] number of levels where two SIDs [N, L] differ."""
     return (codes.unsqueeze(1) != codes.unsqueeze(0)).sum(-1)
+
+
+def cosine_distance(embeddings: torch.Tensor) -> torch.Tensor:
+    """Eq. 10: [N, N] 1 - cos(z_i, z_j)."""
+    e = functional.normalize(embeddings, dim=-1)
+    return 1 - e @ e.T
 
 
 def hamr_loss(
     embeddings: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor, config: HaMRConfig | None = None
 ) -> torch.Tensor:
-    """Eq. 10-13 on encoder embeddings z [N, d] (normalised here) with SIDs [N, L] and the CVPM mask."""
+    """Eq. 11-13 on encoder embeddings z [N, d] with SIDs [N, L] and the CVPM mask [N, N]."""
     config = config or HaMRConfig()
-    e = functional.normalize(embeddings, dim=-1)
-    distance = 1 - e @ e.T
+    distance = cosine_distance(embeddings)
     h = hamming(codes)
     full = (h == 0) & mask
     partial = (h > 0) & (h <= config.radius) & mask
