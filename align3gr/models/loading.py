@@ -1,0 +1,112 @@
+"""Loading causal LMs for training and for inference, from a local folder or a Hub id.
+
+Any architecture `AutoModelForCausalLM` knows loads (Llama and Qwen families are tested); `trust_remote_code` is
+off unless asked for. `load_for_inference` also reads the `sft/` output folder: a full model loads as is; a LoRA
+adapter is applied to its base model (recorded in `adapter_config.json`), whose embeddings are first grown to the
+extended vocabulary exactly as training grew them, and then merged into it, so the caller gets one plain model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from align3gr.errors import ConfigError
+
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ADAPTER_CONFIG = "adapter_config.json"
+META_FILE = "meta.json"
+
+
+def resolve_dtype(dtype: str | torch.dtype):
+    """A torch dtype (or "auto") from its name, or a ConfigError naming the accepted names."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _quantization(load_in_4bit: bool, dtype) -> dict:
+    if not load_in_4bit:
+        return {}
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("load_in_4bit=True needs bitsandbytes: pip install 'align3gr[qlora]'")
+    if not torch.cuda.is_available():
+        raise ConfigError("load_in_4bit=True needs a CUDA GPU (bitsandbytes 4-bit kernels)")
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if dtype == "auto" else dtype
+    config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+    )
+    return {"quantization_config": config}
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+    """The tokenizer at `path`; without a pad token it pads with EOS (as TRL does)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_and_tokenizer(
+    path: str | Path,
+    *,
+    dtype: str | torch.dtype = "float32",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    load_in_4bit: bool = False,
+    device_map: str | dict | None = None,
+):
+    """(model, tokenizer) of a causal LM folder or Hub id, for training. `load_in_4bit` gives QLoRA's NF4 base."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch_dtype = resolve_dtype(dtype)
+    try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"model={str(path)!r}: cannot load a model config: {err}") from None
+    kwargs = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, **_quantization(load_in_4bit, torch_dtype)}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), config=config, **kwargs)
+    except ValueError as err:
+        raise ConfigError(f"model={str(path)!r}: not a causal LM this transformers can load: {err}") from None
+    return model, load_tokenizer(path, trust_remote_code)
+
+
+def load_for_inference(path: str | Path, dtype: str | torch.dtype = "float32"):
+    """(model, tokenizer) of a model folder or an `sft/` output folder, model in eval mode.
+
+    An adapter folder is merged into its base model: the base is loaded, its embeddings grown to the saved
+    tokenizer's size with `resize_embeddings` (rows past the base vocabulary set to the mean, as in training;
+    `meta.json` records the base vocabulary size), the adapter applied, then `merge_and_unload()`.
+    """
+    folder = Path(path)
+    tokenizer = load_tokenizer(folder)
+    if not (folder / ADAPTER_CONFIG).is_file():
+        model, _ = load_model_and_tokenizer(folder, dtype=dtype)
+        return model.eval(), tokenizer
+    from peft import PeftModel
+
+    from align3gr.sft.vocab import resize_embeddings
+
+    adapter = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise ConfigError(f"{folder}: adapter folder without {META_FILE} (base vocabulary size unknown)")
+    vocabulary = json.loads(meta_path.read_text(encoding="utf-8"))["vocabulary"]
+    base, _ = load_model_and_tokenizer(adapter["base_model_name_or_path"], dtype=dtype)
+    resize_embeddings(base, vocabulary["embedding_rows"], vocabulary["base_vocab_size"], 1)
+    model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    return model.eval(), tokenizer

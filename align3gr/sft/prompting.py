@@ -1,0 +1,35 @@
+"""The token IDs a model sees before and as its answer, shared by SFT training and decoding.
+
+Training data is pre-tokenized with these two functions and decoding builds its inputs with `encode_prompt`, so
+both see byte-identical prompt tokens (no re-tokenization across the prompt/answer boundary).
+
+- With a chat template: the prompt is one user message rendered with `add_generation_prompt=True`, exactly as the
+  template writes it (any BOS the template emits included, none added).
+- Without one (base models such as Llama-2): the tokenizer's BOS token when it has one, then the text followed by
+  `PLAIN_SEPARATOR` (a newline), tokenized without special tokens; the answer starts on the next line.
+
+The answer is its tokens (no special tokens added) followed by the EOS id, which is what generation stops at.
+"""
+
+from __future__ import annotations
+
+from align3gr.errors import ConfigError
+
+PLAIN_SEPARATOR = "\n"
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """The prompt's token IDs: chat template (one user turn plus the assistant header) or BOS + text + newline."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": text}]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        return list(ids)
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    return bos + tokenizer.encode(text + PLAIN_SEPARATOR, add_special_tokens=False)
+
+
+def encode_completion(tokenizer, completion: str) -> list[int]:
+    """The answer's token IDs followed by the EOS id."""
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"tokenizer {tokenizer.name_or_path!r} has no EOS token: answers could not end")
+    return tokenizer.encode(completion, add_special_tokens=False) + [tokenizer.eos_token_id]

@@ -1,0 +1,215 @@
+"""The multi-task SFT data of Align3GR (seed 003, Figure 3): one builder per task, each switchable (Table 4).
+
+| task | Figure 3 | prompt -> completion |
+|---|---|---|
+| seq | A | user SCID + item SCID history -> next item SCID |
+| item_align | B1 | title / description -> item SCID; item SCID -> title |
+| user_align | B2 | profile -> user SCID; user SCID -> profile |
+| asym_title | C1-1 | item SCID history -> next item's title |
+| asym_item | C1-2 | title history -> next item SCID |
+| intention | C2 | user SCID + search query -> item SCID |
+| preference | C3 | title history -> preference statement |
+
+Examples of seq, asym_title, asym_item and intention come from the train split only (every prefix of each
+training sequence, history cut to the dataset's `max_history`); profiles, intentions and preference statements
+were written from training histories by the data stage. Valid and test targets never appear in a training example.
+An SCID is its code tokens joined with no separator ("<a_1><b_2><c_3>").
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from align3gr.data.dataset import Dataset, Example, Split
+from align3gr.errors import ConfigError
+from align3gr.prompts import load_prompts
+
+PROMPT_FILE = "sft_tasks"
+TEMPLATE_PLACEHOLDERS: dict[str, set[str]] = {
+    "seq": {"user", "history"},
+    "title_to_item": {"title"},
+    "description_to_item": {"description"},
+    "item_to_title": {"item"},
+    "profile_to_user": {"profile"},
+    "user_to_profile": {"user"},
+    "scid_history_to_title": {"user", "history"},
+    "title_history_to_item": {"user", "titles"},
+    "intention": {"user", "query"},
+    "preference": {"user", "titles"},
+}
+TASKS = ("seq", "item_align", "user_align", "asym_title", "asym_item", "intention", "preference")
+ANONYMOUS_USER = "the user"
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One prompt/completion pair, with the user and items it mentions (for the no-leakage checks)."""
+
+    task: str
+    prompt: str
+    completion: str
+    user_id: str | None = None
+    items: tuple[str, ...] = ()
+
+
+def load_templates() -> dict[str, list[str]]:
+    """The paraphrases of every template kind in `prompts/sft_tasks.yaml`, placeholders checked."""
+    return load_prompts(PROMPT_FILE, TEMPLATE_PLACEHOLDERS)
+
+
+class TaskBuilder:
+    """Renders the examples of each task from a dataset and its code tables, paraphrases drawn from `seed`."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        item_codes: Mapping[str, Sequence[str]],
+        user_codes: Mapping[str, Sequence[str]],
+        *,
+        with_user_scid: bool = True,
+        seed: int = 0,
+        templates: Mapping[str, list[str]] | None = None,
+    ):
+        if with_user_scid and not user_codes:
+            raise ConfigError("with_user_scid=True needs user codes, but user_codes.json is empty (item-only SCIDs)")
+        self.dataset = dataset
+        self.item_codes = item_codes
+        self.user_codes = user_codes
+        self.with_user_scid = with_user_scid
+        self.seed = seed
+        self.templates = dict(templates or load_templates())
+        self.builders: dict[str, Callable[[], Iterator[SFTExample]]] = {
+            "seq": self.seq,
+            "item_align": self.item_align,
+            "user_align": self.user_align,
+            "asym_title": self.asym_title,
+            "asym_item": self.asym_item,
+            "intention": self.intention,
+            "preference": self.preference,
+        }
+
+    def item(self, item_id: str) -> str:
+        return "".join(self.item_codes[item_id])
+
+    def user(self, user_id: str) -> str:
+        return "".join(self.user_codes[user_id])
+
+    def user_ref(self, user_id: str) -> str:
+        """How prompts name the user: 'user <ua_..>..' with user SCIDs on, 'the user' with them off."""
+        return f"user {self.user(user_id)}" if self.with_user_scid else ANONYMOUS_USER
+
+    def history(self, items: Sequence[str]) -> str:
+        return ", ".join(self.item(i) for i in items)
+
+    def titles(self, items: Sequence[str]) -> str:
+        return ", ".join(f'"{self.dataset.items[i].title}"' for i in items)
+
+    def render(self, kind: str, rng: random.Random, **values: str) -> str:
+        return rng.choice(self.templates[kind]).format(**values)
+
+    def rng(self, kind: str) -> random.Random:
+        return random.Random(f"{self.seed}:{kind}")
+
+    def seq(self) -> Iterator[SFTExample]:
+        rng = self.rng("seq")
+        for ex in self.dataset.examples("train"):
+            prompt = self.render("seq", rng, user=self.user_ref(ex.user_id), history=self.history(ex.history))
+            yield SFTExample("seq", prompt, self.item(ex.target), ex.user_id, (*ex.history, ex.target))
+
+    def item_align(self) -> Iterator[SFTExample]:
+        rngs = {kind: self.rng(kind) for kind in ("title_to_item", "description_to_item", "item_to_title")}
+        for item_id, item in self.dataset.items.items():
+            code = self.item(item_id)
+            yield SFTExample("item_align", self.render("title_to_item", rngs["title_to_item"], title=item.title), code)
+            if item.description:
+                prompt = self.render("description_to_item", rngs["description_to_item"], description=item.description)
+                yield SFTExample("item_align", prompt, code)
+            yield SFTExample("item_align", self.render("item_to_title", rngs["item_to_title"], item=code), item.title)
+
+    def user_align(self) -> Iterator[SFTExample]:
+        if not self.user_codes:
+            raise ConfigError("task user_align (B2) needs user codes, but user_codes.json is empty")
+        rngs = {kind: self.rng(kind) for kind in ("profile_to_user", "user_to_profile")}
+        for user_id in self.dataset.sequences:
+            profile = self.dataset.users[user_id].profile
+            if not profile:
+                continue
+            code = self.user(user_id)
+            prompt = self.render("profile_to_user", rngs["profile_to_user"], profile=profile)
+            yield SFTExample("user_align", prompt, code, user_id)
+            prompt = self.render("user_to_profile", rngs["user_to_profile"], user=code)
+            yield SFTExample("user_align", prompt, profile, user_id)
+
+    def asym_title(self) -> Iterator[SFTExample]:
+        rng = self.rng("scid_history_to_title")
+        for ex in self.dataset.examples("train"):
+            prompt = self.render(
+                "scid_history_to_title", rng, user=self.user_ref(ex.user_id), history=self.history(ex.history)
+            )
+            completion = self.dataset.items[ex.target].title
+            yield SFTExample("asym_title", prompt, completion, ex.user_id, (*ex.history, ex.target))
+
+    def asym_item(self) -> Iterator[SFTExample]:
+        rng = self.rng("title_history_to_item")
+        for ex in self.dataset.examples("train"):
+            prompt = self.render(
+                "title_history_to_item", rng, user=self.user_ref(ex.user_id), titles=self.titles(ex.history)
+            )
+            yield SFTExample("asym_item", prompt, self.item(ex.target), ex.user_id, (*ex.history, ex.target))
+
+    def intention(self) -> Iterator[SFTExample]:
+        rng = self.rng("intention")
+        train = {user_id: set(self.dataset.train_items(user_id)) for user_id in self.dataset.sequences}
+        for row in self.dataset.intentions:
+            user_id, item_id = row["user_id"], row["item_id"]
+            if item_id not in train.get(user_id, ()):
+                continue
+            prompt = self.render("intention", rng, user=self.user_ref(user_id), query=row["query"])
+            yield SFTExample("intention", prompt, self.item(item_id), user_id, (item_id,))
+
+    def preference(self) -> Iterator[SFTExample]:
+        rng = self.rng("preference")
+        limit = self.dataset.max_history
+        for user_id, statement in self.dataset.preferences.items():
+            history = tuple(self.dataset.train_items(user_id)[-limit:])
+            prompt = self.render("preference", rng, user=self.user_ref(user_id), titles=self.titles(history))
+            yield SFTExample("preference", prompt, statement, user_id, history)
+
+    def build(self, tasks: Sequence[str]) -> list[SFTExample]:
+        """The examples of `tasks`, task by task in the order given (the trainer shuffles)."""
+        check_tasks(tasks)
+        return [example for task in tasks for example in self.builders[task]()]
+
+
+def check_tasks(tasks: Sequence[str]) -> None:
+    """A ConfigError for an empty mixture or an unknown task name."""
+    if not tasks:
+        raise ConfigError(f"tasks is empty: choose at least one of {', '.join(TASKS)}")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ConfigError(f"unknown task {unknown[0]!r} in tasks; known tasks: {', '.join(TASKS)}")
+
+
+def evaluation_prompts(
+    dataset: Dataset,
+    item_codes: Mapping[str, Sequence[str]],
+    user_codes: Mapping[str, Sequence[str]],
+    split: Split,
+    *,
+    with_user_scid: bool = True,
+    paraphrase: int = 0,
+) -> list[tuple[Example, str]]:
+    """Per user of `split` ("valid" or "test"), the task-A prompt for the user's history (paraphrase number
+    `paraphrase` of the seq templates); the expected completion is the target's SCID, tokens joined."""
+    if split not in ("valid", "test"):
+        raise ConfigError(f"split={split!r}: evaluation prompts are for 'valid' or 'test'")
+    builder = TaskBuilder(dataset, item_codes, user_codes, with_user_scid=with_user_scid)
+    templates = builder.templates["seq"]
+    if not 0 <= paraphrase < len(templates):
+        raise ConfigError(f"paraphrase={paraphrase}: the seq task has templates 0..{len(templates) - 1}")
+    return [
+        (ex, templates[paraphrase].format(user=builder.user_ref(ex.user_id), history=builder.history(ex.history)))
+        for ex in dataset.examples(split)
+    ]

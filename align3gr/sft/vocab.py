@@ -1,0 +1,126 @@
+"""Vocabulary extension: one added token per SCID code, embeddings resized and the new rows initialised.
+
+The tokens are ordinary added tokens (not special), so `decode` keeps them and constrained decoding can read
+them back. The embedding matrix is padded to a multiple of 64 rows; the new input rows (and the new output rows
+of an untied head) start from the mean of the existing rows, or from the mean embedding of the texts of the items
+and users each code belongs to (`init="text"`), so the model's predictions are not disturbed at the start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from align3gr.errors import ConfigError
+
+INIT_METHODS = ("mean", "text")
+_TOKEN = re.compile(r"^<([a-z]+)_(\d+)>$")
+
+
+def _token_key(token: str) -> tuple[str, int]:
+    match = _TOKEN.match(token)
+    return (match.group(1), int(match.group(2))) if match else (token, -1)
+
+
+def scid_tokens(item_codes: Mapping[str, Sequence[str]], user_codes: Mapping[str, Sequence[str]]) -> list[str]:
+    """Every distinct code token, item tokens first, each side ordered by level prefix then code number."""
+    items = sorted({t for codes in item_codes.values() for t in codes}, key=_token_key)
+    users = sorted({t for codes in user_codes.values() for t in codes} - set(items), key=_token_key)
+    return items + users
+
+
+def token_texts(codes: Mapping[str, Sequence[str]], texts: Mapping[str, str], limit: int = 32) -> dict[str, list[str]]:
+    """For `init="text"`: the texts (titles, profiles) of up to `limit` of the items or users carrying each token."""
+    out: dict[str, list[str]] = {}
+    for key, tokens in codes.items():
+        for token in tokens:
+            bucket = out.setdefault(token, [])
+            if len(bucket) < limit and texts.get(key):
+                bucket.append(texts[key])
+    return out
+
+
+def _check_resizable(model) -> torch.nn.Embedding:
+    try:
+        embeddings = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        embeddings = None
+    if not isinstance(embeddings, torch.nn.Embedding):
+        raise ConfigError(
+            f"model {type(model).__name__} has no resizable input embedding (got {type(embeddings).__name__}); "
+            "SCID tokens need a causal LM whose get_input_embeddings() is an nn.Embedding"
+        )
+    return embeddings
+
+
+def _text_rows(tokenizer, weight: torch.Tensor, tokens: Sequence[str], texts: Mapping[str, Sequence[str]]):
+    """Per token, the mean over its texts of the mean row of each text's tokens (None when it has no text)."""
+    rows = []
+    for token in tokens:
+        vectors = [weight[tokenizer.encode(t, add_special_tokens=False)].mean(0) for t in texts.get(token, []) if t]
+        rows.append(torch.stack(vectors).mean(0) if vectors else None)
+    return rows
+
+
+def extend_vocabulary(
+    model,
+    tokenizer,
+    tokens: Sequence[str],
+    init: str = "mean",
+    texts: Mapping[str, Sequence[str]] | None = None,
+    pad_to_multiple_of: int = 64,
+) -> list[int]:
+    """Add `tokens` to `tokenizer`, resize `model`'s embeddings and initialise the new rows; returns their IDs.
+
+    `init="mean"`: each new row (padding rows too) is the mean of the rows of the tokenizer's existing tokens
+    (input and untied output matrices separately). `init="text"`: the mean embedding of the texts in `texts[token]` (see
+    `token_texts`), falling back to the mean for tokens without text. Raises ConfigError before changing anything
+    when a token is already in the vocabulary or the model cannot be resized.
+    """
+    if init not in INIT_METHODS:
+        raise ConfigError(f"init={init!r}: expected one of {', '.join(INIT_METHODS)}")
+    vocabulary = tokenizer.get_vocab()
+    taken = [t for t in tokens if t in vocabulary]
+    if taken:
+        raise ConfigError(
+            f"{len(taken)} SCID tokens are already in the tokenizer's vocabulary (first: {taken[0]!r}); "
+            "code tokens must be new: rename the code prefixes or use a tokenizer without them"
+        )
+    if len(set(tokens)) != len(tokens):
+        raise ConfigError("SCID token list has duplicates; build it with scid_tokens()")
+    _check_resizable(model)
+    known = len(tokenizer)
+    tokenizer.add_tokens(list(tokens), special_tokens=False)
+    new_ids = tokenizer.convert_tokens_to_ids(list(tokens))
+    matrices = resize_embeddings(model, len(tokenizer), known, pad_to_multiple_of)
+    if init == "text":
+        with torch.no_grad():
+            for weight in matrices:
+                for token_id, row in zip(new_ids, _text_rows(tokenizer, weight, tokens, texts or {}), strict=True):
+                    if row is not None:
+                        weight[token_id] = row
+    return new_ids
+
+
+def resize_embeddings(model, size: int, known: int, pad_to_multiple_of: int = 64) -> list[torch.Tensor]:
+    """Grow the embeddings to hold `size` tokens (padded to a multiple), every row from `known` on set to the
+    mean of the first `known` rows (input and untied output matrices separately; an output bias to its mean).
+
+    Deterministic, so loading a LoRA adapter trained on the extended model repeats it on the base model and gets
+    the same rows outside the adapter's trained tokens. Returns the input matrix and, when untied, the output one.
+    """
+    embeddings = _check_resizable(model)
+    rows = max(size, embeddings.weight.shape[0])
+    model.resize_token_embeddings(rows, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
+    matrices = [model.get_input_embeddings().weight]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not matrices[0]:
+        matrices.append(output.weight)
+    with torch.no_grad():
+        for weight in matrices:
+            weight[known:] = weight[:known].mean(0)
+        if output is not None and getattr(output, "bias", None) is not None:
+            output.bias[known:] = output.bias[:known].mean()
+    return matrices
