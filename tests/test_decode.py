@@ -1,0 +1,189 @@
+"""The SCID trie and the three decoders on a tiny Qwen2 model: agreement, validity, neutralised generation settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from align3gr.data.dataset import load_dataset
+from align3gr.decode import BeamSearchDecoder, ExhaustiveDecoder, GenerateDecoder, build_decoder
+from align3gr.decode.trie import DEAD, SCIDTrie, trie_for_model
+from align3gr.errors import ConfigError, DataError
+from align3gr.io import write_json
+from align3gr.models.loading import load_for_inference
+from align3gr.models.tiny import build_tiny_causal_lm
+from align3gr.seeding import seeded
+from align3gr.sft.prompting import encode_prompt
+from align3gr.sft.tasks import evaluation_prompts
+from align3gr.sft.vocab import extend_vocabulary, scid_tokens
+
+
+def crafted_codes(ids: list[str], prefix: str) -> dict[str, list[str]]:
+    """Unique 3-level codes (8 x 8 x n) for `ids` in sorted order: a small, deep enough trie."""
+    return {
+        key: [f"<{prefix}a_{i % 8}>", f"<{prefix}b_{(i // 8) % 8}>", f"<{prefix}c_{i // 64}>"]
+        for i, key in enumerate(sorted(ids))
+    }
+
+
+def build_scid_model(data_dir: Path, folder: Path, seed: int = 0) -> Path:
+    """An `sft/`-like folder: tiny Qwen2 with the SCID tokens of crafted code tables (random code embeddings, so
+    the model ranks items), its tokenizer, `item_codes.json` and `user_codes.json`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dataset = load_dataset(data_dir)
+    items, users = crafted_codes(list(dataset.items), ""), crafted_codes(list(dataset.sequences), "u")
+    texts = [item.title for item in dataset.items.values()] + ["The user has interacted with these items"] * 20
+    base = build_tiny_causal_lm(texts, folder.parent / f"{folder.name}-base", vocab_size=600, seed=seed)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
+    new_ids = extend_vocabulary(model, tokenizer, scid_tokens(items, users))
+    with torch.no_grad(), seeded(seed) as generator:
+        weight = model.get_input_embeddings().weight
+        weight[new_ids] = torch.randn(len(new_ids), weight.shape[1], generator=generator)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_json(folder / "item_codes.json", items)
+    write_json(folder / "user_codes.json", users)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scid_model(ml100k_small, tmp_path_factory):
+    return build_scid_model(ml100k_small, tmp_path_factory.mktemp("scid_model") / "sft")
+
+
+@pytest.fixture(scope="module")
+def loaded(scid_model, ml100k_small):
+    """(model, tokenizer, trie, prompts of 6 valid users)."""
+    model, tokenizer = load_for_inference(scid_model)
+    items = json.loads((scid_model / "item_codes.json").read_text())
+    users = json.loads((scid_model / "user_codes.json").read_text())
+    pairs = evaluation_prompts(load_dataset(ml100k_small), items, users, "valid")[:6]
+    prompts = [encode_prompt(tokenizer, text) for _, text in pairs]
+    return model, tokenizer, trie_for_model(items, tokenizer, model), prompts
+
+
+def test_trie_paths_masks_and_steps():
+    vocab = {f"<{p}_{i}>": 10 + 10 * j + i for j, p in enumerate("abc") for i in range(4)}
+    codes = {"x": ["<a_0>", "<b_1>", "<c_2>"], "y": ["<a_0>", "<b_1>", "<c_3>"], "z": ["<a_2>", "<b_0>", "<c_0>"]}
+    trie = SCIDTrie.build(codes, vocab, vocab_size=64)
+    assert len(trie) == 3 and trie.depth == 3
+    root = torch.zeros(1, dtype=torch.long)
+    assert trie.allowed_mask(root, 0)[0].nonzero().flatten().tolist() == [10, 12]
+    node = trie.step(root, torch.tensor([10]), 0)
+    assert trie.allowed_mask(node, 1)[0].nonzero().flatten().tolist() == [21]
+    assert trie.step(node, torch.tensor([20]), 1).item() == DEAD
+    suffixes = torch.tensor([[vocab[c] for c in codes[item]] for item in ("z", "x", "y")] + [[10, 21, 30]])
+    assert trie.items_of(trie.walk(suffixes)) == ["z", "x", "y", None]
+    dead = torch.tensor([DEAD])
+    assert not trie.allowed_mask(dead, 1).any()
+    with pytest.raises(RuntimeError, match="exactly 3 tokens"):
+        trie.children(root, 3)
+
+
+@pytest.mark.parametrize(
+    ("codes", "message"),
+    [
+        ({"x": ["<a_0>", "<b_1>"], "y": ["<a_0>", "<b_1>"]}, "'x' and 'y' share the same SCID"),
+        ({"x": ["<a_0>", "<b_1>"], "y": ["<a_0>"]}, "item 'y' has 1 codes; the others have 2"),
+        ({"x": ["<a_0>", "<b_9>"]}, "'<b_9>' of item 'x' is not in the tokenizer"),
+        ({}, "empty"),
+    ],
+)
+def test_trie_rejects_bad_tables(codes, message):
+    with pytest.raises(DataError, match=message):
+        SCIDTrie.build(codes, {"<a_0>": 1, "<b_1>": 2}, vocab_size=8)
+
+
+def test_tokenizer_without_code_tokens_is_named(loaded):
+    model, tokenizer, _, _ = loaded
+    with pytest.raises(DataError, match=r"lacks 1 code tokens.*'<zz_1>'"):
+        trie_for_model({"x": ["<zz_1>"]}, tokenizer, model)
+
+
+def test_beam_width_must_be_positive(loaded):
+    model, tokenizer, trie, _ = loaded
+    with pytest.raises(ConfigError, match="beam_size must be >= 1"):
+        BeamSearchDecoder(model, trie, tokenizer.pad_token_id, beam_size=0)
+    with pytest.raises(ConfigError, match="decoder must be one of"):
+        build_decoder("sampling", model, tokenizer, trie, 20, 4)
+
+
+def test_three_decoders_agree(loaded):
+    model, tokenizer, trie, prompts = loaded
+    results = {
+        name: build_decoder(name, model, tokenizer, trie, 20, 4).recommend(prompts)
+        for name in ("beam_search", "generate", "exhaustive")
+    }
+    for beam, hf, exact in zip(results["beam_search"], results["generate"], results["exhaustive"], strict=True):
+        assert beam.items == hf.items
+        assert beam.scores == pytest.approx(hf.scores, abs=1e-4)
+        assert len(beam.items) == len(set(beam.items)) == 20 == beam.valid == beam.returned
+        assert set(beam.items) <= set(trie.leaf_items) and set(exact.items) <= set(trie.leaf_items)
+        assert exact.scores[0] >= beam.scores[0] - 1e-4
+        assert exact.scores == sorted(exact.scores, reverse=True)
+        assert all(s <= 0 for s in beam.scores)
+
+
+def test_beam_search_scores_are_exact_log_probabilities(loaded):
+    """Every beam score equals the exhaustive log-probability of that item; batching does not change results."""
+    model, tokenizer, trie, prompts = loaded
+    exhaustive = ExhaustiveDecoder(model, trie, tokenizer.pad_token_id)
+    one_by_one = BeamSearchDecoder(model, trie, tokenizer.pad_token_id, beam_size=20, batch_size=1).recommend(prompts)
+    batched = BeamSearchDecoder(model, trie, tokenizer.pad_token_id, beam_size=20, batch_size=6).recommend(prompts)
+    for prompt, single, batch in zip(prompts, one_by_one, batched, strict=True):
+        assert single.items == batch.items
+        exact = exhaustive.item_log_probs(prompt)
+        index = {item: i for i, item in enumerate(trie.leaf_items)}
+        assert single.scores == pytest.approx([exact[index[i]].item() for i in single.items], abs=1e-4)
+        assert exact.exp().sum().item() <= 1.0 + 1e-4
+
+
+def test_small_catalogue_returns_every_item_exactly_ranked(loaded):
+    """Fewer items than beams (and a root with one child): each decoder returns every item once, in exact order."""
+    model, tokenizer, _, prompts = loaded
+    codes = {"m1": ["<a_3>", "<b_0>", "<c_0>"], "m2": ["<a_3>", "<b_0>", "<c_1>"], "m3": ["<a_3>", "<b_5>", "<c_2>"]}
+    trie = trie_for_model(codes, tokenizer, model)
+    lists = [
+        [r.items for r in build_decoder(name, model, tokenizer, trie, 20, 3).recommend(prompts[:3])]
+        for name in ("beam_search", "generate", "exhaustive")
+    ]
+    assert lists[0] == lists[1] == lists[2]
+    assert all(sorted(items) == ["m1", "m2", "m3"] for items in lists[0])
+
+
+def test_unconstrained_generation_reports_validity(loaded):
+    model, tokenizer, trie, prompts = loaded
+    for result in build_decoder("unconstrained", model, tokenizer, trie, 5, 3).recommend(prompts[:3]):
+        assert result.returned == 5 and 0 <= result.valid <= 5
+        assert set(result.items) <= set(trie.leaf_items) and len(result.items) <= result.valid
+
+
+def test_generation_config_file_cannot_change_the_ranking(loaded, scid_model, tmp_path):
+    model, tokenizer, trie, prompts = loaded
+    reference = GenerateDecoder(model, trie, tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    skewed_folder = tmp_path / "skewed"
+    model.save_pretrained(skewed_folder)
+    tokenizer.save_pretrained(skewed_folder)
+    settings = {
+        "do_sample": True,
+        "temperature": 0.3,
+        "top_k": 3,
+        "top_p": 0.5,
+        "repetition_penalty": 1.8,
+        "length_penalty": 3.0,
+        "no_repeat_ngram_size": 1,
+        "num_beams": 2,
+    }
+    config = json.loads((skewed_folder / "generation_config.json").read_text())
+    write_json(skewed_folder / "generation_config.json", {**config, **settings})
+    skewed_model, _ = load_for_inference(skewed_folder)
+    assert skewed_model.generation_config.do_sample is True
+    skewed = GenerateDecoder(skewed_model, trie, tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    for a, b in zip(reference.recommend(prompts[:4]), skewed.recommend(prompts[:4]), strict=True):
+        assert a.items == b.items
+        assert a.scores == pytest.approx(b.scores, abs=1e-5)
+    assert skewed_model.generation_config.do_sample is True
