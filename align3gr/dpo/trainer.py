@@ -1,0 +1,161 @@
+"""`SoftmaxDPOTrainer`: TRL's `DPOTrainer` with the Softmax-DPO loss of Align3GR (seed 003, Eq. 3).
+
+Rows are `prompt` (text), `chosen` (text) and `rejected` (a list of K texts), tokenized with the same
+`encode_prompt` / `encode_completion` as SFT and decoding, or already tokenized as `prompt_ids`, `chosen_ids`
+and `rejected_ids`. Everything else is TRL's: the reference model (the model the stage starts from; with a LoRA
+adapter, TRL's frozen "ref" copy of the adapter, not a second base model), precomputed reference
+log-probabilities (`precompute_ref_log_probs=True`), DeepSpeed and DDP preparation, logging and saving. Only
+the dataset preparation, the kept columns, the reference log-probabilities and the loss are overridden.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from accelerate.utils import is_peft_model
+from trl import DPOConfig, DPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import use_adapter
+
+from align3gr.dpo.collator import SoftmaxPreferenceCollator
+from align3gr.dpo.shared_prompt import FORWARDS
+from align3gr.dpo.softmax_dpo_loss import softmax_dpo_loss
+from align3gr.errors import ConfigError, DataError
+from align3gr.sft.prompting import encode_completion, encode_prompt
+
+TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
+
+@dataclass
+class SoftmaxDPOConfig(DPOConfig):
+    """`DPOConfig` plus the Softmax-DPO options. `beta` is the beta of Eq. 3; `loss_type` must stay "sigmoid"
+    (the loss is Eq. 3, which is the sigmoid loss when K = 1)."""
+
+    shared_prompt_forward: str = field(
+        default="packed",
+        metadata={
+            "help": "How the 1 + K completions of a prompt are scored: 'packed' (the prompt once, completions packed "
+            "after it under a 4D mask), 'cache' (the prompt once, its KV cache repeated; needs gradient "
+            "checkpointing off) or 'plain' (1 + K full sequences)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.shared_prompt_forward not in FORWARDS:
+            raise ConfigError(
+                f"shared_prompt_forward={self.shared_prompt_forward!r}: expected one of {sorted(FORWARDS)}"
+            )
+
+
+class SoftmaxDPOTrainer(DPOTrainer):
+    """DPO with one chosen and K rejected completions per prompt (Softmax-DPO)."""
+
+    _tag_names = ["trl", "dpo", "softmax-dpo", "align3gr"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        config = kwargs.get("args")
+        if config is not None and list(config.loss_type) != ["sigmoid"]:
+            raise ValueError(f"SoftmaxDPOTrainer computes Eq. 3; loss_type must be ['sigmoid'], got {config.loss_type}")
+        tokenizer = kwargs.get("processing_class")
+        if kwargs.get("data_collator") is None and tokenizer is not None:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            kwargs["data_collator"] = SoftmaxPreferenceCollator(pad_token_id=pad)
+        super().__init__(*args, **kwargs)
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        """Tokenize `prompt`, `chosen`, `rejected` rows (skipped when the rows already hold token IDs) and refuse
+        rows whose rejected list is empty or holds the chosen completion."""
+        columns = set(dataset.column_names or [])
+        if set(TOKEN_COLUMNS) <= columns:
+            return dataset.map(_check_row, with_indices=True, fn_kwargs={"name": dataset_name})
+        missing = {"prompt", "chosen", "rejected"} - columns
+        if missing:
+            raise DataError(
+                f"{dataset_name} dataset: missing column(s) {sorted(missing)}; "
+                "expected prompt, chosen, rejected (a list of completions)"
+            )
+
+        def tokenize(row: dict, index: int) -> dict:
+            if isinstance(row["rejected"], str):
+                raise DataError(f"{dataset_name} dataset row {index}: 'rejected' must be a list of completions")
+            ids = {
+                "prompt_ids": encode_prompt(processing_class, row["prompt"]),
+                "chosen_ids": encode_completion(processing_class, row["chosen"]),
+                "rejected_ids": [encode_completion(processing_class, text) for text in row["rejected"]],
+            }
+            return _check_row(ids, index, dataset_name)
+
+        return dataset.map(
+            tokenize, with_indices=True, remove_columns=sorted(columns & {"prompt", "chosen", "rejected"})
+        )
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            self._signature_columns = [*TOKEN_COLUMNS, "ref_chosen_logps", "ref_rejected_logps"]
+
+    def completion_logps(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, 1 + K] log-probabilities of the chosen then the rejected completions under `model`."""
+        return FORWARDS[self.args.shared_prompt_forward](model, inputs)
+
+    @torch.no_grad()
+    def compute_ref_log_probs(self, model, inputs):
+        """(chosen [B], rejected [B, K]) under the reference: `model`, or the policy's frozen "ref" adapter (or
+        its base with adapters off) when the policy is a PEFT model without a separate reference."""
+        adapter = contextlib.nullcontext()
+        if self.ref_model is None and is_peft_model(self.model):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            adapter = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), adapter:
+            logps = self.completion_logps(model, inputs)
+        return logps[:, 0], logps[:, 1:]
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        logps = self.completion_logps(model, inputs)
+        if self.precompute_ref_logps:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            ref_chosen, ref_rejected = self.compute_ref_log_probs(self.ref_model or model, inputs)
+        mask = inputs["rejected_mask"]
+        out = softmax_dpo_loss(logps[:, 0], logps[:, 1:], ref_chosen, ref_rejected, self.beta, mask)
+        loss = out.losses.mean()
+        self._log_rewards(mode, out.chosen_rewards.detach(), out.rejected_rewards.detach(), mask, logps.detach())
+        return (loss, {"logps": logps}) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation computes the loss (and logs the rewards); there are no logits to hand to `compute_metrics`."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def _log_rewards(
+        self, mode: str, chosen: torch.Tensor, rejected: torch.Tensor, mask: torch.Tensor, logps: torch.Tensor
+    ) -> None:
+        """Rewards, margin (chosen minus the mean rejected) and accuracy (the chosen beats every rejected)."""
+        count = mask.sum(1).clamp_min(1)
+        mean_rejected = rejected.masked_fill(~mask, 0).sum(1) / count
+        best_rejected = rejected.max(1).values
+        rows = {
+            "rewards/chosen": chosen,
+            "rewards/rejected": mean_rejected,
+            "rewards/margins": chosen - mean_rejected,
+            "rewards/accuracies": (chosen > best_rejected).float(),
+            "logps/chosen": logps[:, 0],
+            "logps/rejected": logps[:, 1:].masked_fill(~mask, 0).sum(1) / count,
+        }
+        for name, values in rows.items():
+            self._metrics[mode][name].append(self.accelerator.gather(values).mean().item())
+
+
+def _check_row(row: dict, index: int, name: str) -> dict:
+    """A tokenized row, or a DataError when it has no rejected completion or one equal to the chosen."""
+    rejected = [list(r) for r in row["rejected_ids"]]
+    if not rejected:
+        raise DataError(f"{name} dataset row {index}: 'rejected' is empty; Softmax-DPO needs at least one")
+    if list(row["chosen_ids"]) in rejected:
+        raise DataError(f"{name} dataset row {index}: the chosen completion is among the rejected ones")
+    return row

@@ -1,0 +1,210 @@
+"""Softmax-DPO (seed 003, Eq. 3): the loss, its agreement with TRL's DPO at K = 1, the shared-prompt forward,
+the reference of a LoRA stage, precomputed reference log-probabilities and bad rows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOConfig, DPOTrainer
+
+from align3gr.dpo.collator import SoftmaxPreferenceCollator
+from align3gr.dpo.shared_prompt import FORWARDS, cached_completion_logps, packed_attention_mask
+from align3gr.dpo.softmax_dpo_loss import softmax_dpo_loss
+from align3gr.dpo.trainer import SoftmaxDPOConfig, SoftmaxDPOTrainer
+from align3gr.errors import ConfigError, DataError
+from align3gr.models.tiny import build_tiny_causal_lm
+from align3gr.seeding import seeded
+
+TEXTS = [f"user {u} watched movie {m} and liked the story of the film {m + u}" for u in range(40) for m in range(5)]
+ROWS = [
+    {"prompt": "user 3 watched movie 1, then", "chosen": "movie 4", "rejected": ["movie 2", "film 7", "story"]},
+    {"prompt": "what does user 12 watch next after movie 3 and movie 9?", "chosen": "film 1", "rejected": ["movie 0"]},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_causal_lm(TEXTS, tmp_path_factory.mktemp("dpo") / "tiny", vocab_size=400, hidden_size=32)
+
+
+def load(path):
+    return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa").float()
+
+
+def config(cls, tmp_path, **options):
+    return cls(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, report_to=[], use_cpu=True,
+               bf16=False, beta=0.3, max_steps=1, logging_steps=1, save_strategy="no", **options)  # fmt: skip
+
+
+def softmax_trainer(model, tokenizer, tmp_path, rows=ROWS, **options):
+    return SoftmaxDPOTrainer(
+        model=model,
+        args=config(SoftmaxDPOConfig, tmp_path, **options),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+
+
+def batch_of(trainer):
+    return next(iter(trainer.get_train_dataloader()))
+
+
+def test_loss_by_hand():
+    chosen, rejected = torch.tensor([-2.0]), torch.tensor([[-3.0, -1.0]])
+    ref_chosen, ref_rejected = torch.tensor([-2.5]), torch.tensor([[-2.0, -1.5]])
+    out = softmax_dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=0.5)
+    r_w, r_l = 0.5 * 0.5, [0.5 * -1.0, 0.5 * 0.5]
+    expected = -math.log(1 / (1 + math.exp(math.log(sum(math.exp(r - r_w) for r in r_l)))))
+    assert out.losses.item() == pytest.approx(expected, rel=1e-6)
+    masked = softmax_dpo_loss(chosen, rejected, ref_chosen, ref_rejected, 0.5, torch.tensor([[True, False]]))
+    assert masked.losses.item() == pytest.approx(-math.log(1 / (1 + math.exp(r_l[0] - r_w))), rel=1e-6)
+
+
+def test_one_rejected_gives_trls_sigmoid_dpo_loss(tiny, tmp_path):
+    """Same model, same token IDs: Softmax-DPO at K = 1 is TRL's own DPO loss."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    pairs = [{**row, "rejected": row["rejected"][0]} for row in ROWS]
+    ours = softmax_trainer(
+        load(tiny), tokenizer, tmp_path / "ours", rows=[{**p, "rejected": [p["rejected"]]} for p in pairs]
+    )
+    theirs = DPOTrainer(
+        model=load(tiny), args=config(DPOConfig, tmp_path / "trl"), train_dataset=Dataset.from_list(pairs),
+        processing_class=tokenizer,
+    )  # fmt: skip
+    rows = [ours.train_dataset[i] for i in range(len(pairs))]
+    trl_rows = [{**r, "rejected_ids": r["rejected_ids"][0]} for r in rows]
+    with torch.no_grad():
+        loss = ours.compute_loss(ours.model, SoftmaxPreferenceCollator(tokenizer.pad_token_id)(rows))
+        expected = theirs.compute_loss(theirs.model, theirs.data_collator(trl_rows))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("shared", ["packed", "cache"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_prompt_forward_gives_the_plain_loss_and_gradients(tiny, tmp_path, shared, attention):
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny, attn_implementation=attention).float()
+    batch = batch_of(softmax_trainer(load(tiny), tokenizer, tmp_path))
+    results = []
+    for forward in (FORWARDS["plain"], FORWARDS[shared]):
+        model.zero_grad()
+        logps = forward(model, batch)
+        reference = logps.detach() - 0.1
+        loss = softmax_dpo_loss(
+            logps[:, 0], logps[:, 1:], reference[:, 0], reference[:, 1:], 0.3, batch["rejected_mask"]
+        )
+        loss.losses.mean().backward()
+        results.append((logps.detach(), [p.grad.clone() for p in model.parameters()]))
+    (plain, plain_grads), (shared, shared_grads) = results
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+    for a, b in zip(shared_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_log_probabilities_equal_an_unpadded_forward(tiny, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    trainer = softmax_trainer(load(tiny), tokenizer, tmp_path)
+    model = load(tiny)
+    row = trainer.train_dataset[1]
+    with torch.no_grad():
+        logps = cached_completion_logps(model, SoftmaxPreferenceCollator(tokenizer.pad_token_id)([row]))
+        ids = torch.tensor([row["prompt_ids"] + row["chosen_ids"]])
+        log_softmax = torch.log_softmax(model(ids).logits[0, :-1], -1)
+    start = len(row["prompt_ids"])
+    expected = log_softmax[torch.arange(start - 1, ids.shape[1] - 1), ids[0, start:]].sum()
+    assert logps[0, 0].item() == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_a_lora_stage_is_referenced_to_the_adapter_it_started_from(tiny, tmp_path):
+    """The reference of a stage that continues a LoRA adapter is that adapter (TRL's frozen "ref" copy), not
+    the base model: before any step, policy and reference agree and the base model does not."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    with seeded(0):
+        peft_model = get_peft_model(load(tiny), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.5)
+    peft_model.save_pretrained(tmp_path / "previous_stage")
+    model = PeftModel.from_pretrained(load(tiny), tmp_path / "previous_stage", is_trainable=True)
+    trainer = softmax_trainer(model, tokenizer, tmp_path)
+    batch = batch_of(trainer)
+    with torch.no_grad():
+        policy = trainer.completion_logps(trainer.model, batch)
+        ref_chosen, ref_rejected = trainer.compute_ref_log_probs(trainer.model, batch)
+        with trainer.model.disable_adapter():
+            base = trainer.completion_logps(trainer.model, batch)
+    torch.testing.assert_close(torch.cat([ref_chosen.unsqueeze(1), ref_rejected], 1), policy)
+    assert not torch.allclose(base, policy, atol=1e-3)
+
+
+def test_precomputed_reference_gives_the_same_loss(tiny, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    live = softmax_trainer(load(tiny), tokenizer, tmp_path / "live")
+    stored = softmax_trainer(load(tiny), tokenizer, tmp_path / "stored", precompute_ref_log_probs=True)
+    assert "ref_rejected_logps" in stored.train_dataset.column_names
+    rows = [stored.train_dataset[i] for i in range(len(ROWS))]
+    batch = SoftmaxPreferenceCollator(tokenizer.pad_token_id)(rows)
+    with torch.no_grad():
+        assert stored.compute_loss(stored.model, batch).item() == pytest.approx(
+            live.compute_loss(live.model, {k: v for k, v in batch.items() if not k.startswith("ref_")}).item(),
+            rel=1e-5,
+        )
+
+
+def test_packed_mask_lets_each_completion_see_the_prompt_and_itself():
+    mask = packed_attention_mask(torch.tensor([[0, 1, 1]]), count=2, width=2)[0, 0]
+    # rows: queries, columns: keys; layout [pad, p1, p2 | c0 t0, c0 t1 | c1 t0, c1 t1]
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0, 0],
+            [0, 1, 0, 0, 0, 0, 0],
+            [0, 1, 1, 0, 0, 0, 0],
+            [0, 1, 1, 1, 0, 0, 0],
+            [0, 1, 1, 1, 1, 0, 0],
+            [0, 1, 1, 0, 0, 1, 0],
+            [0, 1, 1, 0, 0, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(mask, expected)
+
+
+def test_a_training_step_runs_with_gradient_checkpointing_and_logs_the_rewards(tiny, tmp_path):
+    trainer = softmax_trainer(load(tiny), AutoTokenizer.from_pretrained(tiny), tmp_path, gradient_checkpointing=True)
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
+        assert key in logged and math.isfinite(logged[key])
+
+
+@pytest.mark.parametrize(
+    ("rows", "pattern"),
+    [
+        ([{"prompt": "p", "chosen": "a", "rejected": ["b", "a"]}], "row 0: the chosen completion is among"),
+        ([{"prompt": "p", "chosen": "a", "rejected": []}], "row 0: 'rejected' is empty"),
+        ([{"prompt": "p", "chosen": "a", "rejected": "b"}], "row 0: 'rejected' must be a list"),
+        ([{"prompt": "p", "chosen": "a"}], r"missing column\(s\) \['rejected'\]"),
+    ],
+)
+def test_bad_rows_are_refused(tiny, tmp_path, rows, pattern):
+    with pytest.raises(DataError, match=pattern):
+        softmax_trainer(load(tiny), AutoTokenizer.from_pretrained(tiny), tmp_path, rows=rows)
+
+
+def test_bad_options_are_refused(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="shared_prompt_forward='fast': expected one of"):
+        config(SoftmaxDPOConfig, tmp_path, shared_prompt_forward="fast")
+    trainer = softmax_trainer(
+        load(tiny),
+        AutoTokenizer.from_pretrained(tiny),
+        tmp_path,
+        shared_prompt_forward="cache",
+        gradient_checkpointing=True,
+    )
+    with pytest.raises(ConfigError, match="gradient checkpointing"):
+        trainer.train()
