@@ -104,9 +104,33 @@ def _tokenize(args: argparse.Namespace) -> None:
     print(format_mapping(summary))
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from align3gr.evaluate.config import EvaluateConfig
+    from align3gr.evaluate.stage import run_evaluate
+
+    overrides = _overrides(args, EvaluateConfig)
+    if args.ks:
+        try:
+            overrides["ks"] = [int(k) for k in args.ks.split(",")]
+        except ValueError:
+            raise ConfigError(f"--ks {args.ks!r}: expected comma-separated integers like 5,10") from None
+    config = config_from_sources(EvaluateConfig, args.config, overrides)
+    result = run_evaluate(args.model, args.data, args.out, config, scid_dir=args.scid)
+    metrics = result.metrics
+    rows = [{"K": k, "Recall@K": metrics[f"recall@{k}"], "NDCG@K": metrics[f"ndcg@{k}"],
+             "coverage@K": metrics[f"coverage@{k}"]} for k in config.ks]  # fmt: skip
+    title = f"\nEvaluation {args.out} ({metrics['split']}, {metrics['num_users']} users, {metrics['decoder']})"
+    print(format_table(rows, title))
+    summary = {key: metrics[key] for key in ("valid_rate", "beam_size", "catalogue_size", "users_per_second")}
+    print(format_mapping(summary))
+    for row in result.texts:
+        print(f"\n[{row['user_id']}] {row['task']}\n  generated: {row['generated']}\n  reference: {row['reference']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from align3gr.data.config import DataConfig, SourceConfig
     from align3gr.embed.config import EmbedConfig
+    from align3gr.evaluate.config import EvaluateConfig
     from align3gr.tokenize.config import TokenizeConfig
 
     parser = argparse.ArgumentParser(prog="align3gr", description=__doc__)
@@ -150,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("--config", type=Path, help="YAML file with a `tokenize:` section of these options.")
     add_config_arguments(tokenize, TokenizeConfig)
     tokenize.set_defaults(func=_tokenize)
+
+    evaluate = stages.add_parser("evaluate", help="Rank items with constrained beam search; Recall/NDCG@K.")
+    evaluate.add_argument("--model", required=True, type=Path, help="Model folder (sft/ or a DPO stage's output).")
+    evaluate.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
+    evaluate.add_argument("--out", required=True, type=Path, help="Output folder (eval/STAGE/).")
+    evaluate.add_argument("--scid", type=Path, help="Folder of the code tables (default: the copies in --model).")
+    evaluate.add_argument("--ks", help="Comma-separated cut-offs K (default 5,10).")
+    evaluate.add_argument("--config", type=Path, help="YAML file with an `evaluate:` section of these options.")
+    add_config_arguments(evaluate, EvaluateConfig)
+    evaluate.set_defaults(func=_evaluate)
     return parser
 
 

@@ -1,0 +1,46 @@
+"""Options of the `evaluate` stage (seed 003, "Evaluation Metrics": Recall/NDCG@5/10, beam width 20)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from align3gr.decode import DECODERS
+from align3gr.errors import ConfigError
+from align3gr.evaluate.metrics import check_ks
+
+
+@dataclass
+class EvaluateConfig:
+    """Which users, which decoder, which cut-offs; every user of the split is evaluated."""
+
+    section = "evaluate"
+
+    split: str = field(default="test", metadata={"help": "valid (model selection) or test (reporting)."})
+    decoder: str = field(
+        default="beam_search",
+        metadata={"help": f"One of {', '.join(DECODERS)} (unconstrained: free SCID generation, for the valid rate)."},
+    )
+    beam_size: int = field(default=20, metadata={"help": "Beam width = length of each ranked list (paper: 20)."})
+    ks: list[int] = field(default_factory=lambda: [5, 10], metadata={"help": "Cut-offs K of Recall@K and NDCG@K."})
+    batch_size: int = field(default=16, metadata={"help": "Users decoded together."})
+    with_user_scid: bool | None = field(
+        default=None, metadata={"help": "Put the user's SCID in prompts; unset: as the model was trained (meta.json)."}
+    )
+    paraphrase: int = field(default=0, metadata={"help": "Which paraphrase of the sequential-task prompt to use."})
+    dtype: str = field(default="float32", metadata={"help": "Weights dtype for inference."})
+    text_examples: int = field(
+        default=0, metadata={"help": "Users for which to generate the next title and preference text (greedy)."}
+    )
+    max_new_tokens: int = field(default=48, metadata={"help": "Length limit of the generated texts."})
+
+    def validate(self) -> None:
+        if self.split not in ("valid", "test"):
+            raise ConfigError(f"split={self.split!r}: expected 'valid' or 'test'")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"decoder={self.decoder!r}: expected one of {', '.join(DECODERS)}")
+        for name in ("beam_size", "batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.text_examples < 0:
+            raise ConfigError(f"text_examples must be >= 0, got {self.text_examples}")
+        self.ks = check_ks(self.ks)

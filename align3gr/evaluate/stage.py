@@ -1,0 +1,136 @@
+"""`align3gr evaluate`: rank items for every user of a split and write `eval/STAGE/` (DESIGN.md, Evaluation).
+
+`metrics.json`: `recall@K`, `ndcg@K`, `coverage@K` for each K, `valid_rate`, `num_users`, `beam_size`, `split`,
+the decoder, catalogue size, speed. `predictions.jsonl`: `user_id`, `target`, `ranked` (item IDs, best first),
+`scores` (log-probabilities of the SCIDs). With `text_examples`, `text_examples.jsonl` holds generated texts.
+
+Under `accelerate launch`, users are split across processes batch by batch (the batches are those of a
+single-process run: users sorted by prompt length, then cut), the predictions gathered in user order and
+written by the main process, so the files are identical to a single-process run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from align3gr.config import config_to_dict
+from align3gr.data.dataset import load_dataset
+from align3gr.decode import Ranked, build_decoder
+from align3gr.decode.trie import trie_for_model
+from align3gr.evaluate.config import EvaluateConfig
+from align3gr.evaluate.metrics import Prediction, compute_metrics
+from align3gr.evaluate.texts import text_examples
+from align3gr.io import atomic_directory, read_json, write_json, write_jsonl
+from align3gr.models.loading import load_for_inference
+from align3gr.sft.prompting import encode_prompt
+from align3gr.sft.tasks import evaluation_prompts
+from align3gr.tokenize.code_table import load_code_tables
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationResult:
+    """The metrics written to `metrics.json`, every user's prediction, and the generated text examples."""
+
+    metrics: dict
+    predictions: list[Prediction]
+    texts: list[dict[str, str]]
+
+
+def trained_with_user_scid(model_dir: Path) -> bool:
+    """Whether the SFT run behind `model_dir` put user SCIDs in prompts (its meta.json; True when unrecorded)."""
+    meta = model_dir / "meta.json"
+    if not meta.is_file():
+        return True
+    return bool(read_json(meta).get("config", {}).get("with_user_scid", True))
+
+
+def shard_order(lengths: list[int], batch_size: int, process: int, processes: int) -> list[int]:
+    """The prompt indices process `process` decodes: prompts sorted by length (less padding), cut into batches,
+    batches dealt round-robin; every batch is the same whatever the number of processes."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    return [i for batch in batches[process::processes] for i in batch]
+
+
+def run_evaluate(
+    model_dir: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    config: EvaluateConfig | None = None,
+    scid_dir: str | Path | None = None,
+) -> EvaluationResult:
+    """Evaluate the model of `model_dir` (an `sft/` or DPO output folder, or any model folder with the code tokens)
+    on `data_dir`, with the code tables of `scid_dir` (default: the copies in `model_dir`); writes `out_dir`."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    config = config or EvaluateConfig()
+    config.validate()
+    state = PartialState(cpu=not torch.accelerator.is_available())
+    model_dir = Path(model_dir)
+    dataset = load_dataset(data_dir)
+    item_codes, user_codes = load_code_tables(scid_dir or model_dir, dataset)
+    model, tokenizer = load_for_inference(model_dir, config.dtype)
+    model.to(state.device)
+    with_user_scid = trained_with_user_scid(model_dir) if config.with_user_scid is None else config.with_user_scid
+    pairs = evaluation_prompts(
+        dataset, item_codes, user_codes, config.split, with_user_scid=with_user_scid, paraphrase=config.paraphrase
+    )
+    prompts = [encode_prompt(tokenizer, text) for _, text in pairs]
+    trie = trie_for_model(item_codes, tokenizer, model)
+    decoder = build_decoder(config.decoder, model, tokenizer, trie, config.beam_size, config.batch_size)
+    mine = shard_order([len(p) for p in prompts], config.batch_size, state.process_index, state.num_processes)
+    log.info("%s: %d users of %s, %d on this process, decoder %s", model_dir, len(prompts), config.split, len(mine),
+             config.decoder)  # fmt: skip
+    with tqdm(total=len(mine), unit="user", desc="evaluate", disable=not state.is_main_process) as bar:
+        ranked = decoder.recommend([prompts[i] for i in mine], progress=bar.update)
+    results: list[tuple[int, Ranked]] = list(zip(mine, ranked, strict=True))
+    if state.num_processes > 1:
+        results = gather_object(results)
+    by_index = dict(results)
+    predictions = [
+        Prediction(
+            ex.user_id, ex.target, by_index[i].items, by_index[i].scores, by_index[i].returned, by_index[i].valid
+        )
+        for i, (ex, _) in enumerate(pairs)
+    ]
+    seconds = time.perf_counter() - start
+    metrics = {
+        **compute_metrics(predictions, config.ks, len(item_codes)),
+        "beam_size": config.beam_size,
+        "split": config.split,
+        "decoder": config.decoder,
+        "catalogue_size": len(item_codes),
+        "seconds": round(seconds, 2),
+        "users_per_second": round(len(predictions) / seconds, 2),
+        "processes": state.num_processes,
+        "model": str(model_dir),
+        "config": config_to_dict(config),
+    }
+    texts: list[dict[str, str]] = []
+    if state.is_main_process:
+        if config.text_examples:
+            texts = text_examples(
+                model, tokenizer, dataset, item_codes, user_codes, config.split, config.text_examples,
+                with_user_scid=with_user_scid, max_new_tokens=config.max_new_tokens,
+            )  # fmt: skip
+        with atomic_directory(out_dir) as tmp:
+            write_json(tmp / "metrics.json", metrics)
+            write_jsonl(
+                tmp / "predictions.jsonl",
+                ({"user_id": p.user_id, "target": p.target, "ranked": list(p.ranked), "scores": list(p.scores)}
+                 for p in predictions),
+            )  # fmt: skip
+            if texts:
+                write_jsonl(tmp / "text_examples.jsonl", texts)
+    state.wait_for_everyone()
+    return EvaluationResult(metrics, predictions, texts)

@@ -1,0 +1,15 @@
+"""Recipe: evaluate a trained model on the valid or test users (Recall/NDCG@5/10 with beam width 20).
+
+    python recipes/evaluate.py --model runs/ml100k/sft --data runs/ml100k/data --out runs/ml100k/eval/sft
+    accelerate launch --num_processes 2 --cpu recipes/evaluate.py --model ... --data ... --out ...
+
+Users are split across the launched processes; the result is identical to a single-process run.
+Any option of `align3gr evaluate` may follow (`--config recipes/configs/X.yaml` reads its `evaluate:` section).
+"""
+
+import sys
+
+from align3gr.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["evaluate", *sys.argv[1:]]))
