@@ -86,14 +86,19 @@ class GenerateDecoder(Decoder):
         self.eos_token_id = eos_token_id
         self.constrained = constrained
 
+    def constraint(self, prompt_length: int) -> dict:
+        """Keyword arguments of `generate` that keep beams on the trie (none when unconstrained)."""
+        if not self.constrained:
+            return {}
+        return {"logits_processor": LogitsProcessorList([SCIDLogitsProcessor(self.trie, prompt_length)])}
+
     def decode_batch(self, prompts: Sequence[Sequence[int]]) -> list[Ranked]:
         ids, mask = left_pad(prompts, self.pad_token_id, self.device)
         depth = self.trie.depth
         config = ranking_generation_config(self.beam_size, depth, self.eos_token_id, self.pad_token_id)
-        processors = LogitsProcessorList([SCIDLogitsProcessor(self.trie, ids.shape[1])] if self.constrained else [])
         with neutral_generation_defaults(self.model):
             output = self.model.generate(
-                input_ids=ids, attention_mask=mask, generation_config=config, logits_processor=processors
+                input_ids=ids, attention_mask=mask, generation_config=config, **self.constraint(ids.shape[1])
             )
         suffix = output.sequences[:, ids.shape[1] :]
         complete = suffix.shape[1] == depth
