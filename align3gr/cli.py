@@ -127,10 +127,35 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"\n[{row['user_id']}] {row['task']}\n  generated: {row['generated']}\n  reference: {row['reference']}")
 
 
+def _sft(args: argparse.Namespace) -> None:
+    from align3gr.sft.config import SFTStageConfig
+    from align3gr.sft.stage import run_sft
+
+    config = config_from_sources(SFTStageConfig, args.config, _overrides(args, SFTStageConfig))
+    result = run_sft(args.data, args.scid, args.out, config)
+    if not result.main_process:
+        return
+    meta = result.meta
+    rows = [{"task": task, "examples": count} for task, count in meta["examples"].items()]
+    state = "up to date, reused" if result.up_to_date else f"trained in {meta['seconds']:.1f}s"
+    print("\n" + format_table(rows, f"SFT {args.out} ({state})"))
+    summary = {
+        "base model": meta["base_model"],
+        "adapter": "LoRA" if meta["adapter"] else "full model",
+        "SCID tokens added": meta["vocabulary"]["scid_tokens"],
+        "steps": meta["steps"],
+        "training loss (first -> last log)": f"{meta['train_loss']['start']:.3f} -> {meta['train_loss']['end']:.3f}",
+    }
+    for name, loss in meta["seq_loss"].items():
+        summary[f"{name} loss (start -> end)"] = f"{loss['start']:.3f} -> {loss['end']:.3f}"
+    print(format_mapping(summary))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from align3gr.data.config import DataConfig, SourceConfig
     from align3gr.embed.config import EmbedConfig
     from align3gr.evaluate.config import EvaluateConfig
+    from align3gr.sft.config import SFTStageConfig
     from align3gr.tokenize.config import TokenizeConfig
 
     parser = argparse.ArgumentParser(prog="align3gr", description=__doc__)
@@ -174,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("--config", type=Path, help="YAML file with a `tokenize:` section of these options.")
     add_config_arguments(tokenize, TokenizeConfig)
     tokenize.set_defaults(func=_tokenize)
+
+    sft = stages.add_parser("sft", help="Add the SCID tokens to an LLM and train it on the Figure 3 tasks.")
+    sft.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
+    sft.add_argument("--scid", required=True, type=Path, help="Output folder of `align3gr tokenize`.")
+    sft.add_argument("--out", required=True, type=Path, help="Output folder (sft/).")
+    sft.add_argument("--config", type=Path, help="YAML file with an `sft:` section of these options.")
+    add_config_arguments(sft, SFTStageConfig)
+    sft.set_defaults(func=_sft)
 
     evaluate = stages.add_parser("evaluate", help="Rank items with constrained beam search; Recall/NDCG@K.")
     evaluate.add_argument("--model", required=True, type=Path, help="Model folder (sft/ or a DPO stage's output).")

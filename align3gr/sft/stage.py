@@ -1,0 +1,217 @@
+"""`align3gr sft`: extend the vocabulary with the SCID tokens and run the multi-task SFT of Figure 3.
+
+`sft/` holds the model (full fine-tuning) or the LoRA adapter with the trained SCID rows, the tokenizer with the
+added tokens, copies of `item_codes.json` and `user_codes.json`, `meta.json` (fingerprint of the inputs and the
+resolved config, vocabulary sizes, example counts, task-A losses before and after training), `sft_config.yaml`
+and `training_log.jsonl`; `load_for_inference` reads it alone. The folder appears in one rename; a re-run with the
+same inputs and config is a no-op; checkpoints go to `sft.work/` beside it, from which a killed run resumes.
+Every process of an `accelerate launch` calls `run_sft`; the main one builds the tiny model and writes the output.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+import align3gr
+from align3gr.config import config_to_dict
+from align3gr.data.dataset import Dataset, load_dataset
+from align3gr.io import atomic_directory, read_json, sha256_file, sha256_json, write_json, write_jsonl
+from align3gr.models.loading import META_FILE, load_model_and_tokenizer
+from align3gr.models.local import model_identity
+from align3gr.seeding import seeded
+from align3gr.sft.base_model import TINY, build_tiny_base
+from align3gr.sft.config import SFTStageConfig
+from align3gr.sft.data import sample_per_task, tokenize_examples
+from align3gr.sft.lora import scid_lora_config
+from align3gr.sft.tasks import SFTExample, TaskBuilder, evaluation_prompts, load_templates
+from align3gr.sft.training import sft_arguments
+from align3gr.sft.vocab import extend_vocabulary, scid_tokens, token_texts
+from align3gr.tokenize.code_table import load_code_tables
+
+log = logging.getLogger(__name__)
+SEQ_LOSS_EXAMPLES = 256
+
+
+@dataclass
+class SFTResult:
+    """Where the stage wrote, its meta (see the module docstring), and whether it was already up to date."""
+
+    path: Path
+    meta: dict
+    up_to_date: bool
+    main_process: bool = True
+
+
+def base_model_path(config: SFTStageConfig, out: Path) -> str:
+    """The base model to load: the tiny model's folder beside the output, a local folder (absolute), or a Hub id."""
+    if config.model == TINY:
+        return str((out.parent / f"{out.name}_base").resolve())
+    local = Path(config.model)
+    return str(local.resolve()) if local.is_dir() else config.model
+
+
+def fingerprint_of(config: SFTStageConfig, dataset: Dataset, scid: Path, base: str) -> str:
+    """Hash of everything the output depends on: dataset, code tables, templates, base model and config."""
+    local = Path(base)
+    return sha256_json(
+        {
+            "data": dataset.meta.get("fingerprint"),
+            "codes": [sha256_file(scid / "item_codes.json"), sha256_file(scid / "user_codes.json")],
+            "templates": load_templates(),
+            "model": model_identity(local) if config.model != TINY and local.is_dir() else base,
+            "config": config_to_dict(config),
+            "version": align3gr.__version__,
+        }
+    )
+
+
+def _up_to_date(out: Path, fingerprint: str) -> dict | None:
+    meta_path = out / META_FILE
+    if not meta_path.is_file():
+        return None
+    meta = read_json(meta_path)
+    return meta if meta.get("fingerprint") == fingerprint else None
+
+
+def _seq_examples(builder: TaskBuilder, dataset: Dataset, item_codes, user_codes, config) -> dict[str, list]:
+    """Task-A examples whose loss is reported: a fixed sample of training ones and the first valid users."""
+    train = sample_per_task(list(builder.seq()), SEQ_LOSS_EXAMPLES, config.seed)
+    valid = evaluation_prompts(dataset, item_codes, user_codes, "valid", with_user_scid=config.with_user_scid)
+    valid = [SFTExample("seq", prompt, builder.item(ex.target)) for ex, prompt in valid[: config.eval_examples]]
+    return {"train_seq": train, "valid_seq": valid}
+
+
+def _prepare_work(work: Path, fingerprint: str) -> str | None:
+    """The checkpoint to resume from when `work` holds one of this exact run; otherwise `work` starts empty."""
+    marker = work / "fingerprint"
+    if marker.is_file() and marker.read_text() == fingerprint:
+        checkpoints = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        return str(checkpoints[-1]) if checkpoints else None
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    marker.write_text(fingerprint)
+    return None
+
+
+def run_sft(
+    data_dir: str | Path, scid_dir: str | Path, out_dir: str | Path, config: SFTStageConfig | None = None
+) -> SFTResult:
+    """Train the SFT model of `data_dir` + `scid_dir` into `out_dir` (or reuse it); see the module docstring."""
+    from accelerate import PartialState
+    from trl import SFTTrainer
+
+    start = time.perf_counter()
+    config = config or SFTStageConfig()
+    config.validate()
+    out, scid = Path(out_dir), Path(scid_dir)
+    work = out.parent / f"{out.name}.work"
+    arguments = sft_arguments(config, work, eval_steps=config.save_steps)  # sets up the process group first
+    state = PartialState()
+    dataset = load_dataset(data_dir)
+    item_codes, user_codes = load_code_tables(scid, dataset)
+    builder = TaskBuilder(dataset, item_codes, user_codes, with_user_scid=config.with_user_scid, seed=config.seed)
+    base = base_model_path(config, out)
+    fingerprint = fingerprint_of(config, dataset, scid, base)
+    existing = _up_to_date(out, fingerprint)
+    if existing is not None:
+        log.info("%s is up to date (same data, codes, model and config); nothing to do", out)
+        return SFTResult(out, existing, True)
+
+    with state.main_process_first():  # the main process prepares; the others then find its work folder
+        resume = _prepare_work(work, fingerprint)
+        if state.is_main_process and config.model == TINY:
+            build_tiny_base(
+                dataset, base, config.tiny_vocab_size, config.tiny_hidden_size, config.tiny_layers, config.seed
+            )
+
+    with seeded(config.seed):
+        model, tokenizer = load_model_and_tokenizer(
+            base,
+            dtype=config.dtype,
+            attn_implementation=config.attn_implementation,
+            trust_remote_code=config.trust_remote_code,
+            load_in_4bit=config.load_in_4bit,
+        )
+        base_vocab_size = len(tokenizer)
+        tokens = scid_tokens(item_codes, user_codes)
+        texts = {}
+        if config.token_init == "text":
+            texts = token_texts(item_codes, {i: x.title for i, x in dataset.items.items()})
+            texts |= token_texts(user_codes, {u: x.profile for u, x in dataset.users.items()})
+        token_ids = extend_vocabulary(model, tokenizer, tokens, init=config.token_init, texts=texts)
+        examples = sample_per_task(builder.build(config.tasks), config.max_examples_per_task, config.seed)
+        train = tokenize_examples(examples, tokenizer, config.max_length, "Tokenizing the task mixture")
+        evals = {
+            name: tokenize_examples(rows, tokenizer, config.max_length, f"Tokenizing {name}")
+            for name, rows in _seq_examples(builder, dataset, item_codes, user_codes, config).items()
+        }
+        peft_config = None
+        if config.use_lora:
+            peft_config = scid_lora_config(
+                model, token_ids, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules
+            )
+        trainer = SFTTrainer(
+            model=model,
+            args=arguments,
+            train_dataset=train,
+            eval_dataset=evals,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        final = trainer.evaluate()
+        trainer.save_model(str(work / "final"))
+    state.wait_for_everyone()
+
+    history = trainer.state.log_history
+    counts: dict[str, int] = {}
+    for example in examples:
+        counts[example.task] = counts.get(example.task, 0) + 1
+    meta = {
+        "fingerprint": fingerprint,
+        "base_model": base,
+        "adapter": config.use_lora,
+        "vocabulary": {
+            "base_vocab_size": base_vocab_size,
+            "scid_tokens": len(tokens),
+            "embedding_rows": int(trainer.model.get_input_embeddings().weight.shape[0]),
+        },
+        "examples": counts,
+        "train_rows": len(train),
+        "steps": trainer.state.global_step,
+        "distributed": {"type": state.distributed_type.value, "processes": state.num_processes},
+        "seq_loss": {
+            name: {"start": _first(history, f"eval_{name}_loss"), "end": final.get(f"eval_{name}_loss")}
+            for name in evals
+        },
+        "train_loss": {"start": _first(history, "loss"), "end": _last(history, "loss")},
+        "config": config_to_dict(config),
+        "align3gr_version": align3gr.__version__,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    if state.is_main_process:
+        with atomic_directory(out) as tmp:
+            for path in (work / "final").iterdir():
+                path.rename(tmp / path.name)
+            shutil.copy2(scid / "item_codes.json", tmp / "item_codes.json")
+            shutil.copy2(scid / "user_codes.json", tmp / "user_codes.json")
+            (tmp / "sft_config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+            write_jsonl(tmp / "training_log.jsonl", history)
+            write_json(tmp / META_FILE, meta)
+        shutil.rmtree(work, ignore_errors=True)
+    state.wait_for_everyone()
+    return SFTResult(out, meta, False, state.is_main_process)
+
+
+def _first(history: list[dict], key: str) -> float | None:
+    return next((row[key] for row in history if key in row), None)
+
+
+def _last(history: list[dict], key: str) -> float | None:
+    return next((row[key] for row in reversed(history) if key in row), None)
