@@ -119,3 +119,118 @@ def test_full_model_folder_loads_for_inference(tiny_qwen):
     with pytest.raises(ConfigError, match="cannot load a model config"):
         load_model_and_tokenizer(tiny_qwen.parent / "missing")
     assert json.loads((tiny_qwen / "config.json").read_text())["model_type"] == "qwen2"
+
+
+def hand_made_dataset():
+    """Two users over six items with known titles, intentions and preference statements."""
+    from align3gr.data.dataset import Dataset
+    from align3gr.data.schema import Item, Sequence, User
+
+    items = {f"i{k}": Item(f"i{k}", f"Film {k}", f"Film {k} (199{k}). Genres: Drama.") for k in range(6)}
+    users = {"u1": User("u1", "A 30-year-old writer."), "u2": User("u2", "")}
+    sequences = {
+        "u1": Sequence("u1", ["i0", "i1", "i2", "i3", "i4"], [1, 2, 3, 4, 5]),
+        "u2": Sequence("u2", ["i5", "i4", "i3", "i2"], [1, 2, 3, 4]),
+    }
+    dataset = Dataset(items=items, users=users, sequences=sequences, meta={"max_history": 20})
+    dataset.intentions = [
+        {"user_id": "u1", "item_id": "i1", "query": "Something calm."},
+        {"user_id": "u1", "item_id": "i4", "query": "The test target."},  # a test target: never used
+    ]
+    dataset.preferences = {"u1": "The user enjoys Drama."}
+    codes = {f"i{k}": [f"<a_{k}>", f"<b_{k % 2}>"] for k in range(6)}
+    return dataset, codes, {"u1": ["<ua_0>", "<ub_1>"], "u2": ["<ua_1>", "<ub_0>"]}
+
+
+def first_paraphrases():
+    from align3gr.sft.tasks import load_templates
+
+    return {kind: paraphrases[:1] for kind, paraphrases in load_templates().items()}
+
+
+def test_every_task_builder_gives_its_prompts_and_completions():
+    from align3gr.sft.tasks import TaskBuilder
+
+    dataset, items, users = hand_made_dataset()
+    builder = TaskBuilder(dataset, items, users, templates=first_paraphrases())
+    got = {task: [(e.prompt, e.completion) for e in builder.builders[task]()] for task in builder.builders}
+    u1 = "user <ua_0><ub_1>"
+    assert got["seq"] == [
+        (f"Based on the historical interactions of {u1}: <a_0><b_0>, what should be recommended to the user next?",
+         "<a_1><b_1>"),
+        (f"Based on the historical interactions of {u1}: <a_0><b_0>, <a_1><b_1>, what should be recommended to the "
+         "user next?", "<a_2><b_0>"),
+        ("Based on the historical interactions of user <ua_1><ub_0>: <a_5><b_1>, what should be recommended to the "
+         "user next?", "<a_4><b_0>"),
+    ]  # fmt: skip
+    assert got["item_align"][:3] == [
+        ('Which item has the title "Film 0"?', "<a_0><b_0>"),
+        ("An item is described as: Film 0 (1990). Genres: Drama. Which item is it?", "<a_0><b_0>"),
+        ("What is the title of item <a_0><b_0>?", "Film 0"),
+    ]
+    assert got["user_align"] == [  # u2 has no profile
+        ("Which user has this profile: A 30-year-old writer.", "<ua_0><ub_1>"),
+        ("Describe user <ua_0><ub_1>.", "A 30-year-old writer."),
+    ]
+    assert got["asym_title"][1] == (
+        f"Based on the historical interactions of {u1}: <a_0><b_0>, <a_1><b_1>, what is the title of the item to "
+        "recommend next?",
+        "Film 2",
+    )
+    assert got["asym_item"][1] == (
+        f'Given the titles of the items {u1} interacted with: "Film 0", "Film 1", recommend a suitable next item.',
+        "<a_2><b_0>",
+    )
+    assert got["intention"] == [
+        (f'Suppose you are a search engine. {u1} searches: "Something calm." Can you select an item to respond to '
+         "the query?", "<a_1><b_1>"),
+    ]  # fmt: skip
+    assert got["preference"] == [
+        (f'Given the items {u1} interacted with: "Film 0", "Film 1", "Film 2", what can be inferred about the '
+         "user's preferences?", "The user enjoys Drama."),
+    ]  # fmt: skip
+    anonymous = TaskBuilder(dataset, items, users, with_user_scid=False, templates=first_paraphrases())
+    assert next(anonymous.seq()).prompt.startswith("Based on the historical interactions of the user: <a_0><b_0>")
+    with pytest.raises(ConfigError, match="user_codes.json is empty"):
+        TaskBuilder(dataset, items, {})
+
+
+def test_no_valid_or_test_target_reaches_a_training_example(ml100k):
+    from align3gr.sft.tasks import TASKS, TaskBuilder
+
+    full = load_dataset(ml100k)
+    items, users = code_tables(full)
+    held_out = {u: set(s.items[-2:]) for u, s in full.sequences.items()}
+    examples = TaskBuilder(full, items, users).build(TASKS)
+    assert {e.task for e in examples} == set(TASKS)
+    for example in examples:
+        if example.user_id is None:
+            continue
+        text = example.prompt + example.completion
+        for target in held_out[example.user_id]:
+            assert target not in example.items and "".join(items[target]) not in text
+
+
+def test_bad_inputs_fail_before_training(small, tmp_path, monkeypatch):
+    from align3gr.config import config_from_sources
+    from align3gr.sft.config import SFTStageConfig
+    from align3gr.sft.tasks import load_templates
+
+    with pytest.raises(ConfigError, match="tasks is empty"):
+        config_from_sources(SFTStageConfig, overrides={"tasks": []})
+    with pytest.raises(ConfigError, match="unknown task 'B3'"):
+        config_from_sources(SFTStageConfig, overrides={"tasks": ["seq", "B3"]})
+    with pytest.raises(ConfigError, match="no resizable input embedding"):
+        extend_vocabulary(torch.nn.Linear(2, 2), _tokenizer_of(small), ["<a_0>"])
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "sft_tasks.yaml").write_text("seq: 'History {history} of {usr}'\n")
+    monkeypatch.setenv("ALIGN3GR_PROMPTS", str(prompts))
+    with pytest.raises(ConfigError, match=r"sft_tasks.yaml: 'seq': .* uses \['usr'\]"):
+        load_templates()
+
+
+def _tokenizer_of(dataset):
+    from align3gr.models.tiny import train_tokenizer
+
+    return train_tokenizer([i.title for i in dataset.items.values()], 300, 64)

@@ -60,7 +60,9 @@ class SFTStageConfig:
     padding_free: bool = field(default=False, metadata={"help": "Concatenate each batch without padding."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
     bf16: bool | None = field(default=None, metadata={"help": "bfloat16 mixed precision; default: on CUDA only."})
-    eval_examples: int = field(default=512, metadata={"help": "Valid users whose task-A loss is reported."})
+    eval_examples: int = field(
+        default=256, metadata={"help": "Training examples and valid users whose task-A loss is reported."}
+    )
     logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N updates."})
     save_steps: int = field(default=500, metadata={"help": "Checkpoint every N updates (a killed run resumes)."})
     seed: int = field(default=0, metadata={"help": "Seed of paraphrases, sampling, initialisation and shuffling."})

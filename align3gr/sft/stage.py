@@ -35,7 +35,6 @@ from align3gr.sft.vocab import extend_vocabulary, scid_tokens, token_texts
 from align3gr.tokenize.code_table import load_code_tables
 
 log = logging.getLogger(__name__)
-SEQ_LOSS_EXAMPLES = 256
 
 
 @dataclass
@@ -80,8 +79,8 @@ def _up_to_date(out: Path, fingerprint: str) -> dict | None:
 
 
 def _seq_examples(builder: TaskBuilder, dataset: Dataset, item_codes, user_codes, config) -> dict[str, list]:
-    """Task-A examples whose loss is reported: a fixed sample of training ones and the first valid users."""
-    train = sample_per_task(list(builder.seq()), SEQ_LOSS_EXAMPLES, config.seed)
+    """Task-A examples whose loss is reported: `eval_examples` sampled training ones and as many valid users."""
+    train = sample_per_task(list(builder.seq()), config.eval_examples, config.seed)
     valid = evaluation_prompts(dataset, item_codes, user_codes, "valid", with_user_scid=config.with_user_scid)
     valid = [SFTExample("seq", prompt, builder.item(ex.target)) for ex, prompt in valid[: config.eval_examples]]
     return {"train_seq": train, "valid_seq": valid}

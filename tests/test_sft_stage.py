@@ -1,0 +1,88 @@
+"""The `sft` stage end to end on a slice of MovieLens-100K: outputs, re-runs, bad input, and a real
+`accelerate launch` with 2 CPU processes under DeepSpeed ZeRO-2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_sft import code_tables
+
+from align3gr.data.dataset import load_dataset
+from align3gr.errors import DataError
+from align3gr.models.loading import load_for_inference
+from align3gr.sft.config import SFTStageConfig
+from align3gr.sft.stage import run_sft
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = {
+    "max_steps": 3,
+    "max_examples_per_task": 40,
+    "tiny_vocab_size": 600,
+    "tiny_hidden_size": 32,
+    "eval_examples": 8,
+    "per_device_train_batch_size": 4,
+    "logging_steps": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def scid(ml100k_small, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sft_scid") / "scid"
+    folder.mkdir()
+    items, users = code_tables(load_dataset(ml100k_small))
+    (folder / "item_codes.json").write_text(json.dumps(items))
+    (folder / "user_codes.json").write_text(json.dumps(users))
+    return folder
+
+
+def test_stage_writes_a_loadable_model_and_reruns_as_a_no_op(ml100k_small, scid, tmp_path):
+    out = tmp_path / "run" / "sft"
+    result = run_sft(ml100k_small, scid, out, SFTStageConfig(**SMALL))
+    meta = result.meta
+    assert not result.up_to_date and meta["steps"] == 3 and not meta["adapter"]
+    assert set(meta["examples"]) == {"seq", "item_align", "user_align", "asym_title", "asym_item"}  # no texts here
+    assert meta["seq_loss"]["train_seq"]["start"] > 0 and meta["seq_loss"]["valid_seq"]["end"] > 0
+    for name in ("item_codes.json", "user_codes.json"):
+        assert (out / name).read_bytes() == (scid / name).read_bytes()
+    assert (out / "training_log.jsonl").is_file() and (out / "sft_config.yaml").is_file()
+    assert not (tmp_path / "run" / "sft.work").exists() and (tmp_path / "run" / "sft_base" / "config.json").is_file()
+    model, tokenizer = load_for_inference(out)
+    assert len(tokenizer) == meta["vocabulary"]["base_vocab_size"] + meta["vocabulary"]["scid_tokens"]
+    assert model.get_input_embeddings().weight.shape[0] == meta["vocabulary"]["embedding_rows"]
+
+    again = run_sft(ml100k_small, scid, out, SFTStageConfig(**SMALL))
+    assert again.up_to_date and again.meta == meta
+
+
+def test_code_tables_of_another_dataset_fail_before_training(ml100k_small, scid, tmp_path):
+    other = tmp_path / "scid"
+    other.mkdir()
+    items = json.loads((scid / "item_codes.json").read_text())
+    items["not-an-item"] = items.pop(next(iter(items)))
+    (other / "item_codes.json").write_text(json.dumps(items))
+    (other / "user_codes.json").write_text((scid / "user_codes.json").read_text())
+    with pytest.raises(DataError, match="no code for '1'"):
+        run_sft(ml100k_small, other, tmp_path / "sft", SFTStageConfig(**SMALL))
+    assert not any(tmp_path.glob("sft*"))
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_deepspeed_zero2_on_two_cpu_processes(ml100k_small, scid, tmp_path):
+    out = tmp_path / "sft"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
+        "--config_file", "accelerate_configs/deepspeed_zero2.yaml", "recipes/sft.py",
+        "--data", str(ml100k_small), "--scid", str(scid), "--out", str(out), *flags,
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("SFT ") == 1  # the summary comes from the main process only
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["distributed"] == {"type": "DEEPSPEED", "processes": 2} and meta["steps"] == 3
+    model, _ = load_for_inference(out)
+    assert not model.training
