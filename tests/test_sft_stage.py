@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_sft import code_tables
+from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
 
 from align3gr.data.dataset import load_dataset
 from align3gr.errors import DataError
@@ -56,6 +57,20 @@ def test_stage_writes_a_loadable_model_and_reruns_as_a_no_op(ml100k_small, scid,
 
     again = run_sft(ml100k_small, scid, out, SFTStageConfig(**SMALL))
     assert again.up_to_date and again.meta == meta
+
+
+def test_lora_run_on_an_untied_llama_saves_an_adapter_that_loads_merged(ml100k_small, scid, request, tmp_path):
+    llama = request.getfixturevalue("tiny_llama")
+    options = {**SMALL, "max_examples_per_task": 8, "tasks": ["seq", "user_align"], "warmup_steps": 0}
+    config = SFTStageConfig(model=str(llama), use_lora=True, lora_target_modules=["q_proj", "v_proj"], **options)
+    result = run_sft(ml100k_small, scid, tmp_path / "sft", config)
+    assert result.meta["adapter"] and (tmp_path / "sft" / "adapter_config.json").is_file()
+    assert not (tmp_path / "sft" / "model.safetensors").exists()
+    model, tokenizer = load_for_inference(tmp_path / "sft")
+    assert type(model).__name__ == "LlamaForCausalLM" and tokenizer.convert_tokens_to_ids("<ua_0>") >= 300
+    new_ids = tokenizer.convert_tokens_to_ids(["<a_0>", "<a_1>", "<ua_0>", "<ua_1>"])
+    for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+        assert weight[new_ids].std(0).sum() > 0  # the new rows started equal (the mean) and were trained apart
 
 
 def test_code_tables_of_another_dataset_fail_before_training(ml100k_small, scid, tmp_path):

@@ -105,6 +105,8 @@ def run_sft(
     from accelerate import PartialState
     from trl import SFTTrainer
 
+    from align3gr.sft.trainer import SCIDSFTTrainer
+
     start = time.perf_counter()
     config = config or SFTStageConfig()
     config.validate()
@@ -144,6 +146,7 @@ def run_sft(
             texts = token_texts(item_codes, {i: x.title for i, x in dataset.items.items()})
             texts |= token_texts(user_codes, {u: x.profile for u, x in dataset.users.items()})
         token_ids = extend_vocabulary(model, tokenizer, tokens, init=config.token_init, texts=texts)
+        embedding_rows = int(model.get_input_embeddings().weight.shape[0])  # before any wrapping or sharding
         examples = sample_per_task(builder.build(config.tasks), config.max_examples_per_task, config.seed)
         train = tokenize_examples(examples, tokenizer, config.max_length, "Tokenizing the task mixture")
         evals = {
@@ -155,7 +158,8 @@ def run_sft(
             peft_config = scid_lora_config(
                 model, token_ids, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules
             )
-        trainer = SFTTrainer(
+        trainer_class = SCIDSFTTrainer if config.use_lora else SFTTrainer
+        trainer = trainer_class(
             model=model,
             args=arguments,
             train_dataset=train,
@@ -179,7 +183,7 @@ def run_sft(
         "vocabulary": {
             "base_vocab_size": base_vocab_size,
             "scid_tokens": len(tokens),
-            "embedding_rows": int(trainer.model.get_input_embeddings().weight.shape[0]),
+            "embedding_rows": embedding_rows,
         },
         "examples": counts,
         "train_rows": len(train),
