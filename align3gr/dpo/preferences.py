@@ -32,13 +32,15 @@ FEEDBACK_KINDS = {"disliked": ("disliked",), "neutral": ("neutral",), "negative"
 
 @dataclass
 class PreferenceExample:
-    """One row before rendering: `generated` counts the rejected items that came from the policy."""
+    """One row before rendering: `generated` counts the rejected items that came from the policy, `filled` those
+    drawn from the catalogue to fill a short bucket."""
 
     user_id: str
     history: tuple[str, ...]
     chosen: str
     rejected: list[str]
     generated: int = 0
+    filled: int = 0
 
 
 @dataclass
@@ -57,7 +59,7 @@ class PreferenceStats:
         self.rows += 1
         self.rejected += len(example.rejected)
         self.generated += example.generated
-        self.filled += len(example.rejected) - example.generated
+        self.filled += example.filled
         self.short_rows += len(example.rejected) < wanted
 
     def as_dict(self) -> dict[str, float | int]:
@@ -137,7 +139,7 @@ def self_play_examples(
                 generated_count += len(own)
                 low, high = rule.bounds(bucket)
                 picked += own + sampler.sample(target, low, high, share - len(own), set(picked) | set(own), rng)
-        example = PreferenceExample(user, history, target, picked, generated_count)
+        example = PreferenceExample(user, history, target, picked, generated_count, len(picked) - generated_count)
         if picked:
             examples.append(example)
             stats.add(example, num_rejected)

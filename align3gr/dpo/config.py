@@ -1,0 +1,80 @@
+"""Options of the `dpo` stage: which progressive stages run (Table 5 variants), their data and the optimiser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from align3gr.dpo.shared_prompt import FORWARDS
+from align3gr.errors import ConfigError
+
+STAGES: dict[str, tuple[str, str]] = {
+    "sp_easy": ("self_play", "easy"),
+    "sp_medium": ("self_play", "medium"),
+    "sp_hard": ("self_play", "hard"),
+    "sp_mixed": ("self_play", "mixed"),
+    "sp_random": ("self_play", "random"),
+    "rf_easy": ("real_feedback", "disliked"),
+    "rf_hard": ("real_feedback", "neutral"),
+    "rf_mixed": ("real_feedback", "negative"),
+}
+"""Stage name -> (source of the rejected items, kind). Table 5: Softmax-DPO = [sp_random]; SP-DPO without
+progression = [sp_mixed], with = [sp_easy, sp_medium, sp_hard]; RF-DPO without progression = [rf_mixed], with =
+[rf_easy, rf_hard]; Align3GR runs the progressive SP stages, then the progressive RF stages."""
+
+PROGRESSIVE = ["sp_easy", "sp_medium", "sp_hard", "rf_easy", "rf_hard"]
+
+
+@dataclass
+class DPOStageConfig:
+    """Progressive Softmax-DPO (seed 003, Eq. 3): each stage trains from the previous one, which is its reference."""
+
+    section = "dpo"
+
+    stages: list[str] = field(
+        default_factory=lambda: list(PROGRESSIVE),
+        metadata={"help": f"Stages in order, each from the one before: {', '.join(STAGES)}."},
+    )
+    beta: float = field(default=0.1, metadata={"help": "beta of Eq. 3."})
+    num_rejected: int = field(default=20, metadata={"help": "Rejected completions per row (paper: 20)."})
+    prompts_per_user: int = field(
+        default=1, metadata={"help": "Training prompts per user: the most recent (self-play) or liked items (RF)."}
+    )
+    candidates: int = field(default=20, metadata={"help": "Beam width of self-play generation."})
+    medium_min: int = field(default=1, metadata={"help": "Shared leading codes from which a candidate is medium."})
+    hard_min: int = field(default=2, metadata={"help": "Shared leading codes from which a candidate is hard."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Rows per device per step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per update."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over a stage's rows (if max_steps < 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "Updates per stage; -1: num_train_epochs."})
+    warmup_steps: float = field(default=0.0, metadata={"help": "Warm-up steps, or a fraction of all steps if < 1."})
+    shared_prompt_forward: str = field(
+        default="packed", metadata={"help": f"How completions are scored: {', '.join(FORWARDS)}."}
+    )
+    precompute_ref_log_probs: bool = field(
+        default=False, metadata={"help": "Score the reference once before training instead of at every step."}
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
+    bf16: bool | None = field(default=None, metadata={"help": "bfloat16 mixed precision; default: on CUDA only."})
+    eval_beam_size: int = field(default=20, metadata={"help": "Beam width of the valid-split evaluation."})
+    eval_batch_size: int = field(default=16, metadata={"help": "Users decoded together (generation and evaluation)."})
+    logging_steps: int = field(default=10, metadata={"help": "Log every N updates."})
+    save_steps: int = field(default=200, metadata={"help": "Checkpoint every N updates (a killed stage resumes)."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling, paraphrases and shuffling."})
+
+    def validate(self) -> None:
+        if not self.stages:
+            raise ConfigError(f"stages is empty: choose from {', '.join(STAGES)}")
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise ConfigError(f"unknown DPO stage {unknown[0]!r}; known stages: {', '.join(STAGES)}")
+        if len(set(self.stages)) != len(self.stages):
+            raise ConfigError(f"stages {self.stages}: a stage name may appear once")
+        if self.shared_prompt_forward not in FORWARDS:
+            raise ConfigError(f"shared_prompt_forward={self.shared_prompt_forward!r}: expected one of {list(FORWARDS)}")
+        for name in ("num_rejected", "prompts_per_user", "candidates", "per_device_train_batch_size",
+                     "gradient_accumulation_steps", "eval_beam_size", "eval_batch_size"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.beta <= 0:
+            raise ConfigError(f"beta={self.beta}: must be > 0")

@@ -1,0 +1,112 @@
+"""The progressive DPO stages on a slice of MovieLens-100K: outputs, rows, references, resumption, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from align3gr.data.dataset import load_dataset
+from align3gr.dpo.config import DPOStageConfig
+from align3gr.dpo.stage import run_dpo
+from align3gr.dpo.trainer import SoftmaxDPOTrainer
+from align3gr.dpo.training import dpo_arguments, load_policy
+from align3gr.errors import ConfigError
+from align3gr.io import read_json
+from align3gr.sft.config import SFTStageConfig
+from align3gr.sft.stage import run_sft
+from align3gr.tokenize.config import TokenizeConfig
+from align3gr.tokenize.stage import run_tokenize
+
+QUICK = dict(
+    max_steps=2, num_rejected=4, per_device_train_batch_size=2, eval_beam_size=5, eval_batch_size=64, learning_rate=1e-4
+)
+
+
+@pytest.fixture(scope="module")
+def sft_run(ml100k_small, ml100k_small_embeddings, tmp_path_factory):
+    root = tmp_path_factory.mktemp("dpo_stage")
+    small = dict(codebook_size=16, user_codebook_size=16, phase1_max_epochs=3, phase2_epochs=3, batch_size=512)
+    run_tokenize(ml100k_small, ml100k_small_embeddings, root / "scid", TokenizeConfig(**small))
+    config = SFTStageConfig(max_steps=20, max_examples_per_task=200, tiny_vocab_size=600, tiny_hidden_size=32,
+                            eval_examples=8, per_device_train_batch_size=16)  # fmt: skip
+    run_sft(ml100k_small, root / "scid", root / "sft", config)
+    return root
+
+
+def test_stages_write_their_outputs_rows_and_valid_metrics(ml100k_small, sft_run, tmp_path):
+    results = run_dpo(
+        ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy", "rf_easy"], **QUICK)
+    )
+    dataset = load_dataset(ml100k_small)
+    for result in results:
+        folder = tmp_path / "dpo" / result.name
+        assert not result.up_to_date and (folder / "model.safetensors").is_file()
+        assert (folder / "item_codes.json").read_bytes() == (sft_run / "scid" / "item_codes.json").read_bytes()
+        metrics = read_json(tmp_path / "eval" / f"dpo_{result.name}" / "metrics.json")
+        assert metrics["split"] == "valid" and metrics["num_users"] == len(dataset.sequences)
+        assert result.valid_metrics["recall@10"] == metrics["recall@10"]
+        rows = [json.loads(line) for line in (folder / "preferences.jsonl").read_text().splitlines()]
+        assert rows and all(r["chosen"] not in r["rejected"] and r["rejected"] for r in rows)
+        for row in rows:  # prompts and chosen items come from the train split only
+            train = dataset.sequences[row["user_id"]].items[:-2]
+            assert row["chosen"] in train and set(row["history"]) <= set(train)
+    sp_rows = [
+        json.loads(line) for line in (tmp_path / "dpo" / "sp_easy" / "preferences.jsonl").read_text().splitlines()
+    ]
+    item_codes = read_json(sft_run / "scid" / "item_codes.json")
+    assert all(item_codes[r][0] != item_codes[row["chosen"]][0] for row in sp_rows for r in row["rejected"])
+    rf_rows = [
+        json.loads(line) for line in (tmp_path / "dpo" / "rf_easy" / "preferences.jsonl").read_text().splitlines()
+    ]
+    for row in rf_rows:
+        seq = dataset.sequences[row["user_id"]]
+        level = dict(zip(seq.items, seq.feedback, strict=True))
+        assert level[row["chosen"]] == "liked" and all(level[r] == "disliked" for r in row["rejected"])
+        assert set(row["rejected"]) <= set(seq.items[:-2])
+
+
+def test_each_stage_is_referenced_to_the_previous_stages_output(ml100k_small, sft_run, tmp_path):
+    run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK))
+    previous = tmp_path / "dpo" / "sp_easy"
+    policy, tokenizer = load_policy(previous, read_json(previous / "meta.json"))
+    from datasets import Dataset
+
+    rows = Dataset.from_list([{"prompt": "p", "chosen": "<a_1><b_1><c_1>", "rejected": ["<a_2><b_1><c_1>"]}])
+    trainer = SoftmaxDPOTrainer(model=policy, args=dpo_arguments(DPOStageConfig(**QUICK), tmp_path / "work"),
+                                train_dataset=rows, processing_class=tokenizer)  # fmt: skip
+    assert trainer.ref_model.config._name_or_path == str(previous)
+    saved, _ = load_policy(previous, read_json(previous / "meta.json"))
+    for (name, ref), (_, kept) in zip(trainer.ref_model.named_parameters(), saved.named_parameters(), strict=True):
+        assert torch.equal(ref, kept), name
+
+
+def test_a_run_stopped_between_stages_resumes_at_the_next(ml100k_small, sft_run, tmp_path):
+    first = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["rf_easy"], **QUICK))
+    meta = read_json(tmp_path / "dpo" / "rf_easy" / "meta.json")
+    both = run_dpo(
+        ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["rf_easy", "rf_hard"], **QUICK)
+    )
+    assert [r.up_to_date for r in both] == [True, False]
+    assert read_json(tmp_path / "dpo" / "rf_easy" / "meta.json") == meta
+    assert both[0].valid_metrics == first[0].valid_metrics
+    assert read_json(tmp_path / "dpo" / "rf_hard" / "meta.json")["start"] == str(tmp_path / "dpo" / "rf_easy")
+    changed = run_dpo(
+        ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["rf_easy"], **{**QUICK, "beta": 0.5})
+    )
+    assert not changed[0].up_to_date
+
+
+def test_bad_stage_options(ml100k_small, tmp_path):
+    for options, pattern in (
+        ({"stages": []}, "stages is empty"),
+        ({"stages": ["sp_extreme"]}, "unknown DPO stage 'sp_extreme'"),
+        ({"stages": ["sp_easy", "sp_easy"]}, "may appear once"),
+        ({"num_rejected": 0}, "num_rejected=0: must be >= 1"),
+        ({"shared_prompt_forward": "fast"}, "shared_prompt_forward='fast'"),
+    ):
+        with pytest.raises(ConfigError, match=pattern):
+            DPOStageConfig(**options).validate()
+    with pytest.raises(ConfigError, match="not an sft/ or DPO stage output"):
+        run_dpo(ml100k_small, tmp_path, tmp_path / "dpo")
