@@ -151,8 +151,31 @@ def _sft(args: argparse.Namespace) -> None:
     print(format_mapping(summary))
 
 
+def _dpo(args: argparse.Namespace) -> None:
+    from accelerate import PartialState
+
+    from align3gr.dpo.config import DPOStageConfig
+    from align3gr.dpo.stage import run_dpo
+
+    overrides = _overrides(args, DPOStageConfig)
+    if args.stages:
+        overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
+    config = config_from_sources(DPOStageConfig, args.config, overrides)
+    results = run_dpo(args.data, args.start, args.out, config, eval_dir=args.eval_dir)
+    if not PartialState().is_main_process:
+        return
+    rows = []
+    for r in results:
+        data = r.meta["preference_data"]
+        row = {"stage": r.name, "rows": data["rows"], "rejected/row": data["rejected_per_row"]}
+        row["trained"] = "reused" if r.up_to_date else f"{r.meta['seconds']:.0f}s"
+        rows.append(row | {k: r.valid_metrics[k] for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10")})
+    print("\n" + format_table(rows, f"Progressive DPO {args.out} (valid split after each stage)"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from align3gr.data.config import DataConfig, SourceConfig
+    from align3gr.dpo.config import DPOStageConfig
     from align3gr.embed.config import EmbedConfig
     from align3gr.evaluate.config import EvaluateConfig
     from align3gr.sft.config import SFTStageConfig
@@ -217,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--config", type=Path, help="YAML file with an `evaluate:` section of these options.")
     add_config_arguments(evaluate, EvaluateConfig)
     evaluate.set_defaults(func=_evaluate)
+
+    dpo = stages.add_parser("dpo", help="Progressive Softmax-DPO: self-play then real-feedback stages.")
+    dpo.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
+    dpo.add_argument("--start", required=True, type=Path, help="The model the first stage starts from (sft/).")
+    dpo.add_argument("--out", required=True, type=Path, help="Output folder (dpo/), one subfolder per stage.")
+    dpo.add_argument("--eval-dir", type=Path, help="Where valid metrics go (default: eval/ beside --out).")
+    dpo.add_argument("--stages", help="Comma-separated stages, e.g. sp_easy,sp_medium,sp_hard,rf_easy,rf_hard.")
+    dpo.add_argument("--config", type=Path, help="YAML file with a `dpo:` section of these options.")
+    add_config_arguments(dpo, DPOStageConfig)
+    dpo.set_defaults(func=_dpo)
     return parser
 
 

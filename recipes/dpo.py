@@ -1,0 +1,15 @@
+"""Recipe: progressive Softmax-DPO (stage `dpo`), under `accelerate launch` or alone.
+
+    accelerate launch --config_file accelerate_configs/cpu.yaml recipes/dpo.py \\
+        --config recipes/configs/ml100k.yaml --data runs/ml100k/data --start runs/ml100k/sft --out runs/ml100k/dpo
+
+The options are the fields of `align3gr.dpo.config.DPOStageConfig` (the YAML's `dpo:` section, then flags);
+`--stages` picks the stages (Table 5 variants: recipes/configs/dpo_table5_*.yaml).
+"""
+
+import sys
+
+from align3gr.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["dpo", *sys.argv[1:]]))
