@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +22,7 @@ from align3gr.sft.stage import run_sft
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.stage import run_tokenize
 
+ROOT = Path(__file__).resolve().parent.parent
 QUICK = dict(
     max_steps=2, num_rejected=4, per_device_train_batch_size=2, eval_beam_size=5, eval_batch_size=64, learning_rate=1e-4
 )
@@ -110,3 +114,27 @@ def test_bad_stage_options(ml100k_small, tmp_path):
             DPOStageConfig(**options).validate()
     with pytest.raises(ConfigError, match="not an sft/ or DPO stage output"):
         run_dpo(ml100k_small, tmp_path, tmp_path / "dpo")
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_a_self_play_stage_with_deepspeed_zero2_on_two_cpu_processes(
+    ml100k_small, sft_run, tmp_path
+):
+    out = tmp_path / "dpo"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in QUICK.items()]
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
+        "--config_file", "accelerate_configs/deepspeed_zero2.yaml", "recipes/dpo.py",
+        "--data", str(ml100k_small), "--start", str(sft_run / "sft"), "--out", str(out), "--stages", "sp_easy", *flags,
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("Progressive DPO") == 1  # the table comes from the main process only
+    meta = read_json(out / "sp_easy" / "meta.json")
+    assert meta["steps"] == QUICK["max_steps"] and meta["valid_metrics"]["valid_rate"] == 1.0
+    single = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "single", DPOStageConfig(stages=["sp_easy"], **QUICK))
+    two = [json.loads(line) for line in (out / "sp_easy" / "preferences.jsonl").read_text().splitlines()]
+    one = [
+        json.loads(line) for line in (tmp_path / "single" / "sp_easy" / "preferences.jsonl").read_text().splitlines()
+    ]
+    assert two == one and single[0].meta["preference_data"] == meta["preference_data"]
