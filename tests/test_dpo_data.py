@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from align3gr.data.dataset import Dataset
 from align3gr.data.schema import Item, Sequence, User
-from align3gr.dpo.buckets import BucketRule, prefix_match
-from align3gr.dpo.preferences import CatalogueSampler, real_feedback_examples, self_play_examples
+from align3gr.dpo.buckets import BucketRule, PrefixBuckets, SimilarityBuckets, prefix_match
+from align3gr.dpo.preferences import real_feedback_examples, self_play_examples
 from align3gr.errors import ConfigError
 
 # Items named by their codes: "x12" is <a_1><b_2><c_x>; the target T is <a_1><b_2><c_0>.
@@ -42,7 +43,7 @@ def test_prefix_match_and_buckets():
 def test_self_play_rows_keep_the_generated_items_of_their_bucket_first(kind):
     rule = BucketRule(levels=3)
     generated = ["T", "e3", "m1", "h2", "e5", "m4", "h3"]  # beam order, the target among them
-    examples, stats = self_play_examples([("u", ("e9",), "T")], [generated], CODES, kind, rule, 4, seed=0)
+    examples, stats = self_play_examples([("u", ("e9",), "T")], [generated], PrefixBuckets(CODES, rule), kind, 4, 0)
     (row,) = examples
     expected = [g for g in generated if g != "T" and rule.of(CODES[g], CODES["T"]) == kind]
     assert row.rejected[:2] == expected and row.generated == 2
@@ -57,32 +58,46 @@ def test_self_play_rows_keep_the_generated_items_of_their_bucket_first(kind):
 def test_random_and_mixed_self_play_stages():
     rule = BucketRule(levels=3)
     generated = ["T", "e3", "m1", "h2", "e5", "m4"]
-    (random_row,), _ = self_play_examples([("u", (), "T")], [generated], CODES, "random", rule, 3, seed=1)
+    (random_row,), _ = self_play_examples([("u", (), "T")], [generated], PrefixBuckets(CODES, rule), "random", 3, 1)
     assert set(random_row.rejected) < set(generated) - {"T"} and random_row.generated == 3
-    (mixed,), _ = self_play_examples([("u", (), "T")], [generated], CODES, "mixed", rule, 6, seed=1)
+    (mixed,), _ = self_play_examples([("u", (), "T")], [generated], PrefixBuckets(CODES, rule), "mixed", 6, 1)
     buckets = [rule.of(CODES[r], CODES["T"]) for r in mixed.rejected]
     assert buckets.count("easy") == buckets.count("medium") == buckets.count("hard") == 2
     assert "T" not in mixed.rejected
     with pytest.raises(ConfigError, match="unknown self-play stage kind 'extreme'"):
-        self_play_examples([("u", (), "T")], [generated], CODES, "extreme", rule, 3, seed=1)
+        self_play_examples([("u", (), "T")], [generated], PrefixBuckets(CODES, rule), "extreme", 3, 1)
 
 
 def test_self_play_is_deterministic_and_never_rejects_the_chosen():
     rule = BucketRule(levels=3)
     prompts = [(f"u{k}", (), item) for k, item in enumerate(sorted(CODES))]
     generated = [sorted(CODES)[:25] for _ in prompts]
-    first = self_play_examples(prompts, generated, CODES, "easy", rule, 20, seed=3)[0]
-    second = self_play_examples(prompts, generated, CODES, "easy", rule, 20, seed=3)[0]
+    first = self_play_examples(prompts, generated, PrefixBuckets(CODES, rule), "easy", 20, 3)[0]
+    second = self_play_examples(prompts, generated, PrefixBuckets(CODES, rule), "easy", 20, 3)[0]
     assert first == second
     assert all(row.chosen not in row.rejected for row in first)
 
 
-def test_catalogue_sampler_draws_only_from_the_range():
-    sampler = CatalogueSampler(CODES)
-    assert sampler.sample("T", 0, 1, 0, set(), random.Random(0)) == []
-    drawn = sampler.sample("T", 0, 1, 10, {"e0"}, random.Random(0))
+def test_prefix_fill_draws_only_from_the_bucket():
+    buckets = PrefixBuckets(CODES, BucketRule(levels=3))
+    assert buckets.fill("T", "easy", 0, set(), random.Random(0)) == []
+    drawn = buckets.fill("T", "easy", 10, {"e0"}, random.Random(0))
     assert len(drawn) == 10 and all(d.startswith("e") and d != "e0" for d in drawn)
-    assert sorted(sampler.sample("T", 1, 2, 10, set(), random.Random(0))) == [f"m{k}" for k in range(5)]
+    assert sorted(buckets.fill("T", "medium", 10, set(), random.Random(0))) == [f"m{k}" for k in range(5)]
+    assert "T" not in buckets.fill("T", None, 60, set(), random.Random(0))
+
+
+def test_similarity_buckets_rank_the_catalogue_by_scid_vectors():
+    items = ["T", "near", "close", *[f"far{k}" for k in range(17)]]
+    vectors = torch.tensor([[1.0, 0.0], [0.99, 0.1], [0.8, 0.6], *[[-1.0, 0.1 * k] for k in range(17)]])
+    buckets = SimilarityBuckets(items, vectors, medium_share=0.06, hard_share=0.06)  # 19 others: 1 hard, 1 medium
+    assert [buckets.bucket(i, "T") for i in ("near", "close", "far3", "T")] == ["hard", "medium", "easy", None]
+    assert buckets.fill("T", "hard", 5, set(), random.Random(0)) == ["near"]
+    assert set(buckets.fill("T", "easy", 50, {"far0"}, random.Random(0))) == {f"far{k}" for k in range(1, 17)}
+    rows, _ = self_play_examples([("u", (), "T")], [["T", "far2", "near", "close"]], buckets, "hard", 3, 0)
+    assert rows[0].rejected == ["near"] and rows[0].generated == 1
+    with pytest.raises(ConfigError, match="hard_share \\+ medium_share < 1"):
+        SimilarityBuckets(items, vectors, medium_share=0.5, hard_share=0.5)
 
 
 def feedback_dataset() -> Dataset:

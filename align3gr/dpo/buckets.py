@@ -1,8 +1,8 @@
-"""Prefix-ngram difficulty buckets of SP-DPO (seed 003, "Progressive SP-DPO"; Zheng et al. 2025).
+"""Difficulty buckets of SP-DPO (seed 003, "Progressive SP-DPO"): how hard a candidate is to tell from the target.
 
-The prefix-ngram match of a candidate SCID with the ground truth is the number of leading codes they share.
-Candidates sharing no prefix are easy to tell from the target; the longer the shared prefix, the harder, and a
-candidate equal to the target is never a negative. With L levels and thresholds `medium_min` <= `hard_min`:
+`PrefixBuckets`, the paper's default, uses the prefix-ngram match (Zheng et al. 2025): the number of leading codes
+a candidate's SCID shares with the ground truth. Sharing none is easy; the longer the shared prefix, the harder;
+equal to the target is never a negative. With L levels and thresholds `medium_min` <= `hard_min`:
 
     easy    match <  medium_min
     medium  medium_min <= match < hard_min
@@ -10,16 +10,35 @@ candidate equal to the target is never a negative. With L levels and thresholds 
 
 The defaults (1, 2) give the paper's three stages for 3 levels (0 / 1 / 2 shared codes) and, for 4 levels, put
 2 or 3 shared codes in the hard stage; set them to (1, 3) for 0 / 1-2 / 3.
+
+`SimilarityBuckets` is the paper's softer variant: the catalogue ranked by the cosine similarity of SCID vectors to
+the target's; the most similar `hard_share` of it is hard, the next `medium_share` medium, the rest easy.
+
+Both answer `bucket(candidate, target)` and draw catalogue items of a bucket with `fill`, which tops up a stage
+whose generated candidates are short of a bucket.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+import torch
 
 from align3gr.errors import ConfigError
 
 BUCKETS = ("easy", "medium", "hard")
+
+
+class Buckets(Protocol):
+    def bucket(self, candidate: str, target: str) -> str | None:
+        """The bucket of item `candidate` for ground truth `target`; None when it is the target."""
+
+    def fill(self, target: str, bucket: str | None, count: int, exclude: set[str], rng: random.Random) -> list[str]:
+        """Up to `count` distinct random catalogue items of `bucket` (None: any), never the target or `exclude`."""
 
 
 def prefix_match(a: Sequence[str], b: Sequence[str]) -> int:
@@ -47,9 +66,10 @@ class BucketRule:
                 f"{self.medium_min}, hard_min={self.hard_min} for {self.levels}-level SCIDs"
             )
 
-    def bounds(self, bucket: str) -> tuple[int, int]:
-        """The match range [low, high) of `bucket`."""
+    def bounds(self, bucket: str | None) -> tuple[int, int]:
+        """The match range [low, high) of `bucket` (None: every candidate that is not the target)."""
         ranges = {
+            None: (0, self.levels),
             "easy": (0, self.medium_min),
             "medium": (self.medium_min, self.hard_min),
             "hard": (self.hard_min, self.levels),
@@ -64,3 +84,93 @@ class BucketRule:
         if match >= self.levels:
             return None
         return next(b for b in BUCKETS if self.bounds(b)[0] <= match < self.bounds(b)[1])
+
+
+class PrefixBuckets:
+    """Prefix-ngram buckets over a code table. Items sharing at least one code with a target are looked up by
+    prefix; items sharing none are drawn by rejection, so a catalogue of millions is never scanned per row."""
+
+    def __init__(self, item_codes: Mapping[str, Sequence[str]], rule: BucketRule) -> None:
+        self.rule = rule
+        self.codes = {item: tuple(codes) for item, codes in item_codes.items()}
+        self.items = sorted(self.codes)
+        self.by_prefix: dict[tuple[str, ...], list[str]] = defaultdict(list)
+        for item in self.items:
+            for depth in range(1, len(self.codes[item])):
+                self.by_prefix[self.codes[item][:depth]].append(item)
+
+    def bucket(self, candidate: str, target: str) -> str | None:
+        return self.rule.of(self.codes[candidate], self.codes[target])
+
+    def fill(self, target: str, bucket: str | None, count: int, exclude: set[str], rng: random.Random) -> list[str]:
+        if count <= 0:
+            return []
+        low, high = self.rule.bounds(bucket)
+        code = self.codes[target]
+
+        def fits(item: str) -> bool:
+            return item != target and item not in exclude and low <= prefix_match(self.codes[item], code) < high
+
+        if low > 0:
+            pool = [item for item in self.by_prefix.get(code[:low], ()) if fits(item)]
+            return rng.sample(pool, min(count, len(pool)))
+        chosen: list[str] = []
+        for _ in range(20 * count + 100):
+            item = self.items[rng.randrange(len(self.items))]
+            if fits(item) and item not in chosen:
+                chosen.append(item)
+                if len(chosen) == count:
+                    break
+        return chosen
+
+
+class SimilarityBuckets:
+    """Buckets by the cosine similarity of SCID vectors [N, d] (one row per item of `items`): per target, the
+    other items ranked most similar first; rank share < `hard_share` is hard, < `hard_share + medium_share` medium."""
+
+    def __init__(self, items: Sequence[str], vectors: torch.Tensor, medium_share: float, hard_share: float) -> None:
+        if not (0 < hard_share and 0 < medium_share and hard_share + medium_share < 1):
+            raise ConfigError(
+                f"similarity buckets need 0 < hard_share, 0 < medium_share, hard_share + medium_share < 1; got "
+                f"hard_share={hard_share}, medium_share={medium_share}"
+            )
+        self.items = list(items)
+        self.index = {item: k for k, item in enumerate(self.items)}
+        self.vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
+        others = len(self.items) - 1
+        hard, medium = int(hard_share * others), int((hard_share + medium_share) * others)
+        self.edges = {"hard": (0, hard), "medium": (hard, medium), "easy": (medium, others), None: (0, others)}
+        self._ranked: dict[str, list[str]] = {}
+
+    def ranked(self, target: str) -> list[str]:
+        """The other items, most similar to `target` first (ties by catalogue order)."""
+        if target not in self._ranked:
+            position = self.index[target]
+            similarity = self.vectors @ self.vectors[position]
+            similarity[position] = float("-inf")
+            order = torch.sort(similarity, descending=True, stable=True).indices[:-1].tolist()
+            self._ranked[target] = [self.items[k] for k in order]
+        return self._ranked[target]
+
+    def bucket(self, candidate: str, target: str) -> str | None:
+        if candidate == target:
+            return None
+        rank = self.ranked(target).index(candidate)
+        return next(b for b in ("hard", "medium", "easy") if self.edges[b][0] <= rank < self.edges[b][1])
+
+    def fill(self, target: str, bucket: str | None, count: int, exclude: set[str], rng: random.Random) -> list[str]:
+        if count <= 0:
+            return []
+        low, high = self.edges[bucket]
+        pool = [item for item in self.ranked(target)[low:high] if item not in exclude]
+        return rng.sample(pool, min(count, len(pool)))
+
+
+def scid_vectors(model, tokenizer, item_codes: Mapping[str, Sequence[str]]) -> tuple[list[str], torch.Tensor]:
+    """(items, [N, L * d]) SCID vectors: each item's code-token rows of the model's input embeddings, concatenated,
+    the space the policy itself places the codes in."""
+    items = list(item_codes)
+    ids = torch.tensor([tokenizer.convert_tokens_to_ids(list(item_codes[i])) for i in items])
+    with torch.no_grad():
+        rows = model.get_input_embeddings().weight[ids.to(model.device)]
+    return items, rows.flatten(1).cpu()

@@ -21,6 +21,7 @@ STAGES: dict[str, tuple[str, str]] = {
 progression = [sp_mixed], with = [sp_easy, sp_medium, sp_hard]; RF-DPO without progression = [rf_mixed], with =
 [rf_easy, rf_hard]; Align3GR runs the progressive SP stages, then the progressive RF stages."""
 
+BUCKETINGS = ("prefix", "similarity")
 PROGRESSIVE = ["sp_easy", "sp_medium", "sp_hard", "rf_easy", "rf_hard"]
 
 
@@ -40,8 +41,14 @@ class DPOStageConfig:
         default=1, metadata={"help": "Training prompts per user: the most recent (self-play) or liked items (RF)."}
     )
     candidates: int = field(default=20, metadata={"help": "Beam width of self-play generation."})
-    medium_min: int = field(default=1, metadata={"help": "Shared leading codes from which a candidate is medium."})
-    hard_min: int = field(default=2, metadata={"help": "Shared leading codes from which a candidate is hard."})
+    bucketing: str = field(
+        default="prefix",
+        metadata={"help": "Self-play difficulty: 'prefix' (prefix-ngram match) or 'similarity' (SCID vectors)."},
+    )
+    medium_min: int = field(default=1, metadata={"help": "prefix: shared leading codes from which it is medium."})
+    hard_min: int = field(default=2, metadata={"help": "prefix: shared leading codes from which it is hard."})
+    hard_share: float = field(default=0.01, metadata={"help": "similarity: most similar share of items that is hard."})
+    medium_share: float = field(default=0.1, metadata={"help": "similarity: next most similar share, medium."})
     learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate."})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "Rows per device per step."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per update."})
@@ -76,5 +83,7 @@ class DPOStageConfig:
                      "gradient_accumulation_steps", "eval_beam_size", "eval_batch_size"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.bucketing not in BUCKETINGS:
+            raise ConfigError(f"bucketing={self.bucketing!r}: expected one of {', '.join(BUCKETINGS)}")
         if self.beta <= 0:
             raise ConfigError(f"beta={self.beta}: must be > 0")

@@ -10,20 +10,20 @@ Every row is a user's history, one chosen item and up to K rejected items (never
   stage's feedback level (easy: disliked, hard: neutral), never valid or test targets.
 
 Filling a short self-play bucket: when the policy generated fewer than K items of the stage's bucket, the rest are
-drawn at random from the catalogue among items in the same bucket for that target (same shared-prefix range),
-so difficulty is kept; the row holds fewer than K when the catalogue has no more. RF rows hold what the user's
-feedback has (at most K, the most recent first). Rows with no rejected item are dropped and counted.
+drawn at random from the catalogue among items in the same bucket for that target (same shared-prefix range, or
+same similarity band), so difficulty is kept; the row holds fewer than K when the catalogue has no more. RF rows
+hold what the user's feedback has (at most K, the most recent first). Rows with no rejected item are dropped and
+counted.
 """
 
 from __future__ import annotations
 
 import random
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from align3gr.data.dataset import Dataset
-from align3gr.dpo.buckets import BUCKETS, BucketRule, prefix_match
+from align3gr.dpo.buckets import BUCKETS, Buckets
 from align3gr.errors import ConfigError
 
 SELF_PLAY_KINDS = (*BUCKETS, "random", "mixed")
@@ -73,72 +73,35 @@ class PreferenceStats:
         }
 
 
-class CatalogueSampler:
-    """Random catalogue items whose prefix-ngram match with a target lies in a range: the fill of short buckets.
-    Items sharing at least one code are looked up by prefix; items sharing none are drawn by rejection, so a
-    catalogue of millions is never scanned per row."""
-
-    def __init__(self, item_codes: Mapping[str, Sequence[str]]) -> None:
-        self.codes = {item: tuple(codes) for item, codes in item_codes.items()}
-        self.items = sorted(self.codes)
-        self.by_prefix: dict[tuple[str, ...], list[str]] = defaultdict(list)
-        for item in self.items:
-            for depth in range(1, len(self.codes[item])):
-                self.by_prefix[self.codes[item][:depth]].append(item)
-
-    def sample(self, target: str, low: int, high: int, count: int, exclude: set[str], rng: random.Random) -> list[str]:
-        """Up to `count` distinct items, not in `exclude` nor the target, sharing `low` to `high - 1` codes."""
-        if count <= 0:
-            return []
-        code = self.codes[target]
-
-        def fits(item: str) -> bool:
-            return item != target and item not in exclude and low <= prefix_match(self.codes[item], code) < high
-
-        if low > 0:
-            pool = [item for item in self.by_prefix.get(code[:low], ()) if fits(item)]
-            return rng.sample(pool, min(count, len(pool)))
-        chosen: list[str] = []
-        for _ in range(20 * count + 100):
-            item = self.items[rng.randrange(len(self.items))]
-            if fits(item) and item not in chosen:
-                chosen.append(item)
-                if len(chosen) == count:
-                    break
-        return chosen
-
-
 def self_play_examples(
     prompts: Sequence[tuple[str, tuple[str, ...], str]],
     generated: Sequence[Sequence[str]],
-    item_codes: Mapping[str, Sequence[str]],
+    buckets: Buckets,
     kind: str,
-    rule: BucketRule,
     num_rejected: int,
     seed: int,
 ) -> tuple[list[PreferenceExample], PreferenceStats]:
     """SP-DPO rows: `prompts` are (user, history, ground-truth item), `generated` the policy's items for each, best
-    first. `kind` is a bucket, "random" or "mixed" (see the module docstring)."""
+    first, `buckets` the difficulty of a candidate for a target (prefix-ngram or SCID-vector similarity). `kind`
+    is a bucket, "random" or "mixed" (see the module docstring)."""
     if kind not in SELF_PLAY_KINDS:
         raise ConfigError(f"unknown self-play stage kind {kind!r}; expected one of {', '.join(SELF_PLAY_KINDS)}")
     rng = random.Random(f"{seed}:sp:{kind}")
-    sampler = CatalogueSampler(item_codes)
     examples, stats = [], PreferenceStats()
     for (user, history, target), candidates in zip(prompts, generated, strict=True):
         others = [c for c in dict.fromkeys(candidates) if c != target]
         if kind == "random":
             picked = rng.sample(others, min(num_rejected, len(others)))
             generated_count = len(picked)
-            picked += sampler.sample(target, 0, rule.levels, num_rejected - len(picked), set(picked), rng)
+            picked += buckets.fill(target, None, num_rejected - len(picked), set(picked), rng)
         else:
-            buckets = BUCKETS if kind == "mixed" else (kind,)
-            shares = [num_rejected // len(buckets) + (i < num_rejected % len(buckets)) for i in range(len(buckets))]
+            names = BUCKETS if kind == "mixed" else (kind,)
+            shares = [num_rejected // len(names) + (i < num_rejected % len(names)) for i in range(len(names))]
             picked, generated_count = [], 0
-            for bucket, share in zip(buckets, shares, strict=True):
-                own = [c for c in others if rule.of(item_codes[c], item_codes[target]) == bucket][:share]
+            for bucket, share in zip(names, shares, strict=True):
+                own = [c for c in others if buckets.bucket(c, target) == bucket][:share]
                 generated_count += len(own)
-                low, high = rule.bounds(bucket)
-                picked += own + sampler.sample(target, low, high, share - len(own), set(picked) | set(own), rng)
+                picked += own + buckets.fill(target, bucket, share - len(own), set(picked) | set(own), rng)
         example = PreferenceExample(user, history, target, picked, generated_count, len(picked) - generated_count)
         if picked:
             examples.append(example)

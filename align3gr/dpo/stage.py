@@ -22,7 +22,7 @@ import yaml
 import align3gr
 from align3gr.config import config_to_dict
 from align3gr.data.dataset import Dataset, load_dataset
-from align3gr.dpo.buckets import BucketRule
+from align3gr.dpo.buckets import BucketRule, Buckets, PrefixBuckets, SimilarityBuckets, scid_vectors
 from align3gr.dpo.config import STAGES, DPOStageConfig
 from align3gr.dpo.preferences import PreferenceExample, real_feedback_examples, self_play_examples
 from align3gr.dpo.self_play import generate_candidates
@@ -99,9 +99,19 @@ def stage_examples(
     generated = generate_candidates(
         policy, tokenizer, builder, item_codes, prompts, config.candidates, config.eval_batch_size
     )
-    rule = BucketRule(len(next(iter(item_codes.values()))), config.medium_min, config.hard_min)
-    examples, stats = self_play_examples(prompts, generated, item_codes, kind, rule, config.num_rejected, config.seed)
+    examples, stats = self_play_examples(
+        prompts, generated, stage_buckets(policy, tokenizer, item_codes, config), kind, config.num_rejected, config.seed
+    )
     return examples, stats.as_dict()
+
+
+def stage_buckets(policy, tokenizer, item_codes, config: DPOStageConfig) -> Buckets:
+    """The difficulty of self-play candidates: prefix-ngram match, or the similarity of the policy's SCID vectors."""
+    if config.bucketing == "similarity":
+        items, vectors = scid_vectors(policy, tokenizer, item_codes)
+        return SimilarityBuckets(items, vectors, config.medium_share, config.hard_share)
+    rule = BucketRule(len(next(iter(item_codes.values()))), config.medium_min, config.hard_min)
+    return PrefixBuckets(item_codes, rule)
 
 
 def run_stage(
