@@ -121,13 +121,15 @@ def test_log_probabilities_equal_an_unpadded_forward(tiny, tmp_path):
 
 
 def test_a_lora_stage_is_referenced_to_the_adapter_it_started_from(tiny, tmp_path):
-    """The reference of a stage that continues a LoRA adapter is that adapter (TRL's frozen "ref" copy), not
-    the base model: before any step, policy and reference agree and the base model does not."""
+    """The reference of a stage that continues a LoRA adapter is that adapter (TRL's frozen "ref" copy, with the
+    trained token rows too), not the base model: before any step, policy and reference agree, the base does not."""
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     with seeded(0):
-        peft_model = get_peft_model(load(tiny), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+        rows = {"embed_tokens": list(range(20, 300))}  # trained token rows, as the SFT stage's SCID rows
+        config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], trainable_token_indices=rows)
+        peft_model = get_peft_model(load(tiny), config)
         for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
+            if "lora_B" in name or "trainable_tokens_delta" in name:
                 torch.nn.init.normal_(param, std=0.5)
     peft_model.save_pretrained(tmp_path / "previous_stage")
     model = PeftModel.from_pretrained(load(tiny), tmp_path / "previous_stage", is_trainable=True)

@@ -11,6 +11,7 @@ the dataset preparation, the kept columns, the reference log-probabilities and t
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -64,6 +65,8 @@ class SoftmaxDPOTrainer(DPOTrainer):
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             kwargs["data_collator"] = SoftmaxPreferenceCollator(pad_token_id=pad)
         super().__init__(*args, **kwargs)
+        if is_peft_model(self.model) and "ref" in self.model.peft_config:
+            copy_adapter(self.model, "default", "ref")
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         """Tokenize `prompt`, `chosen`, `rejected` rows (skipped when the rows already hold token IDs) and refuse
@@ -149,6 +152,18 @@ class SoftmaxDPOTrainer(DPOTrainer):
         }
         for name, values in rows.items():
             self._metrics[mode][name].append(self.accelerator.gather(values).mean().item())
+
+
+def copy_adapter(model, source: str, target: str) -> None:
+    """Copy every weight of adapter `source` into adapter `target`. TRL's frozen reference copy matches names with
+    `.default.` inside, which misses weights whose name ends with the adapter name, such as the trainable SCID
+    rows of `trainable_token_indices` (`...trainable_tokens_delta.default`): the reference would then score the
+    new tokens with their rows from before SFT."""
+    pattern = re.compile(rf"\.{source}(\.|$)")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if pattern.search(name):
+                model.get_parameter(pattern.sub(rf".{target}\1", name)).copy_(param)
 
 
 def _check_row(row: dict, index: int, name: str) -> dict:
