@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
 
 from align3gr.data.dataset import load_dataset
 from align3gr.dpo.config import DPOStageConfig
@@ -17,6 +18,7 @@ from align3gr.dpo.trainer import SoftmaxDPOTrainer
 from align3gr.dpo.training import dpo_arguments, load_policy
 from align3gr.errors import ConfigError
 from align3gr.io import read_json
+from align3gr.models.loading import load_for_inference
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
 from align3gr.tokenize.config import TokenizeConfig
@@ -138,3 +140,17 @@ def test_accelerate_launch_runs_a_self_play_stage_with_deepspeed_zero2_on_two_cp
         json.loads(line) for line in (tmp_path / "single" / "sp_easy" / "preferences.jsonl").read_text().splitlines()
     ]
     assert two == one and single[0].meta["preference_data"] == meta["preference_data"]
+
+
+def test_a_lora_adapter_continues_as_an_adapter(ml100k_small, sft_run, tiny_llama, tmp_path):  # noqa: F811
+    """An untied Llama trained with LoRA: each stage trains and saves the adapter (with its SCID rows), never the
+    frozen reference copy, and the stage's output loads for inference like the SFT output."""
+    options = {"max_steps": 2, "max_examples_per_task": 8, "tasks": ["seq"], "eval_examples": 4, "warmup_steps": 0}
+    config = SFTStageConfig(model=str(tiny_llama), use_lora=True, lora_target_modules=["q_proj", "v_proj"], **options)
+    run_sft(ml100k_small, sft_run / "scid", tmp_path / "sft", config)
+    (result,) = run_dpo(ml100k_small, tmp_path / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK))
+    folder = tmp_path / "dpo" / "sp_easy"
+    assert (folder / "adapter_config.json").is_file() and not (folder / "ref").exists()
+    assert result.meta["adapter"] and result.valid_metrics["valid_rate"] == 1.0
+    model, _ = load_for_inference(folder)
+    assert type(model).__name__ == "LlamaForCausalLM"
