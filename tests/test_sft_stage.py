@@ -57,6 +57,8 @@ def test_stage_writes_a_loadable_model_and_reruns_as_a_no_op(ml100k_small, scid,
 
     again = run_sft(ml100k_small, scid, out, SFTStageConfig(**SMALL))
     assert again.up_to_date and again.meta == meta
+    elsewhere = run_sft(ml100k_small, scid, tmp_path / "other" / "sft", SFTStageConfig(**SMALL)).path
+    assert (elsewhere / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()  # same seed
 
 
 def test_lora_run_on_an_untied_llama_saves_an_adapter_that_loads_merged(ml100k_small, scid, request, tmp_path):
