@@ -68,7 +68,8 @@ def config_from_sources(
 
 
 def read_yaml_section(path: str | Path, section: str | None) -> dict[str, Any]:
-    """The mapping at the top of a YAML file, or under its `section` key when the file has one."""
+    """The options of `section` in a YAML file: the mapping under its `section` key; nothing when the file is made of
+    other sections only (every top-level value a mapping, as in a pipeline config); the whole file when it is flat."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -80,6 +81,8 @@ def read_yaml_section(path: str | Path, section: str | None) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of options at the top level")
     if section is not None and isinstance(document.get(section), dict):
         return dict(document[section])
+    if section is not None and document and all(isinstance(value, dict) for value in document.values()):
+        return {}
     return document
 
 

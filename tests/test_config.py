@@ -1,0 +1,29 @@
+"""Stage options from YAML files and flags: sections, flat files, defaults and unknown options."""
+
+from __future__ import annotations
+
+import pytest
+
+from align3gr.config import config_from_sources
+from align3gr.dpo.config import DPOStageConfig
+from align3gr.embed.config import EmbedConfig
+from align3gr.errors import ConfigError
+
+
+def test_a_pipeline_file_gives_each_stage_its_section_and_defaults_elsewhere(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  user_k: 5\ndpo:\n  beta: 0.3\n  stages: [sp_easy]\n")
+    dpo = config_from_sources(DPOStageConfig, path, {"num_rejected": 4})
+    assert (dpo.beta, dpo.stages, dpo.num_rejected) == (0.3, ["sp_easy"], 4)
+    assert config_from_sources(EmbedConfig, path) == EmbedConfig()
+
+
+def test_a_flat_file_is_one_stages_options(tmp_path):
+    path = tmp_path / "dpo.yaml"
+    path.write_text("beta: 0.2\nstages: [rf_easy]\n")
+    assert config_from_sources(DPOStageConfig, path).stages == ["rf_easy"]
+    path.write_text("beta: 0.2\nbeam: 3\n")
+    with pytest.raises(ConfigError, match="unknown option 'beam' for DPOStageConfig"):
+        config_from_sources(DPOStageConfig, path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        config_from_sources(DPOStageConfig, tmp_path / "missing.yaml")
