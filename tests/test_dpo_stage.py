@@ -76,14 +76,14 @@ def test_stages_write_their_outputs_rows_and_valid_metrics(ml100k_small, sft_run
 def test_each_stage_is_referenced_to_the_previous_stages_output(ml100k_small, sft_run, tmp_path):
     run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK))
     previous = tmp_path / "dpo" / "sp_easy"
-    policy, tokenizer = load_policy(previous, read_json(previous / "meta.json"))
+    policy, tokenizer = load_policy(previous)
     from datasets import Dataset
 
     rows = Dataset.from_list([{"prompt": "p", "chosen": "<a_1><b_1><c_1>", "rejected": ["<a_2><b_1><c_1>"]}])
     trainer = SoftmaxDPOTrainer(model=policy, args=dpo_arguments(DPOStageConfig(**QUICK), tmp_path / "work"),
                                 train_dataset=rows, processing_class=tokenizer)  # fmt: skip
     assert trainer.ref_model.config._name_or_path == str(previous)
-    saved, _ = load_policy(previous, read_json(previous / "meta.json"))
+    saved, _ = load_policy(previous)
     for (name, ref), (_, kept) in zip(trainer.ref_model.named_parameters(), saved.named_parameters(), strict=True):
         assert torch.equal(ref, kept), name
 

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 import align3gr
 from align3gr.config import config_to_dict
@@ -30,14 +27,13 @@ from align3gr.dpo.training import dpo_arguments, load_policy
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.stage import run_evaluate
-from align3gr.io import atomic_directory, read_json, sha256_json, write_json, write_jsonl
+from align3gr.io import read_json, sha256_json, write_json
 from align3gr.models.loading import META_FILE
 from align3gr.sft.tasks import TaskBuilder
 from align3gr.tokenize.code_table import load_code_tables
-from align3gr.work import prepare_work
+from align3gr.training import prepare_work, publish
 
 log = logging.getLogger(__name__)
-COPIED = ("item_codes.json", "user_codes.json")
 
 
 @dataclass
@@ -137,7 +133,7 @@ def run_stage(
     previous_meta = read_json(previous / META_FILE)
     with_user_scid = bool(previous_meta.get("config", {}).get("with_user_scid", True))
     builder = TaskBuilder(dataset, item_codes, user_codes, with_user_scid=with_user_scid, seed=config.seed)
-    policy, tokenizer = load_policy(previous, previous_meta)
+    policy, tokenizer = load_policy(previous)
     examples, stats = stage_examples(name, policy, tokenizer, builder, config)
     if not examples:
         raise ConfigError(f"DPO stage {name}: no preference rows ({stats}); the data has nothing for this stage")
@@ -178,18 +174,9 @@ def run_stage(
         "seconds": round(time.perf_counter() - start, 1),
     }
     if state.is_main_process:
-        with atomic_directory(out) as tmp:
-            for path in (work / "final").iterdir():
-                path.rename(tmp / path.name)
-            for name_ in COPIED:
-                shutil.copy2(previous / name_, tmp / name_)
-            (tmp / "dpo_config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-            write_jsonl(tmp / "training_log.jsonl", history)
-            write_jsonl(tmp / "preferences.jsonl", (
-                {"user_id": e.user_id, "history": list(e.history), "chosen": e.chosen, "rejected": e.rejected}
-                for e in examples))  # fmt: skip
-            write_json(tmp / META_FILE, meta)
-        shutil.rmtree(work, ignore_errors=True)
+        rows = ({"user_id": e.user_id, "history": list(e.history), "chosen": e.chosen, "rejected": e.rejected}
+                for e in examples)  # fmt: skip
+        publish(out, work, previous, "dpo_config.yaml", config, history, meta, {"preferences.jsonl": rows})
     state.wait_for_everyone()
     meta = validated(name, out, data_dir, eval_dir, config)
     return StageResult(name, out, meta, meta["valid_metrics"], False)

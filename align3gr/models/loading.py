@@ -86,17 +86,20 @@ def load_model_and_tokenizer(
 
 
 def load_for_inference(path: str | Path, dtype: str | torch.dtype = "float32"):
-    """(model, tokenizer) of a model folder or an `sft/` output folder, model in eval mode.
-
-    An adapter folder is merged into its base model: the base is loaded, its embeddings grown to the saved
-    tokenizer's size with `resize_embeddings` (rows past the base vocabulary set to the mean, as in training;
-    `meta.json` records the base vocabulary size), the adapter applied, then `merge_and_unload()`.
-    """
+    """(model, tokenizer) of a model folder or a stage output folder (`sft/`, `dpo/STAGE/`), model in eval mode;
+    an adapter is merged into its base model (`load_adapter`)."""
     folder = Path(path)
     tokenizer = load_tokenizer(folder)
     if not (folder / ADAPTER_CONFIG).is_file():
         model, _ = load_model_and_tokenizer(folder, dtype=dtype)
         return model.eval(), tokenizer
+    return load_adapter(folder, dtype).merge_and_unload().eval(), tokenizer
+
+
+def load_adapter(folder: Path, dtype: str | torch.dtype = "float32", trainable: bool = False):
+    """The `PeftModel` of an adapter output folder: its base model (recorded in `adapter_config.json`), embeddings
+    grown to the saved tokenizer's size with `resize_embeddings` (rows past the base vocabulary set to the mean, as
+    in training; `meta.json` records the base vocabulary size), then the adapter, trainable or not."""
     from peft import PeftModel
 
     from align3gr.sft.vocab import resize_embeddings
@@ -108,5 +111,4 @@ def load_for_inference(path: str | Path, dtype: str | torch.dtype = "float32"):
     vocabulary = json.loads(meta_path.read_text(encoding="utf-8"))["vocabulary"]
     base, _ = load_model_and_tokenizer(adapter["base_model_name_or_path"], dtype=dtype)
     resize_embeddings(base, vocabulary["embedding_rows"], vocabulary["base_vocab_size"], 1)
-    model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
-    return model.eval(), tokenizer
+    return PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)

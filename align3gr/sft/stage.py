@@ -11,17 +11,14 @@ Every process of an `accelerate launch` calls `run_sft`; the main one builds the
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 import align3gr
 from align3gr.config import config_to_dict
 from align3gr.data.dataset import Dataset, load_dataset
-from align3gr.io import atomic_directory, read_json, sha256_file, sha256_json, write_json, write_jsonl
+from align3gr.io import read_json, sha256_file, sha256_json
 from align3gr.models.loading import META_FILE, load_model_and_tokenizer
 from align3gr.models.local import model_identity
 from align3gr.seeding import seeded
@@ -33,6 +30,7 @@ from align3gr.sft.tasks import SFTExample, TaskBuilder, evaluation_prompts, load
 from align3gr.sft.training import sft_arguments
 from align3gr.sft.vocab import extend_vocabulary, scid_tokens, token_texts
 from align3gr.tokenize.code_table import load_code_tables
+from align3gr.training import prepare_work, publish
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +84,6 @@ def _seq_examples(builder: TaskBuilder, dataset: Dataset, item_codes, user_codes
     return {"train_seq": train, "valid_seq": valid}
 
 
-def _prepare_work(work: Path, fingerprint: str) -> str | None:
-    """The checkpoint to resume from when `work` holds one of this exact run; otherwise `work` starts empty."""
-    marker = work / "fingerprint"
-    if marker.is_file() and marker.read_text() == fingerprint:
-        checkpoints = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        return str(checkpoints[-1]) if checkpoints else None
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    marker.write_text(fingerprint)
-    return None
-
-
 def run_sft(
     data_dir: str | Path, scid_dir: str | Path, out_dir: str | Path, config: SFTStageConfig | None = None
 ) -> SFTResult:
@@ -125,7 +111,7 @@ def run_sft(
         return SFTResult(out, existing, True)
 
     with state.main_process_first():  # the main process prepares; the others then find its work folder
-        resume = _prepare_work(work, fingerprint)
+        resume = prepare_work(work, fingerprint)
         if state.is_main_process and config.model == TINY:
             build_tiny_base(
                 dataset, base, config.tiny_vocab_size, config.tiny_hidden_size, config.tiny_layers, config.seed
@@ -199,15 +185,7 @@ def run_sft(
         "seconds": round(time.perf_counter() - start, 1),
     }
     if state.is_main_process:
-        with atomic_directory(out) as tmp:
-            for path in (work / "final").iterdir():
-                path.rename(tmp / path.name)
-            shutil.copy2(scid / "item_codes.json", tmp / "item_codes.json")
-            shutil.copy2(scid / "user_codes.json", tmp / "user_codes.json")
-            (tmp / "sft_config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-            write_jsonl(tmp / "training_log.jsonl", history)
-            write_json(tmp / META_FILE, meta)
-        shutil.rmtree(work, ignore_errors=True)
+        publish(out, work, scid, "sft_config.yaml", config, history, meta)
     state.wait_for_everyone()
     return SFTResult(out, meta, False, state.is_main_process)
 

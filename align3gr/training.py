@@ -1,0 +1,88 @@
+"""What every training stage (SFT, each DPO stage) shares: the TRL arguments that depend on the hardware, the work
+folder a killed run resumes from, and the one-rename publication of its output folder.
+
+Without CUDA, several processes of an `accelerate launch` (DDP or DeepSpeed) talk over gloo and train in float32
+(bf16 off); with CUDA, bf16 is on where the GPU supports it unless the config says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from align3gr.config import config_to_dict
+from align3gr.io import atomic_directory, write_json, write_jsonl
+from align3gr.models.loading import META_FILE
+
+CODE_TABLES = ("item_codes.json", "user_codes.json")
+
+
+def trainer_arguments(config: Any, output_dir: Path) -> dict[str, Any]:
+    """The TRL config arguments every stage sets the same way from its own config's common fields."""
+    cuda = torch.cuda.is_available()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": config.learning_rate,
+        "warmup_steps": config.warmup_steps,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "bf16": config.bf16 if config.bf16 is not None else cuda and torch.cuda.is_bf16_supported(),
+        "ddp_backend": "gloo" if distributed and not cuda else None,
+        "logging_steps": config.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": 1,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "report_to": "none",
+    }
+
+
+def prepare_work(work: Path, fingerprint: str) -> str | None:
+    """The checkpoint to resume from when `work` holds one of this exact run (same fingerprint); otherwise `work`
+    starts empty, marked with the fingerprint."""
+    marker = work / "fingerprint"
+    if marker.is_file() and marker.read_text() == fingerprint:
+        checkpoints = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        return str(checkpoints[-1]) if checkpoints else None
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    marker.write_text(fingerprint)
+    return None
+
+
+def publish(
+    out: Path,
+    work: Path,
+    codes_from: Path,
+    config_name: str,
+    config: Any,
+    history: list[dict],
+    meta: dict,
+    extra: dict[str, Iterable[dict]] | None = None,
+) -> None:
+    """Move the saved model of `work/final` into `out` in one rename, with the code tables of `codes_from`, the
+    resolved config as `config_name`, the training log, `meta.json` and any `extra` JSON Lines files; then delete
+    the work folder. Called by the main process only."""
+    with atomic_directory(out) as tmp:
+        for path in (work / "final").iterdir():
+            path.rename(tmp / path.name)
+        for name in CODE_TABLES:
+            shutil.copy2(codes_from / name, tmp / name)
+        (tmp / config_name).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        write_jsonl(tmp / "training_log.jsonl", history)
+        for name, rows in (extra or {}).items():
+            write_jsonl(tmp / name, rows)
+        write_json(tmp / META_FILE, meta)
+    shutil.rmtree(work, ignore_errors=True)
