@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_sft import code_tables
 from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
 
 from align3gr.data.dataset import load_dataset
@@ -21,8 +22,6 @@ from align3gr.io import read_json
 from align3gr.models.loading import load_for_inference
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
-from align3gr.tokenize.config import TokenizeConfig
-from align3gr.tokenize.stage import run_tokenize
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = dict(
@@ -31,11 +30,14 @@ QUICK = dict(
 
 
 @pytest.fixture(scope="module")
-def sft_run(ml100k_small, ml100k_small_embeddings, tmp_path_factory):
+def sft_run(ml100k_small, tmp_path_factory):
+    """A short SFT of the tiny model on hand-made unique codes (the tokenizer stage has its own tests)."""
     root = tmp_path_factory.mktemp("dpo_stage")
-    small = dict(codebook_size=16, user_codebook_size=16, phase1_max_epochs=3, phase2_epochs=3, batch_size=512)
-    run_tokenize(ml100k_small, ml100k_small_embeddings, root / "scid", TokenizeConfig(**small))
-    config = SFTStageConfig(max_steps=20, max_examples_per_task=200, tiny_vocab_size=600, tiny_hidden_size=32,
+    (root / "scid").mkdir()
+    items, users = code_tables(load_dataset(ml100k_small))
+    (root / "scid" / "item_codes.json").write_text(json.dumps(items))
+    (root / "scid" / "user_codes.json").write_text(json.dumps(users))
+    config = SFTStageConfig(max_steps=10, max_examples_per_task=100, tiny_vocab_size=600, tiny_hidden_size=32,
                             eval_examples=8, per_device_train_batch_size=16)  # fmt: skip
     run_sft(ml100k_small, root / "scid", root / "sft", config)
     return root
