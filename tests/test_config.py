@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from align3gr.config import config_from_sources
 from align3gr.dpo.config import DPOStageConfig
 from align3gr.embed.config import EmbedConfig
 from align3gr.errors import ConfigError
+from align3gr.evaluate.config import EvaluateConfig
+from align3gr.sft.config import SFTStageConfig
+from align3gr.tokenize.config import TokenizeConfig
 
 
 def test_a_pipeline_file_gives_each_stage_its_section_and_defaults_elsewhere(tmp_path):
@@ -27,3 +32,11 @@ def test_a_flat_file_is_one_stages_options(tmp_path):
         config_from_sources(DPOStageConfig, path)
     with pytest.raises(ConfigError, match="config file not found"):
         config_from_sources(DPOStageConfig, tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).resolve().parent.parent.glob("recipes/configs/**/*.yaml")), ids=lambda p: p.stem
+)
+def test_every_shipped_recipe_config_loads_for_every_stage(path):
+    for cls in (EmbedConfig, TokenizeConfig, SFTStageConfig, EvaluateConfig, DPOStageConfig):
+        config_from_sources(cls, path)
