@@ -32,11 +32,7 @@ def generate_candidates(
     from align3gr.evaluate.stage import shard_order
 
     state = PartialState()
-    template = builder.templates["seq"][0]
-    ids = [
-        encode_prompt(tokenizer, template.format(user=builder.user_ref(user), history=builder.history(history)))
-        for user, history, _ in prompts
-    ]
+    ids = [encode_prompt(tokenizer, builder.seq_prompt(user, history)) for user, history, _ in prompts]
     was_training = policy.training
     policy.eval()
     decoder = build_decoder("beam_search", policy, tokenizer, trie_for_model(item_codes, tokenizer, policy),

@@ -112,6 +112,13 @@ class TaskBuilder:
     def rng(self, kind: str) -> random.Random:
         return random.Random(f"{self.seed}:{kind}")
 
+    def seq_prompt(self, user_id: str, history: Sequence[str], paraphrase: int = 0) -> str:
+        """The task-A prompt of a user's history with paraphrase number `paraphrase` (as evaluation asks it)."""
+        templates = self.templates["seq"]
+        if not 0 <= paraphrase < len(templates):
+            raise ConfigError(f"paraphrase={paraphrase}: the seq task has templates 0..{len(templates) - 1}")
+        return templates[paraphrase].format(user=self.user_ref(user_id), history=self.history(history))
+
     def seq(self) -> Iterator[SFTExample]:
         rng = self.rng("seq")
         for ex in self.dataset.examples("train"):
@@ -206,10 +213,4 @@ def evaluation_prompts(
     if split not in ("valid", "test"):
         raise ConfigError(f"split={split!r}: evaluation prompts are for 'valid' or 'test'")
     builder = TaskBuilder(dataset, item_codes, user_codes, with_user_scid=with_user_scid)
-    templates = builder.templates["seq"]
-    if not 0 <= paraphrase < len(templates):
-        raise ConfigError(f"paraphrase={paraphrase}: the seq task has templates 0..{len(templates) - 1}")
-    return [
-        (ex, templates[paraphrase].format(user=builder.user_ref(ex.user_id), history=builder.history(ex.history)))
-        for ex in dataset.examples(split)
-    ]
+    return [(ex, builder.seq_prompt(ex.user_id, ex.history, paraphrase)) for ex in dataset.examples(split)]
