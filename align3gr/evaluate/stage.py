@@ -4,9 +4,9 @@
 the decoder, catalogue size, speed. `predictions.jsonl`: `user_id`, `target`, `ranked` (item IDs, best first),
 `scores` (log-probabilities of the SCIDs). With `text_examples`, `text_examples.jsonl` holds generated texts.
 
-Under `accelerate launch`, users are split across processes batch by batch (the batches are those of a
-single-process run: users sorted by prompt length, then cut), the predictions gathered in user order and
-written by the main process, so the files are identical to a single-process run.
+Under `accelerate launch`, users are split across processes batch by batch (`align3gr.decode.sharded`), the
+predictions gathered in user order and written by the main process, so the files are identical to a
+single-process run.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch
 
 from align3gr.config import config_to_dict
 from align3gr.data.dataset import load_dataset
-from align3gr.decode import Ranked, build_decoder
+from align3gr.decode import build_decoder
+from align3gr.decode.sharded import recommend_sharded
 from align3gr.decode.trie import trie_for_model
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.metrics import Prediction, compute_metrics
@@ -51,14 +52,6 @@ def trained_with_user_scid(model_dir: Path) -> bool:
     return bool(read_json(meta).get("config", {}).get("with_user_scid", True))
 
 
-def shard_order(lengths: list[int], batch_size: int, process: int, processes: int) -> list[int]:
-    """The prompt indices process `process` decodes: prompts sorted by length (less padding), cut into batches,
-    batches dealt round-robin; every batch is the same whatever the number of processes."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    return [i for batch in batches[process::processes] for i in batch]
-
-
 def run_evaluate(
     model_dir: str | Path,
     data_dir: str | Path,
@@ -69,8 +62,6 @@ def run_evaluate(
     """Evaluate the model of `model_dir` (an `sft/` or DPO output folder, or any model folder with the code tokens)
     on `data_dir`, with the code tables of `scid_dir` (default: the copies in `model_dir`); writes `out_dir`."""
     from accelerate import PartialState
-    from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
 
     start = time.perf_counter()
     config = config or EvaluateConfig()
@@ -88,20 +79,12 @@ def run_evaluate(
     prompts = [encode_prompt(tokenizer, text) for _, text in pairs]
     trie = trie_for_model(item_codes, tokenizer, model)
     decoder = build_decoder(config.decoder, model, tokenizer, trie, config.beam_size, config.batch_size)
-    mine = shard_order([len(p) for p in prompts], config.batch_size, state.process_index, state.num_processes)
-    log.info("%s: %d users of %s, %d on this process, decoder %s", model_dir, len(prompts), config.split, len(mine),
-             config.decoder)  # fmt: skip
-    with tqdm(total=len(mine), unit="user", desc="evaluate", disable=not state.is_main_process) as bar:
-        ranked = decoder.recommend([prompts[i] for i in mine], progress=bar.update)
-    results: list[tuple[int, Ranked]] = list(zip(mine, ranked, strict=True))
-    if state.num_processes > 1:
-        results = gather_object(results)
-    by_index = dict(results)
+    log.info("%s: %d users of %s on %d process(es), decoder %s", model_dir, len(prompts), config.split,
+             state.num_processes, config.decoder)  # fmt: skip
+    ranked = recommend_sharded(decoder, prompts, "evaluate", "user")
     predictions = [
-        Prediction(
-            ex.user_id, ex.target, by_index[i].items, by_index[i].scores, by_index[i].returned, by_index[i].valid
-        )
-        for i, (ex, _) in enumerate(pairs)
+        Prediction(ex.user_id, ex.target, r.items, r.scores, r.returned, r.valid)
+        for (ex, _), r in zip(pairs, ranked, strict=True)
     ]
     seconds = time.perf_counter() - start
     metrics = {

@@ -1,0 +1,38 @@
+"""Decoding many prompts across the processes of an `accelerate launch`: evaluation and self-play generation.
+
+Prompts are sorted by length (less padding), cut into batches and the batches dealt round-robin, so every batch is
+the one a single process would decode; the results are gathered in prompt order on every process, identical to a
+single-process run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from align3gr.decode.base import Decoder, Ranked
+
+
+def shard_order(lengths: list[int], batch_size: int, process: int, processes: int) -> list[int]:
+    """The prompt indices process `process` decodes: prompts sorted by length, cut into batches, batches dealt
+    round-robin; every batch is the same whatever the number of processes."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    return [i for batch in batches[process::processes] for i in batch]
+
+
+def recommend_sharded(decoder: Decoder, prompts: Sequence[Sequence[int]], desc: str, unit: str) -> list[Ranked]:
+    """`decoder.recommend` over all `prompts`, this process's share decoded here (progress bar on the main
+    process), every process's results gathered; returned in the order of `prompts` on every process."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    state = PartialState()
+    mine = shard_order([len(p) for p in prompts], decoder.batch_size, state.process_index, state.num_processes)
+    with tqdm(total=len(mine), unit=unit, desc=desc, disable=not state.is_main_process) as bar:
+        ranked = decoder.recommend([prompts[i] for i in mine], progress=bar.update)
+    results = list(zip(mine, ranked, strict=True))
+    if state.num_processes > 1:
+        results = gather_object(results)
+    by_index = dict(results)
+    return [by_index[i] for i in range(len(prompts))]
