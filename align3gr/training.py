@@ -86,3 +86,9 @@ def publish(
             write_jsonl(tmp / name, rows)
         write_json(tmp / META_FILE, meta)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def logged(history: list[dict], key: str, position: int) -> float | None:
+    """The `position`-th value (0: first, -1: last) logged under `key` in a trainer's log history, or None."""
+    values = [row[key] for row in history if key in row]
+    return values[position] if values else None

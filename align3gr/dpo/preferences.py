@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from align3gr.data.dataset import Dataset
 from align3gr.dpo.buckets import BUCKETS, Buckets
@@ -53,14 +53,18 @@ class PreferenceStats:
     generated: int = 0
     filled: int = 0
     short_rows: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
 
-    def add(self, example: PreferenceExample, wanted: int) -> None:
+    def record(self, example: PreferenceExample, wanted: int) -> bool:
+        """Count `example`, a row that should hold `wanted` rejected items; False (dropped) when it holds none."""
+        if not example.rejected:
+            self.dropped += 1
+            return False
         self.rows += 1
         self.rejected += len(example.rejected)
         self.generated += example.generated
         self.filled += example.filled
         self.short_rows += len(example.rejected) < wanted
+        return True
 
     def as_dict(self) -> dict[str, float | int]:
         return {
@@ -103,11 +107,8 @@ def self_play_examples(
                 generated_count += len(own)
                 picked += own + buckets.fill(target, bucket, share - len(own), set(picked) | set(own), rng)
         example = PreferenceExample(user, history, target, picked, generated_count, len(picked) - generated_count)
-        if picked:
+        if stats.record(example, num_rejected):
             examples.append(example)
-            stats.add(example, num_rejected)
-        else:
-            stats.dropped += 1
     return examples, stats
 
 
@@ -133,11 +134,8 @@ def real_feedback_examples(
         for t in liked:
             rejected = [item for item in negatives if item != train[t]][:num_rejected]
             example = PreferenceExample(user, tuple(train[max(0, t - limit) : t]), train[t], rejected)
-            if rejected:
+            if stats.record(example, num_rejected):
                 examples.append(example)
-                stats.add(example, num_rejected)
-            else:
-                stats.dropped += 1
     if missing == len(dataset.sequences):
         raise ConfigError("RF-DPO needs feedback levels, and the dataset has none (no ratings or reviews)")
     return examples, stats

@@ -31,7 +31,7 @@ from align3gr.io import read_json, sha256_json, write_json
 from align3gr.models.loading import META_FILE
 from align3gr.sft.tasks import TaskBuilder
 from align3gr.tokenize.code_table import load_code_tables
-from align3gr.training import prepare_work, publish
+from align3gr.training import logged, prepare_work, publish
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def render_rows(examples: list[PreferenceExample], builder: TaskBuilder, seed: i
     rng = random.Random(f"{seed}:dpo")
     rows = []
     for ex in examples:
-        prompt = builder.render("seq", rng, user=builder.user_ref(ex.user_id), history=builder.history(ex.history))
+        prompt = builder.seq_prompt(ex.user_id, ex.history, rng.choice(builder.templates["seq"]))
         rows.append(
             {"prompt": prompt, "chosen": builder.item(ex.chosen), "rejected": [builder.item(r) for r in ex.rejected]}
         )
@@ -164,18 +164,20 @@ def run_stage(
         "vocabulary": previous_meta.get("vocabulary"),
         "preference_data": stats,
         "steps": trainer.state.global_step,
-        "train_loss": {"start": _metric(history, "loss", 0), "end": _metric(history, "loss", -1)},
+        "train_loss": {"start": logged(history, "loss", 0), "end": logged(history, "loss", -1)},
         "reward_accuracy": {
-            "start": _metric(history, "rewards/accuracies", 0),
-            "end": _metric(history, "rewards/accuracies", -1),
-        },  # fmt: skip
+            "start": logged(history, "rewards/accuracies", 0),
+            "end": logged(history, "rewards/accuracies", -1),
+        },
         "config": {**previous_meta.get("config", {}), "dpo": config_to_dict(config)},
         "align3gr_version": align3gr.__version__,
         "seconds": round(time.perf_counter() - start, 1),
     }
     if state.is_main_process:
-        rows = ({"user_id": e.user_id, "history": list(e.history), "chosen": e.chosen, "rejected": e.rejected}
-                for e in examples)  # fmt: skip
+        rows = (
+            {"user_id": e.user_id, "history": list(e.history), "chosen": e.chosen, "rejected": e.rejected}
+            for e in examples
+        )
         publish(out, work, previous, "dpo_config.yaml", config, history, meta, {"preferences.jsonl": rows})
     state.wait_for_everyone()
     meta = validated(name, out, data_dir, eval_dir, config)
@@ -220,8 +222,3 @@ def run_dpo(
         results.append(run_stage(name, previous, Path(data_dir), out / name, evaluations, config))
         previous = out / name
     return results
-
-
-def _metric(history: list[dict], key: str, position: int) -> float | None:
-    values = [row[key] for row in history if key in row]
-    return values[position] if values else None

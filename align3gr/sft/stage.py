@@ -30,7 +30,7 @@ from align3gr.sft.tasks import SFTExample, TaskBuilder, evaluation_prompts, load
 from align3gr.sft.training import sft_arguments
 from align3gr.sft.vocab import extend_vocabulary, scid_tokens, token_texts
 from align3gr.tokenize.code_table import load_code_tables
-from align3gr.training import prepare_work, publish
+from align3gr.training import logged, prepare_work, publish
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +176,10 @@ def run_sft(
         "steps": trainer.state.global_step,
         "distributed": {"type": state.distributed_type.value, "processes": state.num_processes},
         "seq_loss": {
-            name: {"start": _first(history, f"eval_{name}_loss"), "end": final.get(f"eval_{name}_loss")}
+            name: {"start": logged(history, f"eval_{name}_loss", 0), "end": final.get(f"eval_{name}_loss")}
             for name in evals
         },
-        "train_loss": {"start": _first(history, "loss"), "end": _last(history, "loss")},
+        "train_loss": {"start": logged(history, "loss", 0), "end": logged(history, "loss", -1)},
         "config": config_to_dict(config),
         "align3gr_version": align3gr.__version__,
         "seconds": round(time.perf_counter() - start, 1),
@@ -188,11 +188,3 @@ def run_sft(
         publish(out, work, scid, "sft_config.yaml", config, history, meta)
     state.wait_for_everyone()
     return SFTResult(out, meta, False, state.is_main_process)
-
-
-def _first(history: list[dict], key: str) -> float | None:
-    return next((row[key] for row in history if key in row), None)
-
-
-def _last(history: list[dict], key: str) -> float | None:
-    return next((row[key] for row in reversed(history) if key in row), None)

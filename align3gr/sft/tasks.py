@@ -112,17 +112,21 @@ class TaskBuilder:
     def rng(self, kind: str) -> random.Random:
         return random.Random(f"{self.seed}:{kind}")
 
-    def seq_prompt(self, user_id: str, history: Sequence[str], paraphrase: int = 0) -> str:
-        """The task-A prompt of a user's history with paraphrase number `paraphrase` (as evaluation asks it)."""
-        templates = self.templates["seq"]
-        if not 0 <= paraphrase < len(templates):
-            raise ConfigError(f"paraphrase={paraphrase}: the seq task has templates 0..{len(templates) - 1}")
-        return templates[paraphrase].format(user=self.user_ref(user_id), history=self.history(history))
+    def paraphrase(self, kind: str, index: int) -> str:
+        """Template number `index` of `kind`, or a ConfigError naming the templates there are."""
+        templates = self.templates[kind]
+        if not 0 <= index < len(templates):
+            raise ConfigError(f"paraphrase={index}: the {kind} task has templates 0..{len(templates) - 1}")
+        return templates[index]
+
+    def seq_prompt(self, user_id: str, history: Sequence[str], template: str) -> str:
+        """The task-A prompt of a user's history in `template` (one of the seq paraphrases)."""
+        return template.format(user=self.user_ref(user_id), history=self.history(history))
 
     def seq(self) -> Iterator[SFTExample]:
         rng = self.rng("seq")
         for ex in self.dataset.examples("train"):
-            prompt = self.render("seq", rng, user=self.user_ref(ex.user_id), history=self.history(ex.history))
+            prompt = self.seq_prompt(ex.user_id, ex.history, rng.choice(self.templates["seq"]))
             yield SFTExample("seq", prompt, self.item(ex.target), ex.user_id, (*ex.history, ex.target))
 
     def item_align(self) -> Iterator[SFTExample]:
@@ -213,4 +217,5 @@ def evaluation_prompts(
     if split not in ("valid", "test"):
         raise ConfigError(f"split={split!r}: evaluation prompts are for 'valid' or 'test'")
     builder = TaskBuilder(dataset, item_codes, user_codes, with_user_scid=with_user_scid)
-    return [(ex, builder.seq_prompt(ex.user_id, ex.history, paraphrase)) for ex in dataset.examples(split)]
+    template = builder.paraphrase("seq", paraphrase)
+    return [(ex, builder.seq_prompt(ex.user_id, ex.history, template)) for ex in dataset.examples(split)]
