@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from align3gr.data.dataset import load_dataset
 from align3gr.decode import BeamSearchDecoder, ExhaustiveDecoder, GenerateDecoder, build_decoder
@@ -32,7 +33,7 @@ def crafted_codes(ids: list[str], prefix: str) -> dict[str, list[str]]:
 def build_scid_model(data_dir: Path, folder: Path, seed: int = 0) -> Path:
     """An `sft/`-like folder: tiny Qwen2 with the SCID tokens of crafted code tables (random code embeddings, so
     the model ranks items), its tokenizer, `item_codes.json` and `user_codes.json`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     dataset = load_dataset(data_dir)
     items, users = crafted_codes(list(dataset.items), ""), crafted_codes(list(dataset.sequences), "u")
@@ -128,18 +129,37 @@ def test_three_decoders_agree(loaded):
         assert all(s <= 0 for s in beam.scores)
 
 
-def test_beam_search_scores_are_exact_log_probabilities(loaded):
+@pytest.mark.parametrize("layout", ["tree", "expand"])
+def test_beam_search_scores_are_exact_log_probabilities(loaded, layout):
     """Every beam score equals the exhaustive log-probability of that item; batching does not change results."""
     model, tokenizer, trie, prompts = loaded
     exhaustive = ExhaustiveDecoder(model, trie, tokenizer.pad_token_id)
-    one_by_one = BeamSearchDecoder(model, trie, tokenizer.pad_token_id, beam_size=20, batch_size=1).recommend(prompts)
-    batched = BeamSearchDecoder(model, trie, tokenizer.pad_token_id, beam_size=20, batch_size=6).recommend(prompts)
+    one_by_one = BeamSearchDecoder(model, trie, tokenizer.pad_token_id, 20, 1, layout).recommend(prompts)
+    batched = BeamSearchDecoder(model, trie, tokenizer.pad_token_id, 20, 6, layout).recommend(prompts)
     for prompt, single, batch in zip(prompts, one_by_one, batched, strict=True):
         assert single.items == batch.items
         exact = exhaustive.item_log_probs(prompt)
         index = {item: i for i, item in enumerate(trie.leaf_items)}
         assert single.scores == pytest.approx([exact[index[i]].item() for i in single.items], abs=1e-4)
         assert exact.exp().sum().item() <= 1.0 + 1e-4
+
+
+def test_tree_and_expanded_layouts_agree_under_sdpa_and_eager(loaded, scid_model):
+    """The shared-prompt tree layout (a 4D mask over parallel beams) ranks exactly as one cache row per beam, with
+    the boolean (sdpa) and the additive (eager) mask; layouts the attention cannot run are refused."""
+    _, tokenizer, trie, prompts = loaded
+    for implementation in ("sdpa", "eager"):
+        model = AutoModelForCausalLM.from_pretrained(scid_model, attn_implementation=implementation).eval()
+        tree, expand = (
+            BeamSearchDecoder(model, trie, tokenizer.pad_token_id, 20, 3, layout).recommend(prompts)
+            for layout in ("tree", "expand")
+        )
+        assert BeamSearchDecoder(model, trie, tokenizer.pad_token_id).layout == "tree"
+        for a, b in zip(tree, expand, strict=True):
+            assert a.items == b.items
+            assert a.scores == pytest.approx(b.scores, abs=1e-4)
+    with pytest.raises(ConfigError, match="layout must be one of"):
+        BeamSearchDecoder(model, trie, tokenizer.pad_token_id, layout="flat")
 
 
 def test_small_catalogue_returns_every_item_exactly_ranked(loaded):

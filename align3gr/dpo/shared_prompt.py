@@ -23,8 +23,12 @@ from collections.abc import Callable
 import torch
 
 from align3gr.errors import ConfigError
-
-MASKED_ATTENTION = ("sdpa", "eager")
+from align3gr.models.attention import (
+    MASKED_ATTENTION,
+    attention_implementation,
+    model_attention_mask,
+    takes_custom_mask,
+)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -80,11 +84,11 @@ def packed_attention_mask(prompt_mask: torch.Tensor, count: int, width: int) -> 
 
 def packed_completion_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """[B, 1 + K] log-probabilities from one packed sequence per prompt."""
-    implementation = getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")
-    if implementation not in MASKED_ATTENTION:
+    if not takes_custom_mask(model):
         raise ConfigError(
             f"shared_prompt_forward='packed' needs attention that takes a custom mask {MASKED_ATTENTION}, the model "
-            f"uses {implementation!r}: load it with attn_implementation='sdpa' or use shared_prompt_forward='cache'"
+            f"uses {attention_implementation(model)!r}: load it with attn_implementation='sdpa' or use "
+            "shared_prompt_forward='cache'"
         )
     prompt, prompt_mask = batch["prompt_ids"], batch["prompt_attention_mask"]
     ids = batch["completion_ids"]
@@ -92,10 +96,7 @@ def packed_completion_logps(model: torch.nn.Module, batch: dict[str, torch.Tenso
     prompt_len = prompt.shape[1]
     lengths = prompt_mask.long().sum(1, keepdim=True)
     offsets = torch.arange(width, device=ids.device).repeat(count)
-    mask = packed_attention_mask(prompt_mask, count, width)
-    if implementation == "eager":
-        dtype = next(model.parameters()).dtype
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    mask = model_attention_mask(model, packed_attention_mask(prompt_mask, count, width))
     starts = prompt_len + torch.arange(count, device=ids.device).unsqueeze(1) * width
     inside = starts + torch.arange(width - 1, device=ids.device)
     keep = torch.cat([torch.full((count, 1), prompt_len - 1, device=ids.device), inside], 1).reshape(-1)
