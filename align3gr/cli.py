@@ -85,12 +85,21 @@ def _tokenize(args: argparse.Namespace) -> None:
 
     config = config_from_sources(TokenizeConfig, args.config, _overrides(args, TokenizeConfig))
     report = run_tokenize(args.data, args.embeddings, args.out, config)
+    if not report:
+        return
+    v_measure = [level["v_measure"] for level in report["items"]["v_measure"]]
     rows = [
         {"side": side, "level": level["level"], "codes": level["codebook_size"], "utilisation": level["utilisation"],
          "perplexity": level["perplexity"], "top-1 load": level["top1_load"]}
+        | ({"V-measure": v_measure[level["level"]]} if side == "items" else {})
         for side in ("items", "users") for level in report[side]["levels"]
     ]  # fmt: skip
-    print("\n" + format_table(rows, f"SCID tokenizer {args.out}"))
+    print("\n" + format_table(rows, f"SCID tokenizer {args.out} (item codes: {report['item_tokenizer']})"))
+    if "dual_items" in report:
+        dual = [level["v_measure"] for level in report["dual_items"]["v_measure"]]
+        rows = [{"level": level, "UniSID": v, "dual": dual[level] if level < len(dual) else ""}
+                for level, v in enumerate(v_measure)]  # fmt: skip
+        print("\n" + format_table(rows, "Item V-measure against the category path (code prefix up to each level)"))
     collisions = report["items"]["collisions"]
     summary = {
         "item collision rate before": collisions["collision_rate_before"],
@@ -99,9 +108,12 @@ def _tokenize(args: argparse.Namespace) -> None:
         "user collision rate": report["users"]["collision_rate"],
         "valid U2I AUC (end of phase 1)": (report["u2i_auc"]["phase1"] or [float("nan")])[-1],
         "valid U2I AUC (end)": (report["u2i_auc"]["phase2"] or [float("nan")])[-1],
-        "seconds": report["seconds"],
     }
-    print(format_mapping(summary))
+    if "unisid" in report:
+        history = report["unisid"]["history"]
+        summary["UniSID loss (first -> last epoch)"] = f"{history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
+        summary["UniSID steps"] = report["unisid"]["steps"]
+    print(format_mapping(summary | {"seconds": report["seconds"]}))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -215,9 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(embed, EmbedConfig)
     embed.set_defaults(func=_embed)
 
-    tokenize = stages.add_parser("tokenize", help="Train the dual SCID tokenizer and write the code tables.")
+    tokenize = stages.add_parser(
+        "tokenize", help="Train the dual SCID tokenizer (or UniSID for items) and write the code tables."
+    )
     tokenize.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
-    tokenize.add_argument("--embeddings", required=True, type=Path, help="Output folder of `align3gr embed`.")
+    tokenize.add_argument(
+        "--embeddings", type=Path, help="Output folder of `align3gr embed` (the dual tokenizer's input)."
+    )
     tokenize.add_argument("--out", required=True, type=Path, help="Output folder (scid/).")
     tokenize.add_argument("--config", type=Path, help="YAML file with a `tokenize:` section of these options.")
     add_config_arguments(tokenize, TokenizeConfig)

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -28,12 +28,14 @@ INSTRUCTION_KINDS = {f"llm_{kind}": ("facts",) for kind in ("profile", "intentio
 
 
 class Instructions:
-    """The prompt that asks the LLM for one text: an `llm_KIND` paraphrase of `prompts/data_texts.yaml` given
-    the request's facts (the same facts its template is filled with)."""
+    """The prompt that asks the LLM for one text: an `llm_KIND` paraphrase of `prompts/data_texts.yaml` (or of
+    another prompt file holding `kinds`) given the request's facts (the same facts its template is filled with)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(
+        self, seed: int, prompts: str = "data_texts", kinds: Mapping[str, Collection[str]] = INSTRUCTION_KINDS
+    ) -> None:
         self.seed = seed
-        self.templates = load_prompts("data_texts", INSTRUCTION_KINDS)
+        self.templates = load_prompts(prompts, kinds)
 
     def __call__(self, request: TextRequest) -> str:
         facts = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in request.facts.items() if v)
@@ -43,13 +45,13 @@ class Instructions:
 class LLMTextWriter:
     """Greedy generation with a local Hugging Face causal LM, cached on disk by model and prompt."""
 
-    def __init__(self, config: DataConfig, batch_size: int = 16) -> None:
+    def __init__(self, config: DataConfig, batch_size: int = 16, prompt: Instructions | None = None) -> None:
         self.folder = require_model_folder(config.text_model or "", "text_model")
         self.max_new_tokens = config.text_max_new_tokens
         self.batch_size = batch_size
         self.identity = model_identity(self.folder)
         self.cache_path = Path(config.text_cache or DEFAULT_CACHE) / f"{self.identity}.jsonl"
-        self.prompt = Instructions(config.seed)
+        self.prompt = prompt or Instructions(config.seed)
 
     def key(self, prompt: str) -> str:
         """Cache key: the model's identity, the generation settings (greedy, length limit) and the prompt."""

@@ -1,4 +1,5 @@
-"""Options of the `tokenize` stage (the dual SCID tokenizer; seed 003 Eq. 1-2, Table 3, implementation details)."""
+"""Options of the `tokenize` stage: the dual SCID tokenizer (seed 003 Eq. 1-2, Table 3, implementation details)
+and the choice of item tokenizer (the dual one, or UniSID of seed 004)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,23 @@ from align3gr.errors import ConfigError
 from align3gr.tokenize.losses.adasid import AdaSIDConfig
 from align3gr.tokenize.losses.das import DASConfig
 from align3gr.tokenize.losses.hamr import HaMRConfig
+from align3gr.tokenize.unisid.config import UniSIDConfig
+
+ITEM_TOKENIZERS = ("dual", "unisid")
 
 
 @dataclass
 class TokenizeConfig:
-    """Dual user/item SC encoders with one RQ-VAE per side, the U2I loss, and the two-phase schedule."""
+    """Dual user/item SC encoders with one RQ-VAE per side, the U2I loss, and the two-phase schedule; the item codes
+    from the item RQ-VAE or from UniSID (`item_tokenizer`)."""
 
     section = "tokenize"
 
     dual: bool = field(default=True, metadata={"help": "Tokenize users too (Table 3 'Dual'); off: item-only."})
     use_cf: bool = field(default=True, metadata={"help": "Concatenate collaborative features (Table 3 'CF')."})
     u2i: bool = field(default=True, metadata={"help": "Train with the U2I behaviour loss (Table 3 'U-I Alignment')."})
-    levels: int = field(default=3, metadata={"help": "Code levels per side."})
-    codebook_size: int = field(default=256, metadata={"help": "Codes per level (items)."})
+    levels: int = field(default=3, metadata={"help": "Code levels per side (UniSID's L too)."})
+    codebook_size: int = field(default=256, metadata={"help": "Codes per level of items (UniSID's K too)."})
     user_codebook_size: int = field(default=256, metadata={"help": "Codes per level (users)."})
     code_dim: int = field(default=32, metadata={"help": "Dimension of each code vector (and of the SC embedding)."})
     hidden_dims: list[int] = field(default_factory=lambda: [256, 128], metadata={"help": "SC encoder MLP sizes."})
@@ -50,6 +55,12 @@ class TokenizeConfig:
     )
     das: bool = field(default=False, metadata={"help": "Add DAS multi-view contrastive alignment (seed 000)."})
     das_options: dict = field(default_factory=dict, metadata={"help": "DASConfig fields (YAML)."})
+    item_tokenizer: str = field(
+        default="dual",
+        metadata={"help": "Item codes from the dual RQ-VAE tokenizer ('dual') or from UniSID ('unisid', seed 004; "
+                  "users still get the dual tokenizer's codes)."},
+    )  # fmt: skip
+    unisid_options: dict = field(default_factory=dict, metadata={"help": "UniSIDConfig fields (YAML)."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, k-means and batching."})
 
     def validate(self) -> None:
@@ -61,12 +72,16 @@ class TokenizeConfig:
             (self.hamr_options, HaMRConfig),
             (self.adasid_options, AdaSIDConfig),
             (self.das_options, DASConfig),
+            (self.unisid_options, UniSIDConfig),
         ):
             unknown = sorted(set(options) - {f.name for f in fields(cls)})
             if unknown:
                 raise ConfigError(
                     f"{cls.__name__} has no option {unknown[0]!r}; options: {', '.join(f.name for f in fields(cls))}"
                 )
+        if self.item_tokenizer not in ITEM_TOKENIZERS:
+            raise ConfigError(f"item_tokenizer={self.item_tokenizer!r}: expected one of {', '.join(ITEM_TOKENIZERS)}")
+        UniSIDConfig(**self.unisid_options).validate()
         for name in ("levels", "codebook_size", "user_codebook_size", "code_dim", "batch_size", "rq_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")

@@ -1,13 +1,23 @@
-"""`align3gr tokenize`: train the dual SCID tokenizer and write the code tables of the design.
+"""`align3gr tokenize`: train the item and user tokenizers and write the code tables of the design.
+
+Item codes come from the dual SCID tokenizer's item RQ-VAE (`item_tokenizer: dual`) or from UniSID
+(`item_tokenizer: unisid`, seed 004, `align3gr.tokenize.unisid`). User codes always come from the dual tokenizer,
+trained with its U2I loss exactly as when it makes the item codes too; with UniSID and `dual: false` it does not
+run (no user codes, no embeddings read).
 
 `scid/` holds `item_codes.json` and `user_codes.json` (`{id: ["<a_12>", "<b_3>", "<c_200>"]}`: one token per
-code, a prefix per side and level: items a, b, c, ...; users ua, ub, uc, ...), the tokenizer weights and config,
-`report.json` (per level perplexity, utilisation, top-1 load; SID entropy; collision rates; U2I AUC per phase;
-wall time) and `code_usage.png`. Item codes are always unique.
+code, a prefix per side and level: items a, b, c, ...; users ua, ub, uc, ...), the dual tokenizer's weights and
+config, UniSID's model in `unisid/` when it made the item codes, `report.json` (per level perplexity, utilisation,
+top-1 load and V-measure against the category path; SID entropy; collision rates before and after resolution;
+U2I AUC per phase; with UniSID its training report, and the dual tokenizer's item-code statistics as `dual_items`
+for comparison; wall time) and `code_usage.png`. Item codes are always unique. Under `accelerate launch` every
+process trains UniSID; the main process trains the dual tokenizer and writes the folder.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import string
 import time
 from pathlib import Path
@@ -16,14 +26,15 @@ import numpy as np
 import torch
 
 from align3gr.config import config_to_dict
-from align3gr.data.dataset import load_dataset
+from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import ConfigError
 from align3gr.io import atomic_directory, write_json
-from align3gr.tokenize.codebook_stats import level_statistics, sid_entropy
+from align3gr.tokenize.codebook_stats import level_statistics, level_v_measure, sid_entropy
 from align3gr.tokenize.collisions import collision_rate, resolve_collisions
 from align3gr.tokenize.config import TokenizeConfig
-from align3gr.tokenize.dual import DualTrainer
+from align3gr.tokenize.dual import DualTrainer, TrainHistory
+from align3gr.tokenize.unisid.train import SAVED, train_unisid
 
 
 def code_tokens(codes: np.ndarray, side: str) -> list[list[str]]:
@@ -72,33 +83,71 @@ def check_sizes(config: TokenizeConfig, items: int, users: int) -> None:
         )
 
 
-def run_tokenize(
-    data_dir: str | Path, embeddings_dir: str | Path, out_dir: str | Path, config: TokenizeConfig | None = None
-) -> dict:
-    """Train the tokenizer on the dataset's embeddings and write `scid/`; returns the report."""
-    start = time.perf_counter()
-    config = config or TokenizeConfig()
-    config.validate()
-    dataset = load_dataset(data_dir)
-    embeddings = Embeddings.load(embeddings_dir)
-    check_sizes(config, len(embeddings.item_ids), len(embeddings.user_ids))
-    trainer = DualTrainer(dataset, embeddings, config)
+def item_report(raw_codes: np.ndarray, costs: np.ndarray, codebook_size: int, labels: list[str]):
+    """(unique codes, their statistics): `resolve_collisions` on the raw codes with the last level's costs [N, K],
+    then per level usage and V-measure against `labels`, SID entropy, collisions before and after."""
+    codes, collisions = resolve_collisions(raw_codes, costs)
+    sizes = [codebook_size] * raw_codes.shape[1]
+    if codes.shape[1] > raw_codes.shape[1]:
+        sizes.append(int(codes[:, -1].max()) + 1)
+    statistics = {
+        "levels": level_statistics(codes, sizes),
+        "v_measure": level_v_measure(codes, labels),
+        "sid_entropy": sid_entropy(codes),
+        "collisions": collisions,
+    }
+    return codes, statistics
+
+
+def train_dual(dataset: Dataset, embeddings_dir: str | Path, config: TokenizeConfig):
+    """(trainer, model, raw item codes [N, L], item distances to the last codebook [N, K], user codes [U, L]) of
+    the dual tokenizer trained on the dataset's embeddings."""
+    trainer = DualTrainer(dataset, Embeddings.load(embeddings_dir), config)
     model = trainer.train()
     with torch.no_grad():
         z_items = model.items.encoder(trainer.x_items)
         raw_item_codes = model.items.quantizer(z_items).codes.numpy()
         distances = model.items.quantizer.last_level_distances(z_items).numpy()
         user_codes = model.users.encode(trainer.x_users).numpy() if model.users is not None else np.zeros((0, 0), int)
-    item_codes, collisions = resolve_collisions(raw_item_codes, distances)
-    sizes = [config.codebook_size] * config.levels
-    if item_codes.shape[1] > config.levels:
-        sizes.append(int(item_codes[:, -1].max()) + 1)
-    report = {
-        "items": {
-            "levels": level_statistics(item_codes, sizes),
-            "sid_entropy": sid_entropy(item_codes),
-            "collisions": collisions,
-        },
+    return trainer, model, raw_item_codes, distances, user_codes
+
+
+def run_tokenize(
+    data_dir: str | Path, embeddings_dir: str | Path | None, out_dir: str | Path, config: TokenizeConfig | None = None
+) -> dict:
+    """Train the tokenizers on the dataset (and its embeddings) and write `scid/`; returns the report (empty on the
+    other processes of an `accelerate launch`)."""
+    from accelerate import PartialState
+
+    start = time.perf_counter()
+    config = config or TokenizeConfig()
+    config.validate()
+    dataset = load_dataset(data_dir)
+    check_sizes(config, len(dataset.items), len(dataset.sequences))
+    unisid = config.item_tokenizer == "unisid"
+    if (config.dual or not unisid) and embeddings_dir is None:
+        raise ConfigError("the dual tokenizer reads the output folder of `align3gr embed`: give embeddings_dir")
+    out = Path(out_dir)
+    work = out.parent / f"{out.name}.work"
+    state = PartialState(cpu=not torch.cuda.is_available())
+    trained = train_unisid(dataset, config, work) if unisid else None
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        return {}
+    labels = [" > ".join(item.categories) for item in dataset.items.values()]
+    model, history, user_codes = None, TrainHistory(), np.zeros((0, 0), int)
+    if config.dual or not unisid:
+        trainer, model, raw_item_codes, distances, user_codes = train_dual(dataset, embeddings_dir, config)
+        history = trainer.history
+        item_codes, items = item_report(raw_item_codes, distances, config.codebook_size, labels)
+    report: dict = {"item_tokenizer": config.item_tokenizer}
+    if trained is not None:
+        if model is not None:
+            report["dual_items"] = items
+        item_codes, items = item_report(trained.codes, trained.last_level_costs, config.codebook_size, labels)
+        report["unisid"] = trained.report
+    report |= {
+        "items": items,
         "users": {
             "levels": level_statistics(user_codes, [config.user_codebook_size] * config.levels)
             if len(user_codes)
@@ -107,20 +156,25 @@ def run_tokenize(
             "collision_rate": collision_rate(user_codes) if len(user_codes) else 0.0,
         },
         "u2i_auc": {
-            "phase1": [row["valid_auc"] for row in trainer.history.phase1],
-            "phase2": [row["valid_auc"] for row in trainer.history.phase2],
+            "phase1": [row["valid_auc"] for row in history.phase1],
+            "phase2": [row["valid_auc"] for row in history.phase2],
         },
-        "history": {"phase1": trainer.history.phase1, "phase2": trainer.history.phase2},
+        "history": {"phase1": history.phase1, "phase2": history.phase2},
         "config": config_to_dict(config),
         "data_fingerprint": dataset.meta.get("fingerprint"),
     }
-    item_table = dict(zip(embeddings.item_ids, code_tokens(item_codes, "item"), strict=True))
-    user_table = dict(zip(embeddings.user_ids, code_tokens(user_codes, "user"), strict=True)) if len(user_codes) else {}
+    item_table = dict(zip(dataset.items, code_tokens(item_codes, "item"), strict=True))
+    user_table = dict(zip(dataset.sequences, code_tokens(user_codes, "user"), strict=True)) if len(user_codes) else {}
     report["seconds"] = round(time.perf_counter() - start, 2)
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out) as tmp:
         write_json(tmp / "item_codes.json", item_table)
         write_json(tmp / "user_codes.json", user_table)
-        model.save(tmp)
+        if model is not None:
+            model.save(tmp)
+        if trained is not None:
+            os.replace(work / SAVED, tmp / SAVED)
         write_json(tmp / "report.json", report)
         plot_code_usage({"item": item_codes, "user": user_codes}, tmp / "code_usage.png")
+    shutil.rmtree(work, ignore_errors=True)
+    state.wait_for_everyone()
     return report

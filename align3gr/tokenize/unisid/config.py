@@ -1,0 +1,90 @@
+"""Options of UniSID (seed 004 3.1-3.5, appendix A.3): the fields of `TokenizeConfig.unisid_options`.
+
+L and K are the tokenize stage's `levels` and `codebook_size` (the paper: 3 x 2,048), the seed is its `seed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from align3gr.errors import ConfigError
+from align3gr.models.loading import DTYPES
+from align3gr.sft.config import LORA_TARGETS
+
+TINY = "tiny"
+
+
+@dataclass
+class UniSIDConfig:
+    """Qwen2.5-VL backbone with SID tokens and an embedding token, SID / embedding / reconstruction heads, Eq. 11."""
+
+    model: str = field(
+        default=TINY,
+        metadata={"help": "Qwen2.5-VL checkpoint (local folder or Hub id), or 'tiny': one built from the data."},
+    )
+    dtype: str = field(default="float32", metadata={"help": f"Backbone weights dtype: {', '.join(DTYPES)}."})
+    tiny_vocab_size: int = field(default=4096, metadata={"help": "model=tiny: BPE vocabulary size."})
+    tiny_hidden_size: int = field(default=64, metadata={"help": "model=tiny: hidden size of the language model."})
+    tiny_layers: int = field(default=2, metadata={"help": "model=tiny: language-model layers."})
+    tiny_vision_depth: int = field(default=1, metadata={"help": "model=tiny: vision-tower blocks."})
+    use_lora: bool = field(
+        default=False, metadata={"help": "LoRA on the language model (plus the new tokens' rows); off: full FT."}
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(LORA_TARGETS),
+        metadata={"help": "Language-model modules that get LoRA adapters (the frozen vision tower never does)."},
+    )
+    embedding_dim: int = field(default=128, metadata={"help": "Output size of the embedding head (Eq. 3)."})
+    temperature: float = field(default=0.1, metadata={"help": "Temperature tau of Eq. 5 and Eq. 6."})
+    reconstruction_weight: float = field(
+        default=0.1, metadata={"help": "lambda of Eq. 11 (paper: 0.1); 0 drops the summary reconstruction."}
+    )
+    reconstruction_model: str = field(
+        default=TINY,
+        metadata={"help": "Frozen causal LM that reconstructs the summary (paper: Qwen2.5-3B), or 'tiny'."},
+    )
+    summary_model: str | None = field(
+        default=None,
+        metadata={"help": "Local causal LM folder that writes the summaries offline (Eq. 7); none: a template."},
+    )
+    summary_max_new_tokens: int = field(default=64, metadata={"help": "Length limit of an LLM-written summary."})
+    summary_cache: str | None = field(
+        default=None, metadata={"help": "Cache folder of LLM-written summaries (default ~/.cache/align3gr/texts)."}
+    )
+    image_attribute: str = field(
+        default="image",
+        metadata={"help": "Item attribute holding the image: a local file path, relative to the dataset folder."},
+    )
+    max_description_words: int = field(default=128, metadata={"help": "Descriptions are cut to this many words."})
+    view_dropout: float = field(
+        default=0.3, metadata={"help": "Second view: each description word dropped with this probability."}
+    )
+    batch_size: int = field(default=64, metadata={"help": "Items per step over all processes (two views each)."})
+    epochs: int = field(default=10, metadata={"help": "Passes over the catalogue."})
+    learning_rate: float = field(
+        default=1e-3, metadata={"help": "AdamW peak learning rate (paper: 4e-5 for Qwen2.5-VL-3B)."}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of the steps with linear warm-up (cosine)."})
+    encode_batch_size: int = field(default=64, metadata={"help": "Items per forward when writing the codes."})
+
+    def validate(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unisid_options.dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
+        for name in (
+            "tiny_vocab_size", "tiny_hidden_size", "tiny_layers", "tiny_vision_depth", "lora_r", "embedding_dim",
+            "summary_max_new_tokens", "max_description_words", "batch_size", "epochs", "encode_batch_size",
+        ):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ConfigError(f"unisid_options.{name}={getattr(self, name)}: must be >= 1")
+        if self.temperature <= 0:
+            raise ConfigError(f"unisid_options.temperature={self.temperature}: must be > 0")
+        if self.reconstruction_weight < 0:
+            raise ConfigError(f"unisid_options.reconstruction_weight={self.reconstruction_weight}: must be >= 0")
+        if not 0 <= self.view_dropout < 1:
+            raise ConfigError(f"unisid_options.view_dropout={self.view_dropout}: expected 0 <= p < 1")
+        if self.tiny_hidden_size % 16:
+            raise ConfigError(f"unisid_options.tiny_hidden_size={self.tiny_hidden_size}: must be a multiple of 16")

@@ -1,0 +1,194 @@
+"""UniSID training (seed 004, 3.5): Eq. 11 end to end over the catalogue, alone or under `accelerate launch`, then
+every item's SID from its whole input (Eq. 4).
+
+A step takes `batch_size` items and both views of each. Under several processes each takes its share of the step's
+items and contrasts them among themselves while DDP averages the gradients (a final step with fewer items than
+processes is skipped). Epochs visit the items in a seeded order; the second views are drawn from the seed, the
+epoch and the item, so the same seed and config give the same codes. The trained model is saved in `work/unisid`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from align3gr.data.dataset import Dataset
+from align3gr.seeding import seeded
+from align3gr.sft.vocab import extend_vocabulary
+from align3gr.tokenize.config import TokenizeConfig
+from align3gr.tokenize.unisid.backbone import (
+    build_tiny_models,
+    load_backbone,
+    load_reconstructor,
+    make_trainable,
+    model_paths,
+    tiny_texts,
+)
+from align3gr.tokenize.unisid.config import UniSIDConfig
+from align3gr.tokenize.unisid.losses import embedding_infonce, multi_granularity_loss, total_loss
+from align3gr.tokenize.unisid.model import UniSID, encode_views
+from align3gr.tokenize.unisid.schema import ItemSchema, first_view, item_inputs, second_view, sid_tokens
+from align3gr.tokenize.unisid.summaries import load_unisid_prompts, write_summaries
+
+log = logging.getLogger(__name__)
+SAVED = "unisid"
+
+
+@dataclass
+class UniSIDResult:
+    """The raw SIDs [N, L] of the catalogue (dataset order), the deepest level's costs [N, K] (-log softmax of its
+    logits, for collision resolution), and the training report."""
+
+    codes: np.ndarray
+    last_level_costs: np.ndarray
+    report: dict
+
+
+def granularity_labels(dataset: Dataset, levels: int) -> np.ndarray:
+    """[N, L] labels of Eq. 5's positive sets: at level l < L the item's category path cut to depth l (an item
+    without categories shares it with no other item), at the deepest level the item itself."""
+    ids: dict[tuple, int] = {}
+    rows = []
+    for index, item in enumerate(dataset.items.values()):
+        row = [
+            ids.setdefault((depth, *item.categories[:depth]) if item.categories else (depth, "", index), len(ids))
+            for depth in range(1, levels)
+        ]
+        rows.append([*row, index])
+    return np.array(rows, dtype=np.int64)
+
+
+def tokenized_summaries(summaries: list[str], tokenizer) -> list[list[int]]:
+    """Each summary's token IDs, ending with the end-of-sequence token."""
+    ids = tokenizer(summaries, add_special_tokens=False)["input_ids"]
+    return [row + [tokenizer.eos_token_id] for row in ids]
+
+
+def summary_batch(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded `summary_ids` and `summary_mask`."""
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return {"summary_ids": ids, "summary_mask": mask}
+
+
+def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path) -> UniSIDResult:
+    """Train UniSID on `dataset` with `config.unisid_options` (L = `config.levels`, K = `config.codebook_size`) in
+    every process; the main one prepares `work` and saves the model in `work/unisid`."""
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+    from transformers import get_cosine_schedule_with_warmup
+
+    start = time.perf_counter()
+    options = UniSIDConfig(**config.unisid_options)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    instruction = load_unisid_prompts()["instruction"][0]
+    items = item_inputs(dataset, options.image_attribute, options.max_description_words)
+    backbone_path, reconstructor_path = model_paths(options, work)
+    with accelerator.main_process_first():
+        summaries = write_summaries(dataset, options, config.seed)
+        if accelerator.is_main_process:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            texts = list(tiny_texts(items, summaries, instruction))
+            build_tiny_models(options, texts, backbone_path, reconstructor_path, config.seed)
+
+    with seeded(config.seed) as generator:
+        backbone, tokenizer, image_processor = load_backbone(backbone_path, options.dtype)
+        token_ids = extend_vocabulary(backbone, tokenizer, sid_tokens(config.levels))
+        reconstructor, summary_tokenizer = (
+            load_reconstructor(reconstructor_path, options.dtype) if reconstructor_path else (None, None)
+        )
+        backbone = make_trainable(backbone, token_ids, options)
+        model = UniSID(backbone, token_ids, config.codebook_size, options.embedding_dim, reconstructor)
+        schema = ItemSchema(tokenizer, image_processor, backbone.config, instruction, config.levels)
+        summary_ids = tokenized_summaries(summaries, summary_tokenizer) if reconstructor else []
+        labels = torch.from_numpy(granularity_labels(dataset, config.levels))
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=options.learning_rate, weight_decay=options.weight_decay)
+        steps = options.epochs * math.ceil(len(items) / options.batch_size)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, int(options.warmup_ratio * steps), steps)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+        history: list[dict] = []
+        bar = tqdm(total=steps, desc="UniSID training", unit="step", disable=not accelerator.is_main_process)
+        for epoch in range(1, options.epochs + 1):
+            model.train()
+            sums: dict[str, float] = {}
+            done = 0
+            for batch in torch.randperm(len(items), generator=generator).split(options.batch_size):
+                bar.update()
+                if len(batch) < world:
+                    continue
+                done += 1
+                mine = batch[rank::world].tolist()
+                views = [first_view(items[i]) for i in mine]
+                views += [second_view(items[i], np.random.default_rng([config.seed, epoch, i]), options.view_dropout)
+                          for i in mine]  # fmt: skip
+                rows = mine + mine
+                inputs = {k: v.to(device) for k, v in schema(views).items()}
+                summary = {}
+                if reconstructor is not None:
+                    summary = summary_batch([summary_ids[i] for i in rows], summary_tokenizer.pad_token_id)
+                    summary = {k: v.to(device) for k, v in summary.items()}
+                output = model(inputs, **summary)
+                losses = {
+                    "sid": multi_granularity_loss(output.sid_logits, labels[rows].to(device), options.temperature),
+                    "emb": embedding_infonce(output.embedding, torch.tensor(rows, device=device), options.temperature),
+                }
+                if output.reconstruction_loss is not None:
+                    losses["rec"] = output.reconstruction_loss
+                loss = total_loss(losses, options.reconstruction_weight)
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                for name, value in {"loss": loss, **losses}.items():
+                    sums[name] = sums.get(name, 0.0) + value.item()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            history.append({"epoch": epoch, **{k: v / done for k, v in sums.items()}})
+        bar.close()
+
+        model = accelerator.unwrap_model(model).eval()
+        mine = list(range(len(items)))[rank::world]
+        logits, _ = encode_views(
+            model, schema, [first_view(items[i]) for i in mine], options.encode_batch_size, accelerator.is_main_process
+        )
+    codes = logits.argmax(-1)
+    costs = -torch.log_softmax(torch.from_numpy(logits[:, -1]), dim=-1).numpy()
+    if world > 1:
+        gathered = dict(gather_object(list(zip(mine, zip(codes, costs, strict=True), strict=True))))
+        codes = np.stack([gathered[i][0] for i in range(len(items))])
+        costs = np.stack([gathered[i][1] for i in range(len(items))])
+    if accelerator.is_main_process:
+        document = {
+            "tokens": sid_tokens(config.levels),
+            "codebook_size": config.codebook_size,
+            "embedding_dim": options.embedding_dim,
+            "instruction": instruction,
+            "options": asdict(options),
+            "seed": config.seed,
+        }
+        (work / SAVED).mkdir()
+        model.save(work / SAVED, tokenizer, image_processor, document)
+    accelerator.wait_for_everyone()
+    report = {
+        "history": history,
+        "steps": steps,
+        "processes": world,
+        "trainable_parameters": sum(p.numel() for p in trainable),
+        "backbone": options.model,
+        "summaries": "llm" if options.summary_model else "template",
+        "summary_example": summaries[0],
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    log.info("UniSID: %d steps, loss %.3f -> %.3f", steps, history[0]["loss"], history[-1]["loss"])
+    return UniSIDResult(codes, costs, report)
