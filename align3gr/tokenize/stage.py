@@ -122,11 +122,11 @@ def run_tokenize(
     start = time.perf_counter()
     config = config or TokenizeConfig()
     config.validate()
-    dataset = load_dataset(data_dir)
-    check_sizes(config, len(dataset.items), len(dataset.sequences))
     unisid = config.item_tokenizer == "unisid"
     if (config.dual or not unisid) and embeddings_dir is None:
         raise ConfigError("the dual tokenizer reads the output folder of `align3gr embed`: give embeddings_dir")
+    dataset = load_dataset(data_dir)
+    check_sizes(config, len(dataset.items), len(dataset.sequences))
     out = Path(out_dir)
     work = out.parent / f"{out.name}.work"
     state = PartialState(cpu=not torch.cuda.is_available())
