@@ -1,7 +1,8 @@
 """Recipe: the UniSID item tokenizer (stage `tokenize` with `item_tokenizer: unisid`, seed 004), under `accelerate
 launch` or alone. User codes still come from the dual tokenizer (trained by the main process).
 
-    accelerate launch --multi_gpu --num_processes 2 recipes/train_unisid.py --config recipes/configs/ml100k_unisid.yaml \
+    accelerate launch --multi_gpu --num_processes 2 recipes/train_unisid.py \
+        --config recipes/configs/ml100k_unisid.yaml \
         --data runs/ml100k/data --embeddings runs/ml100k/embeddings --out runs/ml100k/scid
 
 The options are the fields of `align3gr.tokenize.config.TokenizeConfig` (the YAML's `tokenize:` section, then flags);

@@ -222,7 +222,8 @@ def test_a_training_step_with_and_without_an_image_trains_only_what_it_should(ca
     items = item_inputs(load_dataset(catalogue), "image", 128)
     chosen = [items[0], items[2]]  # the first has an image, the second none
     views = [first_view(i) for i in chosen] + [second_view(i, np.random.default_rng(0), 0.3) for i in chosen]
-    summary = summary_tokenizer(["Red kettle: Kitchen"] * 2 + ["Desk lamp: Home"] * 2, padding=True, return_tensors="pt")
+    texts = ["Red kettle: Kitchen", "Desk lamp: Home"] * 2
+    summary = summary_tokenizer(texts, padding=True, return_tensors="pt")
     output = model(schema(views), summary["input_ids"], summary["attention_mask"])
     losses = {
         "sid": multi_granularity_loss(output.sid_logits, torch.tensor([[0, 0, 0], [0, 1, 1]] * 2), 0.1),
