@@ -185,6 +185,15 @@ def _dpo(args: argparse.Namespace) -> None:
     print("\n" + format_table(rows, f"Progressive DPO {args.out} (valid split after each stage)"))
 
 
+def _pipeline(args: argparse.Namespace) -> None:
+    from align3gr.pipeline import run_pipeline
+    from align3gr.pipeline.summary import summary_text
+
+    summary = run_pipeline(args.config, args.run_dir)
+    print("\n" + summary_text(summary))
+    print(f"\nsummary.json and summary.md in {summary['run_dir']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from align3gr.data.config import DataConfig, SourceConfig
     from align3gr.dpo.config import DPOStageConfig
@@ -266,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     dpo.add_argument("--config", type=Path, help="YAML file with a `dpo:` section of these options.")
     add_config_arguments(dpo, DPOStageConfig)
     dpo.set_defaults(func=_dpo)
+
+    pipeline = stages.add_parser("pipeline", help="Every stage on one config, reusing the stages that are up to date.")
+    pipeline.add_argument("--config", required=True, type=Path, help="YAML with a section per stage.")
+    pipeline.add_argument("--run-dir", type=Path, help="Run folder (default: runs/NAME for NAME.yaml).")
+    pipeline.set_defaults(func=_pipeline)
     return parser
 
 

@@ -67,9 +67,8 @@ def config_from_sources(
     return config
 
 
-def read_yaml_section(path: str | Path, section: str | None) -> dict[str, Any]:
-    """The options of `section` in a YAML file: the mapping under its `section` key; nothing when the file is made of
-    other sections only (every top-level value a mapping, as in a pipeline config); the whole file when it is flat."""
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file is an empty one); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -78,7 +77,14 @@ def read_yaml_section(path: str | Path, section: str | None) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: malformed YAML: {err}") from None
     if not isinstance(document, dict):
-        raise ConfigError(f"{path}: expected a mapping of options at the top level")
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return document
+
+
+def read_yaml_section(path: str | Path, section: str | None) -> dict[str, Any]:
+    """The options of `section` in a YAML file: the mapping under its `section` key; nothing when the file is made of
+    other sections only (every top-level value a mapping, as in a pipeline config); the whole file when it is flat."""
+    document = read_yaml_mapping(path)
     if section is not None and isinstance(document.get(section), dict):
         return dict(document[section])
     if section is not None and document and all(isinstance(value, dict) for value in document.values()):

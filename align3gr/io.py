@@ -74,6 +74,19 @@ def write_json(path: str | Path, value: Any) -> None:
         handle.write("\n")
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a small file through a temporary sibling and a rename, so readers never see it half-written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | Path, value: Any) -> None:
+    """`write_json`, atomically (`atomic_write_text`)."""
+    atomic_write_text(path, json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()

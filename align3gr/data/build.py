@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,7 @@ def build_dataset(
             "user_k": config.user_k,
             "item_k": config.item_k,
             "kcore_rounds": dataset.meta.pop("kcore_rounds"),
+            "max_users": config.max_users,
         },
         "counts": dataset.meta.pop("counts"),
         "split": "leave-one-out: train items[:-2], valid items[-2], test items[-1]",
@@ -171,8 +173,10 @@ def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:
             ratings=[_number(r) for r in cols["rating"][rows[block]]] if has_ratings else None,
             reviews=SpooledTexts(spool, rows[block]) if spool is not None else None,
         )
-    kept_items = {interactions.item_ids[i] for i in np.unique(items)}
     ordered_users = sorted(sequences, key=natural_key)
+    if config.max_users is not None and config.max_users < len(ordered_users):
+        ordered_users = sorted(random.Random(config.seed).sample(ordered_users, config.max_users), key=natural_key)
+    kept_items = {i for u in ordered_users for i in sequences[u].items}
     dataset = Dataset(
         items={i: raw.items[i] for i in sorted(kept_items, key=natural_key)},
         users={u: raw.users.get(u) or User(user_id=u) for u in ordered_users},

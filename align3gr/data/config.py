@@ -29,6 +29,11 @@ class DataConfig:
     user_k: int = field(default=5, metadata={"help": "k-core: keep users with at least this many interactions (>= 3)."})
     item_k: int = field(default=5, metadata={"help": "k-core: keep items with at least this many interactions."})
     max_history: int = field(default=20, metadata={"help": "Histories are cut to this many most recent items."})
+    max_users: int | None = field(
+        default=None,
+        metadata={"help": "Keep a seeded sample of this many users after k-core, and the items they touched (a slice "
+                  "for quick runs); unset: every user."},
+    )  # fmt: skip
     missing_metadata: str | None = field(
         default=None,
         metadata={"help": "Interactions whose item has no metadata: 'error' or 'drop' (default: the builder's)."},
@@ -57,6 +62,8 @@ class DataConfig:
             raise ConfigError(f"item_k={self.item_k}: must be >= 1")
         if self.max_history < 1:
             raise ConfigError(f"max_history={self.max_history}: must be >= 1")
+        if self.max_users is not None and self.max_users < 1:
+            raise ConfigError(f"max_users={self.max_users}: must be >= 1 (or unset for every user)")
         if self.missing_metadata not in (None, "error", "drop"):
             raise ConfigError(f"missing_metadata={self.missing_metadata!r}: expected 'error' or 'drop'")
         if not self.disliked_max < self.liked_min:

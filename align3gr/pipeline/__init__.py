@@ -1,0 +1,34 @@
+"""`align3gr pipeline`: the whole method on one config, stage after stage, reusing what is up to date."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
+from align3gr.pipeline.plan import pipeline_steps
+from align3gr.pipeline.runner import run_steps
+from align3gr.pipeline.summary import write_summary
+
+
+def default_run_dir(config_path: str | Path) -> Path:
+    """`runs/NAME` for `recipes/configs/NAME.yaml`."""
+    return Path("runs") / Path(config_path).stem
+
+
+def run_pipeline(
+    config_path: str | Path, run_dir: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> dict:
+    """Run (or continue) the pipeline of `config_path` in `run_dir`; writes `config.yaml`, `summary.json` and
+    `summary.md` there and returns the summary."""
+    start = time.perf_counter()
+    config = load_pipeline_config(config_path, overrides)
+    run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
+    run.mkdir(parents=True, exist_ok=True)
+    write_pipeline_config(config, run / "config.yaml")
+    outcomes = run_steps(pipeline_steps(config, run), run)
+    return write_summary(run, config.as_dict(), outcomes, time.perf_counter() - start)
+
+
+__all__ = ["PipelineConfig", "default_run_dir", "load_pipeline_config", "run_pipeline"]

@@ -1,0 +1,74 @@
+"""The pipeline's config: one YAML with a section per stage, the same sections the stage commands read.
+
+`align3gr sft --config X.yaml` reads the `sft:` section of the file `align3gr pipeline --config X.yaml` reads, so a
+stage run alone and inside the pipeline get the same options and give the same result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from align3gr.config import config_from_sources, config_to_dict, read_yaml_mapping
+from align3gr.data.config import DataConfig, SourceConfig
+from align3gr.dpo.config import DPOStageConfig
+from align3gr.embed.config import EmbedConfig
+from align3gr.errors import ConfigError
+from align3gr.evaluate.config import EvaluateConfig
+from align3gr.io import atomic_write_text
+from align3gr.sft.config import SFTStageConfig
+from align3gr.tokenize.config import TokenizeConfig
+
+SECTIONS: dict[str, type] = {
+    "source": SourceConfig,
+    "data": DataConfig,
+    "embed": EmbedConfig,
+    "tokenize": TokenizeConfig,
+    "sft": SFTStageConfig,
+    "evaluate": EvaluateConfig,
+    "dpo": DPOStageConfig,
+}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Every stage's options, each section resolved as the stage's own command resolves it."""
+
+    source: SourceConfig
+    data: DataConfig
+    embed: EmbedConfig
+    tokenize: TokenizeConfig
+    sft: SFTStageConfig
+    evaluate: EvaluateConfig
+    dpo: DPOStageConfig
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """`{section: options}`: what summary.json and config.yaml record."""
+        return {name: config_to_dict(getattr(self, name)) for name in SECTIONS}
+
+    def replace(self, section: str, **values: Any) -> PipelineConfig:
+        """A copy with some options of one section changed (validated as the stage validates them)."""
+        updated = dataclasses.replace(getattr(self, section), **values)
+        updated.validate()
+        return dataclasses.replace(self, **{section: updated})
+
+
+def load_pipeline_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> PipelineConfig:
+    """Read every section of `path` (sections it lacks get the stage's defaults), then `{section: {option: value}}`
+    overrides. A top-level key that is not a section is an error naming it and the file."""
+    unknown = sorted(set(read_yaml_mapping(path)) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section {unknown[0]!r}; the pipeline's sections are {', '.join(SECTIONS)}")
+    overrides = overrides or {}
+    return PipelineConfig(
+        **{name: config_from_sources(cls, path, overrides.get(name)) for name, cls in SECTIONS.items()}
+    )
+
+
+def write_pipeline_config(config: PipelineConfig, path: Path) -> None:
+    """The resolved config as a YAML the pipeline and every stage command read back to the same options."""
+    atomic_write_text(path, yaml.safe_dump(config.as_dict(), sort_keys=False))

@@ -1,0 +1,72 @@
+"""Runs a list of steps in order, skipping each one whose output is up to date (`PipelineState`), and reports.
+
+A step re-runs when its options or any input's digest changed, or its output is missing or was altered; what
+follows it then re-runs too, because its inputs' digests change. A run killed midway is continued by running the
+same command again: finished steps are skipped, and a training step resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import align3gr
+from align3gr.errors import ConfigError
+from align3gr.io import read_json, sha256_json
+from align3gr.pipeline.plan import Step
+from align3gr.pipeline.state import PipelineState, folder_digest
+
+log = logging.getLogger("align3gr.pipeline")
+
+
+@dataclass
+class Outcome:
+    """One step after the run: whether it was reused, the wall time that produced it, its metrics if it evaluated."""
+
+    step: Step
+    reused: bool
+    seconds: float
+    metrics: dict | None
+
+
+def step_key(step: Step, digests: dict[str, str]) -> str:
+    """Hash of what a step's output depends on: its kind and options, its inputs' digests, the toolkit version."""
+    missing = [name for name in step.inputs if name not in digests]
+    if missing:
+        raise ConfigError(f"step {step.name} reads {missing[0]!r}, which no earlier step produces")
+    inputs = {name: digests[name] for name in step.inputs}
+    return sha256_json({"kind": step.kind, "options": step.options, "inputs": inputs, "version": align3gr.__version__})
+
+
+def run_steps(steps: list[Step], run_dir: Path) -> list[Outcome]:
+    """Run or reuse each step in order; the state is saved after every step."""
+    state = PipelineState(run_dir)
+    digests: dict[str, str] = {}
+    outcomes = []
+    for number, step in enumerate(steps, start=1):
+        name = step.path.relative_to(run_dir).as_posix()
+        key = step_key(step, digests)
+        record = state.get(name)
+        current = folder_digest(step.path, record)
+        reusable = record is not None and current is not None and record["key"] == key
+        if reusable and not step.always and current["digest"] == record["digest"]:
+            log.info("[%d/%d] %s: up to date (%s)", number, len(steps), step.name, name)
+            seconds, reused = record["seconds"], True
+        else:
+            log.info("[%d/%d] %s -> %s", number, len(steps), step.name, name)
+            start = time.perf_counter()
+            step.run()
+            seconds = round(time.perf_counter() - start, 1)
+            current = folder_digest(step.path)
+            if current is None:
+                raise ConfigError(f"step {step.name} finished without writing {step.path}")
+            unchanged = reusable and current["digest"] == record["digest"]
+            reused = unchanged and step.always
+            seconds = record["seconds"] if reused else seconds
+            state.record(name, {"key": key, **current, "seconds": seconds, "step": step.name})
+        digests[step.name] = current["digest"]
+        metrics = read_json(step.path / "metrics.json") if step.kind == "evaluate" else None
+        outcomes.append(Outcome(step, reused, seconds, metrics))
+    return outcomes
