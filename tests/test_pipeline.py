@@ -1,0 +1,177 @@
+"""`align3gr pipeline`: skipping by content hash, re-running what changed, continuing after a kill, and stages run
+alone giving what the pipeline gave. The end-to-end runs use a 100-user slice of MovieLens-100K."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from align3gr.cli import main
+from align3gr.config import config_from_sources
+from align3gr.dpo.config import DPOStageConfig
+from align3gr.dpo.stage import run_dpo
+from align3gr.errors import ConfigError
+from align3gr.pipeline import load_pipeline_config, run_pipeline
+from align3gr.pipeline.plan import Step
+from align3gr.pipeline.runner import run_steps
+from align3gr.sft.config import SFTStageConfig
+from align3gr.sft.stage import run_sft
+
+SMALL = {
+    "source": {"builder": "movielens", "source": "recbole"},
+    "data": {"max_users": 100},
+    "embed": {"cf_epochs": 2, "cf_dim": 16},
+    "tokenize": {"codebook_size": 16, "user_codebook_size": 8, "code_dim": 8, "hidden_dims": [32],
+                 "phase1_max_epochs": 2, "phase2_epochs": 3},
+    "sft": {"model": "tiny", "tiny_vocab_size": 600, "tiny_hidden_size": 32, "tiny_layers": 1,
+            "max_examples_per_task": 100, "per_device_train_batch_size": 16, "max_steps": 16, "save_steps": 4,
+            "eval_examples": 16, "learning_rate": 3.0e-3},
+    "dpo": {"stages": ["sp_easy", "rf_easy"], "num_rejected": 4, "candidates": 8, "per_device_train_batch_size": 8,
+            "max_steps": 3, "eval_batch_size": 50, "eval_beam_size": 10},
+    "evaluate": {"batch_size": 50},
+}  # fmt: skip
+METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+
+
+def write_config(path: Path, changes: dict | None = None) -> Path:
+    config = json.loads(json.dumps(SMALL))
+    for section, values in (changes or {}).items():
+        config[section].update(values)
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def metrics_by_stage(summary: dict) -> dict[str, tuple]:
+    return {row["stage"]: tuple(row[m] for m in METRICS) for row in summary["stages"] if "recall@10" in row}
+
+
+def status_by_stage(summary: dict) -> dict[str, str]:
+    return {row["stage"]: row["status"] for row in summary["stages"]}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """(config, run folder, summary) of one uninterrupted pipeline run on the slice."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    config = write_config(folder / "small.yaml")
+    summary = run_pipeline(config, folder / "run")
+    return config, folder / "run", summary
+
+
+def test_unknown_section_is_named(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("sft:\n  max_steps: 3\nsfft:\n  learning_rate: 1.0\n")
+    with pytest.raises(ConfigError, match=r"x.yaml: unknown section 'sfft'; the pipeline's sections are source"):
+        load_pipeline_config(path)
+
+
+def writer(folder: Path, text: str, calls: list[str], name: str):
+    """A step body that records its call and writes `text` into `folder/out.txt`."""
+
+    def run() -> None:
+        calls.append(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "out.txt").write_text(text)
+
+    return run
+
+
+def test_steps_rerun_exactly_what_changed(tmp_path):
+    """A chain a -> b -> c: options of b changed re-run b and c; an altered output re-runs its step only; a deleted
+    output written again with the same content leaves what follows it alone."""
+    calls: list[str] = []
+
+    def chain(b_option: int) -> list[Step]:
+        return [
+            Step("a", "a", tmp_path / "a", (), {}, writer(tmp_path / "a", "A", calls, "a")),
+            Step("b", "b", tmp_path / "b", ("a",), {"x": b_option}, writer(tmp_path / "b", f"B{b_option}", calls, "b")),
+            Step("c", "c", tmp_path / "c", ("b",), {}, writer(tmp_path / "c", "C", calls, "c")),
+        ]
+
+    def run(b_option: int = 1) -> list[bool]:
+        calls.clear()
+        return [outcome.reused for outcome in run_steps(chain(b_option), tmp_path)]
+
+    assert run() == [False, False, False] and calls == ["a", "b", "c"]
+    assert run() == [True, True, True] and calls == []
+    assert run(b_option=2) == [True, False, False] and calls == ["b", "c"]
+    (tmp_path / "c" / "out.txt").write_text("edited")
+    assert run(b_option=2) == [True, True, False] and calls == ["c"]
+    shutil.rmtree(tmp_path / "b")
+    assert run(b_option=2) == [True, False, True] and calls == ["b"]
+    with pytest.raises(ConfigError, match="step b reads 'z', which no earlier step produces"):
+        run_steps([Step("b", "b", tmp_path / "b", ("z",), {}, lambda: None)], tmp_path)
+
+
+@pytest.mark.slow
+def test_pipeline_runs_reuses_and_reports(finished_run):
+    config, run, summary = finished_run
+    assert [row["stage"] for row in summary["stages"]] == ["data", "embed", "tokenize", "sft", "sp_easy", "rf_easy"]
+    assert set(status_by_stage(summary).values()) == {"ran"}
+    for stage in ("sft", "sp_easy", "rf_easy"):
+        written = json.loads((run / "eval" / "test" / stage / "metrics.json").read_text())
+        assert metrics_by_stage(summary)[stage] == tuple(written[m] for m in METRICS)
+        assert written["split"] == "test" and written["num_users"] == 100
+    assert json.loads((run / "summary.json").read_text())["stages"] == summary["stages"]
+    assert "| sft | ran |" in (run / "summary.md").read_text()
+    assert load_pipeline_config(run / "config.yaml") == load_pipeline_config(config)
+    again = run_pipeline(config, run)
+    assert set(status_by_stage(again).values()) == {"reused"}
+    assert metrics_by_stage(again) == metrics_by_stage(summary)
+
+
+@pytest.mark.slow
+def test_stages_run_alone_give_the_pipeline_result(finished_run, tmp_path):
+    """The stage commands read the same sections: SFT and DPO alone find the pipeline's outputs up to date, and
+    `align3gr evaluate --config` alone writes the pipeline's metrics and predictions."""
+    config, run, _ = finished_run
+    sft = run_sft(run / "data", run / "scid", run / "sft", config_from_sources(SFTStageConfig, config))
+    assert sft.up_to_date
+    dpo = run_dpo(run / "data", run / "sft", run / "dpo", config_from_sources(DPOStageConfig, config), run / "eval")
+    assert [r.up_to_date for r in dpo] == [True, True]
+    out = tmp_path / "eval_sft"
+    assert main(["evaluate", "--config", str(config), "--model", str(run / "sft"), "--data", str(run / "data"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    inside = run / "eval" / "test" / "sft"
+    assert (out / "predictions.jsonl").read_text() == (inside / "predictions.jsonl").read_text()
+    timing = ("seconds", "users_per_second")
+    alone, piped = (json.loads((folder / "metrics.json").read_text()) for folder in (out, inside))
+    assert {k: v for k, v in alone.items() if k not in timing} == {k: v for k, v in piped.items() if k not in timing}
+
+
+@pytest.mark.slow
+def test_killed_run_continues_to_the_same_metrics_and_an_sft_change_reruns_from_sft(finished_run, tmp_path):
+    config, reference_run, reference = finished_run
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "align3gr.cli", "pipeline", "--config", str(config), "--run-dir", str(run)]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not list((run / "sft.work").glob("checkpoint-*/trainer_state.json")):
+        assert process.poll() is None, "the pipeline ended before SFT wrote a checkpoint"
+        assert time.monotonic() < deadline, "no SFT checkpoint after 10 minutes"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run / "sft").exists()
+    resumed = run_pipeline(config, run)
+    assert status_by_stage(resumed) == {"data": "reused", "embed": "reused", "tokenize": "reused", "sft": "ran",
+                                        "sp_easy": "ran", "rf_easy": "ran"}  # fmt: skip
+    assert metrics_by_stage(resumed) == metrics_by_stage(reference)
+    for stage in ("sft", "sp_easy", "rf_easy"):
+        expected = (reference_run / "eval" / "test" / stage / "predictions.jsonl").read_text()
+        assert (run / "eval" / "test" / stage / "predictions.jsonl").read_text() == expected
+
+    changed = write_config(tmp_path / "changed.yaml", {"sft": {"learning_rate": 1.0e-3}})
+    rerun = run_pipeline(changed, run)
+    assert status_by_stage(rerun) == {"data": "reused", "embed": "reused", "tokenize": "reused", "sft": "ran",
+                                      "sp_easy": "ran", "rf_easy": "ran"}  # fmt: skip
+    assert json.loads((run / "sft" / "meta.json").read_text())["config"]["learning_rate"] == 1.0e-3
