@@ -194,6 +194,16 @@ def _pipeline(args: argparse.Namespace) -> None:
     print(f"\nsummary.json and summary.md in {summary['run_dir']}")
 
 
+def _push(args: argparse.Namespace) -> None:
+    from align3gr.hub.push import push_run
+
+    result = push_run(args.run, args.stage, repo_id=args.repo_id, to_folder=args.to_folder, private=args.private,
+                      dtype=args.dtype)  # fmt: skip
+    rows = [{"file": name, "MB": size / 1e6} for name, size in result.files.items()]
+    note = "; LoRA adapter merged into its local base" if result.merged else ""
+    print("\n" + format_table(rows, f"Pushed {args.run} stage {args.stage} to {result.destination}{note}"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from align3gr.data.config import DataConfig, SourceConfig
     from align3gr.dpo.config import DPOStageConfig
@@ -280,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--config", required=True, type=Path, help="YAML with a section per stage.")
     pipeline.add_argument("--run-dir", type=Path, help="Run folder (default: runs/NAME for NAME.yaml).")
     pipeline.set_defaults(func=_pipeline)
+
+    push = stages.add_parser("push", help="Publish a stage of a run (model, tokenizer, code tables, card) to the Hub.")
+    push.add_argument("--run", required=True, type=Path, help="Run folder (runs/NAME).")
+    push.add_argument("--stage", required=True, help="sft or a DPO stage name (sp_easy, ..., rf_hard).")
+    push.add_argument("--repo-id", help="Hub repo to create or update (owner/name); with --to-folder, the card's name.")
+    push.add_argument("--private", action="store_true", help="Create the Hub repo private.")
+    push.add_argument("--to-folder", type=Path, help="Write the exact upload to this folder instead of the Hub.")
+    push.add_argument("--dtype", help="Weights dtype of a merged adapter (default: the dtype it was evaluated in).")
+    push.set_defaults(func=_push)
     return parser
 
 

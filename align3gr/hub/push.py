@@ -1,0 +1,166 @@
+"""`align3gr push`: publish one stage of a run as a Hugging Face model repo, or write the exact upload to a folder.
+
+The published folder holds the model (a LoRA adapter whose base is a Hub id stays an adapter; one on a local base
+folder, which no one else can load, is merged into it and published as a full model), the tokenizer with the SCID
+tokens, both code tables, the tokenizer report (`tokenizer_report.json`, `code_usage.png`), the test metrics of
+every evaluated stage (`metrics.json`), `align3gr.json` (what `load_recommender` needs), a `meta.json` without
+local paths, and the model card (`README.md`). The run's bookkeeping (training log, preference rows, the pickled
+trainer arguments) is left out. The token comes from `HF_TOKEN` or the login cache (`hf auth login`), never from a
+file of the project.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from align3gr.errors import Align3GRError, ConfigError, DataError
+from align3gr.hub.model_card import model_card
+from align3gr.hub.run_layout import metrics_by_stage, stage_folder
+from align3gr.hub.settings import SETTINGS_FILE, settings_of_stage
+from align3gr.io import atomic_directory, read_json, write_json
+from align3gr.models.loading import ADAPTER_CONFIG, META_FILE, load_for_inference
+
+log = logging.getLogger(__name__)
+RUN_BOOKKEEPING = frozenset(
+    {META_FILE, "README.md", "training_log.jsonl", "preferences.jsonl", "sft_config.yaml", "dpo_config.yaml",
+     "training_args.bin"}
+)  # fmt: skip
+ADAPTER_FILES = frozenset({ADAPTER_CONFIG, "adapter_model.safetensors", "adapter_model.bin"})
+DATA_FACTS = ("builder", "statistics", "filters", "max_history", "split")
+
+
+@dataclass
+class PushResult:
+    """Where the stage went (a folder or a Hub URL), the files with their sizes, and whether an adapter was merged."""
+
+    destination: str
+    files: dict[str, int]
+    merged: bool
+
+
+def base_model(folder: Path, meta: dict) -> str | None:
+    """The base model the stage's weights were trained from: the adapter's base, else the one meta.json records."""
+    if (folder / ADAPTER_CONFIG).is_file():
+        return read_json(folder / ADAPTER_CONFIG).get("base_model_name_or_path")
+    return meta.get("base_model")
+
+
+def is_local(model: str | None) -> bool:
+    """Whether a base model is a local folder (recorded as an absolute path by the SFT stage), not a Hub id."""
+    return model is None or Path(model).is_absolute() or Path(model).is_dir()
+
+
+def write_stage(run_dir: Path, stage: str, out: Path, source: str, dtype: str | None = None) -> bool:
+    """Write the published folder of `stage` into the empty folder `out`; True when an adapter was merged.
+    `source` is the repo id (or path) the card tells readers to load; `dtype` that of a merge (default: evaluated)."""
+    folder = stage_folder(run_dir, stage)
+    meta = read_json(folder / META_FILE)
+    report = run_dir / "scid" / "report.json"
+    if not report.is_file():
+        raise DataError("not found: the run's SCID tokenizer report (written by `align3gr tokenize`)", report)
+    data = read_json(run_dir / "data" / "meta.json")
+    metrics = {name: {k: v for k, v in m.items() if k != "model"} for name, m in metrics_by_stage(run_dir).items()}
+    if stage not in metrics:
+        log.warning(
+            "%s has no test evaluation (eval/test/%s/metrics.json): published without its metrics", stage, stage
+        )
+    base = base_model(folder, meta)
+    adapter = (folder / ADAPTER_CONFIG).is_file()
+    merge = adapter and is_local(base)
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name not in RUN_BOOKKEEPING and not (merge and path.name in ADAPTER_FILES):
+            shutil.copy2(path, out / path.name)
+    if merge:
+        dtype = dtype or metrics.get(stage, {}).get("config", {}).get("dtype", "float32")
+        log.info("merging the LoRA adapter into its local base %s (%s): that folder is not on the Hub", base, dtype)
+        model, _ = load_for_inference(folder, dtype)
+        model.save_pretrained(out)
+    shutil.copy2(report, out / "tokenizer_report.json")
+    if (run_dir / "scid" / "code_usage.png").is_file():
+        shutil.copy2(run_dir / "scid" / "code_usage.png", out / "code_usage.png")
+    write_json(out / "metrics.json", metrics)
+    pipeline_config = run_dir / "config.yaml"
+    published = {
+        "stage": stage,
+        "base_model": None if is_local(base) else base,
+        "adapter": adapter and not merge,
+        "merged_adapter": merge,
+        "vocabulary": meta.get("vocabulary"),
+        "config": meta.get("config", {}),
+        "pipeline_config": yaml.safe_load(pipeline_config.read_text()) if pipeline_config.is_file() else None,
+        "data": {key: data[key] for key in DATA_FACTS if key in data},
+        "align3gr_version": meta.get("align3gr_version"),
+    }
+    write_json(out / META_FILE, published)
+    settings = settings_of_stage(folder)
+    settings.save(out)
+    (out / "README.md").write_text(model_card(out, settings, source), encoding="utf-8")
+    return merge
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def hub_token() -> str:
+    """The Hugging Face token of `HF_TOKEN` or the login cache, or an error saying how to provide one."""
+    from huggingface_hub import constants, get_token
+
+    token = get_token()
+    if token is None:
+        raise ConfigError("no Hugging Face token: run `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN")
+    if constants.HF_HUB_OFFLINE:
+        raise ConfigError("HF_HUB_OFFLINE is set: uploading needs the Hub; use --to-folder PATH to write it locally")
+    return token
+
+
+def check_destination(folder: Path) -> None:
+    """Refuse to replace a non-empty folder that is not an earlier push output (it would be deleted)."""
+    if folder.exists() and any(folder.iterdir()) and not (folder / SETTINGS_FILE).is_file():
+        raise ConfigError(
+            f"--to-folder {folder}: exists and is not an earlier `align3gr push` output; choose a new folder"
+        )
+
+
+def push_run(
+    run_dir: str | Path,
+    stage: str,
+    *,
+    repo_id: str | None = None,
+    to_folder: str | Path | None = None,
+    private: bool = False,
+    dtype: str | None = None,
+) -> PushResult:
+    """Publish `stage` of the run in `run_dir` to the Hub repo `repo_id` (created if needed, `private` then), or
+    write the same files to `to_folder` (atomically; `repo_id` then only names the model in the card)."""
+    run_dir = Path(run_dir)
+    if to_folder is None and repo_id is None:
+        raise ConfigError("give --repo-id ID to upload, or --to-folder PATH to write the upload locally")
+    if to_folder is not None:
+        to_folder = Path(to_folder)
+        check_destination(to_folder)
+        with atomic_directory(to_folder) as tmp:
+            merged = write_stage(run_dir, stage, tmp, repo_id or str(to_folder), dtype)
+        return PushResult(str(to_folder), file_sizes(to_folder), merged)
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = hub_token()
+    with tempfile.TemporaryDirectory(prefix="align3gr-push-") as tmp:
+        merged = write_stage(run_dir, stage, Path(tmp), repo_id, dtype)
+        files = file_sizes(Path(tmp))
+        api = HfApi(token=token)
+        log.info("uploading %d files (%.1f MB) to %s", len(files), sum(files.values()) / 1e6, repo_id)
+        try:
+            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            api.upload_folder(folder_path=tmp, repo_id=repo_id, commit_message=f"align3gr push: stage {stage}")
+        except HfHubHTTPError as err:
+            raise Align3GRError(f"upload of {run_dir} stage {stage} to {repo_id} failed: {err}") from None
+    return PushResult(str(url), files, merged)

@@ -1,0 +1,152 @@
+"""`align3gr.load_recommender`: a published model (a folder from `align3gr push`, a Hub repo, or a run's stage folder)
+ready to rank items for a user's history with the prompt and constrained beam search of the run's evaluation.
+
+For a test user of the run, `recommend(history, k)` with the user's test history returns exactly the first k items
+of the run's `eval/test/STAGE/predictions.jsonl`: the same task-A prompt (the stored template, the history cut to
+the dataset's last `max_history` items, the user's SCID when the model was trained with one and the user is known),
+and a beam width of max(k, the evaluation's beam size). A user the code tables do not know (or no `user_id`) is
+named "the user", as in the SFT data of models trained without user SCIDs; an unknown item in the history is an
+error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from align3gr.data.dataset import Dataset
+from align3gr.decode import Ranked, build_decoder
+from align3gr.decode.sharded import shard_order
+from align3gr.decode.trie import trie_for_model
+from align3gr.errors import ConfigError, DataError
+from align3gr.hub.settings import InferenceSettings, settings_of
+from align3gr.io import read_json
+from align3gr.models.loading import load_for_inference
+from align3gr.sft.prompting import encode_prompt
+from align3gr.sft.tasks import TaskBuilder
+
+log = logging.getLogger(__name__)
+ITEM_CODES, USER_CODES = "item_codes.json", "user_codes.json"
+
+
+class Recommender:
+    """A model with its code tables and inference settings; `recommend(user_history, k)` gives item IDs, best first."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        item_codes: dict[str, list[str]],
+        user_codes: dict[str, list[str]],
+        settings: InferenceSettings,
+        batch_size: int = 16,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.item_codes = item_codes
+        self.user_codes = user_codes
+        self.settings = settings
+        self.batch_size = batch_size
+        self.trie = trie_for_model(item_codes, tokenizer, model).to(model.device)
+        templates = {"seq": [settings.seq_template]}
+        nobody = Dataset(items={}, users={}, sequences={})
+        self._anonymous = TaskBuilder(nobody, item_codes, {}, with_user_scid=False, templates=templates)
+        self._named = (
+            TaskBuilder(nobody, item_codes, user_codes, with_user_scid=True, templates=templates)
+            if settings.with_user_scid
+            else None
+        )
+
+    def prompt(self, user_history: Sequence[str], user_id: str | None = None) -> str:
+        """The task-A prompt of a history (item IDs, oldest first; its last `max_history` items are used)."""
+        if isinstance(user_history, str) or not user_history:
+            raise ConfigError(f"user_history must be a non-empty list of item IDs, got {user_history!r}")
+        history = [str(item) for item in user_history][-self.settings.max_history :]
+        unknown = [item for item in map(str, user_history) if item not in self.item_codes]
+        if unknown:
+            raise DataError(
+                f"item {unknown[0]!r} of user_history is not in the catalogue ({len(unknown)} unknown; the model "
+                f"knows the {len(self.item_codes)} items of {ITEM_CODES})"
+            )
+        builder = self._anonymous
+        if self._named is not None and user_id is not None:
+            if str(user_id) in self.user_codes:
+                builder = self._named
+            else:
+                log.warning("user %r has no SCID in %s: the prompt names 'the user' instead", user_id, USER_CODES)
+        return builder.seq_prompt(str(user_id), history, self.settings.seq_template)
+
+    def rank(self, histories: Sequence[Sequence[str]], k: int, user_ids: Sequence[str | None] | None = None):
+        """One `Ranked` (items best first, their SCID log-probabilities) per history, each cut to `k` items; prompts
+        are decoded in batches of similar lengths, as the evaluation decodes them."""
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        user_ids = [None] * len(histories) if user_ids is None else list(user_ids)
+        if len(user_ids) != len(histories):
+            raise ConfigError(f"{len(histories)} histories but {len(user_ids)} user_ids")
+        prompts = [encode_prompt(self.tokenizer, self.prompt(h, u)) for h, u in zip(histories, user_ids, strict=True)]
+        width = max(k, self.settings.beam_size)
+        decoder = build_decoder(self.settings.decoder, self.model, self.tokenizer, self.trie, width, self.batch_size)
+        order = shard_order([len(p) for p in prompts], self.batch_size, 0, 1)  # batches of similar lengths
+        by_index = dict(zip(order, decoder.recommend([prompts[i] for i in order]), strict=True))
+        return [Ranked(r.items[:k], r.scores[:k], r.returned, r.valid) for r in map(by_index.get, range(len(prompts)))]
+
+    def recommend(self, user_history: Sequence[str], k: int = 10, user_id: str | None = None) -> list[str]:
+        """The k items to recommend after `user_history` (item IDs, oldest first), best first."""
+        return self.rank([user_history], k, [user_id])[0].items
+
+    def recommend_with_scores(
+        self, user_history: Sequence[str], k: int = 10, user_id: str | None = None
+    ) -> list[tuple[str, float]]:
+        """`recommend` with the log-probability of each item's SCID given the prompt."""
+        ranked = self.rank([user_history], k, [user_id])[0]
+        return list(zip(ranked.items, ranked.scores, strict=True))
+
+
+def model_folder(path_or_repo_id: str | Path, revision: str | None = None) -> Path:
+    """A local folder as is, or the snapshot of a Hub repo (downloaded or cached); clear errors when neither."""
+    folder = Path(path_or_repo_id)
+    if folder.is_dir():
+        return folder
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+
+    name = str(path_or_repo_id)
+    try:
+        return Path(snapshot_download(name, revision=revision))
+    except HFValidationError:
+        raise ConfigError(f"{name!r}: no such local folder, and not a Hub repo id (expected 'owner/name')") from None
+    except LocalEntryNotFoundError:
+        raise ConfigError(
+            f"{name!r}: no such local folder, and the Hub repo is neither reachable (offline, or HF_HUB_OFFLINE=1) "
+            "nor in the local Hugging Face cache"
+        ) from None
+    except HfHubHTTPError as err:
+        raise ConfigError(f"{name!r}: no such local folder, and the Hub refused the download: {err}") from None
+
+
+def load_recommender(
+    path_or_repo_id: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = "float32",
+    revision: str | None = None,
+    batch_size: int = 16,
+) -> Recommender:
+    """A `Recommender` from a folder written by `align3gr push`, a Hub repo id, or a run's `sft/` or `dpo/STAGE/`
+    folder; the model goes to `device` (default: the accelerator if there is one, else the CPU)."""
+    folder = model_folder(path_or_repo_id, revision)
+    if not (folder / ITEM_CODES).is_file():
+        raise ConfigError(
+            f"{folder}: no {ITEM_CODES}; expected a folder written by `align3gr push` or a run's sft/ or dpo/STAGE/"
+        )
+    settings = settings_of(folder)
+    item_codes = read_json(folder / ITEM_CODES)
+    user_codes = read_json(folder / USER_CODES) if (folder / USER_CODES).is_file() else {}
+    model, tokenizer = load_for_inference(folder, dtype)
+    model.to(device or torch.accelerator.current_accelerator() or "cpu")
+    log.info("%s: %s, %d items, stage %s", path_or_repo_id, type(model).__name__, len(item_codes), settings.stage)
+    return Recommender(model, tokenizer, item_codes, user_codes, settings, batch_size)

@@ -1,0 +1,76 @@
+"""`align3gr.json`: how a published model is prompted and decoded, so `load_recommender` repeats the run's evaluation.
+
+The settings are those of the stage's test evaluation (`eval/test/STAGE/metrics.json`: paraphrase, beam width,
+decoder, user SCIDs) and of the dataset (history length); the sequential-task template itself is stored, so a
+model keeps its prompt whatever templates a later align3gr ships.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import align3gr
+from align3gr.data.dataset import DEFAULT_MAX_HISTORY
+from align3gr.errors import DataError
+from align3gr.evaluate.config import EvaluateConfig
+from align3gr.evaluate.stage import trained_with_user_scid
+from align3gr.hub.run_layout import metrics_by_stage, run_of
+from align3gr.io import read_json, write_json
+from align3gr.sft.tasks import load_templates
+
+SETTINGS_FILE = "align3gr.json"
+RANKING_DECODERS = ("beam_search", "generate", "exhaustive")
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """The prompt and the constrained decoding of the run's test evaluation, and where the model came from."""
+
+    stage: str | None
+    with_user_scid: bool
+    paraphrase: int
+    seq_template: str
+    beam_size: int
+    decoder: str
+    max_history: int
+    align3gr_version: str
+
+    def save(self, folder: Path) -> None:
+        write_json(folder / SETTINGS_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> InferenceSettings:
+        """The settings of an `align3gr.json`, or a DataError naming the missing field."""
+        values = read_json(path)
+        missing = [f.name for f in fields(cls) if f.name not in values]
+        if missing:
+            raise DataError(f"missing field {missing[0]!r} (expected {', '.join(f.name for f in fields(cls))})", path)
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+def settings_of_stage(folder: Path) -> InferenceSettings:
+    """The settings of a stage output folder: from its run's test evaluation and dataset when it lies in a run
+    (`runs/NAME/sft`, `runs/NAME/dpo/STAGE`), else the evaluation defaults and the model's own meta.json."""
+    run_dir, stage = run_of(folder) or (None, None)
+    metrics = metrics_by_stage(run_dir).get(stage, {}) if run_dir else {}
+    options = {**vars(EvaluateConfig()), **metrics.get("config", {})}
+    data_meta = run_dir / "data" / "meta.json" if run_dir else None
+    data = read_json(data_meta) if data_meta is not None and data_meta.is_file() else {}
+    paraphrase, with_user_scid = int(options["paraphrase"]), options["with_user_scid"]
+    return InferenceSettings(
+        stage=stage,
+        with_user_scid=trained_with_user_scid(folder) if with_user_scid is None else bool(with_user_scid),
+        paraphrase=paraphrase,
+        seq_template=load_templates()["seq"][paraphrase],
+        beam_size=int(metrics.get("beam_size", options["beam_size"])),
+        decoder=options["decoder"] if options["decoder"] in RANKING_DECODERS else "beam_search",
+        max_history=int(data.get("max_history", DEFAULT_MAX_HISTORY)),
+        align3gr_version=align3gr.__version__,
+    )
+
+
+def settings_of(folder: Path) -> InferenceSettings:
+    """The settings of a published folder (its `align3gr.json`) or of a run's stage folder."""
+    path = folder / SETTINGS_FILE
+    return InferenceSettings.load(path) if path.is_file() else settings_of_stage(folder)

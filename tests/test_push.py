@@ -1,0 +1,259 @@
+"""`align3gr push --to-folder` and `align3gr.load_recommender` on small runs (a full model and a LoRA adapter on a
+local base): the published files and card, identical recommendations to the run's test predictions, the errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_decode import build_scid_model, crafted_codes
+
+import align3gr
+from align3gr.cli import main
+from align3gr.console import format_value
+from align3gr.data.build import build_dataset
+from align3gr.data.config import DataConfig
+from align3gr.data.dataset import load_dataset
+from align3gr.errors import ConfigError, DataError
+from align3gr.evaluate.stage import run_evaluate
+from align3gr.io import read_json, write_json
+from align3gr.models.loading import load_model_and_tokenizer
+from align3gr.models.tiny import build_tiny_causal_lm
+from align3gr.seeding import seeded
+from align3gr.sft.lora import scid_lora_config
+from align3gr.sft.vocab import extend_vocabulary, scid_tokens
+
+TRAINING_CONFIG = {"model": "tiny", "with_user_scid": True, "learning_rate": 0.001}
+
+
+def build_lora_model(data_dir: Path, folder: Path) -> Path:
+    """An `sft/`-like LoRA output on a local tiny base (`sft_base/` beside it): the adapter's LoRA weights and the
+    SCID rows it trains set at random, so the merged model ranks items; tokenizer, code tables, meta.json."""
+    from peft import get_peft_model
+
+    dataset = load_dataset(data_dir)
+    items, users = crafted_codes(list(dataset.items), ""), crafted_codes(list(dataset.sequences), "u")
+    texts = [item.title for item in dataset.items.values()] + ["The user has interacted with these items"] * 20
+    base = build_tiny_causal_lm(texts, folder.parent / "sft_base", vocab_size=600, seed=1)
+    model, tokenizer = load_model_and_tokenizer(base)
+    known = len(tokenizer)
+    new_ids = extend_vocabulary(model, tokenizer, scid_tokens(items, users))
+    rows = model.get_input_embeddings().weight.shape[0]
+    model = get_peft_model(model, scid_lora_config(model, new_ids, 4, 8, 0.0, ["q_proj", "v_proj"]))
+    with torch.no_grad(), seeded(1) as generator:
+        for parameter in (p for p in model.parameters() if p.requires_grad):
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_json(folder / "item_codes.json", items)
+    write_json(folder / "user_codes.json", users)
+    vocabulary = {"base_vocab_size": known, "embedding_rows": rows, "scid_tokens": len(new_ids)}
+    config = {**TRAINING_CONFIG, "use_lora": True}
+    write_json(folder / "meta.json", {"base_model": str(base.resolve()), "adapter": True, "vocabulary": vocabulary,
+                                      "config": config, "align3gr_version": align3gr.__version__})  # fmt: skip
+    return folder
+
+
+def build_run(data_dir: Path, run: Path, build_model) -> Path:
+    """A run folder as the pipeline lays it out: data/, scid/ (code tables, report), sft/ (with run bookkeeping
+    files push must leave out), config.yaml, and a real test-split evaluation in eval/test/sft/."""
+    shutil.copytree(data_dir, run / "data")
+    sft = build_model(run / "data", run / "sft")
+    if not (sft / "meta.json").is_file():
+        base = {"base_model": str((run / "sft-base").resolve()), "adapter": False, "vocabulary": None}
+        write_json(sft / "meta.json", {**base, "config": TRAINING_CONFIG, "align3gr_version": align3gr.__version__})
+    (sft / "training_log.jsonl").write_text('{"loss": 1.0}\n')
+    (sft / "training_args.bin").write_bytes(b"pickle")
+    (run / "scid").mkdir()
+    for name in ("item_codes.json", "user_codes.json"):
+        shutil.copy(sft / name, run / "scid" / name)
+    levels = [{"level": k, "codebook_size": 8, "utilisation": 1.0, "perplexity": 7.5} for k in range(3)]
+    collisions = {"collision_rate_before": 0.125, "collision_rate_after": 0.0}
+    write_json(run / "scid" / "report.json", {"items": {"levels": levels, "collisions": collisions}})
+    (run / "config.yaml").write_text(yaml.safe_dump({"sft": TRAINING_CONFIG}))
+    run_evaluate(sft, run / "data", run / "eval" / "test" / "sft")
+    return run
+
+
+def predictions(run: Path, stage: str = "sft") -> list[dict]:
+    lines = (run / "eval" / "test" / stage / "predictions.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def histories_before_test(run: Path) -> dict[str, list[str]]:
+    """Each test user's whole history before the test target (longer than max_history for many users)."""
+    return {user_id: seq.items[:-1] for user_id, seq in load_dataset(run / "data").sequences.items()}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A 40-user slice of MovieLens-100K (`max_users`), small enough for two evaluated runs."""
+    out = tmp_path_factory.mktemp("push_data") / "data"
+    build_dataset("movielens", "recbole", out, DataConfig(max_users=40))
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    """The full-model run, with a second evaluated stage (dpo/sp_easy: a copy of sft with its own metrics)."""
+    run = build_run(data, tmp_path_factory.mktemp("push") / "run", build_scid_model)
+    shutil.copytree(run / "sft", run / "dpo" / "sp_easy")
+    metrics = read_json(run / "eval" / "test" / "sft" / "metrics.json")
+    (run / "eval" / "test" / "sp_easy").mkdir()
+    write_json(run / "eval" / "test" / "sp_easy" / "metrics.json", {**metrics, "recall@10": 0.5, "ndcg@10": 0.25})
+    return run
+
+
+@pytest.fixture(scope="module")
+def published(run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("published") / "ml100k-sft"
+    argv = ["push", "--run", str(run), "--stage", "sft", "--to-folder", str(out), "--repo-id", "me/ml100k-sft"]
+    assert main(argv) == 0
+    return out
+
+
+def test_published_files(published, run):
+    names = {p.name for p in published.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "item_codes.json", "user_codes.json",
+            "tokenizer_report.json", "metrics.json", "align3gr.json", "meta.json", "README.md"} <= names  # fmt: skip
+    assert not names & {"training_log.jsonl", "training_args.bin", "adapter_config.json"}
+    assert not any(p.name.startswith(".") for p in published.parent.iterdir())  # no temporary folder left
+    for name in ("item_codes.json", "user_codes.json", "model.safetensors"):
+        assert (published / name).read_bytes() == (run / "sft" / name).read_bytes()
+    assert read_json(published / "tokenizer_report.json") == read_json(run / "scid" / "report.json")
+    metrics = read_json(published / "metrics.json")
+    assert list(metrics) == ["sft", "sp_easy"] and "model" not in metrics["sft"]
+    assert metrics["sft"]["recall@10"] == read_json(run / "eval" / "test" / "sft" / "metrics.json")["recall@10"]
+    meta = read_json(published / "meta.json")
+    assert meta["stage"] == "sft" and meta["base_model"] is None and not meta["adapter"] and not meta["merged_adapter"]
+    assert meta["data"]["statistics"]["users"] == 40 and meta["pipeline_config"] == {"sft": TRAINING_CONFIG}
+    settings = read_json(published / "align3gr.json")
+    assert settings["stage"] == "sft" and settings["with_user_scid"] and settings["beam_size"] == 20
+    assert settings["max_history"] == 20 and "{history}" in settings["seq_template"]
+
+
+def test_model_card(published, run):
+    text = (published / "README.md").read_text()
+    _, front, body = text.split("---\n", 2)
+    header = yaml.safe_load(front)
+    assert header["library_name"] == "transformers" and "align3gr" in header["tags"] and "base_model" not in header
+    table = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+             for line in body.splitlines() if line.startswith("| ")}  # fmt: skip
+    columns = table["stage"]
+    assert table["**sft** (this model)"][0] == "**sft** (this model)"
+    for stage, name in (("sft", "**sft** (this model)"), ("sp_easy", "sp_easy")):
+        metrics = read_json(run / "eval" / "test" / stage / "metrics.json")
+        cells = table[name]
+        for column, value in zip(columns[1:-1], cells[1:-1], strict=True):
+            assert value == format_value(metrics[column]), (stage, column)
+        assert cells[-1] == str(metrics["num_users"])
+    assert 'align3gr.load_recommender("me/ml100k-sft")' in body
+    assert "## Data" in body and "| users | 40 |" in body
+    assert "## SCID format" in body and "embedded tiny Qwen2" in body and "learning_rate: 0.001" in body
+
+
+def test_published_folder_recommends_as_the_run(published, run):
+    """The acceptance: for test users, `recommend(history, k)` is the run's ranked list cut to k, from the
+    published folder and from the run's own sft/ folder; a batch of all test users gives the same lists."""
+    recommender = align3gr.load_recommender(published)
+    histories = histories_before_test(run)
+    rows = predictions(run)
+    for row in rows[:6]:
+        history = histories[row["user_id"]]
+        assert recommender.recommend(history, k=10, user_id=row["user_id"]) == row["ranked"][:10]
+        scored = recommender.recommend_with_scores(history, k=20, user_id=row["user_id"])
+        assert [item for item, _ in scored] == row["ranked"]
+        assert [score for _, score in scored] == pytest.approx(row["scores"], abs=1e-4)
+    ranked = recommender.rank([histories[r["user_id"]] for r in rows], 5, [r["user_id"] for r in rows])
+    assert [r.items for r in ranked] == [row["ranked"][:5] for row in rows]
+    from_run = align3gr.load_recommender(run / "sft")
+    assert from_run.settings == recommender.settings
+    row = rows[-1]
+    assert from_run.recommend(histories[row["user_id"]], 10, row["user_id"]) == row["ranked"][:10]
+
+
+def test_recommender_input_errors_and_unknown_users(published, run, caplog):
+    recommender = align3gr.load_recommender(published)
+    history = histories_before_test(run)[predictions(run)[0]["user_id"]]
+    with pytest.raises(DataError, match=r"item 'no-such-item' of user_history is not in the catalogue"):
+        recommender.recommend([*history, "no-such-item"])
+    with pytest.raises(ConfigError, match="non-empty list of item IDs"):
+        recommender.recommend([])
+    with pytest.raises(ConfigError, match="non-empty list of item IDs"):
+        recommender.recommend(history[0])
+    with pytest.raises(ConfigError, match="k must be >= 1"):
+        recommender.recommend(history, k=0)
+    anonymous = recommender.recommend(history, k=10)
+    assert recommender.prompt(history, "stranger") == recommender.prompt(history)
+    assert recommender.recommend(history, k=10, user_id="stranger") == anonymous
+    assert "'stranger' has no SCID" in caplog.text
+    assert "the user" in recommender.prompt(history) and "<ua_" not in recommender.prompt(history)
+    assert "<ua_" in recommender.prompt(history, predictions(run)[0]["user_id"])
+    assert recommender.recommend([int(i) for i in history], k=10) == anonymous  # integer IDs are accepted
+    assert len(recommender.recommend(history, k=30)) == 30
+
+
+def test_unknown_stage_and_other_folders_are_refused(run, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["push", "--run", str(run), "--stage", "rf_hard", "--to-folder", str(out)]) == 2
+    assert "--stage 'rf_hard'" in capsys.readouterr().err.replace("error: ", "")
+    assert not out.exists()
+    assert main(["push", "--run", str(run), "--stage", "sft"]) == 2
+    assert "give --repo-id ID to upload, or --to-folder PATH" in capsys.readouterr().err
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main(["push", "--run", str(run), "--stage", "sft", "--to-folder", str(precious)]) == 2
+    assert "is not an earlier `align3gr push` output" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_stages_present_are_listed(run, tmp_path, capsys):
+    assert main(["push", "--run", str(run), "--stage", "sp_hard", "--to-folder", str(tmp_path / "o")]) == 2
+    assert "stages present: sft, sp_easy" in capsys.readouterr().err
+
+
+def test_upload_needs_a_token_and_the_hub(run, tmp_path, monkeypatch, capsys):
+    """No token (HF_TOKEN unset, an empty HF_HOME): a clear error before any file is written or network used;
+    with a token but HF_HUB_OFFLINE set: the same, pointing to --to-folder."""
+    from huggingface_hub import constants
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
+    argv = ["push", "--run", str(run), "--stage", "sft", "--repo-id", "me/ml100k-sft", "--private"]
+    assert main(argv) == 2
+    assert "no Hugging Face token: run `hf auth login`" in capsys.readouterr().err
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main(argv) == 2
+    assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_load_recommender_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such local folder, and not a Hub repo id"):
+        align3gr.load_recommender(tmp_path / "runs" / "missing" / "sft")
+    with pytest.raises(ConfigError, match="neither reachable .* nor in the local Hugging Face cache"):
+        align3gr.load_recommender("nobody-here/no-such-model")
+    with pytest.raises(ConfigError, match="no item_codes.json"):
+        align3gr.load_recommender(tmp_path)
+
+
+def test_lora_adapter_on_a_local_base_is_published_merged(data, tmp_path):
+    run = build_run(data, tmp_path / "run", build_lora_model)
+    out = tmp_path / "published"
+    assert main(["push", "--run", str(run), "--stage", "sft", "--to-folder", str(out)]) == 0
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    meta = read_json(out / "meta.json")
+    assert meta["merged_adapter"] and not meta["adapter"] and meta["base_model"] is None
+    assert "merged into it and published as a full model" in (out / "README.md").read_text()
+    recommender = align3gr.load_recommender(out)
+    histories = histories_before_test(run)
+    rows = predictions(run)
+    ranked = recommender.rank([histories[r["user_id"]] for r in rows], 10, [r["user_id"] for r in rows])
+    assert [r.items for r in ranked] == [row["ranked"][:10] for row in rows]
