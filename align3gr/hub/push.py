@@ -3,10 +3,10 @@
 The published folder holds the model (a LoRA adapter whose base is a Hub id stays an adapter; one on a local base
 folder, which no one else can load, is merged into it and published as a full model), the tokenizer with the SCID
 tokens, both code tables, the tokenizer report (`tokenizer_report.json`, `code_usage.png`), the test metrics of
-every evaluated stage (`metrics.json`), `align3gr.json` (what `load_recommender` needs), a `meta.json` without
-local paths, and the model card (`README.md`). The run's bookkeeping (training log, preference rows, the pickled
-trainer arguments) is left out. The token comes from `HF_TOKEN` or the login cache (`hf auth login`), never from a
-file of the project.
+every evaluated stage (`metrics.json`), `align3gr.json` (what `load_recommender` needs), a `meta.json` (stage, base
+model when it is a Hub id, vocabulary sizes, configurations, data statistics) and the model card (`README.md`). The
+run's bookkeeping (training log, preference rows, the pickled trainer arguments, fingerprints) is left out. The
+token comes from `HF_TOKEN` or the login cache (`hf auth login`), never from a file of the project.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+import align3gr
 from align3gr.errors import Align3GRError, ConfigError, DataError
 from align3gr.hub.model_card import model_card
 from align3gr.hub.run_layout import metrics_by_stage, stage_folder
@@ -156,11 +157,13 @@ def push_run(
     with tempfile.TemporaryDirectory(prefix="align3gr-push-") as tmp:
         merged = write_stage(run_dir, stage, Path(tmp), repo_id, dtype)
         files = file_sizes(Path(tmp))
-        api = HfApi(token=token)
+        api = HfApi(token=token, library_name="align3gr", library_version=align3gr.__version__)
         log.info("uploading %d files (%.1f MB) to %s", len(files), sum(files.values()) / 1e6, repo_id)
         try:
             url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-            api.upload_folder(folder_path=tmp, repo_id=repo_id, commit_message=f"align3gr push: stage {stage}")
+            api.upload_folder(  # one commit; files of an earlier push that this one lacks are deleted
+                folder_path=tmp, repo_id=repo_id, commit_message=f"align3gr push: stage {stage}", delete_patterns="*"
+            )
         except HfHubHTTPError as err:
             raise Align3GRError(f"upload of {run_dir} stage {stage} to {repo_id} failed: {err}") from None
     return PushResult(str(url), files, merged)

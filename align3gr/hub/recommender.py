@@ -50,7 +50,7 @@ class Recommender:
         self.user_codes = user_codes
         self.settings = settings
         self.batch_size = batch_size
-        self.trie = trie_for_model(item_codes, tokenizer, model).to(model.device)
+        self.trie = trie_for_model(item_codes, tokenizer, model)
         templates = {"seq": [settings.seq_template]}
         nobody = Dataset(items={}, users={}, sequences={})
         self._anonymous = TaskBuilder(nobody, item_codes, {}, with_user_scid=False, templates=templates)
