@@ -31,11 +31,13 @@ FILE_ROLES = {
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table, numbers formatted as the CLI prints them."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join([*lines, *("| " + " | ".join(format_value(v) for v in row) + " |" for row in rows)])
 
 
 def front_matter(meta: dict) -> str:
+    """The YAML header the Hub reads: library, tags, and the base model when it is a Hub id."""
     header: dict = {"library_name": "peft" if meta["adapter"] else "transformers", "tags": TAGS}
     if meta["base_model"]:
         header["base_model"] = meta["base_model"]
@@ -43,6 +45,7 @@ def front_matter(meta: dict) -> str:
 
 
 def base_section(meta: dict) -> str:
+    """What the weights are (full fine-tune, adapter, merged adapter) and on which base, with the vocabulary sizes."""
     config, vocabulary = meta.get("config", {}), meta.get("vocabulary") or {}
     if meta["base_model"]:
         base = f"[`{meta['base_model']}`](https://huggingface.co/{meta['base_model']})"
@@ -66,6 +69,7 @@ def base_section(meta: dict) -> str:
 
 
 def data_section(data: dict) -> str:
+    """The dataset's builder, filters, split and statistics (from the run's data/meta.json)."""
     statistics = data.get("statistics", {})
     rows = [[name, statistics[name]] for name in DATA_STATISTICS if name in statistics]
     builder = data.get("builder", {})
@@ -83,6 +87,7 @@ def data_section(data: dict) -> str:
 
 
 def scid_section(folder: Path, settings: InferenceSettings) -> str:
+    """The code format with an example, the tokenizer report's per-level usage, and the prompt."""
     items, users = read_json(folder / "item_codes.json"), read_json(folder / "user_codes.json")
     item_id, codes = next(iter(items.items()))
     levels = list(zip(*items.values(), strict=True))
@@ -125,6 +130,7 @@ def scid_section(folder: Path, settings: InferenceSettings) -> str:
 
 
 def metrics_section(metrics: dict[str, dict], stage: str | None) -> str:
+    """The test metrics of every evaluated stage of the run, this model's row in bold."""
     if not metrics:
         return "## Test metrics\n\nNo stage of the run was evaluated on the test split."
     columns = [c for c in METRIC_COLUMNS if any(c in m for m in metrics.values())]
@@ -141,6 +147,7 @@ def metrics_section(metrics: dict[str, dict], stage: str | None) -> str:
 
 
 def usage_section(folder: Path, source: str, settings: InferenceSettings) -> str:
+    """Loading and recommending with `load_recommender`, with real item (and user) IDs of the model."""
     items = list(read_json(folder / "item_codes.json"))[:3]
     users = list(read_json(folder / "user_codes.json"))[:1] if settings.with_user_scid else []
     peft = " (with `peft` installed: it is an adapter)" if (folder / "adapter_config.json").is_file() else ""
@@ -165,6 +172,7 @@ it{peft}, and `align3gr evaluate --model <folder> --data <dataset>` evaluates it
 
 
 def config_section(meta: dict) -> str:
+    """The stage's resolved training configuration, and the pipeline's when the run has one."""
     text = "## Training configuration\n\n```yaml\n" + yaml.safe_dump(meta.get("config", {}), sort_keys=False) + "```"
     if meta.get("pipeline_config"):
         pipeline = yaml.safe_dump(meta["pipeline_config"], sort_keys=False)
@@ -173,6 +181,7 @@ def config_section(meta: dict) -> str:
 
 
 def files_section(folder: Path) -> str:
+    """What each align3gr file of the folder holds."""
     rows = [f"- `{name}`: {role}" for name, role in FILE_ROLES.items() if (folder / name).is_file()]
     return "## Files\n\nBesides the model and tokenizer files:\n\n" + "\n".join(rows)
 

@@ -52,10 +52,10 @@ class Recommender:
         self.batch_size = batch_size
         self.trie = trie_for_model(item_codes, tokenizer, model)
         templates = {"seq": [settings.seq_template]}
-        nobody = Dataset(items={}, users={}, sequences={})
-        self._anonymous = TaskBuilder(nobody, item_codes, {}, with_user_scid=False, templates=templates)
+        no_data = Dataset(items={}, users={}, sequences={})  # seq prompts need only the code tables
+        self._anonymous = TaskBuilder(no_data, item_codes, {}, with_user_scid=False, templates=templates)
         self._named = (
-            TaskBuilder(nobody, item_codes, user_codes, with_user_scid=True, templates=templates)
+            TaskBuilder(no_data, item_codes, user_codes, with_user_scid=True, templates=templates)
             if settings.with_user_scid
             else None
         )
@@ -64,8 +64,8 @@ class Recommender:
         """The task-A prompt of a history (item IDs, oldest first; its last `max_history` items are used)."""
         if isinstance(user_history, str) or not user_history:
             raise ConfigError(f"user_history must be a non-empty list of item IDs, got {user_history!r}")
-        history = [str(item) for item in user_history][-self.settings.max_history :]
-        unknown = [item for item in map(str, user_history) if item not in self.item_codes]
+        items = [str(item) for item in user_history]
+        unknown = [item for item in items if item not in self.item_codes]
         if unknown:
             raise DataError(
                 f"item {unknown[0]!r} of user_history is not in the catalogue ({len(unknown)} unknown; the model "
@@ -77,9 +77,11 @@ class Recommender:
                 builder = self._named
             else:
                 log.warning("user %r has no SCID in %s: the prompt names 'the user' instead", user_id, USER_CODES)
-        return builder.seq_prompt(str(user_id), history, self.settings.seq_template)
+        return builder.seq_prompt(str(user_id), items[-self.settings.max_history :], self.settings.seq_template)
 
-    def rank(self, histories: Sequence[Sequence[str]], k: int, user_ids: Sequence[str | None] | None = None):
+    def rank(
+        self, histories: Sequence[Sequence[str]], k: int, user_ids: Sequence[str | None] | None = None
+    ) -> list[Ranked]:
         """One `Ranked` (items best first, their SCID log-probabilities) per history, each cut to `k` items; prompts
         are decoded in batches of similar lengths, as the evaluation decodes them."""
         if k < 1:

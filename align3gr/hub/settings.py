@@ -37,6 +37,7 @@ class InferenceSettings:
     align3gr_version: str
 
     def save(self, folder: Path) -> None:
+        """Write `align3gr.json` into `folder`."""
         write_json(folder / SETTINGS_FILE, asdict(self))
 
     @classmethod
