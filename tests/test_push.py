@@ -257,3 +257,14 @@ def test_lora_adapter_on_a_local_base_is_published_merged(data, tmp_path):
     rows = predictions(run)
     ranked = recommender.rank([histories[r["user_id"]] for r in rows], 10, [r["user_id"] for r in rows])
     assert [r.items for r in ranked] == [row["ranked"][:10] for row in rows]
+
+    adapter_config = read_json(run / "sft" / "adapter_config.json")  # the same adapter, as if on a Hub model
+    write_json(run / "sft" / "adapter_config.json", {**adapter_config, "base_model_name_or_path": "someone/tiny-base"})
+    assert main(["push", "--run", str(run), "--stage", "sft", "--to-folder", str(out)]) == 0
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
+    meta = read_json(out / "meta.json")
+    assert meta["adapter"] and not meta["merged_adapter"] and meta["base_model"] == "someone/tiny-base"
+    header = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])
+    assert header["library_name"] == "peft" and header["base_model"] == "someone/tiny-base"
+    with pytest.raises(ConfigError, match="someone/tiny-base"):  # offline: the base cannot be fetched
+        align3gr.load_recommender(out)
