@@ -204,6 +204,15 @@ def _push(args: argparse.Namespace) -> None:
     print("\n" + format_table(rows, f"Pushed {args.run} stage {args.stage} to {result.destination}{note}"))
 
 
+def _ablate(args: argparse.Namespace) -> None:
+    from align3gr.pipeline.ablation import run_ablation
+
+    ladder = run_ablation(args.config, args.run_dir)
+    rows = [{k: v for k, v in row.items() if k not in ("split", "model")} for row in ladder["rows"]]
+    print("\n" + format_table(rows, f"Incremental alignment ladder ({ladder['rows'][0]['split']} split)"))
+    print(f"\nladder.json, ladder.md and ladder.png in {ladder['run_dir']}/ablation")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from align3gr.data.config import DataConfig, SourceConfig
     from align3gr.dpo.config import DPOStageConfig
@@ -290,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--config", required=True, type=Path, help="YAML with a section per stage.")
     pipeline.add_argument("--run-dir", type=Path, help="Run folder (default: runs/NAME for NAME.yaml).")
     pipeline.set_defaults(func=_pipeline)
+
+    ablate = stages.add_parser("ablate", help="The Figure 4 ladder: Recall@10 as each alignment module is added.")
+    ablate.add_argument("--config", required=True, type=Path, help="YAML with a section per stage (the full method).")
+    ablate.add_argument("--run-dir", type=Path, help="Run folder, shared with `pipeline` (default: runs/NAME).")
+    ablate.set_defaults(func=_ablate)
 
     push = stages.add_parser("push", help="Publish a stage of a run (model, tokenizer, code tables, card) to the Hub.")
     push.add_argument("--run", required=True, type=Path, help="Run folder (runs/NAME).")

@@ -38,6 +38,12 @@ def format_table(rows: Sequence[Mapping[str, object]], title: str | None = None)
     return "\n".join(out)
 
 
+def markdown_table(header: list[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table, numbers formatted as the CLI prints them."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(format_value(v) for v in row) + " |" for row in rows)])
+
+
 def format_mapping(values: Mapping[str, object], title: str | None = None) -> str:
     """A two-column `name  value` table."""
     return format_table([{"statistic": k, "value": v} for k, v in values.items()], title)

@@ -90,12 +90,11 @@ def test_steps_rerun_exactly_what_changed(tmp_path):
     output written again with the same content leaves what follows it alone."""
     calls: list[str] = []
 
+    def step(name: str, inputs: tuple[str, ...], options: dict, text: str) -> Step:
+        return Step(name, name, name, tmp_path / name, inputs, options, writer(tmp_path / name, text, calls, name), {})
+
     def chain(b_option: int) -> list[Step]:
-        return [
-            Step("a", "a", tmp_path / "a", (), {}, writer(tmp_path / "a", "A", calls, "a")),
-            Step("b", "b", tmp_path / "b", ("a",), {"x": b_option}, writer(tmp_path / "b", f"B{b_option}", calls, "b")),
-            Step("c", "c", tmp_path / "c", ("b",), {}, writer(tmp_path / "c", "C", calls, "c")),
-        ]
+        return [step("a", (), {}, "A"), step("b", ("a",), {"x": b_option}, f"B{b_option}"), step("c", ("b",), {}, "C")]
 
     def run(b_option: int = 1) -> list[bool]:
         calls.clear()
@@ -109,7 +108,7 @@ def test_steps_rerun_exactly_what_changed(tmp_path):
     shutil.rmtree(tmp_path / "b")
     assert run(b_option=2) == [True, False, True] and calls == ["b"]
     with pytest.raises(ConfigError, match="step b reads 'z', which no earlier step produces"):
-        run_steps([Step("b", "b", tmp_path / "b", ("z",), {}, lambda: None)], tmp_path)
+        run_steps([step("b", ("z",), {}, "B")], tmp_path)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from align3gr.console import format_value
+from align3gr.console import format_value, markdown_table
 from align3gr.hub.settings import InferenceSettings
 from align3gr.io import read_json
 from align3gr.models.loading import META_FILE
@@ -28,12 +28,6 @@ FILE_ROLES = {
     "align3gr.json": "prompt template, beam width and history length `load_recommender` uses",
     META_FILE: "stage, base model, vocabulary sizes, training configuration",
 }
-
-
-def markdown_table(header: list[str], rows: list[list[object]]) -> str:
-    """A Markdown table, numbers formatted as the CLI prints them."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(format_value(v) for v in row) + " |" for row in rows)])
 
 
 def front_matter(meta: dict) -> str:

@@ -3,99 +3,144 @@
 
 Layout under the run folder: `data/`, `embeddings/`, `scid/`, `sft/` (and `sft_base/` for the tiny model),
 `dpo/STAGE/`, `eval/SPLIT/STAGE/` (the pipeline's evaluations, SPLIT from the evaluate section: test by default;
-`eval/dpo_STAGE/` holds DPO's own valid-split checks).
+`eval/dpo_STAGE/` holds DPO's own valid-split checks). A step's *lineage* is every option that shaped its output
+(its own section and those of the steps before it); a `Placement` maps a lineage to a folder, which is how the
+ablation ladder puts the steps it shares with the main run in the main run's folders and the others beside them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from align3gr.config import config_to_dict
+from align3gr.io import sha256_json
 from align3gr.pipeline.config import PipelineConfig
 
 SFT = "sft"
+Placement = Callable[[str, dict], Path]
+"""(path relative to the run folder, lineage) -> the step's output folder."""
 
 
 @dataclass
 class Step:
-    """One stage invocation. `model` names the model a training or evaluation step is about (`sft` or a DPO
-    stage); `always` steps check their own inputs (the data build hashes the raw files) and are always called."""
+    """One stage invocation. `name` is its output folder relative to the run folder (unique in a run); `label` is
+    what tables call it; `model` names the model a training or evaluation step is about (`sft` or a DPO stage);
+    `always` steps check their own inputs (the data build hashes the raw files) and are always called."""
 
     name: str
+    label: str
     kind: str
     path: Path
     inputs: tuple[str, ...]
     options: dict[str, Any]
     run: Callable[[], object]
+    lineage: dict[str, Any]
     model: str | None = None
+    evaluates: str | None = None
     always: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def data_steps(config: PipelineConfig, run_dir: Path) -> list[Step]:
-    """data, embed, tokenize: what every model of the run (and every ablation step) shares or varies."""
+def in_run(run_dir: Path) -> Placement:
+    """Every step in its usual folder of `run_dir`."""
+    return lambda relative, lineage: run_dir / relative
+
+
+def _step(run_dir: Path, place: Placement, relative: str, lineage: dict, **fields: Any) -> Step:
+    path = place(relative, lineage)
+    return Step(name=path.relative_to(run_dir).as_posix(), path=path, lineage=lineage, **fields)
+
+
+def data_steps(config: PipelineConfig, run_dir: Path, place: Placement) -> list[Step]:
+    """data, embed, tokenize."""
     from align3gr.data.build import build_dataset
     from align3gr.embed.stage import run_embed
     from align3gr.tokenize.stage import run_tokenize
 
-    data, embeddings, scid = run_dir / "data", run_dir / "embeddings", run_dir / "scid"
-    source = config.source
-    return [
-        Step("data", "data", data, (), {"source": config_to_dict(source), "data": config_to_dict(config.data)},
-             lambda: build_dataset(source.builder, source.source, data, config.data, source.options, overwrite=True),
-             always=True),
-        Step("embed", "embed", embeddings, ("data",), config_to_dict(config.embed),
-             lambda: run_embed(data, embeddings, config.embed)),
-        Step("tokenize", "tokenize", scid, ("data", "embed"), config_to_dict(config.tokenize),
-             lambda: run_tokenize(data, embeddings, scid, config.tokenize)),
-    ]  # fmt: skip
+    source, sections = config.source, config.as_dict()
+    lineage = {"source": sections["source"], "data": sections["data"]}
+    data = _step(run_dir, place, "data", lineage, label="data", kind="data", inputs=(), options=lineage,
+                 run=lambda: build_dataset(source.builder, source.source, data.path, config.data, source.options,
+                                           overwrite=True), always=True)  # fmt: skip
+    lineage = {**lineage, "embed": sections["embed"]}
+    embed = _step(run_dir, place, "embeddings", lineage, label="embed", kind="embed", inputs=(data.name,),
+                  options=sections["embed"], run=lambda: run_embed(data.path, embed.path, config.embed))  # fmt: skip
+    lineage = {**lineage, "tokenize": sections["tokenize"]}
+    scid = _step(run_dir, place, "scid", lineage, label="tokenize", kind="tokenize", inputs=(data.name, embed.name),
+                 options=sections["tokenize"],
+                 run=lambda: run_tokenize(data.path, embed.path, scid.path, config.tokenize))  # fmt: skip
+    return [data, embed, scid]
 
 
-def sft_step(config: PipelineConfig, run_dir: Path, scid_step: Step, out: Path, name: str = SFT) -> Step:
-    """SFT on the data and the code tables of `scid_step`, into `out`."""
+def sft_step(config: PipelineConfig, run_dir: Path, place: Placement, data: Step, scid: Step) -> Step:
+    """SFT on the data and the code tables of `scid`."""
     from align3gr.sft.stage import run_sft
 
-    data = run_dir / "data"
-    return Step(name, "sft", out, ("data", scid_step.name), config_to_dict(config.sft),
-                lambda: run_sft(data, scid_step.path, out, config.sft), model=SFT)  # fmt: skip
+    options = config_to_dict(config.sft)
+    step = _step(run_dir, place, SFT, {**scid.lineage, "sft": options}, label=SFT, kind="sft",
+                 inputs=(data.name, scid.name), options=options, model=SFT,
+                 run=lambda: run_sft(data.path, scid.path, step.path, config.sft))  # fmt: skip
+    return step
 
 
-def dpo_steps(config: PipelineConfig, run_dir: Path, start: Step, out: Path, prefix: str = "") -> list[Step]:
+def dpo_steps(config: PipelineConfig, run_dir: Path, place: Placement, data: Step, start: Step) -> list[Step]:
     """One step per DPO stage of the config, each from the model of the step before (the first from `start`)."""
     from align3gr.dpo.stage import run_stage
 
-    data, options = run_dir / "data", {k: v for k, v in config_to_dict(config.dpo).items() if k != "stages"}
+    options = {k: v for k, v in config_to_dict(config.dpo).items() if k != "stages"}
     steps, previous = [], start
-    for stage in config.dpo.stages:
-        path, before = out / stage, previous.path
-        step = Step(f"{prefix}dpo:{stage}", "dpo", path, ("data", previous.name), {**options, "stage": stage},
-                    lambda stage=stage, path=path, before=before: run_stage(
-                        stage, before, data, path, run_dir / "eval", config.dpo),
-                    model=stage)  # fmt: skip
+    for index, stage in enumerate(config.dpo.stages):
+        lineage = {**start.lineage, "dpo": options, "dpo_stages": config.dpo.stages[: index + 1]}
+        step = _step(
+            run_dir,
+            place,
+            f"dpo/{stage}",
+            lineage,
+            label=stage,
+            kind="dpo",
+            model=stage,
+            inputs=(data.name, previous.name),
+            options={**options, "stage": stage},
+            run=lambda: None,
+        )
+        step.run = lambda step=step, before=previous: run_stage(
+            step.model, before.path, data.path, step.path, step.path.parent.parent / "eval", config.dpo
+        )
         steps.append(step)
         previous = step
-    return steps
+    return steps  # fmt: skip
 
 
-def evaluation_step(config: PipelineConfig, run_dir: Path, model_step: Step, out: Path) -> Step:
-    """The evaluation of `model_step`'s model on the evaluate section's split, into `out`."""
+def evaluation_step(config: PipelineConfig, run_dir: Path, place: Placement, data: Step, model: Step) -> Step:
+    """The evaluation of `model`'s output on the evaluate section's split, placed by the model's lineage (so an
+    ablation model's evaluation sits beside it; the options are in the step's key)."""
     from align3gr.evaluate.stage import run_evaluate
 
-    data = run_dir / "data"
-    return Step(f"eval:{model_step.name}", "evaluate", out, ("data", model_step.name),
-                config_to_dict(config.evaluate), lambda: run_evaluate(model_step.path, data, out, config.evaluate),
-                model=model_step.model, extra={"evaluates": model_step.name})  # fmt: skip
+    options = config_to_dict(config.evaluate)
+    relative = f"eval/{config.evaluate.split}/{model.model}"
+    step = _step(run_dir, place, relative, model.lineage, label=f"eval {model.label}",
+                 kind="evaluate", inputs=(data.name, model.name), options=options, model=model.model,
+                 evaluates=model.name,
+                 run=lambda: run_evaluate(model.path, data.path, step.path, config.evaluate))  # fmt: skip
+    return step
 
 
-def pipeline_steps(config: PipelineConfig, run_dir: Path) -> list[Step]:
-    """The whole run, in order: every model (SFT, then each DPO stage) followed by its evaluation."""
-    steps = data_steps(config, run_dir)
-    sft = sft_step(config, run_dir, steps[-1], run_dir / SFT)
-    evaluations = run_dir / "eval" / config.evaluate.split
-    steps += [sft, evaluation_step(config, run_dir, sft, evaluations / SFT)]
-    for stage in dpo_steps(config, run_dir, sft, run_dir / "dpo"):
-        steps += [stage, evaluation_step(config, run_dir, stage, evaluations / stage.model)]
+def pipeline_steps(config: PipelineConfig, run_dir: Path, place: Placement | None = None, dpo: bool = True):
+    """The whole run, in order: every model (SFT, then each DPO stage unless `dpo` is off) followed by its
+    evaluation."""
+    place = place or in_run(run_dir)
+    steps = data_steps(config, run_dir, place)
+    data, scid = steps[0], steps[-1]
+    models = [sft_step(config, run_dir, place, data, scid)]
+    if dpo:
+        models += dpo_steps(config, run_dir, place, data, models[0])
+    for model in models:
+        steps += [model, evaluation_step(config, run_dir, place, data, model)]
     return steps
+
+
+def lineage_key(lineage: dict) -> str:
+    """A short hash naming a lineage's folder."""
+    return sha256_json(lineage)[:12]

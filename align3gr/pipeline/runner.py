@@ -46,16 +46,15 @@ def run_steps(steps: list[Step], run_dir: Path) -> list[Outcome]:
     digests: dict[str, str] = {}
     outcomes = []
     for number, step in enumerate(steps, start=1):
-        name = step.path.relative_to(run_dir).as_posix()
         key = step_key(step, digests)
-        record = state.get(name)
+        record = state.get(step.name)
         current = folder_digest(step.path, record)
         reusable = record is not None and current is not None and record["key"] == key
         if reusable and not step.always and current["digest"] == record["digest"]:
-            log.info("[%d/%d] %s: up to date (%s)", number, len(steps), step.name, name)
+            log.info("[%d/%d] %s: up to date (%s)", number, len(steps), step.label, step.name)
             seconds, reused = record["seconds"], True
         else:
-            log.info("[%d/%d] %s -> %s", number, len(steps), step.name, name)
+            log.info("[%d/%d] %s -> %s", number, len(steps), step.label, step.name)
             start = time.perf_counter()
             step.run()
             seconds = round(time.perf_counter() - start, 1)
@@ -65,7 +64,7 @@ def run_steps(steps: list[Step], run_dir: Path) -> list[Outcome]:
             unchanged = reusable and current["digest"] == record["digest"]
             reused = unchanged and step.always
             seconds = record["seconds"] if reused else seconds
-            state.record(name, {"key": key, **current, "seconds": seconds, "step": step.name})
+            state.record(step.name, {"key": key, **current, "seconds": seconds, "step": step.label})
         digests[step.name] = current["digest"]
         metrics = read_json(step.path / "metrics.json") if step.kind == "evaluate" else None
         outcomes.append(Outcome(step, reused, seconds, metrics))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from align3gr.console import format_table, format_value
+from align3gr.console import format_table, markdown_table
 from align3gr.io import atomic_write_json, atomic_write_text
 from align3gr.pipeline.runner import Outcome
 
@@ -19,13 +19,13 @@ def stage_rows(outcomes: list[Outcome]) -> list[dict]:
     for outcome in outcomes:
         step = outcome.step
         if step.kind == "evaluate":
-            row = by_model[step.extra["evaluates"]]
+            row = by_model[step.evaluates]
             row["eval s"] = outcome.seconds
             row["eval reused"] = outcome.reused
             row.update({m: outcome.metrics[m] for m in METRICS if m in outcome.metrics})
             row["split"] = outcome.metrics.get("split")
             continue
-        row = {"stage": step.model or step.name, "path": str(step.path), "status": "reused" if outcome.reused
+        row = {"stage": step.label, "path": str(step.path), "status": "reused" if outcome.reused
                else "ran", "seconds": outcome.seconds}  # fmt: skip
         by_model[step.name] = row
         rows.append(row)
@@ -62,13 +62,13 @@ def summary_text(summary: dict) -> str:
     return format_table(table_rows(summary), title)
 
 
-def summary_markdown(summary: dict) -> str:
-    """`summary.md`: the same table in Markdown."""
-    rows = table_rows(summary)
+def markdown_document(rows: list[dict], title: str) -> str:
+    """A Markdown document: a `#` title and one table with a column per key of the first row."""
     columns = list(rows[0]) if rows else []
-    lines = [f"# Run `{summary['run_dir']}`", "", f"Wall time of the last invocation: {summary['wall_seconds']:.0f} s"]
-    lines.append("")
-    lines.append("| " + " | ".join(columns) + " |")
-    lines.append("|" + "|".join("---" for _ in columns) + "|")
-    lines += ["| " + " | ".join(format_value(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return f"# {title}\n\n" + markdown_table(columns, [[row[c] for c in columns] for row in rows]) + "\n"
+
+
+def summary_markdown(summary: dict) -> str:
+    """`summary.md`: the printed table in Markdown."""
+    title = f"Run `{summary['run_dir']}` (wall time of the last invocation: {summary['wall_seconds']:.0f} s)"
+    return markdown_document(table_rows(summary), title)

@@ -91,7 +91,7 @@ def run_sft(
     from accelerate import PartialState
     from trl import SFTTrainer
 
-    from align3gr.sft.trainer import SCIDSFTTrainer
+    from align3gr.sft.trainer import SCIDSFTTrainer, needs_model_loss
 
     start = time.perf_counter()
     config = config or SFTStageConfig()
@@ -144,7 +144,7 @@ def run_sft(
             peft_config = scid_lora_config(
                 model, token_ids, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules
             )
-        trainer_class = SCIDSFTTrainer if config.use_lora else SFTTrainer
+        trainer_class = SCIDSFTTrainer if needs_model_loss(model, config.use_lora) else SFTTrainer
         trainer = trainer_class(
             model=model,
             args=arguments,
