@@ -21,7 +21,8 @@ from align3gr.dpo.config import DPOStageConfig
 from align3gr.dpo.stage import run_dpo
 from align3gr.errors import ConfigError
 from align3gr.pipeline import load_pipeline_config, run_pipeline
-from align3gr.pipeline.plan import Step
+from align3gr.pipeline.ablation import ladder, ladder_steps
+from align3gr.pipeline.plan import Step, pipeline_steps
 from align3gr.pipeline.runner import run_steps
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
@@ -40,6 +41,7 @@ SMALL = {
     "evaluate": {"batch_size": 50},
 }  # fmt: skip
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+DPO_FULL = ["sp_easy", "sp_medium", "sp_hard", "rf_easy", "rf_hard"]
 
 
 def write_config(path: Path, changes: dict | None = None) -> Path:
@@ -174,3 +176,53 @@ def test_killed_run_continues_to_the_same_metrics_and_an_sft_change_reruns_from_
     assert status_by_stage(rerun) == {"data": "reused", "embed": "reused", "tokenize": "reused", "sft": "ran",
                                       "sp_easy": "ran", "rf_easy": "ran"}  # fmt: skip
     assert json.loads((run / "sft" / "meta.json").read_text())["config"]["learning_rate"] == 1.0e-3
+
+
+def test_ladder_rungs_add_one_module_each(tmp_path):
+    """Figure 4's ten rungs from the config: tokenizer, tasks, user SCIDs and DPO stages change where they should,
+    the last rung is the config itself, and the steps shared with the main run are placed in its folders."""
+    config = load_pipeline_config(write_config(tmp_path / "small.yaml", {"dpo": {"stages": DPO_FULL}}))
+    rungs = ladder(config)
+    assert [r.label for r in rungs] == ["Single+SEQ", "+CF", "+U-I alignment", "+C1-C3", "+B1", "+User-SCID", "+B2",
+                                        "+Softmax-DPO", "+SP-DPO", "+RF-DPO"]  # fmt: skip
+    tokenizers = [(r.config.tokenize.dual, r.config.tokenize.use_cf, r.config.tokenize.u2i) for r in rungs]
+    assert tokenizers[:3] == [(False, False, False), (False, True, False), (True, True, True)]
+    assert len(set(tokenizers[2:])) == 1
+    tasks = [r.config.sft.tasks for r in rungs]
+    assert tasks[0] == tasks[1] == tasks[2] == ["seq"]
+    assert tasks[3] == ["seq", "asym_title", "asym_item", "intention", "preference"]
+    assert tasks[4] == tasks[5] == ["seq", "item_align", "asym_title", "asym_item", "intention", "preference"]
+    assert tasks[6] == config.sft.tasks and "user_align" in tasks[6]
+    assert [r.config.sft.with_user_scid for r in rungs[:7]] == [False] * 5 + [True] * 2
+    assert [r.config.dpo.stages for r in rungs[7:] if r.dpo] == [["sp_random"], DPO_FULL[:3], DPO_FULL]
+    assert rungs[-1].config == config and not any(r.dpo for r in rungs[:7])
+
+    run = tmp_path / "run"
+    steps, results = ladder_steps(config, run)
+    names = [s.name for s in steps]
+    assert len(names) == len(set(names))
+    assert all(all(names.index(i) < names.index(s.name) for i in s.inputs) for s in steps)
+    main_names = {s.name for s in pipeline_steps(config, run)}
+    assert main_names <= set(names)
+    outside = sorted({s.kind for s in steps if s.name not in main_names})
+    assert outside == ["dpo", "evaluate", "sft", "tokenize"]
+    assert len([s for s in steps if s.kind == "tokenize"]) == 3 and len([s for s in steps if s.kind == "sft"]) == 7
+    final = {rung.label: name for rung, name in results}
+    assert final["+B2"] == "eval/test/sft" and final["+RF-DPO"] == "eval/test/rf_hard"
+    assert final["+Softmax-DPO"].endswith("eval/test/sp_random") and final["Single+SEQ"].startswith("ablation/")
+
+
+@pytest.mark.slow
+def test_ablate_writes_the_ladder_and_reuses_the_main_run(finished_run):
+    config, run, summary = finished_run
+    before = (run / "sft" / "meta.json").stat().st_mtime_ns
+    assert main(["ablate", "--config", str(config), "--run-dir", str(run)]) == 0
+    ladder_json = json.loads((run / "ablation" / "ladder.json").read_text())
+    rows = ladder_json["rows"]
+    assert [row["step"] for row in rows] == list(range(1, 11))
+    assert (run / "sft" / "meta.json").stat().st_mtime_ns == before
+    full = metrics_by_stage(summary)
+    assert tuple(rows[6][m] for m in METRICS) == full["sft"]
+    assert tuple(rows[9][m] for m in METRICS) == full["rf_easy"]
+    assert (run / "ablation" / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 1 | Single+SEQ |" in (run / "ablation" / "ladder.md").read_text()
