@@ -12,6 +12,10 @@ from align3gr.console import format_mapping, format_table, setup_logging
 from align3gr.errors import Align3GRError, ConfigError
 
 log = logging.getLogger("align3gr")
+LAUNCHER_HELP = (
+    "Run the training and evaluation stages on several processes through this command, e.g. "
+    "'accelerate launch --config_file accelerate_configs/deepspeed_zero2.yaml' (default: in this process)."
+)
 
 
 def _parse_options(pairs: list[str]) -> dict[str, str]:
@@ -189,7 +193,7 @@ def _pipeline(args: argparse.Namespace) -> None:
     from align3gr.pipeline import run_pipeline
     from align3gr.pipeline.summary import summary_text
 
-    summary = run_pipeline(args.config, args.run_dir)
+    summary = run_pipeline(args.config, args.run_dir, launcher=args.launcher)
     print("\n" + summary_text(summary))
     print(f"\nsummary.json and summary.md in {summary['run_dir']}")
 
@@ -207,7 +211,7 @@ def _push(args: argparse.Namespace) -> None:
 def _ablate(args: argparse.Namespace) -> None:
     from align3gr.pipeline.ablation import run_ablation
 
-    ladder = run_ablation(args.config, args.run_dir)
+    ladder = run_ablation(args.config, args.run_dir, launcher=args.launcher)
     rows = [{k: v for k, v in row.items() if k not in ("split", "model")} for row in ladder["rows"]]
     print("\n" + format_table(rows, f"Incremental alignment ladder ({ladder['rows'][0]['split']} split)"))
     print(f"\nladder.json, ladder.md and ladder.png in {ladder['run_dir']}/ablation")
@@ -298,11 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline = stages.add_parser("pipeline", help="Every stage on one config, reusing the stages that are up to date.")
     pipeline.add_argument("--config", required=True, type=Path, help="YAML with a section per stage.")
     pipeline.add_argument("--run-dir", type=Path, help="Run folder (default: runs/NAME for NAME.yaml).")
+    pipeline.add_argument("--launcher", help=LAUNCHER_HELP)
     pipeline.set_defaults(func=_pipeline)
 
     ablate = stages.add_parser("ablate", help="The Figure 4 ladder: Recall@10 as each alignment module is added.")
     ablate.add_argument("--config", required=True, type=Path, help="YAML with a section per stage (the full method).")
     ablate.add_argument("--run-dir", type=Path, help="Run folder, shared with `pipeline` (default: runs/NAME).")
+    ablate.add_argument("--launcher", help=LAUNCHER_HELP)
     ablate.set_defaults(func=_ablate)
 
     push = stages.add_parser("push", help="Publish a stage of a run (model, tokenizer, code tables, card) to the Hub.")

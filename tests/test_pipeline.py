@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+import align3gr
 from align3gr.cli import main
 from align3gr.config import config_from_sources
+from align3gr.data.dataset import load_dataset
 from align3gr.dpo.config import DPOStageConfig
 from align3gr.dpo.stage import run_dpo
 from align3gr.errors import ConfigError
 from align3gr.pipeline import load_pipeline_config, run_pipeline
 from align3gr.pipeline.ablation import ladder, ladder_steps
-from align3gr.pipeline.plan import Step, pipeline_steps
+from align3gr.pipeline.plan import Plan, Step, in_run, pipeline_steps
 from align3gr.pipeline.runner import run_steps
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
@@ -131,6 +133,19 @@ def test_pipeline_runs_reuses_and_reports(finished_run):
 
 
 @pytest.mark.slow
+def test_pushed_final_stage_recommends_what_the_run_predicted(finished_run, tmp_path):
+    _, run, _ = finished_run
+    folder = tmp_path / "published"
+    assert main(["push", "--run", str(run), "--stage", "rf_easy", "--to-folder", str(folder)]) == 0
+    recommender = align3gr.load_recommender(folder)
+    predictions = [json.loads(line) for line in (run / "eval" / "test" / "rf_easy" / "predictions.jsonl").open()]
+    examples = {ex.user_id: ex for ex in load_dataset(run / "data").examples("test")}
+    for row in predictions[:8]:
+        history = examples[row["user_id"]].history
+        assert recommender.recommend(history, k=10, user_id=row["user_id"]) == row["ranked"][:10]
+
+
+@pytest.mark.slow
 def test_stages_run_alone_give_the_pipeline_result(finished_run, tmp_path):
     """The stage commands read the same sections: SFT and DPO alone find the pipeline's outputs up to date, and
     `align3gr evaluate --config` alone writes the pipeline's metrics and predictions."""
@@ -202,7 +217,7 @@ def test_ladder_rungs_add_one_module_each(tmp_path):
     names = [s.name for s in steps]
     assert len(names) == len(set(names))
     assert all(all(names.index(i) < names.index(s.name) for i in s.inputs) for s in steps)
-    main_names = {s.name for s in pipeline_steps(config, run)}
+    main_names = {s.name for s in pipeline_steps(Plan(config, run / "config.yaml", run, in_run(run)))}
     assert main_names <= set(names)
     outside = sorted({s.kind for s in steps if s.name not in main_names})
     assert outside == ["dpo", "evaluate", "sft", "tokenize"]
@@ -226,3 +241,31 @@ def test_ablate_writes_the_ladder_and_reuses_the_main_run(finished_run):
     assert tuple(rows[9][m] for m in METRICS) == full["rf_easy"]
     assert (run / "ablation" / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 1 | Single+SEQ |" in (run / "ablation" / "ladder.md").read_text()
+
+
+@pytest.mark.slow
+def test_launcher_runs_changed_stages_on_two_processes(finished_run, tmp_path, monkeypatch):
+    """With `--launcher`, the stages to re-run go through `accelerate launch` on 2 CPU processes: a DPO option
+    re-runs both DPO stages, an evaluation option re-runs every evaluation; SFT's sharded evaluation ranks exactly
+    as the in-process one did."""
+    config, reference_run, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    changed = write_config(tmp_path / "changed.yaml", {"dpo": {"beta": 0.2}, "evaluate": {"batch_size": 7}})
+    launcher = (f"{sys.executable} -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 "
+                "--mixed_precision no --dynamo_backend no")  # fmt: skip
+    summary = run_pipeline(changed, run, launcher=launcher)
+    assert status_by_stage(summary) == {"data": "reused", "embed": "reused", "tokenize": "reused", "sft": "reused",
+                                        "sp_easy": "ran", "rf_easy": "ran"}  # fmt: skip
+    assert not any(row["eval reused"] for row in summary["stages"] if "eval reused" in row)
+    for stage in ("sp_easy", "rf_easy"):
+        assert json.loads((run / "dpo" / stage / "meta.json").read_text())["config"]["dpo"]["beta"] == 0.2
+    sharded = json.loads((run / "eval" / "test" / "sft" / "metrics.json").read_text())
+    assert sharded["processes"] == 2 and sharded["config"]["batch_size"] == 7
+
+    def ranked(folder: Path) -> list:
+        rows = (json.loads(line) for line in (folder / "eval" / "test" / "sft" / "predictions.jsonl").open())
+        return [(row["user_id"], row["ranked"]) for row in rows]
+
+    assert ranked(run) == ranked(reference_run)

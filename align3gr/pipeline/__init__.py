@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
-from align3gr.pipeline.plan import pipeline_steps
+from align3gr.pipeline.plan import Plan, in_run, pipeline_steps
 from align3gr.pipeline.runner import run_steps
 from align3gr.pipeline.summary import write_summary
 
@@ -18,16 +18,20 @@ def default_run_dir(config_path: str | Path) -> Path:
 
 
 def run_pipeline(
-    config_path: str | Path, run_dir: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None
+    config_path: str | Path,
+    run_dir: str | Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    launcher: str | None = None,
 ) -> dict:
     """Run (or continue) the pipeline of `config_path` in `run_dir`; writes `config.yaml`, `summary.json` and
-    `summary.md` there and returns the summary."""
+    `summary.md` there and returns the summary. With `launcher` (e.g. "accelerate launch --num_processes 8"), the
+    training and evaluation stages run as `LAUNCHER -m align3gr.cli STAGE ...` on its processes."""
     start = time.perf_counter()
     config = load_pipeline_config(config_path, overrides)
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
     run.mkdir(parents=True, exist_ok=True)
     write_pipeline_config(config, run / "config.yaml")
-    outcomes = run_steps(pipeline_steps(config, run), run)
+    outcomes = run_steps(pipeline_steps(Plan(config, run / "config.yaml", run, in_run(run))), run, launcher)
     return write_summary(run, config.as_dict(), outcomes, time.perf_counter() - start)
 
 

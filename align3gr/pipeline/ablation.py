@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from align3gr.io import atomic_write_json, atomic_write_text
+from align3gr.io import atomic_write_json, atomic_write_text, sha256_json
 from align3gr.pipeline import default_run_dir
-from align3gr.pipeline.config import PipelineConfig, load_pipeline_config
-from align3gr.pipeline.plan import Placement, Step, lineage_key, pipeline_steps
+from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
+from align3gr.pipeline.plan import Placement, Plan, Step, lineage_key, pipeline_steps
 from align3gr.pipeline.runner import run_steps
 from align3gr.pipeline.summary import METRICS, markdown_document
 
@@ -76,7 +76,7 @@ def shared_placement(config: PipelineConfig, run_dir: Path) -> Placement:
         main[relative] = lineage_key(lineage)
         return run_dir / relative
 
-    pipeline_steps(config, run_dir, record)
+    pipeline_steps(Plan(config, run_dir / "config.yaml", run_dir, record))
 
     def place(relative: str, lineage: dict) -> Path:
         key = lineage_key(lineage)
@@ -87,16 +87,29 @@ def shared_placement(config: PipelineConfig, run_dir: Path) -> Placement:
 
 def ladder_steps(config: PipelineConfig, run_dir: Path) -> tuple[list[Step], list[tuple[Rung, str]]]:
     """Every step the ladder needs, each once, in an order that respects inputs; and per rung the name of the
-    evaluation step whose metrics are its result (its last model's)."""
+    evaluation step whose metrics are its result (its last model's). Each rung's config is written to
+    `ablation/configs/` for its stage commands."""
     place = shared_placement(config, run_dir)
     steps: dict[str, Step] = {}
     results = []
     for rung in ladder(config):
-        rung_steps = pipeline_steps(rung.config, run_dir, place, dpo=rung.dpo)
+        rung_steps = pipeline_steps(Plan(rung.config, rung_config_file(rung, run_dir), run_dir, place), dpo=rung.dpo)
         for step in rung_steps:
             steps.setdefault(step.name, step)
         results.append((rung, rung_steps[-1].name))
     return list(steps.values()), results
+
+
+def rung_config_file(rung: Rung, run_dir: Path) -> Path:
+    """Where a rung's config is written for its stage commands: named by its content."""
+    return run_dir / "ablation" / "configs" / f"{sha256_json(rung.config.as_dict())[:12]}.yaml"
+
+
+def write_rung_configs(config: PipelineConfig, run_dir: Path) -> None:
+    """The config of every rung, where `ladder_steps` points the stage commands."""
+    (run_dir / "ablation" / "configs").mkdir(parents=True, exist_ok=True)
+    for rung in ladder(config):
+        write_pipeline_config(rung.config, rung_config_file(rung, run_dir))
 
 
 def plot_ladder(rows: list[dict], path: Path) -> None:
@@ -118,14 +131,16 @@ def plot_ladder(rows: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def run_ablation(config_path: str | Path, run_dir: str | Path | None = None) -> dict:
-    """Run (or continue) the ladder of `config_path` in `run_dir`; writes `ablation/ladder.json`, `ladder.md` and
-    `ladder.png` and returns `{"rows": [...], "path": ...}`."""
+def run_ablation(config_path: str | Path, run_dir: str | Path | None = None, launcher: str | None = None) -> dict:
+    """Run (or continue) the ladder of `config_path` in `run_dir` (training and evaluation under `launcher` if
+    given, as in `run_pipeline`); writes `ablation/ladder.json`, `ladder.md` and `ladder.png` and returns the
+    summary."""
     start = time.perf_counter()
     config = load_pipeline_config(config_path)
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
+    write_rung_configs(config, run)
     steps, results = ladder_steps(config, run)
-    outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run)}
+    outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run, launcher)}
     rows = []
     for number, (rung, evaluation) in enumerate(results, start=1):
         metrics = outcomes[evaluation].metrics

@@ -6,6 +6,9 @@ Layout under the run folder: `data/`, `embeddings/`, `scid/`, `sft/` (and `sft_b
 `eval/dpo_STAGE/` holds DPO's own valid-split checks). A step's *lineage* is every option that shaped its output
 (its own section and those of the steps before it); a `Placement` maps a lineage to a folder, which is how the
 ablation ladder puts the steps it shares with the main run in the main run's folders and the others beside them.
+
+Training and evaluation steps also carry their stage command (`align3gr sft --config ... --out ...`), which a
+launcher (`accelerate launch ...`) runs on several processes instead of the in-process call.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ Placement = Callable[[str, dict], Path]
 class Step:
     """One stage invocation. `name` is its output folder relative to the run folder (unique in a run); `label` is
     what tables call it; `model` names the model a training or evaluation step is about (`sft` or a DPO stage);
-    `always` steps check their own inputs (the data build hashes the raw files) and are always called."""
+    `command` is the stage's CLI arguments for a launcher; `always` steps check their own inputs (the data build
+    hashes the raw files) and are always called."""
 
     name: str
     label: str
@@ -40,7 +44,30 @@ class Step:
     lineage: dict[str, Any]
     model: str | None = None
     evaluates: str | None = None
+    command: list[str] | None = None
     always: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What steps are built from: the config, the YAML file holding it (for stage commands), the run folder, and
+    where each lineage's outputs go."""
+
+    config: PipelineConfig
+    config_file: Path
+    run_dir: Path
+    place: Placement
+
+    def step(self, relative: str, lineage: dict, **fields: Any) -> Step:
+        path = self.place(relative, lineage)
+        return Step(name=path.relative_to(self.run_dir).as_posix(), path=path, lineage=lineage, **fields)
+
+    def command(self, stage: str, **paths: Path | str) -> list[str]:
+        """`align3gr STAGE --config FILE --key value ...` arguments."""
+        arguments = [stage, "--config", str(self.config_file)]
+        for key, value in paths.items():
+            arguments += [f"--{key.replace('_', '-')}", str(value)]
+        return arguments
 
 
 def in_run(run_dir: Path) -> Placement:
@@ -48,54 +75,59 @@ def in_run(run_dir: Path) -> Placement:
     return lambda relative, lineage: run_dir / relative
 
 
-def _step(run_dir: Path, place: Placement, relative: str, lineage: dict, **fields: Any) -> Step:
-    path = place(relative, lineage)
-    return Step(name=path.relative_to(run_dir).as_posix(), path=path, lineage=lineage, **fields)
-
-
-def data_steps(config: PipelineConfig, run_dir: Path, place: Placement) -> list[Step]:
+def data_steps(plan: Plan) -> list[Step]:
     """data, embed, tokenize."""
     from align3gr.data.build import build_dataset
     from align3gr.embed.stage import run_embed
     from align3gr.tokenize.stage import run_tokenize
 
-    source, sections = config.source, config.as_dict()
+    config, sections = plan.config, plan.config.as_dict()
+    source = config.source
     lineage = {"source": sections["source"], "data": sections["data"]}
-    data = _step(run_dir, place, "data", lineage, label="data", kind="data", inputs=(), options=lineage,
-                 run=lambda: build_dataset(source.builder, source.source, data.path, config.data, source.options,
-                                           overwrite=True), always=True)  # fmt: skip
+    data = plan.step("data", lineage, label="data", kind="data", inputs=(), options=lineage, always=True,
+                     run=lambda: build_dataset(source.builder, source.source, data.path, config.data, source.options,
+                                               overwrite=True))  # fmt: skip
     lineage = {**lineage, "embed": sections["embed"]}
-    embed = _step(run_dir, place, "embeddings", lineage, label="embed", kind="embed", inputs=(data.name,),
-                  options=sections["embed"], run=lambda: run_embed(data.path, embed.path, config.embed))  # fmt: skip
+    embed = plan.step("embeddings", lineage, label="embed", kind="embed", inputs=(data.name,),
+                      options=sections["embed"],
+                      run=lambda: run_embed(data.path, embed.path, config.embed))  # fmt: skip
     lineage = {**lineage, "tokenize": sections["tokenize"]}
-    scid = _step(run_dir, place, "scid", lineage, label="tokenize", kind="tokenize", inputs=(data.name, embed.name),
-                 options=sections["tokenize"],
-                 run=lambda: run_tokenize(data.path, embed.path, scid.path, config.tokenize))  # fmt: skip
+    scid = plan.step("scid", lineage, label="tokenize", kind="tokenize", inputs=(data.name, embed.name),
+                     options=sections["tokenize"],
+                     run=lambda: run_tokenize(data.path, embed.path, scid.path, config.tokenize))  # fmt: skip
     return [data, embed, scid]
 
 
-def sft_step(config: PipelineConfig, run_dir: Path, place: Placement, data: Step, scid: Step) -> Step:
+def sft_step(plan: Plan, data: Step, scid: Step) -> Step:
     """SFT on the data and the code tables of `scid`."""
     from align3gr.sft.stage import run_sft
 
-    options = config_to_dict(config.sft)
-    step = _step(run_dir, place, SFT, {**scid.lineage, "sft": options}, label=SFT, kind="sft",
-                 inputs=(data.name, scid.name), options=options, model=SFT,
-                 run=lambda: run_sft(data.path, scid.path, step.path, config.sft))  # fmt: skip
-    return step
+    options = config_to_dict(plan.config.sft)
+    step = plan.step(
+        SFT,
+        {**scid.lineage, "sft": options},
+        label=SFT,
+        kind="sft",
+        inputs=(data.name, scid.name),
+        options=options,
+        model=SFT,
+        run=lambda: run_sft(data.path, scid.path, step.path, plan.config.sft),
+    )
+    step.command = plan.command("sft", data=data.path, scid=scid.path, out=step.path)
+    return step  # fmt: skip
 
 
-def dpo_steps(config: PipelineConfig, run_dir: Path, place: Placement, data: Step, start: Step) -> list[Step]:
-    """One step per DPO stage of the config, each from the model of the step before (the first from `start`)."""
+def dpo_steps(plan: Plan, data: Step, start: Step) -> list[Step]:
+    """One step per DPO stage of the config, each from the model of the step before (the first from `start`); a
+    stage's valid-split check goes to `eval/` beside its `dpo/` folder."""
     from align3gr.dpo.stage import run_stage
 
-    options = {k: v for k, v in config_to_dict(config.dpo).items() if k != "stages"}
+    config = plan.config.dpo
+    options = {k: v for k, v in config_to_dict(config).items() if k != "stages"}
     steps, previous = [], start
-    for index, stage in enumerate(config.dpo.stages):
-        lineage = {**start.lineage, "dpo": options, "dpo_stages": config.dpo.stages[: index + 1]}
-        step = _step(
-            run_dir,
-            place,
+    for index, stage in enumerate(config.stages):
+        lineage = {**start.lineage, "dpo": options, "dpo_stages": config.stages[: index + 1]}
+        step = plan.step(
             f"dpo/{stage}",
             lineage,
             label=stage,
@@ -105,39 +137,49 @@ def dpo_steps(config: PipelineConfig, run_dir: Path, place: Placement, data: Ste
             options={**options, "stage": stage},
             run=lambda: None,
         )
-        step.run = lambda step=step, before=previous: run_stage(
-            step.model, before.path, data.path, step.path, step.path.parent.parent / "eval", config.dpo
+        checks = step.path.parent.parent / "eval"
+        step.run = lambda step=step, before=previous.path, checks=checks: run_stage(
+            step.model, before, data.path, step.path, checks, config
+        )
+        step.command = plan.command(
+            "dpo", data=data.path, start=previous.path, out=step.path.parent, eval_dir=checks, stages=stage
         )
         steps.append(step)
         previous = step
     return steps  # fmt: skip
 
 
-def evaluation_step(config: PipelineConfig, run_dir: Path, place: Placement, data: Step, model: Step) -> Step:
+def evaluation_step(plan: Plan, data: Step, model: Step) -> Step:
     """The evaluation of `model`'s output on the evaluate section's split, placed by the model's lineage (so an
     ablation model's evaluation sits beside it; the options are in the step's key)."""
     from align3gr.evaluate.stage import run_evaluate
 
-    options = config_to_dict(config.evaluate)
-    relative = f"eval/{config.evaluate.split}/{model.model}"
-    step = _step(run_dir, place, relative, model.lineage, label=f"eval {model.label}",
-                 kind="evaluate", inputs=(data.name, model.name), options=options, model=model.model,
-                 evaluates=model.name,
-                 run=lambda: run_evaluate(model.path, data.path, step.path, config.evaluate))  # fmt: skip
-    return step
+    config = plan.config.evaluate
+    step = plan.step(
+        f"eval/{config.split}/{model.model}",
+        model.lineage,
+        label=f"eval {model.label}",
+        kind="evaluate",
+        inputs=(data.name, model.name),
+        options=config_to_dict(config),
+        model=model.model,
+        evaluates=model.name,
+        run=lambda: run_evaluate(model.path, data.path, step.path, config),
+    )
+    step.command = plan.command("evaluate", model=model.path, data=data.path, out=step.path)
+    return step  # fmt: skip
 
 
-def pipeline_steps(config: PipelineConfig, run_dir: Path, place: Placement | None = None, dpo: bool = True):
+def pipeline_steps(plan: Plan, dpo: bool = True) -> list[Step]:
     """The whole run, in order: every model (SFT, then each DPO stage unless `dpo` is off) followed by its
     evaluation."""
-    place = place or in_run(run_dir)
-    steps = data_steps(config, run_dir, place)
+    steps = data_steps(plan)
     data, scid = steps[0], steps[-1]
-    models = [sft_step(config, run_dir, place, data, scid)]
+    models = [sft_step(plan, data, scid)]
     if dpo:
-        models += dpo_steps(config, run_dir, place, data, models[0])
+        models += dpo_steps(plan, data, models[0])
     for model in models:
-        steps += [model, evaluation_step(config, run_dir, place, data, model)]
+        steps += [model, evaluation_step(plan, data, model)]
     return steps
 
 

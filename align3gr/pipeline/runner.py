@@ -8,17 +8,23 @@ same command again: finished steps are skipped, and a training step resumes from
 from __future__ import annotations
 
 import logging
+import shlex
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import align3gr
-from align3gr.errors import ConfigError
+from align3gr.errors import Align3GRError, ConfigError
 from align3gr.io import read_json, sha256_json
 from align3gr.pipeline.plan import Step
 from align3gr.pipeline.state import PipelineState, folder_digest
 
 log = logging.getLogger("align3gr.pipeline")
+
+
+class StageFailed(Align3GRError):
+    """A stage run by the launcher exited with an error (its own output says why)."""
 
 
 @dataclass
@@ -40,8 +46,19 @@ def step_key(step: Step, digests: dict[str, str]) -> str:
     return sha256_json({"kind": step.kind, "options": step.options, "inputs": inputs, "version": align3gr.__version__})
 
 
-def run_steps(steps: list[Step], run_dir: Path) -> list[Outcome]:
-    """Run or reuse each step in order; the state is saved after every step."""
+def launch(launcher: str, step: Step) -> None:
+    """Run a step's stage command on the launcher's processes (`LAUNCHER -m align3gr.cli STAGE ...`)."""
+    command = [*shlex.split(launcher), "-m", "align3gr.cli", *step.command]
+    log.info("launching: %s", shlex.join(command))
+    finished = subprocess.run(command, check=False)
+    if finished.returncode != 0:
+        raise StageFailed(f"step {step.label} ({step.name}) failed under the launcher with exit code "
+                          f"{finished.returncode}: {shlex.join(command)}")  # fmt: skip
+
+
+def run_steps(steps: list[Step], run_dir: Path, launcher: str | None = None) -> list[Outcome]:
+    """Run or reuse each step in order (training and evaluation steps through `launcher` when given); the state is
+    saved after every step."""
     state = PipelineState(run_dir)
     digests: dict[str, str] = {}
     outcomes = []
@@ -56,7 +73,10 @@ def run_steps(steps: list[Step], run_dir: Path) -> list[Outcome]:
         else:
             log.info("[%d/%d] %s -> %s", number, len(steps), step.label, step.name)
             start = time.perf_counter()
-            step.run()
+            if launcher and step.command:
+                launch(launcher, step)
+            else:
+                step.run()
             seconds = round(time.perf_counter() - start, 1)
             current = folder_digest(step.path)
             if current is None:
