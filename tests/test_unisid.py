@@ -29,6 +29,7 @@ from align3gr.tokenize.unisid.losses import (
     multi_granularity_loss,
     summary_reconstruction_loss,
     total_loss,
+    unisid_losses,
 )
 from align3gr.tokenize.unisid.model import UniSID, encode_views, language_backbone, load_unisid, token_positions
 from align3gr.tokenize.unisid.schema import ItemSchema, first_view, item_inputs, second_view, sid_tokens
@@ -225,11 +226,8 @@ def test_a_training_step_with_and_without_an_image_trains_only_what_it_should(ca
     texts = ["Red kettle: Kitchen", "Desk lamp: Home"] * 2
     summary = summary_tokenizer(texts, padding=True, return_tensors="pt")
     output = model(schema(views), summary["input_ids"], summary["attention_mask"])
-    losses = {
-        "sid": multi_granularity_loss(output.sid_logits, torch.tensor([[0, 0, 0], [0, 1, 1]] * 2), 0.1),
-        "emb": embedding_infonce(output.embedding, torch.tensor([0, 1, 0, 1]), 0.1),
-        "rec": output.reconstruction_loss,
-    }
+    losses = unisid_losses(output, torch.tensor([[0, 0, 0], [0, 1, 1]] * 2), torch.tensor([0, 1, 0, 1]), 0.1)
+    assert set(losses) == {"sid", "emb", "rec"} and losses["rec"] is output.reconstruction_loss
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
     total_loss(losses, 0.1).backward()

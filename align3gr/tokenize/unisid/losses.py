@@ -55,6 +55,18 @@ def summary_reconstruction_loss(
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
+def unisid_losses(output, labels: torch.Tensor, items: torch.Tensor, temperature: float) -> dict[str, torch.Tensor]:
+    """The terms of Eq. 11 on one batch (a `UniSIDOutput`, labels [B, L] of Eq. 5, item index [B] of each row):
+    `sid` (Eq. 5), `emb` (Eq. 6) and `rec` (Eq. 10, when the forward computed it)."""
+    losses = {
+        "sid": multi_granularity_loss(output.sid_logits, labels, temperature),
+        "emb": embedding_infonce(output.embedding, items, temperature),
+    }
+    if output.reconstruction_loss is not None:
+        losses["rec"] = output.reconstruction_loss
+    return losses
+
+
 def total_loss(losses: dict[str, torch.Tensor], reconstruction_weight: float) -> torch.Tensor:
     """Eq. 11: L_sid + L_emb + lambda * L_rec (L_rec absent when lambda is 0)."""
     total = losses["sid"] + losses["emb"]

@@ -1,5 +1,5 @@
-"""UniSID training (seed 004, 3.5): Eq. 11 end to end over the catalogue, alone or under `accelerate launch`, then
-every item's SID from its whole input (Eq. 4).
+"""UniSID training (seed 004, 3.5): Eq. 11 end to end over the catalogue, alone or under `accelerate launch` (DDP),
+then every item's SID from its whole input (Eq. 4).
 
 A step takes `batch_size` items and both views of each. Under several processes each takes its share of the step's
 items and contrasts them among themselves while DDP averages the gradients (a final step with fewer items than
@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from align3gr.data.dataset import Dataset
+from align3gr.errors import ConfigError
 from align3gr.seeding import seeded
 from align3gr.sft.vocab import extend_vocabulary
 from align3gr.tokenize.config import TokenizeConfig
@@ -33,9 +34,9 @@ from align3gr.tokenize.unisid.backbone import (
     tiny_texts,
 )
 from align3gr.tokenize.unisid.config import UniSIDConfig
-from align3gr.tokenize.unisid.losses import embedding_infonce, multi_granularity_loss, total_loss
+from align3gr.tokenize.unisid.losses import total_loss, unisid_losses
 from align3gr.tokenize.unisid.model import UniSID, encode_views
-from align3gr.tokenize.unisid.schema import ItemSchema, first_view, item_inputs, second_view, sid_tokens
+from align3gr.tokenize.unisid.schema import ItemInput, ItemSchema, first_view, item_inputs, second_view, sid_tokens
 from align3gr.tokenize.unisid.summaries import load_unisid_prompts, write_summaries
 
 log = logging.getLogger(__name__)
@@ -80,16 +81,104 @@ def summary_batch(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]
     return {"summary_ids": ids, "summary_mask": mask}
 
 
+@dataclass
+class Batch:
+    """A process's share of one step: the backbone inputs of the first views of its items then of their second
+    views, each row's labels of Eq. 5 [2n, L] and item index [2n], and the summaries to reconstruct (or none)."""
+
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    items: torch.Tensor
+    summary: dict[str, torch.Tensor]
+
+
+@dataclass
+class Batches:
+    """Makes the `Batch` of item indices at an epoch; the second views are drawn from the seed, epoch and item."""
+
+    schema: ItemSchema
+    items: list[ItemInput]
+    labels: torch.Tensor
+    summaries: list[list[int]]
+    pad_id: int | None
+    dropout: float
+    seed: int
+    device: torch.device
+
+    def __call__(self, indices: list[int], epoch: int) -> Batch:
+        views = [first_view(self.items[i]) for i in indices]
+        rngs = [np.random.default_rng([self.seed, epoch, i]) for i in indices]
+        views += [second_view(self.items[i], rng, self.dropout) for i, rng in zip(indices, rngs, strict=True)]
+        rows = indices + indices
+        summary = summary_batch([self.summaries[i] for i in rows], self.pad_id) if self.summaries else {}
+        return Batch(
+            {k: v.to(self.device) for k, v in self.schema(views).items()},
+            self.labels[rows].to(self.device),
+            torch.tensor(rows, device=self.device),
+            {k: v.to(self.device) for k, v in summary.items()},
+        )
+
+
+def run_epochs(model, optimizer, scheduler, batches: Batches, options: UniSIDConfig, generator, accelerator) -> list:
+    """The training epochs (Eq. 11 per step); returns each epoch's mean losses."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    count = len(batches.items)
+    history: list[dict] = []
+    bar = tqdm(total=options.epochs * math.ceil(count / options.batch_size), desc="UniSID training", unit="step",
+               disable=not accelerator.is_main_process)  # fmt: skip
+    model.train()
+    for epoch in range(1, options.epochs + 1):
+        sums: dict[str, float] = {}
+        done = 0
+        for step in torch.randperm(count, generator=generator).split(options.batch_size):
+            bar.update()
+            if len(step) < world:
+                continue
+            batch = batches(step[rank::world].tolist(), epoch)
+            output = model(batch.inputs, **batch.summary)
+            losses = unisid_losses(output, batch.labels, batch.items, options.temperature)
+            loss = total_loss(losses, options.reconstruction_weight)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            done += 1
+            for name, value in {"loss": loss, **losses}.items():
+                sums[name] = sums.get(name, 0.0) + value.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        history.append({"epoch": epoch, **{k: v / done for k, v in sums.items()}})
+    bar.close()
+    return history
+
+
+def encode_catalogue(model: UniSID, schema: ItemSchema, items: list[ItemInput], batch_size: int, accelerator):
+    """(SIDs [N, L], the deepest level's -log softmax [N, K]) of every item's first view; each process encodes
+    its share and all get every row."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = list(range(len(items)))[rank::world]
+    views = [first_view(items[i]) for i in mine]
+    logits, _ = encode_views(model, schema, views, batch_size, accelerator.is_main_process)
+    codes = logits.argmax(-1)
+    costs = -torch.log_softmax(torch.from_numpy(logits[:, -1]), dim=-1).numpy()
+    if world == 1:
+        return codes, costs
+    from accelerate.utils import gather_object
+
+    gathered = dict(gather_object(list(zip(mine, zip(codes, costs, strict=True), strict=True))))
+    return np.stack([gathered[i][0] for i in range(len(items))]), np.stack([gathered[i][1] for i in range(len(items))])
+
+
 def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path) -> UniSIDResult:
     """Train UniSID on `dataset` with `config.unisid_options` (L = `config.levels`, K = `config.codebook_size`) in
     every process; the main one prepares `work` and saves the model in `work/unisid`."""
-    from accelerate import Accelerator
-    from accelerate.utils import gather_object
+    from accelerate import Accelerator, DistributedType
     from transformers import get_cosine_schedule_with_warmup
 
     start = time.perf_counter()
     options = UniSIDConfig(**config.unisid_options)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ConfigError("UniSID trains with DDP: launch with --multi_gpu (gloo on CPU), not a DeepSpeed config")
     instruction = load_unisid_prompts()["instruction"][0]
     items = item_inputs(dataset, options.image_attribute, options.max_description_words)
     backbone_path, reconstructor_path = model_paths(options, work)
@@ -110,64 +199,20 @@ def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path) -> UniSID
         backbone = make_trainable(backbone, token_ids, options)
         model = UniSID(backbone, token_ids, config.codebook_size, options.embedding_dim, reconstructor)
         schema = ItemSchema(tokenizer, image_processor, backbone.config, instruction, config.levels)
-        summary_ids = tokenized_summaries(summaries, summary_tokenizer) if reconstructor else []
-        labels = torch.from_numpy(granularity_labels(dataset, config.levels))
+        batches = Batches(
+            schema, items, torch.from_numpy(granularity_labels(dataset, config.levels)),
+            tokenized_summaries(summaries, summary_tokenizer) if reconstructor else [],
+            summary_tokenizer.pad_token_id if reconstructor else None,
+            options.view_dropout, config.seed, accelerator.device,
+        )  # fmt: skip
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=options.learning_rate, weight_decay=options.weight_decay)
         steps = options.epochs * math.ceil(len(items) / options.batch_size)
         scheduler = get_cosine_schedule_with_warmup(optimizer, int(options.warmup_ratio * steps), steps)
-        model, optimizer = accelerator.prepare(model, optimizer)
-        rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-        history: list[dict] = []
-        bar = tqdm(total=steps, desc="UniSID training", unit="step", disable=not accelerator.is_main_process)
-        for epoch in range(1, options.epochs + 1):
-            model.train()
-            sums: dict[str, float] = {}
-            done = 0
-            for batch in torch.randperm(len(items), generator=generator).split(options.batch_size):
-                bar.update()
-                if len(batch) < world:
-                    continue
-                done += 1
-                mine = batch[rank::world].tolist()
-                views = [first_view(items[i]) for i in mine]
-                views += [second_view(items[i], np.random.default_rng([config.seed, epoch, i]), options.view_dropout)
-                          for i in mine]  # fmt: skip
-                rows = mine + mine
-                inputs = {k: v.to(device) for k, v in schema(views).items()}
-                summary = {}
-                if reconstructor is not None:
-                    summary = summary_batch([summary_ids[i] for i in rows], summary_tokenizer.pad_token_id)
-                    summary = {k: v.to(device) for k, v in summary.items()}
-                output = model(inputs, **summary)
-                losses = {
-                    "sid": multi_granularity_loss(output.sid_logits, labels[rows].to(device), options.temperature),
-                    "emb": embedding_infonce(output.embedding, torch.tensor(rows, device=device), options.temperature),
-                }
-                if output.reconstruction_loss is not None:
-                    losses["rec"] = output.reconstruction_loss
-                loss = total_loss(losses, options.reconstruction_weight)
-                accelerator.backward(loss)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-                for name, value in {"loss": loss, **losses}.items():
-                    sums[name] = sums.get(name, 0.0) + value.item()
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-            history.append({"epoch": epoch, **{k: v / done for k, v in sums.items()}})
-        bar.close()
-
-        model = accelerator.unwrap_model(model).eval()
-        mine = list(range(len(items)))[rank::world]
-        logits, _ = encode_views(
-            model, schema, [first_view(items[i]) for i in mine], options.encode_batch_size, accelerator.is_main_process
-        )
-    codes = logits.argmax(-1)
-    costs = -torch.log_softmax(torch.from_numpy(logits[:, -1]), dim=-1).numpy()
-    if world > 1:
-        gathered = dict(gather_object(list(zip(mine, zip(codes, costs, strict=True), strict=True))))
-        codes = np.stack([gathered[i][0] for i in range(len(items))])
-        costs = np.stack([gathered[i][1] for i in range(len(items))])
+        prepared, optimizer = accelerator.prepare(model, optimizer)
+        history = run_epochs(prepared, optimizer, scheduler, batches, options, generator, accelerator)
+        model.eval()
+        codes, costs = encode_catalogue(model, schema, items, options.encode_batch_size, accelerator)
     if accelerator.is_main_process:
         document = {
             "tokens": sid_tokens(config.levels),
@@ -183,7 +228,7 @@ def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path) -> UniSID
     report = {
         "history": history,
         "steps": steps,
-        "processes": world,
+        "processes": accelerator.num_processes,
         "trainable_parameters": sum(p.numel() for p in trainable),
         "backbone": options.model,
         "summaries": "llm" if options.summary_model else "template",
