@@ -23,6 +23,13 @@ from align3gr.models.loading import META_FILE
 CODE_TABLES = ("item_codes.json", "user_codes.json")
 
 
+def cpu_processes() -> bool:
+    """Whether training runs on CPU processes outside DeepSpeed: then Transformers must be told (`use_cpu`), or an
+    `accelerate launch --multi_gpu` on a machine without accelerators would train each process alone, unsynchronised."""
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    return not torch.accelerator.is_available() and not deepspeed
+
+
 def trainer_arguments(config: Any, output_dir: Path) -> dict[str, Any]:
     """The TRL config arguments every stage sets the same way from its own config's common fields."""
     cuda = torch.cuda.is_available()
@@ -38,6 +45,7 @@ def trainer_arguments(config: Any, output_dir: Path) -> dict[str, Any]:
         "gradient_checkpointing": config.gradient_checkpointing,
         "bf16": config.bf16 if config.bf16 is not None else cuda and torch.cuda.is_bf16_supported(),
         "ddp_backend": "gloo" if distributed and not cuda else None,
+        "use_cpu": cpu_processes(),
         "logging_steps": config.logging_steps,
         "logging_first_step": True,
         "save_strategy": "steps",
