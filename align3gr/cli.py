@@ -91,19 +91,19 @@ def _tokenize(args: argparse.Namespace) -> None:
     report = run_tokenize(args.data, args.embeddings, args.out, config)
     if not report:
         return
-    v_measure = [level["v_measure"] for level in report["items"]["v_measure"]]
     rows = [
         {"side": side, "level": level["level"], "codes": level["codebook_size"], "utilisation": level["utilisation"],
          "perplexity": level["perplexity"], "top-1 load": level["top1_load"]}
-        | ({"V-measure": v_measure[level["level"]]} if side == "items" else {})
         for side in ("items", "users") for level in report[side]["levels"]
     ]  # fmt: skip
     print("\n" + format_table(rows, f"SCID tokenizer {args.out} (item codes: {report['item_tokenizer']})"))
-    if "dual_items" in report:
-        dual = [level["v_measure"] for level in report["dual_items"]["v_measure"]]
-        rows = [{"level": level, "UniSID": v, "dual": dual[level] if level < len(dual) else ""}
-                for level, v in enumerate(v_measure)]  # fmt: skip
-        print("\n" + format_table(rows, "Item V-measure against the category path (code prefix up to each level)"))
+    dual = [level["v_measure"] for level in report.get("dual_items", {}).get("v_measure", [])]
+    rows = [
+        {"level": level["level"], "homogeneity": level["homogeneity"], "completeness": level["completeness"],
+         "V-measure": level["v_measure"]} | ({"dual V-measure": dual[i] if i < len(dual) else ""} if dual else {})
+        for i, level in enumerate(report["items"]["v_measure"])
+    ]  # fmt: skip
+    print("\n" + format_table(rows, "Item V-measure against the category path (items grouped by code prefix)"))
     collisions = report["items"]["collisions"]
     summary = {
         "item collision rate before": collisions["collision_rate_before"],

@@ -130,6 +130,7 @@ def test_tokenize_stage_writes_unique_reproducible_codes(ml100k_small, ml100k_sm
     assert all(c[0].startswith("<ua_") for c in users.values()) and len(users) == 150
     assert report["items"]["collisions"]["collision_rate_after"] == 0.0
     assert len(report["items"]["levels"]) >= 3 and all("utilisation" in level for level in report["items"]["levels"])
+    assert [level["level"] for level in report["items"]["v_measure"]] == list(range(len(report["items"]["levels"])))
     assert report["u2i_auc"]["phase1"] and len(report["u2i_auc"]["phase2"]) == 3
     assert (tmp_path / "scid" / "code_usage.png").stat().st_size > 1000
     reloaded = DualTokenizer.load(tmp_path / "scid")
