@@ -278,10 +278,20 @@ def test_v_measure():
     assert [row["homogeneity"] for row in per_level] == pytest.approx([1 - math.log(2) / 3 / math.log(3) * 2, 1.0])
 
 
-def test_template_summaries(catalogue):
-    summaries = write_summaries(load_dataset(catalogue), UniSIDConfig(), seed=0)
-    assert summaries[0] == "Red kettle: Kitchen, Cookware and Kettles by Acme under $10."
-    assert summaries[6] == "Gift card: an item by Acme under $20."
+def test_summaries_from_the_template_or_a_local_llm(catalogue, tmp_path):
+    dataset = load_dataset(catalogue)
+    templates = write_summaries(dataset, UniSIDConfig(), seed=0)
+    assert templates[0] == "Red kettle: Kitchen, Cookware and Kettles by Acme under $10."
+    assert templates[6] == "Gift card: an item by Acme under $20."
+    llm = build_tiny_causal_lm(["a kettle for tea", "a lamp for reading"] * 20, tmp_path / "llm", 300, 32, 1)
+    options = UniSIDConfig(summary_model=str(llm), summary_cache=str(tmp_path / "cache"), summary_max_new_tokens=8)
+    written = write_summaries(dataset, options, seed=0)
+    cached = [json.loads(line) for line in next((tmp_path / "cache").glob("*.jsonl")).read_text().splitlines()]
+    assert len(written) == 7 and len(cached) == 7  # one generation per item, cached for the next run
+    generated = {row["text"] for row in cached}
+    assert all(text in generated or text == template for text, template in zip(written, templates, strict=True))
+    with pytest.raises(ConfigError, match="unisid_options.summary_model='nowhere': expected a local model folder"):
+        write_summaries(dataset, UniSIDConfig(summary_model="nowhere"), seed=0)
 
 
 def test_bad_options_and_images_are_named(catalogue, tmp_path):
