@@ -255,6 +255,8 @@ def test_granularity_labels_follow_the_category_depth(catalogue):
     assert coarse[0] == coarse[1] == coarse[2] == coarse[3] != coarse[4] == coarse[5]
     assert middle[0] == middle[1] != middle[2] == middle[3] and middle[4] == middle[5]
     assert coarse[6] not in coarse[:6] and middle[6] not in middle[:6]  # no category: alone
+    baseline = granularity_labels(load_dataset(catalogue), 3, by_category=False)
+    assert all(len(set(baseline[:, level])) == 7 for level in range(3))  # InfoNCE: only the other view
 
 
 def test_v_measure():

@@ -39,6 +39,11 @@ class UniSIDConfig:
     )
     embedding_dim: int = field(default=128, metadata={"help": "Output size of the embedding head (Eq. 3)."})
     temperature: float = field(default=0.1, metadata={"help": "Temperature tau of Eq. 5 and Eq. 6."})
+    multi_granularity: bool = field(
+        default=True,
+        metadata={"help": "Eq. 5's positives by category depth; off: Table 5's baseline, InfoNCE at every level "
+                  "(only the item's other view is a positive)."},
+    )  # fmt: skip
     reconstruction_weight: float = field(
         default=0.1, metadata={"help": "lambda of Eq. 11 (paper: 0.1); 0 drops the summary reconstruction."}
     )

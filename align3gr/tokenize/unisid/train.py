@@ -53,16 +53,18 @@ class UniSIDResult:
     report: dict
 
 
-def granularity_labels(dataset: Dataset, levels: int) -> np.ndarray:
+def granularity_labels(dataset: Dataset, levels: int, by_category: bool = True) -> np.ndarray:
     """[N, L] labels of Eq. 5's positive sets: at level l < L the item's category path cut to depth l (an item
-    without categories shares it with no other item), at the deepest level the item itself."""
+    without categories shares it with no other item), at the deepest level the item itself; without `by_category`
+    the item itself at every level (Table 5's InfoNCE baseline)."""
     ids: dict[tuple, int] = {}
     rows = []
     for index, item in enumerate(dataset.items.values()):
         row = [
-            ids.setdefault((depth, *item.categories[:depth]) if item.categories else (depth, "", index), len(ids))
+            ids.setdefault((depth, *item.categories[:depth]) if item.categories and by_category else (depth, index),
+                           len(ids))
             for depth in range(1, levels)
-        ]
+        ]  # fmt: skip
         rows.append([*row, index])
     return np.array(rows, dtype=np.int64)
 
@@ -200,7 +202,7 @@ def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path) -> UniSID
         model = UniSID(backbone, token_ids, config.codebook_size, options.embedding_dim, reconstructor)
         schema = ItemSchema(tokenizer, image_processor, backbone.config, instruction, config.levels)
         batches = Batches(
-            schema, items, torch.from_numpy(granularity_labels(dataset, config.levels)),
+            schema, items, torch.from_numpy(granularity_labels(dataset, config.levels, options.multi_granularity)),
             tokenized_summaries(summaries, summary_tokenizer) if reconstructor else [],
             summary_tokenizer.pad_token_id if reconstructor else None,
             options.view_dropout, config.seed, accelerator.device,
