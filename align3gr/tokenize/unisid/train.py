@@ -60,11 +60,10 @@ def granularity_labels(dataset: Dataset, levels: int, by_category: bool = True) 
     ids: dict[tuple, int] = {}
     rows = []
     for index, item in enumerate(dataset.items.values()):
-        row = [
-            ids.setdefault((depth, *item.categories[:depth]) if item.categories and by_category else (depth, index),
-                           len(ids))
-            for depth in range(1, levels)
-        ]  # fmt: skip
+        row = []
+        for depth in range(1, levels):
+            key = (depth, *item.categories[:depth]) if by_category and item.categories else (depth, index)
+            row.append(ids.setdefault(key, len(ids)))
         rows.append([*row, index])
     return np.array(rows, dtype=np.int64)
 
