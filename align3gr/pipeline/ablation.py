@@ -87,8 +87,8 @@ def shared_placement(config: PipelineConfig, run_dir: Path) -> Placement:
 
 def ladder_steps(config: PipelineConfig, run_dir: Path) -> tuple[list[Step], list[tuple[Rung, str]]]:
     """Every step the ladder needs, each once, in an order that respects inputs; and per rung the name of the
-    evaluation step whose metrics are its result (its last model's). Each rung's config is written to
-    `ablation/configs/` for its stage commands."""
+    evaluation step whose metrics are its result (its last model's). Each rung's stage commands read its config
+    from `rung_config_file` (written by `run_ablation`)."""
     place = shared_placement(config, run_dir)
     steps: dict[str, Step] = {}
     results = []
@@ -103,13 +103,6 @@ def ladder_steps(config: PipelineConfig, run_dir: Path) -> tuple[list[Step], lis
 def rung_config_file(rung: Rung, run_dir: Path) -> Path:
     """Where a rung's config is written for its stage commands: named by its content."""
     return run_dir / "ablation" / "configs" / f"{sha256_json(rung.config.as_dict())[:12]}.yaml"
-
-
-def write_rung_configs(config: PipelineConfig, run_dir: Path) -> None:
-    """The config of every rung, where `ladder_steps` points the stage commands."""
-    (run_dir / "ablation" / "configs").mkdir(parents=True, exist_ok=True)
-    for rung in ladder(config):
-        write_pipeline_config(rung.config, rung_config_file(rung, run_dir))
 
 
 def plot_ladder(rows: list[dict], path: Path) -> None:
@@ -138,8 +131,10 @@ def run_ablation(config_path: str | Path, run_dir: str | Path | None = None, lau
     start = time.perf_counter()
     config = load_pipeline_config(config_path)
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
-    write_rung_configs(config, run)
     steps, results = ladder_steps(config, run)
+    (run / "ablation" / "configs").mkdir(parents=True, exist_ok=True)
+    for rung, _ in results:
+        write_pipeline_config(rung.config, rung_config_file(rung, run))
     outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run, launcher)}
     rows = []
     for number, (rung, evaluation) in enumerate(results, start=1):
