@@ -57,6 +57,13 @@ def scid_model(ml100k_small, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def histories(ml100k_small):
+    """The whole valid-split history of the users of `loaded`'s prompts (longer than the prompt's 20 for most)."""
+    dataset = load_dataset(ml100k_small)
+    return [dataset.seen_before(ex.user_id, "valid") for ex in dataset.examples("valid")[:6]]
+
+
+@pytest.fixture(scope="module")
 def loaded(scid_model, ml100k_small):
     """(model, tokenizer, trie, prompts of 6 valid users)."""
     model, tokenizer = load_for_inference(scid_model)
@@ -127,6 +134,49 @@ def test_three_decoders_agree(loaded):
         assert exact.scores[0] >= beam.scores[0] - 1e-4
         assert exact.scores == sorted(exact.scores, reverse=True)
         assert all(s <= 0 for s in beam.scores)
+
+
+def test_trie_bans_subtrees_of_excluded_leaves_only():
+    vocab = {f"<{p}_{i}>": 10 + 10 * j + i for j, p in enumerate("abc") for i in range(4)}
+    codes = {"x": ["<a_0>", "<b_1>", "<c_2>"], "y": ["<a_0>", "<b_1>", "<c_3>"], "z": ["<a_2>", "<b_0>", "<c_0>"]}
+    trie = SCIDTrie.build(codes, vocab, vocab_size=64)
+    banned = trie.banned_leaves([["x", "y"], ["x", "not-an-item"], []])
+    assert banned.tolist() == [[0, 1], [0, 3], [3, 3]]
+    roots = torch.zeros(3, dtype=torch.long)
+    allowed = trie.allowed_mask(roots, 0, banned)
+    assert [row.nonzero().flatten().tolist() for row in allowed] == [[12], [10, 12], [10, 12]]
+    a0_b1 = trie.step(trie.step(roots, torch.tensor([10] * 3), 0), torch.tensor([21] * 3), 1)
+    allowed = trie.allowed_mask(a0_b1, 2, banned)
+    assert [row.nonzero().flatten().tolist() for row in allowed] == [[], [33], [32, 33]]
+
+
+def test_excluded_items_are_never_returned_and_the_beam_stays_full(loaded, histories, scid_model):
+    """Exclusion is exact: each decoder ranks the other items as it would rank a catalogue without the excluded
+    ones (the beam search equals a beam search over the trie of the remaining items), keeps `beam_size` of them,
+    and an empty exclusion changes nothing."""
+    model, tokenizer, trie, prompts = loaded
+    items = json.loads((scid_model / "item_codes.json").read_text())
+    beam = BeamSearchDecoder(model, trie, tokenizer.pad_token_id, 20, 3)
+    excluded = beam.recommend(prompts, exclude=histories)
+    assert beam.recommend(prompts, exclude=[[]] * len(prompts)) == beam.recommend(prompts)
+    for prompt, history, ranked in zip(prompts, histories, excluded, strict=True):
+        assert len(ranked.items) == len(set(ranked.items)) == 20 and not set(ranked.items) & set(history)
+        rest = trie_for_model({i: c for i, c in items.items() if i not in history}, tokenizer, model)
+        alone = BeamSearchDecoder(model, rest, tokenizer.pad_token_id, 20, 1).recommend([prompt])[0]
+        assert ranked.items == alone.items
+        assert ranked.scores == pytest.approx(alone.scores, abs=1e-5)
+    generated = build_decoder("generate", model, tokenizer, trie, 20, 3).recommend(prompts, exclude=histories)
+    assert [r.items for r in generated] == [r.items for r in excluded]
+    exhaustive = ExhaustiveDecoder(model, trie, tokenizer.pad_token_id, beam_size=len(trie))
+    full = exhaustive.recommend(prompts[:2])
+    exact = ExhaustiveDecoder(model, trie, tokenizer.pad_token_id, 20).recommend(prompts[:2], exclude=histories[:2])
+    for everything, history, ranked in zip(full, histories[:2], exact, strict=True):
+        assert ranked.items == [i for i in everything.items if i not in history][:20]
+    free = build_decoder("unconstrained", model, tokenizer, trie, 5, 3).recommend(prompts[:3], exclude=histories[:3])
+    assert all(not set(r.items) & set(h) for r, h in zip(free, histories, strict=False))
+    few = trie.leaf_items[:2]
+    rest = beam.recommend(prompts[:2], exclude=[[i for i in trie.leaf_items if i not in few]] * 2)
+    assert [sorted(r.items) for r in rest] == [sorted(few)] * 2
 
 
 @pytest.mark.parametrize("layout", ["tree", "expand"])

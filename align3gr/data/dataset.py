@@ -46,6 +46,13 @@ class Dataset:
         """The user's training interactions: all but the last two (valid and test targets)."""
         return self.sequences[user_id].items[:-2]
 
+    def seen_before(self, user_id: str, split: Split) -> list[str]:
+        """Every item of the user before the target of `split` (valid: `items[:-2]`, test: `items[:-1]`), uncut:
+        what evaluation excludes from the ranked list."""
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        return self.sequences[user_id].items[: -2 if split == "valid" else -1]
+
     def examples(self, split: Split, max_history: int | None = None) -> list[Example]:
         """Leave-one-out examples. `train`: every prefix of the training part predicting its next item;
         `valid`: training part -> second-to-last item; `test`: all but the last -> last item."""

@@ -1,9 +1,12 @@
-"""What every decoder returns and how it is driven: prompts in (token IDs), ranked item IDs with scores out."""
+"""What every decoder returns and how it is driven: prompts in (token IDs), ranked item IDs with scores out.
+
+`recommend(prompts, exclude=...)` takes per prompt the items never to return (a user's history); each decoder
+documents how it honours them (the trie-constrained decoders exactly: they rank only the other items)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,20 +45,24 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int, device: torch.
     return ids.to(device), mask.to(device)
 
 
-def ranked_from_leaves(trie: SCIDTrie, leaves: torch.Tensor, scores: torch.Tensor) -> Ranked:
+def ranked_from_leaves(
+    trie: SCIDTrie, leaves: torch.Tensor, scores: torch.Tensor, banned: torch.Tensor | None = None
+) -> Ranked:
     """Best-first sequences (their trie nodes after L tokens, DEAD if not an item) to a Ranked list: padding
-    beams (score -inf, or HF's -1e9 filler) are not sequences; invalid and repeated items are dropped."""
+    beams (score -inf, or HF's -1e9 filler) are not sequences; invalid, repeated and `banned` (leaf indices) items
+    are dropped, the banned ones after being counted as returned and valid."""
+    excluded = set() if banned is None else set(banned.tolist())
     items: list[str] = []
     kept: list[float] = []
     returned = valid = 0
-    for item, score in zip(trie.items_of(leaves), scores.tolist(), strict=True):
+    for leaf, item, score in zip(leaves.tolist(), trie.items_of(leaves), scores.tolist(), strict=True):
         if score <= PADDING_SCORE:
             continue
         returned += 1
         if item is None:
             continue
         valid += 1
-        if item not in items:
+        if leaf not in excluded and item not in items:
             items.append(item)
             kept.append(score)
     return Ranked(items, kept, returned, valid)
@@ -77,18 +84,26 @@ class Decoder(ABC):
         self.batch_size = batch_size
 
     def recommend(
-        self, prompts: Sequence[Sequence[int]], progress: Callable[[int], object] | None = None
+        self,
+        prompts: Sequence[Sequence[int]],
+        progress: Callable[[int], object] | None = None,
+        exclude: Sequence[Collection[str]] | None = None,
     ) -> list[Ranked]:
-        """Ranked items of every prompt, in order; `progress(n)` is called after each batch of n prompts."""
+        """Ranked items of every prompt, in order, without the items of `exclude[i]` for prompt i (item IDs, e.g.
+        the user's history; None: nothing excluded); `progress(n)` is called after each batch of n prompts."""
+        if exclude is not None and len(exclude) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(exclude)} exclusion lists")
         results: list[Ranked] = []
         for start in range(0, len(prompts), self.batch_size):
             batch = prompts[start : start + self.batch_size]
+            banned = None if exclude is None else self.trie.banned_leaves(exclude[start : start + self.batch_size])
             with torch.inference_mode():
-                results.extend(self.decode_batch(batch))
+                results.extend(self.decode_batch(batch, banned))
             if progress is not None:
                 progress(len(batch))
         return results
 
     @abstractmethod
-    def decode_batch(self, prompts: Sequence[Sequence[int]]) -> list[Ranked]:
-        """Ranked items of one batch of prompts."""
+    def decode_batch(self, prompts: Sequence[Sequence[int]], banned: torch.Tensor | None = None) -> list[Ranked]:
+        """Ranked items of one batch of prompts; `banned` (`[prompts, M]`, `SCIDTrie.banned_leaves`) are the leaves
+        each prompt must not return."""

@@ -3,7 +3,9 @@
 A SCID has exactly L tokens, so the search runs exactly L steps: one forward over the left-padded prompts fills
 the KV cache, and each step scores only the trie children of each beam (`log_softmax` over the whole vocabulary,
 then a gather), so a beam's score is the true log-probability of its SCID prefix. Beams track their trie node as
-an integer; at the end nodes are leaves, and leaves are items.
+an integer; at the end nodes are leaves, and leaves are items. Excluded items (`recommend(..., exclude=...)`) are
+exact: a child whose subtree holds only excluded leaves is never a candidate (`SCIDTrie.children`), so the search
+returns the `beam_size` best of the other items (all of them when fewer remain).
 
 Two layouts run the steps, with the same results:
 
@@ -48,7 +50,7 @@ class BeamSearchDecoder(Decoder):
             raise ConfigError(f"layout='tree' needs attention that takes a custom mask {MASKED_ATTENTION}")
         self.layout = layout if layout != "auto" else ("tree" if takes_custom_mask(model) else "expand")
 
-    def decode_batch(self, prompts: Sequence[Sequence[int]]) -> list[Ranked]:
+    def decode_batch(self, prompts: Sequence[Sequence[int]], banned: torch.Tensor | None = None) -> list[Ranked]:
         ids, mask = left_pad(prompts, self.pad_token_id, self.device)
         batch = len(prompts)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
@@ -62,7 +64,8 @@ class BeamSearchDecoder(Decoder):
         scores = torch.zeros(batch, device=self.device)
         width = 1
         for depth in range(self.trie.depth):
-            tokens, children, valid = self.trie.children(nodes, depth)
+            rows = None if banned is None else banned.repeat_interleave(width, 0)
+            tokens, children, valid = self.trie.children(nodes, depth, rows)
             fan_out = tokens.shape[1]
             candidates = log_probs.gather(1, tokens).masked_fill(~valid, float("-inf")) + scores[:, None]
             candidates = candidates.view(batch, width * fan_out)

@@ -4,6 +4,7 @@ The prompt is encoded once; the trie is then walked depth first in chunks of sib
 SCID prefix is run through the model exactly once, one token on top of its parent's KV cache, so the work is
 one token per trie node (not L per item) and memory is bounded by `chunk_size` rows per depth. A chunk's cache
 is its parents' rows of the parent cache (a fresh `DynamicCache` of the model's layer types).
+Excluded items are exact: their scores are set to -inf before the top `beam_size` is taken.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ class ExhaustiveDecoder(Decoder):
         super().__init__(*args, **kwargs)
         self.chunk_size = chunk_size
 
-    def decode_batch(self, prompts: Sequence[Sequence[int]]) -> list[Ranked]:
+    def decode_batch(self, prompts: Sequence[Sequence[int]], banned: torch.Tensor | None = None) -> list[Ranked]:
         results = []
-        for prompt in prompts:
+        for row, prompt in enumerate(prompts):
             scores = self.item_log_probs(prompt)
+            if banned is not None:
+                scores[banned[row][banned[row] < len(scores)]] = float("-inf")
             top, leaves = scores.topk(min(self.beam_size, len(scores)))
             results.append(ranked_from_leaves(self.trie, leaves, top))
         return results

@@ -3,6 +3,10 @@
 In transformers' beam search the processors receive log-probabilities (`log_softmax` first), so masking them
 keeps every beam score the true log-probability of its SCID prefix. The processor finds each beam's trie node
 from its generated suffix (`input_ids` after the prompt), a few tensor operations for all beams at once.
+With excluded items (`recommend(..., exclude=...)`) it also masks every token leading into a subtree of excluded
+items only, so constrained `generate` ranks exactly the other items, as the dedicated beam search does;
+unconstrained generation has no trie to steer by, so excluded items are dropped from its returned sequences
+(fewer than `beam_size` items may remain).
 
 `generate` fills every option left unset from the model's `generation_config.json` (sampling, top-k,
 repetition penalty, ...). `ranking_generation` therefore sets each ranking-relevant option explicitly and
@@ -22,16 +26,21 @@ from align3gr.decode.trie import SCIDTrie
 
 
 class SCIDLogitsProcessor(LogitsProcessor):
-    """Masks every token that does not continue a beam's SCID prefix along the trie to -inf."""
+    """Masks every token that does not continue a beam's SCID prefix along the trie to -inf; with `banned`
+    (`[prompts, M]`, `SCIDTrie.banned_leaves`), also those leading only to the prompt's banned leaves."""
 
-    def __init__(self, trie: SCIDTrie, prompt_length: int):
+    def __init__(self, trie: SCIDTrie, prompt_length: int, banned: torch.Tensor | None = None):
         self.trie = trie
         self.prompt_length = prompt_length
+        self.banned = banned
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         suffix = input_ids[:, self.prompt_length :]
         nodes = self.trie.walk(suffix)
-        allowed = self.trie.allowed_mask(nodes, suffix.shape[1])
+        rows = None
+        if self.banned is not None:  # generate's rows are the prompts' beams, prompt by prompt
+            rows = self.banned.repeat_interleave(len(input_ids) // len(self.banned), 0)
+        allowed = self.trie.allowed_mask(nodes, suffix.shape[1], rows)
         return scores.masked_fill(~allowed, float("-inf"))
 
 
@@ -86,23 +95,27 @@ class GenerateDecoder(Decoder):
         self.eos_token_id = eos_token_id
         self.constrained = constrained
 
-    def constraint(self, prompt_length: int) -> dict:
-        """Keyword arguments of `generate` that keep beams on the trie (none when unconstrained)."""
+    def constraint(self, prompt_length: int, banned: torch.Tensor | None) -> dict:
+        """Keyword arguments of `generate` that keep beams on the trie, off `banned` leaves (none when
+        unconstrained)."""
         if not self.constrained:
             return {}
-        return {"logits_processor": LogitsProcessorList([SCIDLogitsProcessor(self.trie, prompt_length)])}
+        return {"logits_processor": LogitsProcessorList([SCIDLogitsProcessor(self.trie, prompt_length, banned)])}
 
-    def decode_batch(self, prompts: Sequence[Sequence[int]]) -> list[Ranked]:
+    def decode_batch(self, prompts: Sequence[Sequence[int]], banned: torch.Tensor | None = None) -> list[Ranked]:
         ids, mask = left_pad(prompts, self.pad_token_id, self.device)
         depth = self.trie.depth
         config = ranking_generation_config(self.beam_size, depth, self.eos_token_id, self.pad_token_id)
         with neutral_generation_defaults(self.model):
             output = self.model.generate(
-                input_ids=ids, attention_mask=mask, generation_config=config, **self.constraint(ids.shape[1])
+                input_ids=ids, attention_mask=mask, generation_config=config, **self.constraint(ids.shape[1], banned)
             )
         suffix = output.sequences[:, ids.shape[1] :]
         complete = suffix.shape[1] == depth
         leaves = self.trie.walk(suffix) if complete else torch.full((len(suffix),), -1, device=self.device)
         leaves = leaves.view(len(prompts), self.beam_size)
         scores = output.sequences_scores.view(len(prompts), self.beam_size)
-        return [ranked_from_leaves(self.trie, leaves[b], scores[b]) for b in range(len(prompts))]
+        return [
+            ranked_from_leaves(self.trie, leaves[b], scores[b], None if banned is None else banned[b])
+            for b in range(len(prompts))
+        ]

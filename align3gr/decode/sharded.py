@@ -7,7 +7,7 @@ single-process run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from align3gr.decode.base import Decoder, Ranked
 
@@ -20,9 +20,16 @@ def shard_order(lengths: list[int], batch_size: int, process: int, processes: in
     return [i for batch in batches[process::processes] for i in batch]
 
 
-def recommend_sharded(decoder: Decoder, prompts: Sequence[Sequence[int]], desc: str, unit: str) -> list[Ranked]:
-    """`decoder.recommend` over all `prompts`, this process's share decoded here (progress bar on the main
-    process), every process's results gathered; returned in the order of `prompts` on every process."""
+def recommend_sharded(
+    decoder: Decoder,
+    prompts: Sequence[Sequence[int]],
+    desc: str,
+    unit: str,
+    exclude: Sequence[Collection[str]] | None = None,
+) -> list[Ranked]:
+    """`decoder.recommend` over all `prompts` (without the items of `exclude[i]` for prompt i), this process's share
+    decoded here (progress bar on the main process), every process's results gathered; returned in the order of
+    `prompts` on every process."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
@@ -30,7 +37,8 @@ def recommend_sharded(decoder: Decoder, prompts: Sequence[Sequence[int]], desc: 
     state = PartialState()
     mine = shard_order([len(p) for p in prompts], decoder.batch_size, state.process_index, state.num_processes)
     with tqdm(total=len(mine), unit=unit, desc=desc, disable=not state.is_main_process) as bar:
-        ranked = decoder.recommend([prompts[i] for i in mine], progress=bar.update)
+        excluded = None if exclude is None else [exclude[i] for i in mine]
+        ranked = decoder.recommend([prompts[i] for i in mine], progress=bar.update, exclude=excluded)
     results = list(zip(mine, ranked, strict=True))
     if state.num_processes > 1:
         results = gather_object(results)

@@ -6,13 +6,19 @@ the children of a node are contiguous and sorted by code (a CSR layout), so for 
 - the allowed next tokens are a gather of `[beams, max_children]` token IDs (`children`), and
 - the child reached by a token is one `searchsorted` of `parent * codes + code` keys (`step`).
 
+Leaves are numbered in SCID order, so the leaves under any node form a contiguous range. Excluding items (a user's
+history) is then exact and cheap: each prompt has a sorted tensor of banned leaf indices, and a child is allowed
+only while its range holds more leaves than banned ones (two `searchsorted` calls), so a beam never enters a
+subtree made only of excluded items.
+
 Memory is O(number of trie nodes + L * vocabulary), never O(nodes * vocabulary): it scales to millions of items.
 Distinct leaves are distinct items, so decoding along the trie never returns an invalid or duplicate item.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +41,8 @@ class Level:
     """`[nodes_{d+1}]`: `parent * num_codes + code`, ascending: `searchsorted` maps (node, token) to the child."""
     code_of_token: torch.Tensor
     """`[vocab]`: local code index of each vocabulary token at this level, -1 for tokens not used here."""
+    child_leaves: torch.Tensor
+    """`[nodes_{d+1} + 1]`: the leaves under depth-(d+1) node m are `child_leaves[m] .. child_leaves[m + 1] - 1`."""
     num_codes: int
     max_children: int
 
@@ -46,6 +54,7 @@ class SCIDTrie:
         self.levels = levels
         self.leaf_items = leaf_items
         self.vocab_size = vocab_size
+        self.leaf_of = {item: leaf for leaf, item in enumerate(leaf_items)}
 
     @property
     def depth(self) -> int:
@@ -82,10 +91,14 @@ class SCIDTrie:
         levels = [_compile_level(paths, d, vocab_size) for d in range(depth)]
         return cls(levels, [r[1] for r in rows], vocab_size)
 
-    def children(self, nodes: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def children(
+        self, nodes: torch.Tensor, depth: int, banned: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For beams at `nodes` (depth `depth`): `(tokens, child_nodes, valid)`, each `[beams, max_children]`.
 
-        Beams at DEAD get no children; a live beam without children is impossible by construction and raises."""
+        With `banned` (`[beams, M]` sorted leaf indices per beam, from `banned_leaves`), a child whose leaves are
+        all banned is not valid. Beams at DEAD get no children; a live beam without children is impossible by
+        construction and raises."""
         if not 0 <= depth < self.depth:
             raise RuntimeError(f"no SCID token follows depth {depth}: every SCID has exactly {self.depth} tokens")
         level = self.levels[depth]
@@ -98,11 +111,23 @@ class SCIDTrie:
         rank = torch.arange(level.max_children, device=nodes.device)
         valid = rank < count[:, None]
         child = torch.where(valid, start[:, None] + rank, 0)
+        if banned is not None:
+            first, end = level.child_leaves[child], level.child_leaves[child + 1]
+            valid &= end - first > torch.searchsorted(banned, end) - torch.searchsorted(banned, first)
         return level.child_tokens[child], torch.where(valid, child, DEAD), valid
 
-    def allowed_mask(self, nodes: torch.Tensor, depth: int) -> torch.Tensor:
-        """`[beams, vocab]` boolean mask of the tokens allowed after `nodes`."""
-        tokens, _, valid = self.children(nodes, depth)
+    def banned_leaves(self, exclusions: Sequence[Collection[str]]) -> torch.Tensor:
+        """`[len(exclusions), M]`: each row's items as sorted leaf indices (items outside the trie ignored), padded
+        with `len(self)`, past every leaf; on the trie's device, for `children(..., banned=...)`."""
+        rows = [sorted({self.leaf_of[i] for i in items if i in self.leaf_of}) for items in exclusions]
+        out = torch.full((len(rows), max([1, *map(len, rows)])), len(self), dtype=torch.long)
+        for row, leaves in enumerate(rows):
+            out[row, : len(leaves)] = torch.tensor(leaves, dtype=torch.long)
+        return out.to(self.levels[0].offsets.device)
+
+    def allowed_mask(self, nodes: torch.Tensor, depth: int, banned: torch.Tensor | None = None) -> torch.Tensor:
+        """`[beams, vocab]` boolean mask of the tokens allowed after `nodes` (`banned` as in `children`)."""
+        tokens, _, valid = self.children(nodes, depth, banned)
         mask = torch.zeros(len(nodes), self.vocab_size + 1, dtype=torch.bool, device=nodes.device)
         mask.scatter_(1, torch.where(valid, tokens, self.vocab_size), True)
         return mask[:, : self.vocab_size]
@@ -130,11 +155,7 @@ class SCIDTrie:
     def to(self, device: torch.device | str) -> SCIDTrie:
         """The same trie with its tensors on `device`."""
         levels = [
-            Level(
-                *(t.to(device) for t in (lv.offsets, lv.child_tokens, lv.keys, lv.code_of_token)),
-                lv.num_codes,
-                lv.max_children,
-            )
+            dataclasses.replace(lv, **{k: v.to(device) for k, v in vars(lv).items() if isinstance(v, torch.Tensor)})
             for lv in self.levels
         ]
         return SCIDTrie(levels, self.leaf_items, self.vocab_size)
@@ -158,7 +179,8 @@ def _compile_level(paths: torch.Tensor, depth: int, vocab_size: int) -> Level:
     offsets = torch.zeros(num_parents + 1, dtype=torch.long)
     offsets[1:] = torch.cumsum(counts, 0)
     keys = child_parent * len(vocabulary) + code_of_token[child_tokens]
-    return Level(offsets, child_tokens, keys, code_of_token, len(vocabulary), int(counts.max()))
+    child_leaves = torch.cat([first.nonzero().flatten(), torch.tensor([len(paths)])])
+    return Level(offsets, child_tokens, keys, code_of_token, child_leaves, len(vocabulary), int(counts.max()))
 
 
 def _node_ids(paths: torch.Tensor, depth: int) -> torch.Tensor:
