@@ -61,6 +61,29 @@ def test_metrics_and_predictions_files(single_run, ml100k_small, scid_model, cap
     assert texts and texts[0]["task"] == "next title (C1-1)" and isinstance(texts[0]["generated"], str)
 
 
+def test_history_exclusion_drops_exactly_the_whole_history(single_run, scid_model, ml100k_small, tmp_path):
+    """By default every item before the target is excluded, beyond the prompt's last 20 too, and the lists stay
+    20 items long; `--no-exclude-history` ranks them like any item. metrics.json records the protocol."""
+    off = tmp_path / "off"
+    argv = ["evaluate", "--model", str(scid_model), "--data", str(ml100k_small), "--out", str(off), "--split", "valid"]
+    assert main([*argv, "--no-exclude-history"]) == 0
+    assert read_json(single_run / "metrics.json")["exclude_history"] is True
+    assert read_json(off / "metrics.json")["exclude_history"] is False
+    dataset = load_dataset(ml100k_small)
+    prompt_history = {ex.user_id: set(ex.history) for ex in dataset.examples("valid")}
+    kept, older = 0, 0
+    for on_row, off_row in zip(*(predictions(folder) for folder in (single_run, off)), strict=True):
+        seen = set(dataset.seen_before(on_row["user_id"], "valid"))
+        assert len(on_row["ranked"]) == 20 and not seen & set(on_row["ranked"])
+        kept += len(seen & set(off_row["ranked"]))
+        older += len((seen - prompt_history[off_row["user_id"]]) & set(off_row["ranked"]))
+    assert kept > older > 0  # without exclusion the model ranks history items, older ones than the prompt's too
+
+
+def predictions(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+
+
 def test_shard_order_keeps_batches():
     lengths = [5, 3, 9, 3, 7, 1, 2]
     single = shard_order(lengths, 2, 0, 1)

@@ -1,7 +1,9 @@
 """Self-play generation of SP-DPO: the current policy's constrained beam search over the training prompts.
 
 The prompts are split across the processes of an `accelerate launch` as evaluation splits users
-(`align3gr.decode.sharded`) and the candidates gathered, so every process builds the same rows.
+(`align3gr.decode.sharded`) and the candidates gathered, so every process builds the same rows. History items are
+not excluded (evaluation excludes them by default): candidates are the policy's own top list, and a history item it
+ranks high is a mistake worth rejecting.
 """
 
 from __future__ import annotations

@@ -21,6 +21,13 @@ class EvaluateConfig:
         metadata={"help": f"One of {', '.join(DECODERS)} (unconstrained: free SCID generation, for the valid rate)."},
     )
     beam_size: int = field(default=20, metadata={"help": "Beam width = length of each ranked list (paper: 20)."})
+    exclude_history: bool = field(
+        default=True,
+        metadata={
+            "help": "Rank only items outside the user's whole history before the target (RecBole's full ranking); "
+            "exact: the constrained decoders never return them."
+        },
+    )
     ks: list[int] = field(default_factory=lambda: [5, 10], metadata={"help": "Cut-offs K of Recall@K and NDCG@K."})
     batch_size: int = field(default=16, metadata={"help": "Users decoded together."})
     with_user_scid: bool | None = field(

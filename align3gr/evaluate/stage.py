@@ -1,8 +1,13 @@
 """`align3gr evaluate`: rank items for every user of a split and write `eval/STAGE/` (DESIGN.md, Evaluation).
 
-`metrics.json`: `recall@K`, `ndcg@K`, `coverage@K` for each K, `valid_rate`, `num_users`, `beam_size`, `split`,
-the decoder, catalogue size, speed. `predictions.jsonl`: `user_id`, `target`, `ranked` (item IDs, best first),
-`scores` (log-probabilities of the SCIDs). With `text_examples`, `text_examples.jsonl` holds generated texts.
+`metrics.json`: `recall@K`, `ndcg@K`, `coverage@K` for each K, `valid_rate`, `num_users`, `beam_size`,
+`exclude_history`, `split`, the decoder, catalogue size, speed. `predictions.jsonl`: `user_id`, `target`, `ranked`
+(item IDs, best first), `scores` (log-probabilities of the SCIDs). With `text_examples`, `text_examples.jsonl`
+holds generated texts.
+
+With `exclude_history` (the default) the items the user interacted with before the target (valid: `items[:-2]`,
+test: `items[:-1]`; all of them, not only the prompt's last `max_history`) are never ranked, as in RecBole's full
+ranking (a repeated item is never a target after the build): the decoder ranks the other items.
 
 Under `accelerate launch`, users are split across processes batch by batch (`align3gr.decode.sharded`), the
 predictions gathered in user order and written by the main process, so the files are identical to a
@@ -81,7 +86,8 @@ def run_evaluate(
     decoder = build_decoder(config.decoder, model, tokenizer, trie, config.beam_size, config.batch_size)
     log.info("%s: %d users of %s on %d process(es), decoder %s", model_dir, len(prompts), config.split,
              state.num_processes, config.decoder)  # fmt: skip
-    ranked = recommend_sharded(decoder, prompts, "evaluate", "user")
+    seen = [dataset.seen_before(ex.user_id, config.split) for ex, _ in pairs] if config.exclude_history else None
+    ranked = recommend_sharded(decoder, prompts, "evaluate", "user", seen)
     predictions = [
         Prediction(ex.user_id, ex.target, r.items, r.scores, r.returned, r.valid)
         for (ex, _), r in zip(pairs, ranked, strict=True)
@@ -90,6 +96,7 @@ def run_evaluate(
     metrics = {
         **compute_metrics(predictions, config.ks, len(item_codes)),
         "beam_size": config.beam_size,
+        "exclude_history": config.exclude_history,
         "split": config.split,
         "decoder": config.decoder,
         "catalogue_size": len(item_codes),

@@ -4,9 +4,10 @@ ready to rank items for a user's history with the prompt and constrained beam se
 For a test user of the run, `recommend(history, k)` with the user's test history returns exactly the first k items
 of the run's `eval/test/STAGE/predictions.jsonl`: the same task-A prompt (the stored template, the history cut to
 the dataset's last `max_history` items, the user's SCID when the model was trained with one and the user is known),
-and a beam width of max(k, the evaluation's beam size). A user the code tables do not know (or no `user_id`) is
-named "the user", as in the SFT data of models trained without user SCIDs; an unknown item in the history is an
-error.
+and a beam width of max(k, the evaluation's beam size). When that evaluation excluded history (its default), no
+item of `user_history` is recommended: pass the user's whole history, as the evaluation excluded all of it. A user
+the code tables do not know (or no `user_id`) is named "the user", as in the SFT data of models trained without user
+SCIDs; an unknown item in the history is an error.
 """
 
 from __future__ import annotations
@@ -93,11 +94,13 @@ class Recommender:
         width = max(k, self.settings.beam_size)
         decoder = build_decoder(self.settings.decoder, self.model, self.tokenizer, self.trie, width, self.batch_size)
         order = shard_order([len(p) for p in prompts], self.batch_size, 0, 1)  # batches of similar lengths
-        by_index = dict(zip(order, decoder.recommend([prompts[i] for i in order]), strict=True))
+        seen = [[str(item) for item in histories[i]] for i in order] if self.settings.exclude_history else None
+        by_index = dict(zip(order, decoder.recommend([prompts[i] for i in order], exclude=seen), strict=True))
         return [Ranked(r.items[:k], r.scores[:k], r.returned, r.valid) for r in map(by_index.get, range(len(prompts)))]
 
     def recommend(self, user_history: Sequence[str], k: int = 10, user_id: str | None = None) -> list[str]:
-        """The k items to recommend after `user_history` (item IDs, oldest first), best first."""
+        """The k items to recommend after `user_history` (item IDs, oldest first), best first (none of the history
+        when the run's evaluation excluded it)."""
         return self.rank([user_history], k, [user_id])[0].items
 
     def recommend_with_scores(

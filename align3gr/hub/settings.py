@@ -1,8 +1,9 @@
 """`align3gr.json`: how a published model is prompted and decoded, so `load_recommender` repeats the run's evaluation.
 
 The settings are those of the stage's test evaluation (`eval/test/STAGE/metrics.json`: paraphrase, beam width,
-decoder, user SCIDs) and of the dataset (history length); the sequential-task template itself is stored, so a
-model keeps its prompt whatever templates a later align3gr ships.
+history exclusion, decoder, user SCIDs) and of the dataset (history length); the sequential-task template itself is
+stored, so a model keeps its prompt whatever templates a later align3gr ships. Evaluations and settings written
+before `exclude_history` existed did not exclude history.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class InferenceSettings:
     paraphrase: int
     seq_template: str
     beam_size: int
+    exclude_history: bool
     decoder: str
     max_history: int
     align3gr_version: str
@@ -43,7 +45,7 @@ class InferenceSettings:
     @classmethod
     def load(cls, path: Path) -> InferenceSettings:
         """The settings of an `align3gr.json`, or a DataError naming the missing field."""
-        values = read_json(path)
+        values = {"exclude_history": False, **read_json(path)}  # written before evaluation excluded histories
         missing = [f.name for f in fields(cls) if f.name not in values]
         if missing:
             raise DataError(f"missing field {missing[0]!r} (expected {', '.join(f.name for f in fields(cls))})", path)
@@ -65,6 +67,7 @@ def settings_of_stage(folder: Path) -> InferenceSettings:
         paraphrase=paraphrase,
         seq_template=load_templates()["seq"][paraphrase],
         beam_size=int(metrics.get("beam_size", options["beam_size"])),
+        exclude_history=bool(metrics.get("exclude_history", False) if metrics else options["exclude_history"]),
         decoder=options["decoder"] if options["decoder"] in RANKING_DECODERS else "beam_search",
         max_history=int(data.get("max_history", DEFAULT_MAX_HISTORY)),
         align3gr_version=align3gr.__version__,
