@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
 from align3gr.data.dataset import load_dataset
-from align3gr.embed.collaborative import train_collaborative, training_windows
+from align3gr.embed.collaborative import load_encoder, train_collaborative, training_windows
 from align3gr.embed.config import EmbedConfig
 from align3gr.embed.semantic import SemanticEncoder
 from align3gr.embed.stage import Embeddings, item_text, run_embed
@@ -91,6 +91,9 @@ def test_run_embed_writes_reloadable_artifacts(ml100k_small, tmp_path):
     assert loaded.item_ids == list(dataset.items) and loaded.user_ids == list(dataset.sequences)
     assert loaded.item_semantic.shape == (len(dataset.items), 384)
     assert np.array_equal(loaded.user_cf, built.user_cf)
+    encoder = load_encoder(tmp_path / "embeddings")  # the encoder behind the CF features, for the sasrec baseline
+    assert np.array_equal(encoder.items.weight[1:].detach().numpy(), loaded.item_cf)
+    assert encoder.hyperparameters["max_len"] == dataset.max_history and not encoder.training
     assert 0.0 <= loaded.report["collaborative_valid_recall@10"] <= 1.0
     assert "Categories: " in item_text(next(iter(dataset.items.values())))
     again = run_embed(ml100k_small, tmp_path / "again", config)

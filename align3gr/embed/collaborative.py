@@ -3,25 +3,31 @@ sequential model over item IDs, trained with sampled softmax on the training spl
 
 Its item embedding table gives the item CF features; its encoding of a user's training history gives the
 user CF feature. Valid targets serve only for early stopping (Recall@10 is reported); test targets are never
-read.
+read. The trained encoder is saved with the features (`save_encoder`), so it also ranks the whole catalogue as a
+sequential baseline (`align3gr.baselines`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from align3gr.data.dataset import Dataset
 from align3gr.early_stopping import EarlyStopping
 from align3gr.embed.config import EmbedConfig
+from align3gr.errors import DataError
+from align3gr.io import read_json, write_json
 from align3gr.seeding import seeded
 
 log = logging.getLogger(__name__)
+ENCODER_WEIGHTS, ENCODER_HYPERPARAMETERS = "collaborative_encoder.safetensors", "collaborative_encoder.json"
 
 
 class SequenceEncoder(nn.Module):
@@ -29,6 +35,9 @@ class SequenceEncoder(nn.Module):
 
     def __init__(self, num_items: int, dim: int, max_len: int, layers: int, heads: int, dropout: float) -> None:
         super().__init__()
+        self.hyperparameters = dict(
+            num_items=num_items, dim=dim, max_len=max_len, layers=layers, heads=heads, dropout=dropout
+        )
         self.items = nn.Embedding(num_items + 1, dim, padding_idx=0)
         self.positions = nn.Embedding(max_len, dim)
         for table in (self.items, self.positions):
@@ -53,15 +62,39 @@ class SequenceEncoder(nn.Module):
         last = (seq != 0).sum(1).clamp(min=1) - 1
         return self.forward(seq)[torch.arange(len(seq)), last]
 
+    @torch.no_grad()
+    def score_items(self, seq: torch.Tensor) -> torch.Tensor:
+        """`[B, num_items]` score of every item (catalogue order, padding left out) after each row's history."""
+        return self.encode_last(seq) @ self.items.weight[1:].T
+
+
+def save_encoder(model: SequenceEncoder, folder: Path) -> None:
+    """The encoder's weights and the hyperparameters that rebuild it, into `folder` (items in `ids.json` order)."""
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / ENCODER_WEIGHTS))
+    write_json(folder / ENCODER_HYPERPARAMETERS, model.hyperparameters)
+
+
+def load_encoder(folder: str | Path) -> SequenceEncoder:
+    """The encoder `save_encoder` wrote into an `embeddings/` folder, in eval mode."""
+    folder = Path(folder)
+    if not (folder / ENCODER_WEIGHTS).is_file() or not (folder / ENCODER_HYPERPARAMETERS).is_file():
+        raise DataError(f"no {ENCODER_WEIGHTS} (embedded before the encoder was saved): run `align3gr embed` again",
+                        folder)  # fmt: skip
+    model = SequenceEncoder(**read_json(folder / ENCODER_HYPERPARAMETERS))
+    model.load_state_dict(load_file(folder / ENCODER_WEIGHTS))
+    return model.eval()
+
 
 @dataclass
 class CFResult:
-    """Item and user CF features (rows in the dataset's item and user order) and training statistics."""
+    """Item and user CF features (rows in the dataset's item and user order), training statistics, and the encoder
+    (the best epoch's)."""
 
     items: np.ndarray
     users: np.ndarray
     valid_recall_at_10: float
     epochs: int
+    model: SequenceEncoder
 
 
 def pack(histories: list[list[int]], max_len: int) -> torch.Tensor:
@@ -94,8 +127,7 @@ def sampled_softmax_loss(hidden: torch.Tensor, targets: torch.Tensor, table: tor
 @torch.no_grad()
 def recall_at_k(model: SequenceEncoder, histories: torch.Tensor, targets: torch.Tensor, k: int = 10) -> float:
     model.eval()
-    scores = model.encode_last(histories) @ model.items.weight[1:].T
-    top = scores.topk(k, dim=1).indices + 1
+    top = model.score_items(histories).topk(k, dim=1).indices + 1
     return (top == targets.unsqueeze(1)).any(1).float().mean().item()
 
 
@@ -140,4 +172,5 @@ def train_collaborative(dataset: Dataset, config: EmbedConfig) -> CFResult:
         users=user_features.numpy(),
         valid_recall_at_10=best,
         epochs=epochs_run,
+        model=model,
     )

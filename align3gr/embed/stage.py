@@ -1,8 +1,10 @@
 """`align3gr embed`: semantic embeddings of item text and user profiles, and collaborative embeddings.
 
 Writes `embeddings/`: `semantic.safetensors` and `collaborative.safetensors` (tensors `items` and `users`, rows
-in the order of `ids.json`), `ids.json`, and `report.json` (encoder, dimensions, cache use, the collaborative
-encoder's validation Recall@10, wall time). The folder appears in one rename when everything is written.
+in the order of `ids.json`), `ids.json`, `report.json` (encoder, dimensions, cache use, the collaborative
+encoder's validation Recall@10, wall time), and the collaborative encoder itself (`collaborative_encoder.safetensors`
+and its hyperparameters `collaborative_encoder.json`, see `load_encoder`). The folder appears in one rename when
+everything is written.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from safetensors.numpy import load_file, save_file
 from align3gr.config import config_to_dict
 from align3gr.data.dataset import load_dataset
 from align3gr.data.schema import Item
-from align3gr.embed.collaborative import train_collaborative
+from align3gr.embed.collaborative import save_encoder, train_collaborative
 from align3gr.embed.config import EmbedConfig
 from align3gr.embed.semantic import SemanticEncoder
 from align3gr.errors import DataError
 from align3gr.io import atomic_directory, read_json, write_json
 
 DEFAULT_CACHE = Path.home() / ".cache" / "align3gr" / "embeddings"
+FILES_VERSION = 2
+"""Version of the set of files `run_embed` writes, in the pipeline step's key: a run embedded by an earlier version
+(before the collaborative encoder was saved) embeds again."""
 
 
 def item_text(item: Item) -> str:
@@ -113,4 +118,5 @@ def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | N
         save_file({"items": cf.items, "users": cf.users}, str(tmp / "collaborative.safetensors"))
         write_json(tmp / "ids.json", {"items": embeddings.item_ids, "users": user_ids})
         write_json(tmp / "report.json", report)
+        save_encoder(cf.model, tmp)
     return embeddings
