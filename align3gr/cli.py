@@ -120,9 +120,9 @@ def _tokenize(args: argparse.Namespace) -> None:
     print(format_mapping(summary | {"seconds": report["seconds"]}))
 
 
-def _evaluate(args: argparse.Namespace) -> None:
+def _evaluate_config(args: argparse.Namespace):
+    """The `evaluate` options of the command line over those of `--config`, `--ks` parsed."""
     from align3gr.evaluate.config import EvaluateConfig
-    from align3gr.evaluate.stage import run_evaluate
 
     overrides = _overrides(args, EvaluateConfig)
     if args.ks:
@@ -130,7 +130,13 @@ def _evaluate(args: argparse.Namespace) -> None:
             overrides["ks"] = [int(k) for k in args.ks.split(",")]
         except ValueError:
             raise ConfigError(f"--ks {args.ks!r}: expected comma-separated integers like 5,10") from None
-    config = config_from_sources(EvaluateConfig, args.config, overrides)
+    return config_from_sources(EvaluateConfig, args.config, overrides)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from align3gr.evaluate.stage import run_evaluate
+
+    config = _evaluate_config(args)
     result = run_evaluate(args.model, args.data, args.out, config, scid_dir=args.scid)
     metrics = result.metrics
     rows = [{"K": k, "Recall@K": metrics[f"recall@{k}"], "NDCG@K": metrics[f"ndcg@{k}"],
@@ -141,6 +147,20 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(format_mapping(summary))
     for row in result.texts:
         print(f"\n[{row['user_id']}] {row['task']}\n  generated: {row['generated']}\n  reference: {row['reference']}")
+
+
+def _baselines(args: argparse.Namespace) -> None:
+    from align3gr.baselines.stage import POPULAR, SEQUENTIAL, run_baseline
+
+    config = _evaluate_config(args)
+    names = [POPULAR, SEQUENTIAL] if args.embeddings else [POPULAR]
+    rows = []
+    for name in names:
+        metrics = run_baseline(name, args.data, args.out / name, config, args.embeddings)
+        scores = {f"{m}@{k}": metrics[f"{m}@{k}"] for m in ("recall", "ndcg") for k in config.ks}
+        rows.append({"baseline": name, **scores, "seconds": metrics["seconds"]})
+    protocol = "history excluded" if config.exclude_history else "history included"
+    print("\n" + format_table(rows, f"Baselines {args.out} ({config.split} split, full ranking, {protocol})"))
 
 
 def _sft(args: argparse.Namespace) -> None:
@@ -288,6 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--config", type=Path, help="YAML file with an `evaluate:` section of these options.")
     add_config_arguments(evaluate, EvaluateConfig)
     evaluate.set_defaults(func=_evaluate)
+
+    baselines = stages.add_parser(
+        "baselines", help="Most-popular and collaborative-encoder (SASRec-style) full rankings, scored as evaluate."
+    )
+    baselines.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
+    baselines.add_argument("--embeddings", type=Path, help="Output folder of `align3gr embed` (for sasrec).")
+    baselines.add_argument("--out", required=True, type=Path, help="Output folder (one subfolder per baseline).")
+    baselines.add_argument("--ks", help="Comma-separated cut-offs K (default 5,10).")
+    baselines.add_argument("--config", type=Path, help="YAML file with an `evaluate:` section (split, ks, ...).")
+    add_config_arguments(baselines, EvaluateConfig, only=("split", "beam_size", "exclude_history", "batch_size"))
+    baselines.set_defaults(func=_baselines)
 
     dpo = stages.add_parser("dpo", help="Progressive Softmax-DPO: self-play then real-feedback stages.")
     dpo.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")

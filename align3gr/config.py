@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import types
 import typing
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,12 +29,13 @@ def _field_type(cls: type, f: dataclasses.Field) -> Any:
     return hint
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one `--field-name` flag per scalar dataclass field (help text from the field's metadata)."""
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, only: Collection[str] | None = None) -> None:
+    """Add one `--field-name` flag per scalar dataclass field (help text from the field's metadata), or per field
+    named in `only`."""
     group = parser.add_argument_group(cls.__name__, cls.__doc__)
     for f in dataclasses.fields(cls):
         kind = _field_type(cls, f)
-        if kind not in (bool, int, float, str):
+        if kind not in (bool, int, float, str) or (only is not None and f.name not in only):
             continue
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from align3gr.errors import ConfigError
+from align3gr.io import write_json, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,12 @@ def compute_metrics(predictions: Iterable[Prediction], ks: Sequence[int], catalo
     metrics["valid_rate"] = valid / returned if returned else 0.0
     metrics["num_users"] = users
     return metrics
+
+
+def write_evaluation(folder: Path, metrics: dict, predictions: Iterable[Prediction]) -> None:
+    """`metrics.json` and `predictions.jsonl` (`user_id`, `target`, `ranked`, `scores` per user) into `folder`: the
+    files of every evaluation, a model's or a baseline's."""
+    write_json(folder / "metrics.json", metrics)
+    rows = ({"user_id": p.user_id, "target": p.target, "ranked": list(p.ranked), "scores": list(p.scores)}
+            for p in predictions)  # fmt: skip
+    write_jsonl(folder / "predictions.jsonl", rows)

@@ -29,9 +29,9 @@ from align3gr.decode import build_decoder
 from align3gr.decode.sharded import recommend_sharded
 from align3gr.decode.trie import trie_for_model
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.evaluate.metrics import Prediction, compute_metrics
+from align3gr.evaluate.metrics import Prediction, compute_metrics, write_evaluation
 from align3gr.evaluate.texts import text_examples
-from align3gr.io import atomic_directory, read_json, write_json, write_jsonl
+from align3gr.io import atomic_directory, read_json, write_jsonl
 from align3gr.models.loading import load_for_inference
 from align3gr.sft.prompting import encode_prompt
 from align3gr.sft.tasks import evaluation_prompts
@@ -114,12 +114,7 @@ def run_evaluate(
                 with_user_scid=with_user_scid, max_new_tokens=config.max_new_tokens,
             )  # fmt: skip
         with atomic_directory(out_dir) as tmp:
-            write_json(tmp / "metrics.json", metrics)
-            write_jsonl(
-                tmp / "predictions.jsonl",
-                ({"user_id": p.user_id, "target": p.target, "ranked": list(p.ranked), "scores": list(p.scores)}
-                 for p in predictions),
-            )  # fmt: skip
+            write_evaluation(tmp, metrics, predictions)
             if texts:
                 write_jsonl(tmp / "text_examples.jsonl", texts)
     state.wait_for_everyone()

@@ -1,0 +1,1 @@
+"""Baselines every run is compared with: the most-popular list and the `embed` stage's collaborative encoder."""

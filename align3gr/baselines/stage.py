@@ -1,0 +1,115 @@
+"""`align3gr baselines`: two full-ranking recommenders evaluated exactly as `align3gr evaluate` evaluates a model, so
+every run shows whether the generative model earns its cost on its data.
+
+- `popular`: the items by their count in the training part (`items[:-2]`) of all users, the same list for everyone;
+- `sasrec`: the `embed` stage's collaborative encoder (SASRec-style, trained on the training part) scoring every item
+  after the user's last `max_history` items before the target, the history a model's prompt shows.
+
+Both rank the whole catalogue (ties in catalogue order) with the `evaluate` section's split, cut-offs, list length
+(`beam_size`) and history exclusion (the user's whole history before the target, as for the models), and write
+`metrics.json` and `predictions.jsonl` in the format of a model's evaluation (`scores`: counts, or the encoder's
+dot products).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from align3gr.config import config_to_dict
+from align3gr.data.dataset import Dataset, Example, load_dataset
+from align3gr.embed.collaborative import load_encoder, pack
+from align3gr.errors import ConfigError, DataError
+from align3gr.evaluate.config import EvaluateConfig
+from align3gr.evaluate.metrics import Prediction, compute_metrics, write_evaluation
+from align3gr.io import atomic_directory, read_json
+
+POPULAR, SEQUENTIAL = "popular", "sasrec"
+BASELINES = (POPULAR, SEQUENTIAL)
+Scorer = Callable[[Sequence[Example]], torch.Tensor]
+"""Examples -> `[examples, catalogue]` scores, columns in the dataset's item order."""
+
+
+def popularity_scorer(dataset: Dataset) -> Scorer:
+    """Every user gets each item's count in the training part of all users."""
+    counts = Counter(item for user in dataset.sequences for item in dataset.train_items(user))
+    scores = torch.tensor([float(counts[item]) for item in dataset.items])
+    return lambda examples: scores.expand(len(examples), -1)
+
+
+def sequential_scorer(dataset: Dataset, embeddings_dir: Path) -> Scorer:
+    """The collaborative encoder of `embeddings_dir` scores every item after each example's history."""
+    encoder = load_encoder(embeddings_dir)
+    if read_json(embeddings_dir / "ids.json")["items"] != list(dataset.items):
+        raise DataError("ids.json lists other items than the dataset: embeddings of another dataset?", embeddings_dir)
+    index = {item: k + 1 for k, item in enumerate(dataset.items)}
+    length = encoder.hyperparameters["max_len"]
+    return lambda examples: encoder.score_items(pack([[index[i] for i in ex.history] for ex in examples], length))
+
+
+def full_ranking(dataset: Dataset, scorer: Scorer, config: EvaluateConfig) -> list[Prediction]:
+    """Each user of `config.split`: the `beam_size` best-scored items of the catalogue, best first (ties in catalogue
+    order), the user's history before the target left out when `exclude_history`."""
+    catalogue = list(dataset.items)
+    column = {item: k for k, item in enumerate(catalogue)}
+    examples = dataset.examples(config.split)
+    predictions = []
+    for start in range(0, len(examples), config.batch_size):
+        batch = examples[start : start + config.batch_size]
+        scores = scorer(batch).float().clone()
+        if config.exclude_history:
+            for row, example in enumerate(batch):
+                seen = [column[item] for item in dataset.seen_before(example.user_id, config.split)]
+                scores[row, torch.tensor(seen, dtype=torch.long)] = float("-inf")
+        order = scores.argsort(dim=1, descending=True, stable=True)[:, : config.beam_size]
+        for example, columns, row in zip(batch, order.tolist(), scores, strict=True):
+            kept = [k for k in columns if row[k] > float("-inf")]
+            ranked, values = [catalogue[k] for k in kept], [float(row[k]) for k in kept]
+            predictions.append(Prediction(example.user_id, example.target, ranked, values, len(kept), len(kept)))
+    return predictions
+
+
+def run_baseline(
+    name: str,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    config: EvaluateConfig | None = None,
+    embeddings_dir: str | Path | None = None,
+) -> dict:
+    """Evaluate baseline `name` (one of BASELINES; `sasrec` reads `embeddings_dir`) on `data_dir` into `out_dir`;
+    returns its metrics."""
+    start = time.perf_counter()
+    config = config or EvaluateConfig()
+    config.validate()
+    dataset = load_dataset(data_dir)
+    if name == POPULAR:
+        scorer, source = popularity_scorer(dataset), data_dir
+    elif name == SEQUENTIAL:
+        if embeddings_dir is None:
+            raise ConfigError(f"the {SEQUENTIAL} baseline needs the embed stage's folder (embeddings/)")
+        scorer, source = sequential_scorer(dataset, Path(embeddings_dir)), embeddings_dir
+    else:
+        raise ConfigError(f"baseline must be one of {', '.join(BASELINES)}; got {name!r}")
+    predictions = full_ranking(dataset, scorer, config)
+    seconds = time.perf_counter() - start
+    metrics = {
+        **compute_metrics(predictions, config.ks, len(dataset.items)),
+        "beam_size": config.beam_size,
+        "exclude_history": config.exclude_history,
+        "split": config.split,
+        "decoder": "full_ranking",
+        "catalogue_size": len(dataset.items),
+        "seconds": round(seconds, 2),
+        "users_per_second": round(len(predictions) / seconds, 2),
+        "processes": 1,
+        "baseline": name,
+        "model": str(source),
+        "config": config_to_dict(config),
+    }
+    with atomic_directory(out_dir) as tmp:
+        write_evaluation(tmp, metrics, predictions)
+    return metrics
