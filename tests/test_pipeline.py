@@ -25,7 +25,8 @@ from align3gr.errors import ConfigError
 from align3gr.pipeline import load_pipeline_config, run_pipeline
 from align3gr.pipeline.ablation import ladder, ladder_steps
 from align3gr.pipeline.plan import Plan, Step, in_run, pipeline_steps
-from align3gr.pipeline.runner import run_steps
+from align3gr.pipeline.runner import Outcome, run_steps
+from align3gr.pipeline.summary import summary_text, write_summary
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
 
@@ -44,6 +45,7 @@ SMALL = {
 }  # fmt: skip
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 DPO_FULL = ["sp_easy", "sp_medium", "sp_hard", "rf_easy", "rf_hard"]
+BEFORE_SFT_REUSED = {stage: "reused" for stage in ("data", "embed", "tokenize", "popular", "sasrec")}
 
 
 def write_config(path: Path, changes: dict | None = None) -> Path:
@@ -115,17 +117,50 @@ def test_steps_rerun_exactly_what_changed(tmp_path):
         run_steps([step("b", ("z",), {}, "B")], tmp_path)
 
 
+def test_summary_shows_the_baselines_and_each_model_over_the_stronger_one(tmp_path):
+    """The baselines are steps of every run (after the data steps, from the data and the embeddings) and rows of the
+    summary; each evaluated model's Recall@10 and NDCG@10 are divided by the baseline with the higher NDCG@10."""
+    config = load_pipeline_config(write_config(tmp_path / "small.yaml"))
+    steps = {s.name: s for s in pipeline_steps(Plan(config, tmp_path / "config.yaml", tmp_path, in_run(tmp_path)))}
+    assert list(steps)[:6] == ["data", "embeddings", "scid", "eval/test/popular", "eval/test/sasrec", "sft"]
+    assert steps["eval/test/popular"].inputs == ("data",) and steps["eval/test/popular"].kind == "baseline"
+    assert steps["eval/test/sasrec"].inputs == ("data", "embeddings")
+
+    def outcome(name: str, kind: str, recall: float | None = None, ndcg: float | None = None) -> Outcome:
+        step = Step(name, name.rsplit("/", 1)[-1], kind, tmp_path / name, (), {}, lambda: None, {},
+                    evaluates="sft" if kind == "evaluate" else None)  # fmt: skip
+        metrics = None if recall is None else {"recall@5": recall / 2, "recall@10": recall, "ndcg@5": ndcg / 2,
+                                               "ndcg@10": ndcg, "split": "test"}  # fmt: skip
+        return Outcome(step, False, 1.0, metrics)
+
+    outcomes = [outcome("data", "data"), outcome("eval/test/popular", "baseline", 0.08, 0.05),
+                outcome("eval/test/sasrec", "baseline", 0.12, 0.04), outcome("sft", "sft"),
+                outcome("eval/test/sft", "evaluate", 0.06, 0.025)]  # fmt: skip
+    summary = write_summary(tmp_path, {}, outcomes, 5.0)
+    rows = {row["stage"]: row for row in summary["stages"]}
+    assert list(rows) == ["data", "popular", "sasrec", "sft"] and summary["ratio_to"] == "popular"
+    assert rows["popular"]["baseline"] and rows["sasrec"]["recall@10"] == 0.12
+    assert "recall@10 ratio" not in rows["sasrec"]
+    assert rows["sft"]["recall@10 ratio"] == pytest.approx(0.75) and rows["sft"]["ndcg@10 ratio"] == pytest.approx(0.5)
+    assert "ratio" not in " ".join(rows["data"])
+    for text in (summary_text(summary), (tmp_path / "summary.md").read_text()):
+        assert "recall@10 / popular" in text and "ndcg@10 / popular" in text and "sasrec" in text and "0.75" in text
+
+
 @pytest.mark.slow
 def test_pipeline_runs_reuses_and_reports(finished_run):
     config, run, summary = finished_run
-    assert [row["stage"] for row in summary["stages"]] == ["data", "embed", "tokenize", "sft", "sp_easy", "rf_easy"]
+    assert [row["stage"] for row in summary["stages"]] == ["data", "embed", "tokenize", "popular", "sasrec", "sft",
+                                                           "sp_easy", "rf_easy"]  # fmt: skip
     assert set(status_by_stage(summary).values()) == {"ran"}
-    for stage in ("sft", "sp_easy", "rf_easy"):
+    for stage in ("popular", "sasrec", "sft", "sp_easy", "rf_easy"):
         written = json.loads((run / "eval" / "test" / stage / "metrics.json").read_text())
         assert metrics_by_stage(summary)[stage] == tuple(written[m] for m in METRICS)
-        assert written["split"] == "test" and written["num_users"] == 100
+        assert written["split"] == "test" and written["num_users"] == 100 and written["exclude_history"] is True
     assert json.loads((run / "summary.json").read_text())["stages"] == summary["stages"]
+    assert summary["ratio_to"] in ("popular", "sasrec")
     assert "| sft | ran |" in (run / "summary.md").read_text()
+    assert f"recall@10 / {summary['ratio_to']}" in (run / "summary.md").read_text()
     assert load_pipeline_config(run / "config.yaml") == load_pipeline_config(config)
     again = run_pipeline(config, run)
     assert set(status_by_stage(again).values()) == {"reused"}
@@ -179,8 +214,7 @@ def test_killed_run_continues_to_the_same_metrics_and_an_sft_change_reruns_from_
     process.wait()
     assert not (run / "sft").exists()
     resumed = run_pipeline(config, run)
-    assert status_by_stage(resumed) == {"data": "reused", "embed": "reused", "tokenize": "reused", "sft": "ran",
-                                        "sp_easy": "ran", "rf_easy": "ran"}  # fmt: skip
+    assert status_by_stage(resumed) == {**BEFORE_SFT_REUSED, "sft": "ran", "sp_easy": "ran", "rf_easy": "ran"}
     assert metrics_by_stage(resumed) == metrics_by_stage(reference)
     for stage in ("sft", "sp_easy", "rf_easy"):
         expected = (reference_run / "eval" / "test" / stage / "predictions.jsonl").read_text()
@@ -188,8 +222,7 @@ def test_killed_run_continues_to_the_same_metrics_and_an_sft_change_reruns_from_
 
     changed = write_config(tmp_path / "changed.yaml", {"sft": {"learning_rate": 1.0e-3}})
     rerun = run_pipeline(changed, run)
-    assert status_by_stage(rerun) == {"data": "reused", "embed": "reused", "tokenize": "reused", "sft": "ran",
-                                      "sp_easy": "ran", "rf_easy": "ran"}  # fmt: skip
+    assert status_by_stage(rerun) == {**BEFORE_SFT_REUSED, "sft": "ran", "sp_easy": "ran", "rf_easy": "ran"}
     assert json.loads((run / "sft" / "meta.json").read_text())["config"]["learning_rate"] == 1.0e-3
 
 
@@ -246,8 +279,8 @@ def test_ablate_writes_the_ladder_and_reuses_the_main_run(finished_run):
 @pytest.mark.slow
 def test_launcher_runs_changed_stages_on_two_processes(finished_run, tmp_path, monkeypatch):
     """With `--launcher`, the stages to re-run go through `accelerate launch` on 2 CPU processes: a DPO option
-    re-runs both DPO stages, an evaluation option re-runs every evaluation; SFT's sharded evaluation ranks exactly
-    as the in-process one did."""
+    re-runs both DPO stages, an evaluation option re-runs every evaluation (the baselines' too, in-process); SFT's
+    sharded evaluation ranks exactly as the in-process one did."""
     config, reference_run, _ = finished_run
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)
@@ -256,7 +289,7 @@ def test_launcher_runs_changed_stages_on_two_processes(finished_run, tmp_path, m
     launcher = (f"{sys.executable} -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 "
                 "--mixed_precision no --dynamo_backend no")  # fmt: skip
     summary = run_pipeline(changed, run, launcher=launcher)
-    assert status_by_stage(summary) == {"data": "reused", "embed": "reused", "tokenize": "reused", "sft": "reused",
+    assert status_by_stage(summary) == {**BEFORE_SFT_REUSED, "popular": "ran", "sasrec": "ran", "sft": "reused",
                                         "sp_easy": "ran", "rf_easy": "ran"}  # fmt: skip
     assert not any(row["eval reused"] for row in summary["stages"] if "eval reused" in row)
     for stage in ("sp_easy", "rf_easy"):

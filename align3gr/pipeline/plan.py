@@ -1,9 +1,11 @@
-"""The stages of one Align3GR run as a list of steps: data -> embed -> tokenize -> sft -> evaluate -> each DPO stage
--> evaluate, each step with its output folder, the steps it reads, the options it depends on and how to run it.
+"""The stages of one Align3GR run as a list of steps: data -> embed -> tokenize -> the baselines -> sft -> evaluate ->
+each DPO stage -> evaluate, each step with its output folder, the steps it reads, the options it depends on and how
+to run it.
 
 Layout under the run folder: `data/`, `embeddings/`, `scid/`, `sft/` (and `sft_base/` for the tiny model),
 `dpo/STAGE/`, `eval/SPLIT/STAGE/` (the pipeline's evaluations, SPLIT from the evaluate section: test by default;
-`eval/dpo_STAGE/` holds DPO's own valid-split checks). A step's *lineage* is every option that shaped its output
+`eval/dpo_STAGE/` holds DPO's own valid-split checks), `eval/SPLIT/popular/` and `eval/SPLIT/sasrec/` (the
+baselines, evaluated with the same options). A step's *lineage* is every option that shaped its output
 (its own section and those of the steps before it); a `Placement` maps a lineage to a folder, which is how the
 ablation ladder puts the steps it shares with the main run in the main run's folders and the others beside them.
 
@@ -23,6 +25,8 @@ from align3gr.io import sha256_json
 from align3gr.pipeline.config import PipelineConfig
 
 SFT = "sft"
+SCORED = ("evaluate", "baseline")
+"""The kinds of step that write `metrics.json`."""
 Placement = Callable[[str, dict], Path]
 """(path relative to the run folder, lineage) -> the step's output folder."""
 
@@ -78,7 +82,7 @@ def in_run(run_dir: Path) -> Placement:
 def data_steps(plan: Plan) -> list[Step]:
     """data, embed, tokenize."""
     from align3gr.data.build import build_dataset
-    from align3gr.embed.stage import run_embed
+    from align3gr.embed.stage import FILES_VERSION, run_embed
     from align3gr.tokenize.stage import run_tokenize
 
     config, sections = plan.config, plan.config.as_dict()
@@ -89,13 +93,30 @@ def data_steps(plan: Plan) -> list[Step]:
                                                overwrite=True))  # fmt: skip
     lineage = {**lineage, "embed": sections["embed"]}
     embed = plan.step("embeddings", lineage, label="embed", kind="embed", inputs=(data.name,),
-                      options=sections["embed"],
+                      options={**sections["embed"], "files": FILES_VERSION},
                       run=lambda: run_embed(data.path, embed.path, config.embed))  # fmt: skip
     lineage = {**lineage, "tokenize": sections["tokenize"]}
     scid = plan.step("scid", lineage, label="tokenize", kind="tokenize", inputs=(data.name, embed.name),
                      options=sections["tokenize"],
                      run=lambda: run_tokenize(data.path, embed.path, scid.path, config.tokenize))  # fmt: skip
     return [data, embed, scid]
+
+
+def baseline_steps(plan: Plan, data: Step, embed: Step) -> list[Step]:
+    """The most-popular list (from the data) and the collaborative encoder (from the embeddings), evaluated with the
+    evaluate section's options, in the main run's folders whatever the rung (their lineage is the data's or the
+    embeddings')."""
+    from align3gr.baselines.stage import POPULAR, SEQUENTIAL, run_baseline
+
+    config = plan.config.evaluate
+    steps = []
+    for name, source in ((POPULAR, data), (SEQUENTIAL, embed)):
+        step = plan.step(f"eval/{config.split}/{name}", source.lineage, label=name, kind="baseline",
+                         inputs=tuple(dict.fromkeys((data.name, source.name))),
+                         options={**config_to_dict(config), "baseline": name}, run=lambda: None)  # fmt: skip
+        step.run = lambda step=step, name=name: run_baseline(name, data.path, step.path, config, embed.path)
+        steps.append(step)
+    return steps
 
 
 def sft_step(plan: Plan, data: Step, scid: Step) -> Step:
@@ -171,10 +192,11 @@ def evaluation_step(plan: Plan, data: Step, model: Step) -> Step:
 
 
 def pipeline_steps(plan: Plan, dpo: bool = True) -> list[Step]:
-    """The whole run, in order: every model (SFT, then each DPO stage unless `dpo` is off) followed by its
-    evaluation."""
+    """The whole run, in order: the data steps, the baselines, then every model (SFT, then each DPO stage unless `dpo`
+    is off) followed by its evaluation."""
     steps = data_steps(plan)
-    data, scid = steps[0], steps[-1]
+    data, embed, scid = steps
+    steps += baseline_steps(plan, data, embed)
     models = [sft_step(plan, data, scid)]
     if dpo:
         models += dpo_steps(plan, data, models[0])

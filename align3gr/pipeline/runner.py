@@ -17,7 +17,7 @@ from pathlib import Path
 import align3gr
 from align3gr.errors import Align3GRError, ConfigError
 from align3gr.io import read_json, sha256_json
-from align3gr.pipeline.plan import Step
+from align3gr.pipeline.plan import SCORED, Step
 from align3gr.pipeline.state import PipelineState, folder_digest
 
 log = logging.getLogger("align3gr.pipeline")
@@ -86,6 +86,6 @@ def run_steps(steps: list[Step], run_dir: Path, launcher: str | None = None) -> 
             seconds = record["seconds"] if reused else seconds
             state.record(step.name, {"key": key, **current, "seconds": seconds, "step": step.label})
         digests[step.name] = current["digest"]
-        metrics = read_json(step.path / "metrics.json") if step.kind == "evaluate" else None
+        metrics = read_json(step.path / "metrics.json") if step.kind in SCORED else None
         outcomes.append(Outcome(step, reused, seconds, metrics))
     return outcomes

@@ -1,5 +1,7 @@
-"""The end-of-run report: one row per stage with its wall time, and the metrics of every evaluated model; written
-as `summary.json` and `summary.md` in the run folder and printed as a table."""
+"""The end-of-run report: one row per stage with its wall time, the metrics of every evaluated model and of the two
+baselines, and each model's Recall@10 and NDCG@10 over those of the stronger baseline (by NDCG@10), so a user sees at
+once whether the generative model earns its cost; written as `summary.json` and `summary.md` in the run folder and
+printed as a table."""
 
 from __future__ import annotations
 
@@ -10,10 +12,13 @@ from align3gr.io import atomic_write_json, atomic_write_text
 from align3gr.pipeline.runner import Outcome
 
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+RATIOS = ("recall@10", "ndcg@10")
+"""The metrics each model is divided by the stronger baseline's (a `METRIC ratio` key of its row)."""
 
 
 def stage_rows(outcomes: list[Outcome]) -> list[dict]:
-    """One row per data or model stage; a model's evaluation becomes its row's metrics and `eval s` column."""
+    """One row per data or model stage and per baseline; a model's evaluation becomes its row's metrics and `eval s`
+    column, a baseline's row has its metrics and `"baseline": true`."""
     rows: list[dict] = []
     by_model: dict[str, dict] = {}
     for outcome in outcomes:
@@ -22,22 +27,40 @@ def stage_rows(outcomes: list[Outcome]) -> list[dict]:
             row = by_model[step.evaluates]
             row["eval s"] = outcome.seconds
             row["eval reused"] = outcome.reused
+        else:
+            row = {"stage": step.label, "path": str(step.path), "status": "reused" if outcome.reused
+                   else "ran", "seconds": outcome.seconds}  # fmt: skip
+            by_model[step.name] = row
+            rows.append(row)
+        if outcome.metrics is not None:
             row.update({m: outcome.metrics[m] for m in METRICS if m in outcome.metrics})
             row["split"] = outcome.metrics.get("split")
-            continue
-        row = {"stage": step.label, "path": str(step.path), "status": "reused" if outcome.reused
-               else "ran", "seconds": outcome.seconds}  # fmt: skip
-        by_model[step.name] = row
-        rows.append(row)
+            row.update({"baseline": True} if step.kind == "baseline" else {})
     return rows
 
 
+def add_ratios(rows: list[dict]) -> str | None:
+    """Give each evaluated model's row its `RATIOS` over the stronger baseline's (the one with the higher NDCG@10);
+    returns that baseline's name (None without baselines)."""
+    baselines = [row for row in rows if row.get("baseline") and all(m in row for m in RATIOS)]
+    if not baselines:
+        return None
+    best = max(baselines, key=lambda row: row["ndcg@10"])
+    for row in rows:
+        if not row.get("baseline") and all(m in row for m in RATIOS):
+            row.update({f"{m} ratio": row[m] / best[m] if best[m] else float("nan") for m in RATIOS})
+    return best["stage"]
+
+
 def write_summary(run_dir: Path, config: dict, outcomes: list[Outcome], wall_seconds: float) -> dict:
-    """Write `summary.json` and `summary.md`; returns the summary."""
+    """Write `summary.json` and `summary.md`; returns the summary (`ratio_to`: the baseline models are divided
+    by)."""
+    rows = stage_rows(outcomes)
     summary = {
         "run_dir": str(run_dir),
         "wall_seconds": round(wall_seconds, 1),
-        "stages": stage_rows(outcomes),
+        "stages": rows,
+        "ratio_to": add_ratios(rows),
         "config": config,
     }
     atomic_write_json(run_dir / "summary.json", summary)
@@ -46,12 +69,16 @@ def write_summary(run_dir: Path, config: dict, outcomes: list[Outcome], wall_sec
 
 
 def table_rows(summary: dict) -> list[dict]:
-    """The printed table: stage, status, seconds, then the metrics (blank for stages without a model)."""
+    """The printed table: stage, status, seconds, then the metrics (blank for stages without a model), then each
+    model's ratios to the stronger baseline (`recall@10 / NAME`, `ndcg@10 / NAME`)."""
+    best = summary.get("ratio_to")
     rows = []
     for row in summary["stages"]:
         printed = {"stage": row["stage"], "status": row["status"], "seconds": row["seconds"]}
         printed["eval s"] = row.get("eval s", "")
         printed.update({m: row.get(m, "") for m in METRICS})
+        if best is not None:
+            printed.update({f"{m} / {best}": row.get(f"{m} ratio", "") for m in RATIOS})
         rows.append(printed)
     return rows
 
