@@ -19,6 +19,7 @@ import yaml
 from align3gr.config import config_to_dict
 from align3gr.io import atomic_directory, write_json, write_jsonl
 from align3gr.models.loading import META_FILE
+from align3gr.training_curves import CURVES_FILE, plot_training_curves
 
 CODE_TABLES = ("item_codes.json", "user_codes.json")
 
@@ -81,8 +82,8 @@ def publish(
     extra: dict[str, Iterable[dict]] | None = None,
 ) -> None:
     """Move the saved model of `work/final` into `out` in one rename, with the code tables of `codes_from`, the
-    resolved config as `config_name`, the training log, `meta.json` and any `extra` JSON Lines files; then delete
-    the work folder. Called by the main process only."""
+    resolved config as `config_name`, the training log and its curves, `meta.json` and any `extra` JSON Lines files;
+    then delete the work folder. Called by the main process only."""
     with atomic_directory(out) as tmp:
         for path in (work / "final").iterdir():
             path.rename(tmp / path.name)
@@ -90,6 +91,7 @@ def publish(
             shutil.copy2(codes_from / name, tmp / name)
         (tmp / config_name).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
         write_jsonl(tmp / "training_log.jsonl", history)
+        plot_training_curves(history, tmp / CURVES_FILE, f"{out.name}: {config_name.removesuffix('_config.yaml')}")
         for name, rows in (extra or {}).items():
             write_jsonl(tmp / name, rows)
         write_json(tmp / META_FILE, meta)

@@ -142,7 +142,7 @@ def main() -> None:
     items, users = crafted_codes(list(dataset.items), 0), crafted_codes(list(dataset.sequences), 1, "u")
     model, tokenizer = train_tiny_model(dataset, items, users, work, args.steps)
     trie = trie_for_model(items, tokenizer, model)
-    prompts = [encode_prompt(tokenizer, text) for _, text in evaluation_prompts(dataset, items, users, "test")]
+    prompts = [ids for _, ids in evaluation_prompts(dataset, items, users, "test", tokenizer)]
     prompts = prompts[: args.users]
     vocabulary = tokenizer.get_vocab()
     common = {"pad_token_id": tokenizer.pad_token_id, "beam_size": 20, "batch_size": args.batch_size}

@@ -17,7 +17,6 @@ from align3gr.io import write_json
 from align3gr.models.loading import load_for_inference
 from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.seeding import seeded
-from align3gr.sft.prompting import encode_prompt
 from align3gr.sft.tasks import evaluation_prompts
 from align3gr.sft.vocab import extend_vocabulary, scid_tokens
 
@@ -69,8 +68,7 @@ def loaded(scid_model, ml100k_small):
     model, tokenizer = load_for_inference(scid_model)
     items = json.loads((scid_model / "item_codes.json").read_text())
     users = json.loads((scid_model / "user_codes.json").read_text())
-    pairs = evaluation_prompts(load_dataset(ml100k_small), items, users, "valid")[:6]
-    prompts = [encode_prompt(tokenizer, text) for _, text in pairs]
+    prompts = [ids for _, ids in evaluation_prompts(load_dataset(ml100k_small), items, users, "valid", tokenizer)[:6]]
     return model, tokenizer, trie_for_model(items, tokenizer, model), prompts
 
 

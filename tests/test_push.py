@@ -191,8 +191,9 @@ def test_recommender_input_errors_and_unknown_users(published, run, caplog):
     assert recommender.prompt(history, "stranger") == recommender.prompt(history)
     assert recommender.recommend(history, k=10, user_id="stranger") == anonymous
     assert "'stranger' has no SCID" in caplog.text
-    assert "the user" in recommender.prompt(history) and "<ua_" not in recommender.prompt(history)
-    assert "<ua_" in recommender.prompt(history, predictions(run)[0]["user_id"])
+    text = recommender.tokenizer.decode(recommender.prompt(history))
+    assert "the user" in text and "<ua_" not in text
+    assert "<ua_" in recommender.tokenizer.decode(recommender.prompt(history, predictions(run)[0]["user_id"]))
     assert recommender.recommend([int(i) for i in history], k=10) == anonymous  # integer IDs are accepted
     assert len(recommender.recommend(history, k=30)) == 30
 

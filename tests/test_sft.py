@@ -11,8 +11,9 @@ from align3gr.data.dataset import load_dataset
 from align3gr.errors import ConfigError
 from align3gr.models.loading import load_for_inference, load_model_and_tokenizer
 from align3gr.models.tiny import build_tiny_causal_lm
+from align3gr.sft.data import encode_example
 from align3gr.sft.prompting import encode_completion, encode_prompt
-from align3gr.sft.tasks import evaluation_prompts
+from align3gr.sft.tasks import TaskBuilder, evaluation_prompts
 from align3gr.sft.vocab import extend_vocabulary, scid_tokens
 
 
@@ -91,24 +92,67 @@ def test_text_initialisation_uses_the_titles_of_each_codes_items(small, tiny_qwe
     assert torch.allclose(model.get_input_embeddings().weight[ids[0]], expected, atol=1e-6)
 
 
-def test_evaluation_prompts_cover_every_user_with_the_seq_template(small):
+@pytest.fixture(scope="module")
+def scid_tokenizer(small, tiny_qwen):
+    """The tiny tokenizer with the code tokens of `code_tables(small)` added."""
     items, users = code_tables(small)
-    pairs = evaluation_prompts(small, items, users, "test")
+    model, tokenizer = load_model_and_tokenizer(tiny_qwen)
+    extend_vocabulary(model, tokenizer, scid_tokens(items, users))
+    return tokenizer
+
+
+def test_evaluation_prompts_cover_every_user_with_the_seq_template(small, scid_tokenizer):
+    items, users = code_tables(small)
+    pairs = evaluation_prompts(small, items, users, "test", scid_tokenizer)
     assert len(pairs) == len(small.sequences)
     example, prompt = pairs[0]
     seq = small.sequences[example.user_id]
     assert example.target == seq.items[-1] and example.history == tuple(seq.items[-21:-1])
     history = ", ".join("".join(items[i]) for i in example.history)
-    assert prompt == (
+    assert prompt == encode_prompt(
+        scid_tokenizer,
         f"Based on the historical interactions of user {''.join(users[example.user_id])}: {history}, "
-        "what should be recommended to the user next?"
+        "what should be recommended to the user next?",
     )
-    _, anonymous = evaluation_prompts(small, items, users, "valid", with_user_scid=False, paraphrase=1)[0]
-    assert anonymous.startswith("Here are the items the user interacted with, in order: ")
+    _, anonymous = evaluation_prompts(small, items, users, "valid", scid_tokenizer, with_user_scid=False, paraphrase=1)[
+        0
+    ]
+    assert "Here are the items the user interacted with, in order: " in scid_tokenizer.decode(anonymous)
     with pytest.raises(ConfigError, match="paraphrase=9"):
-        evaluation_prompts(small, items, users, "valid", paraphrase=9)
+        evaluation_prompts(small, items, users, "valid", scid_tokenizer, paraphrase=9)
     with pytest.raises(ConfigError, match="split='train'"):
-        evaluation_prompts(small, items, users, "train")
+        evaluation_prompts(small, items, users, "train", scid_tokenizer)
+    with pytest.raises(ConfigError, match="seq_format='free'"):
+        evaluation_prompts(small, items, users, "valid", scid_tokenizer, seq_format="free")
+
+
+def test_stream_rows_hold_every_prompt_of_their_window_and_train_on_the_code_tokens(small, scid_tokenizer):
+    """A stream row cut before any listed item is, token for token, the prompt evaluation builds for the history
+    before it; the loss mask is 1 on the code tokens of every listed item and nowhere else."""
+    items, users = code_tables(small)
+    builder = TaskBuilder(small, items, users, seq_format="stream", stream_stride=7)
+    rows = list(builder.seq())
+    user = rows[0].user_id
+    train = small.train_items(user)
+    windows = [row.items for row in rows if row.user_id == user]
+    width = small.max_history + 1
+    assert windows[0] == tuple(train[-width:]) and windows[1] == tuple(train[-width - 7 : -7])
+    assert {i for w in windows for i in w} == set(train)  # every training item is a target
+    row = rows[0]
+    ids, mask = encode_example(row, scid_tokenizer)
+    template = next(t for t in builder.templates["seq_stream"] if row.prompt == t.format(user=builder.user_ref(user)))
+    start = len(encode_prompt(scid_tokenizer, row.prompt))
+    code_positions = [p for p in range(len(ids)) if mask[p]]
+    assert len(code_positions) == 3 * len(row.items)
+    assert scid_tokenizer.convert_ids_to_tokens([ids[p] for p in code_positions]) == [
+        c for i in row.items for c in items[i]
+    ]
+    for k, item in enumerate(row.items):
+        history = row.items[:k]
+        prompt = builder.seq_prompt_ids(scid_tokenizer, user, history, template)
+        position = code_positions[3 * k]
+        assert ids[:position] == prompt and position >= start
+        assert ids[position : position + 3] == builder.seq_answer_ids(scid_tokenizer, item)
 
 
 def test_full_model_folder_loads_for_inference(tiny_qwen):

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from align3gr.decode import build_decoder
 from align3gr.decode.sharded import recommend_sharded
 from align3gr.decode.trie import trie_for_model
-from align3gr.sft.prompting import encode_prompt
 from align3gr.sft.tasks import TaskBuilder
 
 
@@ -28,8 +27,7 @@ def generate_candidates(
 ) -> list[list[str]]:
     """For each (user, history, target), the items the policy ranks first for the task-A prompt (paraphrase 0,
     as in evaluation), best first, `beam_size` at most."""
-    template = builder.paraphrase("seq", 0)
-    ids = [encode_prompt(tokenizer, builder.seq_prompt(user, history, template)) for user, history, _ in prompts]
+    ids = [builder.seq_prompt_ids(tokenizer, user, history) for user, history, _ in prompts]
     was_training = policy.training
     policy.eval()
     trie = trie_for_model(item_codes, tokenizer, policy)

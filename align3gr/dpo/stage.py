@@ -26,7 +26,7 @@ from align3gr.dpo.self_play import generate_candidates
 from align3gr.dpo.training import dpo_arguments, load_policy
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.evaluate.stage import run_evaluate
+from align3gr.evaluate.stage import run_evaluate, trained_prompting
 from align3gr.io import read_json, sha256_json, write_json
 from align3gr.models.loading import META_FILE
 from align3gr.sft.tasks import TaskBuilder
@@ -70,14 +70,19 @@ def training_prompts(dataset: Dataset, per_user: int) -> list[tuple[str, tuple[s
     return [row for rows in by_user.values() for row in rows[-per_user:]]
 
 
-def render_rows(examples: list[PreferenceExample], builder: TaskBuilder, seed: int) -> list[dict]:
-    """prompt / chosen / rejected texts of the sequential task (A), a paraphrase drawn per row with `seed`."""
+def render_rows(examples: list[PreferenceExample], builder: TaskBuilder, tokenizer, seed: int) -> list[dict]:
+    """`prompt_ids` / `chosen_ids` / `rejected_ids` of the sequential task (A) in the form the model was trained
+    on, a paraphrase drawn per row with `seed`."""
     rng = random.Random(f"{seed}:dpo")
     rows = []
     for ex in examples:
-        prompt = builder.seq_prompt(ex.user_id, ex.history, rng.choice(builder.templates["seq"]))
+        template = rng.choice(builder.templates[builder.seq_kind])
         rows.append(
-            {"prompt": prompt, "chosen": builder.item(ex.chosen), "rejected": [builder.item(r) for r in ex.rejected]}
+            {
+                "prompt_ids": builder.seq_prompt_ids(tokenizer, ex.user_id, ex.history, template),
+                "chosen_ids": builder.seq_answer_ids(tokenizer, ex.chosen),
+                "rejected_ids": [builder.seq_answer_ids(tokenizer, r) for r in ex.rejected],
+            }
         )
     return rows
 
@@ -131,8 +136,10 @@ def run_stage(
         meta = validated(name, out, data_dir, eval_dir, config)
         return StageResult(name, out, meta, meta["valid_metrics"], True)
     previous_meta = read_json(previous / META_FILE)
-    with_user_scid = bool(previous_meta.get("config", {}).get("with_user_scid", True))
-    builder = TaskBuilder(dataset, item_codes, user_codes, with_user_scid=with_user_scid, seed=config.seed)
+    with_user_scid, seq_format = trained_prompting(previous)
+    builder = TaskBuilder(
+        dataset, item_codes, user_codes, with_user_scid=with_user_scid, seed=config.seed, seq_format=seq_format
+    )
     policy, tokenizer = load_policy(previous)
     examples, stats = stage_examples(name, policy, tokenizer, builder, config)
     if not examples:
@@ -145,7 +152,7 @@ def run_stage(
     trainer = SoftmaxDPOTrainer(
         model=policy,
         args=arguments,
-        train_dataset=HFDataset.from_list(render_rows(examples, builder, config.seed)),
+        train_dataset=HFDataset.from_list(render_rows(examples, builder, tokenizer, config.seed)),
         processing_class=tokenizer,
     )
     trainer.train(resume_from_checkpoint=resume)

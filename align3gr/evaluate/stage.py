@@ -33,7 +33,6 @@ from align3gr.evaluate.metrics import Prediction, compute_metrics, write_evaluat
 from align3gr.evaluate.texts import text_examples
 from align3gr.io import atomic_directory, read_json, write_jsonl
 from align3gr.models.loading import load_for_inference
-from align3gr.sft.prompting import encode_prompt
 from align3gr.sft.tasks import evaluation_prompts
 from align3gr.tokenize.code_table import load_code_tables
 
@@ -49,12 +48,12 @@ class EvaluationResult:
     texts: list[dict[str, str]]
 
 
-def trained_with_user_scid(model_dir: Path) -> bool:
-    """Whether the SFT run behind `model_dir` put user SCIDs in prompts (its meta.json; True when unrecorded)."""
+def trained_prompting(model_dir: Path) -> tuple[bool, str]:
+    """How the SFT run behind `model_dir` put task A (its meta.json): whether prompts hold user SCIDs, and the
+    `seq_format`; (True, "prompt") when unrecorded."""
     meta = model_dir / "meta.json"
-    if not meta.is_file():
-        return True
-    return bool(read_json(meta).get("config", {}).get("with_user_scid", True))
+    config = read_json(meta).get("config", {}) if meta.is_file() else {}
+    return bool(config.get("with_user_scid", True)), str(config.get("seq_format", "prompt"))
 
 
 def run_evaluate(
@@ -77,11 +76,13 @@ def run_evaluate(
     item_codes, user_codes = load_code_tables(scid_dir or model_dir, dataset)
     model, tokenizer = load_for_inference(model_dir, config.dtype)
     model.to(state.device)
-    with_user_scid = trained_with_user_scid(model_dir) if config.with_user_scid is None else config.with_user_scid
+    trained_user_scid, seq_format = trained_prompting(model_dir)
+    with_user_scid = trained_user_scid if config.with_user_scid is None else config.with_user_scid
     pairs = evaluation_prompts(
-        dataset, item_codes, user_codes, config.split, with_user_scid=with_user_scid, paraphrase=config.paraphrase
-    )
-    prompts = [encode_prompt(tokenizer, text) for _, text in pairs]
+        dataset, item_codes, user_codes, config.split, tokenizer,
+        with_user_scid=with_user_scid, seq_format=seq_format, paraphrase=config.paraphrase,
+    )  # fmt: skip
+    prompts = [ids for _, ids in pairs]
     trie = trie_for_model(item_codes, tokenizer, model)
     decoder = build_decoder(config.decoder, model, tokenizer, trie, config.beam_size, config.batch_size)
     log.info("%s: %d users of %s on %d process(es), decoder %s", model_dir, len(prompts), config.split,

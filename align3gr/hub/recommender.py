@@ -26,8 +26,7 @@ from align3gr.errors import ConfigError, DataError
 from align3gr.hub.settings import InferenceSettings, settings_of
 from align3gr.io import read_json
 from align3gr.models.loading import load_for_inference
-from align3gr.sft.prompting import encode_prompt
-from align3gr.sft.tasks import TaskBuilder
+from align3gr.sft.tasks import SEQ_FORMATS, TaskBuilder
 
 log = logging.getLogger(__name__)
 ITEM_CODES, USER_CODES = "item_codes.json", "user_codes.json"
@@ -52,17 +51,18 @@ class Recommender:
         self.settings = settings
         self.batch_size = batch_size
         self.trie = trie_for_model(item_codes, tokenizer, model)
-        templates = {"seq": [settings.seq_template]}
+        templates = {SEQ_FORMATS[settings.seq_format]: [settings.seq_template]}
         no_data = Dataset(items={}, users={}, sequences={})  # seq prompts need only the code tables
-        self._anonymous = TaskBuilder(no_data, item_codes, {}, with_user_scid=False, templates=templates)
+        form = {"templates": templates, "seq_format": settings.seq_format}
+        self._anonymous = TaskBuilder(no_data, item_codes, {}, with_user_scid=False, **form)
         self._named = (
-            TaskBuilder(no_data, item_codes, user_codes, with_user_scid=True, templates=templates)
+            TaskBuilder(no_data, item_codes, user_codes, with_user_scid=True, **form)
             if settings.with_user_scid
             else None
         )
 
-    def prompt(self, user_history: Sequence[str], user_id: str | None = None) -> str:
-        """The task-A prompt of a history (item IDs, oldest first; its last `max_history` items are used)."""
+    def prompt(self, user_history: Sequence[str], user_id: str | None = None) -> list[int]:
+        """The task-A prompt IDs of a history (item IDs, oldest first; its last `max_history` items are used)."""
         if isinstance(user_history, str) or not user_history:
             raise ConfigError(f"user_history must be a non-empty list of item IDs, got {user_history!r}")
         items = [str(item) for item in user_history]
@@ -78,7 +78,8 @@ class Recommender:
                 builder = self._named
             else:
                 log.warning("user %r has no SCID in %s: the prompt names 'the user' instead", user_id, USER_CODES)
-        return builder.seq_prompt(str(user_id), items[-self.settings.max_history :], self.settings.seq_template)
+        history = items[-self.settings.max_history :]
+        return builder.seq_prompt_ids(self.tokenizer, str(user_id), history, self.settings.seq_template)
 
     def rank(
         self, histories: Sequence[Sequence[str]], k: int, user_ids: Sequence[str | None] | None = None
@@ -90,7 +91,7 @@ class Recommender:
         user_ids = [None] * len(histories) if user_ids is None else list(user_ids)
         if len(user_ids) != len(histories):
             raise ConfigError(f"{len(histories)} histories but {len(user_ids)} user_ids")
-        prompts = [encode_prompt(self.tokenizer, self.prompt(h, u)) for h, u in zip(histories, user_ids, strict=True)]
+        prompts = [self.prompt(h, u) for h, u in zip(histories, user_ids, strict=True)]
         width = max(k, self.settings.beam_size)
         decoder = build_decoder(self.settings.decoder, self.model, self.tokenizer, self.trie, width, self.batch_size)
         order = shard_order([len(p) for p in prompts], self.batch_size, 0, 1)  # batches of similar lengths

@@ -15,10 +15,10 @@ import align3gr
 from align3gr.data.dataset import DEFAULT_MAX_HISTORY
 from align3gr.errors import DataError
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.evaluate.stage import trained_with_user_scid
+from align3gr.evaluate.stage import trained_prompting
 from align3gr.hub.run_layout import metrics_by_stage, run_of
 from align3gr.io import read_json, write_json
-from align3gr.sft.tasks import load_templates
+from align3gr.sft.tasks import SEQ_FORMATS, load_templates
 
 SETTINGS_FILE = "align3gr.json"
 RANKING_DECODERS = ("beam_search", "generate", "exhaustive")
@@ -32,6 +32,7 @@ class InferenceSettings:
     with_user_scid: bool
     paraphrase: int
     seq_template: str
+    seq_format: str
     beam_size: int
     exclude_history: bool
     decoder: str
@@ -45,7 +46,8 @@ class InferenceSettings:
     @classmethod
     def load(cls, path: Path) -> InferenceSettings:
         """The settings of an `align3gr.json`, or a DataError naming the missing field."""
-        values = {"exclude_history": False, **read_json(path)}  # written before evaluation excluded histories
+        values = {"seq_format": "prompt", **read_json(path)}  # written before task A had two forms
+        values = {"exclude_history": False, **values}  # written before evaluation excluded histories
         missing = [f.name for f in fields(cls) if f.name not in values]
         if missing:
             raise DataError(f"missing field {missing[0]!r} (expected {', '.join(f.name for f in fields(cls))})", path)
@@ -61,11 +63,13 @@ def settings_of_stage(folder: Path) -> InferenceSettings:
     data_meta = run_dir / "data" / "meta.json" if run_dir else None
     data = read_json(data_meta) if data_meta is not None and data_meta.is_file() else {}
     paraphrase, with_user_scid = int(options["paraphrase"]), options["with_user_scid"]
+    trained_user_scid, seq_format = trained_prompting(folder)
     return InferenceSettings(
         stage=stage,
-        with_user_scid=trained_with_user_scid(folder) if with_user_scid is None else bool(with_user_scid),
+        with_user_scid=trained_user_scid if with_user_scid is None else bool(with_user_scid),
         paraphrase=paraphrase,
-        seq_template=load_templates()["seq"][paraphrase],
+        seq_template=load_templates()[SEQ_FORMATS[seq_format]][paraphrase],
+        seq_format=seq_format,
         beam_size=int(metrics.get("beam_size", options["beam_size"])),
         exclude_history=bool(metrics.get("exclude_history", False) if metrics else options["exclude_history"]),
         decoder=options["decoder"] if options["decoder"] in RANKING_DECODERS else "beam_search",

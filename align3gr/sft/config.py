@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from align3gr.errors import ConfigError
 from align3gr.models.loading import DTYPES
 from align3gr.sft.base_model import TINY
-from align3gr.sft.tasks import TASKS, check_tasks
+from align3gr.sft.tasks import SEQ_FORMATS, TASKS, check_seq_format, check_tasks
 from align3gr.sft.vocab import INIT_METHODS
 
+BEST_METRICS = ("ndcg@10", "recall@10", "ndcg@5", "recall@5")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -34,8 +35,22 @@ class SFTStageConfig:
         default_factory=lambda: list(TASKS), metadata={"help": f"Task mixture (Figure 3): {', '.join(TASKS)}."}
     )
     with_user_scid: bool = field(default=True, metadata={"help": "Put the user's SCID in prompts (Table 4)."})
+    seq_format: str = field(
+        default="prompt",
+        metadata={
+            "help": f"Form of task A ({', '.join(SEQ_FORMATS)}): 'prompt' is Figure 3's (history in the prompt, one "
+            "row per prefix); 'stream' lists the user's items as the answer, a loss on every item of a window."
+        },
+    )
+    stream_stride: int | None = field(
+        default=None, metadata={"help": "seq_format=stream: items between window ends; none: the history length."}
+    )
     max_examples_per_task: int | None = field(
         default=None, metadata={"help": "Cap per task (a seeded sample); none: every example."}
+    )
+    task_limits: dict[str, int | None] = field(
+        default_factory=dict,
+        metadata={"help": "Caps that replace max_examples_per_task for the tasks named, e.g. {seq: null} (all)."},
     )
     token_init: str = field(
         default="mean", metadata={"help": f"Initial rows of SCID tokens: {', '.join(INIT_METHODS)}."}
@@ -64,11 +79,28 @@ class SFTStageConfig:
         default=256, metadata={"help": "Training examples and valid users whose task-A loss is reported."}
     )
     logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N updates."})
-    save_steps: int = field(default=500, metadata={"help": "Checkpoint every N updates (a killed run resumes)."})
+    save_steps: int = field(
+        default=500, metadata={"help": "Evaluate and checkpoint every N updates (a killed run resumes)."}
+    )
+    valid_users: int = field(
+        default=512,
+        metadata={
+            "help": "Valid users ranked by beam search at each evaluation (a seeded sample, history excluded): the "
+            "best checkpoint by `best_metric` is kept and early stopping watches it; 0: off (the last step is kept)."
+        },
+    )
+    valid_beam_size: int = field(default=20, metadata={"help": "Beam width of the valid ranking."})
+    best_metric: str = field(default="ndcg@10", metadata={"help": f"Checkpoint selection: {', '.join(BEST_METRICS)}."})
+    early_stopping_patience: int | None = field(
+        default=3, metadata={"help": "Stop after N evaluations without a better best_metric; none: never."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of paraphrases, sampling, initialisation and shuffling."})
 
     def validate(self) -> None:
         check_tasks(self.tasks)
+        check_seq_format(self.seq_format)
+        if self.stream_stride is not None and self.stream_stride < 1:
+            raise ConfigError(f"stream_stride={self.stream_stride}: must be >= 1 (or null: the history length)")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
         if self.token_init not in INIT_METHODS:
@@ -80,5 +112,15 @@ class SFTStageConfig:
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "eval_examples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
-        if self.max_examples_per_task is not None and self.max_examples_per_task < 1:
-            raise ConfigError(f"max_examples_per_task={self.max_examples_per_task}: must be >= 1 (or null: all)")
+        if self.best_metric not in BEST_METRICS:
+            raise ConfigError(f"best_metric={self.best_metric!r}: expected one of {', '.join(BEST_METRICS)}")
+        if self.valid_users < 0 or self.valid_beam_size < 1:
+            raise ConfigError("valid_users must be >= 0 and valid_beam_size >= 1")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ConfigError(f"early_stopping_patience={self.early_stopping_patience}: must be >= 1 (or null)")
+        limits = {"max_examples_per_task": self.max_examples_per_task, **self.task_limits}
+        for name, limit in limits.items():
+            if name != "max_examples_per_task" and name not in TASKS:
+                raise ConfigError(f"task_limits: unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+            if limit is not None and (not isinstance(limit, int) or limit < 1):
+                raise ConfigError(f"{name} limit {limit!r}: must be an integer >= 1 (or null: all)")

@@ -9,13 +9,21 @@ both see byte-identical prompt tokens (no re-tokenization across the prompt/answ
   `PLAIN_SEPARATOR` (a newline), tokenized without special tokens; the answer starts on the next line.
 
 The answer is its tokens (no special tokens added) followed by the EOS id, which is what generation stops at.
+
+A listing (the `stream` form of the sequential task) is a user's items in order as the answer: each item's code
+tokens followed by `LISTING_SEPARATOR`, and no EOS, because the listing goes on. Every listed item is a target, and
+the prompt for "what comes next" is the same tokens cut after the last history item, so one training row teaches
+every position of a history at once.
 """
 
 from __future__ import annotations
 
-from align3gr.errors import ConfigError
+from collections.abc import Sequence
+
+from align3gr.errors import ConfigError, DataError
 
 PLAIN_SEPARATOR = "\n"
+LISTING_SEPARATOR = ", "
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
@@ -33,3 +41,23 @@ def encode_completion(tokenizer, completion: str) -> list[int]:
     if tokenizer.eos_token_id is None:
         raise ConfigError(f"tokenizer {tokenizer.name_or_path!r} has no EOS token: answers could not end")
     return tokenizer.encode(completion, add_special_tokens=False) + [tokenizer.eos_token_id]
+
+
+def code_ids(tokenizer, codes: Sequence[str]) -> list[int]:
+    """The vocabulary IDs of one SCID's code tokens, or a DataError naming a token the tokenizer lacks."""
+    ids = tokenizer.convert_tokens_to_ids(list(codes))
+    if any(i is None or i == tokenizer.unk_token_id for i in ids):
+        raise DataError(f"code tokens {list(codes)} are not all in the tokenizer's vocabulary: wrong code tables?")
+    return ids
+
+
+def encode_listing(tokenizer, listing: Sequence[Sequence[str]]) -> tuple[list[int], list[int]]:
+    """The IDs of items listed in order (each SCID's code tokens, then the separator) and a mask that is 1 on the
+    code tokens: the targets of a `stream` row."""
+    separator = tokenizer.encode(LISTING_SEPARATOR, add_special_tokens=False)
+    ids: list[int] = []
+    mask: list[int] = []
+    for codes in listing:
+        ids += code_ids(tokenizer, codes) + separator
+        mask += [1] * len(codes) + [0] * len(separator)
+    return ids, mask

@@ -18,21 +18,23 @@ from pathlib import Path
 import align3gr
 from align3gr.config import config_to_dict
 from align3gr.data.dataset import Dataset, load_dataset
+from align3gr.evaluate.probe import RankingProbe
 from align3gr.io import read_json, sha256_file, sha256_json
 from align3gr.models.loading import META_FILE, load_model_and_tokenizer
 from align3gr.models.local import model_identity
 from align3gr.seeding import seeded
 from align3gr.sft.base_model import TINY, build_tiny_base
 from align3gr.sft.config import SFTStageConfig
-from align3gr.sft.data import sample_per_task, tokenize_examples
+from align3gr.sft.data import rows_dataset, sample_per_task, tokenize_examples
 from align3gr.sft.lora import scid_lora_config
-from align3gr.sft.tasks import SFTExample, TaskBuilder, evaluation_prompts, load_templates
+from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
 from align3gr.sft.training import sft_arguments
 from align3gr.sft.vocab import extend_vocabulary, scid_tokens, token_texts
 from align3gr.tokenize.code_table import load_code_tables
 from align3gr.training import logged, prepare_work, publish
 
 log = logging.getLogger(__name__)
+PROBE_BATCH = 32
 
 
 @dataclass
@@ -76,12 +78,23 @@ def _up_to_date(out: Path, fingerprint: str) -> dict | None:
     return meta if meta.get("fingerprint") == fingerprint else None
 
 
-def _seq_examples(builder: TaskBuilder, dataset: Dataset, item_codes, user_codes, config) -> dict[str, list]:
-    """Task-A examples whose loss is reported: `eval_examples` sampled training ones and as many valid users."""
+def _step_of(checkpoint: str | None) -> int | None:
+    """The step of a `checkpoint-N` folder name."""
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
+
+
+def _seq_rows(builder: TaskBuilder, tokenizer, config: SFTStageConfig) -> dict:
+    """Task-A rows whose loss is reported: `eval_examples` sampled training rows and as many valid users."""
     train = sample_per_task(list(builder.seq()), config.eval_examples, config.seed)
-    valid = evaluation_prompts(dataset, item_codes, user_codes, "valid", with_user_scid=config.with_user_scid)
-    valid = [SFTExample("seq", prompt, builder.item(ex.target)) for ex, prompt in valid[: config.eval_examples]]
-    return {"train_seq": train, "valid_seq": valid}
+    valid = evaluation_prompts(
+        builder.dataset, builder.item_codes, builder.user_codes, "valid", tokenizer,
+        with_user_scid=config.with_user_scid, seq_format=config.seq_format,
+    )[: config.eval_examples]  # fmt: skip
+    answers = ((prompt, builder.seq_answer_ids(tokenizer, ex.target)) for ex, prompt in valid)
+    return {
+        "train_seq": tokenize_examples(train, tokenizer, config.max_length, "Tokenizing train_seq"),
+        "valid_seq": rows_dataset(((p + a, [0] * len(p) + [1] * len(a)) for p, a in answers), config.max_length),
+    }
 
 
 def run_sft(
@@ -89,7 +102,7 @@ def run_sft(
 ) -> SFTResult:
     """Train the SFT model of `data_dir` + `scid_dir` into `out_dir` (or reuse it); see the module docstring."""
     from accelerate import PartialState
-    from trl import SFTTrainer
+    from transformers import EarlyStoppingCallback
 
     from align3gr.sft.trainer import SCIDSFTTrainer, needs_model_loss
 
@@ -102,7 +115,10 @@ def run_sft(
     state = PartialState()
     dataset = load_dataset(data_dir)
     item_codes, user_codes = load_code_tables(scid, dataset)
-    builder = TaskBuilder(dataset, item_codes, user_codes, with_user_scid=config.with_user_scid, seed=config.seed)
+    builder = TaskBuilder(
+        dataset, item_codes, user_codes, with_user_scid=config.with_user_scid, seed=config.seed,
+        seq_format=config.seq_format, stream_stride=config.stream_stride,
+    )  # fmt: skip
     base = base_model_path(config, out)
     fingerprint = fingerprint_of(config, dataset, scid, base)
     existing = _up_to_date(out, fingerprint)
@@ -133,25 +149,34 @@ def run_sft(
             texts |= token_texts(user_codes, {u: x.profile for u, x in dataset.users.items()})
         token_ids = extend_vocabulary(model, tokenizer, tokens, init=config.token_init, texts=texts)
         embedding_rows = int(model.get_input_embeddings().weight.shape[0])  # before any wrapping or sharding
-        examples = sample_per_task(builder.build(config.tasks), config.max_examples_per_task, config.seed)
+        examples = sample_per_task(
+            builder.build(config.tasks), config.max_examples_per_task, config.seed, config.task_limits
+        )
         train = tokenize_examples(examples, tokenizer, config.max_length, "Tokenizing the task mixture")
-        evals = {
-            name: tokenize_examples(rows, tokenizer, config.max_length, f"Tokenizing {name}")
-            for name, rows in _seq_examples(builder, dataset, item_codes, user_codes, config).items()
-        }
+        evals = _seq_rows(builder, tokenizer, config)
+        probe = None
+        if config.valid_users:
+            probe = RankingProbe.of_valid(
+                builder, tokenizer, config.valid_users, config.valid_beam_size, PROBE_BATCH, config.seed, exclude=True
+            )
         peft_config = None
         if config.use_lora:
             peft_config = scid_lora_config(
                 model, token_ids, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules
             )
-        trainer_class = SCIDSFTTrainer if needs_model_loss(model, config.use_lora) else SFTTrainer
-        trainer = trainer_class(
+        callbacks = []
+        if probe is not None and config.early_stopping_patience:
+            callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
+        trainer = SCIDSFTTrainer(
             model=model,
             args=arguments,
             train_dataset=train,
             eval_dataset=evals,
             processing_class=tokenizer,
             peft_config=peft_config,
+            callbacks=callbacks,
+            probe=probe,
+            model_loss=needs_model_loss(model, config.use_lora),
         )
         trainer.train(resume_from_checkpoint=resume)
         final = trainer.evaluate()
@@ -180,6 +205,9 @@ def run_sft(
             for name in evals
         },
         "train_loss": {"start": logged(history, "loss", 0), "end": logged(history, "loss", -1)},
+        "best": {"step": _step_of(trainer.state.best_model_checkpoint), config.best_metric: trainer.state.best_metric}
+        if probe is not None
+        else None,
         "config": config_to_dict(config),
         "align3gr_version": align3gr.__version__,
         "seconds": round(time.perf_counter() - start, 1),

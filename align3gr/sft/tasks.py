@@ -2,7 +2,7 @@
 
 | task | Figure 3 | prompt -> completion |
 |---|---|---|
-| seq | A | user SCID + item SCID history -> next item SCID |
+| seq | A | user SCID + item SCID history -> next item SCID (or, `stream`: the user's items listed in order) |
 | item_align | B1 | title / description -> item SCID; item SCID -> title |
 | user_align | B2 | profile -> user SCID; user SCID -> profile |
 | asym_title | C1-1 | item SCID history -> next item's title |
@@ -14,6 +14,12 @@ Examples of seq, asym_title, asym_item and intention come from the train split o
 training sequence, history cut to the dataset's `max_history`); profiles, intentions and preference statements
 were written from training histories by the data stage. Valid and test targets never appear in a training example.
 An SCID is its code tokens joined with no separator ("<a_1><b_2><c_3>").
+
+Task A has two forms (`seq_format`). `prompt` is Figure 3's: the history inside the prompt, the next item as the
+answer, one row per prefix. `stream` asks for the user's items in order (the `seq_stream` templates) and answers with
+a window of up to `max_history + 1` of them, every one a target (`align3gr.sft.prompting.encode_listing`); the prompt
+of a history is that answer cut after its last item, so decoding continues the listing. Both forms give the model the
+same history and ask for the same next item; `stream` teaches all positions of a window in one row.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from dataclasses import dataclass
 from align3gr.data.dataset import Dataset, Example, Split
 from align3gr.errors import ConfigError
 from align3gr.prompts import load_prompts
+from align3gr.sft.prompting import code_ids, encode_completion, encode_listing, encode_prompt
 
 PROMPT_FILE = "sft_tasks"
 TEMPLATE_PLACEHOLDERS: dict[str, set[str]] = {
     "seq": {"user", "history"},
+    "seq_stream": {"user"},
     "title_to_item": {"title"},
     "description_to_item": {"description"},
     "item_to_title": {"item"},
@@ -41,6 +49,8 @@ TEMPLATE_PLACEHOLDERS: dict[str, set[str]] = {
 }
 TASKS = ("seq", "item_align", "user_align", "asym_title", "asym_item", "intention", "preference")
 ANONYMOUS_USER = "the user"
+SEQ_FORMATS = {"prompt": "seq", "stream": "seq_stream"}
+"""Each form of task A and the template kind of its prompts."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,8 @@ class SFTExample:
     completion: str
     user_id: str | None = None
     items: tuple[str, ...] = ()
+    listing: tuple[tuple[str, ...], ...] = ()
+    """A `stream` row's answer: the code tokens of each listed item (`completion` is then their text)."""
 
 
 def load_templates() -> dict[str, list[str]]:
@@ -71,7 +83,10 @@ class TaskBuilder:
         with_user_scid: bool = True,
         seed: int = 0,
         templates: Mapping[str, list[str]] | None = None,
+        seq_format: str = "prompt",
+        stream_stride: int | None = None,
     ):
+        check_seq_format(seq_format)
         if with_user_scid and not user_codes:
             raise ConfigError("with_user_scid=True needs user codes, but user_codes.json is empty (item-only SCIDs)")
         self.dataset = dataset
@@ -80,6 +95,9 @@ class TaskBuilder:
         self.with_user_scid = with_user_scid
         self.seed = seed
         self.templates = dict(templates or load_templates())
+        self.seq_format = seq_format
+        self.seq_kind = SEQ_FORMATS[seq_format]
+        self.stream_stride = stream_stride or dataset.max_history
         self.builders: dict[str, Callable[[], Iterator[SFTExample]]] = {
             "seq": self.seq,
             "item_align": self.item_align,
@@ -120,14 +138,46 @@ class TaskBuilder:
         return templates[index]
 
     def seq_prompt(self, user_id: str, history: Sequence[str], template: str) -> str:
-        """The task-A prompt of a user's history in `template` (one of the seq paraphrases)."""
+        """The task-A prompt text of a user's history in `template` (one of the `prompt`-form paraphrases)."""
         return template.format(user=self.user_ref(user_id), history=self.history(history))
+
+    def seq_prompt_ids(self, tokenizer, user_id: str, history: Sequence[str], template: str | None = None) -> list[int]:
+        """The token IDs a model reads before predicting the item after `history`, in this builder's task-A form
+        (`template`: one of the form's paraphrases; default the first, as evaluation uses)."""
+        template = self.templates[self.seq_kind][0] if template is None else template
+        if self.seq_format == "prompt":
+            return encode_prompt(tokenizer, self.seq_prompt(user_id, history, template))
+        listing, _ = encode_listing(tokenizer, [self.item_codes[i] for i in history])
+        return encode_prompt(tokenizer, template.format(user=self.user_ref(user_id))) + listing
+
+    def seq_answer_ids(self, tokenizer, item_id: str) -> list[int]:
+        """The token IDs of `item_id` as the task-A answer: its SCID and EOS (`prompt`) or its SCID (`stream`)."""
+        if self.seq_format == "prompt":
+            return encode_completion(tokenizer, self.item(item_id))
+        return code_ids(tokenizer, self.item_codes[item_id])
 
     def seq(self) -> Iterator[SFTExample]:
         rng = self.rng("seq")
+        if self.seq_format == "stream":
+            yield from self.seq_stream(rng)
+            return
         for ex in self.dataset.examples("train"):
             prompt = self.seq_prompt(ex.user_id, ex.history, rng.choice(self.templates["seq"]))
             yield SFTExample("seq", prompt, self.item(ex.target), ex.user_id, (*ex.history, ex.target))
+
+    def seq_stream(self, rng: random.Random) -> Iterator[SFTExample]:
+        """Windows of up to `max_history + 1` training items, cut from the end of each user's training part every
+        `stream_stride` items, so every training item is a target with up to `max_history` items before it."""
+        width = self.dataset.max_history + 1
+        for user_id in self.dataset.sequences:
+            train = self.dataset.train_items(user_id)
+            for end in range(len(train), 0, -self.stream_stride):
+                window = tuple(train[max(0, end - width) : end])
+                prompt = rng.choice(self.templates["seq_stream"]).format(user=self.user_ref(user_id))
+                listing = tuple(tuple(self.item_codes[i]) for i in window)
+                yield SFTExample("seq", prompt, self.history(window), user_id, window, listing)
+                if end <= width:
+                    break
 
     def item_align(self) -> Iterator[SFTExample]:
         rngs = {kind: self.rng(kind) for kind in ("title_to_item", "description_to_item", "item_to_title")}
@@ -194,6 +244,12 @@ class TaskBuilder:
         return [example for task in tasks for example in self.builders[task]()]
 
 
+def check_seq_format(seq_format: str) -> None:
+    """A ConfigError for an unknown form of task A."""
+    if seq_format not in SEQ_FORMATS:
+        raise ConfigError(f"seq_format={seq_format!r}: expected one of {', '.join(SEQ_FORMATS)}")
+
+
 def check_tasks(tasks: Sequence[str]) -> None:
     """A ConfigError for an empty mixture or an unknown task name."""
     if not tasks:
@@ -208,14 +264,16 @@ def evaluation_prompts(
     item_codes: Mapping[str, Sequence[str]],
     user_codes: Mapping[str, Sequence[str]],
     split: Split,
+    tokenizer,
     *,
     with_user_scid: bool = True,
+    seq_format: str = "prompt",
     paraphrase: int = 0,
-) -> list[tuple[Example, str]]:
-    """Per user of `split` ("valid" or "test"), the task-A prompt for the user's history (paraphrase number
-    `paraphrase` of the seq templates); the expected completion is the target's SCID, tokens joined."""
+) -> list[tuple[Example, list[int]]]:
+    """Per user of `split` ("valid" or "test"), the task-A prompt IDs of the user's history (paraphrase number
+    `paraphrase` of the form's templates); the expected answer is the target's SCID."""
     if split not in ("valid", "test"):
         raise ConfigError(f"split={split!r}: evaluation prompts are for 'valid' or 'test'")
-    builder = TaskBuilder(dataset, item_codes, user_codes, with_user_scid=with_user_scid)
-    template = builder.paraphrase("seq", paraphrase)
-    return [(ex, builder.seq_prompt(ex.user_id, ex.history, template)) for ex in dataset.examples(split)]
+    builder = TaskBuilder(dataset, item_codes, user_codes, with_user_scid=with_user_scid, seq_format=seq_format)
+    template = builder.paraphrase(builder.seq_kind, paraphrase)
+    return [(ex, builder.seq_prompt_ids(tokenizer, ex.user_id, ex.history, template)) for ex in dataset.examples(split)]

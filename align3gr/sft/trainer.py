@@ -1,22 +1,33 @@
-"""`SCIDSFTTrainer`: TRL's SFTTrainer with the loss taken through the model's own output layer.
+"""`SCIDSFTTrainer`: TRL's SFTTrainer that ranks the valid users at each evaluation and, where it must or should,
+takes the loss through the model's own output layer.
 
-TRL computes the SFT loss with a fused LM head that reads `lm_head.weight` (and `.bias`) directly. Under LoRA with
-peft's trainable tokens, the output layer is a wrapper whose new SCID rows live in the adapter, not in that weight,
-so the fused loss would never see or train them (and the wrapper has no `bias`). The Transformers loss calls the
-output module, which applies the adapter's rows; that is the only change.
+Ranking: each scheduled evaluation also runs a `RankingProbe` (beam search on a fixed valid sample) and reports its
+metrics as `eval_valid_recall@K` / `eval_valid_ndcg@K`, so Transformers' best-checkpoint selection
+(`metric_for_best_model`) and `EarlyStoppingCallback` act on recommendation quality, not on a loss.
 
-The fused head also only pays for large vocabularies: it projects through a `[4096, 32768]` float32 tile (512 MB)
-allocated on every forward and backward, whatever the vocabulary; below 32,768 output rows the full logits are
-smaller than that tile, and the model's own loss is several times faster (the tiny default: 2.6x per SFT run).
+Loss: TRL computes the SFT loss with a fused LM head that reads `lm_head.weight` (and `.bias`) directly. Under LoRA
+with peft's trainable tokens, the output layer is a wrapper whose new SCID rows live in the adapter, not in that
+weight, so the fused loss would never see or train them (and the wrapper has no `bias`). The Transformers loss calls
+the output module, which applies the adapter's rows. The fused head also only pays for large vocabularies: it
+projects through a `[4096, 32768]` float32 tile (512 MB) allocated on every forward and backward, whatever the
+vocabulary; below 32,768 output rows the full logits are smaller than that tile, and the model's own loss is several
+times faster (the tiny default: 2.6x per SFT run). The output module is applied to the answer positions only (the
+last hidden states of the forward, gathered where a label follows), not to every prompt and padding position: on a
+small model the output layer is most of the compute. Under ZeRO-3, whose weights exist only inside the forward, the
+model computes its own loss.
 """
 
 from __future__ import annotations
 
+import torch
 from transformers import Trainer
 from trl import SFTTrainer
 
+from align3gr.evaluate.probe import RankingProbe
+
 FUSED_HEAD_TILE = 32768
 """Vocabulary columns of TRL's fused LM-head tile (`trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE`)."""
+PROBE_PREFIX = "eval_valid_"
 
 
 def needs_model_loss(model, use_lora: bool) -> bool:
@@ -26,7 +37,38 @@ def needs_model_loss(model, use_lora: bool) -> bool:
 
 
 class SCIDSFTTrainer(SFTTrainer):
-    """SFTTrainer whose loss calls the output layer module, so trainable-token rows on the head are trained."""
+    """SFTTrainer with a ranking probe at each evaluation and, with `model_loss`, the output module's loss."""
+
+    def __init__(self, *args, probe: RankingProbe | None = None, model_loss: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.probe = probe
+        self.model_loss = model_loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+        if not self.model_loss:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs["labels"][:, 1:]
+        forward = {k: v for k, v in inputs.items() if k != "labels"}
+        outputs = model(**forward, output_hidden_states=True, logits_to_keep=1)
+        answers = labels != -100
+        hidden = outputs.hidden_states[-1][:, :-1][answers]
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        losses = torch.nn.functional.cross_entropy(head(hidden).float(), labels[answers], reduction="none")
+        if num_items_in_batch is None:
+            loss = losses.mean()
+        else:
+            loss = losses.sum() / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        """The losses of every eval dataset, plus the probe's ranking metrics on a scheduled evaluation."""
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self.probe is not None and eval_dataset is None and metric_key_prefix == "eval":
+            ranking = {PROBE_PREFIX + k: v for k, v in self.probe(self.accelerator.unwrap_model(self.model)).items()}
+            self.log(ranking)
+            metrics.update(ranking)
+        return metrics

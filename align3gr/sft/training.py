@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from align3gr.sft.config import SFTStageConfig
+from align3gr.sft.trainer import PROBE_PREFIX
 from align3gr.training import trainer_arguments
 
 
@@ -13,10 +14,22 @@ def sft_arguments(config: SFTStageConfig, output_dir: Path, eval_steps: int):
 
     The hardware-dependent settings are `align3gr.training.trainer_arguments`'. Padding-free batching takes the
     examples as they are (they were filtered to `max_length` when tokenized); packing uses best-fit decreasing.
+    Padded batches group rows of similar length (Transformers' length-grouped sampler, seeded): the task mixture
+    ranges from 30-token alignment rows to 290-token title histories, and padding every batch to its longest row
+    doubled the tokens of the default mixture.
+    With a valid ranking probe, the checkpoint with the best `best_metric` is the one kept at the end.
     """
     from trl import SFTConfig
 
+    selection = {}
+    if config.valid_users:
+        selection = {
+            "load_best_model_at_end": True,
+            "metric_for_best_model": PROBE_PREFIX + config.best_metric,
+            "greater_is_better": True,
+        }
     return SFTConfig(
+        **selection,
         **trainer_arguments(config, output_dir),
         weight_decay=config.weight_decay,
         lr_scheduler_type=config.lr_scheduler_type,
@@ -24,6 +37,7 @@ def sft_arguments(config: SFTStageConfig, output_dir: Path, eval_steps: int):
         max_length=None if config.padding_free else config.max_length,
         packing=config.packing,
         packing_strategy="bfd",
+        train_sampling_strategy="random" if config.packing or config.padding_free else "group_by_length",
         padding_free=config.padding_free,
         completion_only_loss=True,
         eval_strategy="steps",
