@@ -103,3 +103,28 @@ def test_accelerate_launch_with_deepspeed_zero2_on_two_cpu_processes(ml100k_smal
     assert meta["distributed"] == {"type": "DEEPSPEED", "processes": 2} and meta["steps"] == 3
     model, _ = load_for_inference(out)
     assert not model.training
+
+
+def test_stream_run_keeps_the_checkpoint_with_the_best_valid_ranking_and_draws_its_curves(ml100k_small, scid, tmp_path):
+    """Every evaluation ranks the probe's valid users; the published model is the checkpoint whose logged
+    eval_valid_ndcg@10 is the best (earliest among ties), and ranking the probe again with it gives that value."""
+    from align3gr.evaluate.probe import RankingProbe
+    from align3gr.sft.tasks import TaskBuilder
+    from align3gr.tokenize.code_table import load_code_tables
+
+    options = {**SMALL, "max_steps": 8, "save_steps": 2, "learning_rate": 5e-3, "tasks": ["seq"]}
+    config = SFTStageConfig(seq_format="stream", valid_users=24, early_stopping_patience=None, **options)
+    out = tmp_path / "sft"
+    meta = run_sft(ml100k_small, scid, out, config).meta
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    evaluated = [(row["step"], row["eval_valid_ndcg@10"]) for row in log if "eval_valid_ndcg@10" in row]
+    assert [step for step, _ in evaluated] == [0, 2, 4, 6, 8]
+    best_step, best = max(evaluated[1:], key=lambda pair: (pair[1], -pair[0]))
+    assert meta["best"] == {"step": best_step, "ndcg@10": best}
+    assert (out / "training_curves.png").stat().st_size > 0
+    dataset = load_dataset(ml100k_small)
+    items, users = load_code_tables(out, dataset)
+    model, tokenizer = load_for_inference(out)
+    builder = TaskBuilder(dataset, items, users, seq_format="stream")
+    probe = RankingProbe.of_valid(builder, tokenizer, 24, 20, 32, config.seed, exclude=True)
+    assert probe(model)["ndcg@10"] == pytest.approx(best)

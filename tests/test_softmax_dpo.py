@@ -184,6 +184,21 @@ def test_a_training_step_runs_with_gradient_checkpointing_and_logs_the_rewards(t
         assert key in logged and math.isfinite(logged[key])
 
 
+def test_sft_weight_adds_the_chosen_completions_negative_log_likelihood(tiny, tmp_path):
+    """Eq. 3 plus sft_weight times the mean NLL of the chosen completions, so DPO cannot buy its margin by lowering
+    the chosen item's likelihood."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    plain = softmax_trainer(load(tiny), tokenizer, tmp_path / "plain")
+    guarded = softmax_trainer(load(tiny), tokenizer, tmp_path / "guarded", sft_weight=0.5)
+    batch = batch_of(plain)
+    with torch.no_grad():
+        chosen = plain.completion_logps(plain.model, batch)[:, 0]
+        expected = plain.compute_loss(plain.model, batch) - 0.5 * chosen.mean()
+        assert guarded.compute_loss(guarded.model, batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="sft_weight=-1"):
+        config(SoftmaxDPOConfig, tmp_path, sft_weight=-1)
+
+
 @pytest.mark.parametrize(
     ("rows", "pattern"),
     [

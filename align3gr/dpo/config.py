@@ -36,6 +36,9 @@ class DPOStageConfig:
         metadata={"help": f"Stages in order, each from the one before: {', '.join(STAGES)}."},
     )
     beta: float = field(default=0.1, metadata={"help": "beta of Eq. 3."})
+    sft_weight: float = field(
+        default=0.0, metadata={"help": "Weight of an NLL term on the chosen completion (0: Eq. 3 alone)."}
+    )
     num_rejected: int = field(default=20, metadata={"help": "Rejected completions per row (paper: 20)."})
     prompts_per_user: int = field(
         default=1, metadata={"help": "Training prompts per user: the most recent (self-play) or liked items (RF)."}

@@ -43,8 +43,18 @@ class SoftmaxDPOConfig(DPOConfig):
         },
     )
 
+    sft_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the chosen completion's negative log-likelihood added to Eq. 3, which keeps the chosen "
+            "item's likelihood from falling with the rejected ones; 0: Eq. 3 alone."
+        },
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.sft_weight < 0:
+            raise ConfigError(f"sft_weight={self.sft_weight}: must be >= 0")
         if self.shared_prompt_forward not in FORWARDS:
             raise ConfigError(
                 f"shared_prompt_forward={self.shared_prompt_forward!r}: expected one of {sorted(FORWARDS)}"
@@ -125,6 +135,8 @@ class SoftmaxDPOTrainer(DPOTrainer):
         mask = inputs["rejected_mask"]
         out = softmax_dpo_loss(logps[:, 0], logps[:, 1:], ref_chosen, ref_rejected, self.beta, mask)
         loss = out.losses.mean()
+        if self.args.sft_weight:
+            loss = loss - self.args.sft_weight * logps[:, 0].mean()
         self._log_rewards(mode, out.chosen_rewards.detach(), out.rejected_rewards.detach(), mask, logps.detach())
         return (loss, {"logps": logps}) if return_outputs else loss
 

@@ -16,6 +16,7 @@ def dpo_arguments(config: DPOStageConfig, output_dir: Path) -> SoftmaxDPOConfig:
         **trainer_arguments(config, output_dir),
         beta=config.beta,
         shared_prompt_forward=config.shared_prompt_forward,
+        sft_weight=config.sft_weight,
         precompute_ref_log_probs=config.precompute_ref_log_probs,
     )
 
