@@ -73,6 +73,13 @@ class SFTStageConfig:
     max_length: int = field(default=1024, metadata={"help": "Longest tokenized example (prompt + answer)."})
     packing: bool = field(default=False, metadata={"help": "Pack examples into max_length rows (BFD, padding-free)."})
     padding_free: bool = field(default=False, metadata={"help": "Concatenate each batch without padding."})
+    group_by_length: bool = field(
+        default=False,
+        metadata={
+            "help": "Batch rows of similar length (less padding; batches then hold mostly one task, which made the "
+            "default mixture learn worse): off draws batches at random."
+        },
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
     bf16: bool | None = field(default=None, metadata={"help": "bfloat16 mixed precision; default: on CUDA only."})
     eval_examples: int = field(

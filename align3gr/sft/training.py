@@ -14,9 +14,7 @@ def sft_arguments(config: SFTStageConfig, output_dir: Path, eval_steps: int):
 
     The hardware-dependent settings are `align3gr.training.trainer_arguments`'. Padding-free batching takes the
     examples as they are (they were filtered to `max_length` when tokenized); packing uses best-fit decreasing.
-    Padded batches group rows of similar length (Transformers' length-grouped sampler, seeded): the task mixture
-    ranges from 30-token alignment rows to 290-token title histories, and padding every batch to its longest row
-    doubled the tokens of the default mixture.
+    `group_by_length` batches rows of similar length (Transformers' length-grouped sampler, seeded).
     With a valid ranking probe, the checkpoint with the best `best_metric` is the one kept at the end.
     """
     from trl import SFTConfig
@@ -37,7 +35,7 @@ def sft_arguments(config: SFTStageConfig, output_dir: Path, eval_steps: int):
         max_length=None if config.padding_free else config.max_length,
         packing=config.packing,
         packing_strategy="bfd",
-        train_sampling_strategy="random" if config.packing or config.padding_free else "group_by_length",
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         padding_free=config.padding_free,
         completion_only_loss=True,
         eval_strategy="steps",
