@@ -91,7 +91,7 @@ def publish(
             shutil.copy2(codes_from / name, tmp / name)
         (tmp / config_name).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
         write_jsonl(tmp / "training_log.jsonl", history)
-        plot_training_curves(history, tmp / CURVES_FILE, f"{out.name}: {config_name.removesuffix('_config.yaml')}")
+        plot_training_curves(history, tmp / CURVES_FILE, out.name)
         for name, rows in (extra or {}).items():
             write_jsonl(tmp / name, rows)
         write_json(tmp / META_FILE, meta)
