@@ -29,7 +29,7 @@ def plot_training_curves(history: list[dict], path: Path, title: str) -> None:
         steps, values = series(history, key)
         if steps:
             axes[0][0].plot(steps, values, marker="." if key != "loss" else None, label=key)
-    axes[0][0].set(xlabel="step", ylabel="loss (nats per answer token)", title=title)
+    axes[0][0].set(xlabel="step", ylabel="loss", title=title)
     axes[0][0].legend(fontsize=8)
     if ranking:
         for key in ranking:
