@@ -22,6 +22,8 @@ from align3gr.sft.tasks import SEQ_FORMATS, load_templates
 
 SETTINGS_FILE = "align3gr.json"
 RANKING_DECODERS = ("beam_search", "generate", "exhaustive")
+LEGACY_DEFAULTS = {"seq_format": "prompt", "exclude_history": False}
+"""Fields of settings written before task A had two forms and before evaluation excluded histories."""
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,7 @@ class InferenceSettings:
     @classmethod
     def load(cls, path: Path) -> InferenceSettings:
         """The settings of an `align3gr.json`, or a DataError naming the missing field."""
-        values = {"seq_format": "prompt", **read_json(path)}  # written before task A had two forms
-        values = {"exclude_history": False, **values}  # written before evaluation excluded histories
+        values = {**LEGACY_DEFAULTS, **read_json(path)}
         missing = [f.name for f in fields(cls) if f.name not in values]
         if missing:
             raise DataError(f"missing field {missing[0]!r} (expected {', '.join(f.name for f in fields(cls))})", path)

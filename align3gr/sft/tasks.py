@@ -144,7 +144,7 @@ class TaskBuilder:
     def seq_prompt_ids(self, tokenizer, user_id: str, history: Sequence[str], template: str | None = None) -> list[int]:
         """The token IDs a model reads before predicting the item after `history`, in this builder's task-A form
         (`template`: one of the form's paraphrases; default the first, as evaluation uses)."""
-        template = self.templates[self.seq_kind][0] if template is None else template
+        template = self.paraphrase(self.seq_kind, 0) if template is None else template
         if self.seq_format == "prompt":
             return encode_prompt(tokenizer, self.seq_prompt(user_id, history, template))
         listing, _ = encode_listing(tokenizer, [self.item_codes[i] for i in history])
