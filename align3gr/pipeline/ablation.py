@@ -1,4 +1,4 @@
-"""`align3gr ablate`: the incremental alignment ladder of seed 003 Figure 4 on the user's own config.
+"""`align3gr ablate`: the incremental alignment ladder of Align3GR Figure 4 on the user's own config.
 
 Each rung adds one module to the rung before; the last rung is the config itself (the full method):
 
@@ -106,18 +106,23 @@ def rung_config_file(rung: Rung, run_dir: Path) -> Path:
 
 
 def plot_ladder(rows: list[dict], path: Path) -> None:
-    """Bar chart of Recall@10 (%) per rung, as Figure 4 draws it."""
+    """Grouped bars of Recall@10 and NDCG@10 (%) per rung: Figure 4 draws Recall@10, NDCG@10 shows whether a rung
+    that holds recall moves the hits up or down the list."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    values = [100 * row["recall@10"] for row in rows]
-    figure, axis = plt.subplots(figsize=(1.0 + 0.8 * len(rows), 4.0))
-    bars = axis.bar(range(len(rows)), values, color="#4C72B0")
-    axis.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8)
+    width = 0.4
+    figure, axis = plt.subplots(figsize=(1.0 + 0.9 * len(rows), 4.2))
+    bars_of = (("recall@10", "#4C72B0", -width / 2), ("ndcg@10", "#DD8452", width / 2))
+    for metric, color, offset in bars_of:
+        values = [100 * row[metric] for row in rows]
+        bars = axis.bar([i + offset for i in range(len(rows))], values, width, color=color, label=metric)
+        axis.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=7)
     axis.set_xticks(range(len(rows)), [row["rung"] for row in rows], rotation=35, ha="right", fontsize=8)
-    axis.set_ylabel("Recall@10 (%)")
+    axis.set_ylabel("metric (%)")
+    axis.legend(fontsize=8, loc="upper left")
     axis.set_title(f"Incremental alignment ({rows[0]['split']} split)", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
