@@ -179,11 +179,15 @@ def _sft(args: argparse.Namespace) -> None:
         "base model": meta["base_model"],
         "adapter": "LoRA" if meta["adapter"] else "full model",
         "SCID tokens added": meta["vocabulary"]["scid_tokens"],
-        "steps": meta["steps"],
+        "steps": f"{meta['steps']} (stopped early: valid stopped improving)"
+        if meta.get("stopped_early")
+        else meta["steps"],
         "training loss (first -> last log)": f"{meta['train_loss']['start']:.3f} -> {meta['train_loss']['end']:.3f}",
     }
     for name, loss in meta["seq_loss"].items():
         summary[f"{name} loss (start -> end)"] = f"{loss['start']:.3f} -> {loss['end']:.3f}"
+    if meta.get("best"):
+        summary["kept checkpoint"] = ", ".join(f"{k} {v}" for k, v in meta["best"].items())
     print(format_mapping(summary))
 
 

@@ -129,3 +129,16 @@ def test_stream_run_keeps_the_checkpoint_with_the_best_valid_ranking_and_draws_i
     builder = TaskBuilder(dataset, items, users, seq_format="stream")
     probe = RankingProbe.of_valid(builder, tokenizer, 24, 20, 32, config.seed, exclude=True)
     assert probe(model)["ndcg@10"] == pytest.approx(best)
+
+
+def test_training_stops_once_valid_ranking_has_not_improved_for_patience_evaluations(ml100k_small, scid, tmp_path):
+    """At learning rate 0 the valid ranking never changes: the evaluation at step 2 sets the best, those at 4 and 6
+    do not beat it, and patience 2 stops training at step 6 of 20, keeping the step-2 checkpoint."""
+    options = {**SMALL, "max_steps": 20, "save_steps": 2, "learning_rate": 0.0, "tasks": ["seq"]}
+    config = SFTStageConfig(seq_format="stream", valid_users=16, early_stopping_patience=2, **options)
+    out = tmp_path / "sft"
+    meta = run_sft(ml100k_small, scid, out, config).meta
+    assert meta["steps"] == 6 and meta["stopped_early"] and meta["best"]["step"] == 2
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    ranked = [row["step"] for row in log if "eval_valid_ndcg@10" in row]
+    assert ranked == [0, 2, 4, 6, 6]  # the last is the closing evaluation of the kept model

@@ -102,9 +102,8 @@ def run_sft(
 ) -> SFTResult:
     """Train the SFT model of `data_dir` + `scid_dir` into `out_dir` (or reuse it); see the module docstring."""
     from accelerate import PartialState
-    from transformers import EarlyStoppingCallback
 
-    from align3gr.sft.trainer import SCIDSFTTrainer, needs_model_loss
+    from align3gr.sft.trainer import RankingEarlyStopping, SCIDSFTTrainer, needs_model_loss
 
     start = time.perf_counter()
     config = config or SFTStageConfig()
@@ -166,7 +165,7 @@ def run_sft(
             )
         callbacks = []
         if probe is not None and config.early_stopping_patience:
-            callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
+            callbacks.append(RankingEarlyStopping(config.early_stopping_patience))
         trainer = SCIDSFTTrainer(
             model=model,
             args=arguments,
@@ -199,6 +198,7 @@ def run_sft(
         "examples": counts,
         "train_rows": len(train),
         "steps": trainer.state.global_step,
+        "stopped_early": trainer.state.global_step < trainer.state.max_steps,
         "distributed": {"type": state.distributed_type.value, "processes": state.num_processes},
         "seq_loss": {
             name: {"start": logged(history, f"eval_{name}_loss", 0), "end": final.get(f"eval_{name}_loss")}

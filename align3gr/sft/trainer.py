@@ -3,7 +3,7 @@ takes the loss through the model's own output layer.
 
 Ranking: each scheduled evaluation also runs a `RankingProbe` (beam search on a fixed valid sample) and reports its
 metrics as `eval_valid_recall@K` / `eval_valid_ndcg@K`, so Transformers' best-checkpoint selection
-(`metric_for_best_model`) and `EarlyStoppingCallback` act on recommendation quality, not on a loss.
+(`metric_for_best_model`) and early stopping (`RankingEarlyStopping`) act on recommendation quality, not on a loss.
 
 Loss: TRL computes the SFT loss with a fused LM head that reads `lm_head.weight` (and `.bias`) directly. Under LoRA
 with peft's trainable tokens, the output layer is a wrapper whose new SCID rows live in the adapter, not in that
@@ -20,7 +20,7 @@ model computes its own loss.
 from __future__ import annotations
 
 import torch
-from transformers import Trainer
+from transformers import EarlyStoppingCallback, Trainer
 from trl import SFTTrainer
 
 from align3gr.evaluate.probe import RankingProbe
@@ -43,6 +43,7 @@ class SCIDSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.probe = probe
         self.model_loss = model_loss
+        self._ranking: dict[str, float] = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.model_loss:
@@ -65,10 +66,24 @@ class SCIDSFTTrainer(SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        """The losses of every eval dataset, plus the probe's ranking metrics on a scheduled evaluation."""
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        """A scheduled evaluation (every eval dataset) first ranks the probe's users; the ranking joins the metrics of
+        the first eval dataset's evaluation, so the log and the callbacks (best checkpoint, early stopping) see it."""
         if self.probe is not None and eval_dataset is None and metric_key_prefix == "eval":
-            ranking = {PROBE_PREFIX + k: v for k, v in self.probe(self.accelerator.unwrap_model(self.model)).items()}
-            self.log(ranking)
-            metrics.update(ranking)
-        return metrics
+            ranking = self.probe(self.accelerator.unwrap_model(self.model))
+            self._ranking = {PROBE_PREFIX + k: v for k, v in ranking.items()}
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def evaluation_loop(self, *args, **kwargs):
+        output = super().evaluation_loop(*args, **kwargs)
+        output.metrics.update(self._ranking)
+        self._ranking = {}
+        return output
+
+
+class RankingEarlyStopping(EarlyStoppingCallback):
+    """Transformers' early stopping on the probe's metric, counting only the evaluations that carry it: a scheduled
+    evaluation runs one evaluation per eval dataset, and the ranking rides on the first."""
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        if args.metric_for_best_model in metrics:
+            super().on_evaluate(args, state, control, metrics, **kwargs)
