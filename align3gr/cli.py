@@ -215,11 +215,27 @@ def _dpo(args: argparse.Namespace) -> None:
 
 def _pipeline(args: argparse.Namespace) -> None:
     from align3gr.pipeline import run_pipeline
+    from align3gr.pipeline.seeds import parse_seeds, run_seeds, seeds_text
     from align3gr.pipeline.summary import summary_text
 
+    if args.seeds:
+        summary = run_seeds(args.config, parse_seeds(args.seeds), args.run_dir, launcher=args.launcher)
+        print("\n" + seeds_text(summary))
+        print(f"\nseeds.json and seeds.md in {summary['run_dir']}")
+        return
     summary = run_pipeline(args.config, args.run_dir, launcher=args.launcher)
     print("\n" + summary_text(summary))
     print(f"\nsummary.json and summary.md in {summary['run_dir']}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from align3gr.pipeline.compare import Side, compare, compare_text, default_output, write_comparison
+
+    a, b = Side.of(args.run_a, args.stage_a), Side.of(args.run_b, args.stage_b)
+    result = compare(a, b, test=args.test, unit=args.unit, alpha=args.alpha)
+    print("\n" + compare_text(result))
+    paths = write_comparison(result, args.out or default_output(a, b))
+    print(f"\n{paths[0]} and {paths[1]}")
 
 
 def _push(args: argparse.Namespace) -> None:
@@ -246,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     from align3gr.dpo.config import DPOStageConfig
     from align3gr.embed.config import EmbedConfig
     from align3gr.evaluate.config import EvaluateConfig
+    from align3gr.pipeline.compare import TESTS, UNITS
     from align3gr.sft.config import SFTStageConfig
     from align3gr.tokenize.config import TokenizeConfig
 
@@ -338,7 +355,28 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--config", required=True, type=Path, help="YAML with a section per stage.")
     pipeline.add_argument("--run-dir", type=Path, help="Run folder (default: runs/NAME for NAME.yaml).")
     pipeline.add_argument("--launcher", help=LAUNCHER_HELP)
+    pipeline.add_argument(
+        "--seeds",
+        help="Comma-separated run seeds, e.g. 0,1,2,3,4: the run once per seed S, the embed, tokenize, sft and dpo "
+        "seeds shifted by S (the data seed kept: one dataset), S=0 being the run itself; writes seeds.json and "
+        "seeds.md (mean and sample std per metric and stage).",
+    )
     pipeline.set_defaults(func=_pipeline)
+
+    comparison = stages.add_parser(
+        "compare", help="Two `pipeline --seeds` runs (or two stages of one) with a paired significance test per metric."
+    )
+    comparison.add_argument("run_a", type=Path, help="Run folder A (holding seeds.json).")
+    comparison.add_argument("run_b", type=Path, help="Run folder B, e.g. the baseline config's (may be A itself).")
+    comparison.add_argument("--stage-a", help="Evaluated stage of A (default: its last model).")
+    comparison.add_argument("--stage-b", help="Evaluated stage of B (default: its last model; or popular, sasrec).")
+    comparison.add_argument("--test", choices=list(TESTS), default="t", help="Paired t-test or Wilcoxon "
+                            "signed-rank test, two-sided.")  # fmt: skip
+    comparison.add_argument("--unit", choices=UNITS, default="users", help="Pair users (each one's "
+                            "metric averaged over the seeds; default) or the per-seed means.")  # fmt: skip
+    comparison.add_argument("--alpha", type=float, default=0.05, help="Significance level of the last column.")
+    comparison.add_argument("--out", type=Path, help="Output path without suffix (default: RUN_A/compare/A_vs_B).")
+    comparison.set_defaults(func=_compare)
 
     ablate = stages.add_parser("ablate", help="The Figure 4 ladder: Recall@10 as each alignment module is added.")
     ablate.add_argument("--config", required=True, type=Path, help="YAML with a section per stage (the full method).")

@@ -52,6 +52,16 @@ def ndcg_at_k(ranked: Sequence[str], target: str, k: int) -> float:
     return 1.0 / math.log2(rank + 1) if rank is not None and rank <= k else 0.0
 
 
+def user_score(metric: str, ranked: Sequence[str], target: str) -> float:
+    """One user's `recall@K` or `ndcg@K` (the terms `compute_metrics` averages): what paired tests compare, user by
+    user, from the `predictions.jsonl` of two evaluations."""
+    name, _, k = metric.partition("@")
+    scorers = {"recall": recall_at_k, "ndcg": ndcg_at_k}
+    if name not in scorers or not k.isdigit() or int(k) < 1:
+        raise ConfigError(f"metric {metric!r}: expected recall@K or ndcg@K with K >= 1")
+    return scorers[name](ranked, target, int(k))
+
+
 def check_ks(ks: Sequence[int]) -> list[int]:
     """The cut-offs, sorted and distinct; an empty list or K < 1 raises."""
     if not ks:

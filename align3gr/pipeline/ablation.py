@@ -26,7 +26,7 @@ from pathlib import Path
 from align3gr.io import atomic_write_json, atomic_write_text, sha256_json
 from align3gr.pipeline import default_run_dir
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
-from align3gr.pipeline.plan import Placement, Plan, Step, lineage_key, pipeline_steps
+from align3gr.pipeline.plan import Placement, Plan, Step, lineage_key, merged_steps, pipeline_steps
 from align3gr.pipeline.runner import run_steps
 from align3gr.pipeline.summary import METRICS, markdown_document
 
@@ -68,8 +68,9 @@ def ladder(config: PipelineConfig) -> list[Rung]:
     ]
 
 
-def shared_placement(config: PipelineConfig, run_dir: Path) -> Placement:
-    """Main-run folders for the lineages of `config`'s own pipeline, `ablation/HASH/` for any other."""
+def shared_placement(config: PipelineConfig, run_dir: Path, elsewhere: Path | None = None) -> Placement:
+    """Main-run folders for the lineages of `config`'s own pipeline; any other lineage in `elsewhere` (one other
+    configuration's folder) or, by default, in `ablation/HASH/` (a folder per lineage, which rungs share)."""
     main: dict[str, str] = {}
 
     def record(relative: str, lineage: dict) -> Path:
@@ -80,7 +81,9 @@ def shared_placement(config: PipelineConfig, run_dir: Path) -> Placement:
 
     def place(relative: str, lineage: dict) -> Path:
         key = lineage_key(lineage)
-        return run_dir / relative if main.get(relative) == key else run_dir / "ablation" / key / relative
+        if main.get(relative) == key:
+            return run_dir / relative
+        return (elsewhere if elsewhere is not None else run_dir / "ablation" / key) / relative
 
     return place
 
@@ -90,14 +93,10 @@ def ladder_steps(config: PipelineConfig, run_dir: Path) -> tuple[list[Step], lis
     evaluation step whose metrics are its result (its last model's). Each rung's stage commands read its config
     from `rung_config_file` (written by `run_ablation`)."""
     place = shared_placement(config, run_dir)
-    steps: dict[str, Step] = {}
-    results = []
-    for rung in ladder(config):
-        rung_steps = pipeline_steps(Plan(rung.config, rung_config_file(rung, run_dir), run_dir, place), dpo=rung.dpo)
-        for step in rung_steps:
-            steps.setdefault(step.name, step)
-        results.append((rung, rung_steps[-1].name))
-    return list(steps.values()), results
+    rungs = ladder(config)
+    plans = [(Plan(rung.config, rung_config_file(rung, run_dir), run_dir, place), rung.dpo) for rung in rungs]
+    steps, own = merged_steps(plans)
+    return steps, [(rung, rung_steps[-1].name) for rung, rung_steps in zip(rungs, own, strict=True)]
 
 
 def rung_config_file(rung: Rung, run_dir: Path) -> Path:

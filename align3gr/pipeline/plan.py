@@ -7,7 +7,8 @@ Layout under the run folder: `data/`, `embeddings/`, `scid/`, `sft/` (and `sft_b
 `eval/dpo_STAGE/` holds DPO's own valid-split checks), `eval/SPLIT/popular/` and `eval/SPLIT/sasrec/` (the
 baselines, evaluated with the same options). A step's *lineage* is every option that shaped its output
 (its own section and those of the steps before it); a `Placement` maps a lineage to a folder, which is how the
-ablation ladder puts the steps it shares with the main run in the main run's folders and the others beside them.
+ablation ladder and the repeated seeds put the steps they share with the main run in the main run's folders and the
+others beside them.
 
 Training and evaluation steps also carry their stage command (`align3gr sft --config ... --out ...`), which a
 launcher (`accelerate launch ...`) runs on several processes instead of the in-process call.
@@ -203,6 +204,14 @@ def pipeline_steps(plan: Plan, dpo: bool = True) -> list[Step]:
     for model in models:
         steps += [model, evaluation_step(plan, data, model)]
     return steps
+
+
+def merged_steps(plans: list[tuple[Plan, bool]]) -> tuple[list[Step], list[list[Step]]]:
+    """The pipelines of several plans (each with its DPO stages or without) as one list holding every step once, in
+    an order that respects inputs (a step two plans place in one folder runs once); and each plan's own steps."""
+    steps: dict[str, Step] = {}
+    own = [[steps.setdefault(step.name, step) for step in pipeline_steps(plan, dpo=dpo)] for plan, dpo in plans]
+    return list(steps.values()), own
 
 
 def lineage_key(lineage: dict) -> str:
