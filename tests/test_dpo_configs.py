@@ -1,4 +1,5 @@
-"""The shipped DPO configs: each loads, validates, and the Table 5 variants differ from the default only in stages."""
+"""The shipped DPO configs: each loads, validates, and the Table 5 variants differ from the default only in stages;
+the fill options and their checks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from align3gr.config import config_from_sources
 from align3gr.dpo.config import DPOStageConfig
+from align3gr.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"
 
@@ -29,3 +31,30 @@ def test_the_five_variants_are_there():
         "rf_dpo": ["rf_mixed"],
         "rf_dpo_progressive": ["rf_easy", "rf_hard"],
     }
+
+
+def test_the_default_rejects_the_policys_own_items_from_a_wide_beam():
+    """Align3GR: SP-DPO rejects generated items only, RF-DPO the policy's rated candidates with the logged items as
+    fallback; the beam is wider than the rejected count so the buckets find generated items."""
+    for config in (DPOStageConfig(), config_from_sources(DPOStageConfig, CONFIGS / "ml100k.yaml")):
+        config.validate()
+        assert (config.sp_fill, config.rf_fill) == ("none", "logged")
+        assert config.candidates > config.num_rejected
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        ({"sp_fill": "random"}, "sp_fill='random': expected one of none, catalogue"),
+        ({"rf_fill": "catalogue"}, "rf_fill='catalogue': expected one of logged, none"),
+        ({"candidates": 10, "num_rejected": 20}, "candidates=10 < num_rejected=20: with sp_fill='none'"),
+    ],
+)
+def test_bad_fill_options_are_refused(options, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        DPOStageConfig(**options).validate()
+
+
+def test_a_narrow_beam_is_fine_with_catalogue_fill_or_without_self_play():
+    DPOStageConfig(candidates=10, num_rejected=20, sp_fill="catalogue").validate()
+    DPOStageConfig(stages=["rf_easy", "rf_hard"], candidates=10, num_rejected=20).validate()

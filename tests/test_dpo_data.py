@@ -10,7 +10,13 @@ import torch
 from align3gr.data.dataset import Dataset
 from align3gr.data.schema import Item, Sequence, User
 from align3gr.dpo.buckets import BucketRule, PrefixBuckets, SimilarityBuckets, prefix_match
-from align3gr.dpo.preferences import real_feedback_examples, self_play_examples
+from align3gr.dpo.preferences import (
+    FeedbackPrompt,
+    real_feedback_examples,
+    real_feedback_prompts,
+    self_play_examples,
+    training_positives,
+)
 from align3gr.errors import ConfigError
 
 # Items named by their codes: "x12" is <a_1><b_2><c_x>; the target T is <a_1><b_2><c_0>.
@@ -40,10 +46,12 @@ def test_prefix_match_and_buckets():
 
 
 @pytest.mark.parametrize("kind", ["easy", "medium", "hard"])
-def test_self_play_rows_keep_the_generated_items_of_their_bucket_first(kind):
+def test_catalogue_fill_keeps_the_generated_items_of_the_bucket_first(kind):
     rule = BucketRule(levels=3)
     generated = ["T", "e3", "m1", "h2", "e5", "m4", "h3"]  # beam order, the target among them
-    examples, stats = self_play_examples([("u", ("e9",), "T")], [generated], PrefixBuckets(CODES, rule), kind, 4, 0)
+    examples, stats = self_play_examples(
+        [("u", ("e9",), "T")], [generated], PrefixBuckets(CODES, rule), kind, 4, 0, fill="catalogue"
+    )
     (row,) = examples
     expected = [g for g in generated if g != "T" and rule.of(CODES[g], CODES["T"]) == kind]
     assert row.rejected[:2] == expected and row.generated == 2
@@ -55,12 +63,56 @@ def test_self_play_rows_keep_the_generated_items_of_their_bucket_first(kind):
         assert len(row.rejected) == 4 and stats.filled == 2
 
 
+def test_self_play_rejects_only_generated_items_by_default():
+    """Align3GR's SP-DPO rejects the policy's own generations: a bucket short of K leaves the row short (Eq. 3 runs
+    over the row's own items), a bucket with none drops it, and no catalogue item is drawn."""
+    buckets = PrefixBuckets(CODES, BucketRule(levels=3))
+    generated = ["T", "e3", "m1", "h2", "e5", "m4", "h3"]
+    (easy,), stats = self_play_examples([("u", (), "T")], [generated], buckets, "easy", 4, 0)
+    assert (easy.rejected, easy.generated, easy.filled) == (["e3", "e5"], 2, 0)
+    assert stats.as_dict() == {
+        "rows": 1, "dropped_rows": 0, "rejected_per_row": 2.0, "generated_share": 1.0, "filled": 0, "short_rows": 1,
+    }  # fmt: skip
+    (mixed,), _ = self_play_examples([("u", (), "T")], [generated], buckets, "mixed", 9, 0)
+    assert mixed.rejected == ["e3", "e5", "m1", "m4", "h2", "h3"] and mixed.filled == 0
+    (drawn,), _ = self_play_examples([("u", (), "T")], [generated], buckets, "random", 10, 0)
+    assert sorted(drawn.rejected) == ["e3", "e5", "h2", "h3", "m1", "m4"] and drawn.filled == 0
+    rows, stats = self_play_examples([("u", (), "T")], [["T", "e3", "m1"]], buckets, "hard", 4, 0)
+    assert rows == [] and stats.dropped == 1
+    with pytest.raises(ConfigError, match="unknown self-play fill 'random'"):
+        self_play_examples([("u", (), "T")], [generated], buckets, "easy", 4, 0, fill="random")
+
+
+def test_self_play_never_rejects_the_users_positives():
+    """A liked training item the policy generates, or the catalogue fill draws, is not offered as rejected."""
+    buckets = PrefixBuckets(CODES, BucketRule(levels=3))
+    generated = ["T", "e3", "m1", "h2", "e5", "m4", "h3"]
+    liked = {"u": {"h2", "e3", *(f"e{k}" for k in range(6, 40))}}
+    (hard,), _ = self_play_examples([("u", (), "T")], [generated], buckets, "hard", 4, 0, positives=liked)
+    assert hard.rejected == ["h3"]
+    (easy,), _ = self_play_examples(
+        [("u", (), "T")], [generated], buckets, "easy", 5, 0, fill="catalogue", positives=liked
+    )
+    assert easy.rejected[0] == "e5" and easy.generated == 1
+    assert sorted(easy.rejected[1:]) == ["e0", "e1", "e2", "e4"]  # the only easy items left
+
+
+def test_training_positives_are_the_liked_training_items():
+    dataset = feedback_dataset()
+    assert training_positives(dataset) == {"u1": {"i0", "i2", "i4"}, "u2": {"i0", "i1"}}  # never i6: valid
+    for seq in dataset.sequences.values():
+        seq.feedback = None
+    assert training_positives(dataset) == {"u1": {f"i{k}" for k in range(6)}, "u2": {"i0", "i1"}}
+
+
 def test_random_and_mixed_self_play_stages():
     rule = BucketRule(levels=3)
     generated = ["T", "e3", "m1", "h2", "e5", "m4"]
     (random_row,), _ = self_play_examples([("u", (), "T")], [generated], PrefixBuckets(CODES, rule), "random", 3, 1)
     assert set(random_row.rejected) < set(generated) - {"T"} and random_row.generated == 3
-    (mixed,), _ = self_play_examples([("u", (), "T")], [generated], PrefixBuckets(CODES, rule), "mixed", 6, 1)
+    (mixed,), _ = self_play_examples(
+        [("u", (), "T")], [generated], PrefixBuckets(CODES, rule), "mixed", 6, 1, fill="catalogue"
+    )
     buckets = [rule.of(CODES[r], CODES["T"]) for r in mixed.rejected]
     assert buckets.count("easy") == buckets.count("medium") == buckets.count("hard") == 2
     assert "T" not in mixed.rejected
@@ -110,23 +162,63 @@ def feedback_dataset() -> Dataset:
     return Dataset(items=items, users={u: User(u) for u in sequences}, sequences=sequences)
 
 
-def test_real_feedback_rows_come_from_the_train_split():
+def feedback_rows(dataset: Dataset, kind: str, num_rejected: int, prompts_per_user: int, generated, **options):
+    prompts = real_feedback_prompts(dataset, prompts_per_user)
+    return real_feedback_examples(dataset, prompts, [generated] * len(prompts), kind, num_rejected, **options)
+
+
+def test_real_feedback_prompts_are_liked_training_items():
+    prompts = real_feedback_prompts(feedback_dataset(), prompts_per_user=3)
+    # u1's train part is i0..i5 (i6 valid, i7 test): liked i2, i4 (i0 has no history); u2's is i0, i1
+    assert prompts == [
+        FeedbackPrompt("u1", ("i0", "i1", "i2", "i3"), "i4", 4),
+        FeedbackPrompt("u1", ("i0", "i1"), "i2", 2),
+        FeedbackPrompt("u2", ("i0",), "i1", 1),
+    ]
+
+
+def test_real_feedback_rejects_the_policys_rated_candidates_before_the_chosen_item():
+    """RF-DPO: the policy's candidates the user logged at the stage's level before the chosen position come first
+    (beam order), then the other logged ones (most recent first); nothing logged after the chosen item, nothing
+    unrated, never the valid or test item."""
     dataset = feedback_dataset()
-    easy, stats = real_feedback_examples(dataset, "disliked", num_rejected=20, prompts_per_user=3)
-    # u1's train part is i0..i5 (i6 valid, i7 test): liked i2, i4 (i0 has no history); disliked i1, i5
-    assert [(row.chosen, row.history) for row in easy] == [("i4", ("i0", "i1", "i2", "i3")), ("i2", ("i0", "i1"))]
-    assert all(row.rejected == ["i5", "i1"] for row in easy)
+    candidates = ["i7", "i1", "i5", "i4", "i3", "i6"]  # i5 is disliked, but after i4 and i2
+    (late, early), stats = feedback_rows(dataset, "disliked", 20, 3, candidates)
+    assert (late.chosen, late.rejected, late.generated, late.filled) == ("i4", ["i1"], 1, 0)
+    assert (early.chosen, early.rejected, early.generated, early.filled) == ("i2", ["i1"], 1, 0)
     assert stats.dropped == 1  # u2 liked everything: no disliked item to reject
-    (hard,), _ = real_feedback_examples(dataset, "neutral", num_rejected=20, prompts_per_user=1)
-    assert hard.chosen == "i4" and hard.rejected == ["i3"]
-    assert all("i7" not in row.rejected and "i6" not in row.rejected for row in easy)
+    (hard,), _ = feedback_rows(dataset, "neutral", 20, 1, candidates)
+    assert hard.chosen == "i4" and hard.rejected == ["i3"] and hard.generated == 1
+    (mixed,), _ = feedback_rows(dataset, "negative", 1, 1, candidates)
+    assert mixed.rejected == ["i1"]  # the beam's first rated negative
+
+
+def test_real_feedback_fills_with_logged_items_before_the_chosen_one():
+    items = {f"j{k}": Item(f"j{k}", f"Title {k}") for k in range(9)}
+    # j0 disliked, then liked again at position 3: its last level before the chosen j6 is liked
+    order = ["j0", "j1", "j2", "j0", "j3", "j4", "j6", "j7", "j5", "j8", "j8"]
+    levels = ["disliked", "disliked", "neutral", "liked", "disliked", "disliked", "liked", "disliked", "disliked",
+              "disliked", "disliked"]  # fmt: skip
+    seq = Sequence("u", order, list(range(len(order))), None, None, levels)
+    dataset = Dataset(items=items, users={"u": User("u")}, sequences={"u": seq})
+    # train: j0 j1 j2 j0 j3 j4 j6 j7 j5 (j8 valid and test); the most recent liked item with history is j6, at 6
+    (row,), _ = feedback_rows(dataset, "disliked", 20, 1, ["j7", "j5", "j3", "j8", "j0"])
+    assert (row.chosen, row.rejected, row.generated, row.filled) == ("j6", ["j3", "j4", "j1"], 1, 2)
+    (two,), _ = feedback_rows(dataset, "disliked", 2, 1, ["j7", "j3"])
+    assert two.rejected == ["j3", "j4"]
+    (own,), _ = feedback_rows(dataset, "disliked", 20, 1, ["j7", "j1", "j3"], fill="none")
+    assert (own.rejected, own.filled) == (["j1", "j3"], 0)
+    rows, stats = feedback_rows(dataset, "disliked", 20, 1, ["j7", "j5"], fill="none")
+    assert rows == [] and stats.dropped == 1
+    with pytest.raises(ConfigError, match="unknown real-feedback fill 'catalogue'"):
+        feedback_rows(dataset, "disliked", 20, 1, [], fill="catalogue")
 
 
 def test_real_feedback_needs_feedback_levels():
     dataset = feedback_dataset()
+    with pytest.raises(ConfigError, match="unknown feedback stage kind"):
+        feedback_rows(dataset, "angry", 20, 1, [])
     for seq in dataset.sequences.values():
         seq.feedback = None
     with pytest.raises(ConfigError, match="RF-DPO needs feedback levels"):
-        real_feedback_examples(dataset, "disliked", 20, 1)
-    with pytest.raises(ConfigError, match="unknown feedback stage kind"):
-        real_feedback_examples(dataset, "angry", 20, 1)
+        real_feedback_prompts(dataset, 1)

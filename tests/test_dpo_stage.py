@@ -65,6 +65,12 @@ def test_stages_write_their_outputs_rows_and_valid_metrics(ml100k_small, sft_run
     ]
     item_codes = read_json(sft_run / "scid" / "item_codes.json")
     assert all(item_codes[r][0] != item_codes[row["chosen"]][0] for row in sp_rows for r in row["rejected"])
+    sp_data = results[0].meta["preference_data"]  # the policy's own generations only, never a liked training item
+    assert sp_data["filled"] == 0 and sp_data["generated_share"] == 1.0
+    for row in sp_rows:
+        seq = dataset.sequences[row["user_id"]]
+        liked = {i for i, level in zip(seq.items[:-2], seq.feedback, strict=False) if level == "liked"}
+        assert not liked & set(row["rejected"])
     rf_rows = [
         json.loads(line) for line in (tmp_path / "dpo" / "rf_easy" / "preferences.jsonl").read_text().splitlines()
     ]
@@ -72,7 +78,7 @@ def test_stages_write_their_outputs_rows_and_valid_metrics(ml100k_small, sft_run
         seq = dataset.sequences[row["user_id"]]
         level = dict(zip(seq.items, seq.feedback, strict=True))
         assert level[row["chosen"]] == "liked" and all(level[r] == "disliked" for r in row["rejected"])
-        assert set(row["rejected"]) <= set(seq.items[:-2])
+        assert all(seq.items.index(r) < seq.items.index(row["chosen"]) for r in row["rejected"])
 
 
 def test_each_stage_is_referenced_to_the_previous_stages_output(ml100k_small, sft_run, tmp_path):

@@ -1,4 +1,4 @@
-"""Softmax-DPO (seed 003, Eq. 3): the loss, its agreement with TRL's DPO at K = 1, the shared-prompt forward,
+"""Softmax-DPO (Align3GR Eq. 3): the loss, its agreement with TRL's DPO at K = 1, the shared-prompt forward,
 the reference of a LoRA stage, precomputed reference log-probabilities and bad rows."""
 
 from __future__ import annotations
@@ -156,6 +156,29 @@ def test_precomputed_reference_gives_the_same_loss(tiny, tmp_path):
             live.compute_loss(live.model, {k: v for k, v in batch.items() if not k.startswith("ref_")}).item(),
             rel=1e-5,
         )
+
+
+def test_short_rows_give_eq3_over_their_own_rejected_items(tiny, tmp_path):
+    """Rows with 3, 1 and 2 rejected completions (self-play rows may hold fewer than K): a batch's loss is the mean of
+    each row's Eq. 3 over its own items, live or with the reference log-probabilities precomputed in batches of
+    other widths."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    rows = [*ROWS, {"prompt": "user 7 watched movie 2, then", "chosen": "movie 3", "rejected": ["movie 8", "film 2"]}]
+    live = softmax_trainer(load(tiny), tokenizer, tmp_path / "live", rows=rows)
+    stored = softmax_trainer(load(tiny), tokenizer, tmp_path / "stored", rows=rows, precompute_ref_log_probs=True)
+    for trainer in (live, stored):  # the policy moves away from its reference
+        with seeded(0), torch.no_grad():
+            for param in trainer.model.parameters():
+                param.add_(0.05 * torch.randn_like(param))
+    collate = SoftmaxPreferenceCollator(tokenizer.pad_token_id)
+    with torch.no_grad():
+        alone = [live.compute_loss(live.model, collate([live.train_dataset[i]])).item() for i in range(3)]
+        assert len(set(alone)) == 3
+        for group in ([0, 1, 2], [1, 2], [2, 1]):
+            expected = sum(alone[i] for i in group) / len(group)
+            for trainer in (live, stored):
+                batch = collate([trainer.train_dataset[i] for i in group])
+                assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_packed_mask_lets_each_completion_see_the_prompt_and_itself():

@@ -1,1 +1,1 @@
-"""Preference-level alignment (seed 003, Eq. 3, Table 5): the Softmax-DPO trainer and its progressive stages."""
+"""Preference-level alignment (Align3GR Eq. 3, Table 5): the Softmax-DPO trainer and its progressive stages."""

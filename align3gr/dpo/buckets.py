@@ -1,4 +1,4 @@
-"""Difficulty buckets of SP-DPO (seed 003, "Progressive SP-DPO"): how hard a candidate is to tell from the target.
+"""Difficulty buckets of SP-DPO (Align3GR, "Progressive SP-DPO"): how hard a candidate is to tell from the target.
 
 `PrefixBuckets`, the paper's default, uses the prefix-ngram match (Zheng et al. 2025): the number of leading codes
 a candidate's SCID shares with the ground truth. Sharing none is easy; the longer the shared prefix, the harder;

@@ -4,8 +4,9 @@ Rows hold token IDs: `prompt_ids` (list), `chosen_ids` (list) and `rejected_ids`
 optionally precomputed reference log-probabilities `ref_chosen_logps` (float) and `ref_rejected_logps` (K floats).
 Prompts are left-padded and completions right-padded, so every completion starts at the same column: the plain
 forward projects only those columns onto the vocabulary, and the shared-prompt forward appends them to the
-prompt's KV cache. Rows with fewer rejected completions than the batch's largest K are padded with empty
-completions that `rejected_mask` marks as absent.
+prompt's KV cache. Rows with fewer rejected completions than the batch's largest K (or than `width`) are padded with
+empty completions that `rejected_mask` marks as absent; a row's stored reference log-probabilities are read for its
+own completions only, so they may have been computed in a wider batch.
 """
 
 from __future__ import annotations
@@ -33,14 +34,16 @@ def pad_rows(rows: list[list[int]], value: int, side: str) -> torch.Tensor:
 class SoftmaxPreferenceCollator:
     """Collate rows into `prompt_ids` [B, P], `prompt_attention_mask` [B, P], `completion_ids` [B, 1 + K, C]
     (index 0 is the chosen completion), `completion_attention_mask` [B, 1 + K, C], `rejected_mask` [B, K] and,
-    when the rows have them, `ref_chosen_logps` [B] and `ref_rejected_logps` [B, K]."""
+    when the rows have them, `ref_chosen_logps` [B] and `ref_rejected_logps` [B, K]. K is the batch's largest
+    rejected count, at least `width`."""
 
     pad_token_id: int
+    width: int = 0
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not rows:
             raise ValueError("cannot collate an empty batch")
-        width = max(len(r["rejected_ids"]) for r in rows)
+        width = max(self.width, *(len(r["rejected_ids"]) for r in rows))
         completions: list[list[int]] = []
         for row in rows:
             rejected = [list(c) for c in row["rejected_ids"]]
@@ -57,7 +60,6 @@ class SoftmaxPreferenceCollator:
         }
         if "ref_chosen_logps" in rows[0]:
             batch["ref_chosen_logps"] = torch.tensor([float(r["ref_chosen_logps"]) for r in rows])
-            batch["ref_rejected_logps"] = torch.tensor(
-                [list(r["ref_rejected_logps"]) + [0.0] * (width - len(r["ref_rejected_logps"])) for r in rows]
-            )
+            own = [list(r["ref_rejected_logps"])[: len(r["rejected_ids"])] for r in rows]
+            batch["ref_rejected_logps"] = torch.tensor([logps + [0.0] * (width - len(logps)) for logps in own])
         return batch

@@ -1,9 +1,11 @@
-"""Options of the `dpo` stage: which progressive stages run (Table 5 variants), their data and the optimiser."""
+"""Options of the `dpo` stage: which progressive stages run (Align3GR Table 5 variants), their data and the
+optimiser."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from align3gr.dpo.preferences import RF_FILLS, SP_FILLS
 from align3gr.dpo.shared_prompt import FORWARDS
 from align3gr.errors import ConfigError
 
@@ -17,7 +19,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "rf_hard": ("real_feedback", "neutral"),
     "rf_mixed": ("real_feedback", "negative"),
 }
-"""Stage name -> (source of the rejected items, kind). Table 5: Softmax-DPO = [sp_random]; SP-DPO without
+"""Stage name -> (source of the rejected items, kind). Align3GR Table 5: Softmax-DPO = [sp_random]; SP-DPO without
 progression = [sp_mixed], with = [sp_easy, sp_medium, sp_hard]; RF-DPO without progression = [rf_mixed], with =
 [rf_easy, rf_hard]; Align3GR runs the progressive SP stages, then the progressive RF stages."""
 
@@ -27,7 +29,7 @@ PROGRESSIVE = ["sp_easy", "sp_medium", "sp_hard", "rf_easy", "rf_hard"]
 
 @dataclass
 class DPOStageConfig:
-    """Progressive Softmax-DPO (seed 003, Eq. 3): each stage trains from the previous one, which is its reference."""
+    """Progressive Softmax-DPO (Align3GR Eq. 3): each stage trains from the previous one, which is its reference."""
 
     section = "dpo"
 
@@ -43,7 +45,30 @@ class DPOStageConfig:
     prompts_per_user: int = field(
         default=1, metadata={"help": "Training prompts per user: the most recent (self-play) or liked items (RF)."}
     )
-    candidates: int = field(default=20, metadata={"help": "Beam width of self-play generation."})
+    candidates: int = field(
+        default=50,
+        metadata={
+            "help": "Beam width of the policy's candidates for a prompt (self-play and RF stages); wider than "
+            "num_rejected, so that a stage's bucket or feedback level finds enough of the policy's own items."
+        },
+    )
+    sp_fill: str = field(
+        default="none",
+        metadata={
+            "help": "Self-play rows with fewer than num_rejected generated items of the stage's bucket: 'none' keeps "
+            "them short (Align3GR: rejected items are the policy's own generations; Eq. 3 runs over the row's own "
+            "items) or 'catalogue' pads them with random catalogue items of the same bucket."
+        },
+    )
+    rf_fill: str = field(
+        default="logged",
+        metadata={
+            "help": "RF-DPO rejects the policy's candidates that the user logged at the stage's feedback level (rating "
+            "or review sentiment, data thresholds disliked_max / liked_min) before the chosen item, standing in for "
+            "feedback on shown recommendations. Rows with fewer: 'logged' adds the user's other items logged at that "
+            "level before the chosen one, most recent first; 'none' keeps them short."
+        },
+    )
     bucketing: str = field(
         default="prefix",
         metadata={"help": "Self-play difficulty: 'prefix' (prefix-ngram match) or 'similarity' (SCID vectors)."},
@@ -88,5 +113,16 @@ class DPOStageConfig:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.bucketing not in BUCKETINGS:
             raise ConfigError(f"bucketing={self.bucketing!r}: expected one of {', '.join(BUCKETINGS)}")
+        if self.sp_fill not in SP_FILLS:
+            raise ConfigError(f"sp_fill={self.sp_fill!r}: expected one of {', '.join(SP_FILLS)}")
+        if self.rf_fill not in RF_FILLS:
+            raise ConfigError(f"rf_fill={self.rf_fill!r}: expected one of {', '.join(RF_FILLS)}")
+        self_play = any(STAGES[s][0] == "self_play" for s in self.stages)
+        if self_play and self.sp_fill == "none" and self.candidates < self.num_rejected:
+            raise ConfigError(
+                f"candidates={self.candidates} < num_rejected={self.num_rejected}: with sp_fill='none' the rejected "
+                "items are the policy's generations only, so the beam must be at least num_rejected wide (wider "
+                "still to fill the buckets); widen it or set sp_fill='catalogue'"
+            )
         if self.beta <= 0:
             raise ConfigError(f"beta={self.beta}: must be > 0")

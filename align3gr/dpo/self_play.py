@@ -1,9 +1,10 @@
-"""Self-play generation of SP-DPO: the current policy's constrained beam search over the training prompts.
+"""The policy's own candidates for the DPO stages: its constrained beam search over the training prompts.
 
-The prompts are split across the processes of an `accelerate launch` as evaluation splits users
-(`align3gr.decode.sharded`) and the candidates gathered, so every process builds the same rows. History items are
-not excluded (evaluation excludes them by default): candidates are the policy's own top list, and a history item it
-ranks high is a mistake worth rejecting.
+SP-DPO rejects them by difficulty bucket; RF-DPO keeps those the user logged a feedback level for. The prompts are
+split across the processes of an `accelerate launch` as evaluation splits users (`align3gr.decode.sharded`) and the
+candidates gathered, so every process builds the same rows. History items are not excluded (evaluation excludes
+them by default): candidates are the policy's own top list, a disliked or neutral history item it ranks high is a
+mistake worth rejecting, and the rows leave out the user's positives (`preferences.training_positives`).
 """
 
 from __future__ import annotations
@@ -21,17 +22,17 @@ def generate_candidates(
     tokenizer,
     builder: TaskBuilder,
     item_codes: Mapping[str, Sequence[str]],
-    prompts: Sequence[tuple[str, tuple[str, ...], str]],
+    prompts: Sequence[tuple],
     beam_size: int,
     batch_size: int,
 ) -> list[list[str]]:
-    """For each (user, history, target), the items the policy ranks first for the task-A prompt (paraphrase 0,
-    as in evaluation), best first, `beam_size` at most."""
-    ids = [builder.seq_prompt_ids(tokenizer, user, history) for user, history, _ in prompts]
+    """For each prompt, a tuple that starts with (user, history), the items the policy ranks first for the task-A
+    prompt (paraphrase 0, as in evaluation), best first, `beam_size` at most."""
+    ids = [builder.seq_prompt_ids(tokenizer, prompt[0], prompt[1]) for prompt in prompts]
     was_training = policy.training
     policy.eval()
     trie = trie_for_model(item_codes, tokenizer, policy)
     decoder = build_decoder("beam_search", policy, tokenizer, trie, beam_size, batch_size)
-    ranked = recommend_sharded(decoder, ids, "self-play", "prompt")
+    ranked = recommend_sharded(decoder, ids, "candidates", "prompt")
     policy.train(was_training)
     return [r.items for r in ranked]

@@ -1,4 +1,4 @@
-"""The Softmax-DPO loss of Align3GR (seed 003, Eq. 3; Chen et al. 2024, S-DPO), one chosen and K rejected.
+"""The Softmax-DPO loss (Align3GR Eq. 3; Chen et al. 2024, S-DPO), one chosen and K rejected.
 
 With r = beta * (log pi_theta(y | x) - log pi_ref(y | x)) the implicit reward of a completion,
 

@@ -1,4 +1,4 @@
-"""`SoftmaxDPOTrainer`: TRL's `DPOTrainer` with the Softmax-DPO loss of Align3GR (seed 003, Eq. 3).
+"""`SoftmaxDPOTrainer`: TRL's `DPOTrainer` with the Softmax-DPO loss of Align3GR (Eq. 3).
 
 Rows are `prompt` (text), `chosen` (text) and `rejected` (a list of K texts), tokenized with the same
 `encode_prompt` / `encode_completion` as SFT and decoding, or already tokenized as `prompt_ids`, `chosen_ids`
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from accelerate.utils import is_peft_model
@@ -104,6 +104,19 @@ class SoftmaxDPOTrainer(DPOTrainer):
         return dataset.map(
             tokenize, with_indices=True, remove_columns=sorted(columns & {"prompt", "chosen", "rejected"})
         )
+
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        """TRL's pass, with every batch as wide as the dataset's largest rejected count: its per-batch results are
+        concatenated, which batches of rows with fewer than K rejected completions would otherwise break."""
+        collator = self.data_collator
+        if not isinstance(collator, SoftmaxPreferenceCollator):
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        widest = max((len(rejected) for rejected in dataset["rejected_ids"]), default=0)
+        self.data_collator = replace(collator, width=widest)
+        try:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        finally:
+            self.data_collator = collator
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
