@@ -1,4 +1,4 @@
-"""UniSID (seed 004) on a tiny Qwen2.5-VL built from a config, vision tower included: the input schema with and
+"""UniSID on a tiny Qwen2.5-VL built from a config, vision tower included: the input schema with and
 without images, the token positions the heads read, each loss against a hand computation, what trains and what
 stays frozen, the V-measure, and the stage on a small catalogue with images."""
 
@@ -22,10 +22,10 @@ from align3gr.tokenize.code_table import load_code_tables
 from align3gr.tokenize.codebook_stats import level_v_measure, v_measure
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.stage import code_tokens, item_report, run_tokenize
-from align3gr.tokenize.unisid.backbone import load_backbone, load_reconstructor, make_trainable
+from align3gr.tokenize.unisid.backbone import build_tiny_models, load_backbone, load_reconstructor, make_trainable
 from align3gr.tokenize.unisid.config import UniSIDConfig
 from align3gr.tokenize.unisid.losses import (
-    embedding_infonce,
+    embedding_contrastive,
     multi_granularity_loss,
     summary_reconstruction_loss,
     total_loss,
@@ -33,7 +33,7 @@ from align3gr.tokenize.unisid.losses import (
 )
 from align3gr.tokenize.unisid.model import UniSID, encode_views, language_backbone, load_unisid, token_positions
 from align3gr.tokenize.unisid.schema import ItemSchema, first_view, item_inputs, second_view, sid_tokens
-from align3gr.tokenize.unisid.summaries import load_unisid_prompts, write_summaries
+from align3gr.tokenize.unisid.summaries import load_unisid_prompts, summary_request, write_summaries
 from align3gr.tokenize.unisid.train import granularity_labels
 
 CATALOGUE = [
@@ -144,8 +144,9 @@ def test_heads_read_the_hidden_states_at_the_sid_and_embedding_tokens(parts):
         token_positions(batch["input_ids"][:, :-1], model.token_ids)
 
 
-def hand_supervised_contrastive(z, labels, tau):
-    """-1/|P| sum_p log(exp(cos(i,p)/tau) / sum_{a != i} exp(cos(i,a)/tau)), averaged over anchors with positives."""
+def hand_supervised_contrastive(z, labels, tau, negatives_only=False):
+    """-1/|P| sum_p log(exp(cos(i,p)/tau) / sum_a exp(cos(i,a)/tau)), averaged over anchors with positives; a runs
+    over all other rows (Eq. 5) or, with `negatives_only`, over the rows with another label (Eq. 6)."""
     rows = [[float(x) for x in row] for row in z]
 
     def cos(a, b):
@@ -157,7 +158,8 @@ def hand_supervised_contrastive(z, labels, tau):
         positives = [p for p in range(len(rows)) if p != i and labels[p] == labels[i]]
         if not positives:
             continue
-        denominator = sum(math.exp(cos(anchor, rows[a]) / tau) for a in range(len(rows)) if a != i)
+        candidates = [a for a in range(len(rows)) if a != i and not (negatives_only and labels[a] == labels[i])]
+        denominator = sum(math.exp(cos(anchor, rows[a]) / tau) for a in candidates)
         terms = [math.log(math.exp(cos(anchor, rows[p]) / tau) / denominator) for p in positives]
         losses.append(-sum(terms) / len(positives))
     return sum(losses) / len(losses)
@@ -173,8 +175,8 @@ def test_multi_granularity_and_embedding_losses_equal_a_hand_computation():
     assert multi_granularity_loss(logits, labels, tau).item() == pytest.approx(expected / 2, rel=1e-5)
     embedding = torch.randn(6, 4, generator=generator)
     items = torch.tensor([0, 1, 2, 0, 1, 2])
-    assert embedding_infonce(embedding, items, tau).item() == pytest.approx(
-        hand_supervised_contrastive(embedding, items.tolist(), tau), rel=1e-5
+    assert embedding_contrastive(embedding, items, tau).item() == pytest.approx(
+        hand_supervised_contrastive(embedding, items.tolist(), tau, negatives_only=True), rel=1e-5
     )
     # the deepest level: only the other view is a positive; a coarse level: the other item of the category too
     z = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [1.0, 0.1], [0.7, 0.7], [0.1, 1.0]])
@@ -183,9 +185,28 @@ def test_multi_granularity_and_embedding_losses_equal_a_hand_computation():
     assert multi_granularity_loss(torch.stack([z, z], 1), torch.tensor([[0, 0], [0, 1], [1, 2]] * 2), 1.0).item() == (
         pytest.approx((only_view + coarse) / 2, rel=1e-5)
     )
+    # Eq. 5 keeps the positive in the denominator: row 0's other view at cos 1, the other item's rows at cos 0
+    views = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    two_items = torch.tensor([0, 0, 1, 1])
+    eq5 = multi_granularity_loss(views.unsqueeze(1), two_items.unsqueeze(1), 1.0)
+    assert eq5.item() == pytest.approx(-math.log(math.e / (math.e + 2)), rel=1e-6)
     losses = {"sid": torch.tensor(1.5), "emb": torch.tensor(2.0), "rec": torch.tensor(3.0)}
     assert total_loss(losses, 0.1).item() == pytest.approx(1.5 + 2.0 + 0.3)
     assert total_loss({"sid": torch.tensor(1.5), "emb": torch.tensor(2.0)}, 0.0).item() == pytest.approx(3.5)
+
+
+def test_embedding_loss_sums_its_denominator_over_the_negatives_only():
+    # UniSID Eq. 6: -log(exp(cos(i, j)/tau) / sum_{k in N_i} exp(cos(i, k)/tau)); with the other view at cos 1 and
+    # both rows of the other item at cos 0 (tau = 1): -log(e / 2) = log 2 - 1 for every row
+    views = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    assert embedding_contrastive(views, torch.tensor([0, 0, 1, 1]), 1.0).item() == pytest.approx(math.log(2) - 1)
+    # halving tau: -(1/0.5) + log(2 exp(0)) = log 2 - 2
+    assert embedding_contrastive(views, torch.tensor([0, 0, 1, 1]), 0.5).item() == pytest.approx(math.log(2) - 2)
+    # a process's share of one item has no negatives: no anchor, a zero loss that still back-propagates
+    alone = torch.tensor([[1.0, 0.5], [0.3, 1.0]], requires_grad=True)
+    loss = embedding_contrastive(alone, torch.tensor([4, 4]), 0.1)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(alone.grad, torch.zeros(2, 2))
 
 
 def test_summary_reconstruction_loss_equals_a_hand_computation(tmp_path):
@@ -203,7 +224,8 @@ def test_summary_reconstruction_loss_equals_a_hand_computation(tmp_path):
             log_probs = torch.log_softmax(reconstructor(inputs_embeds=inputs).logits[0], -1)
             terms += [-float(log_probs[t, ids[row, t]]) for t in range(length)]  # position t predicts token t
         loss = summary_reconstruction_loss(reconstructor, prefix, ids, mask)
-    assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+    # UniSID Eq. 10 sums over the summary's tokens (4 and 2 here); the batch's two summaries are averaged
+    assert len(terms) == 6 and loss.item() == pytest.approx(sum(terms) / 2, rel=1e-5)
 
 
 @pytest.mark.parametrize("use_lora", [False, True], ids=["full", "lora"])
@@ -250,13 +272,39 @@ def test_a_training_step_with_and_without_an_image_trains_only_what_it_should(ca
 
 def test_granularity_labels_follow_the_category_depth(catalogue):
     labels = granularity_labels(load_dataset(catalogue), 3)
-    assert labels[:, 2].tolist() == list(range(7))  # the deepest level: the item itself
-    coarse, middle = labels[:, 0].tolist(), labels[:, 1].tolist()
+    coarse, middle, deepest = labels[:, 0].tolist(), labels[:, 1].tolist(), labels[:, 2].tolist()
     assert coarse[0] == coarse[1] == coarse[2] == coarse[3] != coarse[4] == coarse[5]
     assert middle[0] == middle[1] != middle[2] == middle[3] and middle[4] == middle[5]
+    # the deepest level: the depth-3 category (Kettles, Knives); the lamps have none, so each only itself
+    assert deepest[0] == deepest[1] != deepest[2] == deepest[3] and len(set(deepest[3:])) == 4
     assert coarse[6] not in coarse[:6] and middle[6] not in middle[:6]  # no category: alone
     baseline = granularity_labels(load_dataset(catalogue), 3, by_category=False)
     assert all(len(set(baseline[:, level])) == 7 for level in range(3))  # InfoNCE: only the other view
+
+
+def amazon_catalogue() -> Dataset:
+    """12 items under Amazon's root category (on every item, as in the Amazon builder's output): 4 guitars (2
+    electric, both solid-body, and 2 acoustic), 4 keyboards (2 digital pianos, 2 synthesizers), 3 drums and a bare
+    accessory with the root only."""
+    paths = [["Guitars", "Electric Guitars", "Solid Body"]] * 2 + [["Guitars", "Acoustic Guitars"]] * 2
+    paths += [["Keyboards", "Digital Pianos"]] * 2 + [["Keyboards", "Synthesizers"]] * 2 + [["Drums"]] * 3 + [[]]
+    items = {
+        str(i): Item(str(i), f"Product {i}", "", ["Musical Instruments", *path], {"brand": "Fender"})
+        for i, path in enumerate(paths)
+    }
+    return Dataset(items, {}, {})
+
+
+def test_granularity_labels_drop_a_near_universal_root_and_fall_back_to_the_item():
+    labels = granularity_labels(amazon_catalogue(), 3)
+    first, second, third = (labels[:, level].tolist() for level in range(3))
+    # level 1: the category below the root (the root on all 12 items would make every row a positive)
+    assert len(set(first[:11])) == 3 and first[0] == first[3] != first[4] == first[7] != first[8] == first[10]
+    assert first[11] not in first[:11]  # the root only: no informative category, alone
+    assert second[0] == second[1] != second[2] == second[3] != second[4] == second[5] != second[6] == second[7]
+    assert len(set(second[8:])) == 4  # drums have no depth-2 category: each only itself
+    # level 3: the solid-body guitars share their depth-3 category, every other item is alone
+    assert third[0] == third[1] and len(set(third[1:])) == 11
 
 
 def test_v_measure():
@@ -283,8 +331,11 @@ def test_v_measure():
 def test_summaries_from_the_template_or_a_local_llm(catalogue, tmp_path):
     dataset = load_dataset(catalogue)
     templates = write_summaries(dataset, UniSIDConfig(), seed=0)
-    assert templates[0] == "Red kettle: Kitchen, Cookware and Kettles by Acme under $10."
-    assert templates[6] == "Gift card: an item by Acme under $20."
+    # UniSID Eq. 7 summarises the attributes: no title in the template's text nor in the LLM's facts
+    assert templates[0] == "Kitchen, Cookware and Kettles by Acme under $10."
+    assert templates[6] == "An item by Acme under $20."
+    request = summary_request(dataset.items["1"], load_unisid_prompts()["summary"], 0, "image")
+    assert request.facts == {"category": "Kitchen > Cookware > Kettles", "brand": "Acme", "price": "10.0"}
     llm = build_tiny_causal_lm(["a kettle for tea", "a lamp for reading"] * 20, tmp_path / "llm", 300, 32, 1)
     options = UniSIDConfig(summary_model=str(llm), summary_cache=str(tmp_path / "cache"), summary_max_new_tokens=8)
     written = write_summaries(dataset, options, seed=0)
@@ -294,6 +345,17 @@ def test_summaries_from_the_template_or_a_local_llm(catalogue, tmp_path):
     assert all(text in generated or text == template for text, template in zip(written, templates, strict=True))
     with pytest.raises(ConfigError, match="unisid_options.summary_model='nowhere': expected a local model folder"):
         write_summaries(dataset, UniSIDConfig(summary_model="nowhere"), seed=0)
+
+
+def test_a_tiny_reconstruction_lm_is_built_with_a_warning(tmp_path, caplog):
+    options = UniSIDConfig(model="a-checkpoint", tiny_vocab_size=300, tiny_hidden_size=32, tiny_layers=1)
+    texts = ["a kettle for tea", "a lamp for reading"] * 10
+    build_tiny_models(options, texts, "unused", str(tmp_path / "lm"), seed=0)
+    assert (tmp_path / "lm" / "config.json").is_file()
+    assert "reconstruction_weight=0.1 with reconstruction_model=tiny, a random frozen LM" in caplog.text
+    caplog.clear()
+    build_tiny_models(options, texts, "unused", None, seed=0)  # lambda = 0: no reconstruction LM, no warning
+    assert "reconstruction_weight" not in caplog.text
 
 
 def test_bad_options_and_images_are_named(catalogue, tmp_path):

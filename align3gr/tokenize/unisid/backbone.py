@@ -1,10 +1,11 @@
 """UniSID's language models: the Qwen2.5-VL backbone (a checkpoint, or the tiny one built from the data) with the
 SID and embedding tokens added, what of it trains (the language model fully or through LoRA; the vision tower
-never, seed 004 A.3), and the frozen causal LM of the summary reconstruction.
+never, UniSID A.3), and the frozen causal LM of the summary reconstruction.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from align3gr.models.tiny_vl import build_tiny_qwen2_5_vl
 from align3gr.sft.lora import module_name
 from align3gr.tokenize.unisid.config import TINY, UniSIDConfig
 from align3gr.tokenize.unisid.schema import ItemInput
+
+log = logging.getLogger(__name__)
 
 
 def load_backbone(path: str, dtype: str):
@@ -91,13 +94,20 @@ def tiny_texts(items: Sequence[ItemInput], summaries: Sequence[str], instruction
 
 
 def build_tiny_models(options: UniSIDConfig, texts: list[str], backbone: str, reconstructor: str | None, seed: int):
-    """Create the tiny backbone and the tiny reconstruction LM that `model_paths` points to."""
+    """Create the tiny backbone and the tiny reconstruction LM that `model_paths` points to; warn that the latter,
+    random and frozen, gives UniSID Eq. 10 no summary semantics to reconstruct with."""
     if options.model == TINY:
         build_tiny_qwen2_5_vl(
             texts, backbone, options.tiny_vocab_size, options.tiny_hidden_size, options.tiny_layers,
             options.tiny_vision_depth, seed=seed,
         )  # fmt: skip
     if reconstructor is not None and options.reconstruction_model == TINY:
+        log.warning(
+            "UniSID: reconstruction_weight=%g with reconstruction_model=tiny, a random frozen LM that knows no "
+            "language: the summary reconstruction (Eq. 10) adds no semantics to the SIDs; give a trained causal LM "
+            "(paper: Qwen2.5-3B) or set reconstruction_weight: 0",
+            options.reconstruction_weight,
+        )
         build_tiny_causal_lm(
             texts, reconstructor, options.tiny_vocab_size, options.tiny_hidden_size, options.tiny_layers, seed=seed
         )

@@ -1,4 +1,4 @@
-"""Options of UniSID (seed 004 3.1-3.5, appendix A.3): the fields of `TokenizeConfig.unisid_options`.
+"""Options of UniSID (its sections 3.1-3.5, appendix A.3): the fields of `TokenizeConfig.unisid_options`.
 
 L and K are the tokenize stage's `levels` and `codebook_size` (the paper: 3 x 2,048), the seed is its `seed`.
 """
@@ -41,19 +41,20 @@ class UniSIDConfig:
     temperature: float = field(default=0.1, metadata={"help": "Temperature tau of Eq. 5 and Eq. 6."})
     multi_granularity: bool = field(
         default=True,
-        metadata={"help": "Eq. 5's positives by category depth; off: Table 5's baseline, InfoNCE at every level "
-                  "(only the item's other view is a positive)."},
+        metadata={"help": "Eq. 5's positives by category depth (near-universal categories dropped); off: UniSID "
+                  "Table 5's baseline, InfoNCE at every level (only the item's other view is a positive)."},
     )  # fmt: skip
     reconstruction_weight: float = field(
         default=0.1, metadata={"help": "lambda of Eq. 11 (paper: 0.1); 0 drops the summary reconstruction."}
     )
     reconstruction_model: str = field(
         default=TINY,
-        metadata={"help": "Frozen causal LM that reconstructs the summary (paper: Qwen2.5-3B), or 'tiny'."},
-    )
+        metadata={"help": "Frozen causal LM that reconstructs the summary (paper: Qwen2.5-3B), or 'tiny': a random "
+                  "one that knows no language, so Eq. 10 adds nothing (a warning says so)."},
+    )  # fmt: skip
     summary_model: str | None = field(
         default=None,
-        metadata={"help": "Local causal LM folder that writes the summaries offline (Eq. 7); none: a template."},
+        metadata={"help": "Local causal LM folder that summarises the attributes offline (Eq. 7); none: a template."},
     )
     summary_max_new_tokens: int = field(default=64, metadata={"help": "Length limit of an LLM-written summary."})
     summary_cache: str | None = field(

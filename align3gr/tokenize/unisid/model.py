@@ -1,4 +1,4 @@
-"""UniSID's model (seed 004, 3.2 and 3.4): the Qwen2.5-VL backbone (Eq. 1), the SID head and the embedding head on
+"""UniSID's model (its sections 3.2 and 3.4): the Qwen2.5-VL backbone (Eq. 1), the SID head and the embedding head on
 the hidden states at the SID-token and embedding-token positions (Eq. 2-3), the SIDs by per-level argmax (Eq. 4),
 and the reconstruction head (Eq. 8-9) that conditions the frozen LM of Eq. 10.
 

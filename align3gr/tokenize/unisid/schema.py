@@ -1,4 +1,4 @@
-"""UniSID's advertisement-enhanced input schema (seed 004, 3.1), generalised to items.
+"""UniSID's advertisement-enhanced input schema (its section 3.1), generalised to items.
 
 One sequence per item: the instruction prompt, the item's image when it has one, its title and description, its
 structured attributes (category path, then brand, price and any other scalar attribute), then the L learnable
@@ -6,8 +6,8 @@ SID tokens and the embedding token. Images go through the checkpoint's image pro
 `<|image_pad|>` placeholders of the text exactly as Qwen2.5-VL's processor fills them (one per merged patch), so
 only the tokenizer and the image processor are needed (not the video processor, which wants torchvision).
 
-The second view of an item (its only positive at the deepest SID level and for the embedding) drops each
-description word with probability `view_dropout` and mirrors the image.
+The second view of an item (its only positive for the embedding, and at SID levels deeper than its category
+path) drops each description word with probability `view_dropout` and mirrors the image.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The texts of UniSID's input and objective: the instruction prompt (3.1) and the item summaries the SID and
-embedding reconstruct (3.4, Eq. 7), written offline by a local causal LM from the item's facts when
-`summary_model` is given (cached like the data stage's LLM texts), from a template otherwise (`prompts/unisid.yaml`).
+"""The texts of UniSID's input and objective: the instruction prompt (UniSID 3.1) and the item summaries the SID
+and embedding reconstruct (UniSID 3.4, Eq. 7), written offline by a local causal LM when `summary_model` is given
+(cached like the data stage's LLM texts), from a template otherwise (`prompts/unisid.yaml`). Eq. 7 summarises the
+structured attributes x^att only: neither the LLM's facts nor the template hold the title.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from align3gr.prompts import load_prompts
 from align3gr.tokenize.unisid.config import UniSIDConfig
 
 PROMPT_FILE = "unisid"
-PROMPT_KINDS = {"instruction": (), "summary": ("title", "categories", "details"), "llm_summary": ("facts",)}
+PROMPT_KINDS = {"instruction": (), "summary": ("categories", "details"), "llm_summary": ("facts",)}
 
 
 def load_unisid_prompts() -> dict[str, list[str]]:
@@ -32,11 +33,11 @@ def attribute_lines(item: Item, image_attribute: str) -> list[tuple[str, str]]:
 
 
 def summary_request(item: Item, templates: list[str], seed: int, image_attribute: str) -> TextRequest:
-    """The item's facts (title and attributes) and its template summary."""
-    facts = {"title": item.title, **{name.lower(): value for name, value in attribute_lines(item, image_attribute)}}
+    """The item's attributes as the facts of Eq. 7 and its template summary."""
+    facts = {name.lower(): value for name, value in attribute_lines(item, image_attribute)}
     template = pick(templates, seed, "summary", item.item_id)
     details = "".join(TaskTexts.item_details(item).values())
-    text = template.format(title=item.title, categories=join_phrase(item.categories) or "an item", details=details)
+    text = template.format(categories=join_phrase(item.categories) or "An item", details=details)
     return TextRequest("summary", item.item_id, facts, text)
 
 

@@ -1,5 +1,5 @@
-"""UniSID training (seed 004, 3.5): Eq. 11 end to end over the catalogue, alone or under `accelerate launch` (DDP),
-then every item's SID from its whole input (Eq. 4).
+"""Training of UniSID (its section 3.5): Eq. 11 end to end over the catalogue, alone or under `accelerate launch`
+(DDP), then every item's SID from its whole input (Eq. 4).
 
 A step takes `batch_size` items and both views of each. Under several processes each takes its share of the step's
 items and contrasts them among themselves while DDP averages the gradients (a final step with fewer items than
@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from align3gr.data.config import DataConfig
 from align3gr.data.dataset import Dataset
+from align3gr.data.texts import TaskTexts
 from align3gr.errors import ConfigError
 from align3gr.seeding import seeded
 from align3gr.sft.vocab import extend_vocabulary
@@ -54,17 +56,17 @@ class UniSIDResult:
 
 
 def granularity_labels(dataset: Dataset, levels: int, by_category: bool = True) -> np.ndarray:
-    """[N, L] labels of Eq. 5's positive sets: at level l < L the item's category path cut to depth l (an item
-    without categories shares it with no other item), at the deepest level the item itself; without `by_category`
-    the item itself at every level (Table 5's InfoNCE baseline)."""
+    """[N, L] labels of the positive sets of UniSID Eq. 5: at level l the item's category path cut to depth l, the
+    path without near-universal categories (`TaskTexts.categories`: Amazon's root is on every item and would make
+    every row a positive at level 1, leaving no negatives); the item itself where its path is shorter than l, and
+    at every level without `by_category` (UniSID Table 5's InfoNCE baseline)."""
+    texts = TaskTexts(dataset, DataConfig())
     ids: dict[tuple, int] = {}
     rows = []
     for index, item in enumerate(dataset.items.values()):
-        row = []
-        for depth in range(1, levels):
-            key = (depth, *item.categories[:depth]) if by_category and item.categories else (depth, index)
-            row.append(ids.setdefault(key, len(ids)))
-        rows.append([*row, index])
+        path = texts.categories(item) if by_category else []
+        keys = [(depth, *path[:depth]) if depth <= len(path) else (depth, index) for depth in range(1, levels + 1)]
+        rows.append([ids.setdefault(key, len(ids)) for key in keys])
     return np.array(rows, dtype=np.int64)
 
 
