@@ -96,19 +96,24 @@ def _tokenize(args: argparse.Namespace) -> None:
          "perplexity": level["perplexity"], "top-1 load": level["top1_load"]}
         for side in ("items", "users") for level in report[side]["levels"]
     ]  # fmt: skip
-    print("\n" + format_table(rows, f"SCID tokenizer {args.out} (item codes: {report['item_tokenizer']})"))
+    title = f"SCID tokenizer {args.out} (item codes: {report['item_tokenizer']}; raw codes, before de-duplication)"
+    print("\n" + format_table(rows, title))
+    raw, unique = report["items"]["v_measure"], report["items"]["resolved"]["v_measure"]
     dual = [level["v_measure"] for level in report.get("dual_items", {}).get("v_measure", [])]
     rows = [
-        {"level": level["level"], "homogeneity": level["homogeneity"], "completeness": level["completeness"],
-         "V-measure": level["v_measure"]} | ({"dual V-measure": dual[i] if i < len(dual) else ""} if dual else {})
-        for i, level in enumerate(report["items"]["v_measure"])
+        {"level": level["level"], "homogeneity": raw[i]["homogeneity"] if i < len(raw) else "",
+         "completeness": raw[i]["completeness"] if i < len(raw) else "",
+         "V-measure": raw[i]["v_measure"] if i < len(raw) else "", "V-measure (unique codes)": level["v_measure"]}
+        | ({"dual V-measure": dual[i] if i < len(dual) else ""} if dual else {})
+        for i, level in enumerate(unique)
     ]  # fmt: skip
     print("\n" + format_table(rows, "Item V-measure against the category path (items grouped by code prefix)"))
     collisions = report["items"]["collisions"]
     summary = {
         "item collision rate before": collisions["collision_rate_before"],
         "item collision rate after": collisions["collision_rate_after"],
-        "item SID entropy": report["items"]["sid_entropy"],
+        "item SID entropy (raw codes)": report["items"]["sid_entropy"],
+        "item SID entropy (unique codes, ln N)": report["items"]["resolved"]["sid_entropy"],
         "user collision rate": report["users"]["collision_rate"],
         "valid U2I AUC (end of phase 1)": (report["u2i_auc"]["phase1"] or [float("nan")])[-1],
         "valid U2I AUC (end)": (report["u2i_auc"]["phase2"] or [float("nan")])[-1],

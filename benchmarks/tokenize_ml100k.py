@@ -53,7 +53,7 @@ def main() -> None:
     print(f"dual tokenizer vs item-only baseline: x{tokenize_seconds / baseline_seconds:.2f} time")
     print(
         f"items: collision rate {report['items']['collisions']['collision_rate_before']:.4f} before, "
-        f"{report['items']['collisions']['collision_rate_after']:.4f} after; utilisation per level "
+        f"{report['items']['collisions']['collision_rate_after']:.4f} after; utilisation per level of the raw codes "
         + ", ".join(f"{level['utilisation']:.3f}" for level in levels)
     )
     print(f"users: collision rate {report['users']['collision_rate']:.4f}; final validation U2I AUC "

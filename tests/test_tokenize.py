@@ -20,7 +20,7 @@ from align3gr.tokenize.dual import DualTokenizer
 from align3gr.tokenize.kmeans import kmeans
 from align3gr.tokenize.losses.u2i import InteractionSet, false_negative_mask, u2i_auc, u2i_loss
 from align3gr.tokenize.rqvae import RQVAE
-from align3gr.tokenize.stage import run_tokenize
+from align3gr.tokenize.stage import item_report, run_tokenize
 
 
 def hierarchical_gaussians(n: int = 4096, dim: int = 16, seed: int = 0) -> torch.Tensor:
@@ -107,6 +107,22 @@ def test_collision_resolution_adds_a_level_only_when_a_prefix_is_over_capacity()
     assert resolved.shape == (8, 3) and collision_rate(resolved) == 0.0
     assert sorted(resolved[:6, 2].tolist()) == list(range(6))
     assert len({tuple(r) for r in resolved[6:, :2]}) == 2  # the small group was re-assigned, not extended
+    with pytest.raises(ConfigError, match=r"1 code prefixes hold more items than the last level's 4 codes \(up to 6\)"):
+        resolve_collisions(codes, np.zeros((8, 4)), disambiguation_level=False)
+
+
+def test_item_report_measures_the_raw_codes_and_the_unique_ones_apart():
+    raw = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0], [1, 0, 0]])
+    costs = np.array([[0.0, 1.0], [0.5, 0.1], [0.0, 1.0], [0.0, 1.0]])  # item 1 moves to last code 1
+    codes, report = item_report(raw, costs, 2, ["x", "y", "x", "y"])
+    assert codes.tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]]
+    assert report["sid_entropy"] == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
+    assert report["resolved"]["sid_entropy"] == pytest.approx(math.log(4))  # unique codes: always ln N
+    # full raw codes group {0, 1} (x, y), {2} (x), {3} (y): H(C|K) = 0.5 ln 2 of H(C) = ln 2
+    assert report["v_measure"][2]["homogeneity"] == pytest.approx(0.5)
+    assert report["resolved"]["v_measure"][2]["homogeneity"] == pytest.approx(1.0)
+    assert report["levels"][2]["utilisation"] == 0.5 and report["resolved"]["levels"][2]["utilisation"] == 1.0
+    assert report["collisions"]["collision_rate_before"] == 0.5 and report["collisions"]["items_reassigned"] == 1
 
 
 def test_codebook_statistics():
@@ -131,6 +147,9 @@ def test_tokenize_stage_writes_unique_reproducible_codes(ml100k_small, ml100k_sm
     assert report["items"]["collisions"]["collision_rate_after"] == 0.0
     assert len(report["items"]["levels"]) >= 3 and all("utilisation" in level for level in report["items"]["levels"])
     assert [level["level"] for level in report["items"]["v_measure"]] == list(range(len(report["items"]["levels"])))
+    raw, unique = report["items"], report["items"]["resolved"]
+    assert len(raw["levels"]) == 3 and len(unique["levels"]) == len(next(iter(items.values())))
+    assert raw["sid_entropy"] < unique["sid_entropy"] == pytest.approx(math.log(len(items)))  # raw codes collide
     assert report["u2i_auc"]["phase1"] and len(report["u2i_auc"]["phase2"]) == 3
     assert (tmp_path / "scid" / "code_usage.png").stat().st_size > 1000
     reloaded = DualTokenizer.load(tmp_path / "scid")

@@ -101,7 +101,7 @@ def scid_section(folder: Path, settings: InferenceSettings) -> str:
         for level in report.get("items", {}).get("levels", [])
     ]
     if level_rows:
-        lines += ["", "Item tokenizer (`tokenizer_report.json`):", ""]
+        lines += ["", "Item tokenizer (`tokenizer_report.json`; the raw codes, before de-duplication):", ""]
         lines.append(markdown_table(["level", "codebook size", "utilisation", "perplexity"], level_rows))
     collisions = report.get("items", {}).get("collisions", {})
     if "collision_rate_after" in collisions:

@@ -1,6 +1,6 @@
-"""Code-usage statistics of a code table: per level perplexity, utilisation and top-1 load (seed 002), the SID
-entropy of seed 001 (entropy of the empirical distribution of full codes), and the per-level V-measure against the
-items' categories (seed 004's SID quality)."""
+"""Code-usage statistics of a code table: per level perplexity, utilisation and top-1 load (AdaSID 5.1.2), the SID
+entropy of QuaSID (5.1.3: entropy of the empirical distribution of full codes), and the per-level V-measure against the
+items' categories (UniSID's SID quality)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def level_statistics(codes: np.ndarray, codebook_sizes: list[int]) -> list[dict]
 
 
 def sid_entropy(codes: np.ndarray) -> float:
-    """E_SID = -sum_s p(s) log p(s) over full codes s (seed 001, 5.1.3); higher means fewer shared codes."""
+    """E_SID = -sum_s p(s) log p(s) over full codes s (QuaSID 5.1.3); higher means fewer shared codes."""
     _, counts = np.unique(codes, axis=0, return_counts=True)
     return _entropy(counts)
 
@@ -54,7 +54,7 @@ def v_measure(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
 
 
 def level_v_measure(codes: np.ndarray, labels: list[str]) -> list[dict]:
-    """SID quality per level (seed 004, 4.1): the V-measure of the items grouped by their code prefix up to each
+    """SID quality per level (UniSID 4.1): the V-measure of the items grouped by their code prefix up to each
     level (the groups a model generating level by level has narrowed to) against their class labels."""
     classes = np.asarray(labels)
     return [{"level": level, **v_measure(classes, codes[:, : level + 1])} for level in range(codes.shape[1])]

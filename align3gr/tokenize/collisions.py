@@ -1,7 +1,7 @@
 """Unique item SCIDs: items sharing a full code are separated by re-assigning the last level within their
 prefix group (an exact balanced assignment: each item to a distinct free code, minimising the total distance to
 the chosen codes, like LC-Rec's Sinkhorn step but exact), and by a disambiguation level only where a prefix
-group has more items than codes."""
+group has more items than codes (optional). Neither is in Align3GR, whose item SCIDs are the raw RQ-VAE codes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections import defaultdict
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from align3gr.errors import ConfigError
 
 
 def collision_rate(codes: np.ndarray) -> float:
@@ -19,13 +21,16 @@ def collision_rate(codes: np.ndarray) -> float:
     return float((counts[inverse.ravel()] > 1).mean())
 
 
-def resolve_collisions(codes: np.ndarray, last_level_distances: np.ndarray) -> tuple[np.ndarray, dict]:
+def resolve_collisions(
+    codes: np.ndarray, last_level_distances: np.ndarray, disambiguation_level: bool = True
+) -> tuple[np.ndarray, dict]:
     """Make every row of `codes` [N, L] unique.
 
     `last_level_distances` [N, K] holds each item's distance to every code of the last level (its residual
     before that level against the last codebook). Returns the new codes ([N, L], or [N, L + 1] when a
     disambiguation level was needed) and a report: collision rate before and after, items re-assigned,
-    groups resolved, and whether a level was added.
+    groups resolved, and whether a level was added. Without `disambiguation_level`, a prefix group with more items
+    than codes is a ConfigError: its items cannot have unique codes of L levels.
     """
     codes = codes.copy()
     before = collision_rate(codes)
@@ -48,6 +53,12 @@ def resolve_collisions(codes: np.ndarray, last_level_distances: np.ndarray) -> t
         reassigned += int((new_last != last).sum())
         codes[rows, -1] = new_last
     added_level = bool(overflow)
+    if added_level and not disambiguation_level:
+        largest = max(len(groups[prefix]) for prefix in overflow)
+        raise ConfigError(
+            f"{len(overflow)} code prefixes hold more items than the last level's {size} codes (up to {largest}): "
+            "item codes cannot be unique; raise codebook_size or set disambiguation_level: true"
+        )
     if added_level:
         extra = np.zeros((len(codes), 1), dtype=codes.dtype)
         _, inverse = np.unique(codes, axis=0, return_inverse=True)

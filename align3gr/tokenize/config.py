@@ -1,5 +1,6 @@
-"""Options of the `tokenize` stage: the dual SCID tokenizer (seed 003 Eq. 1-2, Table 3, implementation details)
-and the choice of item tokenizer (the dual one, or UniSID of seed 004)."""
+"""Options of the `tokenize` stage: the dual SCID tokenizer (Align3GR Eq. 1-2, Table 3, implementation details),
+its optional regularisers (DAS, QuaSID, AdaSID), the toolkit's additions beyond the papers, and the choice of item
+tokenizer (the dual one, or UniSID)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ class TokenizeConfig:
     levels: int = field(default=3, metadata={"help": "Code levels per side (UniSID's L too)."})
     codebook_size: int = field(default=256, metadata={"help": "Codes per level of items (UniSID's K too)."})
     user_codebook_size: int = field(default=256, metadata={"help": "Codes per level (users)."})
-    code_dim: int = field(default=32, metadata={"help": "Dimension of each code vector (and of the SC embedding)."})
+    code_dim: int = field(
+        default=32, metadata={"help": "Dimension of each code vector (and of the SC embedding unless sc_dim is set)."}
+    )
     hidden_dims: list[int] = field(default_factory=lambda: [256, 128], metadata={"help": "SC encoder MLP sizes."})
     beta: float = field(default=0.25, metadata={"help": "Commitment weight of the RQ loss."})
     phase1_alpha: float = field(default=1.0, metadata={"help": "U2I weight until the validation AUC stops improving."})
@@ -42,23 +45,46 @@ class TokenizeConfig:
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
     auc_negatives: int = field(default=100, metadata={"help": "Sampled negative items per validation user for AUC."})
-    hamr: bool = field(default=False, metadata={"help": "Add QuaSID's HaMR + CVPM repulsion (seed 001) in phase 2."})
+    hamr: bool = field(default=False, metadata={"help": "Add QuaSID's HaMR + CVPM repulsion (Eq. 8-13) in phase 2."})
     hamr_options: dict = field(default_factory=dict, metadata={"help": "HaMRConfig fields (YAML)."})
     adasid: bool = field(
         default=False,
-        metadata={"help": "Add AdaSID's adaptive collision regulation (seed 002) in phase 2; its Eq. 14 schedule "
-                  "then weights the U2I loss as the collaborative term."},
+        metadata={"help": "Add AdaSID's adaptive collision regulation (Eq. 2-13) in phase 2, weighted by its Eq. 12 "
+                  "lambda_col; with u2i, its collaborative term lambda_cf * L_cf (Eq. 14) is the U2I loss, whose "
+                  "weight becomes alpha + lambda_cf."},
     )  # fmt: skip
     adasid_options: dict = field(
         default_factory=dict,
-        metadata={"help": "AdaSIDConfig fields (YAML); t_start/t_end default to the start and end of phase 2."},
-    )
-    das: bool = field(default=False, metadata={"help": "Add DAS multi-view contrastive alignment (seed 000)."})
+        metadata={"help": "AdaSIDConfig fields (YAML); t_start/t_end count phase-2 optimiser steps (one per batch of "
+                  "training pairs) and default to the start and end of phase 2."},
+    )  # fmt: skip
+    das: bool = field(default=False, metadata={"help": "Add DAS multi-view contrastive alignment (Eq. 5-10)."})
     das_options: dict = field(default_factory=dict, metadata={"help": "DASConfig fields (YAML)."})
+    revive_dead_codes: bool = field(
+        default=True,
+        metadata={"help": "After every phase-2 epoch, move the codes no item (user) uses onto random residuals "
+                  "(dead-code restart; not in Align3GR)."},
+    )  # fmt: skip
+    disambiguation_level: bool = field(
+        default=True,
+        metadata={"help": "Where a code prefix holds more items than the last level has codes, add a level that "
+                  "numbers them so item codes stay unique (not in Align3GR); off: such a table is an error."},
+    )  # fmt: skip
+    regularize_users: bool = field(
+        default=True,
+        metadata={"help": "Apply HaMR and AdaSID to the user RQ-VAE too (not in the papers: QuaSID and AdaSID "
+                  "tokenize items)."},
+    )  # fmt: skip
+    sc_dim: int = field(
+        default=0,
+        metadata={"help": "0: the RQ-VAE's encoder is the SC encoder, so the SC embedding has code_dim dimensions "
+                  "(not in Align3GR); > 0: a separate SC encoder makes sc_dim-dimensional SC embeddings, which the "
+                  "RQ-VAE encodes, quantises and reconstructs (Align3GR Figure 2b)."},
+    )  # fmt: skip
     item_tokenizer: str = field(
         default="dual",
-        metadata={"help": "Item codes from the dual RQ-VAE tokenizer ('dual') or from UniSID ('unisid', seed 004; "
-                  "users still get the dual tokenizer's codes)."},
+        metadata={"help": "Item codes from the dual RQ-VAE tokenizer ('dual') or from UniSID ('unisid'; users "
+                  "still get the dual tokenizer's codes)."},
     )  # fmt: skip
     unisid_options: dict = field(default_factory=dict, metadata={"help": "UniSIDConfig fields (YAML)."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, k-means and batching."})
@@ -85,3 +111,5 @@ class TokenizeConfig:
         for name in ("levels", "codebook_size", "user_codebook_size", "code_dim", "batch_size", "rq_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.sc_dim < 0:
+            raise ConfigError(f"sc_dim={self.sc_dim}: must be >= 0 (0: the SC embedding is the RQ-VAE's latent)")

@@ -1,17 +1,20 @@
-"""The dual SCID tokenizer of Align3GR (seed 003, "Token-level Alignment", Eq. 1-2): a user and an item RQ-VAE
-whose encoders are the Semantic-Collaborative encoders over [semantic; collaborative] features, trained with
+"""The dual SCID tokenizer of Align3GR ("Token-level Alignment", Eq. 1-2): a user and an item RQ-VAE over
+[semantic; collaborative] features whose Semantic-Collaborative encoders (by default the RQ-VAEs' own encoders,
+see `rqvae`) are trained with
 
     L = alpha * L_U2I + gamma * (L_RQ^user + L_RQ^item)
 
 in two phases: alpha = 1, gamma = 0 until the validation U2I AUC stops improving (the SC encoders learn the
-behaviour alignment), then the codebooks are initialised by k-means on the SC embeddings and training goes on
-with alpha = 0.1, gamma = 1 (quantisation).
+behaviour alignment), then the codebooks are initialised by k-means (as in DAS 2.1.2) and training goes on with
+alpha = 0.1, gamma = 1 (quantisation). Phase 2 may add DAS, QuaSID's HaMR and AdaSID (`batch_loss`); after each
+phase-2 epoch unused codes are revived (`revive_dead_codes`, not in Align3GR).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,6 +54,12 @@ def side_features(semantic: np.ndarray, collaborative: np.ndarray | None, scales
     )
 
 
+def side_rqvae(config: TokenizeConfig, input_dim: int, codebook_size: int) -> RQVAE:
+    """One side's RQ-VAE with the config's sizes."""
+    shape = (config.hidden_dims, config.levels, codebook_size, config.code_dim, config.beta)
+    return RQVAE(input_dim, *shape, sc_dim=config.sc_dim)
+
+
 class DualTokenizer(torch.nn.Module):
     """The item RQ-VAE and (when dual) the user RQ-VAE; saved as safetensors + JSON and reloadable."""
 
@@ -61,14 +70,8 @@ class DualTokenizer(torch.nn.Module):
         self.config = config
         self.item_dim, self.user_dim = item_dim, user_dim
         self.scales = scales or {}
-        self.items = RQVAE(
-            item_dim, config.hidden_dims, config.levels, config.codebook_size, config.code_dim, config.beta
-        )
-        self.users = (
-            RQVAE(user_dim, config.hidden_dims, config.levels, config.user_codebook_size, config.code_dim, config.beta)
-            if user_dim is not None
-            else None
-        )
+        self.items = side_rqvae(config, item_dim, config.codebook_size)
+        self.users = side_rqvae(config, user_dim, config.user_codebook_size) if user_dim is not None else None
 
     def save(self, folder: Path) -> None:
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "tokenizer.safetensors"))
@@ -118,15 +121,29 @@ class Neighbours:
     """For each key (an item, or a user), the values it co-occurs with in training; sampled one per row."""
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, num_keys: int) -> None:
-        order = torch.argsort(keys, stable=True)
+        self.span = int(values.max()) + 1 if len(values) else 1
+        self.composite, order = torch.sort(keys * self.span + values)  # by key, then value
         self.values = values[order]
         self.counts = torch.bincount(keys, minlength=num_keys)
         self.offsets = torch.cumsum(self.counts, 0) - self.counts
 
-    def sample(self, keys: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One random co-occurring value per key (keys with no neighbour give -1, which callers never pass)."""
-        draw = torch.randint(1 << 30, (len(keys),), generator=generator) % self.counts[keys].clamp_min(1)
-        return self.values[self.offsets[keys] + draw]
+    def sample(self, keys: torch.Tensor, exclude: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Per row, one value drawn uniformly among those of `keys[b]` other than `exclude[b]` (the anchor itself),
+        or -1 when the key has no other value."""
+        query = keys * self.span + exclude
+        first = torch.searchsorted(self.composite, query)
+        skipped = torch.searchsorted(self.composite, query, right=True) - first
+        available = self.counts[keys] - skipped
+        draw = torch.randint(1 << 30, (len(keys),), generator=generator) % available.clamp_min(1)
+        index = self.offsets[keys] + draw
+        index = index + skipped * (index >= first)
+        return torch.where(available > 0, self.values[index.clamp(max=len(self.values) - 1)], -1)
+
+
+def pooled_codes(rqvae: RQVAE, features: torch.Tensor) -> torch.Tensor:
+    """The sum of the codebook vectors of the rows' codes [N, code_dim], differentiable in the codebooks only: the
+    SID representation z of DAS 2.3 ("sum-pooling the codebook embeddings")."""
+    return rqvae.quantizer.lookup(rqvae.encode(features))
 
 
 def cycle_chunks(count: int, size: int, generator: torch.Generator):
@@ -172,27 +189,38 @@ class DualTrainer:
         self.step = 0
         self.generator = torch.Generator()
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps of one `run_epoch`, one per batch of training pairs whichever losses are on: the clock of
+        AdaSID's progress (Eq. 11)."""
+        return math.ceil(len(self.pairs) / self.config.batch_size)
+
     def batch_loss(self, model: DualTokenizer, pairs: torch.Tensor, alpha: float, gamma: float, streams) -> dict:
         """Eq. 2 on one step (U2I on the pair batch, RQ on uniform item and user batches), plus the enabled
-        regularisers in phase 2 (gamma > 0): HaMR, AdaSID (whose Eq. 14 schedule then weights U2I) and DAS."""
+        regularisers in phase 2 (gamma > 0): HaMR, AdaSID and DAS. AdaSID's Eq. 14 weights its collision loss by
+        lambda_col(tau) and its collaborative term, here the U2I loss (when `u2i` is on), by lambda_cf(tau), on
+        top of Eq. 2's alpha."""
         config = self.config
         losses: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {"u2i": alpha, "rq_item": gamma, "rq_user": gamma}
-        if alpha > 0 and model.users is not None:
+        if config.adasid and gamma > 0:
+            collision, collaborative = progress_weights(self.step, self.adasid)
+            weights |= {"adasid_item": collision, "adasid_user": collision}
+            weights["u2i"] += collaborative if config.u2i else 0.0
+        if weights["u2i"] > 0 and model.users is not None:
             users, items = pairs[:, 0], pairs[:, 1]
-            u = model.users.encoder(self.x_users[users])
-            v = model.items.encoder(self.x_items[items])
+            u = model.users.sc_embedding(self.x_users[users])
+            v = model.items.sc_embedding(self.x_items[items])
             losses["u2i"] = u2i_loss(u, v, false_negative_mask(users, items, self.known))
         if gamma > 0:
             sides = [("item", model.items, self.x_items, next(streams["items"]))]
             if model.users is not None:
                 sides.append(("user", model.users, self.x_users, next(streams["users"])))
-            if config.adasid:
-                weights["adasid_item"], weights["u2i"] = progress_weights(self.step, self.adasid)
-                weights["adasid_user"] = weights["adasid_item"]
             for side, rqvae, features, rows in sides:
                 out = rqvae(features[rows])
                 losses[f"rq_{side}"] = out.loss
+                if side == "user" and not config.regularize_users:
+                    continue
                 if config.hamr:
                     mask = cvpm_mask(rows)
                     losses[f"hamr_{side}"] = hamr_loss(out.embedding, out.quantized.codes, mask, self.hamr)
@@ -201,23 +229,31 @@ class DualTrainer:
                     collision = adasid_collision_loss(out.embedding, out.quantized.codes, rows, self.adasid)
                     losses[f"adasid_{side}"] = collision
             if self.das is not None and len(pairs):
-                losses["das"] = self.das_loss(model, pairs)
+                losses["das"] = self.das_loss(model, pairs)["total"]
                 weights["das"] = 1.0
         total = sum(weights.get(name, 0.0) * value for name, value in losses.items())
         return {"total": total, **losses}
 
-    def das_loss(self, model: DualTokenizer, pairs: torch.Tensor) -> torch.Tensor:
-        """DAS's six views on the pair batch; co-occurrence partners are drawn from the training interactions."""
+    def das_loss(self, model: DualTokenizer, pairs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """DAS's six views and their total on the pair batch. z_u, z_i are the sums of the chosen codes (DAS 2.3),
+        so the alignment trains the codebooks; co-occurrence partners are drawn from the training interactions,
+        never the anchor itself."""
         users, items = pairs[:, 0], pairs[:, 1]
-        co_users = self.co_users.sample(items, self.generator)
-        co_items = self.co_items.sample(users, self.generator)
-        z_user = model.users(self.x_users[users]).quantized.vector
-        z_item = model.items(self.x_items[items]).quantized.vector
-        co_user = model.users(self.x_users[co_users]).quantized.vector
-        co_item = model.items(self.x_items[co_items]).quantized.vector
-        same_item = items.unsqueeze(0) == items.unsqueeze(1)
-        views = self.das(z_user, z_item, self.cf_users[users], self.cf_items[items], co_user, co_item, same_item)
-        return views["total"]
+        co_users = self.co_users.sample(items, users, self.generator)
+        co_items = self.co_items.sample(users, items, self.generator)
+        return self.das(
+            pooled_codes(model.users, self.x_users[users]),
+            pooled_codes(model.items, self.x_items[items]),
+            self.cf_users[users],
+            self.cf_items[items],
+            pooled_codes(model.users, self.x_users[co_users.clamp_min(0)]),
+            pooled_codes(model.items, self.x_items[co_items.clamp_min(0)]),
+            same_item=items.unsqueeze(0) == items.unsqueeze(1),
+            same_user=users.unsqueeze(0) == users.unsqueeze(1),
+            interacted=self.known.contains(users.unsqueeze(1), items.unsqueeze(0)),
+            co_user_rows=co_users >= 0,
+            co_item_rows=co_items >= 0,
+        )
 
     @torch.no_grad()
     def validation_auc(self, model: DualTokenizer, generator: torch.Generator) -> float:
@@ -230,8 +266,8 @@ class DualTrainer:
         clash = self.known.contains(users.unsqueeze(1).expand_as(negatives), negatives) | (
             negatives == positives[:, None]
         )
-        item_emb = model.items.encoder(self.x_items)
-        auc = u2i_auc(model.users.encoder(self.x_users[users]), item_emb[positives], item_emb[negatives], ~clash)
+        item_emb = model.items.sc_embedding(self.x_items)
+        auc = u2i_auc(model.users.sc_embedding(self.x_users[users]), item_emb[positives], item_emb[negatives], ~clash)
         model.train()
         return auc
 
@@ -251,10 +287,10 @@ class DualTrainer:
 
     @torch.no_grad()
     def revive(self, model: DualTokenizer, generator: torch.Generator) -> int:
-        """Re-seed unused codes of both sides on the current SC embeddings (dead-code restart)."""
-        moved = model.items.quantizer.revive_dead_codes(model.items.encoder(self.x_items), generator)
+        """Re-seed unused codes of both sides on the current latents (dead-code restart, not in Align3GR)."""
+        moved = model.items.quantizer.revive_dead_codes(model.items.latent(self.x_items), generator)
         if model.users is not None:
-            moved += model.users.quantizer.revive_dead_codes(model.users.encoder(self.x_users), generator)
+            moved += model.users.quantizer.revive_dead_codes(model.users.latent(self.x_users), generator)
         return moved
 
     def train(self) -> DualTokenizer:
@@ -284,19 +320,18 @@ class DualTrainer:
                         break
                 log.info("phase 1: validation U2I AUC %.4f, switching to quantisation", stopping.restore())
             with torch.no_grad():
-                model.items.quantizer.init_codebooks(model.items.encoder(self.x_items), generator)
+                model.items.quantizer.init_codebooks(model.items.latent(self.x_items), generator)
                 if model.users is not None:
-                    model.users.quantizer.init_codebooks(model.users.encoder(self.x_users), generator)
+                    model.users.quantizer.init_codebooks(model.users.latent(self.x_users), generator)
             alpha = config.phase2_alpha if config.u2i else 0.0
-            steps_per_epoch = (
-                len(self.pairs[:: config.batch_size]) if config.dual else len(self.x_items[:: config.rq_batch_size])
-            )
             self.adasid.t_start = config.adasid_options.get("t_start", 0)
-            self.adasid.t_end = config.adasid_options.get("t_end", steps_per_epoch * config.phase2_epochs)
+            self.adasid.t_end = config.adasid_options.get("t_end", self.steps_per_epoch * config.phase2_epochs)
             for epoch in (bar := tqdm(range(1, config.phase2_epochs + 1), desc="tokenizer phase 2", unit="epoch")):
                 losses = self.run_epoch(model, optimizer, alpha, config.phase2_gamma, streams, generator)
                 auc = self.validation_auc(model, generator)
-                revived = self.revive(model, generator)
-                self.history.phase2.append({"epoch": epoch, "valid_auc": auc, "revived_codes": revived, **losses})
+                row = {"epoch": epoch, "valid_auc": auc}
+                if config.revive_dead_codes:
+                    row["revived_codes"] = self.revive(model, generator)
+                self.history.phase2.append(row | losses)
                 bar.set_postfix(rq=f"{losses.get('rq_item', 0):.3f}", valid_auc=f"{auc:.4f}")
         return model.eval()

@@ -1,6 +1,6 @@
-"""Deterministic k-means in torch, used to initialise each RQ-VAE codebook on real data (seed 003, implementation
-details: "k-means initialisation of each codebook"). Distances are computed in row chunks so that a catalogue of
-millions never holds an [N, K] matrix at once."""
+"""Deterministic k-means in torch, used to initialise each RQ-VAE codebook on real data, as DAS does "to prevent
+codebook collapse" (2.1.2; Align3GR does not say how its codebooks start). Distances are computed in row chunks so
+that a catalogue of millions never holds an [N, K] matrix at once."""
 
 from __future__ import annotations
 

@@ -1,12 +1,17 @@
-"""Residual quantisation (RQ-VAE, Lee et al. 2022) as Align3GR uses it for each side of the dual tokenizer (seed 003,
-"Token-level Alignment" and implementation details: 3 levels of 256 codes of dimension 32): an encoder (the
-side's Semantic-Collaborative encoder), L levels of residual vector quantisation with a straight-through
-estimator, and a decoder that reconstructs the encoder's input from the quantised vector.
+"""Residual quantisation (RQ-VAE, Lee et al. 2022) as Align3GR uses it for each side of the dual tokenizer
+("Token-level Alignment" and implementation details: 3 levels of 256 codes of dimension 32): an encoder, L levels
+of residual vector quantisation with a straight-through estimator, and a decoder that reconstructs the encoder's
+input from the quantised vector.
 
-With r_0 = z and, per level l, the nearest code q_l of r_{l-1} and r_l = r_{l-1} - q_l (seed 001 Eq. 4), the RQ
-loss of seed 003 Eq. 2 is, averaged over the batch (seed 001 Eq. 5a-5b):
+With r_0 = z and, per level l, the nearest code q_l of r_{l-1} and r_l = r_{l-1} - q_l (QuaSID Eq. 4), the RQ
+loss of Align3GR Eq. 2 is, averaged over the batch (QuaSID Eq. 5a-5b):
 
     ||x - x_hat||^2 + sum_l ( ||sg[r_{l-1}] - q_l||^2 + beta * ||r_{l-1} - sg[q_l]||^2 ),   beta = 0.25
+
+By default the RQ-VAE's encoder is also the side's Semantic-Collaborative (SC) encoder, so the SC embedding that
+the U2I loss aligns is the code_dim latent and x is [semantic; collaborative]. Align3GR's Figure 2b quantises the
+SC embedding with an RQ-VAE of its own: with `sc_dim` > 0 a separate SC encoder maps x to an sc_dim SC embedding,
+which the RQ-VAE encodes, quantises and reconstructs (x above is then the SC embedding).
 """
 
 from __future__ import annotations
@@ -117,9 +122,9 @@ class ResidualQuantizer(nn.Module):
         `collisions.resolve_collisions`)."""
         return squared_distances(self.last_level_residuals(z), self.codebooks[-1])
 
-    @torch.no_grad()
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
-        """The quantised vector [N, d] of codes [N, L]."""
+        """The quantised vector [N, d] of codes [N, L]: the sum of their codebook vectors, differentiable in the
+        codebooks (DAS's sum-pooled SID representation)."""
         return sum(self.codebooks[level][codes[:, level]] for level in range(self.levels))
 
 
@@ -135,7 +140,9 @@ class RQOutput:
 
 
 class RQVAE(nn.Module):
-    """Encoder -> residual quantiser -> decoder; the encoder is the side's Semantic-Collaborative encoder."""
+    """[SC encoder ->] encoder -> residual quantiser -> decoder. Without `sc_dim` the encoder is the side's
+    Semantic-Collaborative encoder; with it, a separate SC encoder (input_dim -> hidden_dims -> sc_dim) comes
+    first and the RQ-VAE (sc_dim -> hidden_dims -> code_dim and back) reconstructs its output."""
 
     def __init__(
         self,
@@ -146,27 +153,39 @@ class RQVAE(nn.Module):
         code_dim: int = 32,
         beta: float = 0.25,
         dropout: float = 0.0,
+        sc_dim: int = 0,
     ) -> None:
         super().__init__()
-        self.encoder = mlp([input_dim, *hidden_dims, code_dim], dropout)
+        self.sc_encoder = mlp([input_dim, *hidden_dims, sc_dim], dropout) if sc_dim else None
+        rq_input = sc_dim or input_dim
+        self.encoder = mlp([rq_input, *hidden_dims, code_dim], dropout)
         self.quantizer = ResidualQuantizer(levels, codebook_size, code_dim, beta)
-        self.decoder = mlp([code_dim, *reversed(hidden_dims), input_dim], dropout)
+        self.decoder = mlp([code_dim, *reversed(hidden_dims), rq_input], dropout)
+
+    def sc_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The SC embedding of inputs [N, input_dim] (Align3GR's SC_u / SC_i, what the U2I loss aligns)."""
+        return self.encoder(x) if self.sc_encoder is None else self.sc_encoder(x)
+
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        """What the quantiser reads for inputs [N, input_dim]: the encoder's output (the SC embedding by default)."""
+        return self.encoder(x if self.sc_encoder is None else self.sc_encoder(x))
 
     def forward(self, x: torch.Tensor) -> RQOutput:
-        embedding = self.encoder(x)
+        target = x if self.sc_encoder is None else self.sc_encoder(x)
+        embedding = self.encoder(target)
         quantized = self.quantizer(embedding)
         reconstruction = self.decoder(quantized.vector)
-        reconstruction_loss = (reconstruction - x).pow(2).sum(1).mean()
+        reconstruction_loss = (reconstruction - target).pow(2).sum(1).mean()
         loss = reconstruction_loss + quantized.codebook_loss + quantized.commitment_loss
         return RQOutput(embedding, quantized, reconstruction, reconstruction_loss, loss)
 
     @torch.no_grad()
     def init_codebooks(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        """k-means initialisation of every level on the encoder's output for the inputs `x` [N, input_dim]."""
-        self.quantizer.init_codebooks(torch.cat([self.encoder(chunk) for chunk in x.split(CHUNK_ROWS)]), generator)
+        """k-means initialisation of every level on the latents of the inputs `x` [N, input_dim]."""
+        self.quantizer.init_codebooks(torch.cat([self.latent(chunk) for chunk in x.split(CHUNK_ROWS)]), generator)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
         """Codes [N, L] (int64) of inputs [N, input_dim], in batches (2,048 rows is fastest on CPU: larger batches
         spill the [batch, codes] distance matrices out of cache; see benchmarks/rqvae_scale.py)."""
-        return torch.cat([self.quantizer(self.encoder(chunk)).codes for chunk in x.split(batch_size)])
+        return torch.cat([self.quantizer(self.latent(chunk)).codes for chunk in x.split(batch_size)])

@@ -1,16 +1,17 @@
 """`align3gr tokenize`: train the item and user tokenizers and write the code tables of the design.
 
 Item codes come from the dual SCID tokenizer's item RQ-VAE (`item_tokenizer: dual`) or from UniSID
-(`item_tokenizer: unisid`, seed 004, `align3gr.tokenize.unisid`). User codes always come from the dual tokenizer,
+(`item_tokenizer: unisid`, `align3gr.tokenize.unisid`). User codes always come from the dual tokenizer,
 trained with its U2I loss exactly as when it makes the item codes too; with UniSID and `dual: false` it does not
 run (no user codes, no embeddings read).
 
 `scid/` holds `item_codes.json` and `user_codes.json` (`{id: ["<a_12>", "<b_3>", "<c_200>"]}`: one token per
 code, a prefix per side and level: items a, b, c, ...; users ua, ub, uc, ...), the dual tokenizer's weights and
 config, UniSID's model in `unisid/` when it made the item codes, `report.json` (per level perplexity, utilisation,
-top-1 load and V-measure against the category path; SID entropy; collision rates before and after resolution;
-U2I AUC per phase; with UniSID its training report, and the dual tokenizer's item-code statistics as `dual_items`
-for comparison; wall time) and `code_usage.png`. Item codes are always unique. Under `accelerate launch` every
+top-1 load and V-measure against the category path, and SID entropy, of the raw codes, and the same of the unique
+codes under `resolved`; collision rates before and after resolution; U2I AUC per phase; with UniSID its training
+report, and the dual tokenizer's item-code statistics as `dual_items` for comparison; wall time) and
+`code_usage.png` (of the unique codes). Item codes are always unique. Under `accelerate launch` every
 process trains UniSID; the main process trains the dual tokenizer and writes the folder.
 """
 
@@ -83,18 +84,28 @@ def check_sizes(config: TokenizeConfig, items: int, users: int) -> None:
         )
 
 
-def item_report(raw_codes: np.ndarray, costs: np.ndarray, codebook_size: int, labels: list[str]):
-    """(unique codes, their statistics): `resolve_collisions` on the raw codes with the last level's costs [N, K],
-    then per level usage and V-measure against `labels`, SID entropy, collisions before and after."""
-    codes, collisions = resolve_collisions(raw_codes, costs)
-    sizes = [codebook_size] * raw_codes.shape[1]
-    if codes.shape[1] > raw_codes.shape[1]:
-        sizes.append(int(codes[:, -1].max()) + 1)
-    statistics = {
+def code_statistics(codes: np.ndarray, sizes: list[int], labels: list[str]) -> dict:
+    """Per level usage (codebook `sizes`) and V-measure against `labels`, and the SID entropy, of a code table."""
+    return {
         "levels": level_statistics(codes, sizes),
         "v_measure": level_v_measure(codes, labels),
         "sid_entropy": sid_entropy(codes),
+    }
+
+
+def item_report(
+    raw_codes: np.ndarray, costs: np.ndarray, codebook_size: int, labels: list[str], disambiguation_level: bool = True
+) -> tuple[np.ndarray, dict]:
+    """(unique codes, their statistics): `resolve_collisions` on the raw codes with the last level's costs [N, K];
+    `code_statistics` of the raw codes, which carry the tokenizer's duplicated compositions (what QuaSID's SID
+    entropy measures), of the unique codes under `resolved` (entropy ln N, last level's V-measure set by the
+    resolution), and the collisions before and after."""
+    codes, collisions = resolve_collisions(raw_codes, costs, disambiguation_level)
+    sizes = [codebook_size] * raw_codes.shape[1]
+    added = [int(codes[:, -1].max()) + 1] if codes.shape[1] > raw_codes.shape[1] else []
+    statistics = code_statistics(raw_codes, sizes, labels) | {
         "collisions": collisions,
+        "resolved": code_statistics(codes, sizes + added, labels),
     }
     return codes, statistics
 
@@ -105,7 +116,7 @@ def train_dual(dataset: Dataset, embeddings_dir: str | Path, config: TokenizeCon
     trainer = DualTrainer(dataset, Embeddings.load(embeddings_dir), config)
     model = trainer.train()
     with torch.no_grad():
-        z_items = model.items.encoder(trainer.x_items)
+        z_items = model.items.latent(trainer.x_items)
         raw_item_codes = model.items.quantizer(z_items).codes.numpy()
         distances = model.items.quantizer.last_level_distances(z_items).numpy()
         user_codes = model.users.encode(trainer.x_users).numpy() if model.users is not None else np.zeros((0, 0), int)
@@ -139,12 +150,16 @@ def run_tokenize(
     if config.dual or not unisid:
         trainer, model, raw_item_codes, distances, user_codes = train_dual(dataset, embeddings_dir, config)
         history = trainer.history
-        item_codes, items = item_report(raw_item_codes, distances, config.codebook_size, labels)
+        item_codes, items = item_report(
+            raw_item_codes, distances, config.codebook_size, labels, config.disambiguation_level
+        )
     report: dict = {"item_tokenizer": config.item_tokenizer}
     if trained is not None:
         if model is not None:
             report["dual_items"] = items
-        item_codes, items = item_report(trained.codes, trained.last_level_costs, config.codebook_size, labels)
+        item_codes, items = item_report(
+            trained.codes, trained.last_level_costs, config.codebook_size, labels, config.disambiguation_level
+        )
         report["unisid"] = trained.report
     report |= {
         "items": items,

@@ -1,1 +1,1 @@
-"""Losses of the tokenizer: the U2I behaviour loss (seed 003 Eq. 1) and the optional regularisers."""
+"""Losses of the tokenizer: the U2I behaviour loss (Align3GR Eq. 1) and the optional regularisers."""

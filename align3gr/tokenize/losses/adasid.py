@@ -1,4 +1,4 @@
-"""AdaSID's adaptive collision regulation (seed 002, Eq. 2-14).
+"""AdaSID's adaptive collision regulation (AdaSID Eq. 2-14).
 
 Over the in-batch candidate pairs P = {(i, j): i != j, o_ij > 0} (Eq. 2), o_ij the number of levels at which the
 SIDs agree, with the cosine distance d_ij = 1 - sim_ij of the encoder outputs (Eq. 3, 5):
@@ -15,7 +15,7 @@ What the paper leaves open, and what is chosen here:
 - g's form: g(c) = f_min + (f_max - f_min) * min(c / d_max, 1) ** alpha, bounded in [f_min, f_max] and increasing;
   f_min = 1 (never weaker than the base penalty), d_max = 32 and alpha = 1 are this toolkit's defaults, not the
   paper's (it gives none);
-- m_ij, "a margin determined by the overlap type or severity" after QuaSID (seed 001): m_full for a full overlap
+- m_ij, "a margin determined by the overlap type or severity" after QuaSID: m_full for a full overlap
   (o_ij = L), m_partial otherwise;
 - P excludes pairs of the same underlying item (`ids`), like QuaSID's CVPM, so duplicates neither count as load
   nor get repelled;
@@ -35,8 +35,8 @@ from align3gr.tokenize.losses.hamr import cosine_distance
 
 @dataclass
 class AdaSIDConfig:
-    """Hyperparameters with the paper's names. Defaults from seed 002 5.1.4 (eta, f_max, T_start/T_end,
-    lambda_col_min, lambda_cf_max are candidates of its grid) and seed 001 A.2 (margins); see the module docstring
+    """Hyperparameters with the paper's names. Defaults from AdaSID 5.1.4 (eta, f_max, T_start/T_end,
+    lambda_col_min, lambda_cf_max are candidates of its grid) and QuaSID A.2 (margins); see the module docstring
     for f_min, d_max, alpha."""
 
     eta: list[float] = field(default_factory=lambda: [0.18, 0.24, 0.30])  # eta_o for overlap depth o = 1..L
@@ -54,7 +54,7 @@ class AdaSIDConfig:
 
     def __post_init__(self) -> None:
         if any(a > b for a, b in zip(self.eta, self.eta[1:], strict=False)):
-            raise ConfigError(f"AdaSID eta={self.eta}: thresholds must not decrease with depth (seed 002 Eq. 6)")
+            raise ConfigError(f"AdaSID eta={self.eta}: thresholds must not decrease with depth (AdaSID Eq. 6)")
         if not 0 < self.f_min <= self.f_max:
             raise ConfigError(f"AdaSID needs 0 < f_min <= f_max; got f_min={self.f_min}, f_max={self.f_max}")
         if self.d_max <= 0 or self.alpha <= 0:

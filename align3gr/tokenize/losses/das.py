@@ -1,18 +1,23 @@
-"""DAS multi-view contrastive alignment (seed 000, 2.3, Eq. 5-10) between quantised SID representations (z_u, z_i:
-the sum of the chosen codes) and collaborative representations (c_u, c_i). Every view is an InfoNCE over the
-batch with inner-product logits <a, b> (the paper's form, `temperature` = 1) and in-batch negatives:
+"""DAS multi-view contrastive alignment (DAS 2.3, Eq. 5-10) between quantised SID representations and collaborative
+representations (c_u, c_i). z_u and z_i are, as in DAS 2.3, "sum-pooling the codebook embeddings" of the chosen codes:
+the alignment's gradient reaches the codebooks (not the encoder, which only chooses the codes). Every view is an
+InfoNCE over the batch with inner-product logits <a, b> (the paper's form, `temperature` = 1) and in-batch negatives:
 
 - dual U2I (Eq. 5-6): z_u with the clicked item's c_i (La_u2i_zu), c_u with the clicked item's z_i (La_u2i_zi);
 - dual U2U / I2I (Eq. 7-8): z_u with the same user's c_u (La_u2u_zu), z_i with the same item's c_i (La_i2i_zi);
 - dual co-occurrence U2U / I2I (Eq. 9-10): z_u with y_u, another user of the clicked item (La_co_u2u_zu), z_i with
-  y_i, another item of the same user (La_co_i2i_zi);
+  y_i, another item of the same user (La_co_i2i_zi); "two users who interact with the same ad", so y_u is never
+  user b itself (nor y_i item b), and a row whose user (item) has no other partner is left out of that view;
 - L_Align_all = the sum of the six; DAS weights it by beta in its total loss.
 
-Rows b of a batch are clicked pairs (user b, item b). A batch may hold a user or an item more than once; another
-row's candidate is then a positive of row b as well, not a negative, and is masked out: in U2U the rows of the
-same user, in I2I the rows of the same item, in the U2I and co-occurrence views the rows of the same user or the
-same item (e.g. in La_co_u2u_zu, row j's co-user clicked item j, so it co-occurs with user b when item j = item b
-or user j = user b). The paper's negatives are plain in-batch samples; this masking is the toolkit's addition.
+Rows b of a batch are clicked pairs (user b, item b). Another row's candidate can be a positive of row b as well,
+not a negative, and is then masked out (the paper's negatives are plain in-batch samples; this masking is the
+toolkit's addition, like Align3GR's U2I masking of a user's own training items):
+- U2U: the rows of the same user; I2I: the rows of the same item;
+- the U2I and co-occurrence views: the rows of the same user or the same item, and the training interactions
+  (`interacted[b, j]`: user b clicked item j). In La_u2i_* item j is then one of user b's items; in La_co_u2u_zu
+  row j's co-user y_j clicked item j, so it co-occurs with user b (it may be user b); in La_co_i2i_zi row j's
+  co-item is an item of user j, which co-occurs with item b when user j clicked item b (`interacted[j, b]`).
 
 The collaborative features are the frozen collaborative encoder's (embed stage); a linear map per side
 (`DASAlignment.user_cf`, `.item_cf`) brings them to the code dimension. DAS's CF debiasing network (2.2) is not
@@ -52,11 +57,26 @@ def info_nce(
     return functional.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 
-def _either(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
-    """Union of two optional [B, B] masks."""
-    if first is None or second is None:
-        return first if second is None else second
-    return first | second
+def _any(*masks: torch.Tensor | None) -> torch.Tensor | None:
+    """Union of optional [B, B] masks (None when all are None)."""
+    given = [mask for mask in masks if mask is not None]
+    return torch.stack(given).any(0) if given else None
+
+
+def _subset_nce(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    temperature: float,
+    exclude: torch.Tensor | None,
+    rows: torch.Tensor | None,
+) -> torch.Tensor:
+    """`info_nce` over the rows [B] marked in `rows` only (all when None); 0 when no row is left."""
+    if rows is not None:
+        anchor, positive = anchor[rows], positive[rows]
+        exclude = None if exclude is None else exclude[rows][:, rows]
+    if not len(anchor):
+        return anchor.new_zeros(())
+    return info_nce(anchor, positive, temperature, exclude)
 
 
 class DASAlignment(nn.Module):
@@ -78,20 +98,25 @@ class DASAlignment(nn.Module):
         co_item: torch.Tensor,
         same_item: torch.Tensor | None = None,
         same_user: torch.Tensor | None = None,
+        interacted: torch.Tensor | None = None,
+        co_user_rows: torch.Tensor | None = None,
+        co_item_rows: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The six views and `total` = beta * weighted sum. `z_*` [B, code_dim] are quantised representations,
+        """The six views and `total` = beta * weighted sum. `z_*` [B, code_dim] are the quantised representations,
         `cf_*` raw collaborative features, `co_user` [B, code_dim] the quantised representation of another user of
         item b, `co_item` of another item of user b; `same_item` / `same_user` [B, B] mark rows with the same item
-        / the same user."""
+        / the same user, `interacted` [B, B] the training interactions (user b, item j); `co_user_rows` /
+        `co_item_rows` [B] the rows that have a co-occurrence partner (all when None)."""
         c_u, c_i, t = self.user_cf(cf_user), self.item_cf(cf_item), self.config.temperature
-        related = _either(same_item, same_user)
+        of_user = _any(same_item, same_user, interacted)
+        of_item = _any(same_item, same_user, None if interacted is None else interacted.T)
         views = {
-            "u2i_zu": info_nce(z_user, c_i, t, related),
-            "u2i_zi": info_nce(c_u, z_item, t, related),
+            "u2i_zu": info_nce(z_user, c_i, t, of_user),
+            "u2i_zi": info_nce(c_u, z_item, t, of_user),
             "u2u_zu": info_nce(z_user, c_u, t, same_user),
             "i2i_zi": info_nce(z_item, c_i, t, same_item),
-            "co_u2u_zu": info_nce(z_user, co_user, t, related),
-            "co_i2i_zi": info_nce(z_item, co_item, t, related),
+            "co_u2u_zu": _subset_nce(z_user, co_user, t, of_user, co_user_rows),
+            "co_i2i_zi": _subset_nce(z_item, co_item, t, of_item, co_item_rows),
         }
         weights = {"u2i_zu": self.config.weight_u2i, "u2i_zi": self.config.weight_u2i}
         weights |= {"u2u_zu": self.config.weight_u2u_i2i, "i2i_zi": self.config.weight_u2u_i2i}

@@ -1,4 +1,4 @@
-"""QuaSID's Hamming-guided Margin Repulsion (HaMR) with Conflict-Aware Valid Pair Masking (CVPM), seed 001 Eq. 8-13.
+"""QuaSID's Hamming-guided Margin Repulsion (HaMR) with Conflict-Aware Valid Pair Masking (CVPM), QuaSID Eq. 8-13.
 
 In-batch pairs whose SIDs agree too much are pushed apart in the encoder space, on the normalised embeddings
 e_i = z_i / ||z_i||, with the Hamming distance H_ij (Eq. 9) and the cosine distance D_ij = 1 - e_i.e_j (Eq. 10):
@@ -25,7 +25,7 @@ from align3gr.errors import ConfigError
 
 @dataclass
 class HaMRConfig:
-    """Hyperparameters with the paper's names; defaults from seed 001 A.2 (R = 1 offline, m_full = 0.8,
+    """Hyperparameters with the paper's names; defaults from QuaSID A.2 (R = 1 offline, m_full = 0.8,
     m_partial = 0.5) and 5.6 (best lambda_full = 0.2, lambda_partial = 0.1)."""
 
     radius: int = 1  # R, the Hamming radius of partial collisions
@@ -37,7 +37,7 @@ class HaMRConfig:
 
     def __post_init__(self) -> None:
         if self.m_full < self.m_partial:
-            raise ConfigError(f"HaMR needs m_full >= m_partial (seed 001 Eq. 12); got {self.m_full} < {self.m_partial}")
+            raise ConfigError(f"HaMR needs m_full >= m_partial (QuaSID Eq. 12); got {self.m_full} < {self.m_partial}")
         if self.radius < 1:
             raise ConfigError(f"HaMR radius R={self.radius}: must be >= 1")
 

@@ -1,4 +1,4 @@
-"""The U2I sampled-softmax behaviour loss of Align3GR (seed 003, Eq. 1) and the U2I AUC that drives its two-phase
+"""The U2I sampled-softmax behaviour loss of Align3GR (Eq. 1) and the U2I AUC that drives its two-phase
 schedule (Eq. 2: alpha = 1, gamma = 0 "monitored via AUC", then alpha = 0.1, gamma = 1).
 
     L_U2I = -1/|B| sum_{(u, i+) in B} log( exp(u.v_{i+}) / (exp(u.v_{i+}) + sum_{j in N_u} exp(u.v_j)) )
