@@ -63,6 +63,14 @@ def pick(templates: list[str], seed: int, *key: str) -> str:
     return templates[int.from_bytes(digest[:8], "little") % len(templates)]
 
 
+def informative_categories(dataset: Dataset) -> set[str]:
+    """The categories on fewer than `UNINFORMATIVE_SHARE` of the items (all of them in catalogues under 10 items):
+    a near-universal root ('Musical Instruments' on every Amazon item) says nothing about an item."""
+    share = Counter(c for item in dataset.items.values() for c in set(item.categories))
+    limit = UNINFORMATIVE_SHARE * len(dataset.items)
+    return {c for c, n in share.items() if n < limit or len(dataset.items) < 10}
+
+
 class TaskTexts:
     """Builds the facts and template texts of one dataset's users and training targets."""
 
@@ -70,9 +78,7 @@ class TaskTexts:
         self.dataset = dataset
         self.config = config
         self.prompts = load_prompts("data_texts", TEMPLATE_KINDS)
-        share = Counter(c for item in dataset.items.values() for c in set(item.categories))
-        limit = UNINFORMATIVE_SHARE * len(dataset.items)
-        self.informative = {c for c, n in share.items() if n < limit or len(dataset.items) < 10}
+        self.informative = informative_categories(dataset)
         self._title_words: dict[str, frozenset[str]] = {}
 
     def categories(self, item: Item, finest: int | None = None) -> list[str]:

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from align3gr.data.config import DataConfig
 from align3gr.data.dataset import Dataset
-from align3gr.data.texts import TaskTexts
+from align3gr.data.texts import informative_categories
 from align3gr.errors import ConfigError
 from align3gr.seeding import seeded
 from align3gr.sft.vocab import extend_vocabulary
@@ -57,14 +56,14 @@ class UniSIDResult:
 
 def granularity_labels(dataset: Dataset, levels: int, by_category: bool = True) -> np.ndarray:
     """[N, L] labels of the positive sets of UniSID Eq. 5: at level l the item's category path cut to depth l, the
-    path without near-universal categories (`TaskTexts.categories`: Amazon's root is on every item and would make
+    path without near-universal categories (`informative_categories`: Amazon's root is on every item and would make
     every row a positive at level 1, leaving no negatives); the item itself where its path is shorter than l, and
     at every level without `by_category` (UniSID Table 5's InfoNCE baseline)."""
-    texts = TaskTexts(dataset, DataConfig())
+    informative = informative_categories(dataset)
     ids: dict[tuple, int] = {}
     rows = []
     for index, item in enumerate(dataset.items.values()):
-        path = texts.categories(item) if by_category else []
+        path = [c for c in item.categories if c in informative] if by_category else []
         keys = [(depth, *path[:depth]) if depth <= len(path) else (depth, index) for depth in range(1, levels + 1)]
         rows.append([ids.setdefault(key, len(ids)) for key in keys])
     return np.array(rows, dtype=np.int64)
