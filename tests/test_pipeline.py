@@ -24,7 +24,7 @@ from align3gr.dpo.stage import run_dpo
 from align3gr.errors import ConfigError
 from align3gr.pipeline import load_pipeline_config, run_pipeline
 from align3gr.pipeline.ablation import ladder, ladder_steps
-from align3gr.pipeline.plan import Plan, Step, in_run, pipeline_steps
+from align3gr.pipeline.plan import Plan, Step, in_run, lineage_key, pipeline_steps
 from align3gr.pipeline.runner import Outcome, run_steps
 from align3gr.pipeline.summary import summary_text, write_summary
 from align3gr.sft.config import SFTStageConfig
@@ -302,3 +302,14 @@ def test_launcher_runs_changed_stages_on_two_processes(finished_run, tmp_path, m
         return [(row["user_id"], row["ranked"]) for row in rows]
 
     assert ranked(run) == ranked(reference_run)
+
+
+def test_lineage_folders_are_named_by_the_options_that_differ_from_their_defaults():
+    """A release that adds an option at a default keeping the old behaviour keeps the folder names of earlier runs
+    (ablation rungs, seeds); an option set away from its default names another folder."""
+    sections = load_pipeline_config(Path(__file__).resolve().parent.parent / "recipes/configs/ml100k.yaml").as_dict()
+    lineage = {"data": sections["data"], "tokenize": sections["tokenize"], "dpo_stages": ["sp_easy"]}
+    older = {**lineage, "tokenize": {k: v for k, v in sections["tokenize"].items() if k != "revive_dead_codes"}}
+    assert lineage_key(older) == lineage_key(lineage)
+    assert lineage_key({**lineage, "tokenize": {**sections["tokenize"], "use_cf": False}}) != lineage_key(lineage)
+    assert lineage_key({**lineage, "dpo_stages": ["sp_easy", "sp_medium"]}) != lineage_key(lineage)

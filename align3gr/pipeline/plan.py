@@ -17,13 +17,14 @@ launcher (`accelerate launch ...`) runs on several processes instead of the in-p
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from align3gr.config import config_to_dict
 from align3gr.io import sha256_json
-from align3gr.pipeline.config import PipelineConfig
+from align3gr.pipeline.config import SECTIONS, PipelineConfig
 
 SFT = "sft"
 SCORED = ("evaluate", "baseline")
@@ -214,6 +215,20 @@ def merged_steps(plans: list[tuple[Plan, bool]]) -> tuple[list[Step], list[list[
     return list(steps.values()), own
 
 
+@cache
+def section_defaults(section: str) -> dict[str, Any]:
+    """The default options of one config section."""
+    return config_to_dict(SECTIONS[section]())
+
+
 def lineage_key(lineage: dict) -> str:
-    """A short hash naming a lineage's folder."""
-    return sha256_json(lineage)[:12]
+    """A short hash naming a lineage's folder, of the options that differ from their section's defaults: a release
+    that adds an option (at a default keeping the old behaviour) keeps the folders of earlier runs; whether a
+    folder's content is current stays each stage's own fingerprint's call."""
+    explicit = {
+        name: {k: v for k, v in value.items() if section_defaults(name).get(k, MISSING) != v}
+        if name in SECTIONS
+        else value
+        for name, value in lineage.items()
+    }
+    return sha256_json(explicit)[:12]
