@@ -170,7 +170,7 @@ def test_item_only_ablation_and_bad_settings(ml100k_small, ml100k_small_embeddin
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("switch", ["hamr", "adasid", "das"])
+@pytest.mark.parametrize("switch", ["hamr", "adasid", "das", "quasid_cl", "das_cf"])
 def test_regularisers_train_inside_the_tokenizer(ml100k_small, ml100k_small_embeddings, tmp_path, switch):
     config = TokenizeConfig(**{**SMALL, "phase1_max_epochs": 1, "phase2_epochs": 2}, **{switch: True})
     report = run_tokenize(ml100k_small, ml100k_small_embeddings, tmp_path / "scid", config)

@@ -1,5 +1,6 @@
-"""The optional tokenizer regularisers and additions on crafted batches: QuaSID HaMR + CVPM, AdaSID, DAS, and the
-toolkit's additions beyond the papers, inside the dual tokenizer's trainer on a 12-item catalogue."""
+"""The optional tokenizer regularisers and additions on crafted batches: QuaSID HaMR + CVPM and its contrastive
+loss, AdaSID, DAS and its co-trained CF model, and the toolkit's additions beyond the papers, inside the dual
+tokenizer's trainer on a 12-item catalogue."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from align3gr.data.dataset import Dataset
 from align3gr.data.schema import Item, Sequence, User
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import ConfigError
+from align3gr.seeding import seeded
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.dual import DualTokenizer, DualTrainer, Neighbours, cycle_chunks, pooled_codes
 from align3gr.tokenize.losses.adasid import (
@@ -25,7 +27,21 @@ from align3gr.tokenize.losses.adasid import (
     relaxation_gate,
 )
 from align3gr.tokenize.losses.das import DASAlignment, info_nce
-from align3gr.tokenize.losses.hamr import HaMRConfig, cvpm_mask, hamming, hamr_loss
+from align3gr.tokenize.losses.das_cf import (
+    DASCFConfig,
+    DebiasedCF,
+    bias_features,
+    orthogonality_loss,
+    similarity_loss,
+)
+from align3gr.tokenize.losses.hamr import HaMRConfig, cvpm_mask, hamming, hamr_loss, paired_positives
+from align3gr.tokenize.losses.quasid_cl import (
+    QuaSIDCLConfig,
+    co_engagement_pairs,
+    excluded_negatives,
+    quasid_cl_loss,
+)
+from align3gr.tokenize.losses.u2i import InteractionSet, u2i_loss
 
 
 def test_cvpm_masks_exactly_same_item_and_positive_pairs():
@@ -134,16 +150,20 @@ def test_info_nce_and_das_equal_a_hand_computation():
     assert views["total"].item() == pytest.approx(sum(v.item() for v in expected_views.values()), abs=1e-5)
 
 
+def tiny_features() -> list[np.ndarray]:
+    """The tiny catalogue's random features: item and user semantic, item and user collaborative."""
+    rng = np.random.default_rng(0)
+    return [rng.normal(size=shape).astype(np.float32) for shape in ((12, 8), (6, 8), (12, 4), (6, 4))]
+
+
 def tiny_trainer(**options) -> DualTrainer:
     """12 items, 6 users of 6 interactions each (4 for training: 24 pairs), random features; 5 pairs per step."""
-    rng = np.random.default_rng(0)
     items = {f"i{k}": Item(f"i{k}", f"Item {k}") for k in range(12)}
     sequences = {
         f"u{u}": Sequence(f"u{u}", [f"i{(2 * u + k) % 12}" for k in range(6)], list(range(6))) for u in range(6)
     }
     dataset = Dataset(items=items, users={u: User(u) for u in sequences}, sequences=sequences)
-    features = [rng.normal(size=shape).astype(np.float32) for shape in ((12, 8), (6, 8), (12, 4), (6, 4))]
-    embeddings = Embeddings(list(items), list(sequences), *features, report={})
+    embeddings = Embeddings(list(items), list(sequences), *tiny_features(), report={})
     sizes = dict(codebook_size=4, user_codebook_size=4, code_dim=4, hidden_dims=[8], batch_size=5, rq_batch_size=3)
     config = TokenizeConfig(**sizes, phase1_max_epochs=1, phase2_epochs=2, auc_negatives=3, **options)
     config.validate()
@@ -153,9 +173,10 @@ def tiny_trainer(**options) -> DualTrainer:
 def quantising_model(trainer: DualTrainer) -> tuple[DualTokenizer, dict]:
     """A fresh tokenizer with k-means codebooks (as at the phase switch) and the RQ batch streams."""
     generator = torch.Generator().manual_seed(0)
-    model = DualTokenizer(trainer.config, trainer.x_items.shape[1], trainer.x_users.shape[1], trainer.scales)
-    model.items.init_codebooks(trainer.x_items, generator)
-    model.users.init_codebooks(trainer.x_users, generator)
+    model = trainer.new_model()
+    model.items.init_codebooks(trainer.features(model, "item"), generator)
+    if model.users is not None:
+        model.users.init_codebooks(trainer.features(model, "user"), generator)
     streams = {"items": cycle_chunks(12, 3, generator), "users": cycle_chunks(6, 3, generator)}
     return model, streams
 
@@ -198,6 +219,11 @@ def test_das_aligns_the_sum_of_the_chosen_codes_and_trains_the_codebooks():
     used = {(level, int(code)) for level in range(3) for code in codes[:, level]}
     moved = {(level, code) for level, code in (book.grad.abs().sum(-1) > 0).nonzero().tolist()}
     assert moved and moved <= used
+
+
+def test_das_alignment_is_initialised_from_the_seed():
+    first, again = tiny_trainer(das=True).das, tiny_trainer(das=True).das
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters(), strict=True))
 
 
 def test_co_occurrence_partners_are_never_the_anchor():
@@ -275,3 +301,182 @@ def test_additions_beyond_the_papers_are_options(tmp_path):
     assert torch.equal(DualTokenizer.load(tmp_path).items.encode(x), model.items.encode(x))
     with pytest.raises(ConfigError, match="sc_dim=-1"):
         TokenizeConfig(sc_dim=-1).validate()
+
+
+def test_quasid_co_engagement_pairs_and_false_negative_masks():
+    pairs = co_engagement_pairs([[0, 1, 2, 1], [3]], window=1)
+    assert pairs.tolist() == [[0, 1], [1, 0], [1, 2], [2, 1]]  # both orders, once each; a lone item has none
+    assert co_engagement_pairs([[0, 1, 2, 1]], window=2).tolist() == [[0, 1], [0, 2], [1, 0], [1, 2], [2, 0], [2, 1]]
+    triggers, targets = torch.tensor([0, 1, 1]), torch.tensor([1, 0, 2])
+    assert excluded_negatives(triggers, targets, "none") is None
+    # Eq. 7: target n is the anchor's own item (trigger m)
+    assert excluded_negatives(triggers, targets, "paper").tolist() == [
+        [False, True, False],
+        [True, False, False],
+        [True, False, False],
+    ]
+    known = InteractionSet(pairs[:, 0], pairs[:, 1], 4)  # and the targets co-engaged with trigger m: (1, 2), (1, 0)
+    assert excluded_negatives(triggers, targets, "related", known).tolist() == [
+        [False, True, False],
+        [True, False, True],
+        [True, True, False],
+    ]
+
+
+def test_quasid_cl_loss_equals_a_hand_computation():
+    trigger_z = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 4.0]])  # unit rows (1, 0), (0, 1), (0.6, 0.8)
+    target_z = torch.tensor([[1.0, 0.0], [0.0, -2.0], [0.0, 5.0]])  # unit rows (1, 0), (0, -1), (0, 1)
+    config = QuaSIDCLConfig(lambda_cl=0.1, temperature=0.5)
+    # S = e_t e_p^T / 0.5 = [[2, 0, 0], [0, -2, 2], [1.2, -1.6, 1.6]]; the paper's mask drops S_01, S_10 and S_20
+    rows = [
+        -math.log(math.exp(2) / (math.exp(2) + math.exp(0))),
+        -math.log(math.exp(-2) / (math.exp(-2) + math.exp(2))),
+        -math.log(math.exp(1.6) / (math.exp(1.6) + math.exp(-1.6))),
+    ]
+    exclude = excluded_negatives(torch.tensor([0, 1, 1]), torch.tensor([1, 0, 2]), "paper")
+    assert quasid_cl_loss(trigger_z, target_z, exclude, config).item() == pytest.approx(0.1 * sum(rows) / 3, abs=1e-6)
+    plain = [-math.log(math.exp(r[k]) / sum(math.exp(x) for x in r)) for k, r in enumerate(
+        [[2, 0, 0], [0, -2, 2], [1.2, -1.6, 1.6]])]  # fmt: skip
+    assert quasid_cl_loss(trigger_z, target_z, None, config).item() == pytest.approx(0.1 * sum(plain) / 3, abs=1e-6)
+
+
+def test_quasid_objective_eq14_on_one_batch_of_pairs():
+    options = {"batch_size": 3, "temperature": 0.5}
+    trainer = tiny_trainer(dual=False, use_cf=False, u2i=False, hamr=True, quasid_cl=True, quasid_cl_options=options)
+    assert len(trainer.item_pairs) == 24  # the 12 consecutive pairs of the ring of items, in both orders
+    model, streams = quantising_model(trainer)
+    streams["item_pairs"] = iter([torch.tensor([0, 5, 9])])
+    losses = trainer.batch_loss(model, trainer.pairs[:5], 0.0, 1.0, streams)
+    assert set(losses) == {"total", "rq_item", "hamr_item", "quasid_cl"}
+    chosen = trainer.item_pairs[[0, 5, 9]]
+    rows = torch.cat([chosen[:, 0], chosen[:, 1]])  # the 2B items of the pairs, triggers then targets
+    out = model.items(trainer.x_items[rows])
+    mask = cvpm_mask(rows, paired_positives(3))
+    assert not mask[0, 3] and not mask[3, 0]  # CVPM's M^pos: a constructed pair is never repelled
+    hamr = hamr_loss(out.embedding, out.quantized.codes, mask, trainer.hamr)
+    exclude = excluded_negatives(chosen[:, 0], chosen[:, 1], "paper")
+    cl = quasid_cl_loss(out.embedding[:3], out.embedding[3:], exclude, QuaSIDCLConfig(**options))
+    for name, value in (("rq_item", out.loss), ("hamr_item", hamr), ("quasid_cl", cl)):
+        assert losses[name].item() == pytest.approx(value.item(), rel=1e-6), name
+    # Eq. 14: L = L_rec + L_rq + L_HaMR + L_cl
+    assert losses["total"].item() == pytest.approx((out.loss + hamr + cl).item(), rel=1e-6)
+    aligned = tiny_trainer(quasid_cl=True, quasid_cl_options=options)  # in phase 1 beside the U2I loss
+    model, streams = quantising_model(aligned)
+    streams["item_pairs"] = iter([torch.tensor([0, 5, 9])])
+    phase1 = aligned.batch_loss(model, aligned.pairs[:5], 1.0, 0.0, streams)
+    latent = model.items.latent(aligned.x_items[rows])
+    expected = quasid_cl_loss(latent[:3], latent[3:], exclude, QuaSIDCLConfig(**options))
+    assert phase1["quasid_cl"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert phase1["total"].item() == pytest.approx((phase1["u2i"] + expected).item(), rel=1e-6)
+
+
+def item_codes(trainer: DualTrainer, model: DualTokenizer) -> torch.Tensor:
+    return model.items.encode(trainer.features(model, "item"))
+
+
+def test_quasid_cl_trains_end_to_end_and_changes_the_codes():
+    default = tiny_trainer()
+    trainer = tiny_trainer(quasid_cl=True, quasid_cl_options={"batch_size": 4})
+    model = trainer.train()
+    assert all("quasid_cl" in row for row in trainer.history.phase1 + trainer.history.phase2)
+    assert all(math.isfinite(row["quasid_cl"]) for row in trainer.history.phase2)
+    assert not torch.equal(item_codes(trainer, model), item_codes(default, default.train()))
+
+
+def test_das_cf_bias_features_are_hand_computed():
+    pairs = torch.tensor([[0, 0], [1, 0], [1, 1], [2, 0]])  # item 0 clicked 3 times, item 1 once, item 2 never
+    users, items = bias_features(pairs, 3, 3)
+    raw_items = np.array([[math.log(4), 2 / 3], [math.log(2), 1 / 3], [0.0, 0.0]])  # log(1 + n), share with fewer
+    raw_users = np.array([raw_items[0], (raw_items[0] + raw_items[1]) / 2, raw_items[0]])
+    for got, raw in ((items, raw_items), (users, raw_users)):
+        assert np.allclose(got.numpy(), (raw - raw.mean(0)) / raw.std(0), atol=1e-6)
+
+
+def test_das_cf_disentangling_losses_are_hand_computed():
+    bias, real = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    assert similarity_loss(bias, real).item() == pytest.approx((1 - 1 / math.sqrt(2) + 0) / 2, abs=1e-6)  # Eq. 3
+    assert similarity_loss(bias, real, "sum").item() == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-6)
+    bias, unbiased = torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 3.0], [1.0, 0.0]])
+    assert orthogonality_loss(bias, unbiased).item() == pytest.approx((0 + 0.5) / 2, abs=1e-6)  # Eq. 4: cos^2
+    assert orthogonality_loss(bias, unbiased, "sum").item() == pytest.approx(0.5, abs=1e-6)
+
+    torch.manual_seed(0)
+    config = DASCFConfig(dim=4, hidden_dim=5, gamma=0.3)
+    cf = DebiasedCF(torch.randn(3, 2), torch.randn(4, 2), config)
+    users, items = torch.tensor([0, 1, 2]), torch.tensor([3, 0, 1])
+    exclude = torch.tensor([[False, True, False], [False] * 3, [False] * 3])
+    losses = cf.loss(users, items, exclude)
+    u, i = cf.users(users), cf.items(items)
+    disentangled = (
+        similarity_loss(u.bias, u.real_bias)
+        + similarity_loss(i.bias, i.real_bias)
+        + orthogonality_loss(u.bias, u.unbiased)
+        + orthogonality_loss(i.bias, i.unbiased)
+    )
+    assert losses["bias"].item() == pytest.approx(u2i_loss(u.biased, i.biased, exclude).item(), rel=1e-6)
+    assert losses["unbias"].item() == pytest.approx(u2i_loss(u.unbiased, i.unbiased, exclude).item(), rel=1e-6)
+    assert losses["disentangled"].item() == pytest.approx(disentangled.item(), rel=1e-6)
+    expected = losses["bias"] + losses["unbias"] + 0.3 * disentangled  # L_CF_all
+    assert losses["total"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.equal(cf.users.representation(users), u.unbiased)  # c_u^int
+    biased = DebiasedCF(torch.randn(3, 2), torch.randn(4, 2), DASCFConfig(dim=4, hidden_dim=5, debias=False))
+    assert biased.users.bias is None and set(biased.loss(users, items)) == {"bias", "total"}
+    assert torch.equal(biased.items.representation(items), biased.items(items).biased)  # "Biased DAS"
+
+
+def test_das_cf_trains_the_cf_model_by_its_loss_and_the_alignment_only():
+    trainer = tiny_trainer(das_cf=True, das=True)
+    model, streams = quantising_model(trainer)
+    x = trainer.features(model, "item")
+    assert x.shape == (12, 8 + 32) and torch.equal(x[:, :8], trainer.x_items)  # the co-trained block replaces CF
+    cf_block = torch.nn.functional.normalize(model.cf.items.representation(torch.arange(12)), dim=-1)
+    assert torch.allclose(x[:, 8:], cf_block) and torch.allclose(x[:, 8:].norm(dim=1), torch.ones(12))
+    batch = trainer.pairs[:5]
+    losses = trainer.batch_loss(model, batch, 0.1, 1.0, streams)
+    expected = 0.1 * losses["u2i"] + losses["rq_item"] + losses["rq_user"] + losses["das_cf"] + losses["das"]
+    assert losses["total"].item() == pytest.approx(expected.item(), rel=1e-6)
+    ids = model.cf.users.ids.weight, model.cf.items.ids.weight
+    (losses["rq_item"] + losses["rq_user"] + losses["u2i"]).backward(retain_graph=True)
+    assert all(p.grad is None for p in model.cf.parameters())  # the tokenizer reads the CF block, stop-gradient
+    losses["das_cf"].backward(retain_graph=True)  # L_CF_all reaches the ID embeddings of the batch's rows
+    assert set(ids[0].grad.abs().sum(1).nonzero().flatten().tolist()) == set(batch[:, 0].tolist())
+    assert set(ids[1].grad.abs().sum(1).nonzero().flatten().tolist()) == set(batch[:, 1].tolist())
+    model.cf.zero_grad()
+    losses["das"].backward()  # and so does DAS's alignment (one-stage co-training)
+    assert ids[0].grad.abs().sum() > 0 and ids[1].grad.abs().sum() > 0
+    das_only = tiny_trainer(das_cf=True, das=True, use_cf=False, u2i=False)  # DAS's L_All, semantic input only
+    model, streams = quantising_model(das_only)
+    assert das_only.features(model, "item").shape == (12, 8)
+    losses = das_only.batch_loss(model, das_only.pairs[:5], 0.0, 1.0, streams)
+    expected = losses["rq_item"] + losses["rq_user"] + losses["das_cf"] + losses["das"]  # L_Sem_all + L_CF + L_Align
+    assert losses["total"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_das_cf_trains_end_to_end_changes_the_codes_and_reloads(tmp_path):
+    default = tiny_trainer()
+    trainer = tiny_trainer(das_cf=True)
+    model = trainer.train()
+    assert all("das_cf" in row for row in trainer.history.phase1 + trainer.history.phase2)
+    codes = item_codes(trainer, model)
+    assert not torch.equal(codes, item_codes(default, default.train()))
+    with seeded(trainer.config.seed):
+        initial = trainer.new_model()
+    assert not torch.equal(initial.cf.users.ids.weight, model.cf.users.ids.weight)  # co-trained, not frozen
+    model.save(tmp_path)
+    reloaded = DualTokenizer.load(tmp_path)
+    semantic = tiny_features()[0]
+    assert np.array_equal(reloaded.encode("item", semantic, reloaded.collaborative("item").numpy()), codes.numpy())
+
+
+def test_quasid_and_das_cf_options_are_checked():
+    TokenizeConfig(das=True, das_cf=True, use_cf=False).validate()  # DAS's own input: the semantic features
+    with pytest.raises(ConfigError, match="das_cf=True .* needs use_cf or das"):
+        TokenizeConfig(das_cf=True, use_cf=False).validate()
+    with pytest.raises(ConfigError, match="QuaSIDCLConfig has no option 'tau'"):
+        TokenizeConfig(quasid_cl=True, quasid_cl_options={"tau": 0.1}).validate()
+    with pytest.raises(ConfigError, match="QuaSID mask='both'"):
+        TokenizeConfig(quasid_cl=True, quasid_cl_options={"mask": "both"}).validate()
+    with pytest.raises(ConfigError, match="needs >= 2 pairs"):
+        QuaSIDCLConfig(batch_size=1)
+    with pytest.raises(ConfigError, match="DAS CF reduction='max'"):
+        TokenizeConfig(das_cf=True, das_cf_options={"reduction": "max"}).validate()

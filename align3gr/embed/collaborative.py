@@ -1,10 +1,11 @@
-"""Frozen collaborative encoder (seed 003 Token-level alignment; seed 000 section 2.1): a self-attentive
-sequential model over item IDs, trained with sampled softmax on the training split only.
+"""Frozen collaborative encoder (Align3GR "Token-level Alignment"; DAS 2.1): a self-attentive sequential model over
+item IDs, trained with sampled softmax on the training split only.
 
 Its item embedding table gives the item CF features; its encoding of a user's training history gives the
-user CF feature. Valid targets serve only for early stopping (Recall@10 is reported); test targets are never
-read. The trained encoder is saved with the features (`save_encoder`), so it also ranks the whole catalogue as a
-sequential baseline (`align3gr.baselines`).
+user CF feature (the tokenizer's `das_cf` option co-trains an ID-based CF model in their place, DAS 2.2). Valid
+targets serve only for early stopping (Recall@10 is reported); test targets are never read. The trained encoder
+is saved with the features (`save_encoder`), so it also ranks the whole catalogue as a sequential baseline
+(`align3gr.baselines`).
 """
 
 from __future__ import annotations

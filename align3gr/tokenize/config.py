@@ -9,7 +9,9 @@ from dataclasses import dataclass, field, fields
 from align3gr.errors import ConfigError
 from align3gr.tokenize.losses.adasid import AdaSIDConfig
 from align3gr.tokenize.losses.das import DASConfig
+from align3gr.tokenize.losses.das_cf import DASCFConfig
 from align3gr.tokenize.losses.hamr import HaMRConfig
+from align3gr.tokenize.losses.quasid_cl import QuaSIDCLConfig
 from align3gr.tokenize.unisid.config import UniSIDConfig
 
 ITEM_TOKENIZERS = ("dual", "unisid")
@@ -60,6 +62,21 @@ class TokenizeConfig:
     )  # fmt: skip
     das: bool = field(default=False, metadata={"help": "Add DAS multi-view contrastive alignment (Eq. 5-10)."})
     das_options: dict = field(default_factory=dict, metadata={"help": "DASConfig fields (YAML)."})
+    das_cf: bool = field(
+        default=False,
+        metadata={"help": "Co-train DAS's ID-based CF model with the quantisers from the first step (DAS one-stage "
+                  "co-training, 2.2, Eq. 3-4): its own loss alpha * L_CF_all with popularity and conformity "
+                  "debiasing; its debiased representations replace the frozen collaborative features in the "
+                  "tokenizer input (use_cf) and in DAS's alignment (das). Needs use_cf or das."},
+    )  # fmt: skip
+    das_cf_options: dict = field(default_factory=dict, metadata={"help": "DASCFConfig fields (YAML)."})
+    quasid_cl: bool = field(
+        default=False,
+        metadata={"help": "Add QuaSID's dual-tower contrastive loss on item co-engagement pairs (QuaSID Eq. 6-7) "
+                  "in both phases; its pair batch is then the item batch of the RQ loss, HaMR and AdaSID. With "
+                  "hamr, dual/use_cf/u2i off, the objective is QuaSID's Eq. 14."},
+    )  # fmt: skip
+    quasid_cl_options: dict = field(default_factory=dict, metadata={"help": "QuaSIDCLConfig fields (YAML)."})
     revive_dead_codes: bool = field(
         default=True,
         metadata={"help": "After every phase-2 epoch, move the codes no item (user) uses onto random residuals "
@@ -92,12 +109,22 @@ class TokenizeConfig:
     def validate(self) -> None:
         if self.u2i and not self.dual:
             raise ConfigError("u2i=True needs dual=True: the U2I loss aligns user and item SC embeddings")
-        if self.das and not (self.dual and self.use_cf):
-            raise ConfigError("das=True aligns codes with collaborative features of both sides: needs dual and use_cf")
+        if self.das and not (self.dual and (self.use_cf or self.das_cf)):
+            raise ConfigError(
+                "das=True aligns codes with collaborative features of both sides: needs dual and use_cf (or das_cf, "
+                "whose co-trained CF model gives them)"
+            )
+        if self.das_cf and not (self.use_cf or self.das):
+            raise ConfigError(
+                "das_cf=True co-trains a CF model whose representations feed the tokenizer input (use_cf) or DAS's "
+                "alignment (das): needs use_cf or das"
+            )
         for options, cls in (
             (self.hamr_options, HaMRConfig),
             (self.adasid_options, AdaSIDConfig),
             (self.das_options, DASConfig),
+            (self.das_cf_options, DASCFConfig),
+            (self.quasid_cl_options, QuaSIDCLConfig),
             (self.unisid_options, UniSIDConfig),
         ):
             unknown = sorted(set(options) - {f.name for f in fields(cls)})
@@ -105,6 +132,8 @@ class TokenizeConfig:
                 raise ConfigError(
                     f"{cls.__name__} has no option {unknown[0]!r}; options: {', '.join(f.name for f in fields(cls))}"
                 )
+        DASCFConfig(**self.das_cf_options)
+        QuaSIDCLConfig(**self.quasid_cl_options)
         if self.item_tokenizer not in ITEM_TOKENIZERS:
             raise ConfigError(f"item_tokenizer={self.item_tokenizer!r}: expected one of {', '.join(ITEM_TOKENIZERS)}")
         UniSIDConfig(**self.unisid_options).validate()

@@ -7,7 +7,10 @@ see `rqvae`) are trained with
 in two phases: alpha = 1, gamma = 0 until the validation U2I AUC stops improving (the SC encoders learn the
 behaviour alignment), then the codebooks are initialised by k-means (as in DAS 2.1.2) and training goes on with
 alpha = 0.1, gamma = 1 (quantisation). Phase 2 may add DAS, QuaSID's HaMR and AdaSID (`batch_loss`); after each
-phase-2 epoch unused codes are revived (`revive_dead_codes`, not in Align3GR).
+phase-2 epoch unused codes are revived (`revive_dead_codes`, not in Align3GR). Two options act in both phases:
+QuaSID's contrastive loss on item co-engagement pairs (`quasid_cl`), whose pair batch is then the item batch of
+every item-side loss, as in QuaSID Eq. 14, and DAS's ID-based CF model (`das_cf`), trained from the first step by
+its own loss and read in place of the frozen collaborative features.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from align3gr.seeding import seeded
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.losses.adasid import AdaSIDConfig, adasid_collision_loss, progress_weights
 from align3gr.tokenize.losses.das import DASAlignment, DASConfig
-from align3gr.tokenize.losses.hamr import HaMRConfig, cvpm_mask, hamr_loss
+from align3gr.tokenize.losses.das_cf import DASCFConfig, DebiasedCF, bias_features
+from align3gr.tokenize.losses.hamr import HaMRConfig, cvpm_mask, hamr_loss, paired_positives
+from align3gr.tokenize.losses.quasid_cl import QuaSIDCLConfig, co_engagement_pairs, excluded_negatives, quasid_cl_loss
 from align3gr.tokenize.losses.u2i import InteractionSet, false_negative_mask, u2i_auc, u2i_loss
 from align3gr.tokenize.rqvae import RQVAE
 
@@ -61,10 +66,17 @@ def side_rqvae(config: TokenizeConfig, input_dim: int, codebook_size: int) -> RQ
 
 
 class DualTokenizer(torch.nn.Module):
-    """The item RQ-VAE and (when dual) the user RQ-VAE; saved as safetensors + JSON and reloadable."""
+    """The item RQ-VAE, (when dual) the user RQ-VAE and (with `das_cf`) DAS's co-trained CF model, built on
+    `cf_features` ("user", "item": each side's bias features [rows, F]; zeros of the saved shapes when loading);
+    saved as safetensors + JSON and reloadable."""
 
     def __init__(
-        self, config: TokenizeConfig, item_dim: int, user_dim: int | None, scales: dict[str, list[float]] | None = None
+        self,
+        config: TokenizeConfig,
+        item_dim: int,
+        user_dim: int | None,
+        scales: dict[str, list[float]] | None = None,
+        cf_features: dict[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -72,11 +84,18 @@ class DualTokenizer(torch.nn.Module):
         self.scales = scales or {}
         self.items = side_rqvae(config, item_dim, config.codebook_size)
         self.users = side_rqvae(config, user_dim, config.user_codebook_size) if user_dim is not None else None
+        self.cf = (
+            DebiasedCF(cf_features["user"], cf_features["item"], DASCFConfig(**config.das_cf_options))
+            if cf_features is not None
+            else None
+        )
 
     def save(self, folder: Path) -> None:
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "tokenizer.safetensors"))
         document = {"config": asdict(self.config), "item_dim": self.item_dim, "user_dim": self.user_dim}
         document["feature_scales"] = self.scales
+        if self.cf is not None:
+            document["cf_features"] = {side: list(self.cf.side(side).features.shape) for side in ("user", "item")}
         (folder / "tokenizer_config.json").write_text(json.dumps(document, indent=2) + "\n")
 
     @classmethod
@@ -84,14 +103,26 @@ class DualTokenizer(torch.nn.Module):
         folder = Path(folder)
         document = json.loads((folder / "tokenizer_config.json").read_text())
         config = TokenizeConfig(**document["config"])
-        model = cls(config, document["item_dim"], document["user_dim"], document["feature_scales"])
+        cf_shapes = document.get("cf_features")
+        cf_features = {side: torch.zeros(shape) for side, shape in cf_shapes.items()} if cf_shapes else None
+        model = cls(config, document["item_dim"], document["user_dim"], document["feature_scales"], cf_features)
         model.load_state_dict(load_file(str(folder / "tokenizer.safetensors")))
         return model.eval()
 
     @torch.no_grad()
+    def collaborative(self, side: str, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """With `das_cf`, the co-trained CF block of the tokenizer input for catalogue `rows` (all when None): the
+        CF model's representations, one unit row each."""
+        module = self.cf.side(side)
+        rows = torch.arange(len(module.features)) if rows is None else rows
+        return torch.nn.functional.normalize(module.representation(rows), dim=-1)
+
+    @torch.no_grad()
     def encode(self, side: str, semantic: np.ndarray, collaborative: np.ndarray | None = None) -> np.ndarray:
-        """Codes [N, L] of new items or users (`side` "item" or "user") from their embed-stage features. New
-        rows are not de-duplicated against the catalogue: run `tokenize` again to re-resolve collisions."""
+        """Codes [N, L] of new items or users (`side` "item" or "user") from their embed-stage features (with
+        `das_cf` and `use_cf`, the collaborative block of catalogue rows is `collaborative(side)`: new IDs have
+        none). New rows are not de-duplicated against the catalogue: run `tokenize` again to re-resolve
+        collisions."""
         rqvae, expected = (self.items, self.item_dim) if side == "item" else (self.users, self.user_dim)
         if rqvae is None:
             raise DataError("this tokenizer is item-only: it has no user side")
@@ -159,14 +190,18 @@ class DualTrainer:
         if embeddings.item_ids != list(dataset.items) or embeddings.user_ids != list(dataset.sequences):
             raise DataError("the embeddings were computed for another dataset; run `align3gr embed` again")
         self.config = config
-        item_cf = embeddings.item_cf if config.use_cf else None
-        user_cf = embeddings.user_cf if config.use_cf else None
+        self.cf_input = config.das_cf and config.use_cf  # the co-trained CF block replaces the frozen one
+        frozen_cf = config.use_cf and not config.das_cf
+        item_cf = embeddings.item_cf if frozen_cf else None
+        user_cf = embeddings.user_cf if frozen_cf else None
         self.scales = {
             "item": block_scales(embeddings.item_semantic, item_cf),
             "user": block_scales(embeddings.user_semantic, user_cf),
         }
         self.x_items = side_features(embeddings.item_semantic, item_cf, self.scales["item"])
         self.x_users = side_features(embeddings.user_semantic, user_cf, self.scales["user"])
+        if self.cf_input:  # unit rows: the block's mean row norm is 1, its scale
+            self.scales = {side: scales + [1.0] for side, scales in self.scales.items()}
         item_index = {i: k for k, i in enumerate(embeddings.item_ids)}
         user_index = {u: k for k, u in enumerate(embeddings.user_ids)}
         self.pairs = training_pairs(dataset, item_index, user_index)
@@ -179,15 +214,43 @@ class DualTrainer:
         self.co_items = Neighbours(self.pairs[:, 0], self.pairs[:, 1], len(user_index))
         self.hamr = HaMRConfig(**config.hamr_options)
         self.adasid = AdaSIDConfig(**config.adasid_options)
-        self.das = (
-            DASAlignment(
-                self.cf_users.shape[1], self.cf_items.shape[1], config.code_dim, DASConfig(**config.das_options)
-            )
-            if config.das
+        self.das_cf = DASCFConfig(**config.das_cf_options)
+        self.cf_features = (
+            dict(zip(("user", "item"), bias_features(self.pairs, len(user_index), len(item_index)), strict=True))
+            if config.das_cf
             else None
         )
+        self.quasid = QuaSIDCLConfig(**config.quasid_cl_options)
+        self.item_pairs = torch.zeros(0, 2, dtype=torch.long)
+        if config.quasid_cl:
+            histories = [[item_index[i] for i in dataset.train_items(u)] for u in dataset.sequences]
+            self.item_pairs = co_engagement_pairs(histories, self.quasid.window)
+            if not len(self.item_pairs):
+                raise DataError("quasid_cl: no two different items co-occur in a training sequence")
+        self.co_engaged = InteractionSet(self.item_pairs[:, 0], self.item_pairs[:, 1], len(item_index))
+        cf_dims = (self.das_cf.dim,) * 2 if config.das_cf else (self.cf_users.shape[1], self.cf_items.shape[1])
+        self.das = None
+        if config.das:
+            with seeded(config.seed):  # reproducible initialisation of the linear maps
+                self.das = DASAlignment(*cf_dims, config.code_dim, DASConfig(**config.das_options))
         self.step = 0
         self.generator = torch.Generator()
+
+    def new_model(self) -> DualTokenizer:
+        """A fresh tokenizer for this trainer's inputs (and its CF model, with `das_cf`)."""
+        extra = self.das_cf.dim if self.cf_input else 0
+        user_dim = self.x_users.shape[1] + extra if self.config.dual else None
+        return DualTokenizer(self.config, self.x_items.shape[1] + extra, user_dim, self.scales, self.cf_features)
+
+    def features(self, model: DualTokenizer, side: str, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The tokenizer input of a side's `rows` (all when None): the frozen [semantic; collaborative] rows, or with
+        `das_cf` and `use_cf` the semantic rows and the model's co-trained CF block (`DualTokenizer.collaborative`,
+        no gradient)."""
+        fixed = self.x_items if side == "item" else self.x_users
+        fixed = fixed if rows is None else fixed[rows]
+        if not self.cf_input:
+            return fixed
+        return torch.cat([fixed, model.collaborative(side, rows)], 1)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -199,7 +262,10 @@ class DualTrainer:
         """Eq. 2 on one step (U2I on the pair batch, RQ on uniform item and user batches), plus the enabled
         regularisers in phase 2 (gamma > 0): HaMR, AdaSID and DAS. AdaSID's Eq. 14 weights its collision loss by
         lambda_col(tau) and its collaborative term, here the U2I loss (when `u2i` is on), by lambda_cf(tau), on
-        top of Eq. 2's alpha."""
+        top of Eq. 2's alpha. In both phases, `das_cf` adds alpha_CF * L_CF_all (DAS) on the pair batch, and
+        `quasid_cl` adds L_cl (QuaSID Eq. 7) on a batch of B co-engagement pairs whose 2B items, triggers then
+        targets, are also the item batch of the RQ loss, HaMR (whose CVPM then masks each constructed pair, QuaSID
+        Eq. 8) and AdaSID."""
         config = self.config
         losses: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {"u2i": alpha, "rq_item": gamma, "rq_user": gamma}
@@ -207,22 +273,36 @@ class DualTrainer:
             collision, collaborative = progress_weights(self.step, self.adasid)
             weights |= {"adasid_item": collision, "adasid_user": collision}
             weights["u2i"] += collaborative if config.u2i else 0.0
+        users, items = pairs[:, 0], pairs[:, 1]
         if weights["u2i"] > 0 and model.users is not None:
-            users, items = pairs[:, 0], pairs[:, 1]
-            u = model.users.sc_embedding(self.x_users[users])
-            v = model.items.sc_embedding(self.x_items[items])
+            u = model.users.sc_embedding(self.features(model, "user", users))
+            v = model.items.sc_embedding(self.features(model, "item", items))
             losses["u2i"] = u2i_loss(u, v, false_negative_mask(users, items, self.known))
+        if model.cf is not None and len(pairs):
+            cf = model.cf.loss(users, items, false_negative_mask(users, items, self.known))
+            losses["das_cf"] = cf.pop("total")
+            losses |= {f"das_cf_{part}": value for part, value in cf.items()}
+            weights["das_cf"] = self.das_cf.alpha
+        item_rows, positives = None, None
+        if config.quasid_cl:
+            chosen = self.item_pairs[next(streams["item_pairs"])]
+            item_rows, positives = chosen.T.flatten(), paired_positives(len(chosen))
+            if gamma == 0:  # no RQ forward pass to share in phase 1
+                latent = model.items.latent(self.features(model, "item", item_rows))
+                losses["quasid_cl"] = self.quasid_cl(latent, chosen)
         if gamma > 0:
-            sides = [("item", model.items, self.x_items, next(streams["items"]))]
+            sides = [("item", model.items, item_rows if item_rows is not None else next(streams["items"]))]
             if model.users is not None:
-                sides.append(("user", model.users, self.x_users, next(streams["users"])))
-            for side, rqvae, features, rows in sides:
-                out = rqvae(features[rows])
+                sides.append(("user", model.users, next(streams["users"])))
+            for side, rqvae, rows in sides:
+                out = rqvae(self.features(model, side, rows))
                 losses[f"rq_{side}"] = out.loss
+                if side == "item" and config.quasid_cl:
+                    losses["quasid_cl"] = self.quasid_cl(out.embedding, chosen)
                 if side == "user" and not config.regularize_users:
                     continue
                 if config.hamr:
-                    mask = cvpm_mask(rows)
+                    mask = cvpm_mask(rows, positives if side == "item" else None)
                     losses[f"hamr_{side}"] = hamr_loss(out.embedding, out.quantized.codes, mask, self.hamr)
                     weights[f"hamr_{side}"] = 1.0
                 if config.adasid:
@@ -231,8 +311,17 @@ class DualTrainer:
             if self.das is not None and len(pairs):
                 losses["das"] = self.das_loss(model, pairs)["total"]
                 weights["das"] = 1.0
+        if config.quasid_cl:
+            weights["quasid_cl"] = 1.0
         total = sum(weights.get(name, 0.0) * value for name, value in losses.items())
         return {"total": total, **losses}
+
+    def quasid_cl(self, latent: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """L_cl (QuaSID Eq. 7) of B (trigger, target) rows `chosen` [B, 2] from the encoder outputs [2B, d] of their
+        items, triggers then targets."""
+        triggers, targets = chosen[:, 0], chosen[:, 1]
+        exclude = excluded_negatives(triggers, targets, self.quasid.mask, self.co_engaged)
+        return quasid_cl_loss(latent[: len(chosen)], latent[len(chosen) :], exclude, self.quasid)
 
     def das_loss(self, model: DualTokenizer, pairs: torch.Tensor) -> dict[str, torch.Tensor]:
         """DAS's six views and their total on the pair batch. z_u, z_i are the sums of the chosen codes (DAS 2.3),
@@ -241,13 +330,14 @@ class DualTrainer:
         users, items = pairs[:, 0], pairs[:, 1]
         co_users = self.co_users.sample(items, users, self.generator)
         co_items = self.co_items.sample(users, items, self.generator)
+        cotrained = model.cf is not None
         return self.das(
-            pooled_codes(model.users, self.x_users[users]),
-            pooled_codes(model.items, self.x_items[items]),
-            self.cf_users[users],
-            self.cf_items[items],
-            pooled_codes(model.users, self.x_users[co_users.clamp_min(0)]),
-            pooled_codes(model.items, self.x_items[co_items.clamp_min(0)]),
+            pooled_codes(model.users, self.features(model, "user", users)),
+            pooled_codes(model.items, self.features(model, "item", items)),
+            model.cf.users.representation(users) if cotrained else self.cf_users[users],
+            model.cf.items.representation(items) if cotrained else self.cf_items[items],
+            pooled_codes(model.users, self.features(model, "user", co_users.clamp_min(0))),
+            pooled_codes(model.items, self.features(model, "item", co_items.clamp_min(0))),
             same_item=items.unsqueeze(0) == items.unsqueeze(1),
             same_user=users.unsqueeze(0) == users.unsqueeze(1),
             interacted=self.known.contains(users.unsqueeze(1), items.unsqueeze(0)),
@@ -266,8 +356,9 @@ class DualTrainer:
         clash = self.known.contains(users.unsqueeze(1).expand_as(negatives), negatives) | (
             negatives == positives[:, None]
         )
-        item_emb = model.items.sc_embedding(self.x_items)
-        auc = u2i_auc(model.users.sc_embedding(self.x_users[users]), item_emb[positives], item_emb[negatives], ~clash)
+        item_emb = model.items.sc_embedding(self.features(model, "item"))
+        user_emb = model.users.sc_embedding(self.features(model, "user", users))
+        auc = u2i_auc(user_emb, item_emb[positives], item_emb[negatives], ~clash)
         model.train()
         return auc
 
@@ -288,22 +379,23 @@ class DualTrainer:
     @torch.no_grad()
     def revive(self, model: DualTokenizer, generator: torch.Generator) -> int:
         """Re-seed unused codes of both sides on the current latents (dead-code restart, not in Align3GR)."""
-        moved = model.items.quantizer.revive_dead_codes(model.items.latent(self.x_items), generator)
+        moved = model.items.quantizer.revive_dead_codes(model.items.latent(self.features(model, "item")), generator)
         if model.users is not None:
-            moved += model.users.quantizer.revive_dead_codes(model.users.latent(self.x_users), generator)
+            users = model.users.latent(self.features(model, "user"))
+            moved += model.users.quantizer.revive_dead_codes(users, generator)
         return moved
 
     def train(self) -> DualTokenizer:
         config = self.config
         with seeded(config.seed) as generator:
             self.generator = generator
-            user_dim = self.x_users.shape[1] if config.dual else None
-            model = DualTokenizer(config, self.x_items.shape[1], user_dim, self.scales)
+            model = self.new_model()
             parameters = list(model.parameters()) + (list(self.das.parameters()) if self.das is not None else [])
             optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
             streams = {
                 "items": cycle_chunks(len(self.x_items), config.rq_batch_size, generator),
                 "users": cycle_chunks(len(self.x_users), config.rq_batch_size, generator),
+                "item_pairs": cycle_chunks(len(self.item_pairs), self.quasid.batch_size, generator),
             }
             if config.u2i:
                 stopping = EarlyStopping(model, config.auc_patience)
@@ -320,9 +412,9 @@ class DualTrainer:
                         break
                 log.info("phase 1: validation U2I AUC %.4f, switching to quantisation", stopping.restore())
             with torch.no_grad():
-                model.items.quantizer.init_codebooks(model.items.latent(self.x_items), generator)
+                model.items.quantizer.init_codebooks(model.items.latent(self.features(model, "item")), generator)
                 if model.users is not None:
-                    model.users.quantizer.init_codebooks(model.users.latent(self.x_users), generator)
+                    model.users.quantizer.init_codebooks(model.users.latent(self.features(model, "user")), generator)
             alpha = config.phase2_alpha if config.u2i else 0.0
             self.adasid.t_start = config.adasid_options.get("t_start", 0)
             self.adasid.t_end = config.adasid_options.get("t_end", self.steps_per_epoch * config.phase2_epochs)

@@ -116,10 +116,11 @@ def train_dual(dataset: Dataset, embeddings_dir: str | Path, config: TokenizeCon
     trainer = DualTrainer(dataset, Embeddings.load(embeddings_dir), config)
     model = trainer.train()
     with torch.no_grad():
-        z_items = model.items.latent(trainer.x_items)
+        z_items = model.items.latent(trainer.features(model, "item"))
         raw_item_codes = model.items.quantizer(z_items).codes.numpy()
         distances = model.items.quantizer.last_level_distances(z_items).numpy()
-        user_codes = model.users.encode(trainer.x_users).numpy() if model.users is not None else np.zeros((0, 0), int)
+        users = trainer.features(model, "user")
+        user_codes = model.users.encode(users).numpy() if model.users is not None else np.zeros((0, 0), int)
     return trainer, model, raw_item_codes, distances, user_codes
 
 

@@ -19,9 +19,9 @@ toolkit's addition, like Align3GR's U2I masking of a user's own training items):
   row j's co-user y_j clicked item j, so it co-occurs with user b (it may be user b); in La_co_i2i_zi row j's
   co-item is an item of user j, which co-occurs with item b when user j clicked item b (`interacted[j, b]`).
 
-The collaborative features are the frozen collaborative encoder's (embed stage); a linear map per side
-(`DASAlignment.user_cf`, `.item_cf`) brings them to the code dimension. DAS's CF debiasing network (2.2) is not
-part of this module: the collaborative encoder here is trained on the training split, not debiased.
+The collaborative representations are the frozen collaborative encoder's (embed stage), or with `das_cf` the
+debiased ones of DAS's ID-based CF model co-trained with the quantisers (`das_cf`, DAS 2.2), which the alignment then
+trains too; a linear map per side (`DASAlignment.user_cf`, `.item_cf`) brings them to the code dimension.
 """
 
 from __future__ import annotations
