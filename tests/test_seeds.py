@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_pipeline import SMALL as PIPELINE_SMALL
 
 from align3gr.cli import main
 from align3gr.errors import ConfigError
@@ -24,19 +25,7 @@ from align3gr.pipeline.runner import Outcome
 from align3gr.pipeline.seeds import FILE, SEEDED, parse_seeds, seed_plans, seeded_config, seeds_summary
 
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
-SMALL = {
-    "source": {"builder": "movielens", "source": "recbole"},
-    "data": {"max_users": 100},
-    "embed": {"cf_epochs": 2, "cf_dim": 16},
-    "tokenize": {"codebook_size": 16, "user_codebook_size": 8, "code_dim": 8, "hidden_dims": [32],
-                 "phase1_max_epochs": 2, "phase2_epochs": 3},
-    "sft": {"model": "tiny", "tiny_vocab_size": 600, "tiny_hidden_size": 32, "tiny_layers": 1,
-            "max_examples_per_task": 100, "per_device_train_batch_size": 16, "max_steps": 16, "save_steps": 4,
-            "eval_examples": 16, "learning_rate": 3.0e-3},
-    "dpo": {"stages": ["sp_easy"], "num_rejected": 4, "candidates": 8, "per_device_train_batch_size": 8,
-            "max_steps": 3, "eval_batch_size": 50, "eval_beam_size": 10},
-    "evaluate": {"batch_size": 50},
-}  # fmt: skip
+SMALL = {**PIPELINE_SMALL, "dpo": {**PIPELINE_SMALL["dpo"], "stages": ["sp_easy"]}}
 
 
 def small_config(folder: Path) -> Path:

@@ -7,9 +7,13 @@ single-process run.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
+import torch
+
+from align3gr.decode import build_decoder
 from align3gr.decode.base import Decoder, Ranked
+from align3gr.decode.trie import trie_for_model
 
 
 def shard_order(lengths: list[int], batch_size: int, process: int, processes: int) -> list[int]:
@@ -44,3 +48,29 @@ def recommend_sharded(
         results = gather_object(results)
     by_index = dict(results)
     return [by_index[i] for i in range(len(prompts))]
+
+
+def rank_catalogue(
+    model,
+    tokenizer,
+    item_codes: Mapping[str, Sequence[str]],
+    prompts: Sequence[Sequence[int]],
+    desc: str,
+    unit: str,
+    *,
+    decoder: str = "beam_search",
+    beam_size: int = 20,
+    batch_size: int = 32,
+    exclude: Sequence[Collection[str]] | None = None,
+) -> list[Ranked]:
+    """Every prompt's ranking of the catalogue by `model`, constrained to `item_codes` (`recommend_sharded` with the
+    named decoder), in eval mode without gradients; the model is put back in the mode it was in. What evaluation,
+    the SFT ranking probe and self-play generation share."""
+    was_training = model.training
+    model.eval()
+    trie = trie_for_model(item_codes, tokenizer, model)
+    search = build_decoder(decoder, model, tokenizer, trie, beam_size, batch_size)
+    with torch.no_grad():
+        ranked = recommend_sharded(search, prompts, desc, unit, exclude)
+    model.train(was_training)
+    return ranked

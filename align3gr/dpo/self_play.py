@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from align3gr.decode import build_decoder
-from align3gr.decode.sharded import recommend_sharded
-from align3gr.decode.trie import trie_for_model
+from align3gr.decode.sharded import rank_catalogue
 from align3gr.sft.tasks import TaskBuilder
 
 
@@ -29,10 +27,6 @@ def generate_candidates(
     """For each prompt, a tuple that starts with (user, history), the items the policy ranks first for the task-A
     prompt (paraphrase 0, as in evaluation), best first, `beam_size` at most."""
     ids = [builder.seq_prompt_ids(tokenizer, prompt[0], prompt[1]) for prompt in prompts]
-    was_training = policy.training
-    policy.eval()
-    trie = trie_for_model(item_codes, tokenizer, policy)
-    decoder = build_decoder("beam_search", policy, tokenizer, trie, beam_size, batch_size)
-    ranked = recommend_sharded(decoder, ids, "candidates", "prompt")
-    policy.train(was_training)
+    ranked = rank_catalogue(policy, tokenizer, item_codes, ids, "candidates", "prompt", beam_size=beam_size,
+                            batch_size=batch_size)  # fmt: skip
     return [r.items for r in ranked]

@@ -11,11 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
-from align3gr.decode import build_decoder
-from align3gr.decode.sharded import recommend_sharded
-from align3gr.decode.trie import trie_for_model
+from align3gr.decode.sharded import rank_catalogue
 from align3gr.evaluate.metrics import Prediction, compute_metrics
 from align3gr.sft.tasks import TaskBuilder
 
@@ -48,13 +44,10 @@ class RankingProbe:
 
     def __call__(self, model) -> dict[str, float]:
         """`recall@K` and `ndcg@K` of `model` on the sample (the model is put back in the mode it was in)."""
-        was_training = model.training
-        model.eval()
-        trie = trie_for_model(self.builder.item_codes, self.tokenizer, model)
-        decoder = build_decoder("beam_search", model, self.tokenizer, trie, self.beam_size, self.batch_size)
-        with torch.no_grad():
-            ranked = recommend_sharded(decoder, self.prompts, "valid ranking", "user", exclude=self.exclude)
-        model.train(was_training)
+        ranked = rank_catalogue(
+            model, self.tokenizer, self.builder.item_codes, self.prompts, "valid ranking", "user",
+            beam_size=self.beam_size, batch_size=self.batch_size, exclude=self.exclude,
+        )  # fmt: skip
         predictions = [
             Prediction("", target, r.items, r.scores, r.returned, r.valid)
             for target, r in zip(self.targets, ranked, strict=True)

@@ -25,9 +25,7 @@ import torch
 
 from align3gr.config import config_to_dict
 from align3gr.data.dataset import load_dataset
-from align3gr.decode import build_decoder
-from align3gr.decode.sharded import recommend_sharded
-from align3gr.decode.trie import trie_for_model
+from align3gr.decode.sharded import rank_catalogue
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.metrics import Prediction, compute_metrics, write_evaluation
 from align3gr.evaluate.texts import text_examples
@@ -83,12 +81,13 @@ def run_evaluate(
         with_user_scid=with_user_scid, seq_format=seq_format, paraphrase=config.paraphrase,
     )  # fmt: skip
     prompts = [ids for _, ids in pairs]
-    trie = trie_for_model(item_codes, tokenizer, model)
-    decoder = build_decoder(config.decoder, model, tokenizer, trie, config.beam_size, config.batch_size)
     log.info("%s: %d users of %s on %d process(es), decoder %s", model_dir, len(prompts), config.split,
              state.num_processes, config.decoder)  # fmt: skip
     seen = [dataset.seen_before(ex.user_id, config.split) for ex, _ in pairs] if config.exclude_history else None
-    ranked = recommend_sharded(decoder, prompts, "evaluate", "user", seen)
+    ranked = rank_catalogue(
+        model, tokenizer, item_codes, prompts, "evaluate", "user",
+        decoder=config.decoder, beam_size=config.beam_size, batch_size=config.batch_size, exclude=seen,
+    )  # fmt: skip
     predictions = [
         Prediction(ex.user_id, ex.target, r.items, r.scores, r.returned, r.valid)
         for (ex, _), r in zip(pairs, ranked, strict=True)
