@@ -1,5 +1,5 @@
 """Softmax-DPO training step: the shared-prompt forwards against the plain forward, at K = 20 rejected
-completions and 128-token prompts (seed 003 implementation details; target: shared at least 4x faster).
+completions and 128-token prompts (Align3GR implementation details; target: shared at least 4x faster).
 
     python benchmarks/softmax_dpo.py [--steps 5] [--rows 2] [--hidden 256] [--layers 4]
 

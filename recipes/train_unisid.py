@@ -1,4 +1,4 @@
-"""Recipe: the UniSID item tokenizer (stage `tokenize` with `item_tokenizer: unisid`, seed 004), under `accelerate
+"""Recipe: the UniSID item tokenizer (stage `tokenize` with `item_tokenizer: unisid`), under `accelerate
 launch` or alone. User codes still come from the dual tokenizer (trained by the main process).
 
     accelerate launch --multi_gpu --num_processes 2 recipes/train_unisid.py \

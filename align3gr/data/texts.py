@@ -1,4 +1,4 @@
-"""Task texts built with the dataset (seed 003, Figure 3): a profile for every user (B2), a search intention
+"""Task texts built with the dataset (Align3GR, Figure 3): a profile for every user (B2), a search intention
 per training target (C2) and a preference statement per user (C3).
 
 Only each user's training part (`items[:-2]`) is read, so no valid or test target leaks into any text. Texts

@@ -1,4 +1,4 @@
-"""Options of the `evaluate` stage (seed 003, "Evaluation Metrics": Recall/NDCG@5/10, beam width 20)."""
+"""Options of the `evaluate` stage (Align3GR, "Evaluation Metrics": Recall/NDCG@5/10, beam width 20)."""
 
 from __future__ import annotations
 

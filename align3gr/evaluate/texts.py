@@ -1,4 +1,4 @@
-"""A few users' free-text answers (seed 003 Figure 3 tasks C1-1, next item title, and C3, preference statement),
+"""A few users' free-text answers (Align3GR Figure 3 tasks C1-1, next item title, and C3, preference statement),
 generated greedily next to the reference, since a user wants to look at what the model says."""
 
 from __future__ import annotations

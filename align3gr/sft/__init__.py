@@ -1,1 +1,1 @@
-"""Behaviour-level alignment (seed 003, Figure 3): SCID vocabulary extension and multi-task SFT."""
+"""Behaviour-level alignment (Align3GR, Figure 3): SCID vocabulary extension and multi-task SFT."""

@@ -1,4 +1,4 @@
-"""The multi-task SFT data of Align3GR (seed 003, Figure 3): one builder per task, each switchable (Table 4).
+"""The multi-task SFT data of Align3GR (Figure 3): one builder per task, each switchable (Table 4).
 
 | task | Figure 3 | prompt -> completion |
 |---|---|---|
