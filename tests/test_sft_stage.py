@@ -59,6 +59,8 @@ def test_stage_writes_a_loadable_model_and_reruns_as_a_no_op(ml100k_small, scid,
     assert again.up_to_date and again.meta == meta
     elsewhere = run_sft(ml100k_small, scid, tmp_path / "other" / "sft", SFTStageConfig(**SMALL)).path
     assert (elsewhere / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()  # same seed
+    (tmp_path / "run").rename(tmp_path / "moved")  # the run folder moved, its tiny base with it
+    assert run_sft(ml100k_small, scid, tmp_path / "moved" / "sft", SFTStageConfig(**SMALL)).up_to_date
 
 
 def test_lora_run_on_an_untied_llama_saves_an_adapter_that_loads_merged(ml100k_small, scid, request, tmp_path):

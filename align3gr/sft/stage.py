@@ -56,14 +56,15 @@ def base_model_path(config: SFTStageConfig, out: Path) -> str:
 
 
 def fingerprint_of(config: SFTStageConfig, dataset: Dataset, scid: Path, base: str) -> str:
-    """Hash of everything the output depends on: dataset, code tables, templates, base model and config."""
+    """Hash of everything the output depends on: dataset, code tables, templates, base model and config. The tiny
+    base is named, not located: it is built from the dataset and the config, so a moved run folder stays current."""
     local = Path(base)
     return sha256_json(
         {
             "data": dataset.meta.get("fingerprint"),
             "codes": [sha256_file(scid / "item_codes.json"), sha256_file(scid / "user_codes.json")],
             "templates": load_templates(),
-            "model": model_identity(local) if config.model != TINY and local.is_dir() else base,
+            "model": TINY if config.model == TINY else model_identity(local) if local.is_dir() else base,
             "config": config_to_dict(config),
             "version": align3gr.__version__,
         }
