@@ -17,7 +17,7 @@ _POLARITY = {"negative": 1.0, "neg": 1.0, "neutral": 3.0, "neu": 3.0, "positive"
 
 
 def feedback_level(rating: float, disliked_max: float = 1.0, liked_min: float = 4.0) -> str:
-    """Seed 003 RF-DPO mapping: disliked (<= 1), neutral (2-3), liked (>= 4), thresholds configurable."""
+    """Align3GR's RF-DPO mapping: disliked (<= 1), neutral (2-3), liked (>= 4), thresholds configurable."""
     if rating <= disliked_max:
         return "disliked"
     if rating >= liked_min:

@@ -1,8 +1,9 @@
 """Preference data of the progressive DPO stages (Align3GR, "Preference-level Alignment", Eq. 3, Table 5).
 
-Every row is a user's history, one chosen item and up to K rejected items, never the chosen one and never one of
-the user's training positives (`training_positives`: the liked training items, or every training item when the
-data has no feedback levels), so DPO does not push down what the user's own history says they want:
+Every row is a user's history, one chosen item and up to K rejected items, never the chosen one; a self-play row
+also never rejects one of the user's training positives (`training_positives`: the liked training items, or every
+training item when the data has no feedback levels), so DPO does not push down what the user's own history says
+they want (an RF row rejects items the user logged at a disliked or neutral level):
 
 - self-play (SP-DPO): chosen = the ground-truth next item of a training prompt; rejected = items the current
   policy generated for that prompt (constrained beam search, `candidates` wide), kept in beam order when their
@@ -28,7 +29,7 @@ and counted; the Softmax-DPO loss masks the missing ones of a short row (Eq. 3 o
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -121,7 +122,7 @@ def self_play_examples(
     num_rejected: int,
     seed: int,
     fill: str = "none",
-    positives: Mapping[str, Collection[str]] | None = None,
+    positives: Mapping[str, Set[str]] | None = None,
 ) -> tuple[list[PreferenceExample], PreferenceStats]:
     """SP-DPO rows: `prompts` are (user, history, ground-truth item), `generated` the policy's items for each, best
     first, `buckets` the difficulty of a candidate for a target (prefix-ngram or SCID-vector similarity). `kind`
@@ -135,13 +136,13 @@ def self_play_examples(
     rng = random.Random(f"{seed}:sp:{kind}")
     examples, stats = [], PreferenceStats()
     for (user, history, target), candidates in zip(prompts, generated, strict=True):
-        barred = set(positives.get(user, ()))
+        barred = positives.get(user, frozenset())
         others = [c for c in dict.fromkeys(candidates) if c != target and c not in barred]
         if kind == "random":
             picked = rng.sample(others, min(num_rejected, len(others)))
             generated_count = len(picked)
-            room = num_rejected - len(picked) if fill == "catalogue" else 0
-            picked += buckets.fill(target, None, room, set(picked) | barred, rng)
+            if fill == "catalogue":
+                picked += buckets.fill(target, None, num_rejected - len(picked), set(picked) | barred, rng)
         else:
             names = BUCKETS if kind == "mixed" else (kind,)
             shares = [num_rejected // len(names) + (i < num_rejected % len(names)) for i in range(len(names))]
@@ -150,8 +151,8 @@ def self_play_examples(
                 own = [c for c in others if buckets.bucket(c, target) == bucket][:share]
                 generated_count += len(own)
                 picked += own
-                room = share - len(own) if fill == "catalogue" else 0
-                picked += buckets.fill(target, bucket, room, set(picked) | barred, rng)
+                if fill == "catalogue":
+                    picked += buckets.fill(target, bucket, share - len(own), set(picked) | barred, rng)
         example = PreferenceExample(user, history, target, picked, generated_count, len(picked) - generated_count)
         if stats.record(example, num_rejected):
             examples.append(example)

@@ -81,8 +81,9 @@ class SCIDSFTTrainer(SFTTrainer):
 
 
 class RankingEarlyStopping(EarlyStoppingCallback):
-    """Transformers' early stopping on the probe's metric, counting only the evaluations that carry it: a scheduled
-    evaluation runs one evaluation per eval dataset, and the ranking rides on the first."""
+    """Transformers' early stopping on the probe's metric, quiet on the evaluations without it: a scheduled evaluation
+    runs one evaluation per eval dataset and the ranking rides on the first; the base class skips the others too, but
+    warns on each that early stopping is disabled."""
 
     def on_evaluate(self, args, state, control, metrics, **kwargs):
         if args.metric_for_best_model in metrics:

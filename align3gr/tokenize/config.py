@@ -132,8 +132,7 @@ class TokenizeConfig:
                 raise ConfigError(
                     f"{cls.__name__} has no option {unknown[0]!r}; options: {', '.join(f.name for f in fields(cls))}"
                 )
-        DASCFConfig(**self.das_cf_options)
-        QuaSIDCLConfig(**self.quasid_cl_options)
+            cls(**options)  # the option class's own checks, before any work
         if self.item_tokenizer not in ITEM_TOKENIZERS:
             raise ConfigError(f"item_tokenizer={self.item_tokenizer!r}: expected one of {', '.join(ITEM_TOKENIZERS)}")
         UniSIDConfig(**self.unisid_options).validate()

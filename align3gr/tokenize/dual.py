@@ -227,7 +227,9 @@ class DualTrainer:
             self.item_pairs = co_engagement_pairs(histories, self.quasid.window)
             if not len(self.item_pairs):
                 raise DataError("quasid_cl: no two different items co-occur in a training sequence")
-        self.co_engaged = InteractionSet(self.item_pairs[:, 0], self.item_pairs[:, 1], len(item_index))
+        self.co_engaged = None
+        if config.quasid_cl and self.quasid.mask == "related":  # an items x items table, read by that mask only
+            self.co_engaged = InteractionSet(self.item_pairs[:, 0], self.item_pairs[:, 1], len(item_index))
         cf_dims = (self.das_cf.dim,) * 2 if config.das_cf else (self.cf_users.shape[1], self.cf_items.shape[1])
         self.das = None
         if config.das:

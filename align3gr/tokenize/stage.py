@@ -119,8 +119,9 @@ def train_dual(dataset: Dataset, embeddings_dir: str | Path, config: TokenizeCon
         z_items = model.items.latent(trainer.features(model, "item"))
         raw_item_codes = model.items.quantizer(z_items).codes.numpy()
         distances = model.items.quantizer.last_level_distances(z_items).numpy()
-        users = trainer.features(model, "user")
-        user_codes = model.users.encode(users).numpy() if model.users is not None else np.zeros((0, 0), int)
+        user_codes = np.zeros((0, 0), int)
+        if model.users is not None:
+            user_codes = model.users.encode(trainer.features(model, "user")).numpy()
     return trainer, model, raw_item_codes, distances, user_codes
 
 
