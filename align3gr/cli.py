@@ -100,10 +100,10 @@ def _tokenize(args: argparse.Namespace) -> None:
     print("\n" + format_table(rows, title))
     raw, unique = report["items"]["v_measure"], report["items"]["resolved"]["v_measure"]
     dual = [level["v_measure"] for level in report.get("dual_items", {}).get("v_measure", [])]
+    raw = raw + [{"homogeneity": "", "completeness": "", "v_measure": ""}] * (len(unique) - len(raw))
     rows = [
-        {"level": level["level"], "homogeneity": raw[i]["homogeneity"] if i < len(raw) else "",
-         "completeness": raw[i]["completeness"] if i < len(raw) else "",
-         "V-measure": raw[i]["v_measure"] if i < len(raw) else "", "V-measure (unique codes)": level["v_measure"]}
+        {"level": level["level"], "homogeneity": raw[i]["homogeneity"], "completeness": raw[i]["completeness"],
+         "V-measure": raw[i]["v_measure"], "V-measure (unique codes)": level["v_measure"]}
         | ({"dual V-measure": dual[i] if i < len(dual) else ""} if dual else {})
         for i, level in enumerate(unique)
     ]  # fmt: skip

@@ -135,7 +135,6 @@ class TokenizeConfig:
             cls(**options)  # the option class's own checks, before any work
         if self.item_tokenizer not in ITEM_TOKENIZERS:
             raise ConfigError(f"item_tokenizer={self.item_tokenizer!r}: expected one of {', '.join(ITEM_TOKENIZERS)}")
-        UniSIDConfig(**self.unisid_options).validate()
         for name in ("levels", "codebook_size", "user_codebook_size", "code_dim", "batch_size", "rq_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")

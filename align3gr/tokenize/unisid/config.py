@@ -77,7 +77,7 @@ class UniSIDConfig:
     warmup_ratio: float = field(default=0.05, metadata={"help": "Share of the steps with linear warm-up (cosine)."})
     encode_batch_size: int = field(default=64, metadata={"help": "Items per forward when writing the codes."})
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ConfigError(f"unisid_options.dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
         for name in (
