@@ -19,9 +19,8 @@ import yaml
 from align3gr.config import config_to_dict
 from align3gr.io import atomic_directory, write_json, write_jsonl
 from align3gr.models.loading import META_FILE
+from align3gr.scid.code_tables import CODE_TABLES
 from align3gr.training_curves import CURVES_FILE, plot_training_curves
-
-CODE_TABLES = ("item_codes.json", "user_codes.json")
 
 
 def cpu_processes() -> bool:

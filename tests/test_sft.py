@@ -11,10 +11,11 @@ from align3gr.data.dataset import load_dataset
 from align3gr.errors import ConfigError
 from align3gr.models.loading import load_for_inference, load_model_and_tokenizer
 from align3gr.models.tiny import build_tiny_causal_lm
+from align3gr.scid.tokens import scid_tokens
 from align3gr.sft.data import encode_example
 from align3gr.sft.prompting import encode_completion, encode_prompt
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts
-from align3gr.sft.vocab import extend_vocabulary, scid_tokens
+from align3gr.sft.vocab import extend_vocabulary
 
 
 def code_tables(dataset) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

@@ -12,7 +12,7 @@ import torch
 from align3gr.data.dataset import load_dataset
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import ConfigError, DataError
-from align3gr.tokenize.code_table import load_code_tables
+from align3gr.scid.code_tables import load_code_tables
 from align3gr.tokenize.codebook_stats import level_statistics, sid_entropy
 from align3gr.tokenize.collisions import collision_rate, resolve_collisions
 from align3gr.tokenize.config import TokenizeConfig

@@ -15,9 +15,9 @@ from test_sft_stage import SMALL as SFT_SMALL
 from test_tokenize import SMALL
 
 from align3gr.data.dataset import load_dataset
+from align3gr.scid.code_tables import load_code_tables
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
-from align3gr.tokenize.code_table import load_code_tables
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.stage import run_tokenize
 

@@ -35,8 +35,8 @@ from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.stage import run_evaluate, trained_prompting
 from align3gr.io import read_json, sha256_json, write_json
 from align3gr.models.loading import META_FILE
+from align3gr.scid.code_tables import load_code_tables
 from align3gr.sft.tasks import TaskBuilder
-from align3gr.tokenize.code_table import load_code_tables
 from align3gr.training import logged, prepare_work, publish
 
 log = logging.getLogger(__name__)

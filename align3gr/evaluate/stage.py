@@ -31,8 +31,8 @@ from align3gr.evaluate.metrics import Prediction, compute_metrics, write_evaluat
 from align3gr.evaluate.texts import text_examples
 from align3gr.io import atomic_directory, read_json, write_jsonl
 from align3gr.models.loading import load_for_inference
+from align3gr.scid.code_tables import load_code_tables
 from align3gr.sft.tasks import evaluation_prompts
-from align3gr.tokenize.code_table import load_code_tables
 
 log = logging.getLogger(__name__)
 

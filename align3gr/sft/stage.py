@@ -22,6 +22,8 @@ from align3gr.evaluate.probe import RankingProbe
 from align3gr.io import read_json, sha256_file, sha256_json
 from align3gr.models.loading import META_FILE, load_model_and_tokenizer
 from align3gr.models.local import model_identity
+from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
+from align3gr.scid.tokens import scid_tokens
 from align3gr.seeding import seeded
 from align3gr.sft.base_model import TINY, build_tiny_base
 from align3gr.sft.config import SFTStageConfig
@@ -29,8 +31,7 @@ from align3gr.sft.data import rows_dataset, sample_per_task, tokenize_examples
 from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
 from align3gr.sft.training import sft_arguments
-from align3gr.sft.vocab import extend_vocabulary, scid_tokens, token_texts
-from align3gr.tokenize.code_table import load_code_tables
+from align3gr.sft.vocab import extend_vocabulary, token_texts
 from align3gr.training import logged, prepare_work, publish
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def fingerprint_of(config: SFTStageConfig, dataset: Dataset, scid: Path, base: s
     return sha256_json(
         {
             "data": dataset.meta.get("fingerprint"),
-            "codes": [sha256_file(scid / "item_codes.json"), sha256_file(scid / "user_codes.json")],
+            "codes": [sha256_file(scid / name) for name in CODE_TABLES],
             "templates": load_templates(),
             "model": TINY if config.model == TINY else model_identity(local) if local.is_dir() else base,
             "config": config_to_dict(config),

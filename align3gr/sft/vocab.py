@@ -8,7 +8,6 @@ and users each code belongs to (`init="text"`), so the model's predictions are n
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -16,19 +15,6 @@ import torch
 from align3gr.errors import ConfigError
 
 INIT_METHODS = ("mean", "text")
-_TOKEN = re.compile(r"^<([a-z]+)_(\d+)>$")
-
-
-def _token_key(token: str) -> tuple[str, int]:
-    match = _TOKEN.match(token)
-    return (match.group(1), int(match.group(2))) if match else (token, -1)
-
-
-def scid_tokens(item_codes: Mapping[str, Sequence[str]], user_codes: Mapping[str, Sequence[str]]) -> list[str]:
-    """Every distinct code token, item tokens first, each side ordered by level prefix then code number."""
-    items = sorted({t for codes in item_codes.values() for t in codes}, key=_token_key)
-    users = sorted({t for codes in user_codes.values() for t in codes} - set(items), key=_token_key)
-    return items + users
 
 
 def token_texts(codes: Mapping[str, Sequence[str]], texts: Mapping[str, str], limit: int = 32) -> dict[str, list[str]]:

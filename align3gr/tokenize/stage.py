@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import string
 import time
 from pathlib import Path
 
@@ -31,18 +30,13 @@ from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import ConfigError
 from align3gr.io import atomic_directory, write_json
+from align3gr.scid.code_tables import write_code_tables
+from align3gr.scid.tokens import code_tokens
 from align3gr.tokenize.codebook_stats import level_statistics, level_v_measure, sid_entropy
 from align3gr.tokenize.collisions import collision_rate, resolve_collisions
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.dual import DualTrainer, TrainHistory
 from align3gr.tokenize.unisid.train import SAVED, train_unisid
-
-
-def code_tokens(codes: np.ndarray, side: str) -> list[list[str]]:
-    """Token strings of a code table: level l of items is `<{letter}_{code}>`, of users `<u{letter}_{code}>`."""
-    prefix = "" if side == "item" else "u"
-    letters = [prefix + string.ascii_lowercase[level] for level in range(codes.shape[1])]
-    return [[f"<{letters[level]}_{int(c)}>" for level, c in enumerate(row)] for row in codes]
 
 
 def plot_code_usage(tables: dict[str, np.ndarray], path: Path) -> None:
@@ -184,8 +178,7 @@ def run_tokenize(
     user_table = dict(zip(dataset.sequences, code_tokens(user_codes, "user"), strict=True)) if len(user_codes) else {}
     report["seconds"] = round(time.perf_counter() - start, 2)
     with atomic_directory(out) as tmp:
-        write_json(tmp / "item_codes.json", item_table)
-        write_json(tmp / "user_codes.json", user_table)
+        write_code_tables(tmp, item_table, user_table)
         if model is not None:
             model.save(tmp)
         if trained is not None:

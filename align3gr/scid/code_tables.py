@@ -1,15 +1,24 @@
-"""Reading the code tables of `scid/` for a dataset, with the checks every later stage relies on."""
+"""The code tables `item_codes.json` and `user_codes.json`: their names, writing them, and reading them with the
+checks every later stage relies on."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from align3gr.data.dataset import Dataset
 from align3gr.errors import DataError
-from align3gr.io import read_json
+from align3gr.io import read_json, write_json
+from align3gr.scid.tokens import TOKEN
 
-_TOKEN = re.compile(r"^<[a-z]+_\d+>$")
+ITEM_CODES = "item_codes.json"
+USER_CODES = "user_codes.json"
+CODE_TABLES = (ITEM_CODES, USER_CODES)
+
+
+def write_code_tables(folder: Path, items: dict[str, list[str]], users: dict[str, list[str]]) -> None:
+    """Write `{item: [tokens]}` and `{user: [tokens]}` (empty: item-only SCIDs) into `folder`."""
+    write_json(folder / ITEM_CODES, items)
+    write_json(folder / USER_CODES, users)
 
 
 def check_table(table: object, ids: list[str], path: Path, unique: bool) -> dict[str, list[str]]:
@@ -26,7 +35,7 @@ def check_table(table: object, ids: list[str], path: Path, unique: bool) -> dict
         )
     length = None
     for key, codes in table.items():
-        if not isinstance(codes, list) or not all(isinstance(c, str) and _TOKEN.match(c) for c in codes):
+        if not isinstance(codes, list) or not all(isinstance(c, str) and TOKEN.match(c) for c in codes):
             raise DataError(f"'{key}': expected a list of tokens like \"<a_12>\", got {codes!r}", path)
         if length is None:
             length = len(codes)
@@ -40,8 +49,8 @@ def check_table(table: object, ids: list[str], path: Path, unique: bool) -> dict
 def load_code_tables(scid_dir: str | Path, dataset: Dataset) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """(item codes, user codes) of `scid_dir`, checked against `dataset` (user codes may be empty: item-only)."""
     folder = Path(scid_dir)
-    items = check_table(read_json(folder / "item_codes.json"), list(dataset.items), folder / "item_codes.json", True)
-    users = read_json(folder / "user_codes.json")
+    items = check_table(read_json(folder / ITEM_CODES), list(dataset.items), folder / ITEM_CODES, True)
+    users = read_json(folder / USER_CODES)
     if users:
-        users = check_table(users, list(dataset.sequences), folder / "user_codes.json", False)
+        users = check_table(users, list(dataset.sequences), folder / USER_CODES, False)
     return items, users

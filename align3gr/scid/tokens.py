@@ -1,0 +1,34 @@
+"""The SCID token format: code c of level l is one added token `<{prefix}_{c}>`, a prefix per side and level.
+
+Items take a, b, c, ...; users ua, ub, uc, ... `tokenize` writes tokens with `code_tokens`; the later stages read
+them with `TOKEN` and list them for the vocabulary with `scid_tokens`.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+TOKEN = re.compile(r"^<([a-z]+)_(\d+)>$")
+
+
+def code_tokens(codes: np.ndarray, side: str) -> list[list[str]]:
+    """Token strings of a code table: level l of items is `<{letter}_{code}>`, of users `<u{letter}_{code}>`."""
+    prefix = "" if side == "item" else "u"
+    letters = [prefix + string.ascii_lowercase[level] for level in range(codes.shape[1])]
+    return [[f"<{letters[level]}_{int(c)}>" for level, c in enumerate(row)] for row in codes]
+
+
+def _token_key(token: str) -> tuple[str, int]:
+    match = TOKEN.match(token)
+    return (match.group(1), int(match.group(2))) if match else (token, -1)
+
+
+def scid_tokens(item_codes: Mapping[str, Sequence[str]], user_codes: Mapping[str, Sequence[str]]) -> list[str]:
+    """Every distinct code token, item tokens first, each side ordered by level prefix then code number."""
+    items = sorted({t for codes in item_codes.values() for t in codes}, key=_token_key)
+    users = sorted({t for codes in user_codes.values() for t in codes} - set(items), key=_token_key)
+    return items + users
