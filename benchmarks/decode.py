@@ -35,10 +35,10 @@ from align3gr.decode import BeamSearchDecoder, ExhaustiveDecoder, GenerateDecode
 from align3gr.decode.trie import trie_for_model
 from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.scid.tokens import scid_tokens
+from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.seeding import seeded
 from align3gr.sft.prompting import encode_completion, encode_prompt
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts
-from align3gr.sft.vocab import extend_vocabulary
 
 
 def crafted_codes(ids: list[str], seed: int, prefix: str = "") -> dict[str, list[str]]:

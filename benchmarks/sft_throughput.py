@@ -20,12 +20,12 @@ from align3gr.data.dataset import load_dataset
 from align3gr.models.loading import load_model_and_tokenizer
 from align3gr.scid.code_tables import load_code_tables
 from align3gr.scid.tokens import scid_tokens
+from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.sft.base_model import build_tiny_base
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.data import sample_per_task, tokenize_examples
 from align3gr.sft.tasks import TASKS, TaskBuilder
 from align3gr.sft.training import sft_arguments
-from align3gr.sft.vocab import extend_vocabulary
 
 MODES = {"padding": {}, "padding-free": {"padding_free": True}, "packing (bfd)": {"packing": True}}
 

@@ -17,9 +17,9 @@ from align3gr.io import write_json
 from align3gr.models.loading import load_for_inference
 from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.scid.tokens import scid_tokens
+from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.seeding import seeded
 from align3gr.sft.tasks import evaluation_prompts
-from align3gr.sft.vocab import extend_vocabulary
 
 
 def crafted_codes(ids: list[str], prefix: str) -> dict[str, list[str]]:

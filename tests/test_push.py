@@ -24,9 +24,9 @@ from align3gr.io import read_json, write_json
 from align3gr.models.loading import load_model_and_tokenizer
 from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.scid.tokens import scid_tokens
+from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.seeding import seeded
 from align3gr.sft.lora import scid_lora_config
-from align3gr.sft.vocab import extend_vocabulary
 
 TRAINING_CONFIG = {"model": "tiny", "with_user_scid": True, "learning_rate": 0.001}
 

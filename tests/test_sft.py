@@ -12,10 +12,10 @@ from align3gr.errors import ConfigError
 from align3gr.models.loading import load_for_inference, load_model_and_tokenizer
 from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.scid.tokens import scid_tokens
+from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.sft.data import encode_example
 from align3gr.sft.prompting import encode_completion, encode_prompt
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts
-from align3gr.sft.vocab import extend_vocabulary
 
 
 def code_tables(dataset) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -78,7 +78,7 @@ def test_vocabulary_extension_adds_plain_tokens_padded_rows_at_the_mean(small, t
 
 
 def test_text_initialisation_uses_the_titles_of_each_codes_items(small, tiny_qwen):
-    from align3gr.sft.vocab import token_texts
+    from align3gr.scid.vocabulary import token_texts
 
     items, _ = code_tables(small)
     model, tokenizer = load_model_and_tokenizer(tiny_qwen)

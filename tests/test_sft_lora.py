@@ -9,10 +9,10 @@ import torch
 
 from align3gr.models.loading import META_FILE, load_for_inference, load_model_and_tokenizer
 from align3gr.models.tiny import build_tiny_causal_lm, train_tokenizer
+from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.sft.data import tokenize_examples
 from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.tasks import SFTExample
-from align3gr.sft.vocab import extend_vocabulary
 
 TOKENS = [f"<a_{k}>" for k in range(8)] + [f"<b_{k}>" for k in range(8)]
 TEXTS = ["Toy Story", "GoldenEye", "Four Rooms", "Get Shorty", "A 24-year-old male technician."] * 4

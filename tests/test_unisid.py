@@ -19,7 +19,7 @@ from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.models.tiny_vl import build_tiny_qwen2_5_vl
 from align3gr.scid.code_tables import load_code_tables
 from align3gr.scid.tokens import code_tokens
-from align3gr.sft.vocab import extend_vocabulary
+from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.tokenize.codebook_stats import level_v_measure, v_measure
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.stage import item_report, run_tokenize

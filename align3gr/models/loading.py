@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from align3gr.errors import ConfigError
+from align3gr.models.embeddings import resize_embeddings
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ADAPTER_CONFIG = "adapter_config.json"
@@ -101,8 +102,6 @@ def load_adapter(folder: Path, dtype: str | torch.dtype = "float32", trainable: 
     grown to the saved tokenizer's size with `resize_embeddings` (rows past the base vocabulary set to the mean, as
     in training; `meta.json` records the base vocabulary size), then the adapter, trainable or not."""
     from peft import PeftModel
-
-    from align3gr.sft.vocab import resize_embeddings
 
     adapter = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     meta_path = folder / META_FILE

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 
 from align3gr.errors import ConfigError
 from align3gr.models.loading import DTYPES
+from align3gr.models.lora import LORA_TARGETS
+from align3gr.scid.vocabulary import INIT_METHODS
 from align3gr.sft.base_model import TINY
 from align3gr.sft.tasks import SEQ_FORMATS, TASKS, check_seq_format, check_tasks
-from align3gr.sft.vocab import INIT_METHODS
 
 BEST_METRICS = ("ndcg@10", "recall@10", "ndcg@5", "recall@5")
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass

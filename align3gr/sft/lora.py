@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
-def module_name(model, module) -> str:
-    """The attribute name (last path component) of `module` inside `model`."""
-    return next(name.rsplit(".", 1)[-1] for name, m in model.named_modules() if m is module)
+from align3gr.models.lora import module_name
 
 
 def scid_lora_config(model, token_ids: Sequence[int], r: int, alpha: int, dropout: float, targets: Sequence[str]):

@@ -24,6 +24,7 @@ from align3gr.models.loading import META_FILE, load_model_and_tokenizer
 from align3gr.models.local import model_identity
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
 from align3gr.scid.tokens import scid_tokens
+from align3gr.scid.vocabulary import extend_vocabulary, token_texts
 from align3gr.seeding import seeded
 from align3gr.sft.base_model import TINY, build_tiny_base
 from align3gr.sft.config import SFTStageConfig
@@ -31,7 +32,6 @@ from align3gr.sft.data import rows_dataset, sample_per_task, tokenize_examples
 from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
 from align3gr.sft.training import sft_arguments
-from align3gr.sft.vocab import extend_vocabulary, token_texts
 from align3gr.training import logged, prepare_work, publish
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from align3gr.errors import ConfigError
 from align3gr.models.loading import DTYPES
-from align3gr.sft.config import LORA_TARGETS
+from align3gr.models.lora import LORA_TARGETS
 
 TINY = "tiny"
 

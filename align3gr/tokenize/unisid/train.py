@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from align3gr.data.dataset import Dataset
 from align3gr.data.texts import informative_categories
 from align3gr.errors import ConfigError
+from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.seeding import seeded
-from align3gr.sft.vocab import extend_vocabulary
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.unisid.backbone import (
     build_tiny_models,

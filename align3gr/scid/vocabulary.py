@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from align3gr.errors import ConfigError
+from align3gr.models.embeddings import check_resizable, resize_embeddings
 
 INIT_METHODS = ("mean", "text")
 
@@ -26,19 +27,6 @@ def token_texts(codes: Mapping[str, Sequence[str]], texts: Mapping[str, str], li
             if len(bucket) < limit and texts.get(key):
                 bucket.append(texts[key])
     return out
-
-
-def _check_resizable(model) -> torch.nn.Embedding:
-    try:
-        embeddings = model.get_input_embeddings()
-    except (AttributeError, NotImplementedError):
-        embeddings = None
-    if not isinstance(embeddings, torch.nn.Embedding):
-        raise ConfigError(
-            f"model {type(model).__name__} has no resizable input embedding (got {type(embeddings).__name__}); "
-            "SCID tokens need a causal LM whose get_input_embeddings() is an nn.Embedding"
-        )
-    return embeddings
 
 
 def _text_rows(tokenizer, weight: torch.Tensor, tokens: Sequence[str], texts: Mapping[str, Sequence[str]]):
@@ -76,7 +64,7 @@ def extend_vocabulary(
         )
     if len(set(tokens)) != len(tokens):
         raise ConfigError("SCID token list has duplicates; build it with scid_tokens()")
-    _check_resizable(model)
+    check_resizable(model)
     known = len(tokenizer)
     tokenizer.add_tokens(list(tokens), special_tokens=False)
     new_ids = tokenizer.convert_tokens_to_ids(list(tokens))
@@ -88,25 +76,3 @@ def extend_vocabulary(
                     if row is not None:
                         weight[token_id] = row
     return new_ids
-
-
-def resize_embeddings(model, size: int, known: int, pad_to_multiple_of: int = 64) -> list[torch.Tensor]:
-    """Grow the embeddings to hold `size` tokens (padded to a multiple), every row from `known` on set to the
-    mean of the first `known` rows (input and untied output matrices separately; an output bias to its mean).
-
-    Deterministic, so loading a LoRA adapter trained on the extended model repeats it on the base model and gets
-    the same rows outside the adapter's trained tokens. Returns the input matrix and, when untied, the output one.
-    """
-    embeddings = _check_resizable(model)
-    rows = max(size, embeddings.weight.shape[0])
-    model.resize_token_embeddings(rows, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
-    matrices = [model.get_input_embeddings().weight]
-    output = model.get_output_embeddings()
-    if output is not None and output.weight is not matrices[0]:
-        matrices.append(output.weight)
-    with torch.no_grad():
-        for weight in matrices:
-            weight[known:] = weight[:known].mean(0)
-        if output is not None and getattr(output, "bias", None) is not None:
-            output.bias[known:] = output.bias[:known].mean()
-    return matrices
