@@ -15,13 +15,14 @@ from align3gr.console import format_value, markdown_table
 from align3gr.hub.settings import InferenceSettings
 from align3gr.io import read_json
 from align3gr.models.loading import META_FILE
+from align3gr.scid.code_tables import ITEM_CODES, USER_CODES, load_code_tables
 
 TAGS = ["align3gr", "generative-recommendation", "recommendation", "semantic-ids"]
 METRIC_COLUMNS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "coverage@10", "valid_rate")
 DATA_STATISTICS = ("users", "items", "interactions", "density", "avg_sequence_length", "train_examples")
 FILE_ROLES = {
-    "item_codes.json": "item ID -> SCID tokens",
-    "user_codes.json": "user ID -> SCID tokens (empty for item-only SCIDs)",
+    ITEM_CODES: "item ID -> SCID tokens",
+    USER_CODES: "user ID -> SCID tokens (empty for item-only SCIDs)",
     "tokenizer_report.json": "the SCID tokenizer's report (codebook usage, collisions, U2I AUC)",
     "code_usage.png": "how many items (users) each code holds, per level",
     "metrics.json": "test metrics of every evaluated stage of the run",
@@ -80,9 +81,10 @@ def data_section(data: dict) -> str:
     return "\n".join(lines)
 
 
-def scid_section(folder: Path, settings: InferenceSettings) -> str:
+def scid_section(
+    folder: Path, items: dict[str, list[str]], users: dict[str, list[str]], settings: InferenceSettings
+) -> str:
     """The code format with an example, the tokenizer report's per-level usage, and the prompt."""
-    items, users = read_json(folder / "item_codes.json"), read_json(folder / "user_codes.json")
     item_id, codes = next(iter(items.items()))
     levels = list(zip(*items.values(), strict=True))
     sizes = ", ".join(f"{len(set(level))}" for level in levels)
@@ -140,13 +142,15 @@ def metrics_section(metrics: dict[str, dict], stage: str | None) -> str:
     )
 
 
-def usage_section(folder: Path, source: str, settings: InferenceSettings) -> str:
+def usage_section(
+    folder: Path, items: dict[str, list[str]], users: dict[str, list[str]], source: str, settings: InferenceSettings
+) -> str:
     """Loading and recommending with `load_recommender`, with real item (and user) IDs of the model."""
-    items = list(read_json(folder / "item_codes.json"))[:3]
-    users = list(read_json(folder / "user_codes.json"))[:1] if settings.with_user_scid else []
+    item_ids = list(items)[:3]
+    user_ids = list(users)[:1] if settings.with_user_scid else []
     peft = " (with `peft` installed: it is an adapter)" if (folder / "adapter_config.json").is_file() else ""
-    call = f"recommender.recommend({items!r}, k=10, user_id="
-    named = "".join(f"{call}{u!r})  # a known user, named by SCID\n" for u in users)
+    call = f"recommender.recommend({item_ids!r}, k=10, user_id="
+    named = "".join(f"{call}{u!r})  # a known user, named by SCID\n" for u in user_ids)
     return f"""## Usage
 
 With align3gr installed:
@@ -155,12 +159,12 @@ With align3gr installed:
 import align3gr
 
 recommender = align3gr.load_recommender("{source}")
-recommender.recommend({items!r}, k=10)  # item IDs, best first
-{named}recommender.recommend_with_scores({items!r}, k=5)  # (item ID, log-probability of its SCID)
-recommender.rank([{items[:2]!r}, {items[1:]!r}], k=10)  # many users at once, decoded in batches
+recommender.recommend({item_ids!r}, k=10)  # item IDs, best first
+{named}recommender.recommend_with_scores({item_ids!r}, k=5)  # (item ID, log-probability of its SCID)
+recommender.rank([{item_ids[:2]!r}, {item_ids[1:]!r}], k=10)  # many users at once, decoded in batches
 ```
 
-Histories are item IDs of `item_codes.json`, oldest first; an unknown item is an error, an unknown user is named
+Histories are item IDs of `{ITEM_CODES}`, oldest first; an unknown item is an error, an unknown user is named
 "the user". The folder is also an ordinary Hugging Face model: `AutoModelForCausalLM` / `AutoTokenizer` load
 it{peft}, and `align3gr evaluate --model <folder> --data <dataset>` evaluates it."""
 
@@ -183,6 +187,7 @@ def files_section(folder: Path) -> str:
 def model_card(folder: Path, settings: InferenceSettings, source: str) -> str:
     """The README.md of the published `folder`; `source` is what to pass to `load_recommender` (repo id or path)."""
     meta = read_json(folder / META_FILE)
+    items, users = load_code_tables(folder)
     title = source.rsplit("/", 1)[-1]
     intro = (
         f"# {title}\n\nA generative recommender trained with align3gr (Align3GR: SCID tokenization, multi-task SFT,"
@@ -194,9 +199,9 @@ def model_card(folder: Path, settings: InferenceSettings, source: str) -> str:
         intro,
         base_section(meta),
         data_section(meta.get("data", {})),
-        scid_section(folder, settings),
+        scid_section(folder, items, users, settings),
         metrics_section(read_json(folder / "metrics.json"), settings.stage),
-        usage_section(folder, source, settings),
+        usage_section(folder, items, users, source, settings),
         config_section(meta),
         files_section(folder),
     ]

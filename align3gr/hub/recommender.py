@@ -24,12 +24,11 @@ from align3gr.decode.sharded import shard_order
 from align3gr.decode.trie import trie_for_model
 from align3gr.errors import ConfigError, DataError
 from align3gr.hub.settings import InferenceSettings, settings_of
-from align3gr.io import read_json
 from align3gr.models.loading import load_for_inference
+from align3gr.scid.code_tables import ITEM_CODES, USER_CODES, load_code_tables
 from align3gr.sft.tasks import SEQ_FORMATS, TaskBuilder
 
 log = logging.getLogger(__name__)
-ITEM_CODES, USER_CODES = "item_codes.json", "user_codes.json"
 
 
 class Recommender:
@@ -150,8 +149,7 @@ def load_recommender(
             f"{folder}: no {ITEM_CODES}; expected a folder written by `align3gr push` or a run's sft/ or dpo/STAGE/"
         )
     settings = settings_of(folder)
-    item_codes = read_json(folder / ITEM_CODES)
-    user_codes = read_json(folder / USER_CODES) if (folder / USER_CODES).is_file() else {}
+    item_codes, user_codes = load_code_tables(folder)
     model, tokenizer = load_for_inference(folder, dtype)
     model.to(device or torch.accelerator.current_accelerator() or "cpu")
     log.info("%s: %s, %d items, stage %s", path_or_repo_id, type(model).__name__, len(item_codes), settings.stage)

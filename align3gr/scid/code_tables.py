@@ -21,18 +21,22 @@ def write_code_tables(folder: Path, items: dict[str, list[str]], users: dict[str
     write_json(folder / USER_CODES, users)
 
 
-def check_table(table: object, ids: list[str], path: Path, unique: bool) -> dict[str, list[str]]:
-    """The table as a dict, or a DataError naming the first ID or code that does not fit the dataset."""
+def check_table(table: object, ids: list[str] | None, path: Path, unique: bool) -> dict[str, list[str]]:
+    """The table as a dict, or a DataError naming the first ID or code that does not fit the dataset's `ids`
+    (not compared when None) or the token format."""
     if not isinstance(table, dict):
         raise DataError("expected a JSON object {id: [tokens]}", path)
-    missing = [i for i in ids if i not in table]
-    if missing:
-        raise DataError(f"no code for '{missing[0]}' ({len(missing)} of {len(ids)} IDs of the dataset missing)", path)
-    extra = sorted(set(table) - set(ids))
-    if extra:
-        raise DataError(
-            f"'{extra[0]}' is not in the dataset ({len(extra)} unknown IDs): built for another dataset?", path
-        )
+    if ids is not None:
+        missing = [i for i in ids if i not in table]
+        if missing:
+            raise DataError(
+                f"no code for '{missing[0]}' ({len(missing)} of {len(ids)} IDs of the dataset missing)", path
+            )
+        extra = sorted(set(table) - set(ids))
+        if extra:
+            raise DataError(
+                f"'{extra[0]}' is not in the dataset ({len(extra)} unknown IDs): built for another dataset?", path
+            )
     length = None
     for key, codes in table.items():
         if not isinstance(codes, list) or not all(isinstance(c, str) and TOKEN.match(c) for c in codes):
@@ -46,11 +50,15 @@ def check_table(table: object, ids: list[str], path: Path, unique: bool) -> dict
     return table
 
 
-def load_code_tables(scid_dir: str | Path, dataset: Dataset) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """(item codes, user codes) of `scid_dir`, checked against `dataset` (user codes may be empty: item-only)."""
+def load_code_tables(
+    scid_dir: str | Path, dataset: Dataset | None = None
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(item codes, user codes) of `scid_dir`, checked, and against `dataset`'s IDs when given (a published model
+    has no dataset); user codes may be empty: item-only."""
     folder = Path(scid_dir)
-    items = check_table(read_json(folder / ITEM_CODES), list(dataset.items), folder / ITEM_CODES, True)
+    item_ids, user_ids = (None, None) if dataset is None else (list(dataset.items), list(dataset.sequences))
+    items = check_table(read_json(folder / ITEM_CODES), item_ids, folder / ITEM_CODES, True)
     users = read_json(folder / USER_CODES)
     if users:
-        users = check_table(users, list(dataset.sequences), folder / USER_CODES, False)
+        users = check_table(users, user_ids, folder / USER_CODES, False)
     return items, users
