@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 from align3gr.config import add_config_arguments, config_from_sources
 from align3gr.console import format_mapping, format_table, setup_logging
@@ -16,6 +18,9 @@ LAUNCHER_HELP = (
     "Run the training and evaluation stages on several processes through this command, e.g. "
     "'accelerate launch --config_file accelerate_configs/deepspeed_zero2.yaml' (default: in this process)."
 )
+Argument = tuple[str, dict[str, Any]]
+DATA: Argument = ("--data", {"required": True, "type": Path, "help": "Canonical dataset folder."})
+KS: Argument = ("--ks", {"help": "Comma-separated cut-offs K (default 5,10)."})
 
 
 def _parse_options(pairs: list[str]) -> dict[str, str]:
@@ -262,6 +267,32 @@ def _ablate(args: argparse.Namespace) -> None:
     print(f"\nladder.json, ladder.md and ladder.png in {ladder['run_dir']}/ablation")
 
 
+def _add_stage_command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    func: Callable[[argparse.Namespace], None],
+    config_class: type,
+    *,
+    out: str,
+    config: str,
+    inputs: Sequence[Argument] = (DATA,),
+    options: Sequence[Argument] = (),
+    only: Collection[str] | None = None,
+) -> None:
+    """A stage's subcommand: its `inputs`, `--out`, its `options`, `--config`, then one flag per field of
+    `config_class` (or of `only`), so every stage reads its folders and options the same way."""
+    parser = commands.add_parser(name, help=help_text)
+    for flag, kwargs in inputs:
+        parser.add_argument(flag, **kwargs)
+    parser.add_argument("--out", required=True, type=Path, help=out)
+    for flag, kwargs in options:
+        parser.add_argument(flag, **kwargs)
+    parser.add_argument("--config", type=Path, help=config)
+    add_config_arguments(parser, config_class, only=only)
+    parser.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from align3gr.data.config import DataConfig, SourceConfig
     from align3gr.dpo.config import DPOStageConfig
@@ -298,63 +329,48 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--item-codes", type=Path, help="scid/item_codes.json to export as X.index.json.")
     export.set_defaults(func=_data_export)
 
-    embed = stages.add_parser("embed", help="Semantic and collaborative embeddings of items and users.")
-    embed.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
-    embed.add_argument("--out", required=True, type=Path, help="Output folder (embeddings/).")
-    embed.add_argument("--config", type=Path, help="YAML file with an `embed:` section of these options.")
-    add_config_arguments(embed, EmbedConfig)
-    embed.set_defaults(func=_embed)
-
-    tokenize = stages.add_parser(
-        "tokenize", help="Train the dual SCID tokenizer (or UniSID for items) and write the code tables."
-    )
-    tokenize.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
-    tokenize.add_argument(
-        "--embeddings", type=Path, help="Output folder of `align3gr embed` (the dual tokenizer's input)."
-    )
-    tokenize.add_argument("--out", required=True, type=Path, help="Output folder (scid/).")
-    tokenize.add_argument("--config", type=Path, help="YAML file with a `tokenize:` section of these options.")
-    add_config_arguments(tokenize, TokenizeConfig)
-    tokenize.set_defaults(func=_tokenize)
-
-    sft = stages.add_parser("sft", help="Add the SCID tokens to an LLM and train it on the Figure 3 tasks.")
-    sft.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
-    sft.add_argument("--scid", required=True, type=Path, help="Output folder of `align3gr tokenize`.")
-    sft.add_argument("--out", required=True, type=Path, help="Output folder (sft/).")
-    sft.add_argument("--config", type=Path, help="YAML file with an `sft:` section of these options.")
-    add_config_arguments(sft, SFTStageConfig)
-    sft.set_defaults(func=_sft)
-
-    evaluate = stages.add_parser("evaluate", help="Rank items with constrained beam search; Recall/NDCG@K.")
-    evaluate.add_argument("--model", required=True, type=Path, help="Model folder (sft/ or a DPO stage's output).")
-    evaluate.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
-    evaluate.add_argument("--out", required=True, type=Path, help="Output folder (eval/STAGE/).")
-    evaluate.add_argument("--scid", type=Path, help="Folder of the code tables (default: the copies in --model).")
-    evaluate.add_argument("--ks", help="Comma-separated cut-offs K (default 5,10).")
-    evaluate.add_argument("--config", type=Path, help="YAML file with an `evaluate:` section of these options.")
-    add_config_arguments(evaluate, EvaluateConfig)
-    evaluate.set_defaults(func=_evaluate)
-
-    baselines = stages.add_parser(
-        "baselines", help="Most-popular and collaborative-encoder (SASRec-style) full rankings, scored as evaluate."
-    )
-    baselines.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
-    baselines.add_argument("--embeddings", type=Path, help="Output folder of `align3gr embed` (for sasrec).")
-    baselines.add_argument("--out", required=True, type=Path, help="Output folder (one subfolder per baseline).")
-    baselines.add_argument("--ks", help="Comma-separated cut-offs K (default 5,10).")
-    baselines.add_argument("--config", type=Path, help="YAML file with an `evaluate:` section (split, ks, ...).")
-    add_config_arguments(baselines, EvaluateConfig, only=("split", "beam_size", "exclude_history", "batch_size"))
-    baselines.set_defaults(func=_baselines)
-
-    dpo = stages.add_parser("dpo", help="Progressive Softmax-DPO: self-play then real-feedback stages.")
-    dpo.add_argument("--data", required=True, type=Path, help="Canonical dataset folder.")
-    dpo.add_argument("--start", required=True, type=Path, help="The model the first stage starts from (sft/).")
-    dpo.add_argument("--out", required=True, type=Path, help="Output folder (dpo/), one subfolder per stage.")
-    dpo.add_argument("--eval-dir", type=Path, help="Where valid metrics go (default: eval/ beside --out).")
-    dpo.add_argument("--stages", help="Comma-separated stages, e.g. sp_easy,sp_medium,sp_hard,rf_easy,rf_hard.")
-    dpo.add_argument("--config", type=Path, help="YAML file with a `dpo:` section of these options.")
-    add_config_arguments(dpo, DPOStageConfig)
-    dpo.set_defaults(func=_dpo)
+    _add_stage_command(
+        stages, "embed", "Semantic and collaborative embeddings of items and users.", _embed, EmbedConfig,
+        out="Output folder (embeddings/).", config="YAML file with an `embed:` section of these options.",
+    )  # fmt: skip
+    _add_stage_command(
+        stages, "tokenize", "Train the dual SCID tokenizer (or UniSID for items) and write the code tables.",
+        _tokenize, TokenizeConfig,
+        inputs=[DATA, ("--embeddings", {"type": Path,
+                                        "help": "Output folder of `align3gr embed` (the dual tokenizer's input)."})],
+        out="Output folder (scid/).", config="YAML file with a `tokenize:` section of these options.",
+    )  # fmt: skip
+    _add_stage_command(
+        stages, "sft", "Add the SCID tokens to an LLM and train it on the Figure 3 tasks.", _sft, SFTStageConfig,
+        inputs=[DATA, ("--scid", {"required": True, "type": Path, "help": "Output folder of `align3gr tokenize`."})],
+        out="Output folder (sft/).", config="YAML file with an `sft:` section of these options.",
+    )  # fmt: skip
+    _add_stage_command(
+        stages, "evaluate", "Rank items with constrained beam search; Recall/NDCG@K.", _evaluate, EvaluateConfig,
+        inputs=[("--model", {"required": True, "type": Path, "help": "Model folder (sft/ or a DPO stage's output)."}),
+                DATA],
+        out="Output folder (eval/STAGE/).",
+        options=[("--scid", {"type": Path, "help": "Folder of the code tables (default: the copies in --model)."}),
+                 KS],
+        config="YAML file with an `evaluate:` section of these options.",
+    )  # fmt: skip
+    _add_stage_command(
+        stages, "baselines", "Most-popular and collaborative-encoder (SASRec-style) full rankings, scored as evaluate.",
+        _baselines, EvaluateConfig,
+        inputs=[DATA, ("--embeddings", {"type": Path, "help": "Output folder of `align3gr embed` (for sasrec)."})],
+        out="Output folder (one subfolder per baseline).", options=[KS],
+        config="YAML file with an `evaluate:` section (split, ks, ...).",
+        only=("split", "beam_size", "exclude_history", "batch_size"),
+    )  # fmt: skip
+    _add_stage_command(
+        stages, "dpo", "Progressive Softmax-DPO: self-play then real-feedback stages.", _dpo, DPOStageConfig,
+        inputs=[DATA,
+                ("--start", {"required": True, "type": Path, "help": "The model the first stage starts from (sft/)."})],
+        out="Output folder (dpo/), one subfolder per stage.",
+        options=[("--eval-dir", {"type": Path, "help": "Where valid metrics go (default: eval/ beside --out)."}),
+                 ("--stages", {"help": "Comma-separated stages, e.g. sp_easy,sp_medium,sp_hard,rf_easy,rf_hard."})],
+        config="YAML file with a `dpo:` section of these options.",
+    )  # fmt: skip
 
     pipeline = stages.add_parser("pipeline", help="Every stage on one config, reusing the stages that are up to date.")
     pipeline.add_argument("--config", required=True, type=Path, help="YAML with a section per stage.")
