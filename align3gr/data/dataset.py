@@ -44,7 +44,7 @@ class Dataset:
 
     def train_items(self, user_id: str) -> list[str]:
         """The user's training interactions: all but the last two (valid and test targets)."""
-        return self.sequences[user_id].items[:-2]
+        return self.sequences[user_id].train_items
 
     def seen_before(self, user_id: str, split: Split) -> list[str]:
         """Every item of the user before the target of `split` (valid: `items[:-2]`, test: `items[:-1]`), uncut:
@@ -62,7 +62,7 @@ class Dataset:
         out: list[Example] = []
         for user_id, seq in self.sequences.items():
             if split == "train":
-                train = seq.items[:-2]
+                train = seq.train_items
                 out.extend(
                     Example(user_id, tuple(train[max(0, t - limit) : t]), train[t]) for t in range(1, len(train))
                 )

@@ -51,6 +51,21 @@ class Sequence:
     reviews: SequenceOf[str] | None = None
     feedback: list[str] | None = None
 
+    @property
+    def train_items(self) -> list[str]:
+        """The training interactions: all but the last two, the valid and test targets (leave-one-out)."""
+        return self.items[:-2]
+
+    @property
+    def train_ratings(self) -> list[float] | None:
+        """The ratings of `train_items`, or None without ratings."""
+        return None if self.ratings is None else self.ratings[:-2]
+
+    @property
+    def train_reviews(self) -> SequenceOf[str] | None:
+        """The reviews of `train_items` (read from disk when spooled), or None without reviews."""
+        return None if self.reviews is None else self.reviews[:-2]
+
     def to_json(self) -> dict:
         """The JSON row; review text kept on disk during a build (`SpooledTexts`) is read here, one user at a time."""
         row = {"user_id": self.user_id, "items": self.items, "timestamps": self.timestamps, "ratings": self.ratings}

@@ -97,7 +97,7 @@ class TaskTexts:
 
     def profile(self, user_id: str) -> TextRequest:
         seq = self.dataset.sequences[user_id]
-        train = seq.items[:-2]
+        train = seq.train_items
         facts: dict[str, str] = {}
         parts: list[str] = []
         existing = self.dataset.users[user_id].profile.strip()
@@ -105,12 +105,12 @@ class TaskTexts:
             facts["about"] = existing
             parts.append(existing)
         cats = self.top_categories(train, 3) or ["a mix of items"]
-        ratings = seq.ratings[:-2] if seq.ratings is not None else None
+        ratings = seq.train_ratings
         rating = f" (average rating {sum(ratings) / len(ratings):.1f})" if ratings else ""
         facts.update(interactions=str(len(train)), categories=join_phrase(cats))
         template = pick(self.prompts["profile_history"], self.config.seed, "profile", user_id)
         parts.append(template.format(count=len(train), categories=join_phrase(cats), rating=rating))
-        words = self.review_words(seq.reviews[:-2] if seq.reviews is not None else [])
+        words = self.review_words(seq.train_reviews or [])
         if words:
             facts["review_words"] = join_phrase(words)
             template = pick(self.prompts["profile_reviews"], self.config.seed, "reviews", user_id)
@@ -166,7 +166,7 @@ class TaskTexts:
 
     def preference(self, user_id: str) -> TextRequest:
         seq = self.dataset.sequences[user_id]
-        train = seq.items[:-2]
+        train = seq.train_items
         liked = [i for p, i in enumerate(train) if self.is_liked(seq, p)]
         disliked = [i for p, i in enumerate(train) if seq.feedback is not None and seq.feedback[p] == "disliked"]
         has_signal = seq.feedback is not None or seq.ratings is not None

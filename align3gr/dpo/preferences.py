@@ -105,7 +105,7 @@ def training_positives(dataset: Dataset) -> dict[str, frozenset[str]]:
     levels, every one without (the interaction is then the only signal). Valid and test targets are not read."""
     positives = {}
     for user, seq in dataset.sequences.items():
-        train = seq.items[:-2]
+        train = seq.train_items
         if seq.feedback is None:
             positives[user] = frozenset(train)
         else:
@@ -168,7 +168,7 @@ def real_feedback_prompts(dataset: Dataset, prompts_per_user: int) -> list[Feedb
         if seq.feedback is None:
             missing += 1
             continue
-        train = seq.items[:-2]
+        train = seq.train_items
         liked = [t for t in range(1, len(train)) if seq.feedback[t] == "liked"][::-1][:prompts_per_user]
         prompts += [FeedbackPrompt(user, tuple(train[max(0, t - limit) : t]), train[t], t) for t in liked]
     if missing == len(dataset.sequences):
