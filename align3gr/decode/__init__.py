@@ -13,14 +13,14 @@ from align3gr.decode.exhaustive import ExhaustiveDecoder
 from align3gr.decode.processor import GenerateDecoder, SCIDLogitsProcessor, ranking_generation_config
 from align3gr.decode.trie import SCIDTrie
 from align3gr.errors import ConfigError
+from align3gr.models.loading import pad_token_id
 
 DECODERS = ("beam_search", "generate", "exhaustive", "unconstrained")
 
 
 def build_decoder(name: str, model, tokenizer, trie: SCIDTrie, beam_size: int, batch_size: int) -> Decoder:
     """The decoder called `name` (one of DECODERS) for `model`, with the tokenizer's pad and EOS tokens."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    common = {"pad_token_id": pad, "beam_size": beam_size, "batch_size": batch_size}
+    common = {"pad_token_id": pad_token_id(tokenizer), "beam_size": beam_size, "batch_size": batch_size}
     if name == "beam_search":
         return BeamSearchDecoder(model, trie, **common)
     if name == "exhaustive":

@@ -9,12 +9,13 @@ import torch
 
 from align3gr.decode.base import left_pad
 from align3gr.decode.processor import neutral_generation_defaults, ranking_generation_config
+from align3gr.models.loading import pad_token_id
 
 
 @torch.inference_mode()
 def generate_text(model, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int = 48) -> list[str]:
     """Greedy completion of each prompt (token IDs), decoded without special tokens, stopping at EOS."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     config = ranking_generation_config(
         1, max_new_tokens, tokenizer.eos_token_id, pad, min_new_tokens=0, num_return_sequences=1, output_scores=False
     )

@@ -24,6 +24,7 @@ from align3gr.dpo.collator import SoftmaxPreferenceCollator
 from align3gr.dpo.shared_prompt import FORWARDS
 from align3gr.dpo.softmax_dpo_loss import softmax_dpo_loss
 from align3gr.errors import ConfigError, DataError
+from align3gr.models.loading import pad_token_id
 from align3gr.sft.prompting import encode_completion, encode_prompt
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
@@ -72,8 +73,7 @@ class SoftmaxDPOTrainer(DPOTrainer):
             raise ValueError(f"SoftmaxDPOTrainer computes Eq. 3; loss_type must be ['sigmoid'], got {config.loss_type}")
         tokenizer = kwargs.get("processing_class")
         if kwargs.get("data_collator") is None and tokenizer is not None:
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-            kwargs["data_collator"] = SoftmaxPreferenceCollator(pad_token_id=pad)
+            kwargs["data_collator"] = SoftmaxPreferenceCollator(pad_token_id=pad_token_id(tokenizer))
         super().__init__(*args, **kwargs)
         if is_peft_model(self.model) and "ref" in self.model.peft_config:
             copy_adapter(self.model, "default", "ref")

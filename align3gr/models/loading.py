@@ -57,6 +57,11 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     return tokenizer
 
 
+def pad_token_id(tokenizer) -> int:
+    """The token that pads batches: the tokenizer's pad token, or EOS for one without (as `load_tokenizer` sets)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def load_model_and_tokenizer(
     path: str | Path,
     *,
