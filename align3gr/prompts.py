@@ -8,6 +8,7 @@ through a build with a bare KeyError.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import string
 from collections.abc import Collection, Mapping
@@ -70,3 +71,9 @@ def load_prompts(name: str, kinds: Mapping[str, Collection[str]]) -> dict[str, l
     path = prompts_dir() / f"{name}.yaml"
     document = _load(path)
     return {kind: _paraphrases(path, kind, document.get(kind), allowed) for kind, allowed in kinds.items()}
+
+
+def pick(templates: list[str], seed: int, *key: str) -> str:
+    """A template chosen deterministically from the seed and a stable hash of the key (not Python's hash)."""
+    digest = hashlib.sha256(":".join((str(seed), *key)).encode()).digest()
+    return templates[int.from_bytes(digest[:8], "little") % len(templates)]

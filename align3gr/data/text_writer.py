@@ -12,19 +12,28 @@ import hashlib
 import json
 import logging
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from align3gr.data.config import DataConfig
-from align3gr.data.texts import TextRequest, pick
 from align3gr.models.local import model_identity, require_model_folder
-from align3gr.prompts import load_prompts
+from align3gr.prompts import load_prompts, pick
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path.home() / ".cache" / "align3gr" / "texts"
 INSTRUCTION_KINDS = {f"llm_{kind}": ("facts",) for kind in ("profile", "intention", "preference")}
+
+
+@dataclass
+class TextRequest:
+    """One text to write: its kind, the facts it is made from, and the template rendering."""
+
+    kind: str
+    key: str
+    facts: dict[str, str]
+    template: str = field(default="")
 
 
 class Instructions:
@@ -98,37 +107,38 @@ class LLMTextWriter:
             tokenizer.pad_token = tokenizer.eos_token
         return AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True).eval(), tokenizer
 
-    @torch.no_grad()
     def generate(self, todo: list[tuple[str, str]]) -> None:
         """Write the text of each (key, prompt) into the cache file and `self.cache`, flushed per batch; prompts
         come sorted by length, so a batch holds little padding."""
+        import torch
         from transformers import GenerationConfig
 
-        model, tokenizer = self.model
-        settings = GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.cache_path, "a", encoding="utf-8") as handle:
-            for start in tqdm(range(0, len(todo), self.batch_size), desc="writing texts", unit="batch"):
-                chunk = todo[start : start + self.batch_size]
-                inputs = tokenizer(
-                    [self.render(tokenizer, p) for _, p in chunk],
-                    return_tensors="pt",
-                    padding=True,
-                    add_special_tokens=not tokenizer.chat_template,  # a chat template already holds any BOS
-                )
-                generated = model.generate(**inputs, generation_config=settings)
-                new_tokens = generated[:, inputs["input_ids"].shape[1] :]
-                for (key, _), text in zip(
-                    chunk, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
-                ):
-                    self.cache[key] = " ".join(text.split())
-                    handle.write(json.dumps({"key": key, "text": self.cache[key]}, ensure_ascii=False) + "\n")
-                handle.flush()
+        with torch.no_grad():
+            model, tokenizer = self.model
+            settings = GenerationConfig(
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.cache_path, "a", encoding="utf-8") as handle:
+                for start in tqdm(range(0, len(todo), self.batch_size), desc="writing texts", unit="batch"):
+                    chunk = todo[start : start + self.batch_size]
+                    inputs = tokenizer(
+                        [self.render(tokenizer, p) for _, p in chunk],
+                        return_tensors="pt",
+                        padding=True,
+                        add_special_tokens=not tokenizer.chat_template,  # a chat template already holds any BOS
+                    )
+                    generated = model.generate(**inputs, generation_config=settings)
+                    new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+                    for (key, _), text in zip(
+                        chunk, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
+                    ):
+                        self.cache[key] = " ".join(text.split())
+                        handle.write(json.dumps({"key": key, "text": self.cache[key]}, ensure_ascii=False) + "\n")
+                    handle.flush()
 
     @staticmethod
     def render(tokenizer, prompt: str) -> str:

@@ -10,18 +10,17 @@ recover the item from what the user wants, not from its name.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 
 from align3gr.data.config import DataConfig
 from align3gr.data.dataset import Dataset
 from align3gr.data.schema import Item, Sequence
-from align3gr.prompts import load_prompts
+from align3gr.data.text_writer import LLMTextWriter, TextRequest
+from align3gr.prompts import load_prompts, pick
 
 _WORD = re.compile(r"[a-z][a-z']{2,}")
 STOPWORDS = frozenset(
@@ -42,25 +41,9 @@ TEMPLATE_KINDS = {
 }
 
 
-@dataclass
-class TextRequest:
-    """One text to write: its kind, the facts it is made from, and the template rendering."""
-
-    kind: str
-    key: str
-    facts: dict[str, str]
-    template: str = field(default="")
-
-
 def join_phrase(values: list[str]) -> str:
     """'', 'A', 'A and B', 'A, B and C'."""
     return ", ".join(values[:-1]) + " and " + values[-1] if len(values) > 1 else "".join(values)
-
-
-def pick(templates: list[str], seed: int, *key: str) -> str:
-    """A template chosen deterministically from the seed and a stable hash of the key (not Python's hash)."""
-    digest = hashlib.sha256(":".join((str(seed), *key)).encode()).digest()
-    return templates[int.from_bytes(digest[:8], "little") % len(templates)]
 
 
 def informative_categories(dataset: Dataset) -> set[str]:
@@ -200,8 +183,6 @@ def write_texts(requests: Iterable[TextRequest], config: DataConfig, chunk_size:
     if config.text_generator != "llm":
         yield from (request.template for request in requests)
         return
-    from align3gr.data.text_writer import LLMTextWriter
-
     writer = LLMTextWriter(config)
     iterator = iter(requests)
     while chunk := list(itertools.islice(iterator, chunk_size)):

@@ -9,9 +9,10 @@ from __future__ import annotations
 from align3gr.data.config import DataConfig
 from align3gr.data.dataset import Dataset
 from align3gr.data.schema import Item
-from align3gr.data.texts import TaskTexts, TextRequest, join_phrase, pick
+from align3gr.data.text_writer import Instructions, LLMTextWriter, TextRequest
+from align3gr.data.texts import TaskTexts, join_phrase
 from align3gr.models.local import require_model_folder
-from align3gr.prompts import load_prompts
+from align3gr.prompts import load_prompts, pick
 from align3gr.tokenize.unisid.config import UniSIDConfig
 
 PROMPT_FILE = "unisid"
@@ -48,8 +49,6 @@ def write_summaries(dataset: Dataset, options: UniSIDConfig, seed: int) -> list[
     requests = [summary_request(i, templates, seed, options.image_attribute) for i in dataset.items.values()]
     if options.summary_model is None:
         return [request.template for request in requests]
-    from align3gr.data.text_writer import Instructions, LLMTextWriter
-
     folder = require_model_folder(options.summary_model, "unisid_options.summary_model")
     config = DataConfig(
         text_model=str(folder),
