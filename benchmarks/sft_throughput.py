@@ -23,7 +23,7 @@ from align3gr.scid.tokens import scid_tokens
 from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.sft.base_model import build_tiny_base
 from align3gr.sft.config import SFTStageConfig
-from align3gr.sft.data import sample_per_task, tokenize_examples
+from align3gr.sft.data import encode_examples, sample_per_task
 from align3gr.sft.tasks import TASKS, TaskBuilder
 from align3gr.sft.training import sft_arguments
 
@@ -50,7 +50,7 @@ def main() -> None:
         for mode, options in MODES.items():
             model, tokenizer = load_model_and_tokenizer(base)
             extend_vocabulary(model, tokenizer, scid_tokens(item_codes, user_codes))
-            train = tokenize_examples(examples, tokenizer, args.max_length)
+            train = encode_examples(examples, tokenizer, args.max_length)
             tokens = sum(len(ids) for ids in train["input_ids"])
             config = SFTStageConfig(
                 per_device_train_batch_size=args.batch_size, max_length=args.max_length, logging_steps=10**6, **options

@@ -10,7 +10,7 @@ import torch
 from align3gr.models.loading import META_FILE, load_for_inference, load_model_and_tokenizer
 from align3gr.models.tiny import build_tiny_causal_lm, train_tokenizer
 from align3gr.scid.vocabulary import extend_vocabulary
-from align3gr.sft.data import tokenize_examples
+from align3gr.sft.data import encode_examples
 from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.tasks import SFTExample
 
@@ -44,7 +44,7 @@ def tiny_qwen(tmp_path_factory):
 
 def batch(tokenizer):
     examples = [SFTExample("seq", "After Toy Story comes", f"<a_{k}><b_{k + 1}>") for k in range(1, 5)]
-    rows = tokenize_examples(examples, tokenizer, 256)
+    rows = encode_examples(examples, tokenizer, 256)
     ids = torch.tensor(rows["input_ids"])  # one prompt, answers of one length: no padding needed
     labels = torch.where(torch.tensor(rows["completion_mask"]) == 1, ids, -100)
     return ids, labels

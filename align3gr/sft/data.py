@@ -46,9 +46,10 @@ def encode_example(example: SFTExample, tokenizer) -> tuple[list[int], list[int]
     return prompt + answer, [0] * len(prompt) + mask
 
 
-def tokenize_examples(examples: Sequence[SFTExample], tokenizer, max_length: int, desc: str = "Tokenizing"):
-    """A `datasets.Dataset` with `input_ids` and `completion_mask`; examples longer than `max_length`
-    are left out (and counted in the log) rather than cut, which would drop the answer or the template."""
+def encode_examples(examples: Sequence[SFTExample], tokenizer, max_length: int, desc: str = "Tokenizing"):
+    """The examples encoded with the LLM's tokenizer (`encode_example`) as a `datasets.Dataset` with `input_ids` and
+    `completion_mask`; those longer than `max_length` are left out (and counted in the log) rather than cut, which
+    would drop the answer or the template."""
     pairs = (encode_example(e, tokenizer) for e in tqdm(examples, desc=desc, unit="ex", mininterval=2.0, leave=False))
     return rows_dataset(pairs, max_length)
 

@@ -28,7 +28,7 @@ from align3gr.scid.vocabulary import extend_vocabulary, token_texts
 from align3gr.seeding import seeded
 from align3gr.sft.base_model import TINY, build_tiny_base
 from align3gr.sft.config import SFTStageConfig
-from align3gr.sft.data import rows_dataset, sample_per_task, tokenize_examples
+from align3gr.sft.data import encode_examples, rows_dataset, sample_per_task
 from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
 from align3gr.sft.training import sft_arguments
@@ -94,7 +94,7 @@ def _seq_rows(builder: TaskBuilder, tokenizer, config: SFTStageConfig) -> dict:
     )[: config.eval_examples]  # fmt: skip
     answers = ((prompt, builder.seq_answer_ids(tokenizer, ex.target)) for ex, prompt in valid)
     return {
-        "train_seq": tokenize_examples(train, tokenizer, config.max_length, "Tokenizing train_seq"),
+        "train_seq": encode_examples(train, tokenizer, config.max_length, "Tokenizing train_seq"),
         "valid_seq": rows_dataset(((p + a, [0] * len(p) + [1] * len(a)) for p, a in answers), config.max_length),
     }
 
@@ -153,7 +153,7 @@ def run_sft(
         examples = sample_per_task(
             builder.build(config.tasks), config.max_examples_per_task, config.seed, config.task_limits
         )
-        train = tokenize_examples(examples, tokenizer, config.max_length, "Tokenizing the task mixture")
+        train = encode_examples(examples, tokenizer, config.max_length, "Tokenizing the task mixture")
         evals = _seq_rows(builder, tokenizer, config)
         probe = None
         if config.valid_users:
