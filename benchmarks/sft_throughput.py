@@ -21,11 +21,11 @@ from align3gr.models.loading import load_model_and_tokenizer
 from align3gr.scid.code_tables import load_code_tables
 from align3gr.scid.tokens import scid_tokens
 from align3gr.scid.vocabulary import extend_vocabulary
+from align3gr.sft.arguments import sft_arguments
 from align3gr.sft.base_model import build_tiny_base
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.data import encode_examples, sample_per_task
 from align3gr.sft.tasks import TASKS, TaskBuilder
-from align3gr.sft.training import sft_arguments
 
 MODES = {"padding": {}, "padding-free": {"padding_free": True}, "packing (bfd)": {"packing": True}}
 

@@ -13,10 +13,10 @@ from test_sft import code_tables
 from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
 
 from align3gr.data.dataset import load_dataset
+from align3gr.dpo.arguments import dpo_arguments, load_policy
 from align3gr.dpo.config import DPOStageConfig
 from align3gr.dpo.stage import run_dpo
 from align3gr.dpo.trainer import SoftmaxDPOTrainer
-from align3gr.dpo.training import dpo_arguments, load_policy
 from align3gr.errors import ConfigError
 from align3gr.io import read_json
 from align3gr.models.loading import load_for_inference

@@ -19,6 +19,7 @@ from pathlib import Path
 import align3gr
 from align3gr.config import config_to_dict
 from align3gr.data.dataset import Dataset, load_dataset
+from align3gr.dpo.arguments import dpo_arguments, load_policy
 from align3gr.dpo.buckets import BucketRule, Buckets, PrefixBuckets, SimilarityBuckets, scid_vectors
 from align3gr.dpo.config import STAGES, DPOStageConfig
 from align3gr.dpo.preferences import (
@@ -29,7 +30,6 @@ from align3gr.dpo.preferences import (
     training_positives,
 )
 from align3gr.dpo.self_play import generate_candidates
-from align3gr.dpo.training import dpo_arguments, load_policy
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.stage import run_evaluate, trained_prompting

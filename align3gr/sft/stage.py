@@ -26,12 +26,12 @@ from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
 from align3gr.scid.tokens import scid_tokens
 from align3gr.scid.vocabulary import extend_vocabulary, token_texts
 from align3gr.seeding import seeded
+from align3gr.sft.arguments import sft_arguments
 from align3gr.sft.base_model import TINY, build_tiny_base
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.data import encode_examples, rows_dataset, sample_per_task
 from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
-from align3gr.sft.training import sft_arguments
 from align3gr.training import logged, prepare_work, publish
 
 log = logging.getLogger(__name__)
