@@ -29,10 +29,10 @@ from align3gr.decode.sharded import rank_catalogue
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.metrics import Prediction, compute_metrics, write_evaluation
 from align3gr.evaluate.texts import text_examples
-from align3gr.io import atomic_directory, read_json, write_jsonl
+from align3gr.io import atomic_directory, write_jsonl
 from align3gr.models.loading import load_for_inference
 from align3gr.scid.code_tables import load_code_tables
-from align3gr.sft.tasks import evaluation_prompts
+from align3gr.sft.tasks import evaluation_prompts, trained_prompting
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,6 @@ class EvaluationResult:
     metrics: dict
     predictions: list[Prediction]
     texts: list[dict[str, str]]
-
-
-def trained_prompting(model_dir: Path) -> tuple[bool, str]:
-    """How the SFT run behind `model_dir` put task A (its meta.json): whether prompts hold user SCIDs, and the
-    `seq_format`; (True, "prompt") when unrecorded."""
-    meta = model_dir / "meta.json"
-    config = read_json(meta).get("config", {}) if meta.is_file() else {}
-    return bool(config.get("with_user_scid", True)), str(config.get("seq_format", "prompt"))
 
 
 def run_evaluate(

@@ -15,10 +15,9 @@ import align3gr
 from align3gr.data.dataset import DEFAULT_MAX_HISTORY
 from align3gr.errors import DataError
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.evaluate.stage import trained_prompting
 from align3gr.hub.run_layout import metrics_by_stage, run_of
 from align3gr.io import read_json, write_json
-from align3gr.sft.tasks import SEQ_FORMATS, load_templates
+from align3gr.sft.tasks import SEQ_FORMATS, load_templates, trained_prompting
 
 SETTINGS_FILE = "align3gr.json"
 RANKING_DECODERS = ("beam_search", "generate", "exhaustive")

@@ -27,9 +27,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from align3gr.data.dataset import Dataset, Example, Split
 from align3gr.errors import ConfigError
+from align3gr.io import read_json
 from align3gr.prompts import load_prompts
 from align3gr.sft.prompting import code_ids, encode_completion, encode_listing, encode_prompt
 
@@ -257,6 +259,14 @@ def check_tasks(tasks: Sequence[str]) -> None:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ConfigError(f"unknown task {unknown[0]!r} in tasks; known tasks: {', '.join(TASKS)}")
+
+
+def trained_prompting(model_dir: Path) -> tuple[bool, str]:
+    """How the SFT run behind `model_dir` put task A (its meta.json): whether prompts hold user SCIDs, and the
+    `seq_format`; (True, "prompt") when unrecorded."""
+    meta = model_dir / "meta.json"
+    config = read_json(meta).get("config", {}) if meta.is_file() else {}
+    return bool(config.get("with_user_scid", True)), str(config.get("seq_format", "prompt"))
 
 
 def evaluation_prompts(
