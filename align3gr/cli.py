@@ -219,6 +219,8 @@ def _dpo(args: argparse.Namespace) -> None:
         data = r.meta["preference_data"]
         row = {"stage": r.name, "rows": data["rows"], "rejected/row": data["rejected_per_row"]}
         row["trained"] = "reused" if r.up_to_date else f"{r.meta['seconds']:.0f}s"
+        if "guard" in r.meta:
+            row["kept"] = r.meta["guard"]["kept"]
         rows.append(row | {k: r.valid_metrics[k] for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10")})
     print("\n" + format_table(rows, f"Progressive DPO {args.out} (valid split after each stage)"))
 

@@ -22,6 +22,8 @@ from align3gr.models.loading import META_FILE
 from align3gr.scid.code_tables import CODE_TABLES
 from align3gr.training_curves import CURVES_FILE, plot_training_curves
 
+TRAINING_LOG = "training_log.jsonl"
+
 
 def cpu_processes() -> bool:
     """Whether training runs on CPU processes outside DeepSpeed: then Transformers must be told (`use_cpu`), or an
@@ -89,7 +91,7 @@ def publish(
         for name in CODE_TABLES:
             shutil.copy2(codes_from / name, tmp / name)
         (tmp / config_name).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-        write_jsonl(tmp / "training_log.jsonl", history)
+        write_jsonl(tmp / TRAINING_LOG, history)
         plot_training_curves(history, tmp / CURVES_FILE, out.name)
         for name, rows in (extra or {}).items():
             write_jsonl(tmp / name, rows)

@@ -15,7 +15,7 @@ from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
 from align3gr.data.dataset import load_dataset
 from align3gr.dpo.arguments import dpo_arguments, load_policy
 from align3gr.dpo.config import DPOStageConfig
-from align3gr.dpo.stage import run_dpo
+from align3gr.dpo.stage import STAGE_FILES, guarded, run_dpo
 from align3gr.dpo.trainer import SoftmaxDPOTrainer
 from align3gr.errors import ConfigError
 from align3gr.io import read_json
@@ -162,3 +162,64 @@ def test_a_lora_adapter_continues_as_an_adapter(ml100k_small, sft_run, tiny_llam
     assert result.meta["adapter"] and result.valid_metrics["valid_rate"] == 1.0
     model, _ = load_for_inference(folder)
     assert type(model).__name__ == "LlamaForCausalLM"
+
+
+def test_the_guard_hands_on_the_start_model_when_valid_falls(ml100k_small, sft_run, tmp_path):
+    run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK))
+    out, start = tmp_path / "dpo" / "sp_easy", sft_run / "sft"
+    meta = read_json(out / "meta.json")
+    trained = {p.name: p.read_bytes() for p in out.iterdir()}
+    higher = {k: v + 1 for k, v in meta["valid_metrics"].items()}
+    kept = guarded(start, out, dict(meta), higher, ["recall@10", "ndcg@10"])
+    assert kept["guard"]["kept"] == "start" and kept["guard"]["fallen"] == ["recall@10", "ndcg@10"]
+    assert kept["valid_metrics"] == higher and kept["guard"]["trained_valid_metrics"] == meta["valid_metrics"]
+    assert read_json(out / "meta.json") == kept
+    for name, content in trained.items():
+        now = (out / name).read_bytes()
+        if name in STAGE_FILES - {"meta.json"}:
+            assert now == content, name
+        elif name != "meta.json" and (start / name).is_file():
+            assert now == (start / name).read_bytes(), name
+    assert (out / "model.safetensors").read_bytes() != trained["model.safetensors"]
+    policy, _ = load_for_inference(out)
+    sft, _ = load_for_inference(start)
+    for (name, a), (_, b) in zip(policy.named_parameters(), sft.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_the_guard_keeps_a_stage_that_does_not_lower_valid(ml100k_small, sft_run, tmp_path):
+    run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK))
+    out = tmp_path / "dpo" / "sp_easy"
+    meta = read_json(out / "meta.json")
+    weights = (out / "model.safetensors").read_bytes()
+    equal = dict(meta["valid_metrics"])
+    kept = guarded(sft_run / "sft", out, dict(meta), equal, ["recall@10", "ndcg@10"])
+    assert kept["guard"]["kept"] == "trained" and kept["valid_metrics"] == meta["valid_metrics"]
+    assert (out / "model.safetensors").read_bytes() == weights
+
+
+def test_a_guarded_chain_compares_each_stage_with_the_model_it_started_from(ml100k_small, sft_run, tmp_path):
+    config = DPOStageConfig(stages=["sp_easy", "rf_easy"], guard=True, **QUICK)
+    results = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config)
+    sft_valid = read_json(tmp_path / "eval" / "dpo_sp_easy_start" / "metrics.json")
+    before = {k: v for k, v in sft_valid.items() if "@" in k or k == "valid_rate"}
+    for result, start in zip(results, (sft_run / "sft", tmp_path / "dpo" / "sp_easy"), strict=True):
+        guard = result.meta["guard"]
+        assert guard["start_valid_metrics"] == before
+        trained = read_json(tmp_path / "eval" / f"dpo_{result.name}" / "metrics.json")
+        assert guard["trained_valid_metrics"]["ndcg@10"] == trained["ndcg@10"]
+        fell = [m for m in ("recall@10", "ndcg@10") if guard["trained_valid_metrics"][m] < before[m]]
+        assert guard["fallen"] == fell and guard["kept"] == ("start" if fell else "trained")
+        same = (result.path / "model.safetensors").read_bytes() == (start / "model.safetensors").read_bytes()
+        assert same == bool(fell)
+        assert result.valid_metrics == (before if fell else guard["trained_valid_metrics"])
+        before = result.valid_metrics
+    again = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config)
+    assert [r.up_to_date for r in again] == [True, True] and [r.meta for r in again] == [r.meta for r in results]
+
+
+def test_guard_metrics_must_be_valid_split_metrics():
+    with pytest.raises(ConfigError, match="guard_metrics: 'mrr@10'"):
+        DPOStageConfig(guard_metrics=["mrr@10"]).validate()
+    with pytest.raises(ConfigError, match="guard_metrics: 'recall@20'"):
+        DPOStageConfig(guard_metrics=["recall@20"]).validate()

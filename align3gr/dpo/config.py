@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from align3gr.dpo.preferences import RF_FILLS, SP_FILLS
 from align3gr.dpo.shared_prompt import FORWARDS
 from align3gr.errors import ConfigError
+from align3gr.evaluate.config import EvaluateConfig
 
 STAGES: dict[str, tuple[str, str]] = {
     "sp_easy": ("self_play", "easy"),
@@ -91,6 +92,19 @@ class DPOStageConfig:
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
     bf16: bool | None = field(default=None, metadata={"help": "bfloat16 mixed precision; default: on CUDA only."})
+    guard: bool = field(
+        default=False,
+        metadata={
+            "help": "Hand on a stage's trained model only when none of guard_metrics falls on the valid split below "
+            "the model the stage started from; otherwise the stage's folder holds that start model again (its "
+            "meta.json records both evaluations). Model selection on valid, as SFT's best checkpoint; off: Eq. 3's "
+            "chain as the paper runs it."
+        },
+    )
+    guard_metrics: list[str] = field(
+        default_factory=lambda: ["recall@10", "ndcg@10"],
+        metadata={"help": "Valid metrics a stage must not lower to be kept (with guard on)."},
+    )
     eval_beam_size: int = field(default=20, metadata={"help": "Beam width of the valid-split evaluation."})
     eval_batch_size: int = field(default=16, metadata={"help": "Users decoded together (generation and evaluation)."})
     logging_steps: int = field(default=10, metadata={"help": "Log every N updates."})
@@ -126,3 +140,10 @@ class DPOStageConfig:
             )
         if self.beta <= 0:
             raise ConfigError(f"beta={self.beta}: must be > 0")
+        ks = EvaluateConfig().ks
+        for metric in self.guard_metrics:
+            name, _, k = metric.partition("@")
+            if name not in ("recall", "ndcg") or not k.isdigit() or int(k) not in ks:
+                raise ConfigError(
+                    f"guard_metrics: {metric!r} is not a valid-split metric; expected recall@K or ndcg@K with K in {ks}"
+                )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +33,20 @@ from align3gr.dpo.preferences import (
 from align3gr.dpo.self_play import generate_candidates
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.evaluate.stage import run_evaluate, trained_prompting
-from align3gr.io import read_json, sha256_json, write_json
+from align3gr.evaluate.stage import run_evaluate
+from align3gr.io import atomic_directory, atomic_write_json, read_json, sha256_json, write_json
 from align3gr.models.loading import META_FILE
-from align3gr.scid.code_tables import load_code_tables
-from align3gr.sft.tasks import TaskBuilder
-from align3gr.training import logged, prepare_work, publish
+from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
+from align3gr.sft.tasks import TaskBuilder, trained_prompting
+from align3gr.training import TRAINING_LOG, logged, prepare_work, publish
+from align3gr.training_curves import CURVES_FILE
 
 log = logging.getLogger(__name__)
+
+CONFIG_FILE = "dpo_config.yaml"
+PREFERENCES_FILE = "preferences.jsonl"
+STAGE_FILES = {META_FILE, CONFIG_FILE, PREFERENCES_FILE, TRAINING_LOG, CURVES_FILE, *CODE_TABLES}
+"""What a stage writes beside the saved model; the guard replaces every other file of its folder."""
 
 
 @dataclass
@@ -147,7 +154,7 @@ def run_stage(
     meta_path = out / META_FILE
     if meta_path.is_file() and read_json(meta_path).get("fingerprint") == fingerprint:
         log.info("DPO stage %s is up to date; nothing to train", name)
-        meta = validated(name, out, data_dir, eval_dir, config)
+        meta = validated(name, previous, out, data_dir, eval_dir, config)
         return StageResult(name, out, meta, meta["valid_metrics"], True)
     previous_meta = read_json(previous / META_FILE)
     with_user_scid, seq_format = trained_prompting(previous)
@@ -199,28 +206,74 @@ def run_stage(
             {"user_id": e.user_id, "history": list(e.history), "chosen": e.chosen, "rejected": e.rejected}
             for e in examples
         )
-        publish(out, work, previous, "dpo_config.yaml", config, history, meta, {"preferences.jsonl": rows})
+        publish(out, work, previous, CONFIG_FILE, config, history, meta, {PREFERENCES_FILE: rows})
     state.wait_for_everyone()
-    meta = validated(name, out, data_dir, eval_dir, config)
+    meta = validated(name, previous, out, data_dir, eval_dir, config)
     return StageResult(name, out, meta, meta["valid_metrics"], False)
 
 
-def validated(name: str, out: Path, data_dir: Path, eval_dir: Path, config: DPOStageConfig) -> dict:
-    """The stage's meta with its valid-split metrics, evaluating them (into `eval/dpo_STAGE/`) when the meta has
-    none yet: a run stopped between training and evaluation evaluates on its next start."""
+def validated(name: str, previous: Path, out: Path, data_dir: Path, eval_dir: Path, config: DPOStageConfig) -> dict:
+    """The stage's meta with its valid-split metrics (evaluated into `eval/dpo_STAGE/` when the meta has none yet)
+    and, with `guard` on, the guard's decision: a run stopped between training, evaluation and the guard finishes
+    them on its next start."""
     from accelerate import PartialState
 
     meta = read_json(out / META_FILE)
-    if "valid_metrics" in meta:
-        return meta
-    evaluation = EvaluateConfig(split="valid", beam_size=config.eval_beam_size, batch_size=config.eval_batch_size)
-    metrics = run_evaluate(out, data_dir, eval_dir / f"dpo_{name}", evaluation).metrics
-    meta["valid_metrics"] = {k: v for k, v in metrics.items() if "@" in k or k == "valid_rate"}
-    state = PartialState()
-    if state.is_main_process:
-        write_json(out / META_FILE, meta)
-    state.wait_for_everyone()
+    if "valid_metrics" not in meta:
+        meta["valid_metrics"] = valid_metrics(out, data_dir, eval_dir / f"dpo_{name}", config)
+        write_meta(out, meta)
+    if config.guard and "guard" not in meta:
+        start = read_json(previous / META_FILE).get("valid_metrics")
+        if start is None:
+            start = valid_metrics(previous, data_dir, eval_dir / f"dpo_{name}_start", config)
+        meta = guarded(previous, out, meta, start, config.guard_metrics)
+    PartialState().wait_for_everyone()
     return meta
+
+
+def valid_metrics(model_dir: Path, data_dir: Path, out: Path, config: DPOStageConfig) -> dict:
+    """Recall and NDCG on the valid split (and the valid rate) of the model in `model_dir`, written to `out`."""
+    evaluation = EvaluateConfig(split="valid", beam_size=config.eval_beam_size, batch_size=config.eval_batch_size)
+    metrics = run_evaluate(model_dir, data_dir, out, evaluation).metrics
+    return {k: v for k, v in metrics.items() if "@" in k or k == "valid_rate"}
+
+
+def guarded(previous: Path, out: Path, meta: dict, start: dict, metrics: list[str]) -> dict:
+    """Keep the trained model of `out` when none of `metrics` falls below `start` (the valid metrics of the model in
+    `previous`); otherwise put `previous`'s model files in their place, in one rename, so the next stage and every
+    reader of `out` get the start model. `meta["guard"]` records the decision and both evaluations."""
+    from accelerate import PartialState
+
+    fallen = [m for m in metrics if meta["valid_metrics"][m] < start[m]]
+    meta["guard"] = {
+        "kept": "start" if fallen else "trained",
+        "fallen": fallen,
+        "trained_valid_metrics": meta["valid_metrics"],
+        "start_valid_metrics": start,
+    }
+    if fallen:
+        meta["valid_metrics"] = start
+        log.info("guard: %s lowers valid %s; the stage hands on its start model", out.name, ", ".join(fallen))
+    if PartialState().is_main_process:
+        if fallen:
+            with atomic_directory(out) as tmp:
+                for path in out.iterdir():
+                    source = path if path.name in STAGE_FILES else previous / path.name
+                    if source.is_file():
+                        shutil.copy2(source, tmp / path.name)
+                write_json(tmp / META_FILE, meta)
+        else:
+            atomic_write_json(out / META_FILE, meta)
+    return meta
+
+
+def write_meta(out: Path, meta: dict) -> None:
+    """`meta.json` of `out`, written by the main process."""
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        atomic_write_json(out / META_FILE, meta)
+    PartialState().wait_for_everyone()
 
 
 def run_dpo(

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from align3gr.console import format_table, markdown_table
-from align3gr.io import atomic_write_json, atomic_write_text
+from align3gr.io import atomic_write_json, atomic_write_text, read_json
+from align3gr.models.loading import META_FILE
 from align3gr.pipeline.runner import Outcome
 
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
@@ -18,7 +19,8 @@ RATIOS = ("recall@10", "ndcg@10")
 
 def stage_rows(outcomes: list[Outcome]) -> list[dict]:
     """One row per data or model stage and per baseline; a model's evaluation becomes its row's metrics and `eval s`
-    column, a baseline's row has its metrics and `"baseline": true`."""
+    column, a baseline's row has its metrics and `"baseline": true`; a DPO stage whose guard handed on its start model
+    says so in its status."""
     rows: list[dict] = []
     by_model: dict[str, dict] = {}
     for outcome in outcomes:
@@ -30,6 +32,8 @@ def stage_rows(outcomes: list[Outcome]) -> list[dict]:
         else:
             row = {"stage": step.label, "path": str(step.path), "status": "reused" if outcome.reused
                    else "ran", "seconds": outcome.seconds}  # fmt: skip
+            if step.kind == "dpo" and read_json(step.path / META_FILE).get("guard", {}).get("kept") == "start":
+                row["status"] += ", start kept"
             by_model[step.name] = row
             rows.append(row)
         if outcome.metrics is not None:
