@@ -19,6 +19,7 @@ import yaml
 from align3gr.config import config_to_dict
 from align3gr.io import atomic_directory, write_json, write_jsonl
 from align3gr.models.loading import META_FILE
+from align3gr.options import TrainingOptions
 from align3gr.scid.code_tables import CODE_TABLES
 from align3gr.training_curves import CURVES_FILE, plot_training_curves
 
@@ -32,8 +33,8 @@ def cpu_processes() -> bool:
     return not torch.accelerator.is_available() and not deepspeed
 
 
-def trainer_arguments(config: Any, output_dir: Path) -> dict[str, Any]:
-    """The TRL config arguments every stage sets the same way from its own config's common fields."""
+def trainer_arguments(config: TrainingOptions, output_dir: Path) -> dict[str, Any]:
+    """The TRL config arguments every stage sets the same way from the `TrainingOptions` of its config."""
     cuda = torch.cuda.is_available()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return {

@@ -9,6 +9,7 @@ from align3gr.dpo.preferences import RF_FILLS, SP_FILLS
 from align3gr.dpo.shared_prompt import FORWARDS
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
+from align3gr.options import TrainingOptions, with_default
 
 STAGES: dict[str, tuple[str, str]] = {
     "sp_easy": ("self_play", "easy"),
@@ -29,11 +30,17 @@ PROGRESSIVE = ["sp_easy", "sp_medium", "sp_hard", "rf_easy", "rf_hard"]
 
 
 @dataclass
-class DPOStageConfig:
-    """Progressive Softmax-DPO (Align3GR Eq. 3): each stage trains from the previous one, which is its reference."""
+class DPOStageConfig(TrainingOptions):
+    """Progressive Softmax-DPO (Align3GR Eq. 3): each stage trains from the previous one, which is its reference.
+    Its trainer options are `TrainingOptions` with DPO's own defaults for the learning rate, warm-up, batch size and
+    checkpoint interval."""
 
     section = "dpo"
 
+    learning_rate: float = with_default(TrainingOptions, "learning_rate", 1e-5)
+    warmup_steps: float = with_default(TrainingOptions, "warmup_steps", 0.0)
+    per_device_train_batch_size: int = with_default(TrainingOptions, "per_device_train_batch_size", 4)
+    save_steps: int = with_default(TrainingOptions, "save_steps", 200)
     stages: list[str] = field(
         default_factory=lambda: list(PROGRESSIVE),
         metadata={"help": f"Stages in order, each from the one before: {', '.join(STAGES)}."},
@@ -78,20 +85,12 @@ class DPOStageConfig:
     hard_min: int = field(default=2, metadata={"help": "prefix: shared leading codes from which it is hard."})
     hard_share: float = field(default=0.01, metadata={"help": "similarity: most similar share of items that is hard."})
     medium_share: float = field(default=0.1, metadata={"help": "similarity: next most similar share, medium."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate."})
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "Rows per device per step."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per update."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over a stage's rows (if max_steps < 0)."})
-    max_steps: int = field(default=-1, metadata={"help": "Updates per stage; -1: num_train_epochs."})
-    warmup_steps: float = field(default=0.0, metadata={"help": "Warm-up steps, or a fraction of all steps if < 1."})
     shared_prompt_forward: str = field(
         default="packed", metadata={"help": f"How completions are scored: {', '.join(FORWARDS)}."}
     )
     precompute_ref_log_probs: bool = field(
         default=False, metadata={"help": "Score the reference once before training instead of at every step."}
     )
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
-    bf16: bool | None = field(default=None, metadata={"help": "bfloat16 mixed precision; default: on CUDA only."})
     guard: bool = field(
         default=False,
         metadata={
@@ -107,11 +106,9 @@ class DPOStageConfig:
     )
     eval_beam_size: int = field(default=20, metadata={"help": "Beam width of the valid-split evaluation."})
     eval_batch_size: int = field(default=16, metadata={"help": "Users decoded together (generation and evaluation)."})
-    logging_steps: int = field(default=10, metadata={"help": "Log every N updates."})
-    save_steps: int = field(default=200, metadata={"help": "Checkpoint every N updates (a killed stage resumes)."})
-    seed: int = field(default=0, metadata={"help": "Seed of sampling, paraphrases and shuffling."})
 
     def validate(self) -> None:
+        TrainingOptions.validate(self)
         if not self.stages:
             raise ConfigError(f"stages is empty: choose from {', '.join(STAGES)}")
         unknown = [s for s in self.stages if s not in STAGES]
@@ -121,8 +118,7 @@ class DPOStageConfig:
             raise ConfigError(f"stages {self.stages}: a stage name may appear once")
         if self.shared_prompt_forward not in FORWARDS:
             raise ConfigError(f"shared_prompt_forward={self.shared_prompt_forward!r}: expected one of {list(FORWARDS)}")
-        for name in ("num_rejected", "prompts_per_user", "candidates", "per_device_train_batch_size",
-                     "gradient_accumulation_steps", "eval_beam_size", "eval_batch_size"):  # fmt: skip
+        for name in ("num_rejected", "prompts_per_user", "candidates", "eval_beam_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.bucketing not in BUCKETINGS:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from align3gr.errors import ConfigError
 from align3gr.models.loading import DTYPES
 from align3gr.models.lora import LORA_TARGETS
+from align3gr.options import TrainingOptions
 from align3gr.scid.vocabulary import INIT_METHODS
 from align3gr.sft.base_model import TINY
 from align3gr.sft.tasks import SEQ_FORMATS, TASKS, check_seq_format, check_tasks
@@ -15,7 +16,7 @@ BEST_METRICS = ("ndcg@10", "recall@10", "ndcg@5", "recall@5")
 
 
 @dataclass
-class SFTStageConfig:
+class SFTStageConfig(TrainingOptions):
     """Vocabulary extension with the SCID tokens, then multi-task SFT with TRL's SFTTrainer (loss on answers)."""
 
     section = "sft"
@@ -62,14 +63,8 @@ class SFTStageConfig:
     lora_target_modules: list[str] = field(
         default_factory=lambda: list(LORA_TARGETS), metadata={"help": "Modules that get LoRA adapters."}
     )
-    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate (paper: 1e-3/5e-4/1e-4)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
-    warmup_steps: float = field(default=0.03, metadata={"help": "Warm-up steps, or a fraction of all steps if < 1."})
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Examples per device per step."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per update."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the mixture (if max_steps < 0)."})
-    max_steps: int = field(default=-1, metadata={"help": "Optimiser updates; -1: num_train_epochs."})
     max_length: int = field(default=1024, metadata={"help": "Longest tokenized example (prompt + answer)."})
     packing: bool = field(default=False, metadata={"help": "Pack examples into max_length rows (BFD, padding-free)."})
     padding_free: bool = field(default=False, metadata={"help": "Concatenate each batch without padding."})
@@ -80,14 +75,8 @@ class SFTStageConfig:
             "default mixture learn worse): off draws batches at random."
         },
     )
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
-    bf16: bool | None = field(default=None, metadata={"help": "bfloat16 mixed precision; default: on CUDA only."})
     eval_examples: int = field(
         default=256, metadata={"help": "Training examples and valid users whose task-A loss is reported."}
-    )
-    logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N updates."})
-    save_steps: int = field(
-        default=500, metadata={"help": "Evaluate and checkpoint every N updates (a killed run resumes)."}
     )
     valid_users: int = field(
         default=512,
@@ -101,9 +90,9 @@ class SFTStageConfig:
     early_stopping_patience: int | None = field(
         default=3, metadata={"help": "Stop after N evaluations without a better best_metric; none: never."}
     )
-    seed: int = field(default=0, metadata={"help": "Seed of paraphrases, sampling, initialisation and shuffling."})
 
     def validate(self) -> None:
+        TrainingOptions.validate(self)
         check_tasks(self.tasks)
         check_seq_format(self.seq_format)
         if self.stream_stride is not None and self.stream_stride < 1:
@@ -116,7 +105,7 @@ class SFTStageConfig:
             raise ConfigError("load_in_4bit=True (QLoRA) trains an adapter: set use_lora=True")
         if self.packing and self.padding_free:
             raise ConfigError("packing and padding_free: choose one (BFD packing is already padding-free)")
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "eval_examples"):
+        for name in ("max_length", "eval_examples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.best_metric not in BEST_METRICS:

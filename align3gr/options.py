@@ -1,0 +1,51 @@
+"""Options shared by several stages, each declared, defaulted and validated once and composed into the stages'
+configs by inheritance (as TRL composes `SFTConfig` from `TrainingArguments`), so each YAML section stays flat.
+
+- `TrainingOptions`: the trainer arguments of every TRL training stage (`sft`, each `dpo` stage).
+
+A stage that needs another default for a shared option overrides the field with `with_default`, which keeps the
+option's help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from align3gr.errors import ConfigError
+
+
+def with_default(options: type, name: str, default: Any) -> Any:
+    """The field `name` of the shared `options` class with a stage's own default: a subclass field override that
+    keeps the option's help, so the option is still declared once."""
+    return field(default=default, metadata=options.__dataclass_fields__[name].metadata)
+
+
+@dataclass
+class TrainingOptions:
+    """The TRL trainer arguments every training stage sets from its config (`align3gr.training.trainer_arguments`);
+    the defaults are SFT's."""
+
+    learning_rate: float = field(
+        default=1e-3, metadata={"help": "AdamW peak learning rate (Align3GR's SFT: 1e-3, 5e-4 or 1e-4)."}
+    )
+    warmup_steps: float = field(default=0.03, metadata={"help": "Warm-up steps, or a fraction of all steps if < 1."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training rows per device per step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per update."})
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Epochs over the training rows (of each DPO stage), if max_steps < 0."}
+    )
+    max_steps: int = field(default=-1, metadata={"help": "Optimiser updates (per DPO stage); -1: num_train_epochs."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
+    bf16: bool | None = field(default=None, metadata={"help": "bfloat16 mixed precision; default: on CUDA only."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N updates."})
+    save_steps: int = field(
+        default=500,
+        metadata={"help": "Checkpoint every N updates, so a killed run resumes (SFT also evaluates then)."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of paraphrases, sampling, initialisation and shuffling."})
+
+    def validate(self) -> None:
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
