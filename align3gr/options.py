@@ -1,7 +1,9 @@
 """Options shared by several stages, each declared, defaulted and validated once and composed into the stages'
 configs by inheritance (as TRL composes `SFTConfig` from `TrainingArguments`), so each YAML section stays flat.
 
-- `TrainingOptions`: the trainer arguments of every TRL training stage (`sft`, each `dpo` stage).
+- `TrainingOptions`: the trainer arguments of every TRL training stage (`sft`, each `dpo` stage);
+- `ModelOptions`: the base model and its LoRA adapters, of the stages that fine-tune an LLM (`sft`, UniSID in
+  `tokenize`).
 
 A stage that needs another default for a shared option overrides the field with `with_default`, which keeps the
 option's help.
@@ -13,6 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from align3gr.errors import ConfigError
+from align3gr.models.loading import DTYPES
+from align3gr.models.lora import LORA_TARGETS
+
+TINY = "tiny"
+"""The `model` value that builds a small model from the dataset's own text instead of loading one."""
 
 
 def with_default(options: type, name: str, default: Any) -> Any:
@@ -49,3 +56,37 @@ class TrainingOptions:
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+
+
+@dataclass
+class ModelOptions:
+    """The LLM a stage fine-tunes (or the small one it builds from the data) and its optional LoRA adapters."""
+
+    option_prefix = ""
+    """What error messages put before an option's name (where the options are nested in another section)."""
+
+    model: str = field(
+        default=TINY,
+        metadata={"help": "Base model: a local folder, a Hub id, or 'tiny' (a small one built from the data's text)."},
+    )
+    dtype: str = field(default="float32", metadata={"help": f"Weights dtype: {', '.join(DTYPES)}."})
+    tiny_vocab_size: int = field(default=4096, metadata={"help": "model=tiny: BPE vocabulary before added tokens."})
+    tiny_hidden_size: int = field(default=128, metadata={"help": "model=tiny: hidden size of the language model."})
+    tiny_layers: int = field(default=2, metadata={"help": "model=tiny: language-model layers."})
+    use_lora: bool = field(
+        default=False,
+        metadata={"help": "LoRA adapters on the language model plus trained rows of the added tokens; off: full FT."},
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(LORA_TARGETS), metadata={"help": "Language-model modules that get LoRA adapters."}
+    )
+
+    def validate(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"{self.option_prefix}dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
+        for name in ("tiny_vocab_size", "tiny_hidden_size", "tiny_layers", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{self.option_prefix}{name}={getattr(self, name)}: must be >= 1")

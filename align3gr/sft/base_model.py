@@ -14,8 +14,6 @@ from align3gr.data.dataset import Dataset
 from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.sft.tasks import load_templates
 
-TINY = "tiny"
-
 
 def tiny_base_texts(dataset: Dataset) -> Iterator[str]:
     """The texts the tiny model's tokenizer is trained on."""

@@ -5,33 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from align3gr.errors import ConfigError
-from align3gr.models.loading import DTYPES
-from align3gr.models.lora import LORA_TARGETS
-from align3gr.options import TrainingOptions
+from align3gr.options import ModelOptions, TrainingOptions
 from align3gr.scid.vocabulary import INIT_METHODS
-from align3gr.sft.base_model import TINY
 from align3gr.sft.tasks import SEQ_FORMATS, TASKS, check_seq_format, check_tasks
 
 BEST_METRICS = ("ndcg@10", "recall@10", "ndcg@5", "recall@5")
 
 
 @dataclass
-class SFTStageConfig(TrainingOptions):
-    """Vocabulary extension with the SCID tokens, then multi-task SFT with TRL's SFTTrainer (loss on answers)."""
+class SFTStageConfig(TrainingOptions, ModelOptions):
+    """Vocabulary extension with the SCID tokens, then multi-task SFT with TRL's SFTTrainer (loss on answers): the
+    base model of `ModelOptions` (the Hugging Face loading options below are SFT's own), trained with
+    `TrainingOptions`."""
 
     section = "sft"
 
-    model: str = field(
-        default=TINY,
-        metadata={"help": "Base causal LM: a local folder, a Hub id, or 'tiny' (a small Qwen2 built from the data)."},
-    )
-    dtype: str = field(default="float32", metadata={"help": f"Weights dtype: {', '.join(DTYPES)}."})
     attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa, flash_attention_2, ..."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code shipped with the checkpoint."})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: NF4 base weights (bitsandbytes, CUDA)."})
-    tiny_vocab_size: int = field(default=4096, metadata={"help": "model=tiny: BPE vocabulary before SCID tokens."})
-    tiny_hidden_size: int = field(default=128, metadata={"help": "model=tiny: hidden size."})
-    tiny_layers: int = field(default=2, metadata={"help": "model=tiny: transformer layers."})
     tasks: list[str] = field(
         default_factory=lambda: list(TASKS), metadata={"help": f"Task mixture (Figure 3): {', '.join(TASKS)}."}
     )
@@ -55,13 +46,6 @@ class SFTStageConfig(TrainingOptions):
     )
     token_init: str = field(
         default="mean", metadata={"help": f"Initial rows of SCID tokens: {', '.join(INIT_METHODS)}."}
-    )
-    use_lora: bool = field(default=False, metadata={"help": "LoRA adapter plus trained SCID rows; off: full FT."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: list(LORA_TARGETS), metadata={"help": "Modules that get LoRA adapters."}
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
@@ -92,13 +76,12 @@ class SFTStageConfig(TrainingOptions):
     )
 
     def validate(self) -> None:
+        ModelOptions.validate(self)
         TrainingOptions.validate(self)
         check_tasks(self.tasks)
         check_seq_format(self.seq_format)
         if self.stream_stride is not None and self.stream_stride < 1:
             raise ConfigError(f"stream_stride={self.stream_stride}: must be >= 1 (or null: the history length)")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
         if self.token_init not in INIT_METHODS:
             raise ConfigError(f"token_init={self.token_init!r}: expected one of {', '.join(INIT_METHODS)}")
         if self.load_in_4bit and not self.use_lora:

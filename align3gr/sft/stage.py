@@ -22,12 +22,13 @@ from align3gr.evaluate.probe import RankingProbe
 from align3gr.io import read_json, sha256_file, sha256_json
 from align3gr.models.loading import META_FILE, load_model_and_tokenizer
 from align3gr.models.local import model_identity
+from align3gr.options import TINY
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
 from align3gr.scid.tokens import scid_tokens
 from align3gr.scid.vocabulary import extend_vocabulary, token_texts
 from align3gr.seeding import seeded
 from align3gr.sft.arguments import sft_arguments
-from align3gr.sft.base_model import TINY, build_tiny_base
+from align3gr.sft.base_model import build_tiny_base
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.data import encode_examples, rows_dataset, sample_per_task
 from align3gr.sft.lora import scid_lora_config

@@ -15,7 +15,8 @@ from align3gr.models.loading import load_model_and_tokenizer, resolve_dtype
 from align3gr.models.lora import module_name
 from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.models.tiny_vl import build_tiny_qwen2_5_vl
-from align3gr.tokenize.unisid.config import TINY, UniSIDConfig
+from align3gr.options import TINY
+from align3gr.tokenize.unisid.config import UniSIDConfig
 from align3gr.tokenize.unisid.schema import ItemInput
 
 log = logging.getLogger(__name__)

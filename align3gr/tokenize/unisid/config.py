@@ -8,35 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from align3gr.errors import ConfigError
-from align3gr.models.loading import DTYPES
-from align3gr.models.lora import LORA_TARGETS
-
-TINY = "tiny"
+from align3gr.options import TINY, ModelOptions
 
 
 @dataclass
-class UniSIDConfig:
-    """Qwen2.5-VL backbone with SID tokens and an embedding token, SID / embedding / reconstruction heads, Eq. 11."""
+class UniSIDConfig(ModelOptions):
+    """Qwen2.5-VL backbone with SID tokens and an embedding token, SID / embedding / reconstruction heads, Eq. 11.
+    `model` is a Qwen2.5-VL checkpoint (or 'tiny'); LoRA never touches the frozen vision tower."""
 
-    model: str = field(
-        default=TINY,
-        metadata={"help": "Qwen2.5-VL checkpoint (local folder or Hub id), or 'tiny': one built from the data."},
-    )
-    dtype: str = field(default="float32", metadata={"help": f"Backbone weights dtype: {', '.join(DTYPES)}."})
-    tiny_vocab_size: int = field(default=4096, metadata={"help": "model=tiny: BPE vocabulary size."})
-    tiny_hidden_size: int = field(default=64, metadata={"help": "model=tiny: hidden size of the language model."})
-    tiny_layers: int = field(default=2, metadata={"help": "model=tiny: language-model layers."})
+    option_prefix = "unisid_options."
+
     tiny_vision_depth: int = field(default=1, metadata={"help": "model=tiny: vision-tower blocks."})
-    use_lora: bool = field(
-        default=False, metadata={"help": "LoRA on the language model (plus the new tokens' rows); off: full FT."}
-    )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: list(LORA_TARGETS),
-        metadata={"help": "Language-model modules that get LoRA adapters (the frozen vision tower never does)."},
-    )
     embedding_dim: int = field(default=128, metadata={"help": "Output size of the embedding head (Eq. 3)."})
     temperature: float = field(default=0.1, metadata={"help": "Temperature tau of Eq. 5 and Eq. 6."})
     multi_granularity: bool = field(
@@ -78,19 +60,21 @@ class UniSIDConfig:
     encode_batch_size: int = field(default=64, metadata={"help": "Items per forward when writing the codes."})
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"unisid_options.dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
+        self.validate()
+
+    def validate(self) -> None:
+        ModelOptions.validate(self)
         for name in (
-            "tiny_vocab_size", "tiny_hidden_size", "tiny_layers", "tiny_vision_depth", "lora_r", "embedding_dim",
-            "summary_max_new_tokens", "max_description_words", "batch_size", "epochs", "encode_batch_size",
+            "tiny_vision_depth", "embedding_dim", "summary_max_new_tokens", "max_description_words", "batch_size",
+            "epochs", "encode_batch_size",
         ):  # fmt: skip
             if getattr(self, name) < 1:
-                raise ConfigError(f"unisid_options.{name}={getattr(self, name)}: must be >= 1")
+                raise ConfigError(f"{self.option_prefix}{name}={getattr(self, name)}: must be >= 1")
         if self.temperature <= 0:
-            raise ConfigError(f"unisid_options.temperature={self.temperature}: must be > 0")
+            raise ConfigError(f"{self.option_prefix}temperature={self.temperature}: must be > 0")
         if self.reconstruction_weight < 0:
-            raise ConfigError(f"unisid_options.reconstruction_weight={self.reconstruction_weight}: must be >= 0")
+            raise ConfigError(f"{self.option_prefix}reconstruction_weight={self.reconstruction_weight}: must be >= 0")
         if not 0 <= self.view_dropout < 1:
-            raise ConfigError(f"unisid_options.view_dropout={self.view_dropout}: expected 0 <= p < 1")
+            raise ConfigError(f"{self.option_prefix}view_dropout={self.view_dropout}: expected 0 <= p < 1")
         if self.tiny_hidden_size % 16:
-            raise ConfigError(f"unisid_options.tiny_hidden_size={self.tiny_hidden_size}: must be a multiple of 16")
+            raise ConfigError(f"{self.option_prefix}tiny_hidden_size={self.tiny_hidden_size}: must be a multiple of 16")
