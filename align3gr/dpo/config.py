@@ -30,10 +30,40 @@ PROGRESSIVE = ["sp_easy", "sp_medium", "sp_hard", "rf_easy", "rf_hard"]
 
 
 @dataclass
-class DPOStageConfig(TrainingOptions):
+class SoftmaxDPOOptions:
+    """The Softmax-DPO options of both the stage's config and the trainer's (`SoftmaxDPOConfig`), declared and
+    validated once."""
+
+    shared_prompt_forward: str = field(
+        default="packed",
+        metadata={
+            "help": "How the 1 + K completions of a prompt are scored: 'packed' (the prompt once, completions packed "
+            "after it under a 4D mask), 'cache' (the prompt once, its KV cache repeated; needs gradient "
+            "checkpointing off) or 'plain' (1 + K full sequences)."
+        },
+    )
+    sft_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the chosen completion's negative log-likelihood added to Eq. 3, which keeps the chosen "
+            "item's likelihood from falling with the rejected ones; 0: Eq. 3 alone."
+        },
+    )
+
+    def validate(self) -> None:
+        if self.shared_prompt_forward not in FORWARDS:
+            raise ConfigError(
+                f"shared_prompt_forward={self.shared_prompt_forward!r}: expected one of {', '.join(FORWARDS)}"
+            )
+        if self.sft_weight < 0:
+            raise ConfigError(f"sft_weight={self.sft_weight}: must be >= 0")
+
+
+@dataclass
+class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
     """Progressive Softmax-DPO (Align3GR Eq. 3): each stage trains from the previous one, which is its reference.
     Its trainer options are `TrainingOptions` with DPO's own defaults for the learning rate, warm-up, batch size and
-    checkpoint interval."""
+    checkpoint interval, and `SoftmaxDPOOptions`."""
 
     section = "dpo"
 
@@ -46,9 +76,6 @@ class DPOStageConfig(TrainingOptions):
         metadata={"help": f"Stages in order, each from the one before: {', '.join(STAGES)}."},
     )
     beta: float = field(default=0.1, metadata={"help": "beta of Eq. 3."})
-    sft_weight: float = field(
-        default=0.0, metadata={"help": "Weight of an NLL term on the chosen completion (0: Eq. 3 alone)."}
-    )
     num_rejected: int = field(default=20, metadata={"help": "Rejected completions per row (paper: 20)."})
     prompts_per_user: int = field(
         default=1, metadata={"help": "Training prompts per user: the most recent (self-play) or liked items (RF)."}
@@ -85,9 +112,6 @@ class DPOStageConfig(TrainingOptions):
     hard_min: int = field(default=2, metadata={"help": "prefix: shared leading codes from which it is hard."})
     hard_share: float = field(default=0.01, metadata={"help": "similarity: most similar share of items that is hard."})
     medium_share: float = field(default=0.1, metadata={"help": "similarity: next most similar share, medium."})
-    shared_prompt_forward: str = field(
-        default="packed", metadata={"help": f"How completions are scored: {', '.join(FORWARDS)}."}
-    )
     precompute_ref_log_probs: bool = field(
         default=False, metadata={"help": "Score the reference once before training instead of at every step."}
     )
@@ -109,6 +133,7 @@ class DPOStageConfig(TrainingOptions):
 
     def validate(self) -> None:
         TrainingOptions.validate(self)
+        SoftmaxDPOOptions.validate(self)
         if not self.stages:
             raise ConfigError(f"stages is empty: choose from {', '.join(STAGES)}")
         unknown = [s for s in self.stages if s not in STAGES]
@@ -116,8 +141,6 @@ class DPOStageConfig(TrainingOptions):
             raise ConfigError(f"unknown DPO stage {unknown[0]!r}; known stages: {', '.join(STAGES)}")
         if len(set(self.stages)) != len(self.stages):
             raise ConfigError(f"stages {self.stages}: a stage name may appear once")
-        if self.shared_prompt_forward not in FORWARDS:
-            raise ConfigError(f"shared_prompt_forward={self.shared_prompt_forward!r}: expected one of {list(FORWARDS)}")
         for name in ("num_rejected", "prompts_per_user", "candidates", "eval_beam_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")

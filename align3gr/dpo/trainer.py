@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from accelerate.utils import is_peft_model
@@ -21,9 +21,10 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
 from align3gr.dpo.collator import SoftmaxPreferenceCollator
+from align3gr.dpo.config import SoftmaxDPOOptions
 from align3gr.dpo.shared_prompt import FORWARDS
 from align3gr.dpo.softmax_dpo_loss import softmax_dpo_loss
-from align3gr.errors import ConfigError, DataError
+from align3gr.errors import DataError
 from align3gr.models.loading import pad_token_id
 from align3gr.sft.prompting import encode_completion, encode_prompt
 
@@ -31,35 +32,13 @@ TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 
 @dataclass
-class SoftmaxDPOConfig(DPOConfig):
-    """`DPOConfig` plus the Softmax-DPO options. `beta` is the beta of Eq. 3; `loss_type` must stay "sigmoid"
-    (the loss is Eq. 3, which is the sigmoid loss when K = 1)."""
-
-    shared_prompt_forward: str = field(
-        default="packed",
-        metadata={
-            "help": "How the 1 + K completions of a prompt are scored: 'packed' (the prompt once, completions packed "
-            "after it under a 4D mask), 'cache' (the prompt once, its KV cache repeated; needs gradient "
-            "checkpointing off) or 'plain' (1 + K full sequences)."
-        },
-    )
-
-    sft_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the chosen completion's negative log-likelihood added to Eq. 3, which keeps the chosen "
-            "item's likelihood from falling with the rejected ones; 0: Eq. 3 alone."
-        },
-    )
+class SoftmaxDPOConfig(SoftmaxDPOOptions, DPOConfig):
+    """`DPOConfig` plus the Softmax-DPO options (`SoftmaxDPOOptions`, after DPOConfig's fields). `beta` is the beta of
+    Eq. 3; `loss_type` must stay "sigmoid" (the loss is Eq. 3, which is the sigmoid loss when K = 1)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.sft_weight < 0:
-            raise ConfigError(f"sft_weight={self.sft_weight}: must be >= 0")
-        if self.shared_prompt_forward not in FORWARDS:
-            raise ConfigError(
-                f"shared_prompt_forward={self.shared_prompt_forward!r}: expected one of {sorted(FORWARDS)}"
-            )
+        SoftmaxDPOOptions.validate(self)
 
 
 class SoftmaxDPOTrainer(DPOTrainer):
