@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from align3gr.decode.base import Decoder, Ranked
+from align3gr.decode.base import BEAM_SIZE, Decoder, Ranked
 from align3gr.decode.beam_search import BeamSearchDecoder
 from align3gr.decode.exhaustive import ExhaustiveDecoder
 from align3gr.decode.processor import GenerateDecoder, SCIDLogitsProcessor, ranking_generation_config
@@ -33,6 +33,7 @@ def build_decoder(name: str, model, tokenizer, trie: SCIDTrie, beam_size: int, b
 
 
 __all__ = [
+    "BEAM_SIZE",
     "DECODERS",
     "BeamSearchDecoder",
     "Decoder",

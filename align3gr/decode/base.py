@@ -14,6 +14,9 @@ import torch
 from align3gr.decode.trie import SCIDTrie
 from align3gr.errors import ConfigError
 
+BEAM_SIZE = 20
+"""Align3GR's beam width ("Evaluation Metrics"): the length of each ranked list, the default of every ranking (the
+decoders, evaluation, SFT's valid ranking)."""
 PADDING_SCORE = -1e8
 """Beams scoring at most this are padding (fewer candidates than beams), not sequences: a real SCID's
 log-probability is far above it, while HF's beam search starts its extra beams at -1e9."""
@@ -71,7 +74,7 @@ def ranked_from_leaves(
 class Decoder(ABC):
     """Ranks the items of `trie` for prompts; subclasses implement one batch. `beam_size` results at most."""
 
-    def __init__(self, model, trie: SCIDTrie, pad_token_id: int, beam_size: int = 20, batch_size: int = 8):
+    def __init__(self, model, trie: SCIDTrie, pad_token_id: int, beam_size: int = BEAM_SIZE, batch_size: int = 8):
         if beam_size < 1:
             raise ConfigError(f"beam_size must be >= 1, got {beam_size}")
         if batch_size < 1:

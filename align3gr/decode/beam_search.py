@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache
 
-from align3gr.decode.base import Decoder, Ranked, left_pad, ranked_from_leaves
+from align3gr.decode.base import BEAM_SIZE, Decoder, Ranked, left_pad, ranked_from_leaves
 from align3gr.decode.trie import SCIDTrie
 from align3gr.errors import ConfigError
 from align3gr.models.attention import MASKED_ATTENTION, model_attention_mask, takes_custom_mask
@@ -39,7 +39,7 @@ class BeamSearchDecoder(Decoder):
         model,
         trie: SCIDTrie,
         pad_token_id: int,
-        beam_size: int = 20,
+        beam_size: int = BEAM_SIZE,
         batch_size: int = 8,
         layout: str = "auto",
     ):

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 import torch
 
 from align3gr.decode import build_decoder
-from align3gr.decode.base import Decoder, Ranked
+from align3gr.decode.base import BEAM_SIZE, Decoder, Ranked
 from align3gr.decode.trie import trie_for_model
 
 
@@ -59,7 +59,7 @@ def rank_catalogue(
     unit: str,
     *,
     decoder: str = "beam_search",
-    beam_size: int = 20,
+    beam_size: int = BEAM_SIZE,
     batch_size: int = 32,
     exclude: Sequence[Collection[str]] | None = None,
 ) -> list[Ranked]:

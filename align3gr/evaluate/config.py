@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from align3gr.decode import DECODERS
+from align3gr.decode import BEAM_SIZE, DECODERS
 from align3gr.errors import ConfigError
 from align3gr.evaluate.metrics import check_ks
 
@@ -20,7 +20,9 @@ class EvaluateConfig:
         default="beam_search",
         metadata={"help": f"One of {', '.join(DECODERS)} (unconstrained: free SCID generation, for the valid rate)."},
     )
-    beam_size: int = field(default=20, metadata={"help": "Beam width = length of each ranked list (paper: 20)."})
+    beam_size: int = field(
+        default=BEAM_SIZE, metadata={"help": f"Beam width = length of each ranked list (paper: {BEAM_SIZE})."}
+    )
     exclude_history: bool = field(
         default=True,
         metadata={

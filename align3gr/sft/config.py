@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from align3gr.decode import BEAM_SIZE
 from align3gr.errors import ConfigError
 from align3gr.options import ModelOptions, TrainingOptions
 from align3gr.scid.vocabulary import INIT_METHODS
@@ -69,7 +70,7 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
             "best checkpoint by `best_metric` is kept and early stopping watches it; 0: off (the last step is kept)."
         },
     )
-    valid_beam_size: int = field(default=20, metadata={"help": "Beam width of the valid ranking."})
+    valid_beam_size: int = field(default=BEAM_SIZE, metadata={"help": "Beam width of the valid ranking."})
     best_metric: str = field(default="ndcg@10", metadata={"help": f"Checkpoint selection: {', '.join(BEST_METRICS)}."})
     early_stopping_patience: int | None = field(
         default=3, metadata={"help": "Stop after N evaluations without a better best_metric; none: never."}
