@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from align3gr.config import add_config_arguments, config_from_sources
+from align3gr.config import add_config_arguments, config_from_sources, read_yaml_mapping
 from align3gr.console import format_mapping, format_table, setup_logging
 from align3gr.errors import Align3GRError, ConfigError
 
@@ -206,12 +206,15 @@ def _dpo(args: argparse.Namespace) -> None:
 
     from align3gr.dpo.config import DPOStageConfig
     from align3gr.dpo.stage import run_dpo
+    from align3gr.evaluate.config import EvaluateConfig
 
     overrides = _overrides(args, DPOStageConfig)
     if args.stages:
         overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
     config = config_from_sources(DPOStageConfig, args.config, overrides)
-    results = run_dpo(args.data, args.start, args.out, config, eval_dir=args.eval_dir)
+    with_evaluate = args.config is not None and isinstance(read_yaml_mapping(args.config).get("evaluate"), dict)
+    evaluate = config_from_sources(EvaluateConfig, args.config) if with_evaluate else EvaluateConfig()
+    results = run_dpo(args.data, args.start, args.out, config, eval_dir=args.eval_dir, evaluate=evaluate)
     if not PartialState().is_main_process:
         return
     rows = []
@@ -221,7 +224,7 @@ def _dpo(args: argparse.Namespace) -> None:
         row["trained"] = "reused" if r.up_to_date else f"{r.meta['seconds']:.0f}s"
         if "guard" in r.meta:
             row["kept"] = r.meta["guard"]["kept"]
-        rows.append(row | {k: r.valid_metrics[k] for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10")})
+        rows.append(row | {f"{m}@{k}": r.valid_metrics[f"{m}@{k}"] for m in ("recall", "ndcg") for k in evaluate.ks})
     print("\n" + format_table(rows, f"Progressive DPO {args.out} (valid split after each stage)"))
 
 
@@ -371,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
         out="Output folder (dpo/), one subfolder per stage.",
         options=[("--eval-dir", {"type": Path, "help": "Where valid metrics go (default: eval/ beside --out)."}),
                  ("--stages", {"help": "Comma-separated stages, e.g. sp_easy,sp_medium,sp_hard,rf_easy,rf_hard."})],
-        config="YAML file with a `dpo:` section of these options.",
+        config="YAML file with a `dpo:` section of these options; its `evaluate:` section, if any, sets the valid "
+               "split's evaluation after each stage.",
     )  # fmt: skip
 
     pipeline = stages.add_parser("pipeline", help="Every stage on one config, reusing the stages that are up to date.")

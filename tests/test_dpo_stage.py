@@ -18,15 +18,16 @@ from align3gr.dpo.config import DPOStageConfig
 from align3gr.dpo.stage import STAGE_FILES, guarded, run_dpo
 from align3gr.dpo.trainer import SoftmaxDPOTrainer
 from align3gr.errors import ConfigError
+from align3gr.evaluate.config import EvaluateConfig
 from align3gr.io import read_json
 from align3gr.models.loading import load_for_inference
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICK = dict(
-    max_steps=2, num_rejected=4, per_device_train_batch_size=2, eval_beam_size=5, eval_batch_size=64, learning_rate=1e-4
-)
+QUICK = dict(max_steps=2, num_rejected=4, per_device_train_batch_size=2, generation_batch_size=64, learning_rate=1e-4)
+VALID_OPTIONS = {"beam_size": 5, "batch_size": 64}
+VALID = EvaluateConfig(**VALID_OPTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,11 @@ def sft_run(ml100k_small, tmp_path_factory):
 
 def test_stages_write_their_outputs_rows_and_valid_metrics(ml100k_small, sft_run, tmp_path):
     results = run_dpo(
-        ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy", "rf_easy"], **QUICK)
+        ml100k_small,
+        sft_run / "sft",
+        tmp_path / "dpo",
+        DPOStageConfig(stages=["sp_easy", "rf_easy"], **QUICK),
+        evaluate=VALID,
     )
     dataset = load_dataset(ml100k_small)
     for result in results:
@@ -82,7 +87,9 @@ def test_stages_write_their_outputs_rows_and_valid_metrics(ml100k_small, sft_run
 
 
 def test_each_stage_is_referenced_to_the_previous_stages_output(ml100k_small, sft_run, tmp_path):
-    run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK))
+    run_dpo(
+        ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK), evaluate=VALID
+    )
     previous = tmp_path / "dpo" / "sp_easy"
     policy, tokenizer = load_policy(previous)
     from datasets import Dataset
@@ -97,17 +104,27 @@ def test_each_stage_is_referenced_to_the_previous_stages_output(ml100k_small, sf
 
 
 def test_a_run_stopped_between_stages_resumes_at_the_next(ml100k_small, sft_run, tmp_path):
-    first = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["rf_easy"], **QUICK))
+    first = run_dpo(
+        ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["rf_easy"], **QUICK), evaluate=VALID
+    )
     meta = read_json(tmp_path / "dpo" / "rf_easy" / "meta.json")
     both = run_dpo(
-        ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["rf_easy", "rf_hard"], **QUICK)
+        ml100k_small,
+        sft_run / "sft",
+        tmp_path / "dpo",
+        DPOStageConfig(stages=["rf_easy", "rf_hard"], **QUICK),
+        evaluate=VALID,
     )
     assert [r.up_to_date for r in both] == [True, False]
     assert read_json(tmp_path / "dpo" / "rf_easy" / "meta.json") == meta
     assert both[0].valid_metrics == first[0].valid_metrics
     assert read_json(tmp_path / "dpo" / "rf_hard" / "meta.json")["start"] == str(tmp_path / "dpo" / "rf_easy")
     changed = run_dpo(
-        ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["rf_easy"], **{**QUICK, "beta": 0.5})
+        ml100k_small,
+        sft_run / "sft",
+        tmp_path / "dpo",
+        DPOStageConfig(stages=["rf_easy"], **{**QUICK, "beta": 0.5}),
+        evaluate=VALID,
     )
     assert not changed[0].up_to_date
 
@@ -132,17 +149,22 @@ def test_accelerate_launch_runs_a_self_play_stage_with_deepspeed_zero2_on_two_cp
 ):
     out = tmp_path / "dpo"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in QUICK.items()]
+    evaluate = tmp_path / "evaluate.yaml"
+    evaluate.write_text(json.dumps({"evaluate": VALID_OPTIONS}))
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
         "--config_file", "accelerate_configs/deepspeed_zero2.yaml", "recipes/dpo.py",
-        "--data", str(ml100k_small), "--start", str(sft_run / "sft"), "--out", str(out), "--stages", "sp_easy", *flags,
+        "--data", str(ml100k_small), "--start", str(sft_run / "sft"), "--out", str(out), "--stages", "sp_easy",
+        "--config", str(evaluate), *flags,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Progressive DPO") == 1  # the table comes from the main process only
     meta = read_json(out / "sp_easy" / "meta.json")
     assert meta["steps"] == QUICK["max_steps"] and meta["valid_metrics"]["valid_rate"] == 1.0
-    single = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "single", DPOStageConfig(stages=["sp_easy"], **QUICK))
+    single = run_dpo(
+        ml100k_small, sft_run / "sft", tmp_path / "single", DPOStageConfig(stages=["sp_easy"], **QUICK), evaluate=VALID
+    )
     two = [json.loads(line) for line in (out / "sp_easy" / "preferences.jsonl").read_text().splitlines()]
     one = [
         json.loads(line) for line in (tmp_path / "single" / "sp_easy" / "preferences.jsonl").read_text().splitlines()
@@ -156,7 +178,9 @@ def test_a_lora_adapter_continues_as_an_adapter(ml100k_small, sft_run, tiny_llam
     options = {"max_steps": 2, "max_examples_per_task": 8, "tasks": ["seq"], "eval_examples": 4, "warmup_steps": 0}
     config = SFTStageConfig(model=str(tiny_llama), use_lora=True, lora_target_modules=["q_proj", "v_proj"], **options)
     run_sft(ml100k_small, sft_run / "scid", tmp_path / "sft", config)
-    (result,) = run_dpo(ml100k_small, tmp_path / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK))
+    (result,) = run_dpo(
+        ml100k_small, tmp_path / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK), evaluate=VALID
+    )
     folder = tmp_path / "dpo" / "sp_easy"
     assert (folder / "adapter_config.json").is_file() and not (folder / "ref").exists()
     assert result.meta["adapter"] and result.valid_metrics["valid_rate"] == 1.0
@@ -165,7 +189,9 @@ def test_a_lora_adapter_continues_as_an_adapter(ml100k_small, sft_run, tiny_llam
 
 
 def test_the_guard_hands_on_the_start_model_when_valid_falls(ml100k_small, sft_run, tmp_path):
-    run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK))
+    run_dpo(
+        ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK), evaluate=VALID
+    )
     out, start = tmp_path / "dpo" / "sp_easy", sft_run / "sft"
     meta = read_json(out / "meta.json")
     trained = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -188,7 +214,9 @@ def test_the_guard_hands_on_the_start_model_when_valid_falls(ml100k_small, sft_r
 
 
 def test_the_guard_keeps_a_stage_that_does_not_lower_valid(ml100k_small, sft_run, tmp_path):
-    run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK))
+    run_dpo(
+        ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK), evaluate=VALID
+    )
     out = tmp_path / "dpo" / "sp_easy"
     meta = read_json(out / "meta.json")
     weights = (out / "model.safetensors").read_bytes()
@@ -200,7 +228,7 @@ def test_the_guard_keeps_a_stage_that_does_not_lower_valid(ml100k_small, sft_run
 
 def test_a_guarded_chain_compares_each_stage_with_the_model_it_started_from(ml100k_small, sft_run, tmp_path):
     config = DPOStageConfig(stages=["sp_easy", "rf_easy"], guard=True, **QUICK)
-    results = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config)
+    results = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config, evaluate=VALID)
     sft_valid = read_json(tmp_path / "eval" / "dpo_sp_easy_start" / "metrics.json")
     before = {k: v for k, v in sft_valid.items() if "@" in k or k == "valid_rate"}
     for result, start in zip(results, (sft_run / "sft", tmp_path / "dpo" / "sp_easy"), strict=True):
@@ -214,7 +242,7 @@ def test_a_guarded_chain_compares_each_stage_with_the_model_it_started_from(ml10
         assert same == bool(fell)
         assert result.valid_metrics == (before if fell else guard["trained_valid_metrics"])
         before = result.valid_metrics
-    again = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config)
+    again = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config, evaluate=VALID)
     assert [r.up_to_date for r in again] == [True, True] and [r.meta for r in again] == [r.meta for r in results]
 
 

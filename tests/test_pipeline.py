@@ -22,6 +22,7 @@ from align3gr.data.dataset import load_dataset
 from align3gr.dpo.config import DPOStageConfig
 from align3gr.dpo.stage import run_dpo
 from align3gr.errors import ConfigError
+from align3gr.evaluate.config import EvaluateConfig
 from align3gr.pipeline import load_pipeline_config, run_pipeline
 from align3gr.pipeline.ablation import ladder, ladder_steps
 from align3gr.pipeline.plan import Plan, Step, in_run, lineage_key, pipeline_steps
@@ -40,7 +41,7 @@ SMALL = {
             "max_examples_per_task": 100, "per_device_train_batch_size": 16, "max_steps": 16, "save_steps": 4,
             "eval_examples": 16, "learning_rate": 3.0e-3},
     "dpo": {"stages": ["sp_easy", "rf_easy"], "num_rejected": 4, "candidates": 8, "per_device_train_batch_size": 8,
-            "max_steps": 3, "eval_batch_size": 50, "eval_beam_size": 10},
+            "max_steps": 3, "generation_batch_size": 50},
     "evaluate": {"batch_size": 50},
 }  # fmt: skip
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
@@ -187,7 +188,8 @@ def test_stages_run_alone_give_the_pipeline_result(finished_run, tmp_path):
     config, run, _ = finished_run
     sft = run_sft(run / "data", run / "scid", run / "sft", config_from_sources(SFTStageConfig, config))
     assert sft.up_to_date
-    dpo = run_dpo(run / "data", run / "sft", run / "dpo", config_from_sources(DPOStageConfig, config), run / "eval")
+    dpo = run_dpo(run / "data", run / "sft", run / "dpo", config_from_sources(DPOStageConfig, config), run / "eval",
+                  config_from_sources(EvaluateConfig, config))  # fmt: skip
     assert [r.up_to_date for r in dpo] == [True, True]
     out = tmp_path / "eval_sft"
     assert main(["evaluate", "--config", str(config), "--model", str(run / "sft"), "--data", str(run / "data"),

@@ -3,6 +3,7 @@ optimiser."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from align3gr.dpo.preferences import RF_FILLS, SP_FILLS
@@ -62,8 +63,9 @@ class SoftmaxDPOOptions:
 @dataclass
 class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
     """Progressive Softmax-DPO (Align3GR Eq. 3): each stage trains from the previous one, which is its reference.
-    Its trainer options are `TrainingOptions` with DPO's own defaults for the learning rate, warm-up, batch size and
-    checkpoint interval, and `SoftmaxDPOOptions`."""
+    Its trainer options are `TrainingOptions` (DPO's own defaults for the learning rate, warm-up, batch size and
+    checkpoint interval) and `SoftmaxDPOOptions`; the valid-split check after each stage takes the `evaluate`
+    section's options (`valid_evaluation`)."""
 
     section = "dpo"
 
@@ -128,8 +130,9 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
         default_factory=lambda: ["recall@10", "ndcg@10"],
         metadata={"help": "Valid metrics a stage must not lower to be kept (with guard on)."},
     )
-    eval_beam_size: int = field(default=20, metadata={"help": "Beam width of the valid-split evaluation."})
-    eval_batch_size: int = field(default=16, metadata={"help": "Users decoded together (generation and evaluation)."})
+    generation_batch_size: int = field(
+        default=16, metadata={"help": "Prompts decoded together when the policy generates its candidates."}
+    )
 
     def validate(self) -> None:
         TrainingOptions.validate(self)
@@ -141,7 +144,7 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
             raise ConfigError(f"unknown DPO stage {unknown[0]!r}; known stages: {', '.join(STAGES)}")
         if len(set(self.stages)) != len(self.stages):
             raise ConfigError(f"stages {self.stages}: a stage name may appear once")
-        for name in ("num_rejected", "prompts_per_user", "candidates", "eval_beam_size", "eval_batch_size"):
+        for name in ("num_rejected", "prompts_per_user", "candidates", "generation_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.bucketing not in BUCKETINGS:
@@ -159,10 +162,21 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
             )
         if self.beta <= 0:
             raise ConfigError(f"beta={self.beta}: must be > 0")
-        ks = EvaluateConfig().ks
-        for metric in self.guard_metrics:
-            name, _, k = metric.partition("@")
-            if name not in ("recall", "ndcg") or not k.isdigit() or int(k) not in ks:
-                raise ConfigError(
-                    f"guard_metrics: {metric!r} is not a valid-split metric; expected recall@K or ndcg@K with K in {ks}"
-                )
+        check_guard_metrics(self.guard_metrics, EvaluateConfig().ks)
+
+    def valid_evaluation(self, evaluate: EvaluateConfig) -> EvaluateConfig:
+        """The check after each stage: the `evaluate` options (the pipeline's section) on the valid split, whose
+        cut-offs must give the guard its metrics."""
+        if self.guard:
+            check_guard_metrics(self.guard_metrics, evaluate.ks)
+        return dataclasses.replace(evaluate, split="valid")
+
+
+def check_guard_metrics(metrics: list[str], ks: list[int]) -> None:
+    """Each guard metric is recall@K or ndcg@K with K among the valid evaluation's cut-offs `ks`."""
+    for metric in metrics:
+        name, _, k = metric.partition("@")
+        if name not in ("recall", "ndcg") or not k.isdigit() or int(k) not in ks:
+            raise ConfigError(
+                f"guard_metrics: {metric!r} is not a valid-split metric; expected recall@K or ndcg@K with K in {ks}"
+            )

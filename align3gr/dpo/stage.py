@@ -3,9 +3,10 @@
 `dpo/STAGE/` holds what `sft/` holds (model or adapter, tokenizer, code tables, `meta.json`, the resolved config,
 `training_log.jsonl`) plus `preferences.jsonl` (the stage's rows as item IDs). Each stage starts from the
 previous stage's output (the SFT model for the first), which is also its reference (pi_theta^i -> pi_ref^(i+1)).
-After each stage the valid split is evaluated into `eval/dpo_STAGE/`. A stage whose output records the same
-fingerprint (its input model's fingerprint, the data, its name and the config) is not re-run, so a run stopped
-between stages resumes at the next one; a stage killed midway resumes from its last checkpoint in `STAGE.work/`.
+After each stage the valid split is evaluated into `eval/dpo_STAGE/`, with the options of the `evaluate` section. A
+stage whose output records the same fingerprint (its input model's fingerprint, the data, its name, the config and
+the valid evaluation's options) is not re-run, so a run stopped between stages resumes at the next one; a stage
+killed midway resumes from its last checkpoint in `STAGE.work/`.
 """
 
 from __future__ import annotations
@@ -60,9 +61,12 @@ class StageResult:
     up_to_date: bool
 
 
-def stage_fingerprint(previous: Path, dataset: Dataset, name: str, config: DPOStageConfig) -> str:
-    """What a stage's output depends on: the model it starts from (its own fingerprint), the data, its name and
-    the options (not the list of stages: adding a stage after it leaves it as it is)."""
+def stage_fingerprint(
+    previous: Path, dataset: Dataset, name: str, config: DPOStageConfig, evaluation: EvaluateConfig
+) -> str:
+    """What a stage's output depends on: the model it starts from (its own fingerprint), the data, its name, the
+    options (not the list of stages: adding a stage after it leaves it as it is) and those of its valid evaluation
+    (its metrics, and with the guard the model handed on)."""
     options = {k: v for k, v in config_to_dict(config).items() if k != "stages"}
     return sha256_json(
         {
@@ -70,6 +74,7 @@ def stage_fingerprint(previous: Path, dataset: Dataset, name: str, config: DPOSt
             "data": dataset.meta.get("fingerprint"),
             "stage": name,
             "config": options,
+            "evaluation": config_to_dict(evaluation),
             "version": align3gr.__version__,
         }
     )
@@ -110,7 +115,7 @@ def stage_examples(
     if source == "real_feedback":
         feedback_prompts = real_feedback_prompts(dataset, config.prompts_per_user)
         generated = generate_candidates(
-            policy, tokenizer, builder, item_codes, feedback_prompts, config.candidates, config.eval_batch_size
+            policy, tokenizer, builder, item_codes, feedback_prompts, config.candidates, config.generation_batch_size
         )
         examples, stats = real_feedback_examples(
             dataset, feedback_prompts, generated, kind, config.num_rejected, config.rf_fill
@@ -118,7 +123,7 @@ def stage_examples(
         return examples, stats.as_dict()
     prompts = training_prompts(dataset, config.prompts_per_user)
     generated = generate_candidates(
-        policy, tokenizer, builder, item_codes, prompts, config.candidates, config.eval_batch_size
+        policy, tokenizer, builder, item_codes, prompts, config.candidates, config.generation_batch_size
     )
     buckets = stage_buckets(policy, tokenizer, item_codes, config)
     examples, stats = self_play_examples(
@@ -137,9 +142,16 @@ def stage_buckets(policy, tokenizer, item_codes, config: DPOStageConfig) -> Buck
 
 
 def run_stage(
-    name: str, previous: Path, data_dir: Path, out: Path, eval_dir: Path, config: DPOStageConfig
+    name: str,
+    previous: Path,
+    data_dir: Path,
+    out: Path,
+    eval_dir: Path,
+    config: DPOStageConfig,
+    evaluation: EvaluateConfig,
 ) -> StageResult:
-    """Train stage `name` from the model in `previous` into `out` (or reuse it), then evaluate the valid split."""
+    """Train stage `name` from the model in `previous` into `out` (or reuse it), then evaluate the valid split with
+    `evaluation` (`config.valid_evaluation` of the evaluate options)."""
     from accelerate import PartialState
 
     from align3gr.dpo.trainer import SoftmaxDPOTrainer
@@ -150,11 +162,11 @@ def run_stage(
     state = PartialState()
     dataset = load_dataset(data_dir)
     item_codes, user_codes = load_code_tables(previous, dataset)
-    fingerprint = stage_fingerprint(previous, dataset, name, config)
+    fingerprint = stage_fingerprint(previous, dataset, name, config, evaluation)
     meta_path = out / META_FILE
     if meta_path.is_file() and read_json(meta_path).get("fingerprint") == fingerprint:
         log.info("DPO stage %s is up to date; nothing to train", name)
-        meta = validated(name, previous, out, data_dir, eval_dir, config)
+        meta = validated(name, previous, out, data_dir, eval_dir, config, evaluation)
         return StageResult(name, out, meta, meta["valid_metrics"], True)
     previous_meta = read_json(previous / META_FILE)
     with_user_scid, seq_format = trained_prompting(previous)
@@ -208,11 +220,19 @@ def run_stage(
         )
         publish(out, work, previous, CONFIG_FILE, config, history, meta, {PREFERENCES_FILE: rows})
     state.wait_for_everyone()
-    meta = validated(name, previous, out, data_dir, eval_dir, config)
+    meta = validated(name, previous, out, data_dir, eval_dir, config, evaluation)
     return StageResult(name, out, meta, meta["valid_metrics"], False)
 
 
-def validated(name: str, previous: Path, out: Path, data_dir: Path, eval_dir: Path, config: DPOStageConfig) -> dict:
+def validated(
+    name: str,
+    previous: Path,
+    out: Path,
+    data_dir: Path,
+    eval_dir: Path,
+    config: DPOStageConfig,
+    evaluation: EvaluateConfig,
+) -> dict:
     """The stage's meta with its valid-split metrics (evaluated into `eval/dpo_STAGE/` when the meta has none yet)
     and, with `guard` on, the guard's decision: a run stopped between training, evaluation and the guard finishes
     them on its next start."""
@@ -220,20 +240,20 @@ def validated(name: str, previous: Path, out: Path, data_dir: Path, eval_dir: Pa
 
     meta = read_json(out / META_FILE)
     if "valid_metrics" not in meta:
-        meta["valid_metrics"] = valid_metrics(out, data_dir, eval_dir / f"dpo_{name}", config)
+        meta["valid_metrics"] = valid_metrics(out, data_dir, eval_dir / f"dpo_{name}", evaluation)
         write_meta(out, meta)
     if config.guard and "guard" not in meta:
         start = read_json(previous / META_FILE).get("valid_metrics")
         if start is None:
-            start = valid_metrics(previous, data_dir, eval_dir / f"dpo_{name}_start", config)
+            start = valid_metrics(previous, data_dir, eval_dir / f"dpo_{name}_start", evaluation)
         meta = guarded(previous, out, meta, start, config.guard_metrics)
     PartialState().wait_for_everyone()
     return meta
 
 
-def valid_metrics(model_dir: Path, data_dir: Path, out: Path, config: DPOStageConfig) -> dict:
-    """Recall and NDCG on the valid split (and the valid rate) of the model in `model_dir`, written to `out`."""
-    evaluation = EvaluateConfig(split="valid", beam_size=config.eval_beam_size, batch_size=config.eval_batch_size)
+def valid_metrics(model_dir: Path, data_dir: Path, out: Path, evaluation: EvaluateConfig) -> dict:
+    """Recall and NDCG on the valid split (and the valid rate) of the model in `model_dir` by `evaluation`, written to
+    `out`."""
     metrics = run_evaluate(model_dir, data_dir, out, evaluation).metrics
     return {k: v for k, v in metrics.items() if "@" in k or k == "valid_rate"}
 
@@ -282,17 +302,20 @@ def run_dpo(
     out_dir: str | Path,
     config: DPOStageConfig | None = None,
     eval_dir: str | Path | None = None,
+    evaluate: EvaluateConfig | None = None,
 ) -> list[StageResult]:
     """Run `config.stages` in order from the model in `start_dir` (an `sft/` folder), each into `out_dir/STAGE`,
-    each the reference of the next; valid metrics into `eval_dir` (default: `eval/` beside `out_dir`)."""
+    each the reference of the next; valid metrics by the `evaluate` options (default: the evaluate stage's) into
+    `eval_dir` (default: `eval/` beside `out_dir`)."""
     config = config or DPOStageConfig()
     config.validate()
+    evaluation = config.valid_evaluation(evaluate or EvaluateConfig())
     out, previous = Path(out_dir), Path(start_dir)
     evaluations = Path(eval_dir) if eval_dir is not None else out.parent / "eval"
     if not (previous / META_FILE).is_file():
         raise ConfigError(f"{previous}: not an sft/ or DPO stage output (no {META_FILE}); run `align3gr sft` first")
     results = []
     for name in config.stages:
-        results.append(run_stage(name, previous, Path(data_dir), out / name, evaluations, config))
+        results.append(run_stage(name, previous, Path(data_dir), out / name, evaluations, config, evaluation))
         previous = out / name
     return results

@@ -142,10 +142,11 @@ def sft_step(plan: Plan, data: Step, scid: Step) -> Step:
 
 def dpo_steps(plan: Plan, data: Step, start: Step) -> list[Step]:
     """One step per DPO stage of the config, each from the model of the step before (the first from `start`); a
-    stage's valid-split check goes to `eval/` beside its `dpo/` folder."""
+    stage's valid-split check, with the evaluate section's options, goes to `eval/` beside its `dpo/` folder."""
     from align3gr.dpo.stage import run_stage
 
     config = plan.config.dpo
+    evaluation = config.valid_evaluation(plan.config.evaluate)
     options = {k: v for k, v in config_to_dict(config).items() if k != "stages"}
     steps, previous = [], start
     for index, stage in enumerate(config.stages):
@@ -157,12 +158,12 @@ def dpo_steps(plan: Plan, data: Step, start: Step) -> list[Step]:
             kind="dpo",
             model=stage,
             inputs=(data.name, previous.name),
-            options={**options, "stage": stage},
+            options={**options, "stage": stage, "evaluation": config_to_dict(evaluation)},
             run=lambda: None,
         )
         checks = step.path.parent.parent / "eval"
         step.run = lambda step=step, before=previous.path, checks=checks: run_stage(
-            step.model, before, data.path, step.path, checks, config
+            step.model, before, data.path, step.path, checks, config, evaluation
         )
         step.command = plan.command(
             "dpo", data=data.path, start=previous.path, out=step.path.parent, eval_dir=checks, stages=stage
