@@ -25,7 +25,8 @@ from align3gr.hub.model_card import model_card
 from align3gr.hub.run_layout import metrics_by_stage, stage_folder
 from align3gr.hub.settings import SETTINGS_FILE, settings_of_stage
 from align3gr.io import atomic_directory, read_json, write_json
-from align3gr.models.loading import ADAPTER_CONFIG, META_FILE, load_for_inference
+from align3gr.models.loading import ADAPTER_CONFIG, load_for_inference
+from align3gr.stage_output import META_FILE
 
 log = logging.getLogger(__name__)
 RUN_BOOKKEEPING = frozenset(

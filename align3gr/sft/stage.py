@@ -19,8 +19,8 @@ import align3gr
 from align3gr.config import config_to_dict
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.evaluate.probe import RankingProbe
-from align3gr.io import read_json, sha256_file, sha256_json
-from align3gr.models.loading import META_FILE, load_model_and_tokenizer
+from align3gr.io import sha256_file, sha256_json
+from align3gr.models.loading import load_model_and_tokenizer
 from align3gr.models.local import model_identity
 from align3gr.options import TINY
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
@@ -33,7 +33,8 @@ from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.data import encode_examples, rows_dataset, sample_per_task
 from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
-from align3gr.training import logged, prepare_work, publish
+from align3gr.stage_output import StageOutput
+from align3gr.training import logged, publish_model
 
 log = logging.getLogger(__name__)
 PROBE_BATCH = 32
@@ -73,14 +74,6 @@ def fingerprint_of(config: SFTStageConfig, dataset: Dataset, scid: Path, base: s
     )
 
 
-def _up_to_date(out: Path, fingerprint: str) -> dict | None:
-    meta_path = out / META_FILE
-    if not meta_path.is_file():
-        return None
-    meta = read_json(meta_path)
-    return meta if meta.get("fingerprint") == fingerprint else None
-
-
 def _step_of(checkpoint: str | None) -> int | None:
     """The step of a `checkpoint-N` folder name."""
     return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
@@ -112,8 +105,8 @@ def run_sft(
     config = config or SFTStageConfig()
     config.validate()
     out, scid = Path(out_dir), Path(scid_dir)
-    work = out.parent / f"{out.name}.work"
-    arguments = sft_arguments(config, work, eval_steps=config.save_steps)  # sets up the process group first
+    output = StageOutput(out, distributed=True)
+    arguments = sft_arguments(config, output.work, eval_steps=config.save_steps)  # sets up the process group first
     state = PartialState()
     dataset = load_dataset(data_dir)
     item_codes, user_codes = load_code_tables(scid, dataset)
@@ -123,13 +116,13 @@ def run_sft(
     )  # fmt: skip
     base = base_model_path(config, out)
     fingerprint = fingerprint_of(config, dataset, scid, base)
-    existing = _up_to_date(out, fingerprint)
+    existing = output.current(fingerprint)
     if existing is not None:
         log.info("%s is up to date (same data, codes, model and config); nothing to do", out)
         return SFTResult(out, existing, True)
 
-    with state.main_process_first():  # the main process prepares; the others then find its work folder
-        resume = prepare_work(work, fingerprint)
+    resume = output.resume(fingerprint)
+    with state.main_process_first():  # the main process builds the tiny base; the others then load it
         if state.is_main_process and config.model == TINY:
             build_tiny_base(
                 dataset, base, config.tiny_vocab_size, config.tiny_hidden_size, config.tiny_layers, config.seed
@@ -182,7 +175,7 @@ def run_sft(
         )
         trainer.train(resume_from_checkpoint=resume)
         final = trainer.evaluate()
-        trainer.save_model(str(work / "final"))
+        trainer.save_model(str(output.work / "final"))
     state.wait_for_everyone()
 
     history = trainer.state.log_history
@@ -215,7 +208,5 @@ def run_sft(
         "align3gr_version": align3gr.__version__,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    if state.is_main_process:
-        publish(out, work, scid, "sft_config.yaml", config, history, meta)
-    state.wait_for_everyone()
+    publish_model(output, scid, "sft_config.yaml", config, history, meta)
     return SFTResult(out, meta, False, state.is_main_process)
