@@ -26,7 +26,8 @@ from align3gr.embed.collaborative import load_encoder, pack
 from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.metrics import Prediction, compute_metrics, write_evaluation
-from align3gr.io import atomic_directory, read_json
+from align3gr.io import read_json
+from align3gr.stage_output import StageOutput
 
 POPULAR, SEQUENTIAL = "popular", "sasrec"
 BASELINES = (POPULAR, SEQUENTIAL)
@@ -110,6 +111,5 @@ def run_baseline(
         "model": str(source),
         "config": config_to_dict(config),
     }
-    with atomic_directory(out_dir) as tmp:
-        write_evaluation(tmp, metrics, predictions)
+    StageOutput(Path(out_dir)).publish(lambda folder: write_evaluation(folder, metrics, predictions))
     return metrics

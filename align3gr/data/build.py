@@ -21,8 +21,8 @@ from align3gr.data.interactions import SpooledTexts
 from align3gr.data.preprocess import filter_interactions
 from align3gr.data.schema import Sequence, User
 from align3gr.data.texts import add_user_texts, iter_intentions
-from align3gr.errors import DataError
-from align3gr.io import atomic_directory, read_json, sha256_file, sha256_json
+from align3gr.io import sha256_file, sha256_json
+from align3gr.stage_output import StageOutput
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def build_dataset(
             "config": config_to_dict(config),
         }
     )
-    existing = _check_output(out, fingerprint, overwrite)
+    output = StageOutput(out)
+    existing = output.claim(fingerprint, overwrite, "dataset", "sources, builder or config")
     if existing is not None:
         log.info("%s is up to date (same sources and config); nothing to do", out)
         return BuildResult(out, existing["statistics"], True, time.perf_counter() - start)
@@ -113,38 +114,10 @@ def build_dataset(
         "align3gr_version": align3gr.__version__,
         "fingerprint": fingerprint,
     }
-    with atomic_directory(out) as tmp:
-        write_dataset(dataset, tmp, intentions=iter_intentions(dataset, config))
+    output.publish(lambda folder: write_dataset(dataset, folder, intentions=iter_intentions(dataset, config)))
     if raw.interactions.reviews is not None:
         raw.interactions.reviews.close()
     return BuildResult(out, dataset.meta["statistics"], False, time.perf_counter() - start)
-
-
-def _check_output(out: Path, fingerprint: str, overwrite: bool) -> dict | None:
-    """The meta of `out` when it already holds this exact build (None when it must be built); raises when
-    it holds something else. Only `meta.json` is read: the data files were validated when written."""
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        raise DataError("output path exists and is not a folder", out)
-    meta_path = out / "meta.json"
-    if not meta_path.is_file():
-        if any(out.iterdir()) and not overwrite:
-            raise DataError("output folder is not empty and holds no dataset; choose an empty folder", out)
-        return None
-    try:
-        meta = read_json(meta_path)
-    except DataError:
-        meta = {}
-    if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint and "statistics" in meta:
-        return meta
-    if not overwrite:
-        raise DataError(
-            "output folder already holds a different dataset (other sources, builder or config); "
-            "pass --overwrite to replace it or choose another folder",
-            out,
-        )
-    return None
 
 
 def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:

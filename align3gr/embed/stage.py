@@ -23,7 +23,8 @@ from align3gr.embed.collaborative import save_encoder, train_collaborative
 from align3gr.embed.config import EmbedConfig
 from align3gr.embed.semantic import SemanticEncoder
 from align3gr.errors import DataError
-from align3gr.io import atomic_directory, read_json, write_json
+from align3gr.io import read_json, write_json
+from align3gr.stage_output import StageOutput
 
 DEFAULT_CACHE = Path.home() / ".cache" / "align3gr" / "embeddings"
 FILES_VERSION = 3
@@ -113,10 +114,13 @@ def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | N
     }
     embeddings = Embeddings(list(dataset.items), user_ids, item_semantic, user_semantic, cf.items, cf.users, report)
     embeddings.check(data_dir)
-    with atomic_directory(out_dir) as tmp:
-        save_file({"items": item_semantic, "users": user_semantic}, str(tmp / "semantic.safetensors"))
-        save_file({"items": cf.items, "users": cf.users}, str(tmp / "collaborative.safetensors"))
-        write_json(tmp / "ids.json", {"items": embeddings.item_ids, "users": user_ids})
-        write_json(tmp / "report.json", report)
-        save_encoder(cf.model, tmp)
+
+    def write(folder: Path) -> None:
+        save_file({"items": item_semantic, "users": user_semantic}, str(folder / "semantic.safetensors"))
+        save_file({"items": cf.items, "users": cf.users}, str(folder / "collaborative.safetensors"))
+        write_json(folder / "ids.json", {"items": embeddings.item_ids, "users": user_ids})
+        write_json(folder / "report.json", report)
+        save_encoder(cf.model, folder)
+
+    StageOutput(Path(out_dir)).publish(write)
     return embeddings

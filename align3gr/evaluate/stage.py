@@ -29,10 +29,11 @@ from align3gr.decode.sharded import rank_catalogue
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.metrics import Prediction, compute_metrics, write_evaluation
 from align3gr.evaluate.texts import text_examples
-from align3gr.io import atomic_directory, write_jsonl
+from align3gr.io import write_jsonl
 from align3gr.models.loading import load_for_inference
 from align3gr.scid.code_tables import load_code_tables
 from align3gr.sft.tasks import evaluation_prompts, trained_prompting
+from align3gr.stage_output import StageOutput
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +100,16 @@ def run_evaluate(
         "config": config_to_dict(config),
     }
     texts: list[dict[str, str]] = []
-    if state.is_main_process:
-        if config.text_examples:
-            texts = text_examples(
-                model, tokenizer, dataset, item_codes, user_codes, config.split, config.text_examples,
-                with_user_scid=with_user_scid, max_new_tokens=config.max_new_tokens,
-            )  # fmt: skip
-        with atomic_directory(out_dir) as tmp:
-            write_evaluation(tmp, metrics, predictions)
-            if texts:
-                write_jsonl(tmp / "text_examples.jsonl", texts)
-    state.wait_for_everyone()
+    if state.is_main_process and config.text_examples:
+        texts = text_examples(
+            model, tokenizer, dataset, item_codes, user_codes, config.split, config.text_examples,
+            with_user_scid=with_user_scid, max_new_tokens=config.max_new_tokens,
+        )  # fmt: skip
+
+    def write(folder: Path) -> None:
+        write_evaluation(folder, metrics, predictions)
+        if texts:
+            write_jsonl(folder / "text_examples.jsonl", texts)
+
+    StageOutput(Path(out_dir), distributed=True).publish(write)
     return EvaluationResult(metrics, predictions, texts)

@@ -18,7 +18,6 @@ process trains UniSID; the main process trains the dual tokenizer and writes the
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -29,9 +28,10 @@ from align3gr.config import config_to_dict
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import ConfigError
-from align3gr.io import atomic_directory, write_json
+from align3gr.io import write_json
 from align3gr.scid.code_tables import write_code_tables
 from align3gr.scid.tokens import code_tokens
+from align3gr.stage_output import StageOutput
 from align3gr.tokenize.codebook_stats import level_statistics, level_v_measure, sid_entropy
 from align3gr.tokenize.collisions import collision_rate, resolve_collisions
 from align3gr.tokenize.config import TokenizeConfig
@@ -134,12 +134,11 @@ def run_tokenize(
         raise ConfigError("the dual tokenizer reads the output folder of `align3gr embed`: give embeddings_dir")
     dataset = load_dataset(data_dir)
     check_sizes(config, len(dataset.items), len(dataset.sequences))
-    out = Path(out_dir)
-    work = out.parent / f"{out.name}.work"
+    output = StageOutput(Path(out_dir), distributed=True)
     state = PartialState(cpu=not torch.cuda.is_available())
-    trained = train_unisid(dataset, config, work) if unisid else None
+    trained = train_unisid(dataset, config, output.work) if unisid else None
     if not state.is_main_process:
-        state.wait_for_everyone()
+        state.wait_for_everyone()  # for the main process's publication
         return {}
     labels = [" > ".join(item.categories) for item in dataset.items.values()]
     model, history, user_codes = None, TrainHistory(), np.zeros((0, 0), int)
@@ -177,14 +176,15 @@ def run_tokenize(
     item_table = dict(zip(dataset.items, code_tokens(item_codes, "item"), strict=True))
     user_table = dict(zip(dataset.sequences, code_tokens(user_codes, "user"), strict=True)) if len(user_codes) else {}
     report["seconds"] = round(time.perf_counter() - start, 2)
-    with atomic_directory(out) as tmp:
-        write_code_tables(tmp, item_table, user_table)
+
+    def write(folder: Path) -> None:
+        write_code_tables(folder, item_table, user_table)
         if model is not None:
-            model.save(tmp)
+            model.save(folder)
         if trained is not None:
-            os.replace(work / SAVED, tmp / SAVED)
-        write_json(tmp / "report.json", report)
-        plot_code_usage({"item": item_codes, "user": user_codes}, tmp / "code_usage.png")
-    shutil.rmtree(work, ignore_errors=True)
-    state.wait_for_everyone()
+            os.replace(output.work / SAVED, folder / SAVED)
+        write_json(folder / "report.json", report)
+        plot_code_usage({"item": item_codes, "user": user_codes}, folder / "code_usage.png")
+
+    output.publish(write)
     return report
