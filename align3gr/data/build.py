@@ -13,6 +13,7 @@ import numpy as np
 
 import align3gr
 from align3gr.config import config_to_dict
+from align3gr.console import format_mapping
 from align3gr.data.builder import Builder, RawData, get_builder
 from align3gr.data.config import DataConfig
 from align3gr.data.dataset import Dataset, load_dataset, write_dataset
@@ -29,9 +30,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BuildResult:
-    """What a build did: where, its statistics, whether it was already up to date, and how long it took."""
+    """What a build did: where, with which builder, its statistics, whether it was already up to date, and how long it
+    took."""
 
     path: Path
+    builder: str
     statistics: dict[str, float | int]
     up_to_date: bool
     seconds: float
@@ -40,6 +43,11 @@ class BuildResult:
     def dataset(self) -> Dataset:
         """The built dataset, loaded (and validated) from disk on first access."""
         return load_dataset(self.path)
+
+    def render(self) -> str:
+        """The statistics `align3gr data build` prints."""
+        state = "up to date, reused" if self.up_to_date else f"built in {self.seconds:.1f}s"
+        return format_mapping(self.statistics, f"\nDataset {self.path} ({self.builder}; {state})")
 
 
 def natural_key(value: str) -> tuple[int, int | str]:
@@ -83,7 +91,7 @@ def build_dataset(
     existing = output.claim(fingerprint, overwrite, "dataset", "sources, builder or config")
     if existing is not None:
         log.info("%s is up to date (same sources and config); nothing to do", out)
-        return BuildResult(out, existing["statistics"], True, time.perf_counter() - start)
+        return BuildResult(out, builder_name, existing["statistics"], True, time.perf_counter() - start)
 
     raw = builder.read(source)
     dataset = assemble(raw, config, builder.missing_metadata)
@@ -117,7 +125,7 @@ def build_dataset(
     output.publish(lambda folder: write_dataset(dataset, folder, intentions=iter_intentions(dataset, config)))
     if raw.interactions.reviews is not None:
         raw.interactions.reviews.close()
-    return BuildResult(out, dataset.meta["statistics"], False, time.perf_counter() - start)
+    return BuildResult(out, builder_name, dataset.meta["statistics"], False, time.perf_counter() - start)
 
 
 def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:

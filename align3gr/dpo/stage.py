@@ -15,11 +15,13 @@ import logging
 import random
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import align3gr
 from align3gr.config import config_to_dict
+from align3gr.console import format_table
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.dpo.arguments import dpo_arguments, load_policy
 from align3gr.dpo.buckets import BucketRule, Buckets, PrefixBuckets, SimilarityBuckets, scid_vectors
@@ -34,6 +36,7 @@ from align3gr.dpo.preferences import (
 from align3gr.dpo.self_play import generate_candidates
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
+from align3gr.evaluate.metrics import ranking_metrics
 from align3gr.evaluate.stage import run_evaluate
 from align3gr.io import read_json, sha256_json
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
@@ -59,6 +62,39 @@ class StageResult:
     meta: dict
     valid_metrics: dict
     up_to_date: bool
+
+    def row(self, ks: list[int]) -> dict:
+        """The stage's row of the printed table: its preference rows, training, the guard's choice, valid metrics."""
+        data = self.meta["preference_data"]
+        row = {"stage": self.name, "rows": data["rows"], "rejected/row": data["rejected_per_row"]}
+        row["trained"] = "reused" if self.up_to_date else f"{self.meta['seconds']:.0f}s"
+        if "guard" in self.meta:
+            row["kept"] = self.meta["guard"]["kept"]
+        return row | ranking_metrics(self.valid_metrics, ks)
+
+
+@dataclass
+class DPOResult(Sequence[StageResult]):
+    """The stages run in order under `path`, their valid metrics cut off at `ks`, and whether this process is the
+    main one (which prints them)."""
+
+    path: Path
+    stages: list[StageResult]
+    ks: list[int]
+    main_process: bool = True
+
+    def __getitem__(self, index: int) -> StageResult:
+        return self.stages[index]
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def render(self) -> str:
+        """The table `align3gr dpo` prints (nothing on the other processes)."""
+        if not self.main_process:
+            return ""
+        rows = [stage.row(self.ks) for stage in self.stages]
+        return "\n" + format_table(rows, f"Progressive DPO {self.path} (valid split after each stage)")
 
 
 def stage_fingerprint(
@@ -287,10 +323,12 @@ def run_dpo(
     config: DPOStageConfig | None = None,
     eval_dir: str | Path | None = None,
     evaluate: EvaluateConfig | None = None,
-) -> list[StageResult]:
+) -> DPOResult:
     """Run `config.stages` in order from the model in `start_dir` (an `sft/` folder), each into `out_dir/STAGE`,
     each the reference of the next; valid metrics by the `evaluate` options (default: the evaluate stage's) into
     `eval_dir` (default: `eval/` beside `out_dir`)."""
+    from accelerate import PartialState
+
     config = config or DPOStageConfig()
     config.validate()
     evaluation = config.valid_evaluation(evaluate or EvaluateConfig())
@@ -302,4 +340,4 @@ def run_dpo(
     for name in config.stages:
         results.append(run_stage(name, previous, Path(data_dir), out / name, evaluations, config, evaluation))
         previous = out / name
-    return results
+    return DPOResult(out, results, evaluation.ks, PartialState().is_main_process)

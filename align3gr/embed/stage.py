@@ -17,6 +17,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from align3gr.config import config_to_dict
+from align3gr.console import format_mapping
 from align3gr.data.dataset import load_dataset
 from align3gr.data.schema import Item
 from align3gr.embed.collaborative import save_encoder, train_collaborative
@@ -46,7 +47,7 @@ def item_text(item: Item) -> str:
 
 @dataclass
 class Embeddings:
-    """The `embed` stage's artifacts, validated on load."""
+    """The `embed` stage's artifacts, validated on load, and the folder holding them."""
 
     item_ids: list[str]
     user_ids: list[str]
@@ -55,6 +56,7 @@ class Embeddings:
     item_cf: np.ndarray
     user_cf: np.ndarray
     report: dict
+    folder: Path | None = None
 
     @classmethod
     def load(cls, folder: str | Path) -> Embeddings:
@@ -68,7 +70,7 @@ class Embeddings:
             load_file(folder / "collaborative.safetensors"),
         )
         embeddings = cls(ids["items"], ids["users"], semantic["items"], semantic["users"], collaborative["items"],
-                         collaborative["users"], read_json(folder / "report.json"))  # fmt: skip
+                         collaborative["users"], read_json(folder / "report.json"), folder)  # fmt: skip
         embeddings.check(folder)
         return embeddings
 
@@ -85,12 +87,28 @@ class Embeddings:
             if not np.isfinite(array).all():
                 raise DataError(f"{name} holds NaN or infinite values", where)
 
+    def render(self) -> str:
+        """The summary of `report.json` that `align3gr embed` prints."""
+        report, cache = self.report, self.report["semantic_cache"]
+        summary = {
+            "items": report["items"],
+            "users": report["users"],
+            "semantic dim": report["semantic_dim"],
+            "texts encoded": cache["items"]["encoded"] + cache["users"]["encoded"],
+            "texts from cache": cache["items"]["cached"] + cache["users"]["cached"],
+            "collaborative dim": report["collaborative_dim"],
+            "collaborative valid Recall@10": report["collaborative_valid_recall@10"],
+            "seconds": report["seconds"],
+        }
+        return format_mapping(summary, f"\nEmbeddings {self.folder}")
+
 
 def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | None = None) -> Embeddings:
     """Embed the dataset in `data_dir` into `out_dir`."""
     start = time.perf_counter()
     config = config or EmbedConfig()
     config.validate()
+    output = StageOutput(Path(out_dir))
     dataset = load_dataset(data_dir)
     encoder = SemanticEncoder(config.semantic_model, config.batch_size, config.max_length, config.device)
     cache = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE
@@ -112,7 +130,9 @@ def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | N
         "config": config_to_dict(config),
         "seconds": round(time.perf_counter() - start, 2),
     }
-    embeddings = Embeddings(list(dataset.items), user_ids, item_semantic, user_semantic, cf.items, cf.users, report)
+    embeddings = Embeddings(
+        list(dataset.items), user_ids, item_semantic, user_semantic, cf.items, cf.users, report, output.path
+    )
     embeddings.check(data_dir)
 
     def write(folder: Path) -> None:
@@ -122,5 +142,5 @@ def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | N
         write_json(folder / "report.json", report)
         save_encoder(cf.model, folder)
 
-    StageOutput(Path(out_dir)).publish(write)
+    output.publish(write)
     return embeddings

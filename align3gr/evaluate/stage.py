@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from align3gr.config import config_to_dict
+from align3gr.console import format_mapping, format_table
 from align3gr.data.dataset import load_dataset
 from align3gr.decode.sharded import rank_catalogue
 from align3gr.evaluate.config import EvaluateConfig
@@ -40,11 +41,26 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvaluationResult:
-    """The metrics written to `metrics.json`, every user's prediction, and the generated text examples."""
+    """The folder written, the metrics written to `metrics.json`, every user's prediction, and the generated text
+    examples."""
 
+    path: Path
     metrics: dict
     predictions: list[Prediction]
     texts: list[dict[str, str]]
+
+    def render(self) -> str:
+        """What `align3gr evaluate` prints: Recall, NDCG and coverage per K, the run's figures, the text examples."""
+        metrics = self.metrics
+        rows = [{"K": k, "Recall@K": metrics[f"recall@{k}"], "NDCG@K": metrics[f"ndcg@{k}"],
+                 "coverage@K": metrics[f"coverage@{k}"]} for k in metrics["config"]["ks"]]  # fmt: skip
+        title = f"\nEvaluation {self.path} ({metrics['split']}, {metrics['num_users']} users, {metrics['decoder']})"
+        summary = {key: metrics[key] for key in ("valid_rate", "beam_size", "catalogue_size", "users_per_second")}
+        texts = [
+            f"\n[{row['user_id']}] {row['task']}\n  generated: {row['generated']}\n  reference: {row['reference']}"
+            for row in self.texts
+        ]
+        return "\n".join([format_table(rows, title), format_mapping(summary), *texts])
 
 
 def run_evaluate(
@@ -111,5 +127,6 @@ def run_evaluate(
         if texts:
             write_jsonl(folder / "text_examples.jsonl", texts)
 
-    StageOutput(Path(out_dir), distributed=True).publish(write)
-    return EvaluationResult(metrics, predictions, texts)
+    output = StageOutput(Path(out_dir), distributed=True)
+    output.publish(write)
+    return EvaluationResult(output.path, metrics, predictions, texts)

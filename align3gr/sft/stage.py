@@ -17,6 +17,7 @@ from pathlib import Path
 
 import align3gr
 from align3gr.config import config_to_dict
+from align3gr.console import format_mapping, format_table
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.evaluate.probe import RankingProbe
 from align3gr.io import sha256_file, sha256_json
@@ -42,12 +43,41 @@ PROBE_BATCH = 32
 
 @dataclass
 class SFTResult:
-    """Where the stage wrote, its meta (see the module docstring), and whether it was already up to date."""
+    """Where the stage wrote, its meta (see the module docstring), whether it was already up to date, and whether this
+    process is the main one (which prints it)."""
 
     path: Path
     meta: dict
     up_to_date: bool
     main_process: bool = True
+
+    def render(self) -> str:
+        """What `align3gr sft` prints: examples per task, the model, steps and losses (nothing on the other
+        processes)."""
+        if not self.main_process:
+            return ""
+        meta = self.meta
+        rows = [{"task": task, "examples": count} for task, count in meta["examples"].items()]
+        state = "up to date, reused" if self.up_to_date else f"trained in {meta['seconds']:.1f}s"
+        summary = {
+            "base model": meta["base_model"],
+            "adapter": "LoRA" if meta["adapter"] else "full model",
+            "SCID tokens added": meta["vocabulary"]["scid_tokens"],
+            "steps": f"{meta['steps']} (stopped early: valid stopped improving)"
+            if meta.get("stopped_early")
+            else meta["steps"],
+            "training loss (first -> last log)": _change(meta["train_loss"]),
+        }
+        for name, loss in meta["seq_loss"].items():
+            summary[f"{name} loss (start -> end)"] = _change(loss)
+        if meta.get("best"):
+            summary["kept checkpoint"] = ", ".join(f"{k} {v}" for k, v in meta["best"].items())
+        return "\n".join(["\n" + format_table(rows, f"SFT {self.path} ({state})"), format_mapping(summary)])
+
+
+def _change(loss: dict) -> str:
+    """`start -> end` of a loss the meta records."""
+    return f"{loss['start']:.3f} -> {loss['end']:.3f}"
 
 
 def base_model_path(config: SFTStageConfig, out: Path) -> str:
