@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from align3gr.config import add_config_arguments, config_from_sources, read_yaml_mapping
-from align3gr.console import Report, format_mapping, format_table, setup_logging
+from align3gr.console import Report, format_mapping, setup_logging
 from align3gr.errors import Align3GRError, ConfigError
 
 log = logging.getLogger("align3gr")
@@ -164,19 +164,15 @@ def _compare(args: argparse.Namespace) -> None:
 def _push(args: argparse.Namespace) -> None:
     from align3gr.hub.push import push_run
 
-    result = push_run(args.run, args.stage, repo_id=args.repo_id, to_folder=args.to_folder, private=args.private,
-                      dtype=args.dtype)  # fmt: skip
-    rows = [{"file": name, "MB": size / 1e6} for name, size in result.files.items()]
-    note = "; LoRA adapter merged into its local base" if result.merged else ""
-    print("\n" + format_table(rows, f"Pushed {args.run} stage {args.stage} to {result.destination}{note}"))
+    _print(push_run(args.run, args.stage, repo_id=args.repo_id, to_folder=args.to_folder, private=args.private,
+                    dtype=args.dtype))  # fmt: skip
 
 
 def _ablate(args: argparse.Namespace) -> None:
-    from align3gr.pipeline.ablation import run_ablation
+    from align3gr.pipeline.ablation import ladder_text, run_ablation
 
     ladder = run_ablation(args.config, args.run_dir, launcher=args.launcher)
-    rows = [{k: v for k, v in row.items() if k not in ("split", "model")} for row in ladder["rows"]]
-    print("\n" + format_table(rows, f"Incremental alignment ladder ({ladder['rows'][0]['split']} split)"))
+    print("\n" + ladder_text(ladder))
     print(f"\nladder.json, ladder.md and ladder.png in {ladder['run_dir']}/ablation")
 
 

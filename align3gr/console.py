@@ -8,7 +8,8 @@ from typing import Protocol
 
 
 class Report(Protocol):
-    """What a stage returns: `render` gives the text its command prints ("" on processes that print nothing)."""
+    """What a stage (or `push`) returns: `render` gives the text its command prints ("" on processes that print
+    nothing)."""
 
     def render(self) -> str: ...
 
