@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from align3gr.config import add_config_arguments, config_from_sources, read_yaml_mapping
-from align3gr.console import format_mapping, format_table, setup_logging
+from align3gr.console import Report, format_mapping, setup_logging
 from align3gr.errors import Align3GRError, ConfigError
 
 log = logging.getLogger("align3gr")
@@ -33,6 +33,13 @@ def _parse_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
+def _print(report: Report) -> None:
+    """Print what a stage returned, where it renders anything (not on the helping processes of a launch)."""
+    text = report.render()
+    if text:
+        print(text)
+
+
 def _data_build(args: argparse.Namespace) -> None:
     from align3gr.data.build import build_dataset
     from align3gr.data.config import DataConfig, SourceConfig
@@ -40,9 +47,7 @@ def _data_build(args: argparse.Namespace) -> None:
     source = config_from_sources(SourceConfig, args.config, _overrides(args, SourceConfig))
     source.options = {**source.options, **_parse_options(args.option)}
     config = config_from_sources(DataConfig, args.config, _overrides(args, DataConfig))
-    result = build_dataset(source.builder, source.source, args.out, config, source.options, overwrite=args.overwrite)
-    state = "up to date, reused" if result.up_to_date else f"built in {result.seconds:.1f}s"
-    print(format_mapping(result.statistics, f"\nDataset {args.out} ({source.builder}; {state})"))
+    _print(build_dataset(source.builder, source.source, args.out, config, source.options, overwrite=args.overwrite))
 
 
 def _overrides(args: argparse.Namespace, cls: type) -> dict[str, object]:
@@ -73,19 +78,7 @@ def _embed(args: argparse.Namespace) -> None:
     from align3gr.embed.stage import run_embed
 
     config = config_from_sources(EmbedConfig, args.config, _overrides(args, EmbedConfig))
-    report = run_embed(args.data, args.out, config).report
-    cache = report["semantic_cache"]
-    summary = {
-        "items": report["items"],
-        "users": report["users"],
-        "semantic dim": report["semantic_dim"],
-        "texts encoded": cache["items"]["encoded"] + cache["users"]["encoded"],
-        "texts from cache": cache["items"]["cached"] + cache["users"]["cached"],
-        "collaborative dim": report["collaborative_dim"],
-        "collaborative valid Recall@10": report["collaborative_valid_recall@10"],
-        "seconds": report["seconds"],
-    }
-    print(format_mapping(summary, f"\nEmbeddings {args.out}"))
+    _print(run_embed(args.data, args.out, config))
 
 
 def _tokenize(args: argparse.Namespace) -> None:
@@ -93,41 +86,7 @@ def _tokenize(args: argparse.Namespace) -> None:
     from align3gr.tokenize.stage import run_tokenize
 
     config = config_from_sources(TokenizeConfig, args.config, _overrides(args, TokenizeConfig))
-    report = run_tokenize(args.data, args.embeddings, args.out, config)
-    if not report:
-        return
-    rows = [
-        {"side": side, "level": level["level"], "codes": level["codebook_size"], "utilisation": level["utilisation"],
-         "perplexity": level["perplexity"], "top-1 load": level["top1_load"]}
-        for side in ("items", "users") for level in report[side]["levels"]
-    ]  # fmt: skip
-    title = f"SCID tokenizer {args.out} (item codes: {report['item_tokenizer']}; raw codes, before de-duplication)"
-    print("\n" + format_table(rows, title))
-    raw, unique = report["items"]["v_measure"], report["items"]["resolved"]["v_measure"]
-    dual = [level["v_measure"] for level in report.get("dual_items", {}).get("v_measure", [])]
-    raw = raw + [{"homogeneity": "", "completeness": "", "v_measure": ""}] * (len(unique) - len(raw))
-    rows = [
-        {"level": level["level"], "homogeneity": raw[i]["homogeneity"], "completeness": raw[i]["completeness"],
-         "V-measure": raw[i]["v_measure"], "V-measure (unique codes)": level["v_measure"]}
-        | ({"dual V-measure": dual[i] if i < len(dual) else ""} if dual else {})
-        for i, level in enumerate(unique)
-    ]  # fmt: skip
-    print("\n" + format_table(rows, "Item V-measure against the category path (items grouped by code prefix)"))
-    collisions = report["items"]["collisions"]
-    summary = {
-        "item collision rate before": collisions["collision_rate_before"],
-        "item collision rate after": collisions["collision_rate_after"],
-        "item SID entropy (raw codes)": report["items"]["sid_entropy"],
-        "item SID entropy (unique codes, ln N)": report["items"]["resolved"]["sid_entropy"],
-        "user collision rate": report["users"]["collision_rate"],
-        "valid U2I AUC (end of phase 1)": (report["u2i_auc"]["phase1"] or [float("nan")])[-1],
-        "valid U2I AUC (end)": (report["u2i_auc"]["phase2"] or [float("nan")])[-1],
-    }
-    if "unisid" in report:
-        history = report["unisid"]["history"]
-        summary["UniSID loss (first -> last epoch)"] = f"{history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
-        summary["UniSID steps"] = report["unisid"]["steps"]
-    print(format_mapping(summary | {"seconds": report["seconds"]}))
+    _print(run_tokenize(args.data, args.embeddings, args.out, config))
 
 
 def _evaluate_config(args: argparse.Namespace):
@@ -146,31 +105,13 @@ def _evaluate_config(args: argparse.Namespace):
 def _evaluate(args: argparse.Namespace) -> None:
     from align3gr.evaluate.stage import run_evaluate
 
-    config = _evaluate_config(args)
-    result = run_evaluate(args.model, args.data, args.out, config, scid_dir=args.scid)
-    metrics = result.metrics
-    rows = [{"K": k, "Recall@K": metrics[f"recall@{k}"], "NDCG@K": metrics[f"ndcg@{k}"],
-             "coverage@K": metrics[f"coverage@{k}"]} for k in config.ks]  # fmt: skip
-    title = f"\nEvaluation {args.out} ({metrics['split']}, {metrics['num_users']} users, {metrics['decoder']})"
-    print(format_table(rows, title))
-    summary = {key: metrics[key] for key in ("valid_rate", "beam_size", "catalogue_size", "users_per_second")}
-    print(format_mapping(summary))
-    for row in result.texts:
-        print(f"\n[{row['user_id']}] {row['task']}\n  generated: {row['generated']}\n  reference: {row['reference']}")
+    _print(run_evaluate(args.model, args.data, args.out, _evaluate_config(args), scid_dir=args.scid))
 
 
 def _baselines(args: argparse.Namespace) -> None:
-    from align3gr.baselines.stage import POPULAR, SEQUENTIAL, run_baseline
+    from align3gr.baselines.stage import run_baselines
 
-    config = _evaluate_config(args)
-    names = [POPULAR, SEQUENTIAL] if args.embeddings else [POPULAR]
-    rows = []
-    for name in names:
-        metrics = run_baseline(name, args.data, args.out / name, config, args.embeddings)
-        scores = {f"{m}@{k}": metrics[f"{m}@{k}"] for m in ("recall", "ndcg") for k in config.ks}
-        rows.append({"baseline": name, **scores, "seconds": metrics["seconds"]})
-    protocol = "history excluded" if config.exclude_history else "history included"
-    print("\n" + format_table(rows, f"Baselines {args.out} ({config.split} split, full ranking, {protocol})"))
+    _print(run_baselines(args.data, args.out, _evaluate_config(args), args.embeddings))
 
 
 def _sft(args: argparse.Namespace) -> None:
@@ -178,32 +119,10 @@ def _sft(args: argparse.Namespace) -> None:
     from align3gr.sft.stage import run_sft
 
     config = config_from_sources(SFTStageConfig, args.config, _overrides(args, SFTStageConfig))
-    result = run_sft(args.data, args.scid, args.out, config)
-    if not result.main_process:
-        return
-    meta = result.meta
-    rows = [{"task": task, "examples": count} for task, count in meta["examples"].items()]
-    state = "up to date, reused" if result.up_to_date else f"trained in {meta['seconds']:.1f}s"
-    print("\n" + format_table(rows, f"SFT {args.out} ({state})"))
-    summary = {
-        "base model": meta["base_model"],
-        "adapter": "LoRA" if meta["adapter"] else "full model",
-        "SCID tokens added": meta["vocabulary"]["scid_tokens"],
-        "steps": f"{meta['steps']} (stopped early: valid stopped improving)"
-        if meta.get("stopped_early")
-        else meta["steps"],
-        "training loss (first -> last log)": f"{meta['train_loss']['start']:.3f} -> {meta['train_loss']['end']:.3f}",
-    }
-    for name, loss in meta["seq_loss"].items():
-        summary[f"{name} loss (start -> end)"] = f"{loss['start']:.3f} -> {loss['end']:.3f}"
-    if meta.get("best"):
-        summary["kept checkpoint"] = ", ".join(f"{k} {v}" for k, v in meta["best"].items())
-    print(format_mapping(summary))
+    _print(run_sft(args.data, args.scid, args.out, config))
 
 
 def _dpo(args: argparse.Namespace) -> None:
-    from accelerate import PartialState
-
     from align3gr.dpo.config import DPOStageConfig
     from align3gr.dpo.stage import run_dpo
     from align3gr.evaluate.config import EvaluateConfig
@@ -214,18 +133,7 @@ def _dpo(args: argparse.Namespace) -> None:
     config = config_from_sources(DPOStageConfig, args.config, overrides)
     with_evaluate = args.config is not None and isinstance(read_yaml_mapping(args.config).get("evaluate"), dict)
     evaluate = config_from_sources(EvaluateConfig, args.config) if with_evaluate else EvaluateConfig()
-    results = run_dpo(args.data, args.start, args.out, config, eval_dir=args.eval_dir, evaluate=evaluate)
-    if not PartialState().is_main_process:
-        return
-    rows = []
-    for r in results:
-        data = r.meta["preference_data"]
-        row = {"stage": r.name, "rows": data["rows"], "rejected/row": data["rejected_per_row"]}
-        row["trained"] = "reused" if r.up_to_date else f"{r.meta['seconds']:.0f}s"
-        if "guard" in r.meta:
-            row["kept"] = r.meta["guard"]["kept"]
-        rows.append(row | {f"{m}@{k}": r.valid_metrics[f"{m}@{k}"] for m in ("recall", "ndcg") for k in evaluate.ks})
-    print("\n" + format_table(rows, f"Progressive DPO {args.out} (valid split after each stage)"))
+    _print(run_dpo(args.data, args.start, args.out, config, eval_dir=args.eval_dir, evaluate=evaluate))
 
 
 def _pipeline(args: argparse.Namespace) -> None:
@@ -256,19 +164,15 @@ def _compare(args: argparse.Namespace) -> None:
 def _push(args: argparse.Namespace) -> None:
     from align3gr.hub.push import push_run
 
-    result = push_run(args.run, args.stage, repo_id=args.repo_id, to_folder=args.to_folder, private=args.private,
-                      dtype=args.dtype)  # fmt: skip
-    rows = [{"file": name, "MB": size / 1e6} for name, size in result.files.items()]
-    note = "; LoRA adapter merged into its local base" if result.merged else ""
-    print("\n" + format_table(rows, f"Pushed {args.run} stage {args.stage} to {result.destination}{note}"))
+    _print(push_run(args.run, args.stage, repo_id=args.repo_id, to_folder=args.to_folder, private=args.private,
+                    dtype=args.dtype))  # fmt: skip
 
 
 def _ablate(args: argparse.Namespace) -> None:
-    from align3gr.pipeline.ablation import run_ablation
+    from align3gr.pipeline.ablation import ladder_text, run_ablation
 
     ladder = run_ablation(args.config, args.run_dir, launcher=args.launcher)
-    rows = [{k: v for k, v in row.items() if k not in ("split", "model")} for row in ladder["rows"]]
-    print("\n" + format_table(rows, f"Incremental alignment ladder ({ladder['rows'][0]['split']} split)"))
+    print("\n" + ladder_text(ladder))
     print(f"\nladder.json, ladder.md and ladder.png in {ladder['run_dir']}/ablation")
 
 

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+
+class Report(Protocol):
+    """What a stage (or `push`) returns: `render` gives the text its command prints ("" on processes that print
+    nothing)."""
+
+    def render(self) -> str: ...
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -1,5 +1,5 @@
-"""What every training stage (SFT, each DPO stage) shares: the TRL arguments that depend on the hardware, the work
-folder a killed run resumes from, and the one-rename publication of its output folder.
+"""What every training stage (SFT, each DPO stage) shares: the TRL arguments that depend on the hardware, and the
+publication of the trained model with its code tables, config, training log and curves.
 
 Without CUDA, several processes of an `accelerate launch` (DDP or DeepSpeed) talk over gloo and train in float32
 (bf16 off); with CUDA, bf16 is on where the GPU supports it unless the config says otherwise.
@@ -17,10 +17,10 @@ import torch
 import yaml
 
 from align3gr.config import config_to_dict
-from align3gr.io import atomic_directory, write_json, write_jsonl
-from align3gr.models.loading import META_FILE
+from align3gr.io import write_jsonl
 from align3gr.options import TrainingOptions
 from align3gr.scid.code_tables import CODE_TABLES
+from align3gr.stage_output import StageOutput
 from align3gr.training_curves import CURVES_FILE, plot_training_curves
 
 TRAINING_LOG = "training_log.jsonl"
@@ -60,22 +60,8 @@ def trainer_arguments(config: TrainingOptions, output_dir: Path) -> dict[str, An
     }
 
 
-def prepare_work(work: Path, fingerprint: str) -> str | None:
-    """The checkpoint to resume from when `work` holds one of this exact run (same fingerprint); otherwise `work`
-    starts empty, marked with the fingerprint."""
-    marker = work / "fingerprint"
-    if marker.is_file() and marker.read_text() == fingerprint:
-        checkpoints = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        return str(checkpoints[-1]) if checkpoints else None
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    marker.write_text(fingerprint)
-    return None
-
-
-def publish(
-    out: Path,
-    work: Path,
+def publish_model(
+    output: StageOutput,
     codes_from: Path,
     config_name: str,
     config: Any,
@@ -83,21 +69,21 @@ def publish(
     meta: dict,
     extra: dict[str, Iterable[dict]] | None = None,
 ) -> None:
-    """Move the saved model of `work/final` into `out` in one rename, with the code tables of `codes_from`, the
-    resolved config as `config_name`, the training log and its curves, `meta.json` and any `extra` JSON Lines files;
-    then delete the work folder. Called by the main process only."""
-    with atomic_directory(out) as tmp:
-        for path in (work / "final").iterdir():
-            path.rename(tmp / path.name)
+    """Publish the model saved in the work folder's `final/` as `output`, with the code tables of `codes_from`, the
+    resolved config as `config_name`, the training log and its curves, any `extra` JSON Lines files and `meta`."""
+
+    def write(folder: Path) -> None:
+        for path in (output.work / "final").iterdir():
+            path.rename(folder / path.name)
         for name in CODE_TABLES:
-            shutil.copy2(codes_from / name, tmp / name)
-        (tmp / config_name).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-        write_jsonl(tmp / TRAINING_LOG, history)
-        plot_training_curves(history, tmp / CURVES_FILE, out.name)
+            shutil.copy2(codes_from / name, folder / name)
+        (folder / config_name).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        write_jsonl(folder / TRAINING_LOG, history)
+        plot_training_curves(history, folder / CURVES_FILE, output.path.name)
         for name, rows in (extra or {}).items():
-            write_jsonl(tmp / name, rows)
-        write_json(tmp / META_FILE, meta)
-    shutil.rmtree(work, ignore_errors=True)
+            write_jsonl(folder / name, rows)
+
+    output.publish(write, meta)
 
 
 def logged(history: list[dict], key: str, position: int) -> float | None:

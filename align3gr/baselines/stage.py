@@ -16,22 +16,44 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from align3gr.config import config_to_dict
+from align3gr.console import format_table
 from align3gr.data.dataset import Dataset, Example, load_dataset
 from align3gr.embed.collaborative import load_encoder, pack
 from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.evaluate.metrics import Prediction, compute_metrics, write_evaluation
-from align3gr.io import atomic_directory, read_json
+from align3gr.evaluate.metrics import Prediction, compute_metrics, ranking_metrics, write_evaluation
+from align3gr.io import read_json
+from align3gr.stage_output import StageOutput
 
 POPULAR, SEQUENTIAL = "popular", "sasrec"
 BASELINES = (POPULAR, SEQUENTIAL)
 Scorer = Callable[[Sequence[Example]], torch.Tensor]
 """Examples -> `[examples, catalogue]` scores, columns in the dataset's item order."""
+
+
+@dataclass
+class Baselines:
+    """The metrics of each baseline evaluated into `path/NAME`, and the options they were evaluated with."""
+
+    path: Path
+    config: EvaluateConfig
+    metrics: dict[str, dict]
+
+    def render(self) -> str:
+        """The table `align3gr baselines` prints."""
+        rows = [
+            {"baseline": name, **ranking_metrics(metrics, self.config.ks), "seconds": metrics["seconds"]}
+            for name, metrics in self.metrics.items()
+        ]
+        protocol = "history excluded" if self.config.exclude_history else "history included"
+        title = f"Baselines {self.path} ({self.config.split} split, full ranking, {protocol})"
+        return "\n" + format_table(rows, title)
 
 
 def popularity_scorer(dataset: Dataset) -> Scorer:
@@ -110,6 +132,17 @@ def run_baseline(
         "model": str(source),
         "config": config_to_dict(config),
     }
-    with atomic_directory(out_dir) as tmp:
-        write_evaluation(tmp, metrics, predictions)
+    StageOutput(Path(out_dir)).publish(lambda folder: write_evaluation(folder, metrics, predictions))
     return metrics
+
+
+def run_baselines(
+    data_dir: str | Path, out_dir: str | Path, config: EvaluateConfig, embeddings_dir: str | Path | None = None
+) -> Baselines:
+    """Evaluate every baseline the inputs allow (`sasrec` reads `embeddings_dir`) on `data_dir`, each into
+    `out_dir/NAME`."""
+    out = Path(out_dir)
+    names = BASELINES if embeddings_dir is not None else (POPULAR,)
+    return Baselines(
+        out, config, {name: run_baseline(name, data_dir, out / name, config, embeddings_dir) for name in names}
+    )

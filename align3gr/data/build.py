@@ -13,6 +13,7 @@ import numpy as np
 
 import align3gr
 from align3gr.config import config_to_dict
+from align3gr.console import format_mapping
 from align3gr.data.builder import Builder, RawData, get_builder
 from align3gr.data.config import DataConfig
 from align3gr.data.dataset import Dataset, load_dataset, write_dataset
@@ -21,17 +22,19 @@ from align3gr.data.interactions import SpooledTexts
 from align3gr.data.preprocess import filter_interactions
 from align3gr.data.schema import Sequence, User
 from align3gr.data.texts import add_user_texts, iter_intentions
-from align3gr.errors import DataError
-from align3gr.io import atomic_directory, read_json, sha256_file, sha256_json
+from align3gr.io import sha256_file, sha256_json
+from align3gr.stage_output import StageOutput
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class BuildResult:
-    """What a build did: where, its statistics, whether it was already up to date, and how long it took."""
+    """What a build did: where, with which builder, its statistics, whether it was already up to date, and how long it
+    took."""
 
     path: Path
+    builder: str
     statistics: dict[str, float | int]
     up_to_date: bool
     seconds: float
@@ -40,6 +43,11 @@ class BuildResult:
     def dataset(self) -> Dataset:
         """The built dataset, loaded (and validated) from disk on first access."""
         return load_dataset(self.path)
+
+    def render(self) -> str:
+        """The statistics `align3gr data build` prints."""
+        state = "up to date, reused" if self.up_to_date else f"built in {self.seconds:.1f}s"
+        return format_mapping(self.statistics, f"\nDataset {self.path} ({self.builder}; {state})")
 
 
 def natural_key(value: str) -> tuple[int, int | str]:
@@ -79,10 +87,11 @@ def build_dataset(
             "config": config_to_dict(config),
         }
     )
-    existing = _check_output(out, fingerprint, overwrite)
+    output = StageOutput(out)
+    existing = output.claim(fingerprint, overwrite, "dataset", "sources, builder or config")
     if existing is not None:
         log.info("%s is up to date (same sources and config); nothing to do", out)
-        return BuildResult(out, existing["statistics"], True, time.perf_counter() - start)
+        return BuildResult(out, builder_name, existing["statistics"], True, time.perf_counter() - start)
 
     raw = builder.read(source)
     dataset = assemble(raw, config, builder.missing_metadata)
@@ -113,38 +122,10 @@ def build_dataset(
         "align3gr_version": align3gr.__version__,
         "fingerprint": fingerprint,
     }
-    with atomic_directory(out) as tmp:
-        write_dataset(dataset, tmp, intentions=iter_intentions(dataset, config))
+    output.publish(lambda folder: write_dataset(dataset, folder, intentions=iter_intentions(dataset, config)))
     if raw.interactions.reviews is not None:
         raw.interactions.reviews.close()
-    return BuildResult(out, dataset.meta["statistics"], False, time.perf_counter() - start)
-
-
-def _check_output(out: Path, fingerprint: str, overwrite: bool) -> dict | None:
-    """The meta of `out` when it already holds this exact build (None when it must be built); raises when
-    it holds something else. Only `meta.json` is read: the data files were validated when written."""
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        raise DataError("output path exists and is not a folder", out)
-    meta_path = out / "meta.json"
-    if not meta_path.is_file():
-        if any(out.iterdir()) and not overwrite:
-            raise DataError("output folder is not empty and holds no dataset; choose an empty folder", out)
-        return None
-    try:
-        meta = read_json(meta_path)
-    except DataError:
-        meta = {}
-    if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint and "statistics" in meta:
-        return meta
-    if not overwrite:
-        raise DataError(
-            "output folder already holds a different dataset (other sources, builder or config); "
-            "pass --overwrite to replace it or choose another folder",
-            out,
-        )
-    return None
+    return BuildResult(out, builder_name, dataset.meta["statistics"], False, time.perf_counter() - start)
 
 
 def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:

@@ -15,11 +15,13 @@ import logging
 import random
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import align3gr
 from align3gr.config import config_to_dict
+from align3gr.console import format_table
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.dpo.arguments import dpo_arguments, load_policy
 from align3gr.dpo.buckets import BucketRule, Buckets, PrefixBuckets, SimilarityBuckets, scid_vectors
@@ -34,12 +36,13 @@ from align3gr.dpo.preferences import (
 from align3gr.dpo.self_play import generate_candidates
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
+from align3gr.evaluate.metrics import ranking_metrics
 from align3gr.evaluate.stage import run_evaluate
-from align3gr.io import atomic_directory, atomic_write_json, read_json, sha256_json, write_json
-from align3gr.models.loading import META_FILE
+from align3gr.io import read_json, sha256_json
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
 from align3gr.sft.tasks import TaskBuilder, trained_prompting
-from align3gr.training import TRAINING_LOG, logged, prepare_work, publish
+from align3gr.stage_output import META_FILE, StageOutput
+from align3gr.training import TRAINING_LOG, logged, publish_model
 from align3gr.training_curves import CURVES_FILE
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,39 @@ class StageResult:
     meta: dict
     valid_metrics: dict
     up_to_date: bool
+
+    def row(self, ks: list[int]) -> dict:
+        """The stage's row of the printed table: its preference rows, training, the guard's choice, valid metrics."""
+        data = self.meta["preference_data"]
+        row = {"stage": self.name, "rows": data["rows"], "rejected/row": data["rejected_per_row"]}
+        row["trained"] = "reused" if self.up_to_date else f"{self.meta['seconds']:.0f}s"
+        if "guard" in self.meta:
+            row["kept"] = self.meta["guard"]["kept"]
+        return row | ranking_metrics(self.valid_metrics, ks)
+
+
+@dataclass
+class DPOResult(Sequence[StageResult]):
+    """The stages run in order under `path`, their valid metrics cut off at `ks`, and whether this process is the
+    main one (which prints them)."""
+
+    path: Path
+    stages: list[StageResult]
+    ks: list[int]
+    main_process: bool = True
+
+    def __getitem__(self, index: int) -> StageResult:
+        return self.stages[index]
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def render(self) -> str:
+        """The table `align3gr dpo` prints (nothing on the other processes)."""
+        if not self.main_process:
+            return ""
+        rows = [stage.row(self.ks) for stage in self.stages]
+        return "\n" + format_table(rows, f"Progressive DPO {self.path} (valid split after each stage)")
 
 
 def stage_fingerprint(
@@ -157,14 +193,13 @@ def run_stage(
     from align3gr.dpo.trainer import SoftmaxDPOTrainer
 
     start = time.perf_counter()
-    work = out.parent / f"{out.name}.work"
-    arguments = dpo_arguments(config, work)  # sets up the process group first
+    output = StageOutput(out, distributed=True)
+    arguments = dpo_arguments(config, output.work)  # sets up the process group first
     state = PartialState()
     dataset = load_dataset(data_dir)
     item_codes, user_codes = load_code_tables(previous, dataset)
     fingerprint = stage_fingerprint(previous, dataset, name, config, evaluation)
-    meta_path = out / META_FILE
-    if meta_path.is_file() and read_json(meta_path).get("fingerprint") == fingerprint:
+    if output.current(fingerprint) is not None:
         log.info("DPO stage %s is up to date; nothing to train", name)
         meta = validated(name, previous, out, data_dir, eval_dir, config, evaluation)
         return StageResult(name, out, meta, meta["valid_metrics"], True)
@@ -178,8 +213,7 @@ def run_stage(
     if not examples:
         raise ConfigError(f"DPO stage {name}: no preference rows ({stats}); the data has nothing for this stage")
     log.info("DPO stage %s: %d rows (%s)", name, len(examples), stats)
-    with state.main_process_first():
-        resume = prepare_work(work, fingerprint)
+    resume = output.resume(fingerprint)
     from datasets import Dataset as HFDataset
 
     trainer = SoftmaxDPOTrainer(
@@ -192,7 +226,7 @@ def run_stage(
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" in getattr(unwrapped, "peft_config", {}):
         unwrapped.delete_adapter("ref")
-    trainer.save_model(str(work / "final"))
+    trainer.save_model(str(output.work / "final"))
     state.wait_for_everyone()
     history = trainer.state.log_history
     meta = {
@@ -213,13 +247,10 @@ def run_stage(
         "align3gr_version": align3gr.__version__,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    if state.is_main_process:
-        rows = (
-            {"user_id": e.user_id, "history": list(e.history), "chosen": e.chosen, "rejected": e.rejected}
-            for e in examples
-        )
-        publish(out, work, previous, CONFIG_FILE, config, history, meta, {PREFERENCES_FILE: rows})
-    state.wait_for_everyone()
+    rows = (
+        {"user_id": e.user_id, "history": list(e.history), "chosen": e.chosen, "rejected": e.rejected} for e in examples
+    )
+    publish_model(output, previous, CONFIG_FILE, config, history, meta, {PREFERENCES_FILE: rows})
     meta = validated(name, previous, out, data_dir, eval_dir, config, evaluation)
     return StageResult(name, out, meta, meta["valid_metrics"], False)
 
@@ -236,18 +267,15 @@ def validated(
     """The stage's meta with its valid-split metrics (evaluated into `eval/dpo_STAGE/` when the meta has none yet)
     and, with `guard` on, the guard's decision: a run stopped between training, evaluation and the guard finishes
     them on its next start."""
-    from accelerate import PartialState
-
     meta = read_json(out / META_FILE)
     if "valid_metrics" not in meta:
         meta["valid_metrics"] = valid_metrics(out, data_dir, eval_dir / f"dpo_{name}", evaluation)
-        write_meta(out, meta)
+        StageOutput(out, distributed=True).write_meta(meta)
     if config.guard and "guard" not in meta:
         start = read_json(previous / META_FILE).get("valid_metrics")
         if start is None:
             start = valid_metrics(previous, data_dir, eval_dir / f"dpo_{name}_start", evaluation)
         meta = guarded(previous, out, meta, start, config.guard_metrics)
-    PartialState().wait_for_everyone()
     return meta
 
 
@@ -262,8 +290,6 @@ def guarded(previous: Path, out: Path, meta: dict, start: dict, metrics: list[st
     """Keep the trained model of `out` when none of `metrics` falls below `start` (the valid metrics of the model in
     `previous`); otherwise put `previous`'s model files in their place, in one rename, so the next stage and every
     reader of `out` get the start model. `meta["guard"]` records the decision and both evaluations."""
-    from accelerate import PartialState
-
     fallen = [m for m in metrics if meta["valid_metrics"][m] < start[m]]
     meta["guard"] = {
         "kept": "start" if fallen else "trained",
@@ -274,26 +300,20 @@ def guarded(previous: Path, out: Path, meta: dict, start: dict, metrics: list[st
     if fallen:
         meta["valid_metrics"] = start
         log.info("guard: %s lowers valid %s; the stage hands on its start model", out.name, ", ".join(fallen))
-    if PartialState().is_main_process:
-        if fallen:
-            with atomic_directory(out) as tmp:
-                for path in out.iterdir():
-                    source = path if path.name in STAGE_FILES else previous / path.name
-                    if source.is_file():
-                        shutil.copy2(source, tmp / path.name)
-                write_json(tmp / META_FILE, meta)
-        else:
-            atomic_write_json(out / META_FILE, meta)
+    output = StageOutput(out, distributed=True)
+    if fallen:
+        output.publish(lambda folder: copy_start_model(previous, out, folder), meta)
+    else:
+        output.write_meta(meta)
     return meta
 
 
-def write_meta(out: Path, meta: dict) -> None:
-    """`meta.json` of `out`, written by the main process."""
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        atomic_write_json(out / META_FILE, meta)
-    PartialState().wait_for_everyone()
+def copy_start_model(previous: Path, out: Path, folder: Path) -> None:
+    """Copy the files of `out` into `folder`, those of the model (all but `STAGE_FILES`) taken from `previous`."""
+    for path in out.iterdir():
+        source = path if path.name in STAGE_FILES else previous / path.name
+        if source.is_file():
+            shutil.copy2(source, folder / path.name)
 
 
 def run_dpo(
@@ -303,10 +323,12 @@ def run_dpo(
     config: DPOStageConfig | None = None,
     eval_dir: str | Path | None = None,
     evaluate: EvaluateConfig | None = None,
-) -> list[StageResult]:
+) -> DPOResult:
     """Run `config.stages` in order from the model in `start_dir` (an `sft/` folder), each into `out_dir/STAGE`,
     each the reference of the next; valid metrics by the `evaluate` options (default: the evaluate stage's) into
     `eval_dir` (default: `eval/` beside `out_dir`)."""
+    from accelerate import PartialState
+
     config = config or DPOStageConfig()
     config.validate()
     evaluation = config.valid_evaluation(evaluate or EvaluateConfig())
@@ -318,4 +340,4 @@ def run_dpo(
     for name in config.stages:
         results.append(run_stage(name, previous, Path(data_dir), out / name, evaluations, config, evaluation))
         previous = out / name
-    return results
+    return DPOResult(out, results, evaluation.ks, PartialState().is_main_process)

@@ -17,13 +17,15 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from align3gr.config import config_to_dict
+from align3gr.console import format_mapping
 from align3gr.data.dataset import load_dataset
 from align3gr.data.schema import Item
 from align3gr.embed.collaborative import save_encoder, train_collaborative
 from align3gr.embed.config import EmbedConfig
 from align3gr.embed.semantic import SemanticEncoder
 from align3gr.errors import DataError
-from align3gr.io import atomic_directory, read_json, write_json
+from align3gr.io import read_json, write_json
+from align3gr.stage_output import StageOutput
 
 DEFAULT_CACHE = Path.home() / ".cache" / "align3gr" / "embeddings"
 FILES_VERSION = 3
@@ -45,7 +47,7 @@ def item_text(item: Item) -> str:
 
 @dataclass
 class Embeddings:
-    """The `embed` stage's artifacts, validated on load."""
+    """The `embed` stage's artifacts, validated on load, and the folder holding them."""
 
     item_ids: list[str]
     user_ids: list[str]
@@ -54,6 +56,7 @@ class Embeddings:
     item_cf: np.ndarray
     user_cf: np.ndarray
     report: dict
+    folder: Path | None = None
 
     @classmethod
     def load(cls, folder: str | Path) -> Embeddings:
@@ -67,7 +70,7 @@ class Embeddings:
             load_file(folder / "collaborative.safetensors"),
         )
         embeddings = cls(ids["items"], ids["users"], semantic["items"], semantic["users"], collaborative["items"],
-                         collaborative["users"], read_json(folder / "report.json"))  # fmt: skip
+                         collaborative["users"], read_json(folder / "report.json"), folder)  # fmt: skip
         embeddings.check(folder)
         return embeddings
 
@@ -84,12 +87,28 @@ class Embeddings:
             if not np.isfinite(array).all():
                 raise DataError(f"{name} holds NaN or infinite values", where)
 
+    def render(self) -> str:
+        """The summary of `report.json` that `align3gr embed` prints."""
+        report, cache = self.report, self.report["semantic_cache"]
+        summary = {
+            "items": report["items"],
+            "users": report["users"],
+            "semantic dim": report["semantic_dim"],
+            "texts encoded": cache["items"]["encoded"] + cache["users"]["encoded"],
+            "texts from cache": cache["items"]["cached"] + cache["users"]["cached"],
+            "collaborative dim": report["collaborative_dim"],
+            "collaborative valid Recall@10": report["collaborative_valid_recall@10"],
+            "seconds": report["seconds"],
+        }
+        return format_mapping(summary, f"\nEmbeddings {self.folder}")
+
 
 def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | None = None) -> Embeddings:
     """Embed the dataset in `data_dir` into `out_dir`."""
     start = time.perf_counter()
     config = config or EmbedConfig()
     config.validate()
+    output = StageOutput(Path(out_dir))
     dataset = load_dataset(data_dir)
     encoder = SemanticEncoder(config.semantic_model, config.batch_size, config.max_length, config.device)
     cache = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE
@@ -111,12 +130,17 @@ def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | N
         "config": config_to_dict(config),
         "seconds": round(time.perf_counter() - start, 2),
     }
-    embeddings = Embeddings(list(dataset.items), user_ids, item_semantic, user_semantic, cf.items, cf.users, report)
+    embeddings = Embeddings(
+        list(dataset.items), user_ids, item_semantic, user_semantic, cf.items, cf.users, report, output.path
+    )
     embeddings.check(data_dir)
-    with atomic_directory(out_dir) as tmp:
-        save_file({"items": item_semantic, "users": user_semantic}, str(tmp / "semantic.safetensors"))
-        save_file({"items": cf.items, "users": cf.users}, str(tmp / "collaborative.safetensors"))
-        write_json(tmp / "ids.json", {"items": embeddings.item_ids, "users": user_ids})
-        write_json(tmp / "report.json", report)
-        save_encoder(cf.model, tmp)
+
+    def write(folder: Path) -> None:
+        save_file({"items": item_semantic, "users": user_semantic}, str(folder / "semantic.safetensors"))
+        save_file({"items": cf.items, "users": cf.users}, str(folder / "collaborative.safetensors"))
+        write_json(folder / "ids.json", {"items": embeddings.item_ids, "users": user_ids})
+        write_json(folder / "report.json", report)
+        save_encoder(cf.model, folder)
+
+    output.publish(write)
     return embeddings

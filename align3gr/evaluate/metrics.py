@@ -8,7 +8,7 @@ A user whose list is empty or lacks the target scores 0: every user of the split
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +97,11 @@ def compute_metrics(predictions: Iterable[Prediction], ks: Sequence[int], catalo
     metrics["valid_rate"] = valid / returned if returned else 0.0
     metrics["num_users"] = users
     return metrics
+
+
+def ranking_metrics(metrics: Mapping[str, object], ks: Sequence[int]) -> dict[str, object]:
+    """`recall@K` for each K, then `ndcg@K` for each K, of a metrics dict: the columns of the printed tables."""
+    return {f"{name}@{k}": metrics[f"{name}@{k}"] for name in ("recall", "ndcg") for k in ks}
 
 
 def write_evaluation(folder: Path, metrics: dict, predictions: Iterable[Prediction]) -> None:

@@ -24,26 +24,43 @@ from pathlib import Path
 import torch
 
 from align3gr.config import config_to_dict
+from align3gr.console import format_mapping, format_table
 from align3gr.data.dataset import load_dataset
 from align3gr.decode.sharded import rank_catalogue
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.metrics import Prediction, compute_metrics, write_evaluation
 from align3gr.evaluate.texts import text_examples
-from align3gr.io import atomic_directory, write_jsonl
+from align3gr.io import write_jsonl
 from align3gr.models.loading import load_for_inference
 from align3gr.scid.code_tables import load_code_tables
 from align3gr.sft.tasks import evaluation_prompts, trained_prompting
+from align3gr.stage_output import StageOutput
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class EvaluationResult:
-    """The metrics written to `metrics.json`, every user's prediction, and the generated text examples."""
+    """The folder written, the metrics written to `metrics.json`, every user's prediction, and the generated text
+    examples."""
 
+    path: Path
     metrics: dict
     predictions: list[Prediction]
     texts: list[dict[str, str]]
+
+    def render(self) -> str:
+        """What `align3gr evaluate` prints: Recall, NDCG and coverage per K, the run's figures, the text examples."""
+        metrics = self.metrics
+        rows = [{"K": k, "Recall@K": metrics[f"recall@{k}"], "NDCG@K": metrics[f"ndcg@{k}"],
+                 "coverage@K": metrics[f"coverage@{k}"]} for k in metrics["config"]["ks"]]  # fmt: skip
+        title = f"\nEvaluation {self.path} ({metrics['split']}, {metrics['num_users']} users, {metrics['decoder']})"
+        summary = {key: metrics[key] for key in ("valid_rate", "beam_size", "catalogue_size", "users_per_second")}
+        texts = [
+            f"\n[{row['user_id']}] {row['task']}\n  generated: {row['generated']}\n  reference: {row['reference']}"
+            for row in self.texts
+        ]
+        return "\n".join([format_table(rows, title), format_mapping(summary), *texts])
 
 
 def run_evaluate(
@@ -99,15 +116,17 @@ def run_evaluate(
         "config": config_to_dict(config),
     }
     texts: list[dict[str, str]] = []
-    if state.is_main_process:
-        if config.text_examples:
-            texts = text_examples(
-                model, tokenizer, dataset, item_codes, user_codes, config.split, config.text_examples,
-                with_user_scid=with_user_scid, max_new_tokens=config.max_new_tokens,
-            )  # fmt: skip
-        with atomic_directory(out_dir) as tmp:
-            write_evaluation(tmp, metrics, predictions)
-            if texts:
-                write_jsonl(tmp / "text_examples.jsonl", texts)
-    state.wait_for_everyone()
-    return EvaluationResult(metrics, predictions, texts)
+    if state.is_main_process and config.text_examples:
+        texts = text_examples(
+            model, tokenizer, dataset, item_codes, user_codes, config.split, config.text_examples,
+            with_user_scid=with_user_scid, max_new_tokens=config.max_new_tokens,
+        )  # fmt: skip
+
+    def write(folder: Path) -> None:
+        write_evaluation(folder, metrics, predictions)
+        if texts:
+            write_jsonl(folder / "text_examples.jsonl", texts)
+
+    output = StageOutput(Path(out_dir), distributed=True)
+    output.publish(write)
+    return EvaluationResult(output.path, metrics, predictions, texts)

@@ -14,8 +14,8 @@ import yaml
 from align3gr.console import format_value, markdown_table
 from align3gr.hub.settings import InferenceSettings
 from align3gr.io import read_json
-from align3gr.models.loading import META_FILE
 from align3gr.scid.code_tables import ITEM_CODES, USER_CODES, load_code_tables
+from align3gr.stage_output import META_FILE
 
 TAGS = ["align3gr", "generative-recommendation", "recommendation", "semantic-ids"]
 METRIC_COLUMNS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "coverage@10", "valid_rate")

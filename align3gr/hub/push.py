@@ -20,12 +20,14 @@ from pathlib import Path
 import yaml
 
 import align3gr
+from align3gr.console import format_table
 from align3gr.errors import Align3GRError, ConfigError, DataError
 from align3gr.hub.model_card import model_card
 from align3gr.hub.run_layout import metrics_by_stage, stage_folder
 from align3gr.hub.settings import SETTINGS_FILE, settings_of_stage
 from align3gr.io import atomic_directory, read_json, write_json
-from align3gr.models.loading import ADAPTER_CONFIG, META_FILE, load_for_inference
+from align3gr.models.loading import ADAPTER_CONFIG, load_for_inference
+from align3gr.stage_output import META_FILE
 
 log = logging.getLogger(__name__)
 RUN_BOOKKEEPING = frozenset(
@@ -38,11 +40,20 @@ DATA_FACTS = ("builder", "statistics", "filters", "max_history", "split")
 
 @dataclass
 class PushResult:
-    """Where the stage went (a folder or a Hub URL), the files with their sizes, and whether an adapter was merged."""
+    """Which stage of which run went where (a folder or a Hub URL), the files with their sizes, and whether an adapter
+    was merged."""
 
+    run: Path
+    stage: str
     destination: str
     files: dict[str, int]
     merged: bool
+
+    def render(self) -> str:
+        """The table `align3gr push` prints: every file and its size."""
+        rows = [{"file": name, "MB": size / 1e6} for name, size in self.files.items()]
+        note = "; LoRA adapter merged into its local base" if self.merged else ""
+        return "\n" + format_table(rows, f"Pushed {self.run} stage {self.stage} to {self.destination}{note}")
 
 
 def base_model(folder: Path, meta: dict) -> str | None:
@@ -148,7 +159,7 @@ def push_run(
         check_destination(to_folder)
         with atomic_directory(to_folder) as tmp:
             merged = write_stage(run_dir, stage, tmp, repo_id or str(to_folder), dtype)
-        return PushResult(str(to_folder), file_sizes(to_folder), merged)
+        return PushResult(run_dir, stage, str(to_folder), file_sizes(to_folder), merged)
 
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -166,4 +177,4 @@ def push_run(
             )
         except HfHubHTTPError as err:
             raise Align3GRError(f"upload of {run_dir} stage {stage} to {repo_id} failed: {err}") from None
-    return PushResult(str(url), files, merged)
+    return PushResult(run_dir, stage, str(url), files, merged)

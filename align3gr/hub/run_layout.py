@@ -12,7 +12,7 @@ from pathlib import Path
 from align3gr.dpo.config import PROGRESSIVE, STAGES
 from align3gr.errors import ConfigError
 from align3gr.io import read_json
-from align3gr.models.loading import META_FILE
+from align3gr.stage_output import META_FILE
 
 SFT = "sft"
 STAGE_ORDER = [SFT, *PROGRESSIVE, *(name for name in STAGES if name not in PROGRESSIVE)]

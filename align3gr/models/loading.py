@@ -16,10 +16,10 @@ import torch
 
 from align3gr.errors import ConfigError
 from align3gr.models.embeddings import resize_embeddings
+from align3gr.stage_output import META_FILE
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ADAPTER_CONFIG = "adapter_config.json"
-META_FILE = "meta.json"
 
 
 def resolve_dtype(dtype: str | torch.dtype):

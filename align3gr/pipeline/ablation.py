@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from align3gr.console import format_table
 from align3gr.io import atomic_write_json, atomic_write_text, sha256_json
 from align3gr.pipeline import default_run_dir
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
@@ -152,3 +153,9 @@ def run_ablation(config_path: str | Path, run_dir: str | Path | None = None, lau
     atomic_write_text(out / "ladder.md", markdown_document(rows, f"Incremental alignment ladder of `{run}`"))
     plot_ladder(rows, out / "ladder.png")
     return summary
+
+
+def ladder_text(summary: dict) -> str:
+    """The printed table: each rung's metrics."""
+    rows = [{k: v for k, v in row.items() if k not in ("split", "model")} for row in summary["rows"]]
+    return format_table(rows, f"Incremental alignment ladder ({summary['rows'][0]['split']} split)")

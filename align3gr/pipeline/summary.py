@@ -9,8 +9,8 @@ from pathlib import Path
 
 from align3gr.console import format_table, markdown_table
 from align3gr.io import atomic_write_json, atomic_write_text, read_json
-from align3gr.models.loading import META_FILE
 from align3gr.pipeline.runner import Outcome
+from align3gr.stage_output import META_FILE
 
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 RATIOS = ("recall@10", "ndcg@10")

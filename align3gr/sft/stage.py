@@ -17,10 +17,11 @@ from pathlib import Path
 
 import align3gr
 from align3gr.config import config_to_dict
+from align3gr.console import format_mapping, format_table
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.evaluate.probe import RankingProbe
-from align3gr.io import read_json, sha256_file, sha256_json
-from align3gr.models.loading import META_FILE, load_model_and_tokenizer
+from align3gr.io import sha256_file, sha256_json
+from align3gr.models.loading import load_model_and_tokenizer
 from align3gr.models.local import model_identity
 from align3gr.options import TINY
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
@@ -33,7 +34,8 @@ from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.data import encode_examples, rows_dataset, sample_per_task
 from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
-from align3gr.training import logged, prepare_work, publish
+from align3gr.stage_output import StageOutput
+from align3gr.training import logged, publish_model
 
 log = logging.getLogger(__name__)
 PROBE_BATCH = 32
@@ -41,12 +43,41 @@ PROBE_BATCH = 32
 
 @dataclass
 class SFTResult:
-    """Where the stage wrote, its meta (see the module docstring), and whether it was already up to date."""
+    """Where the stage wrote, its meta (see the module docstring), whether it was already up to date, and whether this
+    process is the main one (which prints it)."""
 
     path: Path
     meta: dict
     up_to_date: bool
     main_process: bool = True
+
+    def render(self) -> str:
+        """What `align3gr sft` prints: examples per task, the model, steps and losses (nothing on the other
+        processes)."""
+        if not self.main_process:
+            return ""
+        meta = self.meta
+        rows = [{"task": task, "examples": count} for task, count in meta["examples"].items()]
+        state = "up to date, reused" if self.up_to_date else f"trained in {meta['seconds']:.1f}s"
+        summary = {
+            "base model": meta["base_model"],
+            "adapter": "LoRA" if meta["adapter"] else "full model",
+            "SCID tokens added": meta["vocabulary"]["scid_tokens"],
+            "steps": f"{meta['steps']} (stopped early: valid stopped improving)"
+            if meta.get("stopped_early")
+            else meta["steps"],
+            "training loss (first -> last log)": _change(meta["train_loss"]),
+        }
+        for name, loss in meta["seq_loss"].items():
+            summary[f"{name} loss (start -> end)"] = _change(loss)
+        if meta.get("best"):
+            summary["kept checkpoint"] = ", ".join(f"{k} {v}" for k, v in meta["best"].items())
+        return "\n".join(["\n" + format_table(rows, f"SFT {self.path} ({state})"), format_mapping(summary)])
+
+
+def _change(loss: dict) -> str:
+    """`start -> end` of a loss the meta records."""
+    return f"{loss['start']:.3f} -> {loss['end']:.3f}"
 
 
 def base_model_path(config: SFTStageConfig, out: Path) -> str:
@@ -71,14 +102,6 @@ def fingerprint_of(config: SFTStageConfig, dataset: Dataset, scid: Path, base: s
             "version": align3gr.__version__,
         }
     )
-
-
-def _up_to_date(out: Path, fingerprint: str) -> dict | None:
-    meta_path = out / META_FILE
-    if not meta_path.is_file():
-        return None
-    meta = read_json(meta_path)
-    return meta if meta.get("fingerprint") == fingerprint else None
 
 
 def _step_of(checkpoint: str | None) -> int | None:
@@ -112,8 +135,8 @@ def run_sft(
     config = config or SFTStageConfig()
     config.validate()
     out, scid = Path(out_dir), Path(scid_dir)
-    work = out.parent / f"{out.name}.work"
-    arguments = sft_arguments(config, work, eval_steps=config.save_steps)  # sets up the process group first
+    output = StageOutput(out, distributed=True)
+    arguments = sft_arguments(config, output.work, eval_steps=config.save_steps)  # sets up the process group first
     state = PartialState()
     dataset = load_dataset(data_dir)
     item_codes, user_codes = load_code_tables(scid, dataset)
@@ -123,13 +146,13 @@ def run_sft(
     )  # fmt: skip
     base = base_model_path(config, out)
     fingerprint = fingerprint_of(config, dataset, scid, base)
-    existing = _up_to_date(out, fingerprint)
+    existing = output.current(fingerprint)
     if existing is not None:
         log.info("%s is up to date (same data, codes, model and config); nothing to do", out)
         return SFTResult(out, existing, True)
 
-    with state.main_process_first():  # the main process prepares; the others then find its work folder
-        resume = prepare_work(work, fingerprint)
+    resume = output.resume(fingerprint)
+    with state.main_process_first():  # the main process builds the tiny base; the others then load it
         if state.is_main_process and config.model == TINY:
             build_tiny_base(
                 dataset, base, config.tiny_vocab_size, config.tiny_hidden_size, config.tiny_layers, config.seed
@@ -182,7 +205,7 @@ def run_sft(
         )
         trainer.train(resume_from_checkpoint=resume)
         final = trainer.evaluate()
-        trainer.save_model(str(work / "final"))
+        trainer.save_model(str(output.work / "final"))
     state.wait_for_everyone()
 
     history = trainer.state.log_history
@@ -215,7 +238,5 @@ def run_sft(
         "align3gr_version": align3gr.__version__,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    if state.is_main_process:
-        publish(out, work, scid, "sft_config.yaml", config, history, meta)
-    state.wait_for_everyone()
+    publish_model(output, scid, "sft_config.yaml", config, history, meta)
     return SFTResult(out, meta, False, state.is_main_process)

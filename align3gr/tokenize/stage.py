@@ -18,7 +18,6 @@ process trains UniSID; the main process trains the dual tokenizer and writes the
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -26,17 +25,64 @@ import numpy as np
 import torch
 
 from align3gr.config import config_to_dict
+from align3gr.console import format_mapping, format_table
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import ConfigError
-from align3gr.io import atomic_directory, write_json
+from align3gr.io import write_json
 from align3gr.scid.code_tables import write_code_tables
 from align3gr.scid.tokens import code_tokens
+from align3gr.stage_output import StageOutput
 from align3gr.tokenize.codebook_stats import level_statistics, level_v_measure, sid_entropy
 from align3gr.tokenize.collisions import collision_rate, resolve_collisions
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.dual import DualTrainer, TrainHistory
 from align3gr.tokenize.unisid.train import SAVED, train_unisid
+
+
+class TokenizeReport(dict):
+    """`report.json` of the tokenize run that wrote `path` (empty on the other processes of an `accelerate launch`)."""
+
+    def __init__(self, path: Path, report: dict | None = None) -> None:
+        super().__init__(report or {})
+        self.path = path
+
+    def render(self) -> str:
+        """The tables `align3gr tokenize` prints: per level usage, V-measure, collisions and U2I AUC."""
+        if not self:
+            return ""
+        rows = [
+            {"side": side, "level": level["level"], "codes": level["codebook_size"],
+             "utilisation": level["utilisation"], "perplexity": level["perplexity"], "top-1 load": level["top1_load"]}
+            for side in ("items", "users") for level in self[side]["levels"]
+        ]  # fmt: skip
+        title = f"SCID tokenizer {self.path} (item codes: {self['item_tokenizer']}; raw codes, before de-duplication)"
+        usage = "\n" + format_table(rows, title)
+        raw, unique = self["items"]["v_measure"], self["items"]["resolved"]["v_measure"]
+        dual = [level["v_measure"] for level in self.get("dual_items", {}).get("v_measure", [])]
+        raw = raw + [{"homogeneity": "", "completeness": "", "v_measure": ""}] * (len(unique) - len(raw))
+        rows = [
+            {"level": level["level"], "homogeneity": raw[i]["homogeneity"], "completeness": raw[i]["completeness"],
+             "V-measure": raw[i]["v_measure"], "V-measure (unique codes)": level["v_measure"]}
+            | ({"dual V-measure": dual[i] if i < len(dual) else ""} if dual else {})
+            for i, level in enumerate(unique)
+        ]  # fmt: skip
+        v_measure = "\n" + format_table(rows, "Item V-measure against the category path (items grouped by code prefix)")
+        collisions = self["items"]["collisions"]
+        summary = {
+            "item collision rate before": collisions["collision_rate_before"],
+            "item collision rate after": collisions["collision_rate_after"],
+            "item SID entropy (raw codes)": self["items"]["sid_entropy"],
+            "item SID entropy (unique codes, ln N)": self["items"]["resolved"]["sid_entropy"],
+            "user collision rate": self["users"]["collision_rate"],
+            "valid U2I AUC (end of phase 1)": (self["u2i_auc"]["phase1"] or [float("nan")])[-1],
+            "valid U2I AUC (end)": (self["u2i_auc"]["phase2"] or [float("nan")])[-1],
+        }
+        if "unisid" in self:
+            history = self["unisid"]["history"]
+            summary["UniSID loss (first -> last epoch)"] = f"{history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
+            summary["UniSID steps"] = self["unisid"]["steps"]
+        return "\n".join([usage, v_measure, format_mapping(summary | {"seconds": self["seconds"]})])
 
 
 def plot_code_usage(tables: dict[str, np.ndarray], path: Path) -> None:
@@ -121,7 +167,7 @@ def train_dual(dataset: Dataset, embeddings_dir: str | Path, config: TokenizeCon
 
 def run_tokenize(
     data_dir: str | Path, embeddings_dir: str | Path | None, out_dir: str | Path, config: TokenizeConfig | None = None
-) -> dict:
+) -> TokenizeReport:
     """Train the tokenizers on the dataset (and its embeddings) and write `scid/`; returns the report (empty on the
     other processes of an `accelerate launch`)."""
     from accelerate import PartialState
@@ -134,13 +180,12 @@ def run_tokenize(
         raise ConfigError("the dual tokenizer reads the output folder of `align3gr embed`: give embeddings_dir")
     dataset = load_dataset(data_dir)
     check_sizes(config, len(dataset.items), len(dataset.sequences))
-    out = Path(out_dir)
-    work = out.parent / f"{out.name}.work"
+    output = StageOutput(Path(out_dir), distributed=True)
     state = PartialState(cpu=not torch.cuda.is_available())
-    trained = train_unisid(dataset, config, work) if unisid else None
+    trained = train_unisid(dataset, config, output.work) if unisid else None
     if not state.is_main_process:
-        state.wait_for_everyone()
-        return {}
+        state.wait_for_everyone()  # for the main process's publication
+        return TokenizeReport(output.path)
     labels = [" > ".join(item.categories) for item in dataset.items.values()]
     model, history, user_codes = None, TrainHistory(), np.zeros((0, 0), int)
     if config.dual or not unisid:
@@ -177,14 +222,15 @@ def run_tokenize(
     item_table = dict(zip(dataset.items, code_tokens(item_codes, "item"), strict=True))
     user_table = dict(zip(dataset.sequences, code_tokens(user_codes, "user"), strict=True)) if len(user_codes) else {}
     report["seconds"] = round(time.perf_counter() - start, 2)
-    with atomic_directory(out) as tmp:
-        write_code_tables(tmp, item_table, user_table)
+
+    def write(folder: Path) -> None:
+        write_code_tables(folder, item_table, user_table)
         if model is not None:
-            model.save(tmp)
+            model.save(folder)
         if trained is not None:
-            os.replace(work / SAVED, tmp / SAVED)
-        write_json(tmp / "report.json", report)
-        plot_code_usage({"item": item_codes, "user": user_codes}, tmp / "code_usage.png")
-    shutil.rmtree(work, ignore_errors=True)
-    state.wait_for_everyone()
-    return report
+            os.replace(output.work / SAVED, folder / SAVED)
+        write_json(folder / "report.json", report)
+        plot_code_usage({"item": item_codes, "user": user_codes}, folder / "code_usage.png")
+
+    output.publish(write)
+    return TokenizeReport(output.path, report)

@@ -1,0 +1,117 @@
+"""A stage's output folder: whether it is up to date, the work folder a killed run resumes from, and its publication
+in one rename.
+
+A stage that skips itself (data, SFT, each DPO stage) fingerprints its inputs: its output is up to date when the
+output's `meta.json` records that fingerprint. The other stages are skipped by the pipeline alone. Under `accelerate
+launch` (`distributed`) every process runs the stage; the main one writes, the others wait for it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from align3gr.errors import DataError
+from align3gr.io import atomic_directory, atomic_write_json, read_json, write_json
+
+META_FILE = "meta.json"
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """The output folder `path` of a stage; `distributed`: every process of an `accelerate launch` runs the stage."""
+
+    path: Path
+    distributed: bool = False
+
+    @property
+    def work(self) -> Path:
+        """`OUT.work` beside the output: what a run writes before it publishes (checkpoints), kept when it is killed."""
+        return self.path.parent / f"{self.path.name}.work"
+
+    @property
+    def main_process(self) -> bool:
+        """Whether this process writes the output: the only one, or the main one of an `accelerate launch`."""
+        return not self.distributed or _state().is_main_process
+
+    def current(self, fingerprint: str) -> dict | None:
+        """The output's meta when it records `fingerprint`: the stage has nothing to do."""
+        path = self.path / META_FILE
+        if not path.is_file():
+            return None
+        meta = read_json(path)
+        return meta if meta.get("fingerprint") == fingerprint else None
+
+    def claim(self, fingerprint: str, overwrite: bool, kind: str, inputs: str) -> dict | None:
+        """`current`, for a stage that replaces nothing but its own output: a folder holding anything else (files
+        without a meta, a meta unreadable or of another fingerprint) is an error naming the `kind` of output and the
+        `inputs` it is made of, unless `overwrite`. Only the meta is read: the other files were checked when written."""
+        if not self.path.exists():
+            return None
+        if not self.path.is_dir():
+            raise DataError("output path exists and is not a folder", self.path)
+        if not (self.path / META_FILE).is_file():
+            if any(self.path.iterdir()) and not overwrite:
+                raise DataError(f"output folder is not empty and holds no {kind}; choose an empty folder", self.path)
+            return None
+        try:
+            meta = read_json(self.path / META_FILE)
+        except DataError:
+            meta = {}
+        if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint:
+            return meta
+        if not overwrite:
+            raise DataError(
+                f"output folder already holds a different {kind} (other {inputs}); "
+                "pass --overwrite to replace it or choose another folder",
+                self.path,
+            )
+        return None
+
+    def resume(self, fingerprint: str) -> str | None:
+        """The checkpoint to resume from when the work folder holds one of this exact run (same fingerprint);
+        otherwise the work folder starts empty, marked with the fingerprint. The main process goes first: the others
+        then find its work folder."""
+        marker = self.work / "fingerprint"
+        with self._main_process_first():
+            if marker.is_file() and marker.read_text() == fingerprint:
+                checkpoints = sorted(self.work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+                return str(checkpoints[-1]) if checkpoints else None
+            shutil.rmtree(self.work, ignore_errors=True)
+            self.work.mkdir(parents=True)
+            marker.write_text(fingerprint)
+            return None
+
+    def publish(self, write: Callable[[Path], object], meta: dict | None = None) -> None:
+        """`write(folder)` fills a fresh folder, `meta` (if given) becomes its `meta.json`, and the folder replaces the
+        output in one rename; then the work folder is deleted. The main process publishes, the others wait for it."""
+        if self.main_process:
+            with atomic_directory(self.path) as folder:
+                write(folder)
+                if meta is not None:
+                    write_json(folder / META_FILE, meta)
+            shutil.rmtree(self.work, ignore_errors=True)
+        self._wait()
+
+    def write_meta(self, meta: dict) -> None:
+        """Replace the published output's `meta.json` (atomically). The main process writes, the others wait for it."""
+        if self.main_process:
+            atomic_write_json(self.path / META_FILE, meta)
+        self._wait()
+
+    def _main_process_first(self) -> AbstractContextManager:
+        return _state().main_process_first() if self.distributed else nullcontext()
+
+    def _wait(self) -> None:
+        if self.distributed:
+            _state().wait_for_everyone()
+
+
+def _state():
+    """The processes of this run (Accelerate's shared state, set up by the stage the way it needs)."""
+    from accelerate import PartialState
+
+    return PartialState()
