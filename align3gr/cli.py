@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Collection, Sequence
@@ -12,6 +13,7 @@ from typing import Any
 from align3gr.config import add_config_arguments, config_from_sources, read_yaml_mapping
 from align3gr.console import format_mapping, format_table, setup_logging
 from align3gr.errors import Align3GRError, ConfigError
+from align3gr.run_lock import stage_lock
 
 log = logging.getLogger("align3gr")
 LAUNCHER_HELP = (
@@ -295,7 +297,7 @@ def _add_stage_command(
         parser.add_argument(flag, **kwargs)
     parser.add_argument("--config", type=Path, help=config)
     add_config_arguments(parser, config_class, only=only)
-    parser.set_defaults(func=func)
+    parser.set_defaults(func=func, locks_out=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="Replace an output folder holding another dataset.")
     add_config_arguments(build, SourceConfig)
     add_config_arguments(build, DataConfig)
-    build.set_defaults(func=_data_build)
+    build.set_defaults(func=_data_build, locks_out=True)
 
     stats = data_commands.add_parser("stats", help="Validate a canonical dataset and print its statistics.")
     stats.add_argument("data", type=Path)
@@ -422,11 +424,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_folder_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The run-folder lock of a stage command writing `--out` (`align3gr.run_lock`); `pipeline` and `ablate` take
+    their run folder's themselves."""
+    if not getattr(args, "locks_out", False):
+        return contextlib.nullcontext()
+    return stage_lock(args.out, " ".join(["align3gr", args.stage, getattr(args, "command", "")]).strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        args.func(args)
+        with _run_folder_lock(args):
+            args.func(args)
     except Align3GRError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write
 from align3gr.pipeline.plan import Plan, in_run, pipeline_steps
 from align3gr.pipeline.runner import run_steps
 from align3gr.pipeline.summary import write_summary
+from align3gr.run_lock import run_lock
 
 
 def default_run_dir(config_path: str | Path) -> Path:
@@ -25,14 +26,15 @@ def run_pipeline(
 ) -> dict:
     """Run (or continue) the pipeline of `config_path` in `run_dir`; writes `config.yaml`, `summary.json` and
     `summary.md` there and returns the summary. With `launcher` (e.g. "accelerate launch --num_processes 8"), the
-    training and evaluation stages run as `LAUNCHER -m align3gr.cli STAGE ...` on its processes."""
+    training and evaluation stages run as `LAUNCHER -m align3gr.cli STAGE ...` on its processes. The run folder is
+    locked meanwhile (`align3gr.run_lock`): a second command writing it stops at once."""
     start = time.perf_counter()
     config = load_pipeline_config(config_path, overrides)
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
-    run.mkdir(parents=True, exist_ok=True)
-    write_pipeline_config(config, run / "config.yaml")
-    outcomes = run_steps(pipeline_steps(Plan(config, run / "config.yaml", run, in_run(run))), run, launcher)
-    return write_summary(run, config.as_dict(), outcomes, time.perf_counter() - start)
+    with run_lock(run, "align3gr pipeline"):
+        write_pipeline_config(config, run / "config.yaml")
+        outcomes = run_steps(pipeline_steps(Plan(config, run / "config.yaml", run, in_run(run))), run, launcher)
+        return write_summary(run, config.as_dict(), outcomes, time.perf_counter() - start)
 
 
 __all__ = ["PipelineConfig", "default_run_dir", "load_pipeline_config", "run_pipeline"]

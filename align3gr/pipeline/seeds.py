@@ -26,6 +26,7 @@ from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write
 from align3gr.pipeline.plan import SCORED, Plan, merged_steps
 from align3gr.pipeline.runner import Outcome, run_steps
 from align3gr.pipeline.summary import METRICS, markdown_document, write_summary
+from align3gr.run_lock import run_lock
 
 SEEDED = ("embed", "tokenize", "sft", "dpo")
 """The sections whose `seed` a run seed shifts; `data` is not one (the dataset stays fixed)."""
@@ -125,23 +126,24 @@ def run_seeds(
     config_path: str | Path, seeds: Sequence[int], run_dir: str | Path | None = None, launcher: str | None = None
 ) -> dict:
     """Run (or continue) the pipeline of `config_path` once per seed in `run_dir` (stages under `launcher` as in
-    `run_pipeline`); writes `seeds.json` and `seeds.md` (and the main run's `summary.json` when 0 is a seed) and
-    returns the seeds summary."""
+    `run_pipeline`, its run folder locked); writes `seeds.json` and `seeds.md` (and the main run's `summary.json` when
+    0 is a seed) and returns the seeds summary."""
     start = time.perf_counter()
     config = load_pipeline_config(config_path)
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
-    plans = seed_plans(config, run, seeds)
-    for plan in plans:
-        plan.config_file.parent.mkdir(parents=True, exist_ok=True)
-        write_pipeline_config(plan.config, plan.config_file)
-    steps, own = merged_steps([(plan, True) for plan in plans])
-    outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run, launcher)}
-    per_seed = [[outcomes[step.name] for step in seed_steps] for seed_steps in own]
-    if 0 in seeds:
-        write_summary(run, config.as_dict(), per_seed[list(seeds).index(0)], time.perf_counter() - start)
-    scored = [[outcome for outcome in outcomes if outcome.step.kind in SCORED] for outcomes in per_seed]
-    summary = seeds_summary(run, seeds, scored)
-    summary["wall_seconds"] = round(time.perf_counter() - start, 1)
-    atomic_write_json(run / FILE, summary)
-    atomic_write_text(run / "seeds.md", seeds_markdown(summary))
-    return summary
+    with run_lock(run, "align3gr pipeline --seeds"):
+        plans = seed_plans(config, run, seeds)
+        for plan in plans:
+            plan.config_file.parent.mkdir(parents=True, exist_ok=True)
+            write_pipeline_config(plan.config, plan.config_file)
+        steps, own = merged_steps([(plan, True) for plan in plans])
+        outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run, launcher)}
+        per_seed = [[outcomes[step.name] for step in seed_steps] for seed_steps in own]
+        if 0 in seeds:
+            write_summary(run, config.as_dict(), per_seed[list(seeds).index(0)], time.perf_counter() - start)
+        scored = [[outcome for outcome in outcomes if outcome.step.kind in SCORED] for outcomes in per_seed]
+        summary = seeds_summary(run, seeds, scored)
+        summary["wall_seconds"] = round(time.perf_counter() - start, 1)
+        atomic_write_json(run / FILE, summary)
+        atomic_write_text(run / "seeds.md", seeds_markdown(summary))
+        return summary
