@@ -236,11 +236,11 @@ def _pipeline(args: argparse.Namespace) -> None:
     from align3gr.pipeline.summary import summary_text
 
     if args.seeds:
-        summary = run_seeds(args.config, parse_seeds(args.seeds), args.run_dir, launcher=args.launcher)
+        summary = run_seeds(args.config, parse_seeds(args.seeds), args.run_dir, args.launcher, args.skip_unmet)
         print("\n" + seeds_text(summary))
         print(f"\nseeds.json and seeds.md in {summary['run_dir']}")
         return
-    summary = run_pipeline(args.config, args.run_dir, launcher=args.launcher)
+    summary = run_pipeline(args.config, args.run_dir, launcher=args.launcher, skip_unmet=args.skip_unmet)
     print("\n" + summary_text(summary))
     print(f"\nsummary.json and summary.md in {summary['run_dir']}")
 
@@ -389,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Comma-separated run seeds, e.g. 0,1,2,3,4: the run once per seed S, the embed, tokenize, sft and dpo "
         "seeds shifted by S (the data seed kept: one dataset), S=0 being the run itself; writes seeds.json and "
         "seeds.md (mean and sample std per metric and stage).",
+    )
+    pipeline.add_argument(
+        "--skip-unmet",
+        action="store_true",
+        help="Leave out the stages whose input the data lacks (the RF-DPO stages without feedback levels, SFT task "
+        "user_align without user profiles) and say so in the summary, instead of stopping before any work with the "
+        "list of unmet needs.",
     )
     pipeline.set_defaults(func=_pipeline)
 

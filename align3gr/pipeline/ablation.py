@@ -25,11 +25,11 @@ from pathlib import Path
 
 from align3gr.io import atomic_write_json, atomic_write_text, sha256_json
 from align3gr.pipeline import default_run_dir
+from align3gr.pipeline.checks import checked_run
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
 from align3gr.pipeline.plan import Placement, Plan, Step, lineage_key, merged_steps, pipeline_steps
 from align3gr.pipeline.runner import run_steps
 from align3gr.pipeline.summary import METRICS, markdown_document
-from align3gr.run_lock import run_lock
 
 C_TASKS = ("asym_title", "asym_item", "intention", "preference")
 
@@ -131,12 +131,12 @@ def plot_ladder(rows: list[dict], path: Path) -> None:
 
 def run_ablation(config_path: str | Path, run_dir: str | Path | None = None, launcher: str | None = None) -> dict:
     """Run (or continue) the ladder of `config_path` in `run_dir` (training and evaluation under `launcher` if
-    given, as in `run_pipeline`, its run folder locked); writes `ablation/ladder.json`, `ladder.md` and `ladder.png`
-    and returns the summary."""
+    given, its needs checked first and its run folder locked, as in `run_pipeline`); writes `ablation/ladder.json`,
+    `ladder.md` and `ladder.png` and returns the summary."""
     start = time.perf_counter()
     config = load_pipeline_config(config_path)
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
-    with run_lock(run, "align3gr ablate"):
+    with checked_run(config, run, "align3gr ablate", launcher=launcher):
         steps, results = ladder_steps(config, run)
         (run / "ablation" / "configs").mkdir(parents=True, exist_ok=True)
         for rung, _ in results:
