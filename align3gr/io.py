@@ -155,15 +155,19 @@ OWNER = re.compile(r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}")
 
 
 def owner_alive(owner: str) -> bool:
-    """Whether the process named by an `owned_name`'s `HOST-PID-RANDOM` may still be writing: a live PID on this host,
-    or any PID of another host (which this one cannot see). A name without an owner (an older release's) is stale."""
+    """Whether the process named by an `owned_name`'s `HOST-PID-RANDOM` may still be writing (`process_alive`). A
+    name without an owner (an older release's) is stale."""
     match = OWNER.fullmatch(owner)
-    if match is None:
-        return False
-    if match["host"] != socket.gethostname():
+    return match is not None and process_alive(match["host"], int(match["pid"]))
+
+
+def process_alive(host: str, pid: int) -> bool:
+    """Whether process `pid` of `host` may be running: a live PID on this host, or any of another host (which this
+    one cannot see)."""
+    if host != socket.gethostname():
         return True
     try:
-        os.kill(int(match["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

@@ -9,7 +9,9 @@ the system drops it when the holder exits or is killed, so a killed run never le
 
 One logical run may be several processes. While it holds the lock, the holder names the lock file in the environment
 (`HELD`), so the stage commands it launches (`accelerate launch -m align3gr.cli STAGE ...`) see their run folder is
-already theirs; of an `accelerate launch` started by hand, only the process of global rank 0 takes the lock.
+already theirs; the launcher process inherits the open lock file (`held_descriptors`), so the lock lasts while a
+launched stage runs, even when the pipeline was killed. Of an `accelerate launch` started by hand, only the process of
+global rank 0 takes the lock.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from align3gr.errors import Align3GRError
+from align3gr.io import process_alive
 
 LOCK_FILE = ".align3gr.lock"
 HELD = "ALIGN3GR_RUN_LOCK"
 """The environment variable naming the lock file the process (or the one that launched it) holds."""
+_descriptors: dict[str, int] = {}
+"""The lock file descriptors this process holds, by lock path."""
 
 
 class RunFolderLocked(Align3GRError):
@@ -37,15 +42,19 @@ class RunFolderLocked(Align3GRError):
 
 
 def holder_text(lock: Path) -> str:
-    """Who holds `lock`, from what it recorded: command, PID, host, start time and command line."""
+    """Who holds `lock`, from what it recorded: command, PID, host, start time and command line; when that process
+    is gone, a stage command it launched still holds it."""
     try:
         record = json.loads(lock.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         record = None
     if not isinstance(record, dict):
         return "another process (starting: it has not recorded itself yet)"
-    return (f"`{record.get('command')}` (pid {record.get('pid')} on host {record.get('host')}, since "
+    text = (f"`{record.get('command')}` (pid {record.get('pid')} on host {record.get('host')}, since "
             f"{record.get('started')}; command line: {record.get('argv')})")  # fmt: skip
+    if isinstance(record.get("pid"), int) and not process_alive(str(record.get("host")), record["pid"]):
+        text += ", which is gone, but a stage command it launched still runs"
+    return text
 
 
 @contextlib.contextmanager
@@ -75,14 +84,22 @@ def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
         os.pwrite(descriptor, (json.dumps(record) + "\n").encode(), 0)
         os.fsync(descriptor)
         os.environ[HELD] = str(lock)
+        _descriptors[str(lock)] = descriptor
         yield
     finally:
+        _descriptors.pop(str(lock), None)
         if outer is None:
             os.environ.pop(HELD, None)
         else:
             os.environ[HELD] = outer
         os.ftruncate(descriptor, 0)
         os.close(descriptor)
+
+
+def held_descriptors() -> tuple[int, ...]:
+    """The open lock files of the run folders this process holds, for a launched stage command to inherit: the lock
+    lasts until it exits too, so a killed pipeline's stages still running keep the run folder theirs."""
+    return tuple(_descriptors.values())
 
 
 def run_folder_of(out: str | Path) -> Path:

@@ -1,5 +1,5 @@
 """The run-folder lock: a second command writing a run folder stops at once naming the holder; the stage commands
-the holder launches are not refused; a killed holder leaves no lock behind."""
+the holder launches are not refused and keep the lock while they run; a killed run leaves no lock behind."""
 
 from __future__ import annotations
 
@@ -26,10 +26,12 @@ with stage_lock(sys.argv[1], "align3gr sft"):
 """
 HOLDER = """
 import subprocess, sys, time
-from align3gr.run_lock import run_lock
+from align3gr.run_lock import held_descriptors, run_lock
 with run_lock(sys.argv[1], "align3gr pipeline"):
     child = subprocess.run([sys.executable, "-c", sys.argv[2], sys.argv[1] + "/sft"], capture_output=True, text=True)
     print(child.stdout.strip() or child.stderr.strip().splitlines()[-1], flush=True)
+    stage = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], pass_fds=held_descriptors())
+    print(stage.pid, flush=True)
     time.sleep(600)
 """
 
@@ -41,6 +43,7 @@ def test_a_second_pipeline_on_a_locked_run_folder_stops_at_once_naming_the_holde
     holder = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert holder.stdout.readline().strip() == "ran"  # the holder's own launched stage command is not refused
+        stage = int(holder.stdout.readline())
         config = write_config(tmp_path / "small.yaml")
         start = time.perf_counter()
         with pytest.raises(RunFolderLocked, match=rf"being written by `align3gr pipeline` \(pid {holder.pid} on"):
@@ -56,8 +59,20 @@ def test_a_second_pipeline_on_a_locked_run_folder_stops_at_once_naming_the_holde
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    with run_lock(run, "align3gr pipeline"):
-        assert os.environ["ALIGN3GR_RUN_LOCK"] == str(run.resolve() / LOCK_FILE)
+    try:
+        with pytest.raises(RunFolderLocked, match=rf"(?s)pid {holder.pid} .*which is gone, but a stage command it"):
+            run_pipeline(config, run)
+    finally:
+        os.kill(stage, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:  # the killed stage's lock file closes once the system has reaped it
+        try:
+            with run_lock(run, "align3gr pipeline"):
+                assert os.environ["ALIGN3GR_RUN_LOCK"] == str(run.resolve() / LOCK_FILE)
+            break
+        except RunFolderLocked:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
     assert "ALIGN3GR_RUN_LOCK" not in os.environ
 
 
