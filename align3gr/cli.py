@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Collection, Sequence
@@ -12,6 +13,7 @@ from typing import Any
 from align3gr.config import add_config_arguments, config_from_sources, read_yaml_mapping
 from align3gr.console import Report, format_mapping, setup_logging
 from align3gr.errors import Align3GRError, ConfigError
+from align3gr.run_lock import stage_lock
 
 log = logging.getLogger("align3gr")
 LAUNCHER_HELP = (
@@ -142,11 +144,11 @@ def _pipeline(args: argparse.Namespace) -> None:
     from align3gr.pipeline.summary import summary_text
 
     if args.seeds:
-        summary = run_seeds(args.config, parse_seeds(args.seeds), args.run_dir, launcher=args.launcher)
+        summary = run_seeds(args.config, parse_seeds(args.seeds), args.run_dir, args.launcher, args.skip_unmet)
         print("\n" + seeds_text(summary))
         print(f"\nseeds.json and seeds.md in {summary['run_dir']}")
         return
-    summary = run_pipeline(args.config, args.run_dir, launcher=args.launcher)
+    summary = run_pipeline(args.config, args.run_dir, launcher=args.launcher, skip_unmet=args.skip_unmet)
     print("\n" + summary_text(summary))
     print(f"\nsummary.json and summary.md in {summary['run_dir']}")
 
@@ -199,7 +201,7 @@ def _add_stage_command(
         parser.add_argument(flag, **kwargs)
     parser.add_argument("--config", type=Path, help=config)
     add_config_arguments(parser, config_class, only=only)
-    parser.set_defaults(func=func)
+    parser.set_defaults(func=func, locks_out=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="Replace an output folder holding another dataset.")
     add_config_arguments(build, SourceConfig)
     add_config_arguments(build, DataConfig)
-    build.set_defaults(func=_data_build)
+    build.set_defaults(func=_data_build, locks_out=True)
 
     stats = data_commands.add_parser("stats", help="Validate a canonical dataset and print its statistics.")
     stats.add_argument("data", type=Path)
@@ -292,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
         "seeds shifted by S (the data seed kept: one dataset), S=0 being the run itself; writes seeds.json and "
         "seeds.md (mean and sample std per metric and stage).",
     )
+    pipeline.add_argument(
+        "--skip-unmet",
+        action="store_true",
+        help="Leave out the stages whose input the data lacks (the RF-DPO stages without feedback levels, SFT task "
+        "user_align without user profiles) and say so in the summary, instead of stopping before any work with the "
+        "list of unmet needs.",
+    )
     pipeline.set_defaults(func=_pipeline)
 
     comparison = stages.add_parser(
@@ -326,11 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_folder_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The run-folder lock of a stage command writing `--out` (`align3gr.run_lock`); `pipeline` and `ablate` take
+    their run folder's themselves."""
+    if not getattr(args, "locks_out", False):
+        return contextlib.nullcontext()
+    return stage_lock(args.out, " ".join(["align3gr", args.stage, getattr(args, "command", "")]).strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        args.func(args)
+        with _run_folder_lock(args):
+            args.func(args)
     except Align3GRError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import glob
 import gzip
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -75,11 +78,22 @@ def write_json(path: str | Path, value: Any) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a small file through a temporary sibling and a rename, so readers never see it half-written."""
+    """Write a small file through a temporary sibling, fsynced before the rename (and the folder after it), so
+    readers never see it half-written and a crash never leaves it empty."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    remove_stale_temporaries(path)
+    tmp = path.with_name(owned_name(path, "tmp"))
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
 
 
 def atomic_write_json(path: str | Path, value: Any) -> None:
@@ -103,19 +117,22 @@ def sha256_json(value: Any) -> str:
 
 @contextlib.contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside `target`; on success it replaces `target` in one rename.
+    """Yield a fresh temporary folder beside `target`; on success its files are fsynced and it replaces `target` in
+    one rename, so no half-written output is ever visible, even after a crash.
 
-    On any exception (or a kill), `target` is untouched and the temporary folder is removed (or left
-    with a `.tmp-` name that the next run's cleanup deletes), so no half-written output is visible.
+    On an exception the temporary folder is removed; after a kill it is left under a name carrying its owner
+    (`owned_name`), which a later write of `target` deletes once that process is gone (`remove_stale_temporaries`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = target.with_name(owned_name(target, "tmp"))
+    tmp.mkdir()
     try:
         yield tmp
+        fsync_tree(tmp)
         if target.exists():
-            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+            backup = target.with_name(owned_name(target, "old"))
             os.replace(target, backup)
             os.replace(tmp, target)
             shutil.rmtree(backup)
@@ -124,17 +141,79 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fsync_folder(target.parent)
+
+
+def owned_name(target: Path, kind: str) -> str:
+    """`.NAME.KIND-HOST-PID-RANDOM`: a temporary (`tmp`) or replaced (`old`) sibling of `target`, named by the host and
+    process that made it."""
+    return f".{target.name}.{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+OWNER = re.compile(r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}")
+"""The `HOST-PID-RANDOM` end of an `owned_name`."""
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the process named by an `owned_name`'s `HOST-PID-RANDOM` may still be writing (`process_alive`). A
+    name without an owner (an older release's) is stale."""
+    match = OWNER.fullmatch(owner)
+    return match is not None and process_alive(match["host"], int(match["pid"]))
+
+
+def process_alive(host: str, pid: int) -> bool:
+    """Whether process `pid` of `host` may be running: a live PID on this host, or any of another host (which this
+    one cannot see)."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_stale_temporaries(target: str | Path) -> None:
-    """Delete temporary folders left beside `target` by an earlier run that was killed."""
+    """Delete the temporary and replaced siblings of `target` (`owned_name`) left by a process that was killed: those
+    whose owner is gone. A live process's (a concurrent writer of the same output) are kept; a dead PID the system
+    has given to a new process keeps its leftovers until that one exits too."""
     target = Path(target)
     if not target.parent.is_dir():
         return
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    for stale in target.parent.glob(f".{target.name}.old-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for kind in ("tmp", "old"):
+        prefix = f".{target.name}.{kind}-"
+        for stale in target.parent.glob(glob.escape(prefix) + "*"):
+            if owner_alive(stale.name[len(prefix) :]):
+                continue
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under `folder` (what a rename is about to publish)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                descriptor = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
+        fsync_folder(Path(root))
+
+
+def fsync_folder(folder: Path) -> None:
+    """fsync a folder's entries (a rename into it, or a file created in it)."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def read_json(path: str | Path) -> Any:

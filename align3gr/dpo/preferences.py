@@ -159,20 +159,27 @@ def self_play_examples(
     return examples, stats
 
 
+NO_FEEDBACK = "RF-DPO needs feedback levels, and the dataset has none (no ratings or reviews)"
+
+
+def has_feedback_levels(dataset: Dataset) -> bool:
+    """Whether any user's interactions carry feedback levels, RF-DPO's input (ratings or scored reviews)."""
+    return any(seq.feedback is not None for seq in dataset.sequences.values())
+
+
 def real_feedback_prompts(dataset: Dataset, prompts_per_user: int) -> list[FeedbackPrompt]:
     """RF-DPO prompts from the train split: each user's `prompts_per_user` most recent liked training items that
     have a history, most recent first."""
+    if not has_feedback_levels(dataset):
+        raise ConfigError(NO_FEEDBACK)
     limit = dataset.max_history
-    prompts, missing = [], 0
+    prompts = []
     for user, seq in dataset.sequences.items():
         if seq.feedback is None:
-            missing += 1
             continue
         train = seq.train_items
         liked = [t for t in range(1, len(train)) if seq.feedback[t] == "liked"][::-1][:prompts_per_user]
         prompts += [FeedbackPrompt(user, tuple(train[max(0, t - limit) : t]), train[t], t) for t in liked]
-    if missing == len(dataset.sequences):
-        raise ConfigError("RF-DPO needs feedback levels, and the dataset has none (no ratings or reviews)")
     return prompts
 
 

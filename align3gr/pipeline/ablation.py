@@ -26,6 +26,7 @@ from pathlib import Path
 from align3gr.console import format_table
 from align3gr.io import atomic_write_json, atomic_write_text, sha256_json
 from align3gr.pipeline import default_run_dir
+from align3gr.pipeline.checks import checked_run
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
 from align3gr.pipeline.plan import Placement, Plan, Step, lineage_key, merged_steps, pipeline_steps
 from align3gr.pipeline.runner import run_steps
@@ -131,28 +132,29 @@ def plot_ladder(rows: list[dict], path: Path) -> None:
 
 def run_ablation(config_path: str | Path, run_dir: str | Path | None = None, launcher: str | None = None) -> dict:
     """Run (or continue) the ladder of `config_path` in `run_dir` (training and evaluation under `launcher` if
-    given, as in `run_pipeline`); writes `ablation/ladder.json`, `ladder.md` and `ladder.png` and returns the
-    summary."""
+    given, its needs checked first and its run folder locked, as in `run_pipeline`); writes `ablation/ladder.json`,
+    `ladder.md` and `ladder.png` and returns the summary."""
     start = time.perf_counter()
     config = load_pipeline_config(config_path)
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
-    steps, results = ladder_steps(config, run)
-    (run / "ablation" / "configs").mkdir(parents=True, exist_ok=True)
-    for rung, _ in results:
-        write_pipeline_config(rung.config, rung_config_file(rung, run))
-    outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run, launcher)}
-    rows = []
-    for number, (rung, evaluation) in enumerate(results, start=1):
-        metrics = outcomes[evaluation].metrics
-        rows.append({"step": number, "rung": rung.label, **{m: metrics[m] for m in METRICS},
-                     "split": metrics["split"], "model": str(outcomes[evaluation].step.evaluates)})  # fmt: skip
-    out = run / "ablation"
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {"run_dir": str(run), "wall_seconds": round(time.perf_counter() - start, 1), "rows": rows}
-    atomic_write_json(out / "ladder.json", summary)
-    atomic_write_text(out / "ladder.md", markdown_document(rows, f"Incremental alignment ladder of `{run}`"))
-    plot_ladder(rows, out / "ladder.png")
-    return summary
+    with checked_run(config, run, "align3gr ablate", launcher=launcher):
+        steps, results = ladder_steps(config, run)
+        (run / "ablation" / "configs").mkdir(parents=True, exist_ok=True)
+        for rung, _ in results:
+            write_pipeline_config(rung.config, rung_config_file(rung, run))
+        outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run, launcher)}
+        rows = []
+        for number, (rung, evaluation) in enumerate(results, start=1):
+            metrics = outcomes[evaluation].metrics
+            rows.append({"step": number, "rung": rung.label, **{m: metrics[m] for m in METRICS},
+                         "split": metrics["split"], "model": str(outcomes[evaluation].step.evaluates)})  # fmt: skip
+        out = run / "ablation"
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {"run_dir": str(run), "wall_seconds": round(time.perf_counter() - start, 1), "rows": rows}
+        atomic_write_json(out / "ladder.json", summary)
+        atomic_write_text(out / "ladder.md", markdown_document(rows, f"Incremental alignment ladder of `{run}`"))
+        plot_ladder(rows, out / "ladder.png")
+        return summary
 
 
 def ladder_text(summary: dict) -> str:

@@ -19,6 +19,7 @@ from align3gr.errors import Align3GRError, ConfigError
 from align3gr.io import read_json, sha256_json
 from align3gr.pipeline.plan import SCORED, Step
 from align3gr.pipeline.state import PipelineState, folder_digest
+from align3gr.run_lock import held_descriptors
 
 log = logging.getLogger("align3gr.pipeline")
 
@@ -47,10 +48,11 @@ def step_key(step: Step, digests: dict[str, str]) -> str:
 
 
 def launch(launcher: str, step: Step) -> None:
-    """Run a step's stage command on the launcher's processes (`LAUNCHER -m align3gr.cli STAGE ...`)."""
+    """Run a step's stage command on the launcher's processes (`LAUNCHER -m align3gr.cli STAGE ...`), which hold the
+    run folder's lock with the pipeline (`align3gr.run_lock`)."""
     command = [*shlex.split(launcher), "-m", "align3gr.cli", *step.command]
     log.info("launching: %s", shlex.join(command))
-    finished = subprocess.run(command, check=False)
+    finished = subprocess.run(command, check=False, pass_fds=held_descriptors())
     if finished.returncode != 0:
         raise StageFailed(f"step {step.label} ({step.name}) failed under the launcher with exit code "
                           f"{finished.returncode}: {shlex.join(command)}")  # fmt: skip

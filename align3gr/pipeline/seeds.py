@@ -22,10 +22,11 @@ from align3gr.errors import ConfigError
 from align3gr.io import atomic_write_json, atomic_write_text
 from align3gr.pipeline import default_run_dir
 from align3gr.pipeline.ablation import shared_placement
+from align3gr.pipeline.checks import checked_run
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
 from align3gr.pipeline.plan import SCORED, Plan, merged_steps
 from align3gr.pipeline.runner import Outcome, run_steps
-from align3gr.pipeline.summary import METRICS, markdown_document, write_summary
+from align3gr.pipeline.summary import METRICS, markdown_document, skipped_lines, skipped_markdown, write_summary
 
 SEEDED = ("embed", "tokenize", "sft", "dpo")
 """The sections whose `seed` a run seed shifts; `data` is not one (the dataset stays fixed)."""
@@ -110,38 +111,49 @@ def title(summary: dict) -> str:
 
 
 def seeds_text(summary: dict) -> str:
-    """The printed table."""
-    return format_table(table_rows(summary), title(summary))
+    """The printed table, then the stages the run left out."""
+    return "\n".join([format_table(table_rows(summary), title(summary)), *skipped_lines(summary)])
 
 
 def seeds_markdown(summary: dict) -> str:
     """`seeds.md`: the mean ± std table, then every seed's metrics and evaluation folder."""
     columns = ["seed", "stage", *METRICS, "folder"]
     per_seed = markdown_table(columns, [[row[c] for c in columns] for row in summary["per_seed"]])
-    return markdown_document(table_rows(summary), title(summary)) + f"\n## Per seed\n\n{per_seed}\n"
+    return (
+        markdown_document(table_rows(summary), title(summary))
+        + skipped_markdown(summary)
+        + f"\n## Per seed\n\n{per_seed}\n"
+    )
 
 
 def run_seeds(
-    config_path: str | Path, seeds: Sequence[int], run_dir: str | Path | None = None, launcher: str | None = None
+    config_path: str | Path,
+    seeds: Sequence[int],
+    run_dir: str | Path | None = None,
+    launcher: str | None = None,
+    skip_unmet: bool = False,
 ) -> dict:
-    """Run (or continue) the pipeline of `config_path` once per seed in `run_dir` (stages under `launcher` as in
-    `run_pipeline`); writes `seeds.json` and `seeds.md` (and the main run's `summary.json` when 0 is a seed) and
-    returns the seeds summary."""
+    """Run (or continue) the pipeline of `config_path` once per seed in `run_dir` (stages under `launcher`, needs
+    checked first with `skip_unmet`, the run folder locked, as in `run_pipeline`); writes `seeds.json` and `seeds.md`
+    (and the main run's `summary.json` when 0 is a seed) and returns the seeds summary."""
     start = time.perf_counter()
     config = load_pipeline_config(config_path)
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
-    plans = seed_plans(config, run, seeds)
-    for plan in plans:
-        plan.config_file.parent.mkdir(parents=True, exist_ok=True)
-        write_pipeline_config(plan.config, plan.config_file)
-    steps, own = merged_steps([(plan, True) for plan in plans])
-    outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run, launcher)}
-    per_seed = [[outcomes[step.name] for step in seed_steps] for seed_steps in own]
-    if 0 in seeds:
-        write_summary(run, config.as_dict(), per_seed[list(seeds).index(0)], time.perf_counter() - start)
-    scored = [[outcome for outcome in outcomes if outcome.step.kind in SCORED] for outcomes in per_seed]
-    summary = seeds_summary(run, seeds, scored)
-    summary["wall_seconds"] = round(time.perf_counter() - start, 1)
-    atomic_write_json(run / FILE, summary)
-    atomic_write_text(run / "seeds.md", seeds_markdown(summary))
-    return summary
+    with checked_run(config, run, "align3gr pipeline --seeds", skip_unmet, launcher) as checked:
+        plans = seed_plans(checked.config, run, seeds)
+        for plan in plans:
+            plan.config_file.parent.mkdir(parents=True, exist_ok=True)
+            write_pipeline_config(plan.config, plan.config_file)
+        steps, own = merged_steps([(plan, checked.dpo) for plan in plans])
+        outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run, launcher)}
+        per_seed = [[outcomes[step.name] for step in seed_steps] for seed_steps in own]
+        if 0 in seeds:
+            write_summary(run, checked.config.as_dict(), per_seed[list(seeds).index(0)],
+                          time.perf_counter() - start, checked.skipped)  # fmt: skip
+        scored = [[outcome for outcome in outcomes if outcome.step.kind in SCORED] for outcomes in per_seed]
+        summary = seeds_summary(run, seeds, scored)
+        summary["skipped"] = list(checked.skipped)
+        summary["wall_seconds"] = round(time.perf_counter() - start, 1)
+        atomic_write_json(run / FILE, summary)
+        atomic_write_text(run / "seeds.md", seeds_markdown(summary))
+        return summary

@@ -1,10 +1,11 @@
 """The end-of-run report: one row per stage with its wall time, the metrics of every evaluated model and of the two
 baselines, and each model's Recall@10 and NDCG@10 over those of the stronger baseline (by NDCG@10), so a user sees at
-once whether the generative model earns its cost; written as `summary.json` and `summary.md` in the run folder and
-printed as a table."""
+once whether the generative model earns its cost, and the stages the run left out (`--skip-unmet`); written as
+`summary.json` and `summary.md` in the run folder and printed as a table."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from align3gr.console import format_table, markdown_table
@@ -56,15 +57,18 @@ def add_ratios(rows: list[dict]) -> str | None:
     return best["stage"]
 
 
-def write_summary(run_dir: Path, config: dict, outcomes: list[Outcome], wall_seconds: float) -> dict:
+def write_summary(
+    run_dir: Path, config: dict, outcomes: list[Outcome], wall_seconds: float, skipped: Sequence[str] = ()
+) -> dict:
     """Write `summary.json` and `summary.md`; returns the summary (`ratio_to`: the baseline models are divided
-    by)."""
+    by; `skipped`: the stages `--skip-unmet` left out, and why)."""
     rows = stage_rows(outcomes)
     summary = {
         "run_dir": str(run_dir),
         "wall_seconds": round(wall_seconds, 1),
         "stages": rows,
         "ratio_to": add_ratios(rows),
+        "skipped": list(skipped),
         "config": config,
     }
     atomic_write_json(run_dir / "summary.json", summary)
@@ -87,10 +91,21 @@ def table_rows(summary: dict) -> list[dict]:
     return rows
 
 
+def skipped_lines(summary: dict) -> list[str]:
+    """One line per stage the run left out (`--skip-unmet`), with why."""
+    return [f"skipped {line}" for line in summary.get("skipped", [])]
+
+
+def skipped_markdown(summary: dict) -> str:
+    """`skipped_lines` as a Markdown list after a blank line (nothing when none was left out)."""
+    lines = skipped_lines(summary)
+    return "".join(f"\n- {line}" for line in lines) + ("\n" if lines else "")
+
+
 def summary_text(summary: dict) -> str:
     split = next((row["split"] for row in summary["stages"] if row.get("split")), "test")
     title = f"Run {summary['run_dir']} ({split} split; wall time of this invocation {summary['wall_seconds']:.0f}s)"
-    return format_table(table_rows(summary), title)
+    return "\n".join([format_table(table_rows(summary), title), *skipped_lines(summary)])
 
 
 def markdown_document(rows: list[dict], title: str) -> str:
@@ -102,4 +117,4 @@ def markdown_document(rows: list[dict], title: str) -> str:
 def summary_markdown(summary: dict) -> str:
     """`summary.md`: the printed table in Markdown."""
     title = f"Run `{summary['run_dir']}` (wall time of the last invocation: {summary['wall_seconds']:.0f} s)"
-    return markdown_document(table_rows(summary), title)
+    return markdown_document(table_rows(summary), title) + skipped_markdown(summary)

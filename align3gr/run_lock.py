@@ -1,0 +1,117 @@
+"""The run-folder lock: one command at a time writes a run folder.
+
+`align3gr pipeline` (with `--seeds` too) and `align3gr ablate` lock their run folder; a stage command (`data build`,
+`embed`, `tokenize`, `sft`, `evaluate`, `baselines`, `dpo`) locks the run folder its `--out` lies in: the nearest of
+`--out` and its parents that holds a lock file, or else `--out`'s parent. The lock is an `fcntl.flock` on
+`RUN/.align3gr.lock`, which records the holder (PID, host, command, start time) for the error a second command gets;
+the system drops it when the holder exits or is killed, so a killed run never leaves a stale lock. The file stays
+(empty) after a run: it marks the folder as a run folder for the stage commands.
+
+One logical run may be several processes. While it holds the lock, the holder names the lock file in the environment
+(`HELD`), so the stage commands it launches (`accelerate launch -m align3gr.cli STAGE ...`) see their run folder is
+already theirs; the launcher process inherits the open lock file (`held_descriptors`), so the lock lasts while a
+launched stage runs, even when the pipeline was killed. Of an `accelerate launch` started by hand, only the process of
+global rank 0 takes the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from align3gr.errors import Align3GRError
+from align3gr.io import process_alive
+
+LOCK_FILE = ".align3gr.lock"
+HELD = "ALIGN3GR_RUN_LOCK"
+"""The environment variable naming the lock file the process (or the one that launched it) holds."""
+_descriptors: dict[str, int] = {}
+"""The lock file descriptors this process holds, by lock path."""
+
+
+class RunFolderLocked(Align3GRError):
+    """Another command is writing the run folder; the message names it."""
+
+
+def holder_text(lock: Path) -> str:
+    """Who holds `lock`, from what it recorded: command, PID, host, start time and command line; when that process
+    is gone, a stage command it launched still holds it."""
+    try:
+        record = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):
+        return "another process (starting: it has not recorded itself yet)"
+    text = (f"`{record.get('command')}` (pid {record.get('pid')} on host {record.get('host')}, since "
+            f"{record.get('started')}; command line: {record.get('argv')})")  # fmt: skip
+    if isinstance(record.get("pid"), int) and not process_alive(str(record.get("host")), record["pid"]):
+        text += ", which is gone, but a stage command it launched still runs"
+    return text
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
+    """Hold the lock of `run_dir` (created if absent) while the block runs, or raise `RunFolderLocked` at once
+    naming the holder; a no-op when this process or the one that launched it holds it already (`HELD`)."""
+    run_dir = Path(run_dir)
+    lock = run_dir.resolve() / LOCK_FILE
+    if os.environ.get(HELD) == str(lock):
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise RunFolderLocked(
+            f"{run_dir}: this run folder is being written by {holder_text(lock)}; wait for it to finish, or stop it "
+            f"and start again (a killed run releases the lock)"
+        ) from None
+    record = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "argv": shlex.join(sys.argv)}  # fmt: skip
+    outer = os.environ.get(HELD)
+    try:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, (json.dumps(record) + "\n").encode(), 0)
+        os.fsync(descriptor)
+        os.environ[HELD] = str(lock)
+        _descriptors[str(lock)] = descriptor
+        yield
+    finally:
+        _descriptors.pop(str(lock), None)
+        if outer is None:
+            os.environ.pop(HELD, None)
+        else:
+            os.environ[HELD] = outer
+        os.ftruncate(descriptor, 0)
+        os.close(descriptor)
+
+
+def held_descriptors() -> tuple[int, ...]:
+    """The open lock files of the run folders this process holds, for a launched stage command to inherit: the lock
+    lasts until it exits too, so a killed pipeline's stages still running keep the run folder theirs."""
+    return tuple(_descriptors.values())
+
+
+def run_folder_of(out: str | Path) -> Path:
+    """The run folder a stage command writing `out` locks: the nearest of `out` and its parents holding a lock file,
+    else `out`'s parent."""
+    out = Path(out).resolve()
+    return next((folder for folder in (out, *out.parents) if (folder / LOCK_FILE).is_file()), out.parent)
+
+
+def stage_lock(out: str | Path, command: str) -> contextlib.AbstractContextManager:
+    """The lock a stage command writing `out` holds: its run folder's, taken by global rank 0 only under a
+    launcher."""
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return run_lock(run_folder_of(out), command)

@@ -1,0 +1,68 @@
+"""Atomic outputs: a killed writer's temporary folder is cleaned by the next write, a live writer's is kept."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from align3gr.io import atomic_directory, atomic_write_json, read_json
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITER = """
+import sys, time
+from align3gr.io import atomic_directory
+with atomic_directory(sys.argv[1]) as tmp:
+    (tmp / "part.txt").write_text("half")
+    print(tmp, flush=True)
+    time.sleep(600)
+"""
+
+
+def start_writer(target: Path) -> tuple[subprocess.Popen, Path]:
+    """A process writing `target` through `atomic_directory`, stopped inside it; and its temporary folder."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True, env=env)
+    return process, Path(process.stdout.readline().strip())
+
+
+def test_a_killed_writers_temporary_is_removed_and_a_live_writers_is_kept(tmp_path):
+    target = tmp_path / "out"
+    killed, killed_tmp = start_writer(target)
+    live, live_tmp = start_writer(target)
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        assert killed_tmp.is_dir() and live_tmp.is_dir() and killed_tmp != live_tmp
+        assert killed_tmp.name.startswith(".out.tmp-") and f"-{killed.pid}-" in killed_tmp.name
+        with atomic_directory(target) as tmp:
+            (tmp / "done.txt").write_text("whole")
+        assert not killed_tmp.exists()
+        assert (live_tmp / "part.txt").read_text() == "half"
+        assert [p.name for p in target.iterdir()] == ["done.txt"]
+    finally:
+        live.kill()
+        live.wait()
+    atomic_write_json(tmp_path / "state.json", {"step": 1})
+    assert live_tmp.exists()
+    with atomic_directory(target):
+        pass
+    assert not live_tmp.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "state.json"]
+    assert read_json(tmp_path / "state.json") == {"step": 1}
+
+
+def test_a_failed_write_leaves_the_previous_output_and_no_temporary(tmp_path):
+    target = tmp_path / "out"
+    with atomic_directory(target) as tmp:
+        (tmp / "a.txt").write_text("first")
+    try:
+        with atomic_directory(target) as tmp:
+            (tmp / "a.txt").write_text("second")
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert (target / "a.txt").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
