@@ -36,7 +36,7 @@ def run_pipeline(
     with checked_run(config, run, "align3gr pipeline", skip_unmet, launcher) as checked:
         write_pipeline_config(checked.config, run / "config.yaml")
         plan = Plan(checked.config, run / "config.yaml", run, in_run(run))
-        outcomes = run_steps(pipeline_steps(plan, dpo=checked.dpo), run, launcher)
+        outcomes = checked.as_run(run_steps(pipeline_steps(plan, dpo=checked.dpo), run, launcher))
         return write_summary(run, checked.config.as_dict(), outcomes, time.perf_counter() - start, checked.skipped)
 
 

@@ -34,7 +34,7 @@ from align3gr.models.local import require_model_folder
 from align3gr.options import TINY
 from align3gr.pipeline.config import PipelineConfig
 from align3gr.pipeline.plan import Plan, Step, data_steps, in_run
-from align3gr.pipeline.runner import run_steps, step_key
+from align3gr.pipeline.runner import Outcome, run_steps, step_key
 from align3gr.pipeline.state import PipelineState, folder_digest
 from align3gr.run_lock import run_lock
 from align3gr.tokenize.unisid.config import UniSIDConfig
@@ -46,12 +46,17 @@ SKIP_OPTION = "--skip-unmet"
 
 @dataclass(frozen=True)
 class Checked:
-    """What a run does after the checks: its config, whether its DPO stages run, and what was left out (one line
-    each, for the summary)."""
+    """What a run does after the checks: its config, whether its DPO stages run, what was left out (one line each,
+    for the summary), and the steps the checks ran ahead of the run (the data step)."""
 
     config: PipelineConfig
     dpo: bool = True
     skipped: tuple[str, ...] = ()
+    built: tuple[str, ...] = ()
+
+    def as_run(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """`outcomes` with the steps the checks ran counted as run by this invocation, not as reused."""
+        return [dataclasses.replace(o, reused=False) if o.step.name in self.built else o for o in outcomes]
 
 
 @dataclass(frozen=True)
@@ -193,12 +198,15 @@ def check_plan(plan: Plan, skip_unmet: bool, launcher: str | None = None, build:
     checked and None returned, unless `build`: the data step runs first."""
     needs = model_needs(plan.config) + disk_needs(plan.config, plan.run_dir)
     data = data_steps(plan)[0]
+    built: tuple[str, ...] = ()
     if not up_to_date(data, plan.run_dir):
         if not build:
             refuse_unmet(needs, skip_unmet, plan.run_dir)
             return None
         run_steps([data], plan.run_dir, launcher)
-    return resolved(plan.config, needs + data_needs(plan.config, load_dataset(data.path)), skip_unmet, plan.run_dir)
+        built = (data.name,)
+    needs += data_needs(plan.config, load_dataset(data.path))
+    return dataclasses.replace(resolved(plan.config, needs, skip_unmet, plan.run_dir), built=built)
 
 
 @contextlib.contextmanager

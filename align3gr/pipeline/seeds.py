@@ -145,7 +145,7 @@ def run_seeds(
             plan.config_file.parent.mkdir(parents=True, exist_ok=True)
             write_pipeline_config(plan.config, plan.config_file)
         steps, own = merged_steps([(plan, checked.dpo) for plan in plans])
-        outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run, launcher)}
+        outcomes = {outcome.step.name: outcome for outcome in checked.as_run(run_steps(steps, run, launcher))}
         per_seed = [[outcomes[step.name] for step in seed_steps] for seed_steps in own]
         if 0 in seeds:
             write_summary(run, checked.config.as_dict(), per_seed[list(seeds).index(0)],
