@@ -1,5 +1,6 @@
-"""The shipped DPO configs: each loads, validates, and the Table 5 variants differ from the default only in stages;
-the fill options and their checks."""
+"""The shipped DPO configs: each loads, validates, and the Table 5 variants differ from the default only in stages
+and the valid guard (off: the table compares what each variant's training does); the fill options and their
+checks."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"
 def test_table5_variants_share_the_default_options(path):
     default = dataclasses.asdict(config_from_sources(DPOStageConfig, CONFIGS / "ml100k.yaml"))
     variant = dataclasses.asdict(config_from_sources(DPOStageConfig, path))
-    assert {k: v for k, v in variant.items() if k != "stages"} == {k: v for k, v in default.items() if k != "stages"}
+    own = ("stages", "guard")
+    assert {k: v for k, v in variant.items() if k not in own} == {k: v for k, v in default.items() if k not in own}
+    assert default["guard"] and not variant["guard"]
 
 
 def test_the_five_variants_are_there():
