@@ -17,9 +17,9 @@ from align3gr.data.dataset import load_dataset
 from align3gr.decode.sharded import shard_order
 from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.evaluate.metrics import Prediction, compute_metrics
 from align3gr.evaluate.stage import run_evaluate
 from align3gr.io import read_json, write_json
+from align3gr.metrics import Prediction, compute_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("seconds", "users_per_second", "processes")

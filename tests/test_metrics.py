@@ -7,7 +7,7 @@ import math
 import pytest
 
 from align3gr.errors import ConfigError
-from align3gr.evaluate.metrics import Prediction, compute_metrics, ndcg_at_k, recall_at_k, target_rank
+from align3gr.metrics import Prediction, compute_metrics, ndcg_at_k, recall_at_k, target_rank
 
 
 def prediction(user: str, target: str, ranked: list[str], returned: int | None = None, valid: int | None = None):

@@ -16,8 +16,8 @@ from test_pipeline import SMALL as PIPELINE_SMALL
 
 from align3gr.cli import main
 from align3gr.errors import ConfigError
-from align3gr.evaluate.metrics import Prediction, compute_metrics, user_score, write_evaluation
 from align3gr.io import atomic_write_json
+from align3gr.metrics import Prediction, compute_metrics, user_score, write_evaluation
 from align3gr.pipeline import load_pipeline_config, run_pipeline
 from align3gr.pipeline.compare import PairedTest, Side, compare, paired_test
 from align3gr.pipeline.plan import Plan, Step, in_run, merged_steps, pipeline_steps

@@ -110,8 +110,8 @@ def test_accelerate_launch_with_deepspeed_zero2_on_two_cpu_processes(ml100k_smal
 def test_stream_run_keeps_the_checkpoint_with_the_best_valid_ranking_and_draws_its_curves(ml100k_small, scid, tmp_path):
     """Every evaluation ranks the probe's valid users; the published model is the checkpoint whose logged
     eval_valid_ndcg@10 is the best (earliest among ties), and ranking the probe again with it gives that value."""
-    from align3gr.evaluate.probe import RankingProbe
     from align3gr.scid.code_tables import load_code_tables
+    from align3gr.sft.probe import RankingProbe
     from align3gr.sft.tasks import TaskBuilder
 
     options = {**SMALL, "max_steps": 8, "save_steps": 2, "learning_rate": 5e-3, "tasks": ["seq"]}

@@ -27,8 +27,8 @@ from align3gr.data.dataset import Dataset, Example, load_dataset
 from align3gr.embed.collaborative import load_encoder, pack
 from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.evaluate.metrics import Prediction, compute_metrics, ranking_metrics, write_evaluation
 from align3gr.io import read_json
+from align3gr.metrics import Prediction, compute_metrics, ranking_metrics, write_evaluation
 from align3gr.stage_output import StageOutput
 
 POPULAR, SEQUENTIAL = "popular", "sasrec"

@@ -36,9 +36,9 @@ from align3gr.dpo.preferences import (
 from align3gr.dpo.self_play import generate_candidates
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.evaluate.metrics import ranking_metrics
 from align3gr.evaluate.stage import run_evaluate
 from align3gr.io import read_json, sha256_json
+from align3gr.metrics import ranking_metrics
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
 from align3gr.sft.tasks import TaskBuilder, trained_prompting
 from align3gr.stage_output import META_FILE, StageOutput

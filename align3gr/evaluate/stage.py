@@ -28,9 +28,9 @@ from align3gr.console import format_mapping, format_table
 from align3gr.data.dataset import load_dataset
 from align3gr.decode.sharded import rank_catalogue
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.evaluate.metrics import Prediction, compute_metrics, write_evaluation
 from align3gr.evaluate.texts import text_examples
 from align3gr.io import write_jsonl
+from align3gr.metrics import Prediction, compute_metrics, write_evaluation
 from align3gr.models.loading import load_for_inference
 from align3gr.scid.code_tables import load_code_tables
 from align3gr.sft.tasks import evaluation_prompts, trained_prompting

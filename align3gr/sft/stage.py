@@ -19,7 +19,6 @@ import align3gr
 from align3gr.config import config_to_dict
 from align3gr.console import format_mapping, format_table
 from align3gr.data.dataset import Dataset, load_dataset
-from align3gr.evaluate.probe import RankingProbe
 from align3gr.io import sha256_file, sha256_json
 from align3gr.models.loading import load_model_and_tokenizer
 from align3gr.models.local import model_identity
@@ -33,6 +32,7 @@ from align3gr.sft.base_model import build_tiny_base
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.data import encode_examples, rows_dataset, sample_per_task
 from align3gr.sft.lora import scid_lora_config
+from align3gr.sft.probe import RankingProbe
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
 from align3gr.stage_output import StageOutput
 from align3gr.training import logged, publish_model
@@ -123,13 +123,69 @@ def _seq_rows(builder: TaskBuilder, tokenizer, config: SFTStageConfig) -> dict:
     }
 
 
+def scid_model(base: str, dataset: Dataset, item_codes: dict, user_codes: dict, config: SFTStageConfig):
+    """(model, tokenizer, vocabulary sizes, SCID token ids): the base model loaded with its vocabulary extended by
+    the SCID tokens, their rows initialised by `config.token_init` (from titles and profiles with `text`)."""
+    model, tokenizer = load_model_and_tokenizer(
+        base,
+        dtype=config.dtype,
+        attn_implementation=config.attn_implementation,
+        trust_remote_code=config.trust_remote_code,
+        load_in_4bit=config.load_in_4bit,
+    )
+    base_vocab_size = len(tokenizer)
+    tokens = scid_tokens(item_codes, user_codes)
+    texts = {}
+    if config.token_init == "text":
+        texts = token_texts(item_codes, {i: x.title for i, x in dataset.items.items()})
+        texts |= token_texts(user_codes, {u: x.profile for u, x in dataset.users.items()})
+    token_ids = extend_vocabulary(model, tokenizer, tokens, init=config.token_init, texts=texts)
+    vocabulary = {
+        "base_vocab_size": base_vocab_size,
+        "scid_tokens": len(tokens),
+        "embedding_rows": int(model.get_input_embeddings().weight.shape[0]),  # before any wrapping or sharding
+    }
+    return model, tokenizer, vocabulary, token_ids
+
+
+def sft_trainer(
+    model, tokenizer, token_ids, builder: TaskBuilder, arguments, train, evals: dict, config: SFTStageConfig
+):
+    """The SFT trainer: LoRA on the SCID rows when `use_lora`, the valid ranking probe and its early stopping when
+    `valid_users` is set."""
+    from align3gr.sft.trainer import RankingEarlyStopping, SCIDSFTTrainer, needs_model_loss
+
+    probe = None
+    if config.valid_users:
+        probe = RankingProbe.of_valid(
+            builder, tokenizer, config.valid_users, config.valid_beam_size, PROBE_BATCH, config.seed, exclude=True
+        )
+    peft_config = None
+    if config.use_lora:
+        peft_config = scid_lora_config(
+            model, token_ids, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules
+        )
+    callbacks = []
+    if probe is not None and config.early_stopping_patience:
+        callbacks.append(RankingEarlyStopping(config.early_stopping_patience))
+    return SCIDSFTTrainer(
+        model=model,
+        args=arguments,
+        train_dataset=train,
+        eval_dataset=evals,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+        probe=probe,
+        model_loss=needs_model_loss(model, config.use_lora),
+    )
+
+
 def run_sft(
     data_dir: str | Path, scid_dir: str | Path, out_dir: str | Path, config: SFTStageConfig | None = None
 ) -> SFTResult:
     """Train the SFT model of `data_dir` + `scid_dir` into `out_dir` (or reuse it); see the module docstring."""
     from accelerate import PartialState
-
-    from align3gr.sft.trainer import RankingEarlyStopping, SCIDSFTTrainer, needs_model_loss
 
     start = time.perf_counter()
     config = config or SFTStageConfig()
@@ -159,50 +215,13 @@ def run_sft(
             )
 
     with seeded(config.seed):
-        model, tokenizer = load_model_and_tokenizer(
-            base,
-            dtype=config.dtype,
-            attn_implementation=config.attn_implementation,
-            trust_remote_code=config.trust_remote_code,
-            load_in_4bit=config.load_in_4bit,
-        )
-        base_vocab_size = len(tokenizer)
-        tokens = scid_tokens(item_codes, user_codes)
-        texts = {}
-        if config.token_init == "text":
-            texts = token_texts(item_codes, {i: x.title for i, x in dataset.items.items()})
-            texts |= token_texts(user_codes, {u: x.profile for u, x in dataset.users.items()})
-        token_ids = extend_vocabulary(model, tokenizer, tokens, init=config.token_init, texts=texts)
-        embedding_rows = int(model.get_input_embeddings().weight.shape[0])  # before any wrapping or sharding
+        model, tokenizer, vocabulary, token_ids = scid_model(base, dataset, item_codes, user_codes, config)
         examples = sample_per_task(
             builder.build(config.tasks), config.max_examples_per_task, config.seed, config.task_limits
         )
         train = encode_examples(examples, tokenizer, config.max_length, "Tokenizing the task mixture")
         evals = _seq_rows(builder, tokenizer, config)
-        probe = None
-        if config.valid_users:
-            probe = RankingProbe.of_valid(
-                builder, tokenizer, config.valid_users, config.valid_beam_size, PROBE_BATCH, config.seed, exclude=True
-            )
-        peft_config = None
-        if config.use_lora:
-            peft_config = scid_lora_config(
-                model, token_ids, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules
-            )
-        callbacks = []
-        if probe is not None and config.early_stopping_patience:
-            callbacks.append(RankingEarlyStopping(config.early_stopping_patience))
-        trainer = SCIDSFTTrainer(
-            model=model,
-            args=arguments,
-            train_dataset=train,
-            eval_dataset=evals,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=callbacks,
-            probe=probe,
-            model_loss=needs_model_loss(model, config.use_lora),
-        )
+        trainer = sft_trainer(model, tokenizer, token_ids, builder, arguments, train, evals, config)
         trainer.train(resume_from_checkpoint=resume)
         final = trainer.evaluate()
         trainer.save_model(str(output.work / "final"))
@@ -216,11 +235,7 @@ def run_sft(
         "fingerprint": fingerprint,
         "base_model": base,
         "adapter": config.use_lora,
-        "vocabulary": {
-            "base_vocab_size": base_vocab_size,
-            "scid_tokens": len(tokens),
-            "embedding_rows": embedding_rows,
-        },
+        "vocabulary": vocabulary,
         "examples": counts,
         "train_rows": len(train),
         "steps": trainer.state.global_step,
@@ -232,7 +247,7 @@ def run_sft(
         },
         "train_loss": {"start": logged(history, "loss", 0), "end": logged(history, "loss", -1)},
         "best": {"step": _step_of(trainer.state.best_model_checkpoint), config.best_metric: trainer.state.best_metric}
-        if probe is not None
+        if trainer.probe is not None
         else None,
         "config": config_to_dict(config),
         "align3gr_version": align3gr.__version__,

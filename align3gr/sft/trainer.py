@@ -23,7 +23,7 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer
 from trl import SFTTrainer
 
-from align3gr.evaluate.probe import RankingProbe
+from align3gr.sft.probe import RankingProbe
 
 FUSED_HEAD_TILE = 32768
 """Vocabulary columns of TRL's fused LM-head tile (`trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE`)."""

@@ -1,4 +1,5 @@
-"""Top-K metrics on item IDs (Align3GR, "Evaluation Metrics"): Recall@K and NDCG@K, plus valid rate and coverage.
+"""Top-K metrics on item IDs (Align3GR, "Evaluation Metrics"): Recall@K and NDCG@K, plus valid rate and coverage, and
+the files of an evaluation; shared by the `evaluate` stage, the baselines and SFT's valid probe.
 
 One held-out target per user (leave-one-out). A ranked list is the decoder's output, best first; its order is
 the ranking (items tied in score keep the decoder's order) and only the first occurrence of an item counts.

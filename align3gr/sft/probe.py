@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from align3gr.decode.sharded import rank_catalogue
-from align3gr.evaluate.metrics import Prediction, compute_metrics
+from align3gr.metrics import Prediction, compute_metrics
 from align3gr.sft.tasks import TaskBuilder
 
 
