@@ -6,14 +6,20 @@ Each variant is the run's tokenize section (`config.yaml`) plus a few options (`
 row, the run's own config, always comes first. For every variant `run_tokenize` trains on the run's `data/` and
 `embeddings/` into `WORK/VARIANT/scid` (kept when its `report.json` has the same config and data, so a killed run
 continues), and the table gives, of the raw item codes (before collision resolution): the collision rate, the SID
-entropy (QuaSID 5.1.3) and its fraction of ln N, the utilisation (AdaSID 5.1.2) and V-measure against the category
-path (UniSID 4.1) per level; the users' collision rate; the tokenizer's seconds. With `--sft`, the run's SFT
-section trains on each variant's codes (`WORK/VARIANT/sft`, kept when up to date) and `run_evaluate` with the run's
-evaluate section ranks the valid split (`WORK/VARIANT/eval_valid`): valid Recall@10 and NDCG@10. A variant without
-user codes (`dual: false`) trains the SFT without the user-alignment task and the user's SCID in prompts, like the
-item-only rungs of `align3gr ablate`. The table also goes to `WORK/tokenizer_options.md` and `.json`.
+entropy (QuaSID 5.1.3) and its fraction of ln N, and per level the utilisation, perplexity and top-1 load (AdaSID
+5.1.2) and the V-measure against the category path (UniSID 4.1); the users' collision rate; the tokenizer's
+seconds. With `--sft`, the run's SFT section trains on each variant's codes (`WORK/VARIANT/sft`, kept when up to
+date) and `run_evaluate` with the run's evaluate section ranks the valid split (`WORK/VARIANT/eval_valid`): valid
+Recall@10 and NDCG@10. A variant without user codes (`dual: false`) trains the SFT without the user-alignment task
+and the user's SCID in prompts, like the item-only rungs of `align3gr ablate`. The table also goes to
+`WORK/tokenizer_options.md` and `.json`.
 
-Wall time on 2 CPU cores: ~2 min per variant for the tokenizer alone, ~12 min per variant with `--sft`.
+On MovieLens-100K (1,349 items, 256 codes a level) the raw codes of every variant measured so far are unique and use
+every code of every level: collisions, entropy, utilisation and V-measure cannot tell the variants apart there;
+perplexity, top-1 load and the SFT's valid metrics can.
+
+Wall time on 2 CPU cores: ~1.5-4 min per variant for the tokenizer alone (DAS's alignment: 17 min), ~12 min more
+per variant with `--sft`.
 """
 
 from __future__ import annotations
@@ -131,9 +137,9 @@ def sft_valid(run: Path, folder: Path, run_config: PipelineConfig, tokenize: Tok
     }
 
 
-def per_level(levels: list[dict], key: str) -> str:
+def per_level(levels: list[dict], key: str, form: str = "{:.3f}") -> str:
     """One statistic of every level, `0.996 / 0.871 / 0.412`."""
-    return " / ".join(f"{level[key]:.3f}" for level in levels)
+    return " / ".join(form.format(level[key]) for level in levels)
 
 
 def table_row(name: str, report: dict, valid: dict | None) -> dict:
@@ -148,6 +154,8 @@ def table_row(name: str, report: dict, valid: dict | None) -> dict:
         "SID entropy": items["sid_entropy"],
         "/ ln N": items["sid_entropy"] / items["resolved"]["sid_entropy"],  # the unique codes' entropy is ln N
         "utilisation": per_level(items["levels"], "utilisation"),
+        "perplexity": per_level(items["levels"], "perplexity", "{:.1f}"),
+        "top-1 load": per_level(items["levels"], "top1_load", "{:.4f}"),
         "V-measure": per_level(items["v_measure"], "v_measure"),
         "user collisions": users["collision_rate"] if users["levels"] else "no users",
         "tokenize s": report["seconds"],
