@@ -22,7 +22,6 @@ LAUNCHER_HELP = (
 )
 Argument = tuple[str, dict[str, Any]]
 DATA: Argument = ("--data", {"required": True, "type": Path, "help": "Canonical dataset folder."})
-KS: Argument = ("--ks", {"help": "Comma-separated cut-offs K (default 5,10)."})
 
 
 def _parse_options(pairs: list[str]) -> dict[str, str]:
@@ -92,16 +91,10 @@ def _tokenize(args: argparse.Namespace) -> None:
 
 
 def _evaluate_config(args: argparse.Namespace):
-    """The `evaluate` options of the command line over those of `--config`, `--ks` parsed."""
+    """The `evaluate` options of the command line over those of `--config`."""
     from align3gr.evaluate.config import EvaluateConfig
 
-    overrides = _overrides(args, EvaluateConfig)
-    if args.ks:
-        try:
-            overrides["ks"] = [int(k) for k in args.ks.split(",")]
-        except ValueError:
-            raise ConfigError(f"--ks {args.ks!r}: expected comma-separated integers like 5,10") from None
-    return config_from_sources(EvaluateConfig, args.config, overrides)
+    return config_from_sources(EvaluateConfig, args.config, _overrides(args, EvaluateConfig))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -129,10 +122,7 @@ def _dpo(args: argparse.Namespace) -> None:
     from align3gr.dpo.stage import run_dpo
     from align3gr.evaluate.config import EvaluateConfig
 
-    overrides = _overrides(args, DPOStageConfig)
-    if args.stages:
-        overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
-    config = config_from_sources(DPOStageConfig, args.config, overrides)
+    config = config_from_sources(DPOStageConfig, args.config, _overrides(args, DPOStageConfig))
     with_evaluate = args.config is not None and isinstance(read_yaml_mapping(args.config).get("evaluate"), dict)
     evaluate = config_from_sources(EvaluateConfig, args.config) if with_evaluate else EvaluateConfig()
     _print(run_dpo(args.data, args.start, args.out, config, eval_dir=args.eval_dir, evaluate=evaluate))
@@ -261,25 +251,23 @@ def build_parser() -> argparse.ArgumentParser:
         inputs=[("--model", {"required": True, "type": Path, "help": "Model folder (sft/ or a DPO stage's output)."}),
                 DATA],
         out="Output folder (eval/STAGE/).",
-        options=[("--scid", {"type": Path, "help": "Folder of the code tables (default: the copies in --model)."}),
-                 KS],
+        options=[("--scid", {"type": Path, "help": "Folder of the code tables (default: the copies in --model)."})],
         config="YAML file with an `evaluate:` section of these options.",
     )  # fmt: skip
     _add_stage_command(
         stages, "baselines", "Most-popular and collaborative-encoder (SASRec-style) full rankings, scored as evaluate.",
         _baselines, EvaluateConfig,
         inputs=[DATA, ("--embeddings", {"type": Path, "help": "Output folder of `align3gr embed` (for sasrec)."})],
-        out="Output folder (one subfolder per baseline).", options=[KS],
+        out="Output folder (one subfolder per baseline).",
         config="YAML file with an `evaluate:` section (split, ks, ...).",
-        only=("split", "beam_size", "exclude_history", "batch_size"),
+        only=("split", "beam_size", "exclude_history", "ks", "batch_size"),
     )  # fmt: skip
     _add_stage_command(
         stages, "dpo", "Progressive Softmax-DPO: self-play then real-feedback stages.", _dpo, DPOStageConfig,
         inputs=[DATA,
                 ("--start", {"required": True, "type": Path, "help": "The model the first stage starts from (sft/)."})],
         out="Output folder (dpo/), one subfolder per stage.",
-        options=[("--eval-dir", {"type": Path, "help": "Where valid metrics go (default: eval/ beside --out)."}),
-                 ("--stages", {"help": "Comma-separated stages, e.g. sp_easy,sp_medium,sp_hard,rf_easy,rf_hard."})],
+        options=[("--eval-dir", {"type": Path, "help": "Where valid metrics go (default: eval/ beside --out)."})],
         config="YAML file with a `dpo:` section of these options; its `evaluate:` section, if any, sets the valid "
                "split's evaluation after each stage.",
     )  # fmt: skip
