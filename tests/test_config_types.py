@@ -98,7 +98,7 @@ def test_a_bad_flag_stops_the_command_before_any_work(tmp_path, capsys, flags, m
     argv = ["sft", "--data", str(tmp_path / "data"), "--scid", str(tmp_path / "scid"), "--out", str(out), *flags]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
-    assert not out.exists()
+    assert not out.exists() and not list(tmp_path.iterdir())  # no lock, no work folder
 
 
 def test_a_bad_pipeline_value_stops_it_before_the_run_folder_is_made(tmp_path):
