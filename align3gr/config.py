@@ -137,7 +137,8 @@ def config_from_sources(
     section = getattr(cls, "section", None)
     sources: list[tuple[dict[str, Any], str | None]] = []
     if yaml_path is not None:
-        where = f"{yaml_path}, section {section!r}" if section is not None else str(yaml_path)
+        nested = section is not None and isinstance(read_yaml_mapping(yaml_path).get(section), dict)
+        where = f"{yaml_path}, section {section!r}" if nested else str(yaml_path)
         sources.append((read_yaml_section(yaml_path, section), where))
     sources.append(({k: v for k, v in (overrides or {}).items() if v is not None}, None))
     names = {f.name for f in dataclasses.fields(cls)}

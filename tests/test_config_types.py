@@ -53,6 +53,13 @@ def test_a_bad_value_names_the_file_section_option_value_and_type(tmp_path, line
         _sft(tmp_path, line)
 
 
+def test_a_flat_file_is_named_without_a_section(tmp_path):
+    path = tmp_path / "sft.yaml"
+    path.write_text("max_steps: many\n")
+    with pytest.raises(ConfigError, match=r"sft\.yaml: max_steps='many': expected int$"):
+        config_from_sources(SFTStageConfig, path)
+
+
 def test_choices_are_checked_when_the_config_is_read(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("evaluate:\n  split: dev\ntokenize:\n  item_tokenizer: rq\ndpo:\n  stages: [sp_easy, sp_hardest]\n")
