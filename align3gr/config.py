@@ -1,7 +1,8 @@
 """Dataclass configs: one documented field per option, filled from YAML files and command-line flags.
 
-Every stage's options are a dataclass whose fields carry `metadata={"help": ...}`; the CLI and the
-recipes expose them the same way, so a stage run alone and inside the pipeline share one schema.
+Every stage's options are a dataclass whose fields carry `metadata={"help": ...}` (and `"choices"` where an option
+takes one of a few values); the CLI and the recipes expose them the same way, so a stage run alone and inside the
+pipeline share one schema. Every value read, from YAML or a flag, is converted to its field's type (`convert_value`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def _field_hint(cls: type, f: dataclasses.Field) -> tuple[Any, bool]:
 
 
 def _type_name(hint: Any) -> str:
+    """How an error names a type: `int`, `float`, ... (`list[int]` as written)."""
     return getattr(hint, "__name__", str(hint)) if typing.get_origin(hint) is None else str(hint)
 
 
