@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import sys
 from collections.abc import Callable, Collection, Sequence
@@ -22,7 +23,6 @@ LAUNCHER_HELP = (
 )
 Argument = tuple[str, dict[str, Any]]
 DATA: Argument = ("--data", {"required": True, "type": Path, "help": "Canonical dataset folder."})
-KS: Argument = ("--ks", {"help": "Comma-separated cut-offs K (default 5,10)."})
 
 
 def _parse_options(pairs: list[str]) -> dict[str, str]:
@@ -42,14 +42,20 @@ def _print(report: Report) -> None:
         print(text)
 
 
-def _data_build(args: argparse.Namespace) -> None:
-    from align3gr.data.build import build_dataset
+def _data_build_configs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The `source` and `data` options of `data build` (the `--option` pairs over the `source` section's)."""
     from align3gr.data.config import DataConfig, SourceConfig
 
     source = config_from_sources(SourceConfig, args.config, _overrides(args, SourceConfig))
     source.options = {**source.options, **_parse_options(args.option)}
-    config = config_from_sources(DataConfig, args.config, _overrides(args, DataConfig))
-    _print(build_dataset(source.builder, source.source, args.out, config, source.options, overwrite=args.overwrite))
+    return source, config_from_sources(DataConfig, args.config, _overrides(args, DataConfig))
+
+
+def _data_build(args: argparse.Namespace, config: tuple[Any, Any]) -> None:
+    from align3gr.data.build import build_dataset
+
+    source, data = config
+    _print(build_dataset(source.builder, source.source, args.out, data, source.options, overwrite=args.overwrite))
 
 
 def _overrides(args: argparse.Namespace, cls: type) -> dict[str, object]:
@@ -75,67 +81,51 @@ def _data_export(args: argparse.Namespace) -> None:
     print(f"Exported {args.data} as LC-Rec '{args.name}' to {args.out}: " + ", ".join(p.name for p in written))
 
 
-def _embed(args: argparse.Namespace) -> None:
-    from align3gr.embed.config import EmbedConfig
+def _embed(args: argparse.Namespace, config: Any) -> None:
     from align3gr.embed.stage import run_embed
 
-    config = config_from_sources(EmbedConfig, args.config, _overrides(args, EmbedConfig))
     _print(run_embed(args.data, args.out, config))
 
 
-def _tokenize(args: argparse.Namespace) -> None:
-    from align3gr.tokenize.config import TokenizeConfig
+def _tokenize(args: argparse.Namespace, config: Any) -> None:
     from align3gr.tokenize.stage import run_tokenize
 
-    config = config_from_sources(TokenizeConfig, args.config, _overrides(args, TokenizeConfig))
     _print(run_tokenize(args.data, args.embeddings, args.out, config))
 
 
-def _evaluate_config(args: argparse.Namespace):
-    """The `evaluate` options of the command line over those of `--config`, `--ks` parsed."""
-    from align3gr.evaluate.config import EvaluateConfig
-
-    overrides = _overrides(args, EvaluateConfig)
-    if args.ks:
-        try:
-            overrides["ks"] = [int(k) for k in args.ks.split(",")]
-        except ValueError:
-            raise ConfigError(f"--ks {args.ks!r}: expected comma-separated integers like 5,10") from None
-    return config_from_sources(EvaluateConfig, args.config, overrides)
-
-
-def _evaluate(args: argparse.Namespace) -> None:
+def _evaluate(args: argparse.Namespace, config: Any) -> None:
     from align3gr.evaluate.stage import run_evaluate
 
-    _print(run_evaluate(args.model, args.data, args.out, _evaluate_config(args), scid_dir=args.scid))
+    _print(run_evaluate(args.model, args.data, args.out, config, scid_dir=args.scid))
 
 
-def _baselines(args: argparse.Namespace) -> None:
+def _baselines(args: argparse.Namespace, config: Any) -> None:
     from align3gr.baselines.stage import run_baselines
 
-    _print(run_baselines(args.data, args.out, _evaluate_config(args), args.embeddings))
+    _print(run_baselines(args.data, args.out, config, args.embeddings))
 
 
-def _sft(args: argparse.Namespace) -> None:
-    from align3gr.sft.config import SFTStageConfig
+def _sft(args: argparse.Namespace, config: Any) -> None:
     from align3gr.sft.stage import run_sft
 
-    config = config_from_sources(SFTStageConfig, args.config, _overrides(args, SFTStageConfig))
     _print(run_sft(args.data, args.scid, args.out, config))
 
 
-def _dpo(args: argparse.Namespace) -> None:
+def _dpo_configs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The `dpo` options and the valid check's `evaluate` options (the `--config` file's section, if any)."""
     from align3gr.dpo.config import DPOStageConfig
-    from align3gr.dpo.stage import run_dpo
     from align3gr.evaluate.config import EvaluateConfig
 
-    overrides = _overrides(args, DPOStageConfig)
-    if args.stages:
-        overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
-    config = config_from_sources(DPOStageConfig, args.config, overrides)
+    config = config_from_sources(DPOStageConfig, args.config, _overrides(args, DPOStageConfig))
     with_evaluate = args.config is not None and isinstance(read_yaml_mapping(args.config).get("evaluate"), dict)
-    evaluate = config_from_sources(EvaluateConfig, args.config) if with_evaluate else EvaluateConfig()
-    _print(run_dpo(args.data, args.start, args.out, config, eval_dir=args.eval_dir, evaluate=evaluate))
+    return config, config_from_sources(EvaluateConfig, args.config) if with_evaluate else EvaluateConfig()
+
+
+def _dpo(args: argparse.Namespace, config: tuple[Any, Any]) -> None:
+    from align3gr.dpo.stage import run_dpo
+
+    dpo, evaluate = config
+    _print(run_dpo(args.data, args.start, args.out, dpo, eval_dir=args.eval_dir, evaluate=evaluate))
 
 
 def _pipeline(args: argparse.Namespace) -> None:
@@ -182,7 +172,7 @@ def _add_stage_command(
     commands: argparse._SubParsersAction,
     name: str,
     help_text: str,
-    func: Callable[[argparse.Namespace], None],
+    func: Callable[[argparse.Namespace, Any], None],
     config_class: type,
     *,
     out: str,
@@ -190,9 +180,12 @@ def _add_stage_command(
     inputs: Sequence[Argument] = (DATA,),
     options: Sequence[Argument] = (),
     only: Collection[str] | None = None,
+    configure: Callable[[argparse.Namespace], Any] | None = None,
 ) -> None:
     """A stage's subcommand: its `inputs`, `--out`, its `options`, `--config`, then one flag per field of
-    `config_class` (or of `only`), so every stage reads its folders and options the same way."""
+    `config_class` (or of `only`), so every stage reads its folders and options the same way. `func` runs on what
+    `configure` reads (default: the `config_class` options of `--config` and the flags), read before the run folder
+    is locked."""
     parser = commands.add_parser(name, help=help_text)
     for flag, kwargs in inputs:
         parser.add_argument(flag, **kwargs)
@@ -201,7 +194,12 @@ def _add_stage_command(
         parser.add_argument(flag, **kwargs)
     parser.add_argument("--config", type=Path, help=config)
     add_config_arguments(parser, config_class, only=only)
-    parser.set_defaults(func=func, locks_out=True)
+    if configure is None:
+
+        def configure(args: argparse.Namespace) -> Any:
+            return config_from_sources(config_class, args.config, _overrides(args, config_class))
+
+    parser.set_defaults(func=func, configure=configure, locks_out=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="Replace an output folder holding another dataset.")
     add_config_arguments(build, SourceConfig)
     add_config_arguments(build, DataConfig)
-    build.set_defaults(func=_data_build, locks_out=True)
+    build.set_defaults(func=_data_build, configure=_data_build_configs, locks_out=True)
 
     stats = data_commands.add_parser("stats", help="Validate a canonical dataset and print its statistics.")
     stats.add_argument("data", type=Path)
@@ -261,27 +259,26 @@ def build_parser() -> argparse.ArgumentParser:
         inputs=[("--model", {"required": True, "type": Path, "help": "Model folder (sft/ or a DPO stage's output)."}),
                 DATA],
         out="Output folder (eval/STAGE/).",
-        options=[("--scid", {"type": Path, "help": "Folder of the code tables (default: the copies in --model)."}),
-                 KS],
+        options=[("--scid", {"type": Path, "help": "Folder of the code tables (default: the copies in --model)."})],
         config="YAML file with an `evaluate:` section of these options.",
     )  # fmt: skip
     _add_stage_command(
         stages, "baselines", "Most-popular and collaborative-encoder (SASRec-style) full rankings, scored as evaluate.",
         _baselines, EvaluateConfig,
         inputs=[DATA, ("--embeddings", {"type": Path, "help": "Output folder of `align3gr embed` (for sasrec)."})],
-        out="Output folder (one subfolder per baseline).", options=[KS],
+        out="Output folder (one subfolder per baseline).",
         config="YAML file with an `evaluate:` section (split, ks, ...).",
-        only=("split", "beam_size", "exclude_history", "batch_size"),
+        only=("split", "beam_size", "exclude_history", "ks", "batch_size"),
     )  # fmt: skip
     _add_stage_command(
         stages, "dpo", "Progressive Softmax-DPO: self-play then real-feedback stages.", _dpo, DPOStageConfig,
         inputs=[DATA,
                 ("--start", {"required": True, "type": Path, "help": "The model the first stage starts from (sft/)."})],
         out="Output folder (dpo/), one subfolder per stage.",
-        options=[("--eval-dir", {"type": Path, "help": "Where valid metrics go (default: eval/ beside --out)."}),
-                 ("--stages", {"help": "Comma-separated stages, e.g. sp_easy,sp_medium,sp_hard,rf_easy,rf_hard."})],
+        options=[("--eval-dir", {"type": Path, "help": "Where valid metrics go (default: eval/ beside --out)."})],
         config="YAML file with a `dpo:` section of these options; its `evaluate:` section, if any, sets the valid "
                "split's evaluation after each stage.",
+        configure=_dpo_configs,
     )  # fmt: skip
 
     pipeline = stages.add_parser("pipeline", help="Every stage on one config, reusing the stages that are up to date.")
@@ -347,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
+        configure = getattr(args, "configure", None)
+        run = functools.partial(args.func, config=configure(args)) if configure else args.func  # options read first
         with _run_folder_lock(args):
-            args.func(args)
+            run(args)
     except Align3GRError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -69,7 +69,7 @@ class ModelOptions:
         default=TINY,
         metadata={"help": "Base model: a local folder, a Hub id, or 'tiny' (a small one built from the data's text)."},
     )
-    dtype: str = field(default="float32", metadata={"help": f"Weights dtype: {', '.join(DTYPES)}."})
+    dtype: str = field(default="float32", metadata={"help": "Weights dtype.", "choices": tuple(DTYPES)})
     tiny_vocab_size: int = field(default=4096, metadata={"help": "model=tiny: BPE vocabulary before added tokens."})
     tiny_hidden_size: int = field(default=128, metadata={"help": "model=tiny: hidden size of the language model."})
     tiny_layers: int = field(default=2, metadata={"help": "model=tiny: language-model layers."})

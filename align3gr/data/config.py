@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from align3gr.errors import ConfigError
 
+MISSING_METADATA = ("error", "drop")
+TEXT_GENERATORS = ("template", "llm")
+
 
 @dataclass
 class SourceConfig:
@@ -36,7 +39,10 @@ class DataConfig:
     )  # fmt: skip
     missing_metadata: str | None = field(
         default=None,
-        metadata={"help": "Interactions whose item has no metadata: 'error' or 'drop' (default: the builder's)."},
+        metadata={
+            "help": "Interactions whose item has no metadata: 'error' or 'drop' (default: the builder's).",
+            "choices": MISSING_METADATA,
+        },
     )
     disliked_max: float = field(default=1.0, metadata={"help": "Ratings <= this are 'disliked' feedback."})
     liked_min: float = field(default=4.0, metadata={"help": "Ratings >= this are 'liked'; in between is 'neutral'."})
@@ -46,7 +52,10 @@ class DataConfig:
     )
     text_generator: str = field(
         default="template",
-        metadata={"help": "Profiles, intention queries and preference statements: 'template' or 'llm'."},
+        metadata={
+            "help": "Profiles, intention queries and preference statements: 'template' or 'llm'.",
+            "choices": TEXT_GENERATORS,
+        },
     )
     text_model: str | None = field(default=None, metadata={"help": "Local causal LM folder for text_generator=llm."})
     text_cache: str | None = field(
@@ -64,11 +73,11 @@ class DataConfig:
             raise ConfigError(f"max_history={self.max_history}: must be >= 1")
         if self.max_users is not None and self.max_users < 1:
             raise ConfigError(f"max_users={self.max_users}: must be >= 1 (or unset for every user)")
-        if self.missing_metadata not in (None, "error", "drop"):
+        if self.missing_metadata not in (None, *MISSING_METADATA):
             raise ConfigError(f"missing_metadata={self.missing_metadata!r}: expected 'error' or 'drop'")
         if not self.disliked_max < self.liked_min:
             raise ConfigError(f"disliked_max={self.disliked_max} must be below liked_min={self.liked_min}")
-        if self.text_generator not in ("template", "llm"):
+        if self.text_generator not in TEXT_GENERATORS:
             raise ConfigError(f"text_generator={self.text_generator!r}: expected 'template' or 'llm'")
         if self.text_generator == "llm" and not self.text_model:
             raise ConfigError("text_generator='llm' needs text_model (a local causal LM folder)")

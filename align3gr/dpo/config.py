@@ -40,7 +40,8 @@ class SoftmaxDPOOptions:
         metadata={
             "help": "How the 1 + K completions of a prompt are scored: 'packed' (the prompt once, completions packed "
             "after it under a 4D mask), 'cache' (the prompt once, its KV cache repeated; needs gradient "
-            "checkpointing off) or 'plain' (1 + K full sequences)."
+            "checkpointing off) or 'plain' (1 + K full sequences).",
+            "choices": tuple(FORWARDS),
         },
     )
     sft_weight: float = field(
@@ -75,7 +76,7 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
     save_steps: int = with_default(TrainingOptions, "save_steps", 200)
     stages: list[str] = field(
         default_factory=lambda: list(PROGRESSIVE),
-        metadata={"help": f"Stages in order, each from the one before: {', '.join(STAGES)}."},
+        metadata={"help": "Stages in order, each from the one before.", "choices": tuple(STAGES)},
     )
     beta: float = field(default=0.1, metadata={"help": "beta of Eq. 3."})
     num_rejected: int = field(default=20, metadata={"help": "Rejected completions per row (paper: 20)."})
@@ -94,7 +95,8 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
         metadata={
             "help": "Self-play rows with fewer than num_rejected generated items of the stage's bucket: 'none' keeps "
             "them short (Align3GR: rejected items are the policy's own generations; Eq. 3 runs over the row's own "
-            "items) or 'catalogue' pads them with random catalogue items of the same bucket."
+            "items) or 'catalogue' pads them with random catalogue items of the same bucket.",
+            "choices": SP_FILLS,
         },
     )
     rf_fill: str = field(
@@ -103,12 +105,16 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
             "help": "RF-DPO rejects the policy's candidates that the user logged at the stage's feedback level (rating "
             "or review sentiment, data thresholds disliked_max / liked_min) before the chosen item, standing in for "
             "feedback on shown recommendations. Rows with fewer: 'logged' adds the user's other items logged at that "
-            "level before the chosen one, most recent first; 'none' keeps them short."
+            "level before the chosen one, most recent first; 'none' keeps them short.",
+            "choices": RF_FILLS,
         },
     )
     bucketing: str = field(
         default="prefix",
-        metadata={"help": "Self-play difficulty: 'prefix' (prefix-ngram match) or 'similarity' (SCID vectors)."},
+        metadata={
+            "help": "Self-play difficulty: 'prefix' (prefix-ngram match) or 'similarity' (SCID vectors).",
+            "choices": BUCKETINGS,
+        },
     )
     medium_min: int = field(default=1, metadata={"help": "prefix: shared leading codes from which it is medium."})
     hard_min: int = field(default=2, metadata={"help": "prefix: shared leading codes from which it is hard."})

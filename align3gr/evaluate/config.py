@@ -8,6 +8,8 @@ from align3gr.decode import BEAM_SIZE, DECODERS
 from align3gr.errors import ConfigError
 from align3gr.metrics import check_ks
 
+SPLITS = ("valid", "test")
+
 
 @dataclass
 class EvaluateConfig:
@@ -15,10 +17,15 @@ class EvaluateConfig:
 
     section = "evaluate"
 
-    split: str = field(default="test", metadata={"help": "valid (model selection) or test (reporting)."})
+    split: str = field(
+        default="test", metadata={"help": "valid (model selection) or test (reporting).", "choices": SPLITS}
+    )
     decoder: str = field(
         default="beam_search",
-        metadata={"help": f"One of {', '.join(DECODERS)} (unconstrained: free SCID generation, for the valid rate)."},
+        metadata={
+            "help": "How items are ranked (unconstrained: free SCID generation, for the valid rate).",
+            "choices": DECODERS,
+        },
     )
     beam_size: int = field(
         default=BEAM_SIZE, metadata={"help": f"Beam width = length of each ranked list (paper: {BEAM_SIZE})."}
@@ -43,7 +50,7 @@ class EvaluateConfig:
     max_new_tokens: int = field(default=48, metadata={"help": "Length limit of the generated texts."})
 
     def validate(self) -> None:
-        if self.split not in ("valid", "test"):
+        if self.split not in SPLITS:
             raise ConfigError(f"split={self.split!r}: expected 'valid' or 'test'")
         if self.decoder not in DECODERS:
             raise ConfigError(f"decoder={self.decoder!r}: expected one of {', '.join(DECODERS)}")

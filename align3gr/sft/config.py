@@ -25,14 +25,15 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code shipped with the checkpoint."})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: NF4 base weights (bitsandbytes, CUDA)."})
     tasks: list[str] = field(
-        default_factory=lambda: list(TASKS), metadata={"help": f"Task mixture (Figure 3): {', '.join(TASKS)}."}
+        default_factory=lambda: list(TASKS), metadata={"help": "Task mixture (Figure 3).", "choices": TASKS}
     )
     with_user_scid: bool = field(default=True, metadata={"help": "Put the user's SCID in prompts (Table 4)."})
     seq_format: str = field(
         default="prompt",
         metadata={
-            "help": f"Form of task A ({', '.join(SEQ_FORMATS)}): 'prompt' is Figure 3's (history in the prompt, one "
-            "row per prefix); 'stream' lists the user's items as the answer, a loss on every item of a window."
+            "help": "Form of task A: 'prompt' is Figure 3's (history in the prompt, one row per prefix); 'stream' "
+            "lists the user's items as the answer, a loss on every item of a window.",
+            "choices": tuple(SEQ_FORMATS),
         },
     )
     stream_stride: int | None = field(
@@ -45,9 +46,7 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
         default_factory=dict,
         metadata={"help": "Caps that replace max_examples_per_task for the tasks named, e.g. {seq: null} (all)."},
     )
-    token_init: str = field(
-        default="mean", metadata={"help": f"Initial rows of SCID tokens: {', '.join(INIT_METHODS)}."}
-    )
+    token_init: str = field(default="mean", metadata={"help": "Initial rows of SCID tokens.", "choices": INIT_METHODS})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     max_length: int = field(default=1024, metadata={"help": "Longest tokenized example (prompt + answer)."})
@@ -71,7 +70,7 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
         },
     )
     valid_beam_size: int = field(default=BEAM_SIZE, metadata={"help": "Beam width of the valid ranking."})
-    best_metric: str = field(default="ndcg@10", metadata={"help": f"Checkpoint selection: {', '.join(BEST_METRICS)}."})
+    best_metric: str = field(default="ndcg@10", metadata={"help": "Checkpoint selection.", "choices": BEST_METRICS})
     early_stopping_patience: int | None = field(
         default=3, metadata={"help": "Stop after N evaluations without a better best_metric; none: never."}
     )

@@ -101,7 +101,7 @@ class TokenizeConfig:
     item_tokenizer: str = field(
         default="dual",
         metadata={"help": "Item codes from the dual RQ-VAE tokenizer ('dual') or from UniSID ('unisid'; users "
-                  "still get the dual tokenizer's codes)."},
+                  "still get the dual tokenizer's codes).", "choices": ITEM_TOKENIZERS},
     )  # fmt: skip
     unisid_options: dict = field(default_factory=dict, metadata={"help": "UniSIDConfig fields (YAML)."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, k-means and batching."})
