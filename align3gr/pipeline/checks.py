@@ -198,7 +198,7 @@ def check_plan(plan: Plan, skip_unmet: bool, launcher: str | None = None, build:
     checked and None returned, unless `build`: the data step runs first."""
     needs = model_needs(plan.config) + disk_needs(plan.config, plan.run_dir)
     data = data_steps(plan)[0]
-    built: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    built: tuple[str, ...] = ()
     if not up_to_date(data, plan.run_dir):
         if not build:
             refuse_unmet(needs, skip_unmet, plan.run_dir)
