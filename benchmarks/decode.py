@@ -1,6 +1,7 @@
 """Constrained decoding speed on MovieLens-100K test users, beam width 20, one trained tiny model, one run.
 
     python benchmarks/decode.py [--users 128] [--batch-size 16] [--steps 60] [--work DIR]
+    python benchmarks/decode.py --shape qwen2.5-0.5b --run runs/ml100k [--users 4] [--layers N]
 
 Users per second of
   (a) `generate` + `prefix_allowed_tokens_fn` walking a Python dict trie (how LC-Rec and MiniOneRec constrain),
@@ -15,6 +16,12 @@ The model: the tiny Qwen2 builder (tokenizer trained on the item titles) with th
 here for `--steps` AdamW steps on task-A (sequential) examples of the train split. The code table is crafted
 (3 levels 64 x 16 x <=2 over a seeded permutation of the items, the depth and fan-out of an RQ-VAE table), so the
 benchmark does not depend on the embed/tokenize stages.
+
+`--shape qwen2.5-0.5b` (or `qwen2.5-1.5b`) decodes with that architecture instead, built from its config with
+random weights and the real vocabulary (151,936 rows) plus the SCID tokens, where the model's cost dominates. With
+`--run`, the prompts, tokenizer and code tables are the run's (`RUN/sft`, the test split of `RUN/data`: the default
+run's prompts, 136 tokens on average). At these shapes only the methods named in the issue run: (a), (b), (c) and
+the floor.
 """
 
 from __future__ import annotations
@@ -33,12 +40,21 @@ from align3gr.data.build import build_dataset
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.decode import BeamSearchDecoder, ExhaustiveDecoder, GenerateDecoder
 from align3gr.decode.trie import trie_for_model
+from align3gr.models.loading import load_tokenizer
 from align3gr.models.tiny import build_tiny_causal_lm
+from align3gr.scid.code_tables import load_code_tables
 from align3gr.scid.tokens import scid_tokens
 from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.seeding import seeded
 from align3gr.sft.prompting import encode_completion, encode_prompt
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts
+
+SHAPES = {
+    "qwen2.5-0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, intermediate_size=4864),
+    "qwen2.5-1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, intermediate_size=8960),
+}
+"""Qwen2.5 architectures (2 KV heads, tied embeddings, a 151,936-token vocabulary), built with random weights."""
+QWEN_VOCABULARY = 151_936
 
 
 def crafted_codes(ids: list[str], seed: int, prefix: str = "") -> dict[str, list[str]]:
@@ -84,6 +100,31 @@ def train_tiny_model(dataset: Dataset, items: dict, users: dict, folder: Path, s
     return model, tokenizer
 
 
+def shaped_model(shape: str, tokenizer, scid_count: int, layers: int | None):
+    """A Qwen2.5 `shape` with random weights (seeded) whose vocabulary is Qwen's plus `scid_count` SCID tokens; the
+    tokenizer's IDs (text and SCID tokens) index its first rows."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    dims = dict(SHAPES[shape], num_hidden_layers=layers or SHAPES[shape]["num_hidden_layers"])
+    config = Qwen2Config(
+        **dims,
+        num_key_value_heads=2,
+        vocab_size=max(QWEN_VOCABULARY + scid_count, len(tokenizer)),
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    with seeded(0):
+        model = Qwen2ForCausalLM(config)
+    return model.eval()
+
+
+def run_setup(run: Path):
+    """(dataset, item codes, user codes, tokenizer) of a run: the SFT stage's tokenizer and code tables."""
+    items, users = load_code_tables(run / "sft")
+    return load_dataset(run / "data"), items, users, load_tokenizer(run / "sft")
+
+
 class DictTrieDecoder(GenerateDecoder):
     """Baseline (a): `generate` with `prefix_allowed_tokens_fn` walking a nested Python dict, beam by beam."""
 
@@ -95,7 +136,10 @@ class DictTrieDecoder(GenerateDecoder):
             for token in path:
                 node = node.setdefault(token, {})
 
-    def constraint(self, prompt_length: int) -> dict:
+    def constraint(self, prompt_length: int, banned: torch.Tensor | None) -> dict:
+        if banned is not None:
+            raise ValueError("the dict-trie baseline ranks every item: no exclusions")
+
         def allowed(batch_id: int, input_ids: torch.Tensor) -> list[int]:
             node = self.root
             for token in input_ids[prompt_length:].tolist():
@@ -130,18 +174,39 @@ class PeakRSS:
             return int(handle.read().split()[1]) * 4096
 
 
+DICT_TRIE = "(a) generate + dict-trie prefix_allowed_tokens_fn"
+PROCESSOR = "(b) generate + SCIDLogitsProcessor"
+BEAM = "(c) dedicated beam search"
+EXPANDED = "(c') beam search, expanded cache"
+EXHAUSTIVE = "(d) exhaustive scoring"
+FLOOR = "floor: unconstrained generate beam search"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=128, help="Test users decoded by every method.")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=60, help="Training steps of the tiny model.")
     parser.add_argument("--work", type=Path, help="Working folder (default: a temporary one).")
+    parser.add_argument("--shape", choices=tuple(SHAPES), help="Decode with this architecture (random weights).")
+    parser.add_argument("--layers", type=int, help="With --shape: fewer decoder layers than the architecture's.")
+    parser.add_argument("--run", type=Path, help="With --shape: a run folder whose prompts and SCID tables to use.")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="align3gr-decode-bench-"))
-    build_dataset("movielens", "recbole", work / "data")
-    dataset = load_dataset(work / "data")
-    items, users = crafted_codes(list(dataset.items), 0), crafted_codes(list(dataset.sequences), 1, "u")
-    model, tokenizer = train_tiny_model(dataset, items, users, work, args.steps)
+    if args.run:
+        dataset, items, users, tokenizer = run_setup(args.run)
+    else:
+        build_dataset("movielens", "recbole", work / "data")
+        dataset = load_dataset(work / "data")
+        items, users = crafted_codes(list(dataset.items), 0), crafted_codes(list(dataset.sequences), 1, "u")
+    if args.shape:
+        if not args.run:
+            _, tokenizer = train_tiny_model(dataset, items, users, work, 0)
+        model = shaped_model(args.shape, tokenizer, len(scid_tokens(items, users)), args.layers)
+    elif args.run:
+        parser.error("--run needs --shape (without it the benchmark trains its own tiny model)")
+    else:
+        model, tokenizer = train_tiny_model(dataset, items, users, work, args.steps)
     trie = trie_for_model(items, tokenizer, model)
     prompts = [ids for _, ids in evaluation_prompts(dataset, items, users, "test", tokenizer)]
     prompts = prompts[: args.users]
@@ -150,17 +215,15 @@ def main() -> None:
     eos = tokenizer.eos_token_id
     paths = [[vocabulary[c] for c in codes] for codes in items.values()]
     methods = {
-        "(a) generate + dict-trie prefix_allowed_tokens_fn": DictTrieDecoder(
-            model, trie, eos_token_id=eos, item_token_paths=paths, **common
-        ),
-        "(b) generate + SCIDLogitsProcessor": GenerateDecoder(model, trie, eos_token_id=eos, **common),
-        "(c) dedicated beam search": BeamSearchDecoder(model, trie, layout="tree", **common),
-        "(c') beam search, expanded cache": BeamSearchDecoder(model, trie, layout="expand", **common),
-        "(d) exhaustive scoring": ExhaustiveDecoder(model, trie, **common),
-        "floor: unconstrained generate beam search": GenerateDecoder(
-            model, trie, eos_token_id=eos, constrained=False, **common
-        ),
+        DICT_TRIE: DictTrieDecoder(model, trie, eos_token_id=eos, item_token_paths=paths, **common),
+        PROCESSOR: GenerateDecoder(model, trie, eos_token_id=eos, **common),
+        BEAM: BeamSearchDecoder(model, trie, layout="tree", **common),
+        EXPANDED: BeamSearchDecoder(model, trie, layout="expand", **common),
+        EXHAUSTIVE: ExhaustiveDecoder(model, trie, **common),
+        FLOOR: GenerateDecoder(model, trie, eos_token_id=eos, constrained=False, **common),
     }
+    if args.shape:
+        del methods[EXPANDED], methods[EXHAUSTIVE]
     for decoder in methods.values():
         decoder.recommend(prompts[:2])
     rows, seconds, lists = [], {}, {}
@@ -179,19 +242,21 @@ def main() -> None:
                 "valid rate": sum(r.valid for r in results) / max(1, sum(r.returned for r in results)),
             }
         )
-    names = list(methods)
-    print(f"\nMovieLens-100K test users: {len(prompts)}; items: {len(trie)}; beam width 20; batch {args.batch_size}")
+    length = sum(map(len, prompts)) / len(prompts)
+    shape = f"{args.shape}, {model.config.num_hidden_layers} layers, vocabulary {model.config.vocab_size}"
+    print(f"\nModel: {shape if args.shape else 'the trained tiny Qwen2'}; {len(prompts)} test users (prompts of")
+    print(f"{length:.0f} tokens on average); items: {len(trie)}; beam width 20; batch {args.batch_size}")
     print(format_table(rows, "Constrained decoding"))
-    speedup = seconds[names[0]] / seconds[names[2]]
-    floor_ratio = seconds[names[2]] / seconds[names[5]]
+    speedup, floor_ratio = seconds[DICT_TRIE] / seconds[BEAM], seconds[BEAM] / seconds[FLOOR]
     print(f"\n(c) vs (a): {speedup:.1f}x faster (target >= 10x: {'met' if speedup >= 10 else 'NOT met'})")
     print(f"(c) / floor time: {floor_ratio:.2f} (target <= 1.5: {'met' if floor_ratio <= 1.5 else 'NOT met'})")
-    same = lists[names[0]] == lists[names[1]] == lists[names[2]]
+    same = lists[DICT_TRIE] == lists[PROCESSOR] == lists[BEAM]
     print(f"(a), (b), (c) return the same ranked lists: {same}")
-    tree_gain, same_layouts = seconds[names[3]] / seconds[names[2]], lists[names[2]] == lists[names[3]]
-    print(f"(c) vs (c'): {tree_gain:.1f}x faster; same ranked lists: {same_layouts}")
-    exact_top = sum(e[:1] == c[:1] for e, c in zip(lists[names[4]], lists[names[2]], strict=True))
-    print(f"beam search's top item is the exact top item for {exact_top} of {len(prompts)} users")
+    if EXPANDED in methods:
+        tree_gain, same_layouts = seconds[EXPANDED] / seconds[BEAM], lists[BEAM] == lists[EXPANDED]
+        print(f"(c) vs (c'): {tree_gain:.1f}x faster; same ranked lists: {same_layouts}")
+        exact_top = sum(e[:1] == c[:1] for e, c in zip(lists[EXHAUSTIVE], lists[BEAM], strict=True))
+        print(f"beam search's top item is the exact top item for {exact_top} of {len(prompts)} users")
 
 
 if __name__ == "__main__":
