@@ -1,5 +1,6 @@
 """`align3gr push --to-folder` and `align3gr.load_recommender` on small runs (a full model and a LoRA adapter on a
-local base): the published files and card, identical recommendations to the run's test predictions, the errors."""
+local base): the published files and card (Hub metadata that passes the Hub's checks), identical recommendations to
+the run's test predictions, the errors; the base model licenses and dataset terms the card states."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from huggingface_hub import ModelCard, constants
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
+from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
+from huggingface_hub.utils import validate_repo_id
 from test_decode import build_scid_model, crafted_codes
 
 import align3gr
@@ -20,6 +25,8 @@ from align3gr.data.config import DataConfig
 from align3gr.data.dataset import load_dataset
 from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.stage import run_evaluate
+from align3gr.hub.base_license import TOOLKIT, License, base_license
+from align3gr.hub.dataset_terms import dataset_terms
 from align3gr.io import read_json, write_json
 from align3gr.models.loading import load_model_and_tokenizer
 from align3gr.models.tiny import build_tiny_causal_lm
@@ -29,6 +36,44 @@ from align3gr.seeding import seeded
 from align3gr.sft.lora import scid_lora_config
 
 TRAINING_CONFIG = {"model": "tiny", "with_user_scid": True, "learning_rate": 0.001}
+HUB_LICENSES = frozenset(
+    """apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0 bigcode-openrail-m
+    afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0 cc-by-2.0 cc-by-2.5
+    cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0 cc-by-nd-4.0 cc-by-nc-nd-3.0
+    cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0 cdla-sharing-1.0 cdla-permissive-1.0
+    cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1 eupl-1.2 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0
+    lgpl lgpl-2.1 lgpl-3.0 isc h-research intel-research lppl-1.3c ms-pl apple-ascl apple-amlr mpl-2.0 odc-by odbl
+    openmdw-1.0 openrail++ osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license
+    fair-noncommercial-research-license llama2 llama3 llama3.1 llama3.2 llama3.3 llama4 grok2-community gemma unknown
+    other""".split()
+)
+"""The `license` values the Hub's metadata check accepts (https://huggingface.co/docs/hub/repositories-licenses)."""
+
+
+def hub_conformant(readme: Path) -> ModelCard:
+    """The model card at `readme`, after the offline part of `ModelCard.validate()` (which posts the card to the Hub's
+    validate-yaml endpoint): the front matter is found by the Hub's own regex at the top and parses into
+    `ModelCardData` (a model-index lacking a required field raises), the card data round-trips to the same YAML and
+    text, the model-index round-trips through `EvalResult`s with every required field set, the license is a Hub
+    identifier (`other` with a name), base model and datasets are valid repo ids, and the widget is off."""
+    text = readme.read_text(encoding="utf-8")
+    match = REGEX_YAML_BLOCK.search(text)
+    assert match is not None and match.start() == 0
+    header = yaml.safe_load(match.group(2))
+    card = ModelCard.load(readme)
+    assert card.data.to_dict() == header and str(card) == text
+    if "model-index" in header:
+        name, results = model_index_to_eval_results(header["model-index"])
+        assert eval_results_to_model_index(name, results) == header["model-index"]
+        for result in results:
+            assert all((result.task_type, result.dataset_type, result.dataset_name, result.metric_type))
+            assert isinstance(result.metric_value, float)
+    assert header["license"] in HUB_LICENSES and (header["license"] != "other" or header["license_name"])
+    for repo_id in [*header["datasets"], *([header["base_model"]] if "base_model" in header else [])]:
+        validate_repo_id(repo_id)
+    assert header["pipeline_tag"] == "text-generation" and header["inference"] is False
+    assert header["library_name"] in ("transformers", "peft") and all(isinstance(t, str) for t in header["tags"])
+    return card
 
 
 def build_lora_model(data_dir: Path, folder: Path) -> Path:
@@ -157,6 +202,114 @@ def test_model_card(published, run):
     assert "## SCID format" in body and "embedded tiny Qwen2" in body and "learning_rate: 0.001" in body
 
 
+def test_model_card_metadata(published, run):
+    """The acceptance: the card passes the offline Hub checks; its model-index holds the test metrics of
+    metrics.json with their protocol; license, datasets, library, tags; TRL's framework versions and citations."""
+    card = hub_conformant(published / "README.md")
+    data = card.data
+    assert data.license == "apache-2.0" and data.datasets == ["movielens-100k"] and data.base_model is None
+    assert data.library_name == "transformers" and data.pipeline_tag == "text-generation" and not data["inference"]
+    assert {"align3gr", "generative-recommendation", "trl", "sft"} <= set(data.tags) and "peft" not in data.tags
+    metrics = read_json(run / "eval" / "test" / "sft" / "metrics.json")
+    assert data.model_name == "ml100k-sft"
+    values = {result.metric_type: result.metric_value for result in data.eval_results}
+    assert values == {f"{name}_at_{k}": metrics[f"{name}@{k}"] for name in ("recall", "ndcg") for k in (5, 10)}
+    protocol = {
+        "protocol": "leave-one-out", "target": "each user's last item", "users": metrics["num_users"],
+        "candidates": "full catalogue", "catalogue_size": metrics["catalogue_size"],
+        "decoder": "SCID-constrained beam search", "beam_size": metrics["beam_size"],
+        "history_excluded": metrics["exclude_history"],
+    }  # fmt: skip
+    for result in data.eval_results:
+        assert (result.task_type, result.dataset_type, result.dataset_name) == (
+            "sequential-recommendation", "movielens-100k", "MovieLens-100K"
+        )  # fmt: skip
+        assert result.dataset_split == "test" and result.dataset_args == protocol
+        assert result.metric_args == {"k": int(result.metric_type.rsplit("_", 1)[1])}
+    body = card.text
+    assert "## License and data terms" in body and "GroupLens Research's usage license" in body
+    assert "excluded from the ranking" in body and f"ranked among all {metrics['catalogue_size']} items" in body
+    meta = read_json(published / "meta.json")
+    assert meta["trainer"]["class"] == "SCIDSFTTrainer" and meta["license"]["license"] == "apache-2.0"
+    for framework in ("align3gr", "transformers", "trl", "peft", "torch"):
+        row = f"| {framework} | {meta['frameworks'][framework]['version']} |"
+        assert row in body, framework
+    assert "| transformers | " + read_json(run / "sft" / "config.json")["transformers_version"] in body
+    assert "@software{vonwerra2020trl," in body and "Align3GR: Unified Multi-Level Alignment" in body
+
+
+def test_model_card_passes_the_hubs_validation(published):
+    """`ModelCard.validate()` itself, the Hub's validate-yaml endpoint, when the Hub is reachable (not under
+    HF_HUB_OFFLINE, which the test suite sets); `test_model_card_metadata` runs the offline checks regardless."""
+    import httpx2
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    card = ModelCard.load(published / "README.md")
+    try:
+        card.validate()  # raises ValueError with the Hub's message when it rejects the metadata
+    except (OfflineModeIsEnabled, httpx2.TransportError) as error:
+        pytest.skip(f"the Hub is not reachable ({type(error).__name__}); the offline card checks ran elsewhere")
+
+
+@pytest.mark.parametrize(
+    ("base", "license", "name"),
+    [
+        ("meta-llama/Llama-2-7b-hf", "llama2", None),
+        ("meta-llama/Llama-2-13b-chat-hf", "llama2", None),
+        ("Qwen/Qwen2.5-0.5B", "apache-2.0", None),
+        ("Qwen/Qwen2.5-7B-Instruct", "apache-2.0", None),
+        ("Qwen/Qwen2.5-3B-Instruct", "other", "qwen-research"),
+        ("Qwen/Qwen2.5-72B", "other", "qwen"),
+        ("Qwen/Qwen2.5-Coder-7B", "unknown", None),
+        ("someone/some-model", "unknown", None),
+    ],
+)
+def test_license_of_well_known_bases(base, license, name, tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache: no base model card
+    found = base_license(base, base)
+    assert (found.license, found.license_name) == (license, name) and found.license in HUB_LICENSES
+    assert (found.license_link or "").startswith("https://huggingface.co/Qwen/") == (license == "other")
+
+
+def test_license_from_the_base_models_card(tmp_path, monkeypatch):
+    """A local base folder's card, or a Hub base's card in the local cache, wins over the table; the tiny base is
+    align3gr's own."""
+    folder = tmp_path / "Llama-2-7b-hf"
+    folder.mkdir()
+    readme = folder / "README.md"
+    readme.write_text("---\nlicense: other\nlicense_name: custom\nlicense_link: LICENSE\n---\n# A base\n")
+    assert base_license(str(folder), str(folder)) == License(
+        "other", "custom", "LICENSE", f"the base model's card ({readme})"
+    )
+    readme.write_text("# A base without metadata\n")
+    assert base_license(str(folder), str(folder)).license == "llama2"
+    snapshot = tmp_path / "hub" / "models--someone--base" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "README.md").write_text("---\nlicense: mit\n---\n")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert base_license("someone/base", "someone/base").license == "mit"
+    assert base_license(str(tmp_path / "run" / "sft_base"), "tiny") == TOOLKIT
+
+
+@pytest.mark.parametrize(
+    ("builder", "files", "dataset_id", "terms"),
+    [
+        ("movielens", ["u.data", "u.item", "u.user"], "movielens-100k", "GroupLens"),
+        ("movielens", ["ratings.dat", "movies.dat", "users.dat"], "movielens-1m", "GroupLens"),
+        ("amazon", ["reviews_Beauty_5.json.gz", "meta_Beauty.json.gz"], "amazon-reviews-beauty", "McAuley"),
+        ("yelp", ["business.json", "review.json"], "yelp-open-dataset", "non-commercial"),
+        ("lcrec", ["Instruments.inter.json", "Instruments.item.json"], "instruments", "LC-Rec"),
+        ("my_logs", ["events.csv"], "my-logs", "its owner's terms"),
+    ],
+)
+def test_dataset_terms(builder, files, dataset_id, terms):
+    found = dataset_terms({"builder": {"name": builder}, "sources": [{"file": name} for name in files]})
+    assert found.id == dataset_id and terms in found.terms
+    validate_repo_id(found.id)
+
+
 def test_published_folder_recommends_as_the_run(published, run):
     """The acceptance: for test users, `recommend(history, k)` is the run's ranked list cut to k, from the
     published folder and from the run's own sft/ folder; a batch of all test users gives the same lists."""
@@ -254,6 +407,8 @@ def test_lora_adapter_on_a_local_base_is_published_merged(data, tmp_path):
     meta = read_json(out / "meta.json")
     assert meta["merged_adapter"] and not meta["adapter"] and meta["base_model"] is None
     assert "merged into it and published as a full model" in (out / "README.md").read_text()
+    merged = hub_conformant(out / "README.md").data
+    assert merged.library_name == "transformers" and merged.base_model is None and "lora" in merged.tags
     recommender = align3gr.load_recommender(out)
     histories = histories_before_test(run)
     rows = predictions(run)
@@ -266,7 +421,8 @@ def test_lora_adapter_on_a_local_base_is_published_merged(data, tmp_path):
     assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
     meta = read_json(out / "meta.json")
     assert meta["adapter"] and not meta["merged_adapter"] and meta["base_model"] == "someone/tiny-base"
-    header = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])
-    assert header["library_name"] == "peft" and header["base_model"] == "someone/tiny-base"
+    adapter = hub_conformant(out / "README.md").data
+    assert adapter.library_name == "peft" and adapter.base_model == "someone/tiny-base" and "peft" in adapter.tags
+    assert read_json(out / "meta.json")["frameworks"]["peft"]["recorded_by"] == "adapter_config.json (training)"
     with pytest.raises(ConfigError, match="someone/tiny-base"):  # offline: the base cannot be fetched
         align3gr.load_recommender(out)

@@ -1,8 +1,12 @@
 """The model card (`README.md`) of a published stage, written from the files of the published folder alone.
 
-Hub metadata in the YAML front matter (library, tags, the base model when it is a Hub id), then: what the model is
-and its base model, the data statistics, the SCID format and tokenizer report, the test metrics of every evaluated
-stage of the run, how to load it and recommend, and the training configuration.
+The metadata is a `huggingface_hub.ModelCardData`: license (the base model's) and the data's `datasets`, the base
+model when it is a Hub id, library, `pipeline_tag: text-generation` with `inference: false` (the model answers in
+SCID tokens, which a Hub widget would print raw), tags (align3gr's and those of the stage's TRL trainer), and a
+model-index with the stage's test Recall@K and NDCG@K and their protocol. The body: what the model is and its base
+model, the data statistics, license and data terms, the SCID format and tokenizer report, the test metrics of every
+evaluated stage of the run, how to load it and recommend, the training configuration, the framework versions and
+trainer TRL's own card records, and the citations.
 """
 
 from __future__ import annotations
@@ -10,8 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from huggingface_hub import ModelCard, ModelCardData
 
 from align3gr.console import format_value, markdown_table
+from align3gr.hub.dataset_terms import DatasetTerms, dataset_terms
+from align3gr.hub.eval_results import eval_results, protocol_text
 from align3gr.hub.settings import InferenceSettings
 from align3gr.io import read_json
 from align3gr.scid.code_tables import ITEM_CODES, USER_CODES, load_code_tables
@@ -27,16 +34,43 @@ FILE_ROLES = {
     "code_usage.png": "how many items (users) each code holds, per level",
     "metrics.json": "test metrics of every evaluated stage of the run",
     "align3gr.json": "prompt template, beam width and history length `load_recommender` uses",
-    META_FILE: "stage, base model, vocabulary sizes, training configuration",
+    META_FILE: "stage, base model, license, vocabulary sizes, training configuration, framework versions",
 }
+UNKNOWN_LICENSE = {"license": "unknown", "source": "not recorded"}
+ALIGN3GR_CITATION = """@misc{align3gr,
+  title = {{Align3GR: Unified Multi-Level Alignment for LLM-based Generative Recommendation}}
+}"""
+TRL_CITATION = """@software{vonwerra2020trl,
+  title  = {{TRL: Transformers Reinforcement Learning}},
+  author = {von Werra, Leandro and Belkada, Younes and Tunstall, Lewis and Beeching, Edward and Thrush, Tristan
+            and Lambert, Nathan and Huang, Shengyi and Rasul, Kashif and Gallouédec, Quentin},
+  url    = {https://github.com/huggingface/trl},
+  year   = {2020}
+}"""
 
 
-def front_matter(meta: dict) -> str:
-    """The YAML header the Hub reads: library, tags, and the base model when it is a Hub id."""
-    header: dict = {"library_name": "peft" if meta["adapter"] else "transformers", "tags": TAGS}
-    if meta["base_model"]:
-        header["base_model"] = meta["base_model"]
-    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---"
+def card_data(meta: dict, metrics: dict[str, dict], stage: str | None, model_name: str) -> ModelCardData:
+    """The Hub metadata of the card; the model-index holds this stage's test metrics (none when not evaluated)."""
+    dataset = dataset_terms(meta.get("data", {}))
+    license = meta.get("license") or UNKNOWN_LICENSE
+    trainer_tags = meta.get("trainer", {}).get("tags", [])
+    tags = [*TAGS, *trainer_tags, *(["peft"] if meta["adapter"] else [])]
+    if meta.get("config", {}).get("use_lora"):
+        tags.append("lora")
+    results = eval_results(metrics[stage], dataset) if stage in metrics else []
+    return ModelCardData(
+        base_model=meta["base_model"] or None,
+        datasets=[dataset.id],
+        library_name="peft" if meta["adapter"] else "transformers",
+        license=license["license"],
+        license_name=license.get("license_name"),
+        license_link=license.get("license_link"),
+        pipeline_tag="text-generation",
+        tags=tags,
+        model_name=model_name,
+        eval_results=results or None,
+        inference=False,
+    )
 
 
 def base_section(meta: dict) -> str:
@@ -63,8 +97,8 @@ def base_section(meta: dict) -> str:
     return f"## Base model\n\n{kind}{sizes}"
 
 
-def data_section(data: dict) -> str:
-    """The dataset's builder, filters, split and statistics (from the run's data/meta.json)."""
+def data_section(data: dict, dataset: DatasetTerms) -> str:
+    """The dataset, its builder, filters, split and statistics (from the run's data/meta.json)."""
     statistics = data.get("statistics", {})
     rows = [[name, statistics[name]] for name in DATA_STATISTICS if name in statistics]
     builder = data.get("builder", {})
@@ -72,13 +106,33 @@ def data_section(data: dict) -> str:
     lines = [
         "## Data",
         "",
-        f"Built by the `{builder.get('name', '?')}` builder; k-core filter: users >= {filters.get('user_k', '?')},"
-        f" items >= {filters.get('item_k', '?')} interactions; leave-one-out split (train `items[:-2]`, valid"
-        f" `items[-2]`, test `items[-1]`); histories cut to the last {data.get('max_history', '?')} items.",
+        f"{dataset.name}, built by the `{builder.get('name', '?')}` builder; k-core filter: users >="
+        f" {filters.get('user_k', '?')}, items >= {filters.get('item_k', '?')} interactions; leave-one-out split"
+        " (train `items[:-2]`, valid `items[-2]`, test `items[-1]`); histories cut to the last"
+        f" {data.get('max_history', '?')} items.",
         "",
         markdown_table(["statistic", "value"], rows),
     ]
     return "\n".join(lines)
+
+
+def license_section(meta: dict, dataset: DatasetTerms) -> str:
+    """The model's license (the base model's, and where it was found) and the terms of the training data."""
+    license = meta.get("license") or UNKNOWN_LICENSE
+    named = f"`{license['license']}`"
+    if license.get("license_name"):
+        link = f", [text]({license['license_link']})" if license.get("license_link") else ""
+        named += f" (`{license['license_name']}`{link})"
+    if license["license"] == "unknown":
+        model = f"License: {named}: {license.get('source', '')}. State the base model's license before sharing."
+    else:
+        model = f"License: {named}, the base model's, which the weights derive from (source: {license['source']})."
+    data = f"[{dataset.name}]({dataset.link})" if dataset.link else dataset.name
+    return (
+        f"## License and data terms\n\n{model}\n\nTrained and evaluated on {data} (`{dataset.id}`): {dataset.terms}"
+        " The published files hold the dataset's item and user IDs and their codes, not the data; its terms bind"
+        " whoever obtains it."
+    )
 
 
 def scid_section(
@@ -126,7 +180,7 @@ def scid_section(
 
 
 def metrics_section(metrics: dict[str, dict], stage: str | None) -> str:
-    """The test metrics of every evaluated stage of the run, this model's row in bold."""
+    """The test metrics of every evaluated stage of the run, this model's row in bold, and their protocol."""
     if not metrics:
         return "## Test metrics\n\nNo stage of the run was evaluated on the test split."
     columns = [c for c in METRIC_COLUMNS if any(c in m for m in metrics.values())]
@@ -135,11 +189,8 @@ def metrics_section(metrics: dict[str, dict], stage: str | None) -> str:
         for name, m in metrics.items()
     ]
     note = "" if stage in metrics else f"\n\nThis stage (`{stage}`) was not evaluated on the test split."
-    first = next(iter(metrics.values()))
-    return (
-        f"## Test metrics\n\nEvery user's last item, ranked among all {first.get('catalogue_size', '?')} items"
-        f" (beam width {first.get('beam_size', '?')}):\n\n" + markdown_table(["stage", *columns, "users"], rows) + note
-    )
+    protocol = protocol_text(metrics.get(stage) or next(iter(metrics.values())))
+    return f"## Test metrics\n\n{protocol}\n\n" + markdown_table(["stage", *columns, "users"], rows) + note
 
 
 def usage_section(
@@ -184,25 +235,51 @@ def files_section(folder: Path) -> str:
     return "## Files\n\nBesides the model and tokenizer files:\n\n" + "\n".join(rows)
 
 
-def model_card(folder: Path, settings: InferenceSettings, source: str) -> str:
-    """The README.md of the published `folder`; `source` is what to pass to `load_recommender` (repo id or path)."""
+def frameworks_section(meta: dict) -> str:
+    """The stage's TRL trainer and the framework versions, as TRL's own model card records them."""
+    trainer = meta.get("trainer")
+    lines = ["## Training procedure", ""]
+    if trainer:
+        lines += [f"Trained with TRL's {trainer['name']} trainer (align3gr's `{trainer['class']}`).", ""]
+    rows = [[name, v["version"], v["recorded_by"]] for name, v in meta.get("frameworks", {}).items()]
+    lines.append(markdown_table(["framework", "version", "recorded by"], rows) if rows else "Versions not recorded.")
+    return "\n".join(lines)
+
+
+def citation_section(meta: dict) -> str:
+    """BibTeX for Align3GR (by title), the paper of the stage's trainer when TRL cites one, and TRL."""
+    paper = meta.get("trainer", {}).get("paper", {})
+    blocks = [("Align3GR, the method", ALIGN3GR_CITATION)]
+    if paper.get("citation"):
+        blocks.append((f"{paper.get('title', 'the trainer')} (the stage's trainer)", paper["citation"]))
+    blocks.append(("TRL", TRL_CITATION))
+    return "## Citations\n\n" + "\n\n".join(f"{what}:\n\n```bibtex\n{bibtex}\n```" for what, bibtex in blocks)
+
+
+def model_card(folder: Path, settings: InferenceSettings, source: str) -> ModelCard:
+    """The model card of the published `folder`; `source` is what to pass to `load_recommender` (repo id or path)."""
     meta = read_json(folder / META_FILE)
+    metrics = read_json(folder / "metrics.json")
     items, users = load_code_tables(folder)
-    title = source.rsplit("/", 1)[-1]
+    dataset = dataset_terms(meta.get("data", {}))
+    title = source.rstrip("/").rsplit("/", 1)[-1]
     intro = (
         f"# {title}\n\nA generative recommender trained with align3gr (Align3GR: SCID tokenization, multi-task SFT,"
         f" progressive preference alignment); this is stage `{settings.stage}`. Given a user's history as item IDs,"
         " it generates the SCIDs of the next items."
     )
     sections = [
-        front_matter(meta),
         intro,
         base_section(meta),
-        data_section(meta.get("data", {})),
+        data_section(meta.get("data", {}), dataset),
+        license_section(meta, dataset),
         scid_section(folder, items, users, settings),
-        metrics_section(read_json(folder / "metrics.json"), settings.stage),
+        metrics_section(metrics, settings.stage),
         usage_section(folder, items, users, source, settings),
         config_section(meta),
         files_section(folder),
+        frameworks_section(meta),
+        citation_section(meta),
     ]
-    return "\n\n".join(sections) + "\n"
+    data = card_data(meta, metrics, settings.stage, title)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")

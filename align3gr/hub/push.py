@@ -4,9 +4,11 @@ The published folder holds the model (a LoRA adapter whose base is a Hub id stay
 folder, which no one else can load, is merged into it and published as a full model), the tokenizer with the SCID
 tokens, both code tables, the tokenizer report (`tokenizer_report.json`, `code_usage.png`), the test metrics of
 every evaluated stage (`metrics.json`), `align3gr.json` (what `load_recommender` needs), a `meta.json` (stage, base
-model when it is a Hub id, vocabulary sizes, configurations, data statistics) and the model card (`README.md`). The
-run's bookkeeping (training log, preference rows, the pickled trainer arguments, fingerprints) is left out. The
-token comes from `HF_TOKEN` or the login cache (`hf auth login`), never from a file of the project.
+model when it is a Hub id, license, vocabulary sizes, configurations, data facts, TRL trainer, framework versions)
+and the model card (`README.md`, see `model_card.py`), which must pass the Hub's metadata check (`validate`)
+before an upload. The run's bookkeeping (training log, preference rows, the pickled trainer arguments,
+fingerprints) is left out. The token comes from `HF_TOKEN` or the login cache (`hf auth login`), never from a
+file of the project.
 """
 
 from __future__ import annotations
@@ -22,20 +24,23 @@ import yaml
 import align3gr
 from align3gr.console import format_table
 from align3gr.errors import Align3GRError, ConfigError, DataError
+from align3gr.hub.base_license import base_license
 from align3gr.hub.model_card import model_card
 from align3gr.hub.run_layout import metrics_by_stage, stage_folder
 from align3gr.hub.settings import SETTINGS_FILE, settings_of_stage
+from align3gr.hub.training_record import framework_versions, trainer_record
 from align3gr.io import atomic_directory, read_json, write_json
 from align3gr.models.loading import ADAPTER_CONFIG, load_for_inference
 from align3gr.stage_output import META_FILE
 
 log = logging.getLogger(__name__)
+MODEL_CARD = "README.md"
 RUN_BOOKKEEPING = frozenset(
-    {META_FILE, "README.md", "training_log.jsonl", "preferences.jsonl", "sft_config.yaml", "dpo_config.yaml",
+    {META_FILE, MODEL_CARD, "training_log.jsonl", "preferences.jsonl", "sft_config.yaml", "dpo_config.yaml",
      "training_args.bin"}
 )  # fmt: skip
 ADAPTER_FILES = frozenset({ADAPTER_CONFIG, "adapter_model.safetensors", "adapter_model.bin"})
-DATA_FACTS = ("builder", "statistics", "filters", "max_history", "split")
+DATA_FACTS = ("builder", "sources", "statistics", "filters", "max_history", "split")
 
 
 @dataclass
@@ -108,12 +113,25 @@ def write_stage(run_dir: Path, stage: str, out: Path, source: str, dtype: str | 
         "pipeline_config": yaml.safe_load(pipeline_config.read_text()) if pipeline_config.is_file() else None,
         "data": {key: data[key] for key in DATA_FACTS if key in data},
         "align3gr_version": meta.get("align3gr_version"),
+        "license": base_license(base, meta.get("config", {}).get("model")).to_dict(),
+        "trainer": trainer_record(stage),
+        "frameworks": framework_versions(folder, meta),
     }
     write_json(out / META_FILE, published)
     settings = settings_of_stage(folder)
     settings.save(out)
-    (out / "README.md").write_text(model_card(out, settings, source), encoding="utf-8")
+    model_card(out, settings, source).save(out / MODEL_CARD)
     return merge
+
+
+def check_card(path: Path) -> None:
+    """The Hub's own metadata check of the model card at `path` (`ModelCard.validate`, an HTTP call)."""
+    from huggingface_hub import ModelCard
+
+    try:
+        ModelCard.load(path).validate()
+    except ValueError as err:
+        raise DataError(f"the Hub rejects the model card's metadata: {err}", MODEL_CARD) from None
 
 
 def file_sizes(folder: Path) -> dict[str, int]:
@@ -171,6 +189,7 @@ def push_run(
         api = HfApi(token=token, library_name="align3gr", library_version=align3gr.__version__)
         log.info("uploading %d files (%.1f MB) to %s", len(files), sum(files.values()) / 1e6, repo_id)
         try:
+            check_card(Path(tmp) / MODEL_CARD)
             url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             api.upload_folder(  # one commit; files of an earlier push that this one lacks are deleted
                 folder_path=tmp, repo_id=repo_id, commit_message=f"align3gr push: stage {stage}", delete_patterns="*"
