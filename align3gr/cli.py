@@ -160,6 +160,16 @@ def _push(args: argparse.Namespace) -> None:
                     dtype=args.dtype))  # fmt: skip
 
 
+def _recommend(args: argparse.Namespace) -> None:
+    from align3gr.hub.recommend import run_recommend
+
+    result = run_recommend(
+        args.model, user=args.user, history=args.history, history_titles=args.history_titles, data=args.data,
+        k=args.k, exclude_seen=args.exclude_seen, beam_size=args.beam_size, revision=args.revision,
+    )  # fmt: skip
+    print(result.to_json() if args.json else result.render())
+
+
 def _ablate(args: argparse.Namespace) -> None:
     from align3gr.pipeline.ablation import ladder_text, run_ablation
 
@@ -329,6 +339,22 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--to-folder", type=Path, help="Write the exact upload to this folder instead of the Hub.")
     push.add_argument("--dtype", help="Weights dtype of a merged adapter (default: the dtype it was evaluated in).")
     push.set_defaults(func=_push)
+
+    recommend = stages.add_parser("recommend", help="The top K items for a user or a history, with titles and scores.")
+    recommend.add_argument("--model", required=True, help="A run's sft/ or dpo/STAGE/, a published folder or a Hub "
+                           "repo id.")  # fmt: skip
+    recommend.add_argument("--revision", help="Hub revision (branch, tag or commit) of a repo id.")
+    who = recommend.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="A user of the dataset: their history before the test target, as evaluated.")
+    who.add_argument("--history", nargs="+", help="Item IDs, oldest first (comma- or space-separated).")
+    who.add_argument("--history-titles", nargs="+", metavar="TITLE", help="Item titles, oldest first (any case).")
+    recommend.add_argument("--data", type=Path, help="Canonical dataset folder (default: the run's data/).")
+    recommend.add_argument("-k", type=int, default=10, help="How many items (default 10).")
+    recommend.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True,
+                           help="Never recommend an item of the history (default: on, as evaluation).")  # fmt: skip
+    recommend.add_argument("--beam-size", type=int, help="Beam width (default: the evaluation's; at least K).")
+    recommend.add_argument("--json", action="store_true", help="Print a JSON list of {rank, item_id, title, score}.")
+    recommend.set_defaults(func=_recommend)
     return parser
 
 

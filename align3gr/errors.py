@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -23,3 +25,15 @@ class DataError(Align3GRError, ValueError):
 
 class ConfigError(Align3GRError, ValueError):
     """An invalid option; the message names the option and the accepted values."""
+
+
+def closest_matches(value: str, choices: Iterable[str], n: int = 5) -> str:
+    """What an error about the unknown `value` suggests: the `n` closest of `choices` (difflib, case-insensitive),
+    or the first few choices when none is close."""
+    by_key: dict[str, str] = {}
+    for choice in choices:
+        by_key.setdefault(choice.casefold(), choice)
+    close = difflib.get_close_matches(value.casefold(), list(by_key), n=n, cutoff=0.5)
+    if close:
+        return "closest: " + ", ".join(repr(by_key[key]) for key in close)
+    return f"none is close (of {len(by_key)}, e.g. " + ", ".join(repr(c) for c in list(by_key.values())[:n]) + ")"

@@ -165,12 +165,16 @@ def published(run, tmp_path_factory):
 def test_published_files(published, run):
     names = {p.name for p in published.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "item_codes.json", "user_codes.json",
-            "tokenizer_report.json", "metrics.json", "align3gr.json", "meta.json", "README.md"} <= names  # fmt: skip
+            "tokenizer_report.json", "metrics.json", "align3gr.json", "item_titles.json", "meta.json",
+            "README.md"} <= names  # fmt: skip
     assert not names & {"training_log.jsonl", "training_args.bin", "adapter_config.json"}
     assert not any(p.name.startswith(".") for p in published.parent.iterdir())  # no temporary folder left
     for name in ("item_codes.json", "user_codes.json", "model.safetensors"):
         assert (published / name).read_bytes() == (run / "sft" / name).read_bytes()
     assert read_json(published / "tokenizer_report.json") == read_json(run / "scid" / "report.json")
+    items = load_dataset(run / "data").items  # the catalogue's titles, for `align3gr recommend`
+    titles = {item_id: items[item_id].title for item_id in read_json(run / "scid" / "item_codes.json")}
+    assert read_json(published / "item_titles.json") == titles
     metrics = read_json(published / "metrics.json")
     assert list(metrics) == ["sft", "sp_easy"] and "model" not in metrics["sft"]
     assert metrics["sft"]["recall@10"] == read_json(run / "eval" / "test" / "sft" / "metrics.json")["recall@10"]

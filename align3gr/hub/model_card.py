@@ -19,6 +19,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from align3gr.console import format_value, markdown_table
 from align3gr.hub.dataset_terms import DatasetTerms, dataset_terms
 from align3gr.hub.eval_results import eval_results, protocol_text
+from align3gr.hub.item_titles import ITEM_TITLES
 from align3gr.hub.settings import InferenceSettings
 from align3gr.io import read_json
 from align3gr.scid.code_tables import ITEM_CODES, USER_CODES, load_code_tables
@@ -34,6 +35,7 @@ FILE_ROLES = {
     "code_usage.png": "how many items (users) each code holds, per level",
     "metrics.json": "test metrics of every evaluated stage of the run",
     "align3gr.json": "prompt template, beam width and history length `load_recommender` uses",
+    ITEM_TITLES: "item ID -> title, for `align3gr recommend`",
     META_FILE: "stage, base model, license, vocabulary sizes, training configuration, framework versions",
 }
 UNKNOWN_LICENSE = {"license": "unknown", "source": "not recorded"}

@@ -3,7 +3,8 @@
 The published folder holds the model (a LoRA adapter whose base is a Hub id stays an adapter; one on a local base
 folder, which no one else can load, is merged into it and published as a full model), the tokenizer with the SCID
 tokens, both code tables, the tokenizer report (`tokenizer_report.json`, `code_usage.png`), the test metrics of
-every evaluated stage (`metrics.json`), `align3gr.json` (what `load_recommender` needs), a `meta.json` (stage, base
+every evaluated stage (`metrics.json`), `align3gr.json` (what `load_recommender` needs), the items' titles
+(`item_titles.json`, for `align3gr recommend`), a `meta.json` (stage, base
 model when it is a Hub id, license, vocabulary sizes, configurations, data facts, TRL trainer, framework versions)
 and the model card (`README.md`, see `model_card.py`), which must pass the Hub's metadata check (`validate`)
 before an upload. The run's bookkeeping (training log, preference rows, the pickled trainer arguments,
@@ -23,14 +24,17 @@ import yaml
 
 import align3gr
 from align3gr.console import format_table
+from align3gr.data.dataset import load_dataset
 from align3gr.errors import Align3GRError, ConfigError, DataError
 from align3gr.hub.base_license import base_license
+from align3gr.hub.item_titles import ItemTitles
 from align3gr.hub.model_card import model_card
 from align3gr.hub.run_layout import metrics_by_stage, stage_folder
 from align3gr.hub.settings import SETTINGS_FILE, settings_of_stage
 from align3gr.hub.training_record import framework_versions, trainer_record
 from align3gr.io import atomic_directory, read_json, write_json
 from align3gr.models.loading import ADAPTER_CONFIG, load_for_inference
+from align3gr.scid.code_tables import ITEM_CODES
 from align3gr.stage_output import META_FILE
 
 log = logging.getLogger(__name__)
@@ -102,6 +106,7 @@ def write_stage(run_dir: Path, stage: str, out: Path, source: str, dtype: str | 
     if (run_dir / "scid" / "code_usage.png").is_file():
         shutil.copy2(run_dir / "scid" / "code_usage.png", out / "code_usage.png")
     write_json(out / "metrics.json", metrics)
+    ItemTitles.of_dataset(load_dataset(run_dir / "data"), read_json(folder / ITEM_CODES)).save(out)
     pipeline_config = run_dir / "config.yaml"
     published = {
         "stage": stage,

@@ -1,13 +1,14 @@
 """`align3gr.load_recommender`: a published model (a folder from `align3gr push`, a Hub repo, or a run's stage folder)
 ready to rank items for a user's history with the prompt and constrained beam search of the run's evaluation.
 
-For a test user of the run, `recommend(history, k)` with the user's test history returns exactly the first k items
-of the run's `eval/test/STAGE/predictions.jsonl`: the same task-A prompt (the stored template, the history cut to
-the dataset's last `max_history` items, the user's SCID when the model was trained with one and the user is known),
-and a beam width of max(k, the evaluation's beam size). When that evaluation excluded history (its default), no
-item of `user_history` is recommended: pass the user's whole history, as the evaluation excluded all of it. A user
-the code tables do not know (or no `user_id`) is named "the user", as in the SFT data of models trained without user
-SCIDs; an unknown item in the history is an error.
+For a test user of the run, `recommend(history, k)` with the user's whole history before the test target
+(`Dataset.seen_before(user, "test")`) returns exactly the first k items of the run's
+`eval/test/STAGE/predictions.jsonl`: the same task-A prompt (the stored template, the history cut to the dataset's
+last `max_history` items, the user's SCID when the model was trained with one and the user is known), a beam width
+of max(k, the evaluation's beam size), and, with `exclude_seen` (the default, as the evaluation's
+`exclude_history`), no item of the history: the trie-constrained search ranks only the other items. A user the code
+tables do not know (or no `user_id`) is named "the user", as in the SFT data of models trained without user SCIDs;
+an unknown item in the history is an error naming the closest IDs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from align3gr.data.dataset import Dataset
 from align3gr.decode import Ranked, build_decoder
 from align3gr.decode.sharded import shard_order
 from align3gr.decode.trie import trie_for_model
-from align3gr.errors import ConfigError, DataError
+from align3gr.errors import ConfigError, DataError, closest_matches
 from align3gr.hub.settings import InferenceSettings, settings_of
 from align3gr.models.loading import load_for_inference
 from align3gr.scid.code_tables import ITEM_CODES, USER_CODES, load_code_tables
@@ -69,7 +70,8 @@ class Recommender:
         if unknown:
             raise DataError(
                 f"item {unknown[0]!r} of user_history is not in the catalogue ({len(unknown)} unknown; the model "
-                f"knows the {len(self.item_codes)} items of {ITEM_CODES})"
+                f"knows the {len(self.item_codes)} items of {ITEM_CODES}); "
+                + closest_matches(unknown[0], self.item_codes)
             )
         builder = self._anonymous
         if self._named is not None and user_id is not None:
@@ -80,46 +82,67 @@ class Recommender:
         history = items[-self.settings.max_history :]
         return builder.seq_prompt_ids(self.tokenizer, str(user_id), history, self.settings.seq_template)
 
+    def beam_width(self, k: int, beam_size: int | None = None) -> int:
+        """The width of the search that ranks `k` items: max(k, `beam_size` or the evaluation's)."""
+        return max(k, beam_size or self.settings.beam_size)
+
     def rank(
-        self, histories: Sequence[Sequence[str]], k: int, user_ids: Sequence[str | None] | None = None
+        self,
+        histories: Sequence[Sequence[str]],
+        k: int,
+        user_ids: Sequence[str | None] | None = None,
+        exclude_seen: bool = True,
+        beam_size: int | None = None,
     ) -> list[Ranked]:
-        """One `Ranked` (items best first, their SCID log-probabilities) per history, each cut to `k` items; prompts
+        """One `Ranked` (items best first, their SCID log-probabilities) per history, each cut to `k` items, none of
+        its history's items with `exclude_seen`; the beam width is max(k, `beam_size` or the evaluation's). Prompts
         are decoded in batches of similar lengths, as the evaluation decodes them."""
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
+        if beam_size is not None and beam_size < 1:
+            raise ConfigError(f"beam_size must be >= 1, got {beam_size}")
         user_ids = [None] * len(histories) if user_ids is None else list(user_ids)
         if len(user_ids) != len(histories):
             raise ConfigError(f"{len(histories)} histories but {len(user_ids)} user_ids")
         prompts = [self.prompt(h, u) for h, u in zip(histories, user_ids, strict=True)]
-        width = max(k, self.settings.beam_size)
+        width = self.beam_width(k, beam_size)
         decoder = build_decoder(self.settings.decoder, self.model, self.tokenizer, self.trie, width, self.batch_size)
         order = shard_order([len(p) for p in prompts], self.batch_size, 0, 1)  # batches of similar lengths
-        seen = [[str(item) for item in histories[i]] for i in order] if self.settings.exclude_history else None
+        seen = [[str(item) for item in histories[i]] for i in order] if exclude_seen else None
         by_index = dict(zip(order, decoder.recommend([prompts[i] for i in order], exclude=seen), strict=True))
         return [Ranked(r.items[:k], r.scores[:k], r.returned, r.valid) for r in map(by_index.get, range(len(prompts)))]
 
-    def recommend(self, user_history: Sequence[str], k: int = 10, user_id: str | None = None) -> list[str]:
-        """The k items to recommend after `user_history` (item IDs, oldest first), best first (none of the history
-        when the run's evaluation excluded it)."""
-        return self.rank([user_history], k, [user_id])[0].items
+    def recommend(
+        self, user_history: Sequence[str], k: int = 10, user_id: str | None = None, exclude_seen: bool = True
+    ) -> list[str]:
+        """The k items to recommend after `user_history` (item IDs, oldest first), best first, none of the history
+        with `exclude_seen`."""
+        return self.rank([user_history], k, [user_id], exclude_seen)[0].items
 
     def recommend_with_scores(
-        self, user_history: Sequence[str], k: int = 10, user_id: str | None = None
+        self, user_history: Sequence[str], k: int = 10, user_id: str | None = None, exclude_seen: bool = True
     ) -> list[tuple[str, float]]:
         """`recommend` with the log-probability of each item's SCID given the prompt."""
-        ranked = self.rank([user_history], k, [user_id])[0]
+        ranked = self.rank([user_history], k, [user_id], exclude_seen)[0]
         return list(zip(ranked.items, ranked.scores, strict=True))
 
 
 def model_folder(path_or_repo_id: str | Path, revision: str | None = None) -> Path:
-    """A local folder as is, or the snapshot of a Hub repo (downloaded or cached); clear errors when neither."""
-    folder = Path(path_or_repo_id)
-    if folder.is_dir():
-        return folder
+    """A local folder as is, or the snapshot of a Hub repo (downloaded or cached), holding the item code table;
+    clear errors otherwise."""
+    folder = Path(path_or_repo_id) if Path(path_or_repo_id).is_dir() else snapshot(str(path_or_repo_id), revision)
+    if not (folder / ITEM_CODES).is_file():
+        raise ConfigError(
+            f"{folder}: no {ITEM_CODES}; expected a folder written by `align3gr push` or a run's sft/ or dpo/STAGE/"
+        )
+    return folder
+
+
+def snapshot(name: str, revision: str | None) -> Path:
+    """The local snapshot of Hub repo `name`, or a ConfigError saying why there is none."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
-    name = str(path_or_repo_id)
     try:
         return Path(snapshot_download(name, revision=revision))
     except HFValidationError:
@@ -144,10 +167,6 @@ def load_recommender(
     """A `Recommender` from a folder written by `align3gr push`, a Hub repo id, or a run's `sft/` or `dpo/STAGE/`
     folder; the model goes to `device` (default: the accelerator if there is one, else the CPU)."""
     folder = model_folder(path_or_repo_id, revision)
-    if not (folder / ITEM_CODES).is_file():
-        raise ConfigError(
-            f"{folder}: no {ITEM_CODES}; expected a folder written by `align3gr push` or a run's sft/ or dpo/STAGE/"
-        )
     settings = settings_of(folder)
     item_codes, user_codes = load_code_tables(folder)
     model, tokenizer = load_for_inference(folder, dtype)

@@ -1,8 +1,9 @@
-"""Where a pipeline run keeps what `push` and `load_recommender` read: stage folders, test metrics, data statistics.
+"""Where a pipeline run keeps what `push`, `load_recommender` and `recommend` read: stage folders, test metrics,
+the dataset.
 
 `runs/NAME/sft/` is stage `sft`, `runs/NAME/dpo/STAGE/` any DPO stage; `runs/NAME/eval/test/STAGE/metrics.json` is
-the stage's test evaluation; `runs/NAME/data/meta.json` and `runs/NAME/scid/report.json` describe the data and the
-SCID tokenizer.
+the stage's test evaluation; `runs/NAME/data/` is the dataset (its `meta.json` the data statistics) and
+`runs/NAME/scid/report.json` describes the SCID tokenizer.
 """
 
 from __future__ import annotations
@@ -58,3 +59,10 @@ def run_of(folder: Path) -> tuple[Path, str] | None:
     if folder.parent.name == "dpo":
         return folder.parent.parent, folder.name
     return None
+
+
+def run_data(folder: Path) -> Path | None:
+    """The dataset folder (`runs/NAME/data`) of the run a stage folder lies in, None when it lies in none."""
+    run = run_of(folder)
+    data = run[0] / "data" if run else None
+    return data if data is not None and (data / META_FILE).is_file() else None

@@ -15,7 +15,7 @@ import align3gr
 from align3gr.data.dataset import DEFAULT_MAX_HISTORY
 from align3gr.errors import DataError
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.hub.run_layout import metrics_by_stage, run_of
+from align3gr.hub.run_layout import metrics_by_stage, run_data, run_of
 from align3gr.io import read_json, write_json
 from align3gr.sft.tasks import SEQ_FORMATS, load_templates, trained_prompting
 
@@ -60,8 +60,8 @@ def settings_of_stage(folder: Path) -> InferenceSettings:
     run_dir, stage = run_of(folder) or (None, None)
     metrics = metrics_by_stage(run_dir).get(stage, {}) if run_dir else {}
     options = {**vars(EvaluateConfig()), **metrics.get("config", {})}
-    data_meta = run_dir / "data" / "meta.json" if run_dir else None
-    data = read_json(data_meta) if data_meta is not None and data_meta.is_file() else {}
+    data_dir = run_data(folder)
+    data = read_json(data_dir / "meta.json") if data_dir else {}
     paraphrase, with_user_scid = int(options["paraphrase"]), options["with_user_scid"]
     trained_user_scid, seq_format = trained_prompting(folder)
     return InferenceSettings(
