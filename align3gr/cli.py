@@ -23,6 +23,33 @@ LAUNCHER_HELP = (
 )
 Argument = tuple[str, dict[str, Any]]
 DATA: Argument = ("--data", {"required": True, "type": Path, "help": "Canonical dataset folder."})
+VERSIONED_LIBRARIES = ("torch", "transformers", "trl", "peft")
+
+
+def version_text() -> str:
+    """What `align3gr --version` prints: the toolkit's version, then those of the libraries it trains with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import align3gr
+
+    lines = [f"align3gr {align3gr.__version__}"]
+    for name in VERSIONED_LIBRARIES:
+        try:
+            lines.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            lines.append(f"{name} not installed")
+    return "\n".join(lines)
+
+
+class _PrintVersion(argparse.Action):
+    """`--version`: print `version_text()` line by line (argparse's version action re-wraps text) and exit."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(version_text())
+        parser.exit()
 
 
 def _parse_options(pairs: list[str]) -> dict[str, str]:
@@ -223,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="align3gr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    parser.add_argument("--version", action=_PrintVersion, help="Print the versions of align3gr, torch, "
+                        "transformers, trl and peft, and exit.")  # fmt: skip
     stages = parser.add_subparsers(dest="stage", required=True)
 
     data = stages.add_parser("data", help="Build, check and export canonical datasets.")

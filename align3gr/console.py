@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class Report(Protocol):
@@ -19,6 +22,15 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress_bar(**options: Any) -> tqdm:
+    """A tqdm bar that shows only on a terminal and while align3gr logs at INFO (hidden under quieter logging,
+    e.g. in a library that never set logging up), so piped and logged output carries no bar."""
+    from tqdm.auto import tqdm
+
+    quiet = not logging.getLogger("align3gr").isEnabledFor(logging.INFO)
+    return tqdm(disable=True if quiet else None, **options)
 
 
 def format_value(value: object) -> str:

@@ -7,27 +7,70 @@ import contextlib
 import glob
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
 import secrets
 import shutil
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any
 
 from align3gr.errors import DataError
 
+_READ_CALLBACK: ContextVar[Callable[[int], None] | None] = ContextVar("align3gr_read_callback", default=None)
 
-def open_text(path: str | Path) -> IO[str]:
-    """Open a text file for reading, transparently decompressing `.gz`."""
+
+@contextlib.contextmanager
+def reporting_reads(callback: Callable[[int], None]) -> Iterator[None]:
+    """While active, the files `open_binary` and `open_text` open report the bytes of each read from disk to
+    `callback` (the compressed bytes of a `.gz`), so a reader's progress is measured against the files' sizes."""
+    token = _READ_CALLBACK.set(callback)
+    try:
+        yield
+    finally:
+        _READ_CALLBACK.reset(token)
+
+
+class _ReportingFile(io.FileIO):
+    """A file opened for reading whose reads report their byte counts to a callback."""
+
+    def __init__(self, path: Path, callback: Callable[[int], None]) -> None:
+        super().__init__(path, "rb")
+        self._callback = callback
+
+    def readinto(self, buffer: Any) -> int | None:
+        count = super().readinto(buffer)
+        if count:
+            self._callback(count)
+        return count
+
+    def readall(self) -> bytes:
+        data = super().readall()
+        if data:
+            self._callback(len(data))
+        return data
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """Open a file for reading bytes (its reads reported under `reporting_reads`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path)
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+    callback = _READ_CALLBACK.get()
+    return open(path, "rb") if callback is None else io.BufferedReader(_ReportingFile(path, callback))
+
+
+@contextlib.contextmanager
+def open_text(path: str | Path) -> Iterator[IO[str]]:
+    """Read a UTF-8 text file, transparently decompressing `.gz` (its reads reported under `reporting_reads`)."""
+    with open_binary(path) as raw:
+        binary = gzip.GzipFile(fileobj=raw, mode="rb") if Path(path).suffix == ".gz" else raw
+        with io.TextIOWrapper(binary, encoding="utf-8") as handle:
+            yield handle
 
 
 def iter_json_lines(path: str | Path, allow_python_literals: bool = False) -> Iterator[tuple[int, dict]]:

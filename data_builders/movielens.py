@@ -22,6 +22,7 @@ from align3gr.data.builder import Builder, RawData
 from align3gr.data.interactions import InteractionLog
 from align3gr.data.schema import Item, User
 from align3gr.errors import DataError
+from align3gr.io import open_binary
 
 GENRES_100K = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -42,7 +43,7 @@ _TRAILING_ARTICLE = re.compile(r"^(.*), (The|A|An|Les|La|Le|L'|Il|Das|Der|Die|El
 def read_rows(path: Path, separator: str, columns: int) -> Iterator[tuple[int, list[str]]]:
     """Yield `(line, fields)` of a delimited file (UTF-8, falling back to Latin-1 per line as GroupLens
     files need); a line with a different field count is a DataError naming file and line."""
-    with open(path, "rb") as handle:
+    with open_binary(path) as handle:
         for number, raw in enumerate(handle, start=1):
             try:
                 text = raw.decode("utf-8")

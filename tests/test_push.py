@@ -240,6 +240,7 @@ def test_model_card_metadata(published, run):
         assert row in body, framework
     assert "| transformers | " + read_json(run / "sft" / "config.json")["transformers_version"] in body
     assert "@software{vonwerra2020trl," in body and "Align3GR: Unified Multi-Level Alignment" in body
+    assert "eprint        = {2511.11255}" in body  # the paper by arXiv ID, not by title alone
 
 
 def test_model_card_passes_the_hubs_validation(published):

@@ -13,7 +13,7 @@ import numpy as np
 
 import align3gr
 from align3gr.config import config_to_dict
-from align3gr.console import format_mapping
+from align3gr.console import format_mapping, progress_bar
 from align3gr.data.builder import Builder, RawData, get_builder
 from align3gr.data.config import DataConfig
 from align3gr.data.dataset import Dataset, load_dataset, write_dataset
@@ -22,7 +22,7 @@ from align3gr.data.interactions import SpooledTexts
 from align3gr.data.preprocess import filter_interactions
 from align3gr.data.schema import Sequence, User
 from align3gr.data.texts import add_user_texts, iter_intentions
-from align3gr.io import sha256_file, sha256_json
+from align3gr.io import reporting_reads, sha256_file, sha256_json
 from align3gr.stage_output import StageOutput
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,12 @@ def build_dataset(
         log.info("%s is up to date (same sources and config); nothing to do", out)
         return BuildResult(out, builder_name, existing["statistics"], True, time.perf_counter() - start)
 
-    raw = builder.read(source)
+    total = sum(s["bytes"] for s in sources)
+    with (
+        progress_bar(total=total, desc=f"reading {builder.name} files", unit="B", unit_scale=True) as bar,
+        reporting_reads(bar.update),
+    ):
+        raw = builder.read(source)
     dataset = assemble(raw, config, builder.missing_metadata)
     feedback_source = assign_feedback(dataset, config.disliked_max, config.liked_min, config.sentiment_model)
     add_user_texts(dataset, config)

@@ -39,8 +39,12 @@ FILE_ROLES = {
     META_FILE: "stage, base model, license, vocabulary sizes, training configuration, framework versions",
 }
 UNKNOWN_LICENSE = {"license": "unknown", "source": "not recorded"}
-ALIGN3GR_CITATION = """@misc{align3gr,
-  title = {{Align3GR: Unified Multi-Level Alignment for LLM-based Generative Recommendation}}
+ALIGN3GR_CITATION = """@misc{ye2025align3gr,
+  title         = {{Align3GR: Unified Multi-Level Alignment for LLM-based Generative Recommendation}},
+  author        = {Ye, Wencai and Sun, Mingjie and Chen, Shuhang and Wu, Wenjin and Jiang, Peng},
+  year          = {2025},
+  eprint        = {2511.11255},
+  archivePrefix = {arXiv}
 }"""
 TRL_CITATION = """@software{vonwerra2020trl,
   title  = {{TRL: Transformers Reinforcement Learning}},
@@ -249,7 +253,7 @@ def frameworks_section(meta: dict) -> str:
 
 
 def citation_section(meta: dict) -> str:
-    """BibTeX for Align3GR (by title), the paper of the stage's trainer when TRL cites one, and TRL."""
+    """BibTeX for Align3GR (title, authors, arXiv ID), the paper of the stage's trainer when TRL cites one, and TRL."""
     paper = meta.get("trainer", {}).get("paper", {})
     blocks = [("Align3GR, the method", ALIGN3GR_CITATION)]
     if paper.get("citation"):
