@@ -11,9 +11,9 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from align3gr.config import add_config_arguments, config_from_sources, read_yaml_mapping
+from align3gr.config import KeyValues, add_config_arguments, config_from_sources, read_yaml_mapping
 from align3gr.console import Report, format_mapping, setup_logging
-from align3gr.errors import Align3GRError, ConfigError
+from align3gr.errors import Align3GRError
 from align3gr.run_lock import stage_lock
 
 log = logging.getLogger("align3gr")
@@ -52,16 +52,6 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
-def _parse_options(pairs: list[str]) -> dict[str, str]:
-    options: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--option {pair!r}: expected KEY=VALUE")
-        options[key] = value
-    return options
-
-
 def _print(report: Report) -> None:
     """Print what a stage returned, where it renders anything (not on the helping processes of a launch)."""
     text = report.render()
@@ -74,7 +64,7 @@ def _data_build_configs(args: argparse.Namespace) -> tuple[Any, Any]:
     from align3gr.data.config import DataConfig, SourceConfig
 
     source = config_from_sources(SourceConfig, args.config, _overrides(args, SourceConfig))
-    source.options = {**source.options, **_parse_options(args.option)}
+    source.options = {**source.options, **(args.option or {})}
     return source, config_from_sources(DataConfig, args.config, _overrides(args, DataConfig))
 
 
@@ -157,15 +147,18 @@ def _dpo(args: argparse.Namespace, config: tuple[Any, Any]) -> None:
 
 def _pipeline(args: argparse.Namespace) -> None:
     from align3gr.pipeline import run_pipeline
+    from align3gr.pipeline.config import training_arg_overrides
     from align3gr.pipeline.seeds import parse_seeds, run_seeds, seeds_text
     from align3gr.pipeline.summary import summary_text
 
+    overrides = training_arg_overrides(args.training_arg or {})
     if args.seeds:
-        summary = run_seeds(args.config, parse_seeds(args.seeds), args.run_dir, args.launcher, args.skip_unmet)
+        seeds = parse_seeds(args.seeds)
+        summary = run_seeds(args.config, seeds, args.run_dir, args.launcher, args.skip_unmet, overrides)
         print("\n" + seeds_text(summary))
         print(f"\nseeds.json and seeds.md in {summary['run_dir']}")
         return
-    summary = run_pipeline(args.config, args.run_dir, launcher=args.launcher, skip_unmet=args.skip_unmet)
+    summary = run_pipeline(args.config, args.run_dir, overrides, launcher=args.launcher, skip_unmet=args.skip_unmet)
     print("\n" + summary_text(summary))
     print(f"\nsummary.json and summary.md in {summary['run_dir']}")
 
@@ -259,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = data_commands.add_parser("build", help="Turn a raw dataset into the canonical format.")
     build.add_argument("--out", required=True, type=Path, help="Output folder of the canonical dataset.")
     build.add_argument("--config", type=Path, help="YAML file with `source:` and `data:` sections of these options.")
-    build.add_argument("--option", action="append", default=[], help="Builder-specific KEY=VALUE (repeatable).")
+    build.add_argument("--option", action=KeyValues, metavar="KEY=VALUE", help="Builder-specific option (repeatable).")
     build.add_argument("--overwrite", action="store_true", help="Replace an output folder holding another dataset.")
     add_config_arguments(build, SourceConfig)
     add_config_arguments(build, DataConfig)
@@ -337,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
         "user_align without user profiles) and say so in the summary, instead of stopping before any work with the "
         "list of unmet needs.",
     )
+    pipeline.add_argument(
+        "--training-arg", action=KeyValues, metavar="[SECTION.]KEY=VALUE",
+        help="A trainer argument added to the `training_args` of the sft and dpo sections, or of one section with "
+        "SECTION sft, dpo or unisid (tokenize's unisid_options), e.g. report_to=tensorboard. Repeatable.",
+    )  # fmt: skip
     pipeline.set_defaults(func=_pipeline)
 
     comparison = stages.add_parser(

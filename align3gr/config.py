@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
+import enum
+import functools
 import types
 import typing
 from collections.abc import Collection
@@ -27,18 +30,47 @@ TRUE_WORDS = ("true", "yes", "1")
 FALSE_WORDS = ("false", "no", "0")
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _field_kinds(cls: type, f: dataclasses.Field) -> tuple[list[Any], bool]:
+    """The types a field's annotation allows but `None`, and whether `None` is allowed (`X | None`). An enum's values
+    stand for the `str` beside it (`OptimizerNames | str` takes an optimizer's name); `str` is tried last, so "true"
+    is a bool and "a,b" a list where the field allows one."""
+    hint = _hints(cls)[f.name]
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    args = typing.get_args(hint) if union else (hint,)
+    kinds = [a for a in args if a is not type(None)]
+    if any(_is_enum(kind) for kind in kinds):
+        kinds = [kind for kind in kinds if kind is not str]
+    return sorted(kinds, key=lambda kind: kind is str), type(None) in args
+
+
 def _field_hint(cls: type, f: dataclasses.Field) -> tuple[Any, bool]:
-    """The field's annotated type without `None`, and whether `None` is allowed (`X | None`)."""
-    hint = typing.get_type_hints(cls)[f.name]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0], len(args) < len(typing.get_args(hint))
-    return hint, False
+    """The field's (first) annotated type without `None`, and whether `None` is allowed (`X | None`)."""
+    kinds, optional = _field_kinds(cls, f)
+    return kinds[0], optional
+
+
+def _is_enum(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, enum.Enum)
 
 
 def _type_name(hint: Any) -> str:
-    """How an error names a type: `int`, `float`, ... (`list[int]` as written)."""
+    """How an error names a type: `int`, `float`, ... (`list[int]` as written); an enum or literal by its values."""
+    if _is_enum(hint):
+        return "one of " + ", ".join(str(member.value) for member in hint)
+    if typing.get_origin(hint) is typing.Literal:
+        return " or ".join(map(repr, typing.get_args(hint)))
     return getattr(hint, "__name__", str(hint)) if typing.get_origin(hint) is None else str(hint)
+
+
+def close_matches(word: str, known: Collection[str]) -> str:
+    """`; did you mean X?` naming the names of `known` close to a mistyped `word` (nothing when none is)."""
+    matches = difflib.get_close_matches(word, sorted(known), n=3)
+    return f"; did you mean {' or '.join(matches)}?" if matches else ""
 
 
 def _convert_scalar(kind: Any, value: Any) -> Any:
@@ -69,7 +101,15 @@ def _convert_scalar(kind: Any, value: Any) -> Any:
             return value
     elif kind is dict or typing.get_origin(kind) is dict:
         if isinstance(value, dict):
-            return value  # option mappings: their own dataclasses check them in `validate`
+            return value  # option mappings: their own dataclasses, or the field's `check`, check them
+    elif _is_enum(kind):
+        values = [member.value for member in kind]
+        if isinstance(value, kind) or value in values:
+            return kind(value).value
+    elif typing.get_origin(kind) is typing.Literal:
+        for allowed in typing.get_args(kind):
+            if type(value) is type(allowed) and value == allowed:
+                return value
     else:
         raise TypeError(f"config fields of type {kind} are not supported")
     raise ValueError(value)
@@ -80,30 +120,54 @@ def _convert_one(kind: Any, value: Any, choices: Collection[Any] | None, context
     try:
         converted = _convert_scalar(kind, value)
     except ValueError:
-        raise ConfigError(f"{context}expected {expected}") from None
+        near = close_matches(value, [str(m.value) for m in kind]) if _is_enum(kind) and isinstance(value, str) else ""
+        raise ConfigError(f"{context}expected {expected}{near}") from None
     if choices is not None and converted not in choices:
         raise ConfigError(f"{context}expected one of {', '.join(map(str, choices))}")
     return converted
 
 
+def _list_expected(kind: Any) -> str:
+    return f"a list of {_type_name(typing.get_args(kind)[0])} (a YAML list or comma-separated values)"
+
+
+def _convert_kind(kind: Any, value: Any, choices: Collection[Any] | None, context: str, or_null: str) -> Any:
+    """`value` as one of the types a field allows (a list: its elements converted one by one)."""
+    if typing.get_origin(kind) is not list:
+        return _convert_one(kind, value, choices, context, _type_name(kind) + or_null)
+    item = typing.get_args(kind)[0]
+    elements = [e.strip() for e in value.split(",") if e.strip()] if isinstance(value, str) else value
+    if not isinstance(elements, (list, tuple)):
+        raise ConfigError(f"{context}expected {_list_expected(kind)}")
+    return [_convert_one(item, e, choices, f"{context}{e!r} in the list: ", _type_name(item)) for e in elements]
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """A field's command-line flag: `--field-name`, or the one its metadata names (`"flag"`)."""
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
 def convert_value(cls: type, name: str, value: Any, where: str | None = None) -> Any:
     """Option `name` of config class `cls`, read from a YAML file (`where`: the file and section) or given as a flag
     (`where` None), converted to the field's type and checked against its `choices`; otherwise a `ConfigError` naming
-    the file and section or the flag, the option, the value and the expected type."""
+    the file and section or the flag, the option, the value and the expected type. A field allowing several types
+    takes the first that fits; a mapping whose field's metadata has a `check(cls, mapping, where)` goes through it."""
     f = cls.__dataclass_fields__[name]
-    kind, optional = _field_hint(cls, f)
+    kinds, optional = _field_kinds(cls, f)
     choices = f.metadata.get("choices")
-    context = f"{where}: {name}={value!r}: " if where is not None else f"--{name.replace('_', '-')} {value!r}: "
+    context = f"{where}: {name}={value!r}: " if where is not None else f"{flag_of(f)} {value!r}: "
     if value is None and optional:
         return None
-    if typing.get_origin(kind) is not list:
-        return _convert_one(kind, value, choices, context, _type_name(kind) + (" or null" if optional else ""))
-    item = typing.get_args(kind)[0]
-    expected = f"a list of {_type_name(item)} (a YAML list or comma-separated values)"
-    elements = [e.strip() for e in value.split(",") if e.strip()] if isinstance(value, str) else value
-    if not isinstance(elements, (list, tuple)):
-        raise ConfigError(f"{context}expected {expected}")
-    return [_convert_one(item, e, choices, f"{context}{e!r} in the list: ", _type_name(item)) for e in elements]
+    or_null = " or null" if optional else ""
+    if len(kinds) > 1:
+        for kind in kinds:
+            with contextlib.suppress(ConfigError):
+                return _convert_kind(kind, value, choices, context, "")
+        shown = [_list_expected(k) if typing.get_origin(k) is list else _type_name(k) for k in kinds]
+        raise ConfigError(f"{context}expected {' or '.join(shown)}{or_null}")
+    converted = _convert_kind(kinds[0], value, choices, context, or_null)
+    check = f.metadata.get("check")
+    return check(cls, converted, f"{where}: {name}" if where is not None else flag_of(f)) if check else converted
 
 
 def _metavar(kind: Any, choices: Collection[Any] | None) -> str:
@@ -113,29 +177,45 @@ def _metavar(kind: Any, choices: Collection[Any] | None) -> str:
     return shown + ",..." if item is not kind else shown
 
 
+class KeyValues(argparse.Action):
+    """A repeatable `--flag KEY=VALUE`: the pairs given, as one mapping (a later KEY wins)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        key, sep, value = str(values).partition("=")
+        if not sep or not key.strip():
+            parser.error(f"{option_string} {values!r}: expected KEY=VALUE")
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), key.strip(): value})
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, only: Collection[str] | None = None) -> None:
     """Add one `--field-name` flag per dataclass field but the option mappings (help text and choices from the
-    field's metadata; a list as comma-separated values), or per field named in `only`. The flags' text is converted
-    by `config_from_sources`, as YAML values are."""
+    field's metadata; a list as comma-separated values), or per field named in `only`; a mapping whose metadata
+    names a `flag` gets that flag, repeatable, as `KEY=VALUE`. The flags' text is converted by
+    `config_from_sources`, as YAML values are."""
     group = parser.add_argument_group(cls.__name__, cls.__doc__)
     for f in dataclasses.fields(cls):
         kind, _ = _field_hint(cls, f)
-        if kind is dict or typing.get_origin(kind) is dict or (only is not None and f.name not in only):
+        mapping = kind is dict or typing.get_origin(kind) is dict
+        if (mapping and "flag" not in f.metadata) or (only is not None and f.name not in only):
             continue
-        flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
-        if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        if mapping:
+            group.add_argument(flag_of(f), dest=f.name, action=KeyValues, default=None, metavar="KEY=VALUE",
+                               help=help_text + " Repeatable; merged into the YAML's mapping.")  # fmt: skip
+        elif kind is bool:
+            group.add_argument(flag_of(f), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=help_text)  # fmt: skip
         else:
             metavar = _metavar(kind, f.metadata.get("choices"))
-            group.add_argument(flag, dest=f.name, default=None, help=help_text, metavar=metavar)
+            group.add_argument(flag_of(f), dest=f.name, default=None, help=help_text, metavar=metavar)
 
 
 def config_from_sources(
     cls: type[C], yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> C:
     """Build `cls` from defaults, then a YAML file (its top level, or its `cls.section` mapping), then overrides (the
-    command line's flags); every value converted to its field's type (`convert_value`) before the config is built."""
+    command line's flags); every value converted to its field's type (`convert_value`) before the config is built.
+    A mapping given by both is merged key by key (nested mappings too), the overrides winning."""
     section = getattr(cls, "section", None)
     sources: list[tuple[dict[str, Any], str | None]] = []
     if yaml_path is not None:
@@ -152,7 +232,8 @@ def config_from_sources(
                 f"{where or 'overrides'}: unknown option {unknown[0]!r} for {cls.__name__}; known options: "
                 f"{', '.join(sorted(names))}"
             )
-        values.update({name: convert_value(cls, name, value, where) for name, value in given.items()})
+        for name, value in given.items():
+            values[name] = merged(values.get(name), convert_value(cls, name, value, where))
     try:
         config = cls(**values)
     except TypeError as err:
@@ -161,6 +242,13 @@ def config_from_sources(
     if validate is not None:
         validate()
     return config
+
+
+def merged(old: Any, new: Any) -> Any:
+    """`new` over `old`: two mappings merged key by key (nested mappings too), anything else replaced."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    return {**old, **{key: merged(old.get(key), value) for key, value in new.items()}}
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 from align3gr.errors import ConfigError
 from align3gr.models.loading import DTYPES
 from align3gr.models.lora import LORA_TARGETS
+from align3gr.training_args import check_training_args, training_args_field
 
 TINY = "tiny"
 """The `model` value that builds a small model from the dataset's own text instead of loading one."""
@@ -31,7 +32,8 @@ def with_default(options: type, name: str, default: Any) -> Any:
 @dataclass
 class TrainingOptions:
     """The TRL trainer arguments every training stage sets from its config (`align3gr.training.trainer_arguments`);
-    the defaults are SFT's."""
+    the defaults are SFT's. Any other argument of the stage's TRL config goes in `training_args`, checked against
+    that config (the stage's `trainer_args`, `align3gr.training_args`)."""
 
     learning_rate: float = field(
         default=1e-3, metadata={"help": "AdamW peak learning rate (Align3GR's SFT: 1e-3, 5e-4 or 1e-4)."}
@@ -51,11 +53,16 @@ class TrainingOptions:
         metadata={"help": "Checkpoint every N updates, so a killed run resumes (SFT also evaluates then)."},
     )
     seed: int = field(default=0, metadata={"help": "Seed of paraphrases, sampling, initialisation and shuffling."})
+    training_args: dict[str, Any] = training_args_field(
+        "Other arguments of the stage's TRL config (sft: SFTConfig, dpo: DPOConfig) by their own names, passed "
+        "unchanged, e.g. {optim: adafactor, report_to: tensorboard}; not those this section's options set."
+    )
 
     def validate(self) -> None:
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        self.training_args = check_training_args(type(self), self.training_args, "training_args")
 
 
 @dataclass

@@ -18,6 +18,9 @@ from align3gr.errors import DataError
 from align3gr.io import atomic_directory, atomic_write_json, read_json, write_json
 
 META_FILE = "meta.json"
+LOGS = "runs"
+"""The folder of the experiment trackers' logs (TensorBoard's event files, with `report_to`) in the work folder while
+a stage trains; published with the output."""
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,14 @@ class StageOutput:
             return None
 
     def publish(self, write: Callable[[Path], object], meta: dict | None = None) -> None:
-        """`write(folder)` fills a fresh folder, `meta` (if given) becomes its `meta.json`, and the folder replaces the
-        output in one rename; then the work folder is deleted. The main process publishes, the others wait for it."""
+        """`write(folder)` fills a fresh folder, the trackers' logs of the work folder (`LOGS`) move into it, `meta`
+        (if given) becomes its `meta.json`, and the folder replaces the output in one rename; then the work folder is
+        deleted. The main process publishes, the others wait for it."""
         if self.main_process:
             with atomic_directory(self.path) as folder:
                 write(folder)
+                if (self.work / LOGS).is_dir():
+                    (self.work / LOGS).rename(folder / LOGS)
                 if meta is not None:
                     write_json(folder / META_FILE, meta)
             shutil.rmtree(self.work, ignore_errors=True)

@@ -17,10 +17,12 @@ import torch
 import yaml
 
 from align3gr.config import config_to_dict
+from align3gr.errors import ConfigError
 from align3gr.io import write_jsonl
 from align3gr.options import TrainingOptions
 from align3gr.scid.code_tables import CODE_TABLES
 from align3gr.stage_output import StageOutput
+from align3gr.training_args import REPORT_TO
 from align3gr.training_curves import CURVES_FILE, plot_training_curves
 
 TRAINING_LOG = "training_log.jsonl"
@@ -56,8 +58,17 @@ def trainer_arguments(config: TrainingOptions, output_dir: Path) -> dict[str, An
         "save_total_limit": 1,
         "seed": config.seed,
         "data_seed": config.seed,
-        "report_to": "none",
+        REPORT_TO: "none",
     }
+
+
+def with_training_args(values: dict[str, Any], config: TrainingOptions) -> dict[str, Any]:
+    """A stage's TRL arguments `values` with its config's `training_args` added; of the stage's, only `report_to` may
+    be replaced (reading the config refused the others, by the stage's `trainer_args`)."""
+    owned = sorted(set(values) & set(config.training_args) - {REPORT_TO})
+    if owned:
+        raise ConfigError(f"training_args: {owned[0]!r} is set by the stage itself")
+    return values | config.training_args
 
 
 def publish_model(

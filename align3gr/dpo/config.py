@@ -11,6 +11,7 @@ from align3gr.dpo.shared_prompt import FORWARDS
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.options import TrainingOptions, with_default
+from align3gr.training_args import TRAINING_FIXED, TRAINING_RENAMED, TrainerArgs
 
 STAGES: dict[str, tuple[str, str]] = {
     "sp_easy": ("self_play", "easy"),
@@ -69,6 +70,11 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
     section's options (`valid_evaluation`)."""
 
     section = "dpo"
+    trainer_args = TrainerArgs(
+        "align3gr.dpo.trainer:SoftmaxDPOConfig",
+        fixed={**TRAINING_FIXED, "loss_type": "the loss is Eq. 3, TRL's sigmoid loss when K = 1"},
+        renamed=TRAINING_RENAMED,
+    )
 
     learning_rate: float = with_default(TrainingOptions, "learning_rate", 1e-5)
     warmup_steps: float = with_default(TrainingOptions, "warmup_steps", 0.0)

@@ -41,7 +41,7 @@ from align3gr.io import read_json, sha256_json
 from align3gr.metrics import ranking_metrics
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
 from align3gr.sft.tasks import TaskBuilder, trained_prompting
-from align3gr.stage_output import META_FILE, StageOutput
+from align3gr.stage_output import LOGS, META_FILE, StageOutput
 from align3gr.training import TRAINING_LOG, logged, publish_model
 from align3gr.training_curves import CURVES_FILE
 
@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "dpo_config.yaml"
 PREFERENCES_FILE = "preferences.jsonl"
-STAGE_FILES = {META_FILE, CONFIG_FILE, PREFERENCES_FILE, TRAINING_LOG, CURVES_FILE, *CODE_TABLES}
-"""What a stage writes beside the saved model; the guard replaces every other file of its folder."""
+STAGE_FILES = {META_FILE, CONFIG_FILE, PREFERENCES_FILE, TRAINING_LOG, CURVES_FILE, LOGS, *CODE_TABLES}
+"""What a stage writes beside the saved model (its TensorBoard logs in `LOGS`); the guard replaces every other file of
+its folder."""
 
 
 @dataclass
@@ -309,10 +310,13 @@ def guarded(previous: Path, out: Path, meta: dict, start: dict, metrics: list[st
 
 
 def copy_start_model(previous: Path, out: Path, folder: Path) -> None:
-    """Copy the files of `out` into `folder`, those of the model (all but `STAGE_FILES`) taken from `previous`."""
+    """Copy the files (and logs) of `out` into `folder`, those of the model (all but `STAGE_FILES`) taken from
+    `previous`."""
     for path in out.iterdir():
         source = path if path.name in STAGE_FILES else previous / path.name
-        if source.is_file():
+        if source.is_dir():
+            shutil.copytree(source, folder / path.name)
+        elif source.is_file():
             shutil.copy2(source, folder / path.name)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from align3gr.config import config_from_sources, config_to_dict, read_yaml_mapping
+from align3gr.config import config_from_sources, config_to_dict, merged, read_yaml_mapping
 from align3gr.data.config import DataConfig, SourceConfig
 from align3gr.dpo.config import DPOStageConfig
 from align3gr.embed.config import EmbedConfig
@@ -67,6 +67,33 @@ def load_pipeline_config(path: str | Path, overrides: dict[str, dict[str, Any]] 
     return PipelineConfig(
         **{name: config_from_sources(cls, path, overrides.get(name)) for name, cls in SECTIONS.items()}
     )
+
+
+TRAINING_ARGS_PLACES: dict[str, tuple[str, ...]] = {
+    "sft": ("sft", "training_args"),
+    "dpo": ("dpo", "training_args"),
+    "unisid": ("tokenize", "unisid_options", "training_args"),
+}
+"""Where `pipeline --training-arg SECTION.KEY=VALUE` puts KEY, by SECTION (without one: sft's and dpo's)."""
+
+
+def training_arg_overrides(pairs: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The `{section: {option: value}}` overrides of `pipeline --training-arg [SECTION.]KEY=VALUE` pairs, merged into
+    the sections' `training_args` as the stage commands' `--training-arg` are."""
+    overrides: dict[str, Any] = {}
+    for name, value in pairs.items():
+        prefix, _, key = name.rpartition(".")
+        if prefix and prefix not in TRAINING_ARGS_PLACES:
+            raise ConfigError(
+                f"--training-arg {name}={value}: expected [SECTION.]KEY=VALUE with SECTION one of "
+                f"{', '.join(TRAINING_ARGS_PLACES)} (none: sft and dpo)"
+            )
+        for place in [prefix] if prefix else ["sft", "dpo"]:
+            nested: Any = value
+            for part in reversed((*TRAINING_ARGS_PLACES[place], key)):
+                nested = {part: nested}
+            overrides = merged(overrides, nested)
+    return overrides
 
 
 def write_pipeline_config(config: PipelineConfig, path: Path) -> None:

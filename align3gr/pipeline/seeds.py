@@ -16,6 +16,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from align3gr.console import format_table, markdown_table
 from align3gr.errors import ConfigError
@@ -132,12 +133,13 @@ def run_seeds(
     run_dir: str | Path | None = None,
     launcher: str | None = None,
     skip_unmet: bool = False,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> dict:
-    """Run (or continue) the pipeline of `config_path` once per seed in `run_dir` (stages under `launcher`, needs
-    checked first with `skip_unmet`, the run folder locked, as in `run_pipeline`); writes `seeds.json` and `seeds.md`
-    (and the main run's `summary.json` when 0 is a seed) and returns the seeds summary."""
+    """Run (or continue) the pipeline of `config_path` (with `overrides`) once per seed in `run_dir` (stages under
+    `launcher`, needs checked first with `skip_unmet`, the run folder locked, as in `run_pipeline`); writes
+    `seeds.json` and `seeds.md` (and the main run's `summary.json` when 0 is a seed) and returns the seeds summary."""
     start = time.perf_counter()
-    config = load_pipeline_config(config_path)
+    config = load_pipeline_config(config_path, overrides)
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
     with checked_run(config, run, "align3gr pipeline --seeds", skip_unmet, launcher) as checked:
         plans = seed_plans(checked.config, run, seeds)

@@ -9,6 +9,7 @@ from align3gr.errors import ConfigError
 from align3gr.options import ModelOptions, TrainingOptions
 from align3gr.scid.vocabulary import INIT_METHODS
 from align3gr.sft.tasks import SEQ_FORMATS, TASKS, check_seq_format, check_tasks
+from align3gr.training_args import TRAINING_FIXED, TRAINING_RENAMED, TrainerArgs
 
 BEST_METRICS = ("ndcg@10", "recall@10", "ndcg@5", "recall@5")
 
@@ -20,6 +21,25 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
     `TrainingOptions`."""
 
     section = "sft"
+    trainer_args = TrainerArgs(
+        "trl:SFTConfig",
+        fixed={
+            **TRAINING_FIXED,
+            "completion_only_loss": "the loss is on the answers only (Figure 3)",
+            "eval_strategy": "the task-A losses and the valid probe are evaluated every save_steps",
+            "eval_on_start": "the task-A losses are reported before training",
+            "packing_strategy": "best-fit decreasing when packing",
+            "load_best_model_at_end": "the valid probe's best checkpoint is kept when valid_users > 0",
+            "greater_is_better": "the valid probe's metrics grow",
+        },
+        renamed={
+            **TRAINING_RENAMED,
+            "eval_steps": "save_steps",
+            "per_device_eval_batch_size": "per_device_train_batch_size",
+            "train_sampling_strategy": "group_by_length",
+            "metric_for_best_model": "best_metric",
+        },
+    )
 
     attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa, flash_attention_2, ..."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code shipped with the checkpoint."})

@@ -9,6 +9,17 @@ from dataclasses import dataclass, field
 
 from align3gr.errors import ConfigError
 from align3gr.options import TINY, ModelOptions
+from align3gr.training_args import TrainerArgs, check_training_args, training_args_field
+
+UNISID_APPLIED = ("report_to", "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon")
+"""The Transformers training arguments UniSID's own loop applies (`training_args`)."""
+
+
+def tracker_names() -> list[str]:
+    """The `report_to` values of UniSID's loop: Accelerate's experiment trackers."""
+    from accelerate.utils import LoggerType
+
+    return ["none", *(tracker.value for tracker in LoggerType)]
 
 
 @dataclass
@@ -17,6 +28,18 @@ class UniSIDConfig(ModelOptions):
     `model` is a Qwen2.5-VL checkpoint (or 'tiny'); LoRA never touches the frozen vision tower."""
 
     option_prefix = "unisid_options."
+    trainer_args = TrainerArgs(
+        "transformers:TrainingArguments",
+        fixed={"seed": "the tokenize section's seed seeds UniSID"},
+        renamed={
+            "num_train_epochs": "epochs",
+            "per_device_train_batch_size": "batch_size",
+            "warmup_steps": "warmup_ratio",
+        },
+        applied=UNISID_APPLIED,
+        loop="UniSID trains in a loop of its own (torch AdamW, cosine schedule), not a Trainer",
+        reporters=tracker_names,
+    )
 
     tiny_vision_depth: int = field(default=1, metadata={"help": "model=tiny: vision-tower blocks."})
     embedding_dim: int = field(default=128, metadata={"help": "Output size of the embedding head (Eq. 3)."})
@@ -58,12 +81,18 @@ class UniSIDConfig(ModelOptions):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     warmup_ratio: float = field(default=0.05, metadata={"help": "Share of the steps with linear warm-up (cosine)."})
     encode_batch_size: int = field(default=64, metadata={"help": "Items per forward when writing the codes."})
+    training_args: dict = training_args_field(
+        "Training arguments of Transformers by their own names that UniSID's own loop applies: "
+        + ", ".join(UNISID_APPLIED)
+        + " (report_to through Accelerate's trackers; max_grad_norm clips only when given)."
+    )
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         ModelOptions.validate(self)
+        self.training_args = check_training_args(type(self), self.training_args, self.option_prefix + "training_args")
         for name in (
             "tiny_vision_depth", "embedding_dim", "summary_max_new_tokens", "max_description_words", "batch_size",
             "epochs", "encode_batch_size",

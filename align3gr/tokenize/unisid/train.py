@@ -5,6 +5,9 @@ A step takes `batch_size` items and both views of each. Under several processes 
 items and contrasts them among themselves while DDP averages the gradients (a final step with fewer items than
 processes is skipped). Epochs visit the items in a seeded order; the second views are drawn from the seed, the
 epoch and the item, so the same seed and config give the same codes. The trained model is saved in `work/unisid`.
+The loop applies the `training_args` of its options: AdamW's betas and epsilon, gradient clipping (`max_grad_norm`,
+only when given) and `report_to`, Accelerate's trackers logging each step's losses from the main process (TensorBoard
+into `work/runs`, published with the stage's output).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from align3gr.data.texts import informative_categories
 from align3gr.errors import ConfigError
 from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.seeding import seeded
+from align3gr.stage_output import LOGS
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.unisid.backbone import (
     build_tiny_models,
@@ -128,6 +132,8 @@ def run_epochs(model, optimizer, scheduler, batches: Batches, options: UniSIDCon
     history: list[dict] = []
     bar = tqdm(total=options.epochs * math.ceil(count / options.batch_size), desc="UniSID training", unit="step",
                disable=not accelerator.is_main_process)  # fmt: skip
+    clip = options.training_args.get("max_grad_norm")
+    updates = 0
     model.train()
     for epoch in range(1, options.epochs + 1):
         sums: dict[str, float] = {}
@@ -141,16 +147,29 @@ def run_epochs(model, optimizer, scheduler, batches: Batches, options: UniSIDCon
             losses = unisid_losses(output, batch.labels, batch.items, options.temperature)
             loss = total_loss(losses, options.reconstruction_weight)
             accelerator.backward(loss)
+            if clip is not None:
+                accelerator.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             done += 1
-            for name, value in {"loss": loss, **losses}.items():
-                sums[name] = sums.get(name, 0.0) + value.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            updates += 1
+            values = {name: value.item() for name, value in {"loss": loss, **losses}.items()}
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value
+            logged = {f"train/{name}": value for name, value in values.items()}
+            accelerator.log(logged | {"train/learning_rate": scheduler.get_last_lr()[0]}, step=updates)
+            bar.set_postfix(loss=f"{values['loss']:.3f}")
         history.append({"epoch": epoch, **{k: v / done for k, v in sums.items()}})
     bar.close()
     return history
+
+
+def adamw_arguments(options: UniSIDConfig) -> dict:
+    """AdamW's betas and epsilon from `training_args` (torch's defaults, which are Transformers', where not given)."""
+    given = options.training_args
+    betas = (given.get("adam_beta1", 0.9), given.get("adam_beta2", 0.999))
+    return {"betas": betas, "eps": given.get("adam_epsilon", 1e-8)}
 
 
 def encode_catalogue(model: UniSID, schema: ItemSchema, items: list[ItemInput], batch_size: int, accelerator):
@@ -178,7 +197,8 @@ def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path) -> UniSID
 
     start = time.perf_counter()
     options = UniSIDConfig(**config.unisid_options)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    trackers = [name for name in options.training_args.get("report_to") or [] if name != "none"]
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=trackers or None, project_dir=str(work))
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise ConfigError("UniSID trains with DDP: launch with --multi_gpu (gloo on CPU), not a DeepSpeed config")
     instruction = load_unisid_prompts()["instruction"][0]
@@ -191,6 +211,7 @@ def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path) -> UniSID
             work.mkdir(parents=True)
             texts = list(tiny_texts(items, summaries, instruction))
             build_tiny_models(options, texts, backbone_path, reconstructor_path, config.seed)
+    accelerator.init_trackers(LOGS)  # on the main process, into the fresh work folder
 
     with seeded(config.seed) as generator:
         backbone, tokenizer, image_processor = load_backbone(backbone_path, options.dtype)
@@ -208,11 +229,15 @@ def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path) -> UniSID
             options.view_dropout, config.seed, accelerator.device,
         )  # fmt: skip
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=options.learning_rate, weight_decay=options.weight_decay)
+        optimizer = torch.optim.AdamW(
+            trainable, lr=options.learning_rate, weight_decay=options.weight_decay, **adamw_arguments(options)
+        )
         steps = options.epochs * math.ceil(len(items) / options.batch_size)
         scheduler = get_cosine_schedule_with_warmup(optimizer, int(options.warmup_ratio * steps), steps)
         prepared, optimizer = accelerator.prepare(model, optimizer)
         history = run_epochs(prepared, optimizer, scheduler, batches, options, generator, accelerator)
+        for tracker in accelerator.trackers:  # not `end_training`, which would end the process group
+            tracker.finish()
         model.eval()
         codes, costs = encode_catalogue(model, schema, items, options.encode_batch_size, accelerator)
     if accelerator.is_main_process:
