@@ -2,7 +2,7 @@
 publication of the trained model with its code tables, config, training log and curves.
 
 Without CUDA, several processes of an `accelerate launch` (DDP or DeepSpeed) talk over gloo and train in float32
-(bf16 off); with CUDA, bf16 is on where the GPU supports it unless the config says otherwise.
+(bf16 off); FSDP needs GPUs. With CUDA, bf16 is on where the GPU supports it unless the config says otherwise.
 """
 
 from __future__ import annotations
@@ -35,8 +35,20 @@ def cpu_processes() -> bool:
     return not torch.accelerator.is_available() and not deepspeed
 
 
+def check_fsdp_device() -> None:
+    """A ConfigError, before any work, when an `accelerate launch` asks for FSDP on a machine without an accelerator:
+    Accelerate selects FSDP only among the processes of accelerators (GPUs), and would train CPU processes as DDP."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not torch.accelerator.is_available():
+        raise ConfigError(
+            "accelerate config: distributed_type FSDP needs GPUs (Accelerate shards with FSDP only across "
+            "accelerators; CPU processes would train as DDP); on CPU use accelerate_configs/deepspeed_zero2.yaml or "
+            "deepspeed_zero3.yaml"
+        )
+
+
 def trainer_arguments(config: TrainingOptions, output_dir: Path) -> dict[str, Any]:
     """The TRL config arguments every stage sets the same way from the `TrainingOptions` of its config."""
+    check_fsdp_device()
     cuda = torch.cuda.is_available()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return {

@@ -144,16 +144,19 @@ def test_bad_stage_options(ml100k_small, tmp_path):
 
 
 @pytest.mark.slow
-def test_accelerate_launch_runs_a_self_play_stage_with_deepspeed_zero2_on_two_cpu_processes(
-    ml100k_small, sft_run, tmp_path
+@pytest.mark.parametrize("launch_config", ["deepspeed_zero2", "deepspeed_zero3"])
+def test_accelerate_launch_runs_a_self_play_stage_with_deepspeed_on_two_cpu_processes(
+    launch_config, ml100k_small, sft_run, tmp_path
 ):
+    """Under ZeRO-3 the policy loads partitioned: it generates its candidates on gathered weights, and the valid
+    evaluation loads the trained model whole."""
     out = tmp_path / "dpo"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in QUICK.items()]
     evaluate = tmp_path / "evaluate.yaml"
     evaluate.write_text(json.dumps({"evaluate": VALID_OPTIONS}))
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
-        "--config_file", "accelerate_configs/deepspeed_zero2.yaml", "recipes/dpo.py",
+        "--config_file", f"accelerate_configs/{launch_config}.yaml", "recipes/dpo.py",
         "--data", str(ml100k_small), "--start", str(sft_run / "sft"), "--out", str(out), "--stages", "sp_easy",
         "--config", str(evaluate), *flags,
     ]  # fmt: skip

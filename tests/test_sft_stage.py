@@ -1,5 +1,5 @@
 """The `sft` stage end to end on a slice of MovieLens-100K: outputs, re-runs, bad input, and a real
-`accelerate launch` with 2 CPU processes under DeepSpeed ZeRO-2."""
+`accelerate launch` with 2 CPU processes under DeepSpeed ZeRO-2 and ZeRO-3 (FSDP stops: it needs GPUs)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from test_sft import code_tables
 from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
 
@@ -90,12 +91,15 @@ def test_code_tables_of_another_dataset_fail_before_training(ml100k_small, scid,
 
 
 @pytest.mark.slow
-def test_accelerate_launch_with_deepspeed_zero2_on_two_cpu_processes(ml100k_small, scid, tmp_path):
+@pytest.mark.parametrize("launch_config", ["deepspeed_zero2", "deepspeed_zero3"])
+def test_accelerate_launch_with_deepspeed_on_two_cpu_processes(launch_config, ml100k_small, scid, tmp_path):
+    """ZeRO-2, and ZeRO-3 (weights partitioned as they load): the valid ranking probe of each evaluation runs on
+    whole weights while the two processes rank different users."""
     out = tmp_path / "sft"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
-        "--config_file", "accelerate_configs/deepspeed_zero2.yaml", "recipes/sft.py",
+        "--config_file", f"accelerate_configs/{launch_config}.yaml", "recipes/sft.py",
         "--data", str(ml100k_small), "--scid", str(scid), "--out", str(out), *flags,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -105,6 +109,23 @@ def test_accelerate_launch_with_deepspeed_zero2_on_two_cpu_processes(ml100k_smal
     assert meta["distributed"] == {"type": "DEEPSPEED", "processes": 2} and meta["steps"] == 3
     model, _ = load_for_inference(out)
     assert not model.training
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="FSDP trains there")
+@pytest.mark.parametrize("launch_config", ["fsdp", "fsdp_qlora"])
+def test_fsdp_launch_on_cpu_processes_stops_before_any_work(launch_config, ml100k_small, scid, tmp_path):
+    """Accelerate shards with FSDP only across accelerators and would train CPU processes as DDP: the stage says so
+    instead, before it reads the data."""
+    qlora = ["--use-lora", "--load-in-4bit"] if launch_config == "fsdp_qlora" else []
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
+        "--config_file", f"accelerate_configs/{launch_config}.yaml", "recipes/sft.py",
+        "--data", str(ml100k_small), "--scid", str(scid), "--out", str(tmp_path / "sft"), *qlora,
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "distributed_type FSDP needs GPUs" in done.stderr
+    assert not (tmp_path / "sft").exists() and not (tmp_path / "sft.work").exists()
 
 
 def test_stream_run_keeps_the_checkpoint_with_the_best_valid_ranking_and_draws_its_curves(ml100k_small, scid, tmp_path):

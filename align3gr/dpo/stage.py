@@ -39,6 +39,7 @@ from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.stage import run_evaluate
 from align3gr.io import read_json, sha256_json
 from align3gr.metrics import ranking_metrics
+from align3gr.models.zero3 import whole_weights
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
 from align3gr.sft.tasks import TaskBuilder, trained_prompting
 from align3gr.stage_output import LOGS, META_FILE, StageOutput
@@ -210,7 +211,8 @@ def run_stage(
         dataset, item_codes, user_codes, with_user_scid=with_user_scid, seed=config.seed, seq_format=seq_format
     )
     policy, tokenizer = load_policy(previous)
-    examples, stats = stage_examples(name, policy, tokenizer, builder, config)
+    with whole_weights(policy):
+        examples, stats = stage_examples(name, policy, tokenizer, builder, config)
     if not examples:
         raise ConfigError(f"DPO stage {name}: no preference rows ({stats}); the data has nothing for this stage")
     log.info("DPO stage %s: %d rows (%s)", name, len(examples), stats)

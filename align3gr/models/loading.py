@@ -3,7 +3,8 @@
 Any architecture `AutoModelForCausalLM` knows loads (Llama and Qwen families are tested); `trust_remote_code` is
 off unless asked for. `load_for_inference` also reads the `sft/` output folder: a full model loads as is; a LoRA
 adapter is applied to its base model (recorded in `adapter_config.json`), whose embeddings are first grown to the
-extended vocabulary exactly as training grew them, and then merged into it, so the caller gets one plain model.
+extended vocabulary exactly as training grew them (a QLoRA adapter's NF4 base dequantized), and then merged into
+it, so the caller gets one plain model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from align3gr.errors import ConfigError
 from align3gr.models.embeddings import resize_embeddings
+from align3gr.models.zero3 import loading_whole
 from align3gr.stage_output import META_FILE
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -32,17 +34,21 @@ def resolve_dtype(dtype: str | torch.dtype):
 
 
 def _quantization(load_in_4bit: bool, dtype) -> dict:
+    """The `from_pretrained` arguments of QLoRA's base: NF4 weights with double quantization, computed in `dtype`
+    and stored in it too (`bnb_4bit_quant_storage`), so FSDP sees one dtype when it flattens the parameters."""
     if not load_in_4bit:
         return {}
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError("load_in_4bit=True needs bitsandbytes: pip install 'align3gr[qlora]'")
-    if not torch.cuda.is_available():
-        raise ConfigError("load_in_4bit=True needs a CUDA GPU (bitsandbytes 4-bit kernels)")
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if dtype == "auto" else dtype
     config = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=compute,
     )
     return {"quantization_config": config}
 
@@ -92,27 +98,35 @@ def load_model_and_tokenizer(
 
 
 def load_for_inference(path: str | Path, dtype: str | torch.dtype = "float32"):
-    """(model, tokenizer) of a model folder or a stage output folder (`sft/`, `dpo/STAGE/`), model in eval mode;
-    an adapter is merged into its base model (`load_adapter`)."""
+    """(model, tokenizer) of a model folder or a stage output folder (`sft/`, `dpo/STAGE/`), model in eval mode and
+    whole even in a process training under ZeRO-3; an adapter is merged into its base model (`load_adapter`)."""
     folder = Path(path)
     tokenizer = load_tokenizer(folder)
-    if not (folder / ADAPTER_CONFIG).is_file():
-        model, _ = load_model_and_tokenizer(folder, dtype=dtype)
-        return model.eval(), tokenizer
-    return load_adapter(folder, dtype).merge_and_unload().eval(), tokenizer
+    with loading_whole():
+        if not (folder / ADAPTER_CONFIG).is_file():
+            model, _ = load_model_and_tokenizer(folder, dtype=dtype)
+            return model.eval(), tokenizer
+        return load_adapter(folder, dtype).merge_and_unload().eval(), tokenizer
 
 
 def load_adapter(folder: Path, dtype: str | torch.dtype = "float32", trainable: bool = False):
     """The `PeftModel` of an adapter output folder: its base model (recorded in `adapter_config.json`), embeddings
     grown to the saved tokenizer's size with `resize_embeddings` (rows past the base vocabulary set to the mean, as
-    in training; `meta.json` records the base vocabulary size), then the adapter, trainable or not."""
+    in training; `meta.json` records the base vocabulary size), then the adapter, trainable or not.
+
+    A QLoRA adapter (`load_in_4bit` in the config `meta.json` records) gets its base in NF4 again; for inference
+    that base is then dequantized to `dtype`, so a merge adds the adapter to the NF4 weights it was trained on.
+    """
     from peft import PeftModel
 
     adapter = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     meta_path = folder / META_FILE
     if not meta_path.is_file():
         raise ConfigError(f"{folder}: adapter folder without {META_FILE} (base vocabulary size unknown)")
-    vocabulary = json.loads(meta_path.read_text(encoding="utf-8"))["vocabulary"]
-    base, _ = load_model_and_tokenizer(adapter["base_model_name_or_path"], dtype=dtype)
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    vocabulary, quantized = meta["vocabulary"], meta.get("config", {}).get("load_in_4bit", False)
+    base, _ = load_model_and_tokenizer(adapter["base_model_name_or_path"], dtype=dtype, load_in_4bit=quantized)
+    if quantized and not trainable:
+        base = base.dequantize()
     resize_embeddings(base, vocabulary["embedding_rows"], vocabulary["base_vocab_size"], 1)
     return PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)

@@ -43,7 +43,7 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
 
     attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa, flash_attention_2, ..."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code shipped with the checkpoint."})
-    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: NF4 base weights (bitsandbytes, CUDA)."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: an NF4 base (bitsandbytes, CPU or CUDA)."})
     tasks: list[str] = field(
         default_factory=lambda: list(TASKS), metadata={"help": "Task mixture (Figure 3).", "choices": TASKS}
     )

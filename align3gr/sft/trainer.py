@@ -4,6 +4,8 @@ takes the loss through the model's own output layer.
 Ranking: each scheduled evaluation also runs a `RankingProbe` (beam search on a fixed valid sample) and reports its
 metrics as `eval_valid_recall@K` / `eval_valid_ndcg@K`, so Transformers' best-checkpoint selection
 (`metric_for_best_model`) and early stopping (`RankingEarlyStopping`) act on recommendation quality, not on a loss.
+The processes rank different users, so the probe runs on whole weights (TRL's `unwrap_model_for_generation`): under
+ZeRO-3 each forward of the engine would gather them with a collective the other processes do not join.
 
 Loss: TRL computes the SFT loss with a fused LM head that reads `lm_head.weight` (and `.bias`) directly. Under LoRA
 with peft's trainable tokens, the output layer is a wrapper whose new SCID rows live in the adapter, not in that
@@ -22,6 +24,7 @@ from __future__ import annotations
 import torch
 from transformers import EarlyStoppingCallback, Trainer
 from trl import SFTTrainer
+from trl.models.utils import unwrap_model_for_generation
 
 from align3gr.sft.probe import RankingProbe
 
@@ -69,7 +72,11 @@ class SCIDSFTTrainer(SFTTrainer):
         """A scheduled evaluation (every eval dataset) first ranks the probe's users; the ranking joins the metrics of
         the first eval dataset's evaluation, so the log and the callbacks (best checkpoint, early stopping) see it."""
         if self.probe is not None and eval_dataset is None and metric_key_prefix == "eval":
-            ranking = self.probe(self.accelerator.unwrap_model(self.model))
+            checkpointing = self.args.gradient_checkpointing_kwargs
+            with unwrap_model_for_generation(
+                self.model_wrapped, self.accelerator, gradient_checkpointing_kwargs=checkpointing
+            ) as model:
+                ranking = self.probe(model)
             self._ranking = {PROBE_PREFIX + k: v for k, v in ranking.items()}
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
