@@ -65,13 +65,7 @@ def test_the_stages_preparation_equals_trls(examples, small, tiny_qwen, tmp_path
     assert ours.to_dict() == prepared.select_columns(ours.column_names).to_dict()
 
 
-def test_cached_rows_are_loaded_on_a_rerun_and_replaced_when_their_inputs_change(
-    examples,
-    scid_tokenizer,
-    tmp_path,
-    caplog,
-    monkeypatch,  # noqa: F811
-):
+def test_cached_rows_load_on_a_rerun_and_go_with_their_inputs(examples, scid_tokenizer, tmp_path, caplog, monkeypatch):  # noqa: F811
     import align3gr.sft.data as data
 
     folder = tmp_path / "rows"
