@@ -24,7 +24,7 @@ from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.sft.arguments import sft_arguments
 from align3gr.sft.base_model import build_tiny_base
 from align3gr.sft.config import SFTStageConfig
-from align3gr.sft.data import encode_examples, sample_per_task
+from align3gr.sft.data import encode_examples, sample_per_task, trainer_rows
 from align3gr.sft.tasks import TASKS, TaskBuilder
 
 MODES = {"padding": {}, "padding-free": {"padding_free": True}, "packing (bfd)": {"packing": True}}
@@ -58,7 +58,8 @@ def main() -> None:
             arguments = sft_arguments(config, Path(work) / "out", eval_steps=10**6)
             arguments.eval_on_start = False
             arguments.eval_strategy = arguments.save_strategy = "no"
-            trainer = SFTTrainer(model=model, args=arguments, train_dataset=train, processing_class=tokenizer)
+            prepared = trainer_rows(train, arguments, arguments.packing)  # the stage's: TRL's preparation is skipped
+            trainer = SFTTrainer(model=model, args=arguments, train_dataset=prepared, processing_class=tokenizer)
             start = time.perf_counter()
             metrics = trainer.train().metrics
             seconds = time.perf_counter() - start

@@ -16,7 +16,8 @@ def sft_argument_values(config: SFTStageConfig, output_dir: Path, eval_steps: in
     The hardware-dependent settings are `align3gr.training.trainer_arguments`'. Padding-free batching takes the
     examples as they are (they were filtered to `max_length` when tokenized); packing uses best-fit decreasing.
     `group_by_length` batches rows of similar length (Transformers' length-grouped sampler, seeded).
-    With a valid ranking probe, the checkpoint with the best `best_metric` is the one kept at the end.
+    With a valid ranking probe, the checkpoint with the best `best_metric` is the one kept at the end. TRL does not
+    prepare the datasets: the stage gives them labelled and packed (`align3gr.sft.data.trainer_rows`).
     """
     selection = {}
     if config.valid_users:
@@ -37,6 +38,7 @@ def sft_argument_values(config: SFTStageConfig, output_dir: Path, eval_steps: in
         "train_sampling_strategy": "group_by_length" if config.group_by_length else "random",
         "padding_free": config.padding_free,
         "completion_only_loss": True,
+        "dataset_kwargs": {"skip_prepare_dataset": True},
         "eval_strategy": "steps",
         "eval_steps": eval_steps,
         "eval_on_start": True,

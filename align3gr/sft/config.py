@@ -26,6 +26,7 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
         fixed={
             **TRAINING_FIXED,
             "completion_only_loss": "the loss is on the answers only (Figure 3)",
+            "dataset_kwargs": "the stage tokenizes, labels and packs the rows itself (align3gr.sft.data)",
             "eval_strategy": "the task-A losses and the valid probe are evaluated every save_steps",
             "eval_on_start": "the task-A losses are reported before training",
             "packing_strategy": "best-fit decreasing when packing",

@@ -10,6 +10,9 @@ both see byte-identical prompt tokens (no re-tokenization across the prompt/answ
 
 The answer is its tokens (no special tokens added) followed by the EOS id, which is what generation stops at.
 
+`encode_prompts`, `encode_completions` and `encode_listings` give the same IDs for many texts at once: one template
+rendering and one tokenizer call for the whole batch (the fast tokenizer's batch encoding), for SFT's training rows.
+
 A listing (the `stream` form of the sequential task) is a user's items in order as the answer: each item's code
 tokens followed by `LISTING_SEPARATOR`, and no EOS, because the listing goes on. Every listed item is a target, and
 the prompt for "what comes next" is the same tokens cut after the last history item, so one training row teaches
@@ -36,11 +39,40 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     return bos + tokenizer.encode(text + PLAIN_SEPARATOR, add_special_tokens=False)
 
 
+def encode_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """`encode_prompt` of each text, from one chat-template rendering and one tokenizer call (`apply_chat_template`
+    tokenizes its rendering without special tokens, as this does)."""
+    if not texts:
+        return []
+    if getattr(tokenizer, "chat_template", None):
+        conversations = [[{"role": "user", "content": text}] for text in texts]
+        rendered = tokenizer.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
+        return _token_ids(tokenizer, rendered)
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    return [bos + ids for ids in _token_ids(tokenizer, [text + PLAIN_SEPARATOR for text in texts])]
+
+
 def encode_completion(tokenizer, completion: str) -> list[int]:
     """The answer's token IDs followed by the EOS id."""
+    return tokenizer.encode(completion, add_special_tokens=False) + [_eos_id(tokenizer)]
+
+
+def encode_completions(tokenizer, completions: Sequence[str]) -> list[list[int]]:
+    """`encode_completion` of each answer, from one tokenizer call."""
+    eos = _eos_id(tokenizer)
+    return [ids + [eos] for ids in _token_ids(tokenizer, completions)] if completions else []
+
+
+def _token_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """The token IDs of each text without special tokens, from one (batched) tokenizer call."""
+    return tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
+
+
+def _eos_id(tokenizer) -> int:
+    """The EOS id answers end with, or a ConfigError for a tokenizer without one."""
     if tokenizer.eos_token_id is None:
         raise ConfigError(f"tokenizer {tokenizer.name_or_path!r} has no EOS token: answers could not end")
-    return tokenizer.encode(completion, add_special_tokens=False) + [tokenizer.eos_token_id]
+    return tokenizer.eos_token_id
 
 
 def code_ids(tokenizer, codes: Sequence[str]) -> list[int]:
@@ -54,10 +86,24 @@ def code_ids(tokenizer, codes: Sequence[str]) -> list[int]:
 def encode_listing(tokenizer, listing: Sequence[Sequence[str]]) -> tuple[list[int], list[int]]:
     """The IDs of items listed in order (each SCID's code tokens, then the separator) and a mask that is 1 on the
     code tokens: the targets of a `stream` row."""
+    return encode_listings(tokenizer, [listing])[0]
+
+
+def encode_listings(tokenizer, listings: Sequence[Sequence[Sequence[str]]]) -> list[tuple[list[int], list[int]]]:
+    """`encode_listing` of each listing, each item's IDs looked up once (a catalogue has far fewer items than
+    listed positions)."""
     separator = tokenizer.encode(LISTING_SEPARATOR, add_special_tokens=False)
-    ids: list[int] = []
-    mask: list[int] = []
-    for codes in listing:
-        ids += code_ids(tokenizer, codes) + separator
-        mask += [1] * len(codes) + [0] * len(separator)
-    return ids, mask
+    items: dict[tuple[str, ...], tuple[list[int], list[int]]] = {}
+    encoded = []
+    for listing in listings:
+        ids: list[int] = []
+        mask: list[int] = []
+        for codes in listing:
+            key = tuple(codes)
+            if key not in items:
+                items[key] = (code_ids(tokenizer, key) + separator, [1] * len(key) + [0] * len(separator))
+            item_ids, item_mask = items[key]
+            ids += item_ids
+            mask += item_mask
+        encoded.append((ids, mask))
+    return encoded

@@ -4,7 +4,8 @@
 added tokens, copies of `item_codes.json` and `user_codes.json`, `meta.json` (fingerprint of the inputs and the
 resolved config, vocabulary sizes, example counts, task-A losses before and after training), `sft_config.yaml`
 and `training_log.jsonl`; `load_for_inference` reads it alone. The folder appears in one rename; a re-run with the
-same inputs and config is a no-op; checkpoints go to `sft.work/` beside it, from which a killed run resumes.
+same inputs and config is a no-op; checkpoints go to `sft.work/` beside it, from which a killed run resumes, and so do
+the tokenized rows of the task mixture (`sft.work/rows/`), which a resumed run loads instead of tokenizing again.
 Every process of an `accelerate launch` calls `run_sft`; the main one builds the tiny model and writes the output.
 """
 
@@ -30,7 +31,7 @@ from align3gr.seeding import seeded
 from align3gr.sft.arguments import sft_arguments
 from align3gr.sft.base_model import build_tiny_base
 from align3gr.sft.config import SFTStageConfig
-from align3gr.sft.data import encode_examples, rows_dataset, sample_per_task
+from align3gr.sft.data import cached_rows, encode_examples, rows_dataset, sample_per_task, trainer_rows
 from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.probe import RankingProbe
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
@@ -39,6 +40,8 @@ from align3gr.training import logged, publish_model
 
 log = logging.getLogger(__name__)
 PROBE_BATCH = 32
+ROWS = "rows"
+"""The work folder's cache of the task mixture's tokenized rows (`align3gr.sft.data.cached_rows`)."""
 
 
 @dataclass
@@ -151,8 +154,8 @@ def scid_model(base: str, dataset: Dataset, item_codes: dict, user_codes: dict, 
 def sft_trainer(
     model, tokenizer, token_ids, builder: TaskBuilder, arguments, train, evals: dict, config: SFTStageConfig
 ):
-    """The SFT trainer: LoRA on the SCID rows when `use_lora`, the valid ranking probe and its early stopping when
-    `valid_users` is set."""
+    """The SFT trainer on the stage's rows, prepared here (`trainer_rows`) rather than by TRL: LoRA on the SCID rows
+    when `use_lora`, the valid ranking probe and its early stopping when `valid_users` is set."""
     from align3gr.sft.trainer import RankingEarlyStopping, SCIDSFTTrainer, needs_model_loss
 
     probe = None
@@ -165,14 +168,15 @@ def sft_trainer(
         peft_config = scid_lora_config(
             model, token_ids, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules
         )
+    eval_packing = arguments.packing if arguments.eval_packing is None else arguments.eval_packing
     callbacks = []
     if probe is not None and config.early_stopping_patience:
         callbacks.append(RankingEarlyStopping(config.early_stopping_patience))
     return SCIDSFTTrainer(
         model=model,
         args=arguments,
-        train_dataset=train,
-        eval_dataset=evals,
+        train_dataset=trainer_rows(train, arguments, arguments.packing),
+        eval_dataset={name: trainer_rows(rows, arguments, eval_packing) for name, rows in evals.items()},
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
@@ -219,7 +223,8 @@ def run_sft(
         examples = sample_per_task(
             builder.build(config.tasks), config.max_examples_per_task, config.seed, config.task_limits
         )
-        train = encode_examples(examples, tokenizer, config.max_length, "Tokenizing the task mixture")
+        with state.main_process_first():  # the main process tokenizes; the others load its rows
+            train = cached_rows(examples, tokenizer, config.max_length, output.work / ROWS, "Tokenizing the mixture")
         evals = _seq_rows(builder, tokenizer, config)
         trainer = sft_trainer(model, tokenizer, token_ids, builder, arguments, train, evals, config)
         trainer.train(resume_from_checkpoint=resume)

@@ -1,0 +1,108 @@
+"""SFT rows at tokenizer speed: batched rows equal the per-example ones, the stage's preparation equals TRL's, and
+the row cache is reused, invalidated and written atomically."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import socket
+import subprocess
+import sys
+
+import pytest
+from test_sft import code_tables, scid_tokenizer, small, tiny_qwen  # noqa: F401 (fixtures)
+
+from align3gr.sft.arguments import sft_arguments
+from align3gr.sft.config import SFTStageConfig
+from align3gr.sft.data import cached_rows, encode_example, encode_examples, rows_dataset, rows_key, trainer_rows
+from align3gr.sft.tasks import TASKS, TaskBuilder
+
+
+@pytest.fixture(scope="module")
+def examples(small):  # noqa: F811
+    """Every task of the small MovieLens-100K slice in both forms of task A, a few hundred examples."""
+    items, users = code_tables(small)
+    mixture = TaskBuilder(small, items, users).build(TASKS[1:])[::7] + list(TaskBuilder(small, items, users).seq())
+    return mixture[::5] + list(TaskBuilder(small, items, users, seq_format="stream").seq())[:60]
+
+
+def plain(tokenizer):
+    """A copy of `tokenizer` without a chat template and with a BOS token: Llama-2-style plain prompts."""
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.chat_template = None
+    tokenizer.add_special_tokens({"bos_token": "<s>"})
+    return tokenizer
+
+
+@pytest.mark.parametrize("template", ["chat", "plain"])
+def test_batched_rows_equal_the_per_example_rows_token_for_token(examples, scid_tokenizer, template):  # noqa: F811
+    tokenizer = scid_tokenizer if template == "chat" else plain(scid_tokenizer)
+    assert {e.task for e in examples} >= {"seq", "item_align", "user_align"} and any(e.listing for e in examples)
+    max_length = 120  # leaves out the longest histories
+    reference = rows_dataset((encode_example(e, tokenizer) for e in examples), max_length)
+    rows = encode_examples(examples, tokenizer, max_length)
+    assert 0 < len(rows) < len(examples)
+    assert rows.to_dict() == reference.to_dict()
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_the_stages_preparation_equals_trls(examples, small, tiny_qwen, tmp_path, packing):  # noqa: F811
+    from trl import SFTTrainer
+
+    from align3gr.models.loading import load_model_and_tokenizer
+    from align3gr.scid.tokens import scid_tokens
+    from align3gr.scid.vocabulary import extend_vocabulary
+
+    model, tokenizer = load_model_and_tokenizer(tiny_qwen)
+    extend_vocabulary(model, tokenizer, scid_tokens(*code_tables(small)))
+    rows = encode_examples(examples, tokenizer, 200)
+    arguments = sft_arguments(SFTStageConfig(max_length=200, packing=packing), tmp_path, eval_steps=500)
+    few = trainer_rows(rows.select(range(4)), arguments, packing)
+    trainer = SFTTrainer(model=model, args=arguments, train_dataset=few, eval_dataset=few, processing_class=tokenizer)
+    prepared = trainer._prepare_dataset(rows, tokenizer, arguments, packing, None, "train")
+    ours = trainer_rows(rows, arguments, packing)
+    assert ours.column_names == [c for c in prepared.column_names if c != "completion_mask"]
+    assert ours.to_dict() == prepared.select_columns(ours.column_names).to_dict()
+
+
+def test_cached_rows_load_on_a_rerun_and_go_with_their_inputs(examples, scid_tokenizer, tmp_path, caplog, monkeypatch):  # noqa: F811
+    import align3gr.sft.data as data
+
+    folder = tmp_path / "rows"
+    with caplog.at_level(logging.INFO, logger="align3gr.sft.data"):
+        first = cached_rows(examples, scid_tokenizer, 200, folder)
+        key = rows_key(examples, scid_tokenizer, 200)
+        written = (folder / key / "state.json").stat().st_mtime_ns
+        assert "tokenized" in caplog.text and [p.name for p in folder.iterdir()] == [key]
+        caplog.clear()
+        monkeypatch.setattr(data, "encode_examples", lambda *a, **k: pytest.fail("tokenized again"))
+        again = cached_rows(examples, scid_tokenizer, 200, folder)
+        assert "loaded" in caplog.text and again.to_dict() == first.to_dict()
+        assert (folder / key / "state.json").stat().st_mtime_ns == written
+    monkeypatch.undo()
+
+    other = copy.deepcopy(scid_tokenizer)
+    other.chat_template = other.chat_template.replace("<|im_start|>assistant", "<|im_start|>model")
+    changed = {
+        "template": (examples, other, 200),
+        "tokenizer": (examples, plain(scid_tokenizer), 200),
+        "max_length": (examples, scid_tokenizer, 100),
+        "examples": (examples[1:], scid_tokenizer, 200),
+    }
+    keys = {name: rows_key(*inputs) for name, inputs in changed.items()}
+    assert len({key, *keys.values()}) == 5
+    rows = cached_rows(*changed["template"], folder)
+    assert [p.name for p in folder.iterdir()] == [keys["template"]]  # the rows of the old key are gone
+    assert rows.to_dict() == encode_examples(*changed["template"]).to_dict() != first.to_dict()
+
+
+def test_a_killed_writes_temporary_rows_are_ignored_and_removed(examples, scid_tokenizer, tmp_path):  # noqa: F811
+    folder = tmp_path / "rows"
+    key = rows_key(examples, scid_tokenizer, 200)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    half = folder / f".{key}.tmp-{socket.gethostname()}-{int(dead.stdout)}-0123abcd"
+    half.mkdir(parents=True)
+    (half / "data-00000-of-00001.arrow").write_bytes(b"half")
+    rows = cached_rows(examples, scid_tokenizer, 200, folder)
+    assert not half.exists() and [p.name for p in folder.iterdir()] == [key]
+    assert rows.to_dict() == encode_examples(examples, scid_tokenizer, 200).to_dict()
