@@ -279,3 +279,17 @@ def read_yaml_section(path: str | Path, section: str | None) -> dict[str, Any]:
 def config_to_dict(config: Any) -> dict[str, Any]:
     """The config as a plain dict (for meta files and fingerprints)."""
     return dataclasses.asdict(config)
+
+
+OMITTED = object()
+"""A field's `fingerprint` metadata leaving the option out of `fingerprint_options`."""
+
+
+def fingerprint_options(config: Any) -> dict[str, Any]:
+    """`config_to_dict` as step keys and lineages record it: a field whose metadata has a `fingerprint` (an option
+    choosing where a stage computes, not what) recorded as that value, or left out if it is `OMITTED`."""
+    fields = dataclasses.fields(config)
+    fingerprints = {f.name: f.metadata["fingerprint"] for f in fields if "fingerprint" in f.metadata}
+    options = config_to_dict(config)
+    options |= {name: value for name, value in fingerprints.items() if value is not OMITTED}
+    return {name: value for name, value in options.items() if fingerprints.get(name) is not OMITTED}

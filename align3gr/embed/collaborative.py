@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from align3gr.data.dataset import Dataset
+from align3gr.devices import resolve_device
 from align3gr.early_stopping import EarlyStopping
 from align3gr.embed.config import EmbedConfig
 from align3gr.errors import DataError
@@ -61,7 +62,7 @@ class SequenceEncoder(nn.Module):
     def encode_last(self, seq: torch.Tensor) -> torch.Tensor:
         """The hidden state at each row's last real item, [B, dim]."""
         last = (seq != 0).sum(1).clamp(min=1) - 1
-        return self.forward(seq)[torch.arange(len(seq)), last]
+        return self.forward(seq)[torch.arange(len(seq), device=seq.device), last]
 
     @torch.no_grad()
     def score_items(self, seq: torch.Tensor) -> torch.Tensor:
@@ -122,7 +123,7 @@ def sampled_softmax_loss(hidden: torch.Tensor, targets: torch.Tensor, table: tor
     negative = hidden @ table[negatives].T
     negative = negative.masked_fill(targets.unsqueeze(-1) == negatives, float("-inf"))
     logits = torch.cat([positive, negative], -1)
-    return nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+    return nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
 @torch.no_grad()
@@ -132,29 +133,32 @@ def recall_at_k(model: SequenceEncoder, histories: torch.Tensor, targets: torch.
     return (top == targets.unsqueeze(1)).any(1).float().mean().item()
 
 
-def train_collaborative(dataset: Dataset, config: EmbedConfig) -> CFResult:
-    """Train on `items[:-2]` of every user; keep the epoch with the best validation Recall@10."""
+def train_collaborative(dataset: Dataset, config: EmbedConfig, device: torch.device | None = None) -> CFResult:
+    """Train on `items[:-2]` of every user on `device` (default: `config.device` resolved), with random draws from a
+    CPU generator; keep the epoch with the best validation Recall@10. The results are on the CPU."""
     max_len = dataset.max_history
-    with seeded(config.seed) as generator:
+    device = device or resolve_device(config.device)
+    with seeded(config.seed, device) as generator:
         index = {item_id: k + 1 for k, item_id in enumerate(dataset.items)}
         users = list(dataset.sequences)
         train = [[index[i] for i in dataset.train_items(u)] for u in users]
-        valid_targets = torch.tensor([index[dataset.sequences[u].items[-2]] for u in users])
-        histories = pack(train, max_len)
-        windows = training_windows(train, max_len)
+        valid_targets = torch.tensor([index[dataset.sequences[u].items[-2]] for u in users], device=device)
+        histories = pack(train, max_len).to(device)
+        windows = training_windows(train, max_len).to(device)
         model = SequenceEncoder(
             len(index), config.cf_dim, max_len, config.cf_layers, config.cf_heads, config.cf_dropout
-        )
+        ).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.cf_lr)
         num_negatives = min(config.cf_negatives, len(index) - 1)
         stopping, epochs_run = EarlyStopping(model, config.cf_patience), 0
         for epoch in (bar := tqdm(range(1, config.cf_epochs + 1), desc="collaborative encoder", unit="epoch")):
             model.train()
             epochs_run = epoch
-            for batch in windows[torch.randperm(len(windows), generator=generator)].split(config.cf_batch_size):
+            order = torch.randperm(len(windows), generator=generator).to(device)
+            for batch in windows[order].split(config.cf_batch_size):
                 inputs, targets = batch[:, :-1], batch[:, 1:]
                 hidden = model(inputs)[targets != 0]
-                sampled = torch.randint(1, len(index) + 1, (num_negatives,), generator=generator)
+                sampled = torch.randint(1, len(index) + 1, (num_negatives,), generator=generator).to(device)
                 loss = sampled_softmax_loss(hidden, targets[targets != 0], model.items.weight, sampled)
                 optimizer.zero_grad()
                 loss.backward()
@@ -168,9 +172,10 @@ def train_collaborative(dataset: Dataset, config: EmbedConfig) -> CFResult:
         with torch.no_grad():
             user_features = torch.cat([model.encode_last(chunk) for chunk in histories.split(1024)])
     log.info("collaborative encoder: best valid Recall@10 %.4f after %d epochs", best, epochs_run)
+    model.cpu()
     return CFResult(
         items=model.items.weight[1:].detach().numpy().copy(),
-        users=user_features.numpy(),
+        users=user_features.cpu().numpy(),
         valid_recall_at_10=best,
         epochs=epochs_run,
         model=model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from align3gr.devices import check_device, device_field
 from align3gr.embed.semantic import DEFAULT_ENCODER
 from align3gr.errors import ConfigError
 
@@ -27,7 +28,11 @@ class EmbedConfig:
         },
     )
     max_length: int = field(default=256, metadata={"help": "Encoder input length in tokens."})
-    device: str = field(default="cpu", metadata={"help": "Device of the semantic encoder."})
+    device: str = device_field(
+        "Device of the semantic and collaborative encoders: auto (the accelerator, else the CPU), cpu, cuda, "
+        "cuda:1, mps, xpu, ...",
+        fingerprint="cpu",  # step keys recorded the old default: existing runs stay current
+    )
     cache_dir: str | None = field(
         default=None, metadata={"help": "Embedding cache folder (default ~/.cache/align3gr/embeddings)."}
     )
@@ -45,6 +50,7 @@ class EmbedConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the collaborative encoder."})
 
     def validate(self) -> None:
+        check_device(type(self), self.device, "device")
         for name in ("batch_size", "max_length", "cf_dim", "cf_layers", "cf_heads", "cf_epochs", "cf_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")

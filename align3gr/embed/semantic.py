@@ -18,6 +18,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
+from align3gr.devices import AUTO, resolve_device
 from align3gr.errors import ConfigError, DataError
 from align3gr.models.local import model_identity, require_model_folder
 
@@ -36,14 +37,21 @@ def resolve_encoder_path(name: str) -> Path:
 
 
 class SemanticEncoder:
-    """Encodes texts into L2-normalised float32 vectors with a frozen encoder on the CPU or a GPU."""
+    """Encodes texts into L2-normalised float32 vectors with a frozen encoder on `device` (a `device` option, see
+    `align3gr.devices`, or a resolved device)."""
 
-    def __init__(self, name: str = DEFAULT_ENCODER, batch_size: int = 1, max_length: int = 256, device: str = "cpu"):
+    def __init__(
+        self,
+        name: str = DEFAULT_ENCODER,
+        batch_size: int = 1,
+        max_length: int = 256,
+        device: str | torch.device = AUTO,
+    ) -> None:
         self.path = resolve_encoder_path(name)
         self.identity = model_identity(self.path)
         self.batch_size = batch_size
         self.max_length = max_length
-        self.device = device
+        self.device = resolve_device(device) if isinstance(device, str) else device
         self._model = None
         self.stats = {"texts": 0, "encoded": 0, "cached": 0}
 
@@ -52,7 +60,7 @@ class SemanticEncoder:
             if (self.path / "modules.json").is_file():
                 from sentence_transformers import SentenceTransformer
 
-                model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+                model = SentenceTransformer(str(self.path), device=str(self.device), local_files_only=True)
                 model.max_seq_length = self.max_length
                 self._model = ("st", model, None)
             else:

@@ -2,9 +2,9 @@
 
 Writes `embeddings/`: `semantic.safetensors` and `collaborative.safetensors` (tensors `items` and `users`, rows
 in the order of `ids.json`), `ids.json`, `report.json` (encoder, dimensions, cache use, the collaborative
-encoder's validation Recall@10, wall time), and the collaborative encoder itself (`collaborative_encoder.safetensors`
-and its hyperparameters `collaborative_encoder.json`, see `load_encoder`). The folder appears in one rename when
-everything is written.
+encoder's validation Recall@10, the device, wall time), and the collaborative encoder itself
+(`collaborative_encoder.safetensors` and its hyperparameters `collaborative_encoder.json`, see `load_encoder`). The
+folder appears in one rename when everything is written.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from align3gr.config import config_to_dict
 from align3gr.console import format_mapping
 from align3gr.data.dataset import load_dataset
 from align3gr.data.schema import Item
+from align3gr.devices import stage_device
 from align3gr.embed.collaborative import save_encoder, train_collaborative
 from align3gr.embed.config import EmbedConfig
 from align3gr.embed.semantic import SemanticEncoder
@@ -98,6 +99,7 @@ class Embeddings:
             "texts from cache": cache["items"]["cached"] + cache["users"]["cached"],
             "collaborative dim": report["collaborative_dim"],
             "collaborative valid Recall@10": report["collaborative_valid_recall@10"],
+            "device": report.get("device", report["config"]["device"]),  # before the option was resolved
             "seconds": report["seconds"],
         }
         return format_mapping(summary, f"\nEmbeddings {self.folder}")
@@ -110,13 +112,14 @@ def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | N
     config.validate()
     output = StageOutput(Path(out_dir))
     dataset = load_dataset(data_dir)
-    encoder = SemanticEncoder(config.semantic_model, config.batch_size, config.max_length, config.device)
+    device = stage_device(config.device, "embed")
+    encoder = SemanticEncoder(config.semantic_model, config.batch_size, config.max_length, device)
     cache = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE
     item_semantic = encoder.encode([item_text(i) for i in dataset.items.values()], cache, desc="item text")
     item_stats = dict(encoder.stats)
     user_ids = list(dataset.sequences)
     user_semantic = encoder.encode([dataset.users[u].profile for u in user_ids], cache, desc="user profiles")
-    cf = train_collaborative(dataset, config)
+    cf = train_collaborative(dataset, config, device)
     report = {
         "semantic_encoder": str(encoder.path),
         "semantic_dim": int(item_semantic.shape[1]),
@@ -127,6 +130,7 @@ def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | N
         "collaborative_valid_recall@10": cf.valid_recall_at_10,
         "collaborative_epochs": cf.epochs,
         "data_fingerprint": dataset.meta.get("fingerprint"),
+        "device": str(device),
         "config": config_to_dict(config),
         "seconds": round(time.perf_counter() - start, 2),
     }

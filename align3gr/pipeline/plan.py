@@ -1,6 +1,7 @@
 """The stages of one Align3GR run as a list of steps: data -> embed -> tokenize -> the baselines -> sft -> evaluate ->
-each DPO stage -> evaluate, each step with its output folder, the steps it reads, the options it depends on and how
-to run it.
+each DPO stage -> evaluate, each step with its output folder, the steps it reads, the options it depends on
+(`fingerprint_options`: not the `device` of embed and tokenize, which choose where a stage computes) and how to run
+it.
 
 Layout under the run folder: `data/`, `embeddings/`, `scid/`, `sft/` (and `sft_base/` for the tiny model),
 `dpo/STAGE/`, `eval/SPLIT/STAGE/` (the pipeline's evaluations, SPLIT from the evaluate section: test by default;
@@ -22,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from align3gr.config import config_to_dict
+from align3gr.config import fingerprint_options
 from align3gr.io import sha256_json
 from align3gr.pipeline.config import SECTIONS, PipelineConfig
 
@@ -87,7 +88,8 @@ def data_steps(plan: Plan) -> list[Step]:
     from align3gr.embed.stage import FILES_VERSION, run_embed
     from align3gr.tokenize.stage import run_tokenize
 
-    config, sections = plan.config, plan.config.as_dict()
+    config = plan.config
+    sections = {name: fingerprint_options(getattr(config, name)) for name in SECTIONS}
     source = config.source
     lineage = {"source": sections["source"], "data": sections["data"]}
     data = plan.step("data", lineage, label="data", kind="data", inputs=(), options=lineage, always=True,
@@ -115,7 +117,7 @@ def baseline_steps(plan: Plan, data: Step, embed: Step) -> list[Step]:
     for name, source in ((POPULAR, data), (SEQUENTIAL, embed)):
         step = plan.step(f"eval/{config.split}/{name}", source.lineage, label=name, kind="baseline",
                          inputs=tuple(dict.fromkeys((data.name, source.name))),
-                         options={**config_to_dict(config), "baseline": name}, run=lambda: None)  # fmt: skip
+                         options={**fingerprint_options(config), "baseline": name}, run=lambda: None)  # fmt: skip
         step.run = lambda step=step, name=name: run_baseline(name, data.path, step.path, config, embed.path)
         steps.append(step)
     return steps
@@ -125,7 +127,7 @@ def sft_step(plan: Plan, data: Step, scid: Step) -> Step:
     """SFT on the data and the code tables of `scid`."""
     from align3gr.sft.stage import run_sft
 
-    options = config_to_dict(plan.config.sft)
+    options = fingerprint_options(plan.config.sft)
     step = plan.step(
         SFT,
         {**scid.lineage, "sft": options},
@@ -147,7 +149,7 @@ def dpo_steps(plan: Plan, data: Step, start: Step) -> list[Step]:
 
     config = plan.config.dpo
     evaluation = config.valid_evaluation(plan.config.evaluate)
-    options = {k: v for k, v in config_to_dict(config).items() if k != "stages"}
+    options = {k: v for k, v in fingerprint_options(config).items() if k != "stages"}
     steps, previous = [], start
     for index, stage in enumerate(config.stages):
         lineage = {**start.lineage, "dpo": options, "dpo_stages": config.stages[: index + 1]}
@@ -158,7 +160,7 @@ def dpo_steps(plan: Plan, data: Step, start: Step) -> list[Step]:
             kind="dpo",
             model=stage,
             inputs=(data.name, previous.name),
-            options={**options, "stage": stage, "evaluation": config_to_dict(evaluation)},
+            options={**options, "stage": stage, "evaluation": fingerprint_options(evaluation)},
             run=lambda: None,
         )
         checks = step.path.parent.parent / "eval"
@@ -185,7 +187,7 @@ def evaluation_step(plan: Plan, data: Step, model: Step) -> Step:
         label=f"eval {model.label}",
         kind="evaluate",
         inputs=(data.name, model.name),
-        options=config_to_dict(config),
+        options=fingerprint_options(config),
         model=model.model,
         evaluates=model.name,
         run=lambda: run_evaluate(model.path, data.path, step.path, config),
@@ -219,7 +221,7 @@ def merged_steps(plans: list[tuple[Plan, bool]]) -> tuple[list[Step], list[list[
 @cache
 def section_defaults(section: str) -> dict[str, Any]:
     """The default options of one config section."""
-    return config_to_dict(SECTIONS[section]())
+    return fingerprint_options(SECTIONS[section]())
 
 
 def lineage_key(lineage: dict) -> str:

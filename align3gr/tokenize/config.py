@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from align3gr.config import OMITTED
+from align3gr.devices import check_device, device_field
 from align3gr.errors import ConfigError
 from align3gr.tokenize.losses.adasid import AdaSIDConfig
 from align3gr.tokenize.losses.das import DASConfig
@@ -105,8 +107,15 @@ class TokenizeConfig:
     )  # fmt: skip
     unisid_options: dict = field(default_factory=dict, metadata={"help": "UniSIDConfig fields (YAML)."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, k-means and batching."})
+    device: str = device_field(
+        "Device of the dual tokenizer (training, k-means, encoding): auto (the accelerator, else the CPU), cpu, "
+        "cuda, cuda:1, mps, xpu, ...; UniSID trains on the CPU when it resolves to the CPU, else on Accelerate's "
+        "device of each process.",
+        fingerprint=OMITTED,
+    )
 
     def validate(self) -> None:
+        check_device(type(self), self.device, "device")
         if self.u2i and not self.dual:
             raise ConfigError("u2i=True needs dual=True: the U2I loss aligns user and item SC embeddings")
         if self.das and not (self.dual and (self.use_cf or self.das_cf)):

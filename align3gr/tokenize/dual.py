@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from align3gr.config import fingerprint_options
 from align3gr.data.dataset import Dataset
+from align3gr.devices import resolve_device
 from align3gr.early_stopping import EarlyStopping
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import DataError
@@ -92,7 +94,8 @@ class DualTokenizer(torch.nn.Module):
 
     def save(self, folder: Path) -> None:
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "tokenizer.safetensors"))
-        document = {"config": asdict(self.config), "item_dim": self.item_dim, "user_dim": self.user_dim}
+        config = fingerprint_options(self.config)  # without the device, which the tokenizer does not depend on
+        document = {"config": config, "item_dim": self.item_dim, "user_dim": self.user_dim}
         document["feature_scales"] = self.scales
         if self.cf is not None:
             document["cf_features"] = {side: list(self.cf.side(side).features.shape) for side in ("user", "item")}
@@ -114,7 +117,7 @@ class DualTokenizer(torch.nn.Module):
         """With `das_cf`, the co-trained CF block of the tokenizer input for catalogue `rows` (all when None): the
         CF model's representations, one unit row each."""
         module = self.cf.side(side)
-        rows = torch.arange(len(module.features)) if rows is None else rows
+        rows = torch.arange(len(module.features), device=module.features.device) if rows is None else rows
         return torch.nn.functional.normalize(module.representation(rows), dim=-1)
 
     @torch.no_grad()
@@ -131,7 +134,7 @@ class DualTokenizer(torch.nn.Module):
             raise DataError(f"{side} features have {features.shape[1]} dimensions; this tokenizer expects {expected}")
         if not torch.isfinite(features).all():
             raise DataError(f"{side} features hold NaN or infinite values")
-        return rqvae.encode(features).numpy()
+        return rqvae.encode(features.to(rqvae.quantizer.codebooks.device)).cpu().numpy()
 
 
 @dataclass
@@ -165,7 +168,7 @@ class Neighbours:
         first = torch.searchsorted(self.composite, query)
         skipped = torch.searchsorted(self.composite, query, right=True) - first
         available = self.counts[keys] - skipped
-        draw = torch.randint(1 << 30, (len(keys),), generator=generator) % available.clamp_min(1)
+        draw = torch.randint(1 << 30, (len(keys),), generator=generator).to(keys.device) % available.clamp_min(1)
         index = self.offsets[keys] + draw
         index = index + skipped * (index >= first)
         return torch.where(available > 0, self.values[index.clamp(max=len(self.values) - 1)], -1)
@@ -177,19 +180,23 @@ def pooled_codes(rqvae: RQVAE, features: torch.Tensor) -> torch.Tensor:
     return rqvae.quantizer.lookup(rqvae.encode(features))
 
 
-def cycle_chunks(count: int, size: int, generator: torch.Generator):
-    """Endless uniform mini-batches of row indices, a fresh permutation per pass."""
+def cycle_chunks(count: int, size: int, generator: torch.Generator, device: torch.device | str = "cpu"):
+    """Endless uniform mini-batches of row indices on `device`, a fresh permutation per pass (drawn on the CPU)."""
     while True:
-        yield from torch.randperm(count, generator=generator).split(size)
+        yield from torch.randperm(count, generator=generator).to(device).split(size)
 
 
 class DualTrainer:
-    """Runs the two-phase schedule of Eq. 2 on one dataset."""
+    """Runs the two-phase schedule of Eq. 2 on one dataset, on `device` (default: `config.device` resolved); its
+    random draws come from a CPU generator whatever the device."""
 
-    def __init__(self, dataset: Dataset, embeddings: Embeddings, config: TokenizeConfig) -> None:
+    def __init__(
+        self, dataset: Dataset, embeddings: Embeddings, config: TokenizeConfig, device: torch.device | None = None
+    ) -> None:
         if embeddings.item_ids != list(dataset.items) or embeddings.user_ids != list(dataset.sequences):
             raise DataError("the embeddings were computed for another dataset; run `align3gr embed` again")
         self.config = config
+        self.device = device = device or resolve_device(config.device)
         self.cf_input = config.das_cf and config.use_cf  # the co-trained CF block replaces the frozen one
         frozen_cf = config.use_cf and not config.das_cf
         item_cf = embeddings.item_cf if frozen_cf else None
@@ -198,18 +205,20 @@ class DualTrainer:
             "item": block_scales(embeddings.item_semantic, item_cf),
             "user": block_scales(embeddings.user_semantic, user_cf),
         }
-        self.x_items = side_features(embeddings.item_semantic, item_cf, self.scales["item"])
-        self.x_users = side_features(embeddings.user_semantic, user_cf, self.scales["user"])
+        self.x_items = side_features(embeddings.item_semantic, item_cf, self.scales["item"]).to(device)
+        self.x_users = side_features(embeddings.user_semantic, user_cf, self.scales["user"]).to(device)
         if self.cf_input:  # unit rows: the block's mean row norm is 1, its scale
             self.scales = {side: scales + [1.0] for side, scales in self.scales.items()}
         item_index = {i: k for k, i in enumerate(embeddings.item_ids)}
         user_index = {u: k for k, u in enumerate(embeddings.user_ids)}
-        self.pairs = training_pairs(dataset, item_index, user_index)
+        self.pairs = training_pairs(dataset, item_index, user_index).to(device)
         self.known = InteractionSet(self.pairs[:, 0], self.pairs[:, 1], len(item_index))
-        self.valid = torch.tensor([(user_index[u], item_index[s.items[-2]]) for u, s in dataset.sequences.items()])
+        self.valid = torch.tensor(
+            [(user_index[u], item_index[s.items[-2]]) for u, s in dataset.sequences.items()], device=device
+        )
         self.history = TrainHistory()
-        self.cf_users = torch.from_numpy(embeddings.user_cf)
-        self.cf_items = torch.from_numpy(embeddings.item_cf)
+        self.cf_users = torch.from_numpy(embeddings.user_cf).to(device)
+        self.cf_items = torch.from_numpy(embeddings.item_cf).to(device)
         self.co_users = Neighbours(self.pairs[:, 1], self.pairs[:, 0], len(item_index))
         self.co_items = Neighbours(self.pairs[:, 0], self.pairs[:, 1], len(user_index))
         self.hamr = HaMRConfig(**config.hamr_options)
@@ -221,10 +230,10 @@ class DualTrainer:
             else None
         )
         self.quasid = QuaSIDCLConfig(**config.quasid_cl_options)
-        self.item_pairs = torch.zeros(0, 2, dtype=torch.long)
+        self.item_pairs = torch.zeros(0, 2, dtype=torch.long, device=device)
         if config.quasid_cl:
             histories = [[item_index[i] for i in dataset.train_items(u)] for u in dataset.sequences]
-            self.item_pairs = co_engagement_pairs(histories, self.quasid.window)
+            self.item_pairs = co_engagement_pairs(histories, self.quasid.window).to(device)
             if not len(self.item_pairs):
                 raise DataError("quasid_cl: no two different items co-occur in a training sequence")
         self.co_engaged = None
@@ -234,7 +243,7 @@ class DualTrainer:
         self.das = None
         if config.das:
             with seeded(config.seed):  # reproducible initialisation of the linear maps
-                self.das = DASAlignment(*cf_dims, config.code_dim, DASConfig(**config.das_options))
+                self.das = DASAlignment(*cf_dims, config.code_dim, DASConfig(**config.das_options)).to(device)
         self.step = 0
         self.generator = torch.Generator()
 
@@ -242,7 +251,8 @@ class DualTrainer:
         """A fresh tokenizer for this trainer's inputs (and its CF model, with `das_cf`)."""
         extra = self.das_cf.dim if self.cf_input else 0
         user_dim = self.x_users.shape[1] + extra if self.config.dual else None
-        return DualTokenizer(self.config, self.x_items.shape[1] + extra, user_dim, self.scales, self.cf_features)
+        model = DualTokenizer(self.config, self.x_items.shape[1] + extra, user_dim, self.scales, self.cf_features)
+        return model.to(self.device)
 
     def features(self, model: DualTokenizer, side: str, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The tokenizer input of a side's `rows` (all when None): the frozen [semantic; collaborative] rows, or with
@@ -288,7 +298,7 @@ class DualTrainer:
         item_rows, positives = None, None
         if config.quasid_cl:
             chosen = self.item_pairs[next(streams["item_pairs"])]
-            item_rows, positives = chosen.T.flatten(), paired_positives(len(chosen))
+            item_rows, positives = chosen.T.flatten(), paired_positives(len(chosen), chosen.device)
             if gamma == 0:  # no RQ forward pass to share in phase 1
                 latent = model.items.latent(self.features(model, "item", item_rows))
                 losses["quasid_cl"] = self.quasid_cl(latent, chosen)
@@ -354,7 +364,8 @@ class DualTrainer:
             return float("nan")
         model.eval()
         users, positives = self.valid[:, 0], self.valid[:, 1]
-        negatives = torch.randint(len(self.x_items), (len(users), self.config.auc_negatives), generator=generator)
+        shape = (len(users), self.config.auc_negatives)
+        negatives = torch.randint(len(self.x_items), shape, generator=generator).to(self.device)
         clash = self.known.contains(users.unsqueeze(1).expand_as(negatives), negatives) | (
             negatives == positives[:, None]
         )
@@ -367,7 +378,8 @@ class DualTrainer:
     def run_epoch(self, model, optimizer, alpha: float, gamma: float, streams, generator) -> dict:
         """One pass over the training pairs in random batches; every ablation takes the same number of steps."""
         sums: dict[str, float] = {}
-        batches = self.pairs[torch.randperm(len(self.pairs), generator=generator)].split(self.config.batch_size)
+        order = torch.randperm(len(self.pairs), generator=generator).to(self.device)
+        batches = self.pairs[order].split(self.config.batch_size)
         for batch in batches:
             losses = self.batch_loss(model, batch, alpha, gamma, streams)
             optimizer.zero_grad()
@@ -389,15 +401,15 @@ class DualTrainer:
 
     def train(self) -> DualTokenizer:
         config = self.config
-        with seeded(config.seed) as generator:
+        with seeded(config.seed, self.device) as generator:
             self.generator = generator
             model = self.new_model()
             parameters = list(model.parameters()) + (list(self.das.parameters()) if self.das is not None else [])
             optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
             streams = {
-                "items": cycle_chunks(len(self.x_items), config.rq_batch_size, generator),
-                "users": cycle_chunks(len(self.x_users), config.rq_batch_size, generator),
-                "item_pairs": cycle_chunks(len(self.item_pairs), self.quasid.batch_size, generator),
+                "items": cycle_chunks(len(self.x_items), config.rq_batch_size, generator, self.device),
+                "users": cycle_chunks(len(self.x_users), config.rq_batch_size, generator, self.device),
+                "item_pairs": cycle_chunks(len(self.item_pairs), self.quasid.batch_size, generator, self.device),
             }
             if config.u2i:
                 stopping = EarlyStopping(model, config.auc_patience)

@@ -26,16 +26,17 @@ def nearest(
 def kmeans(x: torch.Tensor, k: int, iterations: int = 30, generator: torch.Generator | None = None) -> torch.Tensor:
     """`k` centroids [k, d] of `x` [N, d] by Lloyd's algorithm from a k-means++ start. An empty cluster is
     re-seeded with the points farthest from their centroids, so every centroid ends up on data. The result depends
-    only on `x`, `k`, `iterations` and the generator's state."""
+    only on `x`, `k`, `iterations` and the generator's state, a CPU one whatever `x`'s device (the seeding draws
+    are made on the CPU)."""
     if len(x) < k:
         raise ValueError(f"k-means needs at least k={k} points, got {len(x)}")
     x = x.float()
-    centroids = x[torch.randint(len(x), (1,), generator=generator)]
+    centroids = x[torch.randint(len(x), (1,), generator=generator).to(x.device)]
     closest = squared_distances(x, centroids).squeeze(1)
     for _ in range(1, k):
         total = closest.sum()
         probabilities = closest / total if total > 0 else torch.full_like(closest, 1 / len(x))
-        chosen = x[torch.multinomial(probabilities, 1, generator=generator)]
+        chosen = x[torch.multinomial(probabilities.cpu(), 1, generator=generator).to(x.device)]
         centroids = torch.cat([centroids, chosen])
         closest = torch.minimum(closest, squared_distances(x, chosen).squeeze(1))
     for _ in range(iterations):

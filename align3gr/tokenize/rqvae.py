@@ -101,7 +101,7 @@ class ResidualQuantizer(nn.Module):
             book = self.codebooks[level]
             dead = (torch.bincount(nearest(residual, book)[0], minlength=self.codebook_size) == 0).nonzero().flatten()
             if len(dead):
-                picks = torch.randperm(len(residual), generator=generator)[: len(dead)]
+                picks = torch.randperm(len(residual), generator=generator)[: len(dead)].to(residual.device)
                 book[dead[: len(picks)]] = residual[picks]
                 moved += len(picks)
             residual = residual - book[nearest(residual, book)[0]]

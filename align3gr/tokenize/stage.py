@@ -27,6 +27,7 @@ import torch
 from align3gr.config import config_to_dict
 from align3gr.console import format_mapping, format_table
 from align3gr.data.dataset import Dataset, load_dataset
+from align3gr.devices import stage_device
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import ConfigError
 from align3gr.io import write_json
@@ -70,6 +71,7 @@ class TokenizeReport(dict):
         v_measure = "\n" + format_table(rows, "Item V-measure against the category path (items grouped by code prefix)")
         collisions = self["items"]["collisions"]
         summary = {
+            "device": self.get("device", "cpu"),  # tokenized before the option: on the CPU
             "item collision rate before": collisions["collision_rate_before"],
             "item collision rate after": collisions["collision_rate_after"],
             "item SID entropy (raw codes)": self["items"]["sid_entropy"],
@@ -82,6 +84,7 @@ class TokenizeReport(dict):
             history = self["unisid"]["history"]
             summary["UniSID loss (first -> last epoch)"] = f"{history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
             summary["UniSID steps"] = self["unisid"]["steps"]
+            summary["UniSID device"] = self["unisid"].get("device", "")
         return "\n".join([usage, v_measure, format_mapping(summary | {"seconds": self["seconds"]})])
 
 
@@ -150,19 +153,19 @@ def item_report(
     return codes, statistics
 
 
-def train_dual(dataset: Dataset, embeddings_dir: str | Path, config: TokenizeConfig):
+def train_dual(dataset: Dataset, embeddings_dir: str | Path, config: TokenizeConfig, device: torch.device):
     """(trainer, model, raw item codes [N, L], item distances to the last codebook [N, K], user codes [U, L]) of
-    the dual tokenizer trained on the dataset's embeddings."""
-    trainer = DualTrainer(dataset, Embeddings.load(embeddings_dir), config)
+    the dual tokenizer trained on the dataset's embeddings on `device`; the model and the arrays on the CPU."""
+    trainer = DualTrainer(dataset, Embeddings.load(embeddings_dir), config, device)
     model = trainer.train()
     with torch.no_grad():
         z_items = model.items.latent(trainer.features(model, "item"))
-        raw_item_codes = model.items.quantizer(z_items).codes.numpy()
-        distances = model.items.quantizer.last_level_distances(z_items).numpy()
+        raw_item_codes = model.items.quantizer(z_items).codes.cpu().numpy()
+        distances = model.items.quantizer.last_level_distances(z_items).cpu().numpy()
         user_codes = np.zeros((0, 0), int)
         if model.users is not None:
-            user_codes = model.users.encode(trainer.features(model, "user")).numpy()
-    return trainer, model, raw_item_codes, distances, user_codes
+            user_codes = model.users.encode(trainer.features(model, "user")).cpu().numpy()
+    return trainer, model.cpu(), raw_item_codes, distances, user_codes
 
 
 def run_tokenize(
@@ -181,20 +184,21 @@ def run_tokenize(
     dataset = load_dataset(data_dir)
     check_sizes(config, len(dataset.items), len(dataset.sequences))
     output = StageOutput(Path(out_dir), distributed=True)
-    state = PartialState(cpu=not torch.cuda.is_available())
-    trained = train_unisid(dataset, config, output.work) if unisid else None
+    device = stage_device(config.device, "tokenize")
+    state = PartialState(cpu=device.type == "cpu")
+    trained = train_unisid(dataset, config, output.work, device) if unisid else None
     if not state.is_main_process:
         state.wait_for_everyone()  # for the main process's publication
         return TokenizeReport(output.path)
     labels = [" > ".join(item.categories) for item in dataset.items.values()]
     model, history, user_codes = None, TrainHistory(), np.zeros((0, 0), int)
     if config.dual or not unisid:
-        trainer, model, raw_item_codes, distances, user_codes = train_dual(dataset, embeddings_dir, config)
+        trainer, model, raw_item_codes, distances, user_codes = train_dual(dataset, embeddings_dir, config, device)
         history = trainer.history
         item_codes, items = item_report(
             raw_item_codes, distances, config.codebook_size, labels, config.disambiguation_level
         )
-    report: dict = {"item_tokenizer": config.item_tokenizer}
+    report: dict = {"item_tokenizer": config.item_tokenizer, "device": str(device)}
     if trained is not None:
         if model is not None:
             report["dual_items"] = items

@@ -73,7 +73,7 @@ def overlap_depth(codes: torch.Tensor) -> torch.Tensor:
 def relaxation_gate(embeddings: torch.Tensor, depth: torch.Tensor, eta: list[float]) -> torch.Tensor:
     """Eq. 5-7: [N, N] g_ij = 1[sim_ij >= eta_{o_ij}] as floats; 0 where there is no overlap (o_ij = 0)."""
     similarity = 1 - cosine_distance(embeddings)
-    thresholds = torch.tensor([float("inf"), *eta], dtype=similarity.dtype)[depth]
+    thresholds = torch.tensor([float("inf"), *eta], dtype=similarity.dtype, device=similarity.device)[depth]
     return (similarity >= thresholds).float()
 
 
@@ -81,7 +81,7 @@ def collision_load(codes: torch.Tensor, candidates: torch.Tensor) -> torch.Tenso
     """Eq. 8-9: [N, N] c_ij, the number of candidate pairs (u, v) with kappa_uv = kappa_ij; 0 off the candidates."""
     signature = (codes.unsqueeze(1) == codes.unsqueeze(0)).long()  # kappa_ij, [N, N, L]
     _, inverse, counts = torch.unique(signature[candidates], dim=0, return_inverse=True, return_counts=True)
-    load = torch.zeros(candidates.shape)
+    load = torch.zeros(candidates.shape, device=candidates.device)
     load[candidates] = counts[inverse].float()
     return load
 

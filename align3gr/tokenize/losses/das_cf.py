@@ -77,7 +77,7 @@ def bias_features(pairs: torch.Tensor, num_users: int, num_items: int) -> tuple[
     counts = torch.bincount(pairs[:, 1], minlength=num_items).float()
     percentile = torch.searchsorted(counts.sort().values, counts).float() / num_items
     items = torch.stack([counts.log1p(), percentile], 1)
-    sums = torch.zeros(num_users, 2).index_add_(0, pairs[:, 0], items[pairs[:, 1]])
+    sums = items.new_zeros(num_users, 2).index_add_(0, pairs[:, 0], items[pairs[:, 1]])
     users = sums / torch.bincount(pairs[:, 0], minlength=num_users).clamp_min(1).unsqueeze(1)
     return _standardise(users), _standardise(items)
 

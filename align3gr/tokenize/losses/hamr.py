@@ -42,11 +42,11 @@ class HaMRConfig:
             raise ConfigError(f"HaMR radius R={self.radius}: must be >= 1")
 
 
-def paired_positives(batch_size: int) -> torch.Tensor:
+def paired_positives(batch_size: int, device: torch.device | None = None) -> torch.Tensor:
     """The constructed positives of QuaSID's layout: a batch of B (trigger, target) pairs concatenated as
     [triggers; targets], 2B rows, where row i <= B is paired with row i + B. Returns [2B, 2B] (True: positive)."""
-    index = torch.arange(batch_size)
-    positives = torch.zeros(2 * batch_size, 2 * batch_size, dtype=torch.bool)
+    index = torch.arange(batch_size, device=device)
+    positives = torch.zeros(2 * batch_size, 2 * batch_size, dtype=torch.bool, device=device)
     positives[index, index + batch_size] = True
     positives[index + batch_size, index] = True
     return positives

@@ -26,7 +26,7 @@ class InteractionSet:
         num_users = int(users.max()) + 1 if len(users) else 0
         self.dense = None
         if num_users * num_items <= dense_limit:
-            self.dense = torch.zeros(num_users * num_items, dtype=torch.bool)
+            self.dense = torch.zeros(num_users * num_items, dtype=torch.bool, device=self.keys.device)
             self.dense[self.keys] = True
             self.dense = self.dense.view(num_users, num_items)
 
@@ -34,7 +34,7 @@ class InteractionSet:
         """Boolean tensor of the broadcast shape of `users` and `items`: is (user, item) a training pair?"""
         users, items = torch.broadcast_tensors(users.long(), items.long())
         if not len(self.keys):
-            return torch.zeros(users.shape, dtype=torch.bool)
+            return torch.zeros(users.shape, dtype=torch.bool, device=users.device)
         if self.dense is not None:
             inside = users < len(self.dense)
             return self.dense[users.clamp(max=len(self.dense) - 1), items] & inside
@@ -82,7 +82,7 @@ def in_batch_auc(user_emb: torch.Tensor, item_emb: torch.Tensor, exclude: torch.
     """AUC of row b's positive item b over the other items of the batch, the negatives of Eq. 1 (`exclude` as in
     `u2i_loss`)."""
     logits = user_emb @ item_emb.T
-    keep = ~torch.eye(len(logits), dtype=torch.bool)
+    keep = ~torch.eye(len(logits), dtype=torch.bool, device=logits.device)
     if exclude is not None:
         keep &= ~exclude
     return _auc(logits.diagonal().unsqueeze(1), logits, keep)

@@ -189,16 +189,17 @@ def encode_catalogue(model: UniSID, schema: ItemSchema, items: list[ItemInput], 
     return np.stack([gathered[i][0] for i in range(len(items))]), np.stack([gathered[i][1] for i in range(len(items))])
 
 
-def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path) -> UniSIDResult:
+def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path, device: torch.device) -> UniSIDResult:
     """Train UniSID on `dataset` with `config.unisid_options` (L = `config.levels`, K = `config.codebook_size`) in
-    every process; the main one prepares `work` and saves the model in `work/unisid`."""
+    every process, on the CPU if `device` is the CPU, else on Accelerate's device of the process; the main one
+    prepares `work` and saves the model in `work/unisid`."""
     from accelerate import Accelerator, DistributedType
     from transformers import get_cosine_schedule_with_warmup
 
     start = time.perf_counter()
     options = UniSIDConfig(**config.unisid_options)
     trackers = [name for name in options.training_args.get("report_to") or [] if name != "none"]
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=trackers or None, project_dir=str(work))
+    accelerator = Accelerator(cpu=device.type == "cpu", log_with=trackers or None, project_dir=str(work))
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise ConfigError("UniSID trains with DDP: launch with --multi_gpu (gloo on CPU), not a DeepSpeed config")
     instruction = load_unisid_prompts()["instruction"][0]
@@ -213,7 +214,7 @@ def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path) -> UniSID
             build_tiny_models(options, texts, backbone_path, reconstructor_path, config.seed)
     accelerator.init_trackers(LOGS)  # on the main process, into the fresh work folder
 
-    with seeded(config.seed) as generator:
+    with seeded(config.seed, accelerator.device) as generator:
         backbone, tokenizer, image_processor = load_backbone(backbone_path, options.dtype)
         token_ids = extend_vocabulary(backbone, tokenizer, sid_tokens(config.levels))
         reconstructor, summary_tokenizer = (
@@ -256,11 +257,13 @@ def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path) -> UniSID
         "history": history,
         "steps": steps,
         "processes": accelerator.num_processes,
+        "device": str(accelerator.device),
         "trainable_parameters": sum(p.numel() for p in trainable),
         "backbone": options.model,
         "summaries": "llm" if options.summary_model else "template",
         "summary_example": summaries[0],
         "seconds": round(time.perf_counter() - start, 2),
     }
-    log.info("UniSID: %d steps, loss %.3f -> %.3f", steps, history[0]["loss"], history[-1]["loss"])
+    log.info("UniSID on %s: %d steps, loss %.3f -> %.3f", accelerator.device, steps, history[0]["loss"],
+             history[-1]["loss"])  # fmt: skip
     return UniSIDResult(codes, costs, report)
