@@ -159,6 +159,7 @@ class SimilarityBuckets:
         self.edges = {"hard": (0, hard), "medium": (hard, medium), "easy": (medium, others), None: (0, others)}
         self._target: str | None = None
         self._similarity = torch.empty(0)
+        self._values = self._similarity.numpy()
         self._boundaries: dict[int, tuple[float, int]] = {}
 
     def similarity(self, target: str) -> torch.Tensor:
@@ -168,39 +169,40 @@ class SimilarityBuckets:
             similarity = self.vectors @ self.vectors[position]
             similarity[position] = float("-inf")
             self._target, self._similarity, self._boundaries = target, similarity, {}
+            self._values = similarity.numpy()
         return self._similarity
 
     def boundary(self, target: str, rank: int) -> tuple[float, int]:
-        """(similarity, catalogue index) of the item at `rank` of `target`'s ranked list: an item ranks before it
-        when its similarity is higher, or equal at a lower index. Past the last item: (-inf, N)."""
+        """The ranking key (-similarity, catalogue index) of the item at `rank` of `target`'s list: an item ranks
+        before it when its key is smaller. Past the last item: (inf, N)."""
         similarity = self.similarity(target)
         if rank not in self._boundaries:
             if rank >= len(self.items) - 1:
-                self._boundaries[rank] = (float("-inf"), len(self.items))
+                self._boundaries[rank] = (float("inf"), len(self.items))
             else:
                 value = similarity.kthvalue(len(self.items) - rank).values
                 ties = (similarity == value).nonzero().flatten()
                 index = ties[rank - int((similarity > value).sum())]
-                self._boundaries[rank] = (float(value), int(index))
+                self._boundaries[rank] = (-float(value), int(index))
         return self._boundaries[rank]
 
     def before(self, target: str, rank: int) -> torch.Tensor:
         """[N] whether each item ranks before position `rank` of `target`'s list (the target itself never does)."""
         similarity = self.similarity(target)
-        value, index = self.boundary(target, rank)
-        ahead = (similarity > value) | ((similarity == value) & (torch.arange(len(self.items)) < index))
+        key, index = self.boundary(target, rank)
+        ahead = (similarity > -key) | ((similarity == -key) & (torch.arange(len(self.items)) < index))
         ahead[self.index[target]] = False
         return ahead
 
     def bucket(self, candidate: str, target: str) -> str | None:
         if candidate == target:
             return None
-        similarity, position = float(self.similarity(target)[self.index[candidate]]), self.index[candidate]
-        for name in ("hard", "medium"):
-            value, index = self.boundary(target, self.edges[name][1])
-            if similarity > value or (similarity == value and position < index):
-                return name
-        return "easy"
+        self.similarity(target)
+        position = self.index[candidate]
+        key = (-float(self._values[position]), position)
+        if key < self.boundary(target, self.edges["hard"][1]):
+            return "hard"
+        return "medium" if key < self.boundary(target, self.edges["medium"][1]) else "easy"
 
     def fill(self, target: str, bucket: str | None, count: int, exclude: set[str], rng: random.Random) -> list[str]:
         if count <= 0:
