@@ -18,18 +18,20 @@ Per size n: an Amazon-2018-style raw file (n items, n users, 10 reviews per item
   table), one prompt per user and `candidates` (50) items per prompt: the target's neighbours in SCID order (shared
   prefixes) and random items, standing in for the policy's beam.
 
-Memory is the process's resident set (not tracemalloc, which misses torch tensors): after the step's inputs are
-loaded (and kept, so the step cannot reuse their memory) the peak is reset (`/proc/self/clear_refs`), so "peak MB"
-is the step's own high-water mark above that baseline and "held MB" what its result keeps (for the trie: the
+Memory is the process's resident set (not tracemalloc, which misses torch tensors): once the step's inputs are
+loaded (and kept) and the freed heap trimmed (`malloc_trim`), the peak is reset (`/proc/self/clear_refs`), so "peak
+MB" is the step's own high-water mark above that baseline and "held MB" what its result keeps (for the trie: the
 compiled trie). Python's allocator may still reuse memory that loading freed, so small Python-heavy peaks read low.
-The exponent between sizes n1 < n2 is log(v2 / v1) / log(n2 / n1); n log n is ~1.1 here, linear memory 1.0. The 3M
-projection extends each step from the largest size with its last exponent (at least 1). `--threads 1` keeps torch
-from spinning threads against other load on a small machine.
+The exponent between sizes n1 < n2 is log(v2 / v1) / log(n2 / n1) (not computed under 0.5 s or 20 MB); n log n is
+~1.1 here, linear memory 1.0. The 3M projection extends each step from the largest size with its last exponent (at
+least 1; linear when not computed). `--threads 1` keeps torch from spinning threads against other load on a small
+machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import math
@@ -49,6 +51,8 @@ INTERACTIONS_PER_ITEM = 10
 PROJECTED = 3_000_000
 SLACK = 0.15
 """Exponent above n log n (time) or linear (memory) still read as noise between two sizes."""
+MEASURABLE = {"seconds": 0.5, "peak_mb": 20.0}
+"""Below these at either size an exponent is not computed ("-"): fixed costs and allocator noise dominate."""
 
 Step = Callable[[], tuple[dict, object]]
 
@@ -64,6 +68,7 @@ def status_mb(field: str) -> float:
 def measure(step: Step) -> dict:
     """Seconds, peak and held resident MB of `step` above the resident set before it; its extra figures."""
     gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # the heap the setup freed goes back: the step cannot reuse it unseen
     baseline = status_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM restarts from the current resident set
     start = time.perf_counter()
@@ -258,9 +263,11 @@ def run_step(step: str, folder: Path, args: argparse.Namespace) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def exponent(n1: int, v1: float, n2: int, v2: float) -> float:
-    """Growth exponent of v between sizes n1 and n2; NaN when a value is not positive."""
-    return math.log(v2 / v1) / math.log(n2 / n1) if v1 > 0 and v2 > 0 else math.nan
+def exponent(n1: int, a: dict, n2: int, b: dict, key: str) -> float | None:
+    """Growth exponent of `key` between sizes n1 and n2; None when either value is below `MEASURABLE`."""
+    if min(a[key], b[key]) < MEASURABLE[key]:
+        return None
+    return math.log(b[key] / a[key]) / math.log(n2 / n1)
 
 
 def report(sizes: list[int], steps: list[str], results: dict[int, dict[str, dict]]) -> None:
@@ -276,21 +283,24 @@ def report(sizes: list[int], steps: list[str], results: dict[int, dict[str, dict
     rows, projected = [], {}
     for step in steps:
         row: dict[str, object] = {"step": step}
-        time_exp = memory_exp = 1.0
+        time_exp = memory_exp = None
+        bounded = True
         for n1, n2 in zip(sizes, sizes[1:], strict=False):
             a, b = results[n1][step], results[n2][step]
             nlogn = 1 + math.log(math.log(n2) / math.log(n1)) / math.log(n2 / n1)
-            time_exp = exponent(n1, a["seconds"], n2, b["seconds"])
-            memory_exp = exponent(n1, a["peak_mb"], n2, b["peak_mb"])
-            row[f"time exp {n1:,}->{n2:,}"] = round(time_exp, 2)
-            row[f"memory exp {n1:,}->{n2:,}"] = round(memory_exp, 2)
-            row["bounded"] = "NO" if time_exp > nlogn + SLACK or memory_exp > 1 + SLACK else "yes"
+            time_exp = exponent(n1, a, n2, b, "seconds")
+            memory_exp = exponent(n1, a, n2, b, "peak_mb")
+            row[f"time exp {n1:,}->{n2:,}"] = "-" if time_exp is None else round(time_exp, 2)
+            row[f"memory exp {n1:,}->{n2:,}"] = "-" if memory_exp is None else round(memory_exp, 2)
+            bounded &= (time_exp or 0) <= nlogn + SLACK and (memory_exp or 0) <= 1 + SLACK
         last, scale = results[sizes[-1]][step], PROJECTED / sizes[-1]
-        seconds = last["seconds"] * scale ** max(1.0, time_exp if not math.isnan(time_exp) else 1.0)
-        memory = max(0.0, last["peak_mb"]) * scale ** max(1.0, memory_exp if not math.isnan(memory_exp) else 1.0)
+        seconds = last["seconds"] * scale ** max(1.0, time_exp or 1.0)
+        memory = max(0.0, last["peak_mb"]) * scale ** max(1.0, memory_exp or 1.0)
         projected[step] = (seconds, memory)
+        row["bounded"] = "yes" if bounded else "NO"
         rows.append(row | {"3M seconds": round(seconds), "3M peak GB": round(memory / 1024, 1)})
-    print(format_table(rows, "\nGrowth exponents (bounded: time within n log n, memory linear) and 3M items"))
+    title = "Growth exponents (bounded: time within n log n, memory linear; -: too small to measure) and 3M items"
+    print(format_table(rows, f"\n{title}"))
     slowest = max(projected, key=lambda s: projected[s][0])
     largest = max(projected, key=lambda s: projected[s][1])
     print(f"\nAt 3M items the step that binds first in time is {slowest} (~{projected[slowest][0] / 3600:.1f} h); "
