@@ -106,6 +106,7 @@ def tokenize(folder: Path, args: argparse.Namespace) -> Step:
 
     dataset = load_dataset(folder / "data")
     items, users = list(dataset.items), list(dataset.sequences)
+    torch.manual_seed(0)  # the RQ-VAE's initial weights
     generator = torch.Generator().manual_seed(0)
     item_features, user_features = synthetic(len(items), generator), synthetic(len(users), generator)
     model = RQVAE(FEATURES, [256, 128]).eval()
