@@ -153,7 +153,7 @@ class SimilarityBuckets:
             )
         self.items = list(items)
         self.index = {item: k for k, item in enumerate(self.items)}
-        self.vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
+        self.vectors = torch.nn.functional.normalize(vectors.detach().float(), dim=-1)
         others = len(self.items) - 1
         hard, medium = int(hard_share * others), int((hard_share + medium_share) * others)
         self.edges = {"hard": (0, hard), "medium": (hard, medium), "easy": (medium, others), None: (0, others)}
