@@ -30,12 +30,22 @@ WORDS = (
 ).split()
 
 
-def generate(folder: Path, rows: int, review_bytes: int, seed: int = 0) -> tuple[Path, Path]:
-    """Reviews (one JSON object per line) and metadata for ~rows/20 users and ~rows/50 items, Zipf-skewed."""
+def generate(
+    folder: Path,
+    rows: int,
+    review_bytes: int,
+    seed: int = 0,
+    num_items: int | None = None,
+    num_users: int | None = None,
+    skews: tuple[float, float] = (0.6, 0.9),
+    title_words: int = 0,
+) -> tuple[Path, Path]:
+    """Reviews (one JSON object per line) and metadata for `num_users` (~rows/20) users and `num_items` (~rows/50)
+    items, Zipf-skewed by `skews` (users, items); titles get `title_words` random words after the brand."""
     rng = np.random.default_rng(seed)
-    num_users, num_items = max(10, rows // 20), max(10, rows // 50)
-    user_p = 1.0 / np.arange(1, num_users + 1) ** 0.6
-    item_p = 1.0 / np.arange(1, num_items + 1) ** 0.9
+    num_users, num_items = num_users or max(10, rows // 20), num_items or max(10, rows // 50)
+    user_p = 1.0 / np.arange(1, num_users + 1) ** skews[0]
+    item_p = 1.0 / np.arange(1, num_items + 1) ** skews[1]
     users = rng.choice(num_users, rows, p=user_p / user_p.sum())
     items = rng.choice(num_items, rows, p=item_p / item_p.sum())
     ratings = rng.integers(1, 6, rows)
@@ -54,7 +64,9 @@ def generate(folder: Path, rows: int, review_bytes: int, seed: int = 0) -> tuple
     meta = folder / f"meta_{rows}.json"
     with open(meta, "w") as handle:
         for i in range(num_items):
-            record = {"asin": f"B{i:09d}", "title": f"Guitar &amp; Gear {i}", "brand": f"Brand {i % 97}"}
+            words = list(rng.choice(WORDS, title_words)) if title_words else []  # none: the rng stream as before
+            title = " ".join(["Guitar &amp; Gear", *words, str(i)])
+            record = {"asin": f"B{i:09d}", "title": title, "brand": f"Brand {i % 97}"}
             record |= {
                 "category": ["Musical Instruments", f"Kind {i % 13}", f"Sub {i % 41}"],
                 "price": f"${i % 300}.99",

@@ -20,6 +20,7 @@ whose generated candidates are short of a bucket.
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -111,9 +112,14 @@ class PrefixBuckets:
         def fits(item: str) -> bool:
             return item != target and item not in exclude and low <= prefix_match(self.codes[item], code) < high
 
-        if low > 0:
-            pool = [item for item in self.by_prefix.get(code[:low], ()) if fits(item)]
-            return rng.sample(pool, min(count, len(pool)))
+        if low > 0:  # the items sharing `low` codes, in catalogue order, less those that do not fit
+            pool = self.by_prefix.get(code[:low], [])
+            group = self.by_prefix.get(code[: min(high, len(code) - 1)], ())
+            nearer = [item for item in group if prefix_match(self.codes[item], code) >= high]
+            unfit = {item for item in (target, *nearer, *exclude) if item in self.codes}
+            gaps = sorted(bisect.bisect_left(pool, i) for i in unfit if prefix_match(self.codes[i], code) >= low)
+            picks = rng.sample(range(len(pool) - len(gaps)), min(count, len(pool) - len(gaps)))
+            return [pool[skip_gaps(pick, gaps)] for pick in picks]
         chosen: list[str] = []
         for _ in range(20 * count + 100):
             item = self.items[rng.randrange(len(self.items))]
@@ -124,9 +130,20 @@ class PrefixBuckets:
         return chosen
 
 
+def skip_gaps(position: int, gaps: Sequence[int]) -> int:
+    """The index of element `position` of a list once the sorted indices `gaps` are taken out of it."""
+    for gap in gaps:
+        if gap > position:
+            break
+        position += 1
+    return position
+
+
 class SimilarityBuckets:
     """Buckets by the cosine similarity of SCID vectors [N, d] (one row per item of `items`): per target, the
-    other items ranked most similar first; rank share < `hard_share` is hard, < `hard_share + medium_share` medium."""
+    other items ranked most similar first (ties by catalogue order); rank share < `hard_share` is hard, <
+    `hard_share + medium_share` medium. A rank is a count of the items ranked before, never a sort of the catalogue,
+    and only the last target's similarities are kept (memory O(N))."""
 
     def __init__(self, items: Sequence[str], vectors: torch.Tensor, medium_share: float, hard_share: float) -> None:
         if not (0 < hard_share and 0 < medium_share and hard_share + medium_share < 1):
@@ -136,34 +153,67 @@ class SimilarityBuckets:
             )
         self.items = list(items)
         self.index = {item: k for k, item in enumerate(self.items)}
-        self.vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
+        self.vectors = torch.nn.functional.normalize(vectors.detach().float(), dim=-1)
         others = len(self.items) - 1
         hard, medium = int(hard_share * others), int((hard_share + medium_share) * others)
         self.edges = {"hard": (0, hard), "medium": (hard, medium), "easy": (medium, others), None: (0, others)}
-        self._ranked: dict[str, list[str]] = {}
+        self._target: str | None = None
+        self._similarity = torch.empty(0)
+        self._values = self._similarity.numpy()
+        self._boundaries: dict[int, tuple[float, int]] = {}
 
-    def ranked(self, target: str) -> list[str]:
-        """The other items, most similar to `target` first (ties by catalogue order)."""
-        if target not in self._ranked:
+    def similarity(self, target: str) -> torch.Tensor:
+        """[N] cosine similarity of every item to `target` (-inf for the target itself, ranked last)."""
+        if target != self._target:
             position = self.index[target]
             similarity = self.vectors @ self.vectors[position]
             similarity[position] = float("-inf")
-            order = torch.sort(similarity, descending=True, stable=True).indices[:-1].tolist()
-            self._ranked[target] = [self.items[k] for k in order]
-        return self._ranked[target]
+            self._target, self._similarity, self._boundaries = target, similarity, {}
+            self._values = similarity.numpy()
+        return self._similarity
+
+    def boundary(self, target: str, rank: int) -> tuple[float, int]:
+        """The ranking key (-similarity, catalogue index) of the item at `rank` of `target`'s list: an item ranks
+        before it when its key is smaller. Past the last item: (inf, N)."""
+        similarity = self.similarity(target)
+        if rank not in self._boundaries:
+            if rank >= len(self.items) - 1:
+                self._boundaries[rank] = (float("inf"), len(self.items))
+            else:
+                value = similarity.kthvalue(len(self.items) - rank).values
+                ties = (similarity == value).nonzero().flatten()
+                index = ties[rank - int((similarity > value).sum())]
+                self._boundaries[rank] = (-float(value), int(index))
+        return self._boundaries[rank]
+
+    def before(self, target: str, rank: int) -> torch.Tensor:
+        """[N] whether each item ranks before position `rank` of `target`'s list (the target itself never does)."""
+        similarity = self.similarity(target)
+        key, index = self.boundary(target, rank)
+        ahead = (similarity > -key) | ((similarity == -key) & (torch.arange(len(self.items)) < index))
+        ahead[self.index[target]] = False
+        return ahead
 
     def bucket(self, candidate: str, target: str) -> str | None:
         if candidate == target:
             return None
-        rank = self.ranked(target).index(candidate)
-        return next(b for b in ("hard", "medium", "easy") if self.edges[b][0] <= rank < self.edges[b][1])
+        self.similarity(target)
+        position = self.index[candidate]
+        key = (-float(self._values[position]), position)
+        if key < self.boundary(target, self.edges["hard"][1]):
+            return "hard"
+        return "medium" if key < self.boundary(target, self.edges["medium"][1]) else "easy"
 
     def fill(self, target: str, bucket: str | None, count: int, exclude: set[str], rng: random.Random) -> list[str]:
         if count <= 0:
             return []
         low, high = self.edges[bucket]
-        pool = [item for item in self.ranked(target)[low:high] if item not in exclude]
-        return rng.sample(pool, min(count, len(pool)))
+        band = self.before(target, high) & ~self.before(target, low)
+        band[torch.tensor([self.index[item] for item in exclude if item in self.index], dtype=torch.long)] = False
+        members = band.nonzero().flatten()
+        order = members[torch.sort(self.similarity(target)[members], descending=True, stable=True).indices]
+        picks = rng.sample(range(len(order)), min(count, len(order)))
+        return [self.items[int(order[pick])] for pick in picks]
 
 
 def scid_vectors(model, tokenizer, item_codes: Mapping[str, Sequence[str]]) -> tuple[list[str], torch.Tensor]:

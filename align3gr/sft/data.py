@@ -29,13 +29,18 @@ from align3gr.sft.prompting import (
     encode_prompt,
     encode_prompts,
 )
-from align3gr.sft.tasks import SFTExample
+from align3gr.sft.tasks import SFTExample, TaskBuilder, check_tasks
 
 log = logging.getLogger(__name__)
 BATCH = 4096
 """Examples per tokenizer call: large enough that the per-call cost vanishes, small enough to show progress."""
 ROWS_FORMAT = 1
 """Version of the rows `encode_examples` makes, part of the cache key: bump it when they change."""
+
+
+def kept_positions(size: int, cap: int | None, rng: random.Random) -> Sequence[int]:
+    """The positions of a task's `size` examples that a cap of `cap` keeps (None: all): a seeded sample, ascending."""
+    return sorted(rng.sample(range(size), cap)) if cap is not None and size > cap else range(size)
 
 
 def sample_per_task(
@@ -49,9 +54,28 @@ def sample_per_task(
     rng = random.Random(seed)
     keep: set[int] = set()
     for task, indices in by_task.items():
-        cap = (limits or {}).get(task, limit)
-        keep.update(rng.sample(indices, cap) if cap is not None and len(indices) > cap else indices)
+        keep.update(indices[k] for k in kept_positions(len(indices), (limits or {}).get(task, limit), rng))
     return [example for index, example in enumerate(examples) if index in keep]
+
+
+def sampled_examples(
+    builder: TaskBuilder,
+    tasks: Sequence[str],
+    limit: int | None,
+    seed: int,
+    limits: Mapping[str, int | None] | None = None,
+) -> list[SFTExample]:
+    """`sample_per_task(builder.build(tasks), limit, seed, limits)`, the same examples in the same order, holding
+    only one task's examples besides those kept (a task named twice builds the same examples twice)."""
+    check_tasks(tasks)
+    rng = random.Random(seed)
+    chosen: list[list[SFTExample]] = [[] for _ in tasks]
+    for task in dict.fromkeys(tasks):
+        block = list(builder.builders[task]())
+        slots = [k for k, name in enumerate(tasks) if name == task]
+        for position in kept_positions(len(block) * len(slots), (limits or {}).get(task, limit), rng):
+            chosen[slots[position // len(block)]].append(block[position % len(block)])
+    return [example for examples in chosen for example in examples]
 
 
 def encode_example(example: SFTExample, tokenizer) -> tuple[list[int], list[int]]:

@@ -1,0 +1,106 @@
+"""The counting bucket paths equal straightforward references: every bucket and every seeded fill, on small
+catalogues with shared prefixes, tied similarities, repeated codes and exclusions."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from align3gr.dpo.buckets import BUCKETS, BucketRule, PrefixBuckets, SimilarityBuckets, prefix_match
+from align3gr.dpo.preferences import self_play_examples
+
+
+class ReferencePrefixBuckets(PrefixBuckets):
+    """Prefix buckets whose fill filters the whole prefix group, then samples it."""
+
+    def fill(self, target: str, bucket: str | None, count: int, exclude: set[str], rng: random.Random) -> list[str]:
+        low, high = self.rule.bounds(bucket)
+        if count <= 0 or low == 0:
+            return super().fill(target, bucket, count, exclude, rng)
+        code = self.codes[target]
+        pool = [
+            item
+            for item in self.by_prefix.get(code[:low], ())
+            if item != target and item not in exclude and low <= prefix_match(self.codes[item], code) < high
+        ]
+        return rng.sample(pool, min(count, len(pool)))
+
+
+class ReferenceSimilarityBuckets(SimilarityBuckets):
+    """Similarity buckets that sort the catalogue per target and look candidates up in the ranked list."""
+
+    def ranked(self, target: str) -> list[str]:
+        position = self.index[target]
+        similarity = self.vectors @ self.vectors[position]
+        similarity[position] = float("-inf")
+        return [self.items[k] for k in torch.sort(similarity, descending=True, stable=True).indices[:-1].tolist()]
+
+    def bucket(self, candidate: str, target: str) -> str | None:
+        if candidate == target:
+            return None
+        rank = self.ranked(target).index(candidate)
+        return next(b for b in ("hard", "medium", "easy") if self.edges[b][0] <= rank < self.edges[b][1])
+
+    def fill(self, target: str, bucket: str | None, count: int, exclude: set[str], rng: random.Random) -> list[str]:
+        if count <= 0:
+            return []
+        low, high = self.edges[bucket]
+        pool = [item for item in self.ranked(target)[low:high] if item not in exclude]
+        return rng.sample(pool, min(count, len(pool)))
+
+
+def catalogue(seed: int, size: int) -> dict[str, list[str]]:
+    """Items (names out of code order) with codes from few values, so prefixes are shared and some codes repeat."""
+    rng = random.Random(seed)
+    return {f"i{rng.randrange(10**6)}_{k}": [f"<{c}_{rng.randrange(3)}>" for c in "abc"] for k in range(size)}
+
+
+def assert_same_draws(fast, reference, items: list[str], seed: int) -> None:
+    rng = random.Random(seed)
+    for target in rng.sample(items, 12):
+        assert [fast.bucket(c, target) for c in items] == [reference.bucket(c, target) for c in items]
+        for bucket in (*BUCKETS, None):
+            for count in (0, 1, 3, 40):
+                exclude = set(rng.sample(items, rng.randrange(6))) | {"not-an-item"}
+                draw = rng.randrange(10**6)
+                expected = reference.fill(target, bucket, count, exclude, random.Random(draw))
+                assert fast.fill(target, bucket, count, exclude, random.Random(draw)) == expected
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("thresholds", [(1, 2), (1, 1), (2, 2)])
+def test_prefix_fill_equals_the_filtered_group(seed, thresholds):
+    codes = catalogue(seed, 90)
+    rule = BucketRule(3, *thresholds)
+    assert_same_draws(PrefixBuckets(codes, rule), ReferencePrefixBuckets(codes, rule), list(codes), seed)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("shares", [(0.1, 0.05), (0.3, 0.2), (0.01, 0.01)])
+def test_similarity_buckets_equal_the_sorted_catalogue(seed, shares):
+    generator = torch.Generator().manual_seed(seed)
+    items = [f"i{k}" for k in range(70)]
+    vectors = torch.randint(-2, 3, (70, 3), generator=generator).float()  # few distinct directions: many ties
+    vectors[5] = 0.0
+    fast, reference = (cls(items, vectors, *shares) for cls in (SimilarityBuckets, ReferenceSimilarityBuckets))
+    assert_same_draws(fast, reference, items, seed)
+
+
+@pytest.mark.parametrize("kind", [*BUCKETS, "mixed", "random"])
+def test_self_play_rows_equal_with_the_reference_buckets(kind):
+    codes = catalogue(7, 120)
+    items = list(codes)
+    rng = random.Random(1)
+    prompts = [(f"u{k}", (), rng.choice(items)) for k in range(30)]
+    generated = [rng.sample(items, 10) for _ in prompts]
+    positives = {f"u{k}": set(rng.sample(items, 3)) for k in range(30)}
+    vectors = torch.randint(-2, 3, (120, 4), generator=torch.Generator().manual_seed(1)).float()
+    pairs = [
+        (PrefixBuckets(codes, BucketRule(3)), ReferencePrefixBuckets(codes, BucketRule(3))),
+        (SimilarityBuckets(items, vectors, 0.1, 0.05), ReferenceSimilarityBuckets(items, vectors, 0.1, 0.05)),
+    ]
+    for fast, reference in pairs:
+        rows = self_play_examples(prompts, generated, fast, kind, 6, 3, "catalogue", positives)
+        assert rows == self_play_examples(prompts, generated, reference, kind, 6, 3, "catalogue", positives)
