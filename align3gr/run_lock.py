@@ -2,7 +2,9 @@
 
 `align3gr pipeline` (with `--seeds` too) and `align3gr ablate` lock their run folder; a stage command (`data build`,
 `embed`, `tokenize`, `sft`, `evaluate`, `baselines`, `dpo`) locks the run folder its `--out` lies in: the nearest of
-`--out` and its parents that holds a lock file, or else `--out`'s parent. The lock is an `fcntl.flock` on
+`--out` and its parents that holds a lock file, or else `--out`'s parent, through a stage lock file there
+(`STAGE_LOCK_FILE`), which marks nothing: a stage output written straight into a shared folder (`--out /tmp/data`)
+does not make every later output under that folder part of one run. The lock is an `fcntl.flock` on
 `RUN/.align3gr.lock`, which records the holder (PID, host, command, start time) for the error a second command gets;
 the system drops it when the holder exits or is killed, so a killed run never leaves a stale lock. The file stays
 (empty) after a run: it marks the folder as a run folder for the stage commands.
@@ -31,6 +33,7 @@ from align3gr.errors import Align3GRError
 from align3gr.io import process_alive
 
 LOCK_FILE = ".align3gr.lock"
+STAGE_LOCK_FILE = ".align3gr.stage.lock"
 HELD = "ALIGN3GR_RUN_LOCK"
 """The environment variable naming the lock file the process (or the one that launched it) holds."""
 _descriptors: dict[str, int] = {}
@@ -58,11 +61,11 @@ def holder_text(lock: Path) -> str:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
-    """Hold the lock of `run_dir` (created if absent) while the block runs, or raise `RunFolderLocked` at once
-    naming the holder; a no-op when this process or the one that launched it holds it already (`HELD`)."""
+def run_lock(run_dir: str | Path, command: str, name: str = LOCK_FILE) -> Iterator[None]:
+    """Hold the lock file `name` of `run_dir` (created if absent) while the block runs, or raise `RunFolderLocked`
+    at once naming the holder; a no-op when this process or the one that launched it holds it already (`HELD`)."""
     run_dir = Path(run_dir)
-    lock = run_dir.resolve() / LOCK_FILE
+    lock = run_dir.resolve() / name
     if os.environ.get(HELD) == str(lock):
         yield
         return
@@ -114,4 +117,5 @@ def stage_lock(out: str | Path, command: str) -> contextlib.AbstractContextManag
     launcher."""
     if os.environ.get("RANK", "0") != "0":
         return contextlib.nullcontext()
-    return run_lock(run_folder_of(out), command)
+    folder = run_folder_of(out)
+    return run_lock(folder, command, LOCK_FILE if (folder / LOCK_FILE).is_file() else STAGE_LOCK_FILE)

@@ -15,7 +15,7 @@ from test_pipeline import write_config
 
 from align3gr.cli import main
 from align3gr.pipeline import run_pipeline
-from align3gr.run_lock import LOCK_FILE, RunFolderLocked, run_folder_of, run_lock
+from align3gr.run_lock import LOCK_FILE, STAGE_LOCK_FILE, RunFolderLocked, run_folder_of, run_lock, stage_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHED = """
@@ -84,3 +84,13 @@ def test_a_stage_command_locks_the_run_folder_its_output_lies_in(tmp_path):
     assert run_folder_of(run / "eval" / "test" / "sft") == run.resolve()
     assert run_folder_of(run / "dpo") == run.resolve()
     assert run_folder_of(tmp_path / "elsewhere" / "sft") == (tmp_path / "elsewhere").resolve()
+
+
+def test_a_stage_output_in_a_shared_folder_does_not_make_that_folder_a_run_folder(tmp_path):
+    """`--out SHARED/data` outside any run folder locks SHARED through the stage lock file, which marks nothing:
+    a later output elsewhere under SHARED is not taken to lie in a run folder SHARED."""
+    shared = tmp_path / "shared"
+    with stage_lock(shared / "data", "align3gr data build"):
+        assert os.environ["ALIGN3GR_RUN_LOCK"] == str(shared.resolve() / STAGE_LOCK_FILE)
+    assert sorted(p.name for p in shared.iterdir()) == [STAGE_LOCK_FILE]
+    assert run_folder_of(shared / "exp" / "eval" / "sft") == (shared / "exp" / "eval").resolve()

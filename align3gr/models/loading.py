@@ -94,7 +94,18 @@ def load_model_and_tokenizer(
         model = AutoModelForCausalLM.from_pretrained(str(path), config=config, **kwargs)
     except ValueError as err:
         raise ConfigError(f"model={str(path)!r}: not a causal LM this transformers can load: {err}") from None
+    if load_in_4bit:
+        keep_nf4_trainable(model)
     return model, load_tokenizer(path, trust_remote_code)
+
+
+def keep_nf4_trainable(model) -> None:
+    """Keep every NF4 layer in bitsandbytes' training layout. On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit
+    weight for its inference kernel the first time the layer runs in eval mode, and the repacked layer can no longer
+    train (and fails on inputs narrower than its 64-value blocks); the SFT probe evaluates between training steps."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def load_for_inference(path: str | Path, dtype: str | torch.dtype = "float32"):
