@@ -23,10 +23,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from decode import crafted_codes
+from tokenize_ml100k import timed
 
 from align3gr.console import format_table
 from align3gr.data.build import build_dataset
@@ -38,13 +38,6 @@ from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.data import cached_rows, encode_example, encode_examples, rows_dataset, sample_per_task, trainer_rows
 from align3gr.sft.stage import scid_model
 from align3gr.sft.tasks import TaskBuilder
-
-
-def timed(function, *args):
-    """`(result, seconds)` of one call."""
-    start = time.perf_counter()
-    result = function(*args)
-    return result, time.perf_counter() - start
 
 
 def main() -> None:
