@@ -10,6 +10,7 @@ import torch
 
 from align3gr.dpo.buckets import BUCKETS, BucketRule, PrefixBuckets, SimilarityBuckets, prefix_match
 from align3gr.dpo.preferences import self_play_examples
+from align3gr.errors import ConfigError
 
 
 class ReferencePrefixBuckets(PrefixBuckets):
@@ -104,3 +105,47 @@ def test_self_play_rows_equal_with_the_reference_buckets(kind):
     for fast, reference in pairs:
         rows = self_play_examples(prompts, generated, fast, kind, 6, 3, "catalogue", positives)
         assert rows == self_play_examples(prompts, generated, reference, kind, 6, 3, "catalogue", positives)
+
+
+def large_catalogue(size: int = 3000) -> tuple[list[str], torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return [f"i{k}" for k in range(size)], torch.randn(size, 8, generator=generator)
+
+
+def test_a_sample_as_large_as_the_catalogue_ranks_it_whole():
+    items, vectors = large_catalogue(200)
+    exact = SimilarityBuckets(items, vectors, 0.1, 0.05)
+    assert SimilarityBuckets(items, vectors, 0.1, 0.05, sample=199).sample == 0
+    assert_same_draws(SimilarityBuckets(items, vectors, 0.1, 0.05, sample=500), exact, items, 0)
+
+
+def test_sampled_edges_approximate_the_exact_buckets():
+    items, vectors = large_catalogue()
+    exact = SimilarityBuckets(items, vectors, 0.1, 0.05)
+    sampled = SimilarityBuckets(items, vectors, 0.1, 0.05, sample=600, seed=3)
+    for target in items[:5]:
+        sampled_buckets = [sampled.bucket(c, target) for c in items]
+        exact_buckets = [exact.bucket(c, target) for c in items]
+        agree = sum(a == b for a, b in zip(sampled_buckets, exact_buckets, strict=True)) / len(items)
+        assert agree > 0.97
+        for bucket, share in (("hard", 0.05), ("medium", 0.1)):
+            assert abs(sampled_buckets.count(bucket) / (len(items) - 1) - share) < 0.3 * share
+
+
+def test_sampled_fill_draws_distinct_members_of_the_bucket_reproducibly():
+    items, vectors = large_catalogue()
+    made = [SimilarityBuckets(items, vectors, 0.1, 0.01, sample=400, seed=1) for _ in range(2)]
+    exclude = set(items[10:40])
+    for bucket in (*BUCKETS, None):
+        draws = [b.fill("i5", bucket, 12, exclude, random.Random(9)) for b in made]
+        assert draws[0] == draws[1] and len(draws[0]) == len(set(draws[0])) == 12
+        assert not set(draws[0]) & (exclude | {"i5"})
+        assert all(made[0].bucket(item, "i5") == (bucket or made[0].bucket(item, "i5")) for item in draws[0])
+    other_seed = SimilarityBuckets(items, vectors, 0.1, 0.01, sample=400, seed=2)
+    assert other_seed.boundary("i5", 30) != made[0].boundary("i5", 30)
+
+
+def test_a_negative_sample_is_refused():
+    items, vectors = large_catalogue(20)
+    with pytest.raises(ConfigError, match="sample >= 0"):
+        SimilarityBuckets(items, vectors, 0.1, 0.05, sample=-1)

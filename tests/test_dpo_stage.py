@@ -135,6 +135,7 @@ def test_bad_stage_options(ml100k_small, tmp_path):
         ({"stages": ["sp_extreme"]}, "unknown DPO stage 'sp_extreme'"),
         ({"stages": ["sp_easy", "sp_easy"]}, "may appear once"),
         ({"num_rejected": 0}, "num_rejected=0: must be >= 1"),
+        ({"similarity_sample": -5}, "similarity_sample=-5: must be >= 0"),
         ({"shared_prompt_forward": "fast"}, "shared_prompt_forward='fast'"),
     ):
         with pytest.raises(ConfigError, match=pattern):

@@ -21,6 +21,7 @@ whose generated candidates are short of a bucket.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ import torch
 from align3gr.errors import ConfigError
 
 BUCKETS = ("easy", "medium", "hard")
+FILL_ROUNDS = 4
 
 
 class Buckets(Protocol):
@@ -143,77 +145,142 @@ class SimilarityBuckets:
     """Buckets by the cosine similarity of SCID vectors [N, d] (one row per item of `items`): per target, the
     other items ranked most similar first (ties by catalogue order); rank share < `hard_share` is hard, <
     `hard_share + medium_share` medium. A rank is a count of the items ranked before, never a sort of the catalogue,
-    and only the last target's similarities are kept (memory O(N))."""
+    and only the last target's similarities are kept (memory O(N)).
 
-    def __init__(self, items: Sequence[str], vectors: torch.Tensor, medium_share: float, hard_share: float) -> None:
+    Ranking the whole catalogue per target costs O(N) a row, so O(N^2) a stage. With `sample` > 0 and a catalogue
+    larger than it, the rank edges are estimated per target from `sample` items drawn at random (seeded by `seed`
+    and the target) and catalogue items are classified against the estimated edges: O(sample) a row, whatever N."""
+
+    def __init__(
+        self,
+        items: Sequence[str],
+        vectors: torch.Tensor,
+        medium_share: float,
+        hard_share: float,
+        sample: int = 0,
+        seed: int = 0,
+    ) -> None:
         if not (0 < hard_share and 0 < medium_share and hard_share + medium_share < 1):
             raise ConfigError(
                 f"similarity buckets need 0 < hard_share, 0 < medium_share, hard_share + medium_share < 1; got "
                 f"hard_share={hard_share}, medium_share={medium_share}"
             )
+        if sample < 0:
+            raise ConfigError(f"similarity buckets need sample >= 0 (0: the whole catalogue); got {sample}")
         self.items = list(items)
         self.index = {item: k for k, item in enumerate(self.items)}
         self.vectors = torch.nn.functional.normalize(vectors.detach().float(), dim=-1)
         others = len(self.items) - 1
         hard, medium = int(hard_share * others), int((hard_share + medium_share) * others)
         self.edges = {"hard": (0, hard), "medium": (hard, medium), "easy": (medium, others), None: (0, others)}
+        self.sample = sample if 0 < sample < others else 0
+        self.seed = seed
         self._target: str | None = None
         self._similarity = torch.empty(0)
-        self._values = self._similarity.numpy()
+        self._reference = torch.empty(0, dtype=torch.long)
         self._boundaries: dict[int, tuple[float, int]] = {}
 
     def similarity(self, target: str) -> torch.Tensor:
-        """[N] cosine similarity of every item to `target` (-inf for the target itself, ranked last)."""
+        """Cosine similarity to `target` of its reference items (`reference`): every item of the catalogue, with
+        -inf for the target itself (ranked last), or the target's sample."""
         if target != self._target:
             position = self.index[target]
-            similarity = self.vectors @ self.vectors[position]
-            similarity[position] = float("-inf")
-            self._target, self._similarity, self._boundaries = target, similarity, {}
-            self._values = similarity.numpy()
+            if self.sample:
+                draws = torch.randint(
+                    len(self.items) - 1, (self.sample,), generator=torch.Generator().manual_seed(self._seed_of(target))
+                )
+                reference = torch.sort(draws + (draws >= position).long()).values
+                similarity = self.vectors[reference] @ self.vectors[position]
+            else:
+                reference = torch.arange(len(self.items))
+                similarity = self.vectors @ self.vectors[position]
+                similarity[position] = float("-inf")
+            self._target, self._similarity, self._reference, self._boundaries = target, similarity, reference, {}
         return self._similarity
 
+    def _seed_of(self, target: str) -> int:
+        """A generator seed per (seed, target): the same sample whenever the same target is seen."""
+        return int.from_bytes(hashlib.sha256(f"{self.seed}:{target}".encode()).digest()[:8], "little")
+
     def boundary(self, target: str, rank: int) -> tuple[float, int]:
-        """The ranking key (-similarity, catalogue index) of the item at `rank` of `target`'s list: an item ranks
-        before it when its key is smaller. Past the last item: (inf, N)."""
+        """The ranking key (-similarity, catalogue index) of the item at `rank` of `target`'s list (with a sample,
+        the sample's item at the same share of its list): an item ranks before it when its key is smaller. Past
+        the last item: (inf, N)."""
         similarity = self.similarity(target)
         if rank not in self._boundaries:
-            if rank >= len(self.items) - 1:
+            size = len(similarity) if self.sample else len(self.items) - 1
+            place = rank * size // (len(self.items) - 1)
+            if place >= size:
                 self._boundaries[rank] = (float("inf"), len(self.items))
             else:
-                value = similarity.kthvalue(len(self.items) - rank).values
+                value = similarity.kthvalue(len(similarity) - place).values
                 ties = (similarity == value).nonzero().flatten()
-                index = ties[rank - int((similarity > value).sum())]
+                index = self._reference[ties[place - int((similarity > value).sum())]]
                 self._boundaries[rank] = (-float(value), int(index))
         return self._boundaries[rank]
 
-    def before(self, target: str, rank: int) -> torch.Tensor:
-        """[N] whether each item ranks before position `rank` of `target`'s list (the target itself never does)."""
-        similarity = self.similarity(target)
+    def ahead(self, target: str, rank: int, similarity: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Whether each item (catalogue `indices`, their `similarity` to `target`) ranks before position `rank` of
+        `target`'s list; the target itself never does."""
         key, index = self.boundary(target, rank)
-        ahead = (similarity > -key) | ((similarity == -key) & (torch.arange(len(self.items)) < index))
-        ahead[self.index[target]] = False
-        return ahead
+        ahead = (similarity > -key) | ((similarity == -key) & (indices < index))
+        return ahead & (indices != self.index[target])
 
     def bucket(self, candidate: str, target: str) -> str | None:
         if candidate == target:
             return None
-        self.similarity(target)
         position = self.index[candidate]
-        key = (-float(self._values[position]), position)
+        key = (-float(self.of(target, torch.tensor([position]))[0]), position)
         if key < self.boundary(target, self.edges["hard"][1]):
             return "hard"
         return "medium" if key < self.boundary(target, self.edges["medium"][1]) else "easy"
 
+    def of(self, target: str, indices: torch.Tensor) -> torch.Tensor:
+        """Similarity to `target` of the catalogue items `indices`: read from the ranked catalogue when there is no
+        sample (so an item compares with the edges through the very values they were taken from)."""
+        similarity = self.similarity(target)
+        return self.vectors[indices] @ self.vectors[self.index[target]] if self.sample else similarity[indices]
+
+    def in_band(self, target: str, bucket: str | None, indices: torch.Tensor) -> torch.Tensor:
+        """Whether each catalogue item of `indices` falls in `bucket` of `target`."""
+        similarity = self.of(target, indices)
+        low, high = self.edges[bucket]
+        return self.ahead(target, high, similarity, indices) & ~self.ahead(target, low, similarity, indices)
+
     def fill(self, target: str, bucket: str | None, count: int, exclude: set[str], rng: random.Random) -> list[str]:
         if count <= 0:
             return []
-        low, high = self.edges[bucket]
-        band = self.before(target, high) & ~self.before(target, low)
+        self.similarity(target)
+        if self.sample:
+            return self._fill_sampled(target, bucket, count, exclude, rng)
+        catalogue = torch.arange(len(self.items))
+        band = self.in_band(target, bucket, catalogue)
         band[torch.tensor([self.index[item] for item in exclude if item in self.index], dtype=torch.long)] = False
         members = band.nonzero().flatten()
         order = members[torch.sort(self.similarity(target)[members], descending=True, stable=True).indices]
         picks = rng.sample(range(len(order)), min(count, len(order)))
         return [self.items[int(order[pick])] for pick in picks]
+
+    def _fill_sampled(
+        self, target: str, bucket: str | None, count: int, exclude: set[str], rng: random.Random
+    ) -> list[str]:
+        """Up to `count` items of `bucket` drawn at random from the catalogue and kept when they fall in the band
+        (a few rounds of draws sized by the band's share; a band that stays short returns fewer)."""
+        low, high = self.edges[bucket]
+        share = max(high - low, 1) / (len(self.items) - 1)
+        generator = torch.Generator().manual_seed(rng.getrandbits(63))
+        chosen: list[str] = []
+        for _ in range(FILL_ROUNDS):
+            draws = torch.randint(
+                len(self.items), (min(len(self.items), int(2 * count / share) + 64),), generator=generator
+            )
+            for position in draws[self.in_band(target, bucket, draws)].tolist():
+                item = self.items[position]
+                if item not in exclude and item not in chosen:
+                    chosen.append(item)
+                    if len(chosen) == count:
+                        return chosen
+        return chosen
 
 
 def scid_vectors(model, tokenizer, item_codes: Mapping[str, Sequence[str]]) -> tuple[list[str], torch.Tensor]:

@@ -126,6 +126,14 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
     hard_min: int = field(default=2, metadata={"help": "prefix: shared leading codes from which it is hard."})
     hard_share: float = field(default=0.01, metadata={"help": "similarity: most similar share of items that is hard."})
     medium_share: float = field(default=0.1, metadata={"help": "similarity: next most similar share, medium."})
+    similarity_sample: int = field(
+        default=4096,
+        metadata={
+            "help": "similarity: on catalogues with more items than this, each target's share edges are estimated "
+            "from this many random items, so a stage costs time linear in its rows, not rows x items; 0 ranks the "
+            "whole catalogue for every target (exact, quadratic)."
+        },
+    )
     precompute_ref_log_probs: bool = field(
         default=False, metadata={"help": "Score the reference once before training instead of at every step."}
     )
@@ -159,6 +167,8 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
         for name in ("num_rejected", "prompts_per_user", "candidates", "generation_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.similarity_sample < 0:
+            raise ConfigError(f"similarity_sample={self.similarity_sample}: must be >= 0 (0: the whole catalogue)")
         if self.bucketing not in BUCKETINGS:
             raise ConfigError(f"bucketing={self.bucketing!r}: expected one of {', '.join(BUCKETINGS)}")
         if self.sp_fill not in SP_FILLS:

@@ -174,7 +174,9 @@ def stage_buckets(policy, tokenizer, item_codes, config: DPOStageConfig) -> Buck
     """The difficulty of self-play candidates: prefix-ngram match, or the similarity of the policy's SCID vectors."""
     if config.bucketing == "similarity":
         items, vectors = scid_vectors(policy, tokenizer, item_codes)
-        return SimilarityBuckets(items, vectors, config.medium_share, config.hard_share)
+        return SimilarityBuckets(
+            items, vectors, config.medium_share, config.hard_share, config.similarity_sample, config.seed
+        )
     rule = BucketRule(len(next(iter(item_codes.values()))), config.medium_min, config.hard_min)
     return PrefixBuckets(item_codes, rule)
 
