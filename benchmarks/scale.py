@@ -12,7 +12,8 @@ Per size n: an Amazon-2018-style raw file (n items, n users, 10 reviews per item
   3 levels x 256 codes, codebooks k-means initialised, untrained) and of the users, the last level's distances,
   `resolve_collisions`, `code_tokens`, the code tables written;
 - trie: `SCIDTrie.build` of the item code table;
-- SFT examples: `sampled_examples` of the default task mixture with `SFTStageConfig` defaults (the stage's);
+- SFT examples: one pass over `TaskMixture`, the default task mixture with `SFTStageConfig` defaults, as the stage
+  streams it into its row cache (the tokenization itself is `benchmarks/sft_rows.py`'s);
 - buckets prefix / similarity: the three SP-DPO stages (easy, medium, hard) of `self_play_examples` with
   `sp_fill: catalogue`, buckets made by `stage_buckets` (similarity: `scid_vectors` of a `--hidden`-wide embedding
   table), one prompt per user and `candidates` (50) items per prompt: the target's neighbours in SCID order (shared
@@ -148,7 +149,7 @@ def sft_examples(folder: Path, args: argparse.Namespace) -> Step:
     from align3gr.data.dataset import load_dataset
     from align3gr.scid.code_tables import load_code_tables
     from align3gr.sft.config import SFTStageConfig
-    from align3gr.sft.data import sampled_examples
+    from align3gr.sft.data import TaskMixture
     from align3gr.sft.tasks import TaskBuilder
 
     dataset = load_dataset(folder / "data")
@@ -160,10 +161,9 @@ def sft_examples(folder: Path, args: argparse.Namespace) -> Step:
             dataset, item_codes, user_codes, with_user_scid=config.with_user_scid, seed=config.seed,
             seq_format=config.seq_format, stream_stride=config.stream_stride,
         )  # fmt: skip
-        examples = sampled_examples(
-            builder, config.tasks, config.max_examples_per_task, config.seed, config.task_limits
-        )
-        return {"examples": len(examples)}, examples
+        mixture = TaskMixture(builder, config.tasks, config.max_examples_per_task, config.seed, config.task_limits)
+        count = sum(1 for _ in mixture)
+        return {"examples": count}, mixture
 
     return step
 

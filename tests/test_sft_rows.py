@@ -14,7 +14,16 @@ from test_sft import code_tables, scid_tokenizer, small, tiny_qwen  # noqa: F401
 
 from align3gr.sft.arguments import sft_arguments
 from align3gr.sft.config import SFTStageConfig
-from align3gr.sft.data import cached_rows, encode_example, encode_examples, rows_dataset, rows_key, trainer_rows
+from align3gr.sft.data import (
+    ROWS_FILE,
+    TaskMixture,
+    cached_rows,
+    encode_example,
+    encode_examples,
+    rows_dataset,
+    rows_key,
+    trainer_rows,
+)
 from align3gr.sft.tasks import TASKS, TaskBuilder
 
 
@@ -72,13 +81,13 @@ def test_cached_rows_load_on_a_rerun_and_go_with_their_inputs(examples, scid_tok
     with caplog.at_level(logging.INFO, logger="align3gr.sft.data"):
         first = cached_rows(examples, scid_tokenizer, 200, folder)
         key = rows_key(examples, scid_tokenizer, 200)
-        written = (folder / key / "state.json").stat().st_mtime_ns
+        written = (folder / key / ROWS_FILE).stat().st_mtime_ns
         assert "tokenized" in caplog.text and [p.name for p in folder.iterdir()] == [key]
         caplog.clear()
-        monkeypatch.setattr(data, "encode_examples", lambda *a, **k: pytest.fail("tokenized again"))
+        monkeypatch.setattr(data, "encoded_pairs", lambda *a, **k: pytest.fail("tokenized again"))
         again = cached_rows(examples, scid_tokenizer, 200, folder)
         assert "loaded" in caplog.text and again.to_dict() == first.to_dict()
-        assert (folder / key / "state.json").stat().st_mtime_ns == written
+        assert (folder / key / ROWS_FILE).stat().st_mtime_ns == written
     monkeypatch.undo()
 
     other = copy.deepcopy(scid_tokenizer)
@@ -106,3 +115,13 @@ def test_a_killed_writes_temporary_rows_are_ignored_and_removed(examples, scid_t
     rows = cached_rows(examples, scid_tokenizer, 200, folder)
     assert not half.exists() and [p.name for p in folder.iterdir()] == [key]
     assert rows.to_dict() == encode_examples(examples, scid_tokenizer, 200).to_dict()
+
+
+def test_a_streamed_mixture_is_tokenized_into_the_same_rows(small, scid_tokenizer, tmp_path):  # noqa: F811
+    builder = TaskBuilder(small, *code_tables(small))
+    mixture = TaskMixture(builder, list(TASKS), 40, 0, {"seq": None})
+    examples = list(mixture)
+    rows = cached_rows(mixture, scid_tokenizer, 120, tmp_path / "rows")
+    assert rows_key(mixture, scid_tokenizer, 120) == rows_key(examples, scid_tokenizer, 120)
+    assert rows.to_dict() == encode_examples(examples, scid_tokenizer, 120).to_dict()
+    assert 0 < len(rows) < len(examples)  # max_length 120 leaves the longest histories out

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from test_sft import code_tables
 
 from align3gr.data.dataset import Dataset
 from align3gr.data.schema import Item, Sequence, User
-from align3gr.sft.data import sample_per_task, sampled_examples
+from align3gr.sft.data import TaskMixture, sample_per_task
 from align3gr.sft.tasks import TASKS, TaskBuilder
 
 
@@ -38,8 +39,10 @@ def random_dataset(seed: int) -> Dataset:
         (["preference", "seq", "item_align", "seq"], 25, {"preference": 0}),
     ],
 )
-def test_sampled_examples_equal_sampling_the_whole_mixture(seed, tasks, limit, limits):
+def test_the_streamed_mixture_equals_sampling_the_whole_mixture(seed, tasks, limit, limits):
     dataset = random_dataset(seed)
     builder = TaskBuilder(dataset, *code_tables(dataset), seed=seed)
     expected = sample_per_task(builder.build(tasks), limit, seed, limits)
-    assert sampled_examples(builder, tasks, limit, seed, limits) == expected
+    mixture = TaskMixture(builder, tasks, limit, seed, limits)
+    assert list(mixture) == expected and list(mixture) == expected  # a stream that reads the same twice
+    assert mixture.counts == dict(Counter(e.task for e in expected))

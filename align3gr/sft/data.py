@@ -2,14 +2,16 @@
 
 Prompts and answers are encoded with `align3gr.sft.prompting`, the functions decoding uses, so training and
 inference see the same prompt tokens; the trainer puts the loss on the answer tokens only (on the code tokens of
-every listed item for a `stream` row). `encode_examples` tokenizes in batches (`encode_example`, one at a time, is the
-reference it matches token for token); `cached_rows` keeps its rows on disk under a key of everything they depend on,
-so a resumed run loads them; `trainer_rows` makes them what TRL's dataset preparation would, without its per-row passes.
+every listed item for a `stream` row). `TaskMixture` streams the sampled task mixture; `encode_examples` tokenizes in
+batches (`encode_example`, one at a time, is the reference it matches token for token); `cached_rows` streams the rows
+into a file under a key of everything they depend on, so a resumed run loads them; `trainer_rows` makes them what
+TRL's dataset preparation would, without its per-row passes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import random
 import shutil
@@ -34,8 +36,10 @@ from align3gr.sft.tasks import SFTExample, TaskBuilder, check_tasks
 log = logging.getLogger(__name__)
 BATCH = 4096
 """Examples per tokenizer call: large enough that the per-call cost vanishes, small enough to show progress."""
-ROWS_FORMAT = 1
-"""Version of the rows `encode_examples` makes, part of the cache key: bump it when they change."""
+ROWS_FORMAT = 2
+"""Version of the rows `encode_examples` makes and of their file, part of the cache key: bump it when they change."""
+ROWS_FILE = "rows.arrow"
+"""The file of a cached mixture's rows, in its key's folder."""
 
 
 def kept_positions(size: int, cap: int | None, rng: random.Random) -> Sequence[int]:
@@ -58,24 +62,58 @@ def sample_per_task(
     return [example for index, example in enumerate(examples) if index in keep]
 
 
-def sampled_examples(
-    builder: TaskBuilder,
-    tasks: Sequence[str],
-    limit: int | None,
-    seed: int,
-    limits: Mapping[str, int | None] | None = None,
-) -> list[SFTExample]:
-    """`sample_per_task(builder.build(tasks), limit, seed, limits)`, the same examples in the same order, holding
-    only one task's examples besides those kept (a task named twice builds the same examples twice)."""
-    check_tasks(tasks)
-    rng = random.Random(seed)
-    chosen: list[list[SFTExample]] = [[] for _ in tasks]
-    for task in dict.fromkeys(tasks):
-        block = list(builder.builders[task]())
-        slots = [k for k, name in enumerate(tasks) if name == task]
-        for position in kept_positions(len(block) * len(slots), (limits or {}).get(task, limit), rng):
-            chosen[slots[position // len(block)]].append(block[position % len(block)])
-    return [example for examples in chosen for example in examples]
+class TaskMixture:
+    """The SFT task mixture, `sample_per_task(builder.build(tasks), limit, seed, limits)` (the same examples in the
+    same order), as a stream that can be read again: each pass rebuilds the examples task by task and holds none
+    of them, so a catalogue-sized mixture never sits in memory. A capped task is counted once here, to draw its
+    sample; `counts` holds the examples per task once a pass has ended (a task named twice builds twice)."""
+
+    def __init__(
+        self,
+        builder: TaskBuilder,
+        tasks: Sequence[str],
+        limit: int | None,
+        seed: int,
+        limits: Mapping[str, int | None] | None = None,
+    ) -> None:
+        check_tasks(tasks)
+        self.builder, self.tasks = builder, list(tasks)
+        self.counts: dict[str, int] = {}
+        rng = random.Random(seed)
+        self._sizes: dict[str, int] = {}
+        self._kept: dict[str, Sequence[int]] = {}
+        for task in dict.fromkeys(tasks):
+            cap = (limits or {}).get(task, limit)
+            if cap is not None:
+                self._sizes[task] = sum(1 for _ in builder.builders[task]())
+                kept = kept_positions(self._sizes[task] * self.tasks.count(task), cap, rng)
+                if not isinstance(kept, range):  # a range keeps every example
+                    self._kept[task] = kept
+
+    def __iter__(self) -> Iterator[SFTExample]:
+        counts = dict.fromkeys(self.tasks, 0)
+        for slot, task in enumerate(self.tasks):
+            examples = self.builder.builders[task]()
+            if task in self._kept:
+                size, repeat = self._sizes[task], self.tasks[:slot].count(task)
+                wanted = [p - repeat * size for p in self._kept[task] if repeat * size <= p < (repeat + 1) * size]
+                examples = _at(examples, wanted)
+            for example in examples:
+                counts[task] += 1
+                yield example
+        self.counts = {task: count for task, count in counts.items() if count}
+
+
+def _at(iterable: Iterable[SFTExample], positions: Sequence[int]) -> Iterator[SFTExample]:
+    """The elements of `iterable` at the ascending `positions`."""
+    wanted = iter(positions)
+    target = next(wanted, None)
+    for index, element in enumerate(iterable):
+        if index == target:
+            yield element
+            target = next(wanted, None)
+            if target is None:
+                return
 
 
 def encode_example(example: SFTExample, tokenizer) -> tuple[list[int], list[int]]:
@@ -104,13 +142,36 @@ def encode_batch(examples: Sequence[SFTExample], tokenizer) -> Iterator[tuple[li
         yield prompt + answer, [0] * len(prompt) + mask
 
 
+def encoded_pairs(
+    examples: Iterable[SFTExample], tokenizer, total: int | None = None, desc: str = "Tokenizing"
+) -> Iterator[tuple[list[int], list[int]]]:
+    """`encode_example` of each example, `BATCH` at a time (`encode_batch`), read as a stream; `total` sizes the
+    progress bar."""
+    iterator = iter(examples)
+    with tqdm(total=total, desc=desc, unit="example", mininterval=2.0, leave=False) as bar:
+        while batch := list(itertools.islice(iterator, BATCH)):
+            yield from encode_batch(batch, tokenizer)
+            bar.update(len(batch))
+
+
+def fitting(pairs: Iterable[tuple[list[int], list[int]]], max_length: int) -> Iterator[tuple[list[int], list[int]]]:
+    """The pairs no longer than `max_length`; the others are left out (and counted in the log) rather than cut,
+    which would drop the answer or the template."""
+    total = too_long = 0
+    for ids, mask in pairs:
+        total += 1
+        if len(ids) > max_length:
+            too_long += 1
+            continue
+        yield ids, mask
+    if too_long:
+        log.warning("%d of %d examples are longer than max_length=%d and were left out", too_long, total, max_length)
+
+
 def encode_examples(examples: Sequence[SFTExample], tokenizer, max_length: int, desc: str = "Tokenizing"):
-    """The examples encoded with the LLM's tokenizer (as `encode_example`, `BATCH` at a time) as a
-    `datasets.Dataset` with `input_ids` and `completion_mask`; those longer than `max_length` are left out (and
-    counted in the log) rather than cut, which would drop the answer or the template."""
-    batches = tqdm(range(0, len(examples), BATCH), desc=desc, unit="batch", mininterval=2.0, leave=False)
-    pairs = (pair for start in batches for pair in encode_batch(examples[start : start + BATCH], tokenizer))
-    return rows_dataset(pairs, max_length)
+    """The examples encoded with the LLM's tokenizer (as `encode_example`, in batches) as an in-memory
+    `datasets.Dataset` with `input_ids` and `completion_mask`, those longer than `max_length` left out."""
+    return rows_dataset(encoded_pairs(examples, tokenizer, len(examples), desc), max_length)
 
 
 def rows_dataset(pairs: Iterable[tuple[list[int], list[int]]], max_length: int):
@@ -118,17 +179,24 @@ def rows_dataset(pairs: Iterable[tuple[list[int], list[int]]], max_length: int):
     from datasets import Dataset
 
     rows: dict[str, list] = {"input_ids": [], "completion_mask": []}
-    total = too_long = 0
-    for ids, mask in pairs:
-        total += 1
-        if len(ids) > max_length:
-            too_long += 1
-            continue
+    for ids, mask in fitting(pairs, max_length):
         rows["input_ids"].append(ids)
         rows["completion_mask"].append(mask)
-    if too_long:
-        log.warning("%d of %d examples are longer than max_length=%d and were left out", too_long, total, max_length)
     return Dataset.from_dict(rows)
+
+
+def write_rows(pairs: Iterable[tuple[list[int], list[int]]], max_length: int, path: Path) -> None:
+    """`rows_dataset`'s rows streamed into an Arrow file (the IPC stream format `datasets` memory-maps), `BATCH`
+    at a time, so memory holds one batch whatever the mixture's size."""
+    import pyarrow as pa
+
+    column = pa.list_(pa.int64())
+    schema = pa.schema([("input_ids", column), ("completion_mask", column)])
+    rows = fitting(pairs, max_length)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        while batch := list(itertools.islice(rows, BATCH)):
+            ids, masks = zip(*batch, strict=True)
+            writer.write_batch(pa.record_batch([pa.array(ids, column), pa.array(masks, column)], schema=schema))
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -148,40 +216,48 @@ def tokenizer_fingerprint(tokenizer) -> str:
     )
 
 
-def rows_key(examples: Sequence[SFTExample], tokenizer, max_length: int) -> str:
+def rows_key(examples: Iterable[SFTExample], tokenizer, max_length: int) -> str:
     """Hash of everything `encode_examples` rows depend on: the examples in order, the tokenizer, the separators of
     the prompt template, `max_length` and `ROWS_FORMAT`."""
+    return _digest(examples, tokenizer, max_length)[0]
+
+
+def _digest(examples: Iterable[SFTExample], tokenizer, max_length: int) -> tuple[str, int]:
+    """(`rows_key`, number of examples), in one pass over the examples."""
     digest = hashlib.sha256()
     settings = [ROWS_FORMAT, tokenizer_fingerprint(tokenizer), PLAIN_SEPARATOR, LISTING_SEPARATOR, max_length]
     digest.update(sha256_json(settings).encode())
+    count = 0
     for example in examples:
         digest.update(repr((example.prompt, example.completion, example.listing)).encode())
-    return digest.hexdigest()
+        count += 1
+    return digest.hexdigest(), count
 
 
 def cached_rows(
-    examples: Sequence[SFTExample], tokenizer, max_length: int, folder: str | Path, desc: str = "Tokenizing"
+    examples: Iterable[SFTExample], tokenizer, max_length: int, folder: str | Path, desc: str = "Tokenizing"
 ):
-    """`encode_examples`, kept as `folder/KEY` (`rows_key`): loaded from there when present, else tokenized and
-    written in one rename (a killed run leaves only a temporary that the next write removes), replacing the rows of
-    any other key. The rows come back memory-mapped from disk either way."""
+    """The rows of `examples` (a list, or a stream read twice such as `TaskMixture`), kept as `folder/KEY/ROWS_FILE`
+    (`rows_key`): memory-mapped from there when present, else tokenized in batches straight into that file and
+    published in one rename (a killed run leaves only a temporary that the next write removes), replacing the
+    rows of any other key."""
     from datasets import Dataset
 
     folder = Path(folder)
-    key = rows_key(examples, tokenizer, max_length)
+    key, count = _digest(examples, tokenizer, max_length)
     target = folder / key
-    if target.is_dir():
-        rows = Dataset.load_from_disk(str(target))
+    if (target / ROWS_FILE).is_file():
+        rows = Dataset.from_file(str(target / ROWS_FILE))
         log.info("%s: loaded %d tokenized rows from %s (same examples, tokenizer, max_length)", desc, len(rows), target)
         return rows
-    rows = encode_examples(examples, tokenizer, max_length, desc)
     with atomic_directory(target) as tmp:
-        rows.save_to_disk(str(tmp))
+        write_rows(encoded_pairs(examples, tokenizer, count, desc), max_length, tmp / ROWS_FILE)
     for other in folder.iterdir():
         if other.is_dir() and not other.name.startswith(".") and other.name != key:
             shutil.rmtree(other, ignore_errors=True)
-    log.info("%s: tokenized %d examples into %d rows, saved in %s", desc, len(examples), len(rows), target)
-    return Dataset.load_from_disk(str(target))
+    rows = Dataset.from_file(str(target / ROWS_FILE))
+    log.info("%s: tokenized %d examples into %d rows, saved in %s", desc, count, len(rows), target)
+    return rows
 
 
 def trainer_rows(rows, arguments, packing: bool):

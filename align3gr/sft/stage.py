@@ -31,7 +31,7 @@ from align3gr.seeding import seeded
 from align3gr.sft.arguments import sft_arguments
 from align3gr.sft.base_model import build_tiny_base
 from align3gr.sft.config import SFTStageConfig
-from align3gr.sft.data import cached_rows, encode_examples, rows_dataset, sampled_examples, trainer_rows
+from align3gr.sft.data import TaskMixture, cached_rows, encode_examples, rows_dataset, trainer_rows
 from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.probe import RankingProbe
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
@@ -114,7 +114,7 @@ def _step_of(checkpoint: str | None) -> int | None:
 
 def _seq_rows(builder: TaskBuilder, tokenizer, config: SFTStageConfig) -> dict:
     """Task-A rows whose loss is reported: `eval_examples` sampled training rows and as many valid users."""
-    train = sampled_examples(builder, ["seq"], config.eval_examples, config.seed)
+    train = list(TaskMixture(builder, ["seq"], config.eval_examples, config.seed))
     valid = evaluation_prompts(
         builder.dataset, builder.item_codes, builder.user_codes, "valid", tokenizer,
         with_user_scid=config.with_user_scid, seq_format=config.seq_format,
@@ -220,9 +220,7 @@ def run_sft(
 
     with seeded(config.seed):
         model, tokenizer, vocabulary, token_ids = scid_model(base, dataset, item_codes, user_codes, config)
-        examples = sampled_examples(
-            builder, config.tasks, config.max_examples_per_task, config.seed, config.task_limits
-        )
+        examples = TaskMixture(builder, config.tasks, config.max_examples_per_task, config.seed, config.task_limits)
         with state.main_process_first():  # the main process tokenizes; the others load its rows
             train = cached_rows(examples, tokenizer, config.max_length, output.work / ROWS, "Tokenizing the mixture")
         evals = _seq_rows(builder, tokenizer, config)
@@ -233,15 +231,12 @@ def run_sft(
     state.wait_for_everyone()
 
     history = trainer.state.log_history
-    counts: dict[str, int] = {}
-    for example in examples:
-        counts[example.task] = counts.get(example.task, 0) + 1
     meta = {
         "fingerprint": fingerprint,
         "base_model": base,
         "adapter": config.use_lora,
         "vocabulary": vocabulary,
-        "examples": counts,
+        "examples": examples.counts,
         "train_rows": len(train),
         "steps": trainer.state.global_step,
         "stopped_early": trainer.state.global_step < trainer.state.max_steps,
