@@ -21,15 +21,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from align3gr.io import atomic_directory, sha256_json
+from align3gr.sft.batch_encoding import BatchEncoder
 from align3gr.sft.prompting import (
     LISTING_SEPARATOR,
     PLAIN_SEPARATOR,
     encode_completion,
-    encode_completions,
     encode_listing,
     encode_listings,
     encode_prompt,
-    encode_prompts,
 )
 from align3gr.sft.tasks import SFTExample, TaskBuilder, check_tasks
 
@@ -128,11 +127,11 @@ def encode_example(example: SFTExample, tokenizer) -> tuple[list[int], list[int]
     return prompt + answer, [0] * len(prompt) + mask
 
 
-def encode_batch(examples: Sequence[SFTExample], tokenizer) -> Iterator[tuple[list[int], list[int]]]:
-    """`encode_example` of each example, with one tokenizer call for the prompts and one for the answers."""
-    prompts = encode_prompts(tokenizer, [e.prompt for e in examples])
-    answers = iter(encode_completions(tokenizer, [e.completion for e in examples if not e.listing]))
-    listings = iter(encode_listings(tokenizer, [e.listing for e in examples if e.listing]))
+def encode_batch(examples: Sequence[SFTExample], encoder: BatchEncoder) -> Iterator[tuple[list[int], list[int]]]:
+    """`encode_example` of each example, the prompts and the answers each encoded together (`BatchEncoder`)."""
+    prompts = encoder.prompts([e.prompt for e in examples])
+    answers = iter(encoder.completions([e.completion for e in examples if not e.listing]))
+    listings = iter(encode_listings(encoder.tokenizer, [e.listing for e in examples if e.listing]))
     for example, prompt in zip(examples, prompts, strict=True):
         if example.listing:
             answer, mask = next(listings)
@@ -147,10 +146,10 @@ def encoded_pairs(
 ) -> Iterator[tuple[list[int], list[int]]]:
     """`encode_example` of each example, `BATCH` at a time (`encode_batch`), read as a stream; `total` sizes the
     progress bar."""
-    iterator = iter(examples)
+    iterator, encoder = iter(examples), BatchEncoder(tokenizer)
     with tqdm(total=total, desc=desc, unit="example", mininterval=2.0, leave=False) as bar:
         while batch := list(itertools.islice(iterator, BATCH)):
-            yield from encode_batch(batch, tokenizer)
+            yield from encode_batch(batch, encoder)
             bar.update(len(batch))
 
 

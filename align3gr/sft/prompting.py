@@ -10,8 +10,8 @@ both see byte-identical prompt tokens (no re-tokenization across the prompt/answ
 
 The answer is its tokens (no special tokens added) followed by the EOS id, which is what generation stops at.
 
-`encode_prompts`, `encode_completions` and `encode_listings` give the same IDs for many texts at once: one template
-rendering and one tokenizer call for the whole batch (the fast tokenizer's batch encoding), for SFT's training rows.
+`encode_listings` gives the same IDs for many listings at once, and `align3gr.sft.batch_encoding` those of
+`encode_prompt` and `encode_completion` for many texts, for SFT's training rows.
 
 A listing (the `stream` form of the sequential task) is a user's items in order as the answer: each item's code
 tokens followed by `LISTING_SEPARATOR`, and no EOS, because the listing goes on. Every listed item is a target, and
@@ -39,36 +39,12 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     return bos + tokenizer.encode(text + PLAIN_SEPARATOR, add_special_tokens=False)
 
 
-def encode_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    """`encode_prompt` of each text, from one chat-template rendering and one tokenizer call (`apply_chat_template`
-    tokenizes its rendering without special tokens, as this does)."""
-    if not texts:
-        return []
-    if getattr(tokenizer, "chat_template", None):
-        conversations = [[{"role": "user", "content": text}] for text in texts]
-        rendered = tokenizer.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
-        return _token_ids(tokenizer, rendered)
-    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-    return [bos + ids for ids in _token_ids(tokenizer, [text + PLAIN_SEPARATOR for text in texts])]
-
-
 def encode_completion(tokenizer, completion: str) -> list[int]:
     """The answer's token IDs followed by the EOS id."""
-    return tokenizer.encode(completion, add_special_tokens=False) + [_eos_id(tokenizer)]
+    return tokenizer.encode(completion, add_special_tokens=False) + [eos_id(tokenizer)]
 
 
-def encode_completions(tokenizer, completions: Sequence[str]) -> list[list[int]]:
-    """`encode_completion` of each answer, from one tokenizer call."""
-    eos = _eos_id(tokenizer)
-    return [ids + [eos] for ids in _token_ids(tokenizer, completions)] if completions else []
-
-
-def _token_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    """The token IDs of each text without special tokens, from one (batched) tokenizer call."""
-    return tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
-
-
-def _eos_id(tokenizer) -> int:
+def eos_id(tokenizer) -> int:
     """The EOS id answers end with, or a ConfigError for a tokenizer without one."""
     if tokenizer.eos_token_id is None:
         raise ConfigError(f"tokenizer {tokenizer.name_or_path!r} has no EOS token: answers could not end")
