@@ -36,6 +36,8 @@ def clean_html(text: object) -> str:
         text = html.unescape(text)
     if "<" in text:
         text = _TAG.sub(" ", text)
+    if "  " not in text and text[:1] != " " and text[-1:] != " " and text.isprintable():
+        return text  # already collapsed: its only whitespace is single inner spaces (other whitespace is unprintable)
     return " ".join(text.split())
 
 
@@ -126,19 +128,15 @@ class AmazonBuilder(Builder):
     def read(self, source: Path) -> RawData:
         reviews_path, meta_path = self.sources(source)
         interactions = InteractionLog(reviews_path, with_reviews=True)
+        add = interactions.add
         for line, review in iter_json_lines(reviews_path):
-            for field in ("reviewerID", "asin", "overall"):
-                if field not in review:
-                    raise DataError(f"missing required field '{field}'", reviews_path, line)
-            text = ". ".join(t for t in (clean_html(review.get("summary")), clean_html(review.get("reviewText"))) if t)
-            interactions.add(
-                str(review["reviewerID"]),
-                str(review["asin"]),
-                review_time(review, reviews_path, line),
-                review["overall"],
-                text,
-                line=line,
-            )
+            if "reviewerID" not in review or "asin" not in review or "overall" not in review:
+                field = next(f for f in ("reviewerID", "asin", "overall") if f not in review)
+                raise DataError(f"missing required field '{field}'", reviews_path, line)
+            summary, body = clean_html(review.get("summary")), clean_html(review.get("reviewText"))
+            text = f"{summary}. {body}" if summary and body else summary or body
+            timestamp = review_time(review, reviews_path, line)
+            add(str(review["reviewerID"]), str(review["asin"]), timestamp, review["overall"], text, line=line)
         wanted = set(interactions.item_ids)
         items: dict[str, Item] = {}
         for line, meta in iter_json_lines(meta_path, allow_python_literals=True):

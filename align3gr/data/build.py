@@ -134,7 +134,8 @@ def build_dataset(
 
 
 def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:
-    """Filter the raw interactions and turn them into items, users and chronological sequences."""
+    """Filter the raw interactions and turn them into items, users and chronological sequences (the log's review
+    spool is reordered to match them: `TextSpool.reorder`)."""
     interactions = raw.interactions
     result = filter_interactions(
         interactions,
@@ -143,21 +144,25 @@ def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:
         item_k=config.item_k,
         missing_metadata=config.missing_metadata or builder_default,
     )
-    cols = interactions.columns()
     rows = result.rows
-    users, items = cols["user"][rows], cols["item"][rows]
+    spool = interactions.reviews
+    if spool is not None:
+        spool.reorder(rows)  # review k is now that of rows[k]: each user's reviews are one run
+    cols = interactions.columns()
+    users = cols["user"][rows]
     boundaries = np.flatnonzero(np.diff(users)) + 1
     has_ratings = not np.isnan(cols["rating"][rows]).any()
-    spool = interactions.reviews
+    user_ids, item_ids = interactions.user_ids, interactions.item_ids
+    bounds = [0, *boundaries.tolist(), len(rows)] if len(rows) else [0]
     sequences: dict[str, Sequence] = {}
-    for block in np.split(np.arange(len(rows)), boundaries):
-        user_id = interactions.user_ids[users[block[0]]]
+    for user, start, end in zip(users[bounds[:-1]].tolist(), bounds[:-1], bounds[1:], strict=True):
+        user_id, block = user_ids[user], rows[start:end]
         sequences[user_id] = Sequence(
             user_id=user_id,
-            items=[interactions.item_ids[i] for i in items[block]],
-            timestamps=[int(t) for t in cols["timestamp"][rows[block]]],
-            ratings=[_number(r) for r in cols["rating"][rows[block]]] if has_ratings else None,
-            reviews=SpooledTexts(spool, rows[block]) if spool is not None else None,
+            items=[item_ids[i] for i in cols["item"][block].tolist()],
+            timestamps=cols["timestamp"][block].tolist(),
+            ratings=[int(r) if r.is_integer() else r for r in cols["rating"][block].tolist()] if has_ratings else None,
+            reviews=SpooledTexts(spool, start, end) if spool is not None else None,
         )
     ordered_users = sorted(sequences, key=natural_key)
     if config.max_users is not None and config.max_users < len(ordered_users):
@@ -170,7 +175,3 @@ def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:
     )
     dataset.meta = {"counts": result.counts, "kcore_rounds": result.kcore_rounds}
     return dataset
-
-
-def _number(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else float(value)

@@ -11,12 +11,16 @@ import math
 import os
 import tempfile
 from array import array
+from collections.abc import Iterator
 from collections.abc import Sequence as SequenceABC
 from pathlib import Path
 
 import numpy as np
 
 from align3gr.errors import DataError
+
+_EXACT = 2**53
+"""Integers up to this magnitude survive `int(float(x))` unchanged (`parse_timestamp`'s conversion)."""
 
 
 class TextSpool:
@@ -37,11 +41,43 @@ class TextSpool:
         return len(self._offsets) - 2
 
     def get(self, index: int) -> str:
+        return self.get_range(index, index + 1)[0]
+
+    def get_range(self, start: int, stop: int) -> list[str]:
+        """The strings `start` to `stop - 1`, in one positioned read (split in memory, decoded at once when ASCII)."""
+        self._flush()
+        offsets = self._offsets
+        base = offsets[start]
+        data = os.pread(self._file.fileno(), offsets[stop] - base, base)
+        bounds = zip(offsets[start:stop], offsets[start + 1 : stop + 1], strict=True)
+        if data.isascii():
+            text = data.decode("ascii")
+            return [text[a - base : b - base] for a, b in bounds]
+        return [data[a - base : b - base].decode("utf-8") for a, b in bounds]
+
+    def reorder(self, indices: np.ndarray, chunk: int = 8192) -> None:
+        """Keep only the strings at `indices`, in that order (string k is then the one that was at `indices[k]`): a
+        build puts the review text in sequence order once, so each user's reviews are then read back in one
+        `get_range` instead of one read each. Copied through a new file `chunk` strings at a time, the old one
+        deleted."""
+        self._flush()
+        handle, path = tempfile.mkstemp(prefix="align3gr-spool-", suffix=".txt")
+        new_file, new_offsets = os.fdopen(handle, "w+b"), array("q", [0])
+        descriptor, write = self._file.fileno(), new_file.write
+        offsets = np.frombuffer(self._offsets, dtype=np.int64)
+        for first in range(0, len(indices), chunk):
+            part = indices[first : first + chunk]
+            starts, ends = offsets[part], offsets[part + 1]
+            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+                write(os.pread(descriptor, end - start, start))
+            new_offsets.frombytes((np.cumsum(ends - starts) + new_offsets[-1]).tobytes())
+        self.close()
+        self._file, self._path, self._offsets, self._flushed = new_file, path, new_offsets, False
+
+    def _flush(self) -> None:
         if not self._flushed:
             self._file.flush()
             self._flushed = True
-        start = self._offsets[index]
-        return os.pread(self._file.fileno(), self._offsets[index + 1] - start, start).decode("utf-8")
 
     def close(self) -> None:
         if not self._file.closed:
@@ -53,19 +89,26 @@ class TextSpool:
 
 
 class SpooledTexts(SequenceABC[str]):
-    """A read-only list of strings that stay in a TextSpool on disk until accessed (review text)."""
+    """A read-only list of strings that stay in a TextSpool on disk until accessed (review text): the spool's
+    strings `start` to `stop - 1`."""
 
-    def __init__(self, spool: TextSpool, indices: np.ndarray) -> None:
+    def __init__(self, spool: TextSpool, start: int, stop: int) -> None:
         self._spool = spool
-        self._indices = indices
+        self._range = range(start, stop)
 
     def __len__(self) -> int:
-        return len(self._indices)
+        return len(self._range)
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
-            return [self._spool.get(int(i)) for i in self._indices[index]]
-        return self._spool.get(int(self._indices[index]))
+            part = self._range[index]
+            if part.step != 1:
+                return [self._spool.get(i) for i in part]
+            return self._spool.get_range(part.start, part.stop) if part else []
+        return self._spool.get(self._range[index])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self[:])
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SequenceABC) and list(self) == list(other)
@@ -90,13 +133,6 @@ class InteractionLog:
     def __len__(self) -> int:
         return len(self._users)
 
-    def _intern(self, value: str, index: dict[str, int], names: list[str]) -> int:
-        code = index.get(value)
-        if code is None:
-            code = index[value] = len(names)
-            names.append(value)
-        return code
-
     def add(
         self,
         user_id: str,
@@ -106,13 +142,33 @@ class InteractionLog:
         review: str | None = None,
         line: int = 0,
     ) -> None:
-        """Record one interaction; `timestamp` and `rating` are checked to be numbers (rating may be None)."""
+        """Record one interaction; `timestamp` and `rating` are checked to be numbers (rating may be None).
+
+        Called once per raw row, so the common types (an int timestamp that a float holds exactly, a finite float
+        rating) are stored inline, as `parse_timestamp` / `parse_rating` would give them."""
         if not user_id or not item_id:
             raise DataError("empty user or item ID", self.source, line)
-        self._users.append(self._intern(str(user_id), self._user_index, self.user_ids))
-        self._items.append(self._intern(str(item_id), self._item_index, self.item_ids))
-        self._timestamps.append(parse_timestamp(timestamp, self.source, line))
-        self._ratings.append(math.nan if rating is None else parse_rating(rating, self.source, line))
+        user_id, item_id = str(user_id), str(item_id)
+        code = self._user_index.get(user_id)
+        if code is None:
+            code = self._user_index[user_id] = len(self.user_ids)
+            self.user_ids.append(user_id)
+        self._users.append(code)
+        code = self._item_index.get(item_id)
+        if code is None:
+            code = self._item_index[item_id] = len(self.item_ids)
+            self.item_ids.append(item_id)
+        self._items.append(code)
+        if type(timestamp) is int and -_EXACT <= timestamp <= _EXACT:
+            self._timestamps.append(timestamp)
+        else:
+            self._timestamps.append(parse_timestamp(timestamp, self.source, line))
+        if rating is None:
+            self._ratings.append(math.nan)
+        elif type(rating) is float and math.isfinite(rating):
+            self._ratings.append(rating)
+        else:
+            self._ratings.append(parse_rating(rating, self.source, line))
         self._lines.append(line)
         if self.reviews is not None:
             self.reviews.append(review or "")

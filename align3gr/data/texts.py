@@ -15,6 +15,8 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from collections.abc import Sequence as SequenceOf
+from typing import NamedTuple
 
 from align3gr.data.config import DataConfig
 from align3gr.data.dataset import Dataset
@@ -23,6 +25,10 @@ from align3gr.data.text_writer import LLMTextWriter, TextRequest
 from align3gr.prompts import load_prompts, pick
 
 _WORD = re.compile(r"[a-z][a-z']{2,}")
+_PUNCTUATION = ".,!?\"'"
+_NOT_WORD_CHARS = str.maketrans({chr(c): " " for c in range(128) if not ("a" <= chr(c) <= "z" or chr(c) == "'")})
+"""Maps every ASCII character that `_WORD` cannot match to a space: an ASCII text's words are then its runs of
+[a-z'] without their leading apostrophes, when three characters or longer."""
 STOPWORDS = frozenset(
     """the and for that this with was but not are you have had has its it's they them their there then than
     very just one all can will would could should about what when which who how out get got use used really
@@ -54,6 +60,16 @@ def informative_categories(dataset: Dataset) -> set[str]:
     return {c for c, n in share.items() if n < limit or len(dataset.items) < 10}
 
 
+class Target(NamedTuple):
+    """What an intention takes from its target item alone, worked out once per item (not once per user)."""
+
+    kind: str
+    categories: str
+    details: str
+    facts: dict[str, str]
+    title_words: frozenset[str]
+
+
 class TaskTexts:
     """Builds the facts and template texts of one dataset's users and training targets."""
 
@@ -62,12 +78,15 @@ class TaskTexts:
         self.config = config
         self.prompts = load_prompts("data_texts", TEMPLATE_KINDS)
         self.informative = informative_categories(dataset)
-        self._title_words: dict[str, frozenset[str]] = {}
+        self._kept: dict[str, list[str]] = {}
+        self._targets: dict[str, Target] = {}
 
     def categories(self, item: Item, finest: int | None = None) -> list[str]:
         """The item's categories minus near-universal roots ('Musical Instruments' on every item)."""
-        kept = [c for c in item.categories if c in self.informative]
-        return kept[-finest:] if finest else kept
+        kept = self._kept.get(item.item_id)
+        if kept is None:
+            kept = self._kept[item.item_id] = [c for c in item.categories if c in self.informative]
+        return kept[-finest:] if finest else kept[:]
 
     def is_liked(self, seq: Sequence, position: int) -> bool:
         if seq.feedback is not None:
@@ -75,7 +94,8 @@ class TaskTexts:
         return seq.ratings is None or seq.ratings[position] >= self.config.liked_min
 
     def top_categories(self, item_ids: list[str], count: int) -> list[str]:
-        counts = Counter(c for i in item_ids for c in self.categories(self.dataset.items[i]))
+        items = self.dataset.items
+        counts = Counter(itertools.chain.from_iterable(self.categories(items[i]) for i in item_ids))
         return [c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:count]]
 
     def profile(self, user_id: str) -> TextRequest:
@@ -101,36 +121,54 @@ class TaskTexts:
         return TextRequest("profile", user_id, facts, " ".join(parts))
 
     @staticmethod
-    def review_words(reviews: list[str], count: int = 4) -> list[str]:
-        counts = Counter(w for text in reviews for w in _WORD.findall(text.lower()) if w not in STOPWORDS)
+    def review_words(reviews: SequenceOf[str], count: int = 4, chunk: int = 256) -> list[str]:
+        """The `count` most frequent non-stopwords (`_WORD`) said more than once. Reviews are scanned `chunk` at a
+        time, joined by a space (which no word spans), so splitting and counting run in C over many reviews."""
+        runs: Counter[str] = Counter()
+        for start in range(0, len(reviews), chunk):
+            text = " ".join(reviews[start : start + chunk]).lower()
+            runs.update(text.translate(_NOT_WORD_CHARS).split() if text.isascii() else _WORD.findall(text))
+        counts: dict[str, int] = {}
+        for run, n in runs.items():
+            word = run.lstrip("'")  # what `_WORD` finds in a run of [a-z'] (its own finds stay unchanged)
+            if len(word) >= 3 and word not in STOPWORDS:
+                counts[word] = counts.get(word, 0) + n
         return [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:count] if n > 1]
 
-    def intention(self, seq: Sequence, position: int) -> TextRequest:
-        item = self.dataset.items[seq.items[position]]
+    def intention(self, seq: Sequence, position: int, review: str | None = None) -> TextRequest:
+        """The intention of one training target; `review` is its review when the caller has read it already."""
+        item_id = seq.items[position]
+        target = self._targets.get(item_id) or self.target(item_id)
+        facts = dict(target.facts)
+        wish = ""
+        if review is None:
+            review = seq.reviews[position] if seq.reviews is not None else ""
+        if review and not review.isspace():
+            title_words, words = target.title_words, review.split(None, 8)  # the first 8 words, then the rest
+            kept = [w for w in words[:8] if w.lower().strip(_PUNCTUATION) not in title_words]
+            if len(kept) < 8 and len(words) > 8:  # title words were left out: take more from the rest
+                rest = (w for w in words[8].split() if w.lower().strip(_PUNCTUATION) not in title_words)
+                kept.extend(itertools.islice(rest, 8 - len(kept)))
+            snippet = " ".join(kept).strip(" " + _PUNCTUATION)
+            if snippet:
+                facts["user_said"] = snippet
+                wish = f', ideally "{snippet}"'
+        template = pick(self.prompts[target.kind], self.config.seed, "intention", seq.user_id, item_id)
+        text = template.format(categories=target.categories, details=target.details, wish=wish)
+        return TextRequest("intention", f"{seq.user_id}\t{item_id}", facts, text)
+
+    def target(self, item_id: str) -> Target:
+        """The intention facts of an item as a target (its finest categories, details, title words), cached."""
+        item = self.dataset.items[item_id]
         cats = self.categories(item, finest=2)
         details = self.item_details(item)
         facts = {"categories": join_phrase(cats)} if cats else {}
         facts.update({k: v.strip(" ,") for k, v in details.items()})
-        wish = ""
-        review = seq.reviews[position] if seq.reviews is not None else ""
-        if review.strip():
-            title_words = self.title_words(item.item_id)
-            words = (w for w in review.split() if w.lower().strip(".,!?\"'") not in title_words)
-            snippet = " ".join(itertools.islice(words, 8)).strip(" .,!?\"'")
-            if snippet:
-                facts["user_said"] = snippet
-                wish = f', ideally "{snippet}"'
+        title_words = frozenset(_WORD.findall(item.title.lower()))
         kind = "intention" if cats else "intention_fallback"
-        template = pick(self.prompts[kind], self.config.seed, "intention", seq.user_id, item.item_id)
-        text = template.format(categories=join_phrase(cats), details="".join(details.values()), wish=wish)
-        return TextRequest("intention", f"{seq.user_id}\t{item.item_id}", facts, text)
-
-    def title_words(self, item_id: str) -> frozenset[str]:
-        """The lower-cased words of an item's title (kept out of intentions), computed once per item."""
-        words = self._title_words.get(item_id)
-        if words is None:
-            words = self._title_words[item_id] = frozenset(_WORD.findall(self.dataset.items[item_id].title.lower()))
-        return words
+        target = Target(kind, join_phrase(cats), "".join(details.values()), facts, title_words)
+        self._targets[item_id] = target
+        return target
 
     @staticmethod
     def item_details(item: Item) -> dict[str, str]:
@@ -172,28 +210,33 @@ class TaskTexts:
         return [self.profile(u) for u in self.dataset.sequences] + [self.preference(u) for u in self.dataset.sequences]
 
     def intention_requests(self) -> Iterator[TextRequest]:
-        """An intention per training target, lazily: there is one per training interaction."""
+        """An intention per training target, lazily: there is one per training interaction (a user's reviews are
+        read in one go)."""
         for seq in self.dataset.sequences.values():
+            reviews = seq.reviews[1:-2] if seq.reviews is not None else None
             for position in range(1, len(seq.items) - 2):
-                yield self.intention(seq, position)
+                yield self.intention(seq, position, reviews[position - 1] if reviews is not None else "")
 
 
-def write_texts(requests: Iterable[TextRequest], config: DataConfig, chunk_size: int = 4096) -> Iterator[str]:
-    """The text of each request, in order: its template rendering, or an LLM's (processed in chunks)."""
+def write_texts(
+    requests: Iterable[TextRequest], config: DataConfig, chunk_size: int = 4096
+) -> Iterator[tuple[TextRequest, str]]:
+    """Each request with its text, in order: its template rendering, or an LLM's (processed in chunks)."""
     if config.text_generator != "llm":
-        yield from (request.template for request in requests)
+        for request in requests:
+            yield request, request.template
         return
     writer = LLMTextWriter(config)
     iterator = iter(requests)
     while chunk := list(itertools.islice(iterator, chunk_size)):
-        yield from writer.write(chunk)
+        yield from zip(chunk, writer.write(chunk), strict=True)
 
 
 def add_user_texts(dataset: Dataset, config: DataConfig) -> None:
     """Fill every user's profile and `dataset.preferences` from the training part only."""
     requests = TaskTexts(dataset, config).user_requests()
     dataset.preferences = {}
-    for request, text in zip(requests, write_texts(requests, config), strict=True):
+    for request, text in write_texts(requests, config):
         if request.kind == "profile":
             dataset.users[request.key].profile = text
         else:
@@ -203,8 +246,7 @@ def add_user_texts(dataset: Dataset, config: DataConfig) -> None:
 def iter_intentions(dataset: Dataset, config: DataConfig) -> Iterator[dict]:
     """`{"user_id", "item_id", "query"}` per training target, generated as they are consumed (a build writes
     them straight to `intentions.jsonl`, so they are never all in memory)."""
-    requests, keys = itertools.tee(TaskTexts(dataset, config).intention_requests())
-    for request, text in zip(keys, write_texts(requests, config), strict=True):
+    for request, text in write_texts(TaskTexts(dataset, config).intention_requests(), config):
         user_id, item_id = request.key.split("\t")
         yield {"user_id": user_id, "item_id": item_id, "query": text}
 
