@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from datasets import Dataset
 from test_sft import code_tables, scid_tokenizer, small, tiny_qwen  # noqa: F401 (fixtures)
 
 from align3gr.sft.arguments import sft_arguments
@@ -52,6 +53,7 @@ def test_batched_rows_equal_the_per_example_rows_token_for_token(examples, scid_
     rows = encode_examples(examples, tokenizer, max_length)
     assert 0 < len(rows) < len(examples)
     assert rows.to_dict() == reference.to_dict()
+    assert rows.features == Dataset.from_dict(reference.to_dict()).features  # the types `datasets` would infer
 
 
 @pytest.mark.parametrize("packing", [False, True])

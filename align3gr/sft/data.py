@@ -175,13 +175,10 @@ def encode_examples(examples: Sequence[SFTExample], tokenizer, max_length: int, 
 
 def rows_dataset(pairs: Iterable[tuple[list[int], list[int]]], max_length: int):
     """A `datasets.Dataset` of `(input_ids, completion_mask)` pairs, those longer than `max_length` left out."""
+    import pyarrow as pa
     from datasets import Dataset
 
-    rows: dict[str, list] = {"input_ids": [], "completion_mask": []}
-    for ids, mask in fitting(pairs, max_length):
-        rows["input_ids"].append(ids)
-        rows["completion_mask"].append(mask)
-    return Dataset.from_dict(rows)
+    return Dataset(pa.Table.from_batches([_record_batch(list(fitting(pairs, max_length)))]))
 
 
 def write_rows(pairs: Iterable[tuple[list[int], list[int]]], max_length: int, path: Path) -> None:
@@ -189,13 +186,22 @@ def write_rows(pairs: Iterable[tuple[list[int], list[int]]], max_length: int, pa
     at a time, so memory holds one batch whatever the mixture's size."""
     import pyarrow as pa
 
-    column = pa.list_(pa.int64())
-    schema = pa.schema([("input_ids", column), ("completion_mask", column)])
     rows = fitting(pairs, max_length)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        while batch := list(itertools.islice(rows, BATCH)):
-            ids, masks = zip(*batch, strict=True)
-            writer.write_batch(pa.record_batch([pa.array(ids, column), pa.array(masks, column)], schema=schema))
+    batch = _record_batch(list(itertools.islice(rows, BATCH)))
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
+        while batch.num_rows:
+            writer.write_batch(batch)
+            batch = _record_batch(list(itertools.islice(rows, BATCH)))
+
+
+def _record_batch(pairs: list[tuple[list[int], list[int]]]):
+    """The rows' Arrow columns with the types `datasets` infers for them: `input_ids` lists of int32 (its type for
+    token IDs), `completion_mask` lists of int64."""
+    import pyarrow as pa
+
+    ids = pa.array([ids for ids, _ in pairs], pa.list_(pa.int32()))
+    masks = pa.array([mask for _, mask in pairs], pa.list_(pa.int64()))
+    return pa.record_batch([ids, masks], names=["input_ids", "completion_mask"])
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
