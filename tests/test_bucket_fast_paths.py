@@ -134,14 +134,14 @@ def test_sampled_edges_approximate_the_exact_buckets():
 
 def test_sampled_fill_draws_distinct_members_of_the_bucket_reproducibly():
     items, vectors = large_catalogue()
-    made = [SimilarityBuckets(items, vectors, 0.1, 0.01, sample=400, seed=1) for _ in range(2)]
+    made = [SimilarityBuckets(items, vectors, 0.1, 0.01, sample=1000, seed=1) for _ in range(2)]
     exclude = set(items[10:40])
     for bucket in (*BUCKETS, None):
         draws = [b.fill("i5", bucket, 12, exclude, random.Random(9)) for b in made]
         assert draws[0] == draws[1] and len(draws[0]) == len(set(draws[0])) == 12
         assert not set(draws[0]) & (exclude | {"i5"})
         assert all(made[0].bucket(item, "i5") == (bucket or made[0].bucket(item, "i5")) for item in draws[0])
-    other_seed = SimilarityBuckets(items, vectors, 0.1, 0.01, sample=400, seed=2)
+    other_seed = SimilarityBuckets(items, vectors, 0.1, 0.01, sample=1000, seed=2)
     assert other_seed.boundary("i5", 30) != made[0].boundary("i5", 30)
 
 

@@ -21,7 +21,6 @@ whose generated candidates are short of a bucket.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -148,8 +147,8 @@ class SimilarityBuckets:
     and only the last target's similarities are kept (memory O(N)).
 
     Ranking the whole catalogue per target costs O(N) a row, so O(N^2) a stage. With `sample` > 0 and a catalogue
-    larger than it, the rank edges are estimated per target from `sample` items drawn at random (seeded by `seed`
-    and the target) and catalogue items are classified against the estimated edges: O(sample) a row, whatever N."""
+    larger than it, the rank edges are estimated from `sample` reference items drawn once (seeded by `seed`), and
+    catalogue items are classified against the estimated edges: O(sample) a row, whatever N."""
 
     def __init__(
         self,
@@ -174,33 +173,34 @@ class SimilarityBuckets:
         hard, medium = int(hard_share * others), int((hard_share + medium_share) * others)
         self.edges = {"hard": (0, hard), "medium": (hard, medium), "easy": (medium, others), None: (0, others)}
         self.sample = sample if 0 < sample < others else 0
-        self.seed = seed
+        if self.sample:
+            draw = torch.randperm(len(self.items), generator=torch.Generator().manual_seed(seed))[: self.sample]
+            self.reference = torch.sort(draw).values
+            self._reference_vectors = self.vectors[self.reference]
+        else:
+            self.reference, self._reference_vectors = torch.arange(len(self.items)), self.vectors
+        self._matrix = self.vectors.numpy()
         self._target: str | None = None
+        self._target_vector = self._matrix[0]
         self._similarity = torch.empty(0)
-        self._reference = torch.empty(0, dtype=torch.long)
+        self._values = self._similarity.numpy()
+        self._ranked = 0
         self._boundaries: dict[int, tuple[float, int]] = {}
 
     def similarity(self, target: str) -> torch.Tensor:
-        """Cosine similarity to `target` of its reference items (`reference`): every item of the catalogue, with
-        -inf for the target itself (ranked last), or the target's sample."""
+        """Cosine similarity to `target` of each reference item (the whole catalogue, or the sample), -inf for the
+        target itself (ranked last)."""
         if target != self._target:
             position = self.index[target]
-            if self.sample:
-                draws = torch.randint(
-                    len(self.items) - 1, (self.sample,), generator=torch.Generator().manual_seed(self._seed_of(target))
-                )
-                reference = torch.sort(draws + (draws >= position).long()).values
-                similarity = self.vectors[reference] @ self.vectors[position]
-            else:
-                reference = torch.arange(len(self.items))
-                similarity = self.vectors @ self.vectors[position]
-                similarity[position] = float("-inf")
-            self._target, self._similarity, self._reference, self._boundaries = target, similarity, reference, {}
+            similarity = self._reference_vectors @ self.vectors[position]
+            slot = int(torch.searchsorted(self.reference, position))
+            own = slot < len(self.reference) and int(self.reference[slot]) == position
+            if own:
+                similarity[slot] = float("-inf")
+            self._target, self._similarity, self._boundaries = target, similarity, {}
+            self._values, self._target_vector = similarity.numpy(), self._matrix[position]
+            self._ranked = len(self.reference) - own
         return self._similarity
-
-    def _seed_of(self, target: str) -> int:
-        """A generator seed per (seed, target): the same sample whenever the same target is seen."""
-        return int.from_bytes(hashlib.sha256(f"{self.seed}:{target}".encode()).digest()[:8], "little")
 
     def boundary(self, target: str, rank: int) -> tuple[float, int]:
         """The ranking key (-similarity, catalogue index) of the item at `rank` of `target`'s list (with a sample,
@@ -208,14 +208,13 @@ class SimilarityBuckets:
         the last item: (inf, N)."""
         similarity = self.similarity(target)
         if rank not in self._boundaries:
-            size = len(similarity) if self.sample else len(self.items) - 1
-            place = rank * size // (len(self.items) - 1)
-            if place >= size:
+            place = rank * self._ranked // (len(self.items) - 1)
+            if place >= self._ranked:
                 self._boundaries[rank] = (float("inf"), len(self.items))
             else:
                 value = similarity.kthvalue(len(similarity) - place).values
                 ties = (similarity == value).nonzero().flatten()
-                index = self._reference[ties[place - int((similarity > value).sum())]]
+                index = self.reference[ties[place - int((similarity > value).sum())]]
                 self._boundaries[rank] = (-float(value), int(index))
         return self._boundaries[rank]
 
@@ -229,8 +228,10 @@ class SimilarityBuckets:
     def bucket(self, candidate: str, target: str) -> str | None:
         if candidate == target:
             return None
+        self.similarity(target)
         position = self.index[candidate]
-        key = (-float(self.of(target, torch.tensor([position]))[0]), position)
+        value = self._matrix[position] @ self._target_vector if self.sample else self._values[position]
+        key = (-float(value), position)
         if key < self.boundary(target, self.edges["hard"][1]):
             return "hard"
         return "medium" if key < self.boundary(target, self.edges["medium"][1]) else "easy"
