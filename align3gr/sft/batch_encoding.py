@@ -4,12 +4,13 @@ token, for the mixture's rows.
 A mixture is made of few distinct pieces: the chat template around every prompt, the task templates' words, the
 separators between SCID tokens, titles. A fast tokenizer cuts a text at its added tokens (the SCID tokens, the chat
 template's special tokens) and encodes each piece between them on its own, and its pre-tokenizer cuts a piece into
-words that are encoded on their own. `BatchEncoder` cuts a text at its added tokens and after the comma of every
-', ' (where a GPT-2-style pre-tokenizer starts a word: each title of a listed history becomes a piece), and encodes
-each distinct piece once. That holds for tokenizers that `piece_wise` accepts: added tokens of the form `<...>`
-that strip nothing, no normalizer or NFC (character-wise), a pre-tokenizer made of word-splitting parts that starts
-a word at each such cut. A chat template that puts the message between a fixed prefix and suffix is rendered once.
-Any other tokenizer or template takes the reference path: one template rendering and one tokenizer call per batch.
+words that are encoded on their own. `BatchEncoder` cuts a text at its added tokens, and a long piece after the
+comma of every ', ' (where a GPT-2-style pre-tokenizer starts a word: each title of a listed history becomes an
+element of its own), and encodes each distinct piece once. That holds for tokenizers that `piece_wise` accepts:
+added tokens of the form `<...>` that strip nothing, no normalizer or NFC (character-wise), a pre-tokenizer made of
+word-splitting parts that starts a word after each such comma. A chat template that puts the message between a
+fixed prefix and suffix is rendered once. Any other tokenizer or template takes the reference path: one template
+rendering and one tokenizer call per batch.
 
 Every `VERIFY_EVERY`-th text is also encoded the reference way; a difference turns the shortcut off for the rest of
 the run, with a warning, and the batch is encoded again the reference way.
@@ -26,19 +27,21 @@ from itertools import chain
 from align3gr.sft.prompting import PLAIN_SEPARATOR, eos_id
 
 log = logging.getLogger(__name__)
-ADDED_TOKEN = re.compile(r"<[^<>]+>")
-"""The form every added token must have for the shortcut."""
-CUTS = re.compile(r"(<[^<>]+>)|(?<=,)(?= )")
-"""Where a text is cut: around each `<...>` span (kept, an added token when it is in the vocabulary; a cut between
-two list elements, after ', ', yields None), and between the comma and the space of ', ', where a GPT-2-style
-pre-tokenizer always starts a new word: so each title of a listed history is a piece of its own."""
+ADDED_TOKEN = re.compile(r"(<[^<>]+>)")
+"""The form every added token must have for the shortcut; a text is cut around each such span (kept: an added
+token when it is in the vocabulary)."""
+LIST_SEPARATOR = ", "
+"""Long pieces are also cut between the comma and the space of each ', ', where a GPT-2-style pre-tokenizer always
+starts a new word: each title of a listed history is then a piece of its own."""
+LONG = 48
+"""Pieces longer than this (characters) are cut at their list separators."""
 PIECE_WISE_PRE_TOKENIZERS = {"ByteLevel", "Split", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits"}
-VERIFY_EVERY = 64
+VERIFY_EVERY = 128
 MAX_PIECES = 1 << 20
 """Distinct pieces kept; the cache starts over past this (a catalogue's titles and queries are unbounded)."""
 SENTINEL = "\ue000"
 CUT_PROBE = 'a, b), "c (1995)", 12, é,  d, \n, e!, "f"'
-"""Cuts of `CUTS` in several contexts: the pre-tokenizer must start a word at each."""
+"""List separators in several contexts: the pre-tokenizer must start a word after each comma."""
 
 
 def piece_wise(tokenizer) -> bool:
@@ -58,7 +61,8 @@ def piece_wise(tokenizer) -> bool:
     if not parts or any(part.get("type") not in PIECE_WISE_PRE_TOKENIZERS for part in parts):
         return False
     words = backend.pre_tokenizer.pre_tokenize_str(CUT_PROBE)
-    return {start for _, (start, _) in words} >= {m.end() for m in CUTS.finditer(CUT_PROBE) if m.group(1) is None}
+    cuts = {m.start() + 1 for m in re.finditer(LIST_SEPARATOR, CUT_PROBE)}
+    return {start for _, (start, _) in words} >= cuts
 
 
 def chat_frame(tokenizer) -> tuple[str, str] | None:
@@ -85,8 +89,8 @@ class BatchEncoder:
         self.shortcut = piece_wise(tokenizer) and (self.frame is not None or not self.chat)
         self.added = {token.content: index for index, token in tokenizer.added_tokens_decoder.items()}
         self.bos = [] if self.chat or tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-        self.ids = self._known()
-        self.cuts = set(self.added) | {None}
+        self.tokens = frozenset(self.added)
+        self.ids = PieceIds(self.added)
         self.seen = 0
 
     def prompts(self, texts: Sequence[str]) -> list[list[int]]:
@@ -133,32 +137,26 @@ class BatchEncoder:
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text cut at its added tokens, the pieces between them encoded once each (new ones in one call)."""
         split = [self._split(text) for text in texts]
-        new: set[str | None] = set()
+        new: set[str] = set()
         for parts in split:
             new.update(parts)
         new.difference_update(self.ids)
-        if len(self.ids) + len(new) > MAX_PIECES + len(self.added):
-            self.ids = self._known()
+        if len(self.ids) + len(new) > MAX_PIECES:
+            self.ids = PieceIds(self.added)
             new = {part for parts in split for part in parts} - self.ids.keys()
-        ordered = sorted(new)
-        for piece, encoding in zip(ordered, self.tokenizer.backend_tokenizer.encode_batch(ordered, False), strict=True):
-            self.ids[piece] = encoding.ids
+        self.ids.learn(new, self.tokenizer.backend_tokenizer)
         lookup = self.ids.__getitem__
         return [list(chain.from_iterable(map(lookup, parts))) for parts in split]
 
-    def _known(self) -> dict[str | None, list[int]]:
-        """IDs of the added tokens, of the empty piece and of a cut (None); `_encode` adds each new piece's."""
-        return {token: [index] for token, index in self.added.items()} | {"": [], None: []}
-
-    def _split(self, text: str) -> list[str | None]:
-        """`text` as its pieces, added tokens and cuts (`CUTS`), in order: `<...>` spans that are not added tokens
-        stay in the piece around them, as the tokenizer leaves them."""
-        parts = CUTS.split(text)
-        if set(parts[1::2]) <= self.cuts:
+    def _split(self, text: str) -> list[str]:
+        """`text` as its pieces and added tokens, in order: `<...>` spans that are not added tokens stay in the
+        piece around them, as the tokenizer leaves them."""
+        parts = ADDED_TOKEN.split(text)
+        if self.tokens.issuperset(parts[1::2]):
             return parts
         merged = [parts[0]]
         for index in range(1, len(parts), 2):
-            if parts[index] in self.cuts:
+            if parts[index] in self.added:
                 merged += [parts[index], parts[index + 1]]
             else:
                 merged[-1] += parts[index] + parts[index + 1]
@@ -180,3 +178,30 @@ class BatchEncoder:
                 self.shortcut = False
                 return False
         return True
+
+
+class PieceIds(dict):
+    """Token IDs of the added tokens and of each piece met so far. A long piece holding list separators (a listed
+    history's titles) is not kept: its IDs are joined from those of its list elements, which are (`cut`)."""
+
+    def __init__(self, added: dict[str, int]) -> None:
+        super().__init__({token: [index] for token, index in added.items()} | {"": []})
+
+    def learn(self, pieces: set[str], backend) -> None:
+        """Encode what `pieces` need that is not known yet, in one call of the fast tokenizer."""
+        needed = {element for piece in pieces for element in cut(piece)} - self.keys()
+        ordered = sorted(needed)
+        for piece, encoding in zip(ordered, backend.encode_batch(ordered, False), strict=True):
+            self[piece] = encoding.ids
+
+    def __missing__(self, piece: str) -> list[int]:
+        return list(chain.from_iterable(self[element] for element in cut(piece)))
+
+
+def cut(piece: str) -> list[str]:
+    """A long piece cut after the comma of each list separator (the elements encode alone, see `LIST_SEPARATOR`);
+    any other piece as it is."""
+    if len(piece) <= LONG or LIST_SEPARATOR not in piece:
+        return [piece]
+    first, *rest = piece.split(LIST_SEPARATOR)
+    return [first + ",", *(" " + element + "," for element in rest[:-1]), " " + rest[-1]]
