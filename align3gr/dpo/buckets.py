@@ -21,6 +21,7 @@ whose generated candidates are short of a bucket.
 from __future__ import annotations
 
 import bisect
+import functools
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -82,10 +83,15 @@ class BucketRule:
 
     def of(self, candidate: Sequence[str], target: Sequence[str]) -> str | None:
         """The bucket of `candidate` against `target`, or None when they are the same SCID."""
-        match = prefix_match(candidate, target)
-        if match >= self.levels:
-            return None
-        return next(b for b in BUCKETS if self.bounds(b)[0] <= match < self.bounds(b)[1])
+        return self.by_match[min(prefix_match(candidate, target), self.levels)]
+
+    @functools.cached_property
+    def by_match(self) -> tuple[str | None, ...]:
+        """The bucket of each number of shared leading codes, 0 to `levels` (the same SCID: None)."""
+        return (
+            *(next(b for b in BUCKETS if self.bounds(b)[0] <= m < self.bounds(b)[1]) for m in range(self.levels)),
+            None,
+        )
 
 
 class PrefixBuckets:
@@ -115,10 +121,12 @@ class PrefixBuckets:
 
         if low > 0:  # the items sharing `low` codes, in catalogue order, less those that do not fit
             pool = self.by_prefix.get(code[:low], [])
-            group = self.by_prefix.get(code[: min(high, len(code) - 1)], ())
-            nearer = [item for item in group if prefix_match(self.codes[item], code) >= high]
-            unfit = {item for item in (target, *nearer, *exclude) if item in self.codes}
-            gaps = sorted(bisect.bisect_left(pool, i) for i in unfit if prefix_match(self.codes[i], code) >= low)
+            if high < len(code):  # every item under the target's `high`-code prefix shares at least `high` codes
+                unfit = set(self.by_prefix.get(code[:high], ()))
+            else:  # the top of the hard bucket: only an item with the target's whole SCID is nearer
+                unfit = {item for item in self.by_prefix.get(code[:-1], ()) if self.codes[item] == code}
+            unfit.update(i for i in (target, *exclude) if i in self.codes and prefix_match(self.codes[i], code) >= low)
+            gaps = sorted(bisect.bisect_left(pool, i) for i in unfit)
             picks = rng.sample(range(len(pool) - len(gaps)), min(count, len(pool) - len(gaps)))
             return [pool[skip_gaps(pick, gaps)] for pick in picks]
         chosen: list[str] = []
