@@ -1,5 +1,7 @@
-"""The counting bucket paths equal straightforward references: every bucket and every seeded fill, on small
-catalogues with shared prefixes, tied similarities, repeated codes and exclusions."""
+"""The bucket fast paths against straightforward references, on small catalogues with shared prefixes, tied
+similarities, repeated codes and exclusions: similarity buckets give the same buckets and seeded fills; prefix fills
+draw distinct members of the bucket, as many as it has, and self-play rows match the reference's but for which
+catalogue items fill them; sampled similarity edges approximate the exact ones."""
 
 from __future__ import annotations
 
@@ -72,10 +74,26 @@ def assert_same_draws(fast, reference, items: list[str], seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("thresholds", [(1, 2), (1, 1), (2, 2)])
-def test_prefix_fill_equals_the_filtered_group(seed, thresholds):
+def test_prefix_fill_draws_distinct_members_of_the_bucket_as_many_as_there_are(seed, thresholds):
     codes = catalogue(seed, 90)
     rule = BucketRule(3, *thresholds)
-    assert_same_draws(PrefixBuckets(codes, rule), ReferencePrefixBuckets(codes, rule), list(codes), seed)
+    fast = PrefixBuckets(codes, rule)
+    rng = random.Random(seed)
+    for target in rng.sample(list(codes), 12):
+        for bucket in (*BUCKETS, None):
+            for count in (0, 1, 3, 40):  # 40: more than most buckets hold, so the counting path fills the rest
+                exclude = set(rng.sample(list(codes), rng.randrange(6))) | {"not-an-item"}
+                low, high = rule.bounds(bucket)
+                members = {
+                    item for item, code in codes.items()
+                    if item != target and item not in exclude and low <= prefix_match(code, codes[target]) < high
+                }  # fmt: skip
+                draw = rng.randrange(10**6)
+                drawn = fast.fill(target, bucket, count, exclude, random.Random(draw))
+                assert drawn == fast.fill(target, bucket, count, exclude, random.Random(draw))  # seeded
+                assert len(set(drawn)) == len(drawn) and set(drawn) <= members
+                if low > 0:  # a short draw is completed by counting: every member can be found
+                    assert len(drawn) == min(count, len(members))
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -90,7 +108,7 @@ def test_similarity_buckets_equal_the_sorted_catalogue(seed, shares):
 
 
 @pytest.mark.parametrize("kind", [*BUCKETS, "mixed", "random"])
-def test_self_play_rows_equal_with_the_reference_buckets(kind):
+def test_self_play_rows_with_the_fast_buckets_match_the_references(kind):
     codes = catalogue(7, 120)
     items = list(codes)
     rng = random.Random(1)
@@ -98,13 +116,21 @@ def test_self_play_rows_equal_with_the_reference_buckets(kind):
     generated = [rng.sample(items, 10) for _ in prompts]
     positives = {f"u{k}": set(rng.sample(items, 3)) for k in range(30)}
     vectors = torch.randint(-2, 3, (120, 4), generator=torch.Generator().manual_seed(1)).float()
-    pairs = [
-        (PrefixBuckets(codes, BucketRule(3)), ReferencePrefixBuckets(codes, BucketRule(3))),
-        (SimilarityBuckets(items, vectors, 0.1, 0.05), ReferenceSimilarityBuckets(items, vectors, 0.1, 0.05)),
-    ]
-    for fast, reference in pairs:
-        rows = self_play_examples(prompts, generated, fast, kind, 6, 3, "catalogue", positives)
-        assert rows == self_play_examples(prompts, generated, reference, kind, 6, 3, "catalogue", positives)
+    similarity = SimilarityBuckets(items, vectors, 0.1, 0.05), ReferenceSimilarityBuckets(items, vectors, 0.1, 0.05)
+    rows = self_play_examples(prompts, generated, similarity[0], kind, 6, 3, "catalogue", positives)
+    assert rows == self_play_examples(prompts, generated, similarity[1], kind, 6, 3, "catalogue", positives)
+    prefix = PrefixBuckets(codes, BucketRule(3))  # the same generated items; catalogue draws of the same buckets
+    rows, _ = self_play_examples(prompts, generated, prefix, kind, 6, 3, "catalogue", positives)
+    expected, _ = self_play_examples(prompts, generated, ReferencePrefixBuckets(codes, BucketRule(3)), kind, 6, 3,
+                                     "catalogue", positives)  # fmt: skip
+    assert len(rows) == len(expected)
+    for row, other in zip(rows, expected, strict=True):
+        assert (row.user_id, row.chosen, row.generated, row.filled) == (other.user_id, other.chosen, other.generated,
+                                                                        other.filled)  # fmt: skip
+        assert len(set(row.rejected)) == len(row.rejected) and row.chosen not in row.rejected
+        assert not set(row.rejected) & positives[row.user_id]
+        if kind in BUCKETS:
+            assert {prefix.bucket(item, row.chosen) for item in row.rejected} == {kind}
 
 
 def large_catalogue(size: int = 3000) -> tuple[list[str], torch.Tensor]:

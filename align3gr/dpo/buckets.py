@@ -34,6 +34,8 @@ from align3gr.errors import ConfigError
 
 BUCKETS = ("easy", "medium", "hard")
 FILL_ROUNDS = 4
+DRAWS_PER_ITEM = 20
+"""Random draws per wanted item before a prefix fill counts the bucket's members instead."""
 
 
 class Buckets(Protocol):
@@ -95,8 +97,9 @@ class BucketRule:
 
 
 class PrefixBuckets:
-    """Prefix-ngram buckets over a code table. Items sharing at least one code with a target are looked up by
-    prefix; items sharing none are drawn by rejection, so a catalogue of millions is never scanned per row."""
+    """Prefix-ngram buckets over a code table. A fill draws from the bucket's prefix group (the catalogue for easy)
+    and keeps the draws that fit; a bucket still short after `DRAWS_PER_ITEM` draws per item wanted is a small part
+    of its group, whose members are then counted out, so a catalogue of millions is never scanned per row."""
 
     def __init__(self, item_codes: Mapping[str, Sequence[str]], rule: BucketRule) -> None:
         self.rule = rule
@@ -119,24 +122,32 @@ class PrefixBuckets:
         def fits(item: str) -> bool:
             return item != target and item not in exclude and low <= prefix_match(self.codes[item], code) < high
 
-        if low > 0:  # the items sharing `low` codes, in catalogue order, less those that do not fit
-            pool = self.by_prefix.get(code[:low], [])
-            if high < len(code):  # every item under the target's `high`-code prefix shares at least `high` codes
-                unfit = set(self.by_prefix.get(code[:high], ()))
-            else:  # the top of the hard bucket: only an item with the target's whole SCID is nearer
-                unfit = {item for item in self.by_prefix.get(code[:-1], ()) if self.codes[item] == code}
-            unfit.update(i for i in (target, *exclude) if i in self.codes and prefix_match(self.codes[i], code) >= low)
-            gaps = sorted(bisect.bisect_left(pool, i) for i in unfit)
-            picks = rng.sample(range(len(pool) - len(gaps)), min(count, len(pool) - len(gaps)))
-            return [pool[skip_gaps(pick, gaps)] for pick in picks]
+        pool = self.by_prefix.get(code[:low], []) if low > 0 else self.items
         chosen: list[str] = []
-        for _ in range(20 * count + 100):
-            item = self.items[rng.randrange(len(self.items))]
+        for _ in range(DRAWS_PER_ITEM * count + 100):  # most of a bucket's prefix group fits: draw and check
+            item = pool[rng.randrange(len(pool))] if pool else target
             if fits(item) and item not in chosen:
                 chosen.append(item)
                 if len(chosen) == count:
-                    break
-        return chosen
+                    return chosen
+        if low == 0:
+            return chosen
+        return chosen + self._fill_exactly(code, low, high, count - len(chosen), {target, *exclude, *chosen}, rng)
+
+    def _fill_exactly(
+        self, code: tuple[str, ...], low: int, high: int, count: int, unfit_items: set[str], rng: random.Random
+    ) -> list[str]:
+        """Up to `count` random members of the `low`-code prefix group that share fewer than `high` codes and are
+        not in `unfit_items`, found without draws that miss: for a bucket that is a small part of its group."""
+        pool = self.by_prefix.get(code[:low], [])
+        if high < len(code):  # every item under the target's `high`-code prefix shares at least `high` codes
+            unfit = set(self.by_prefix.get(code[:high], ()))
+        else:  # the top of the hard bucket: only an item with the target's whole SCID is nearer
+            unfit = {item for item in self.by_prefix.get(code[:-1], ()) if self.codes[item] == code}
+        unfit.update(i for i in unfit_items if i in self.codes and prefix_match(self.codes[i], code) >= low)
+        gaps = sorted(bisect.bisect_left(pool, i) for i in unfit)
+        picks = rng.sample(range(len(pool) - len(gaps)), min(count, len(pool) - len(gaps)))
+        return [pool[skip_gaps(pick, gaps)] for pick in picks]
 
 
 def skip_gaps(position: int, gaps: Sequence[int]) -> int:
