@@ -124,8 +124,8 @@ class PrefixBuckets:
 
         pool = self.by_prefix.get(code[:low], []) if low > 0 else self.items
         chosen: list[str] = []
-        for _ in range(DRAWS_PER_ITEM * count + 100):  # most of a bucket's prefix group fits: draw and check
-            item = pool[rng.randrange(len(pool))] if pool else target
+        for _ in range(DRAWS_PER_ITEM * count + 100 if pool else 0):  # most of a bucket's group fits: draw, check
+            item = pool[rng.randrange(len(pool))]
             if fits(item) and item not in chosen:
                 chosen.append(item)
                 if len(chosen) == count:
