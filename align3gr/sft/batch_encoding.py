@@ -106,13 +106,13 @@ class BatchEncoder:
     def completions(self, texts: Sequence[str]) -> list[list[int]]:
         """`encode_completion` of each text: its IDs, then the EOS id."""
         if not self.shortcut:
-            return self.completions_reference(texts)
+            return self._reference_completions(texts)
         eos = eos_id(self.tokenizer)
         encoded = [ids + [eos] for ids in self._encode(texts)]
-        reference = self.completions_reference
+        reference = self._reference_completions
         return encoded if self._agrees(texts, encoded, reference) else reference(texts)
 
-    def completions_reference(self, texts: Sequence[str]) -> list[list[int]]:
+    def _reference_completions(self, texts: Sequence[str]) -> list[list[int]]:
         """One tokenizer call for the batch, then the EOS id."""
         eos = eos_id(self.tokenizer)
         return [ids + [eos] for ids in self._tokenized(texts)]
