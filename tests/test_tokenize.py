@@ -161,8 +161,10 @@ def test_tokenize_stage_writes_unique_reproducible_codes(ml100k_small, ml100k_sm
 
 def test_item_only_ablation_and_bad_settings(ml100k_small, ml100k_small_embeddings, tmp_path):
     config = TokenizeConfig(**SMALL, dual=False, u2i=False, use_cf=False)
-    run_tokenize(ml100k_small, ml100k_small_embeddings, tmp_path / "scid", config)
+    report = run_tokenize(ml100k_small, ml100k_small_embeddings, tmp_path / "scid", config)
     assert json.loads((tmp_path / "scid" / "user_codes.json").read_text()) == {}
+    printed = report.render()  # no user or U2I lines when neither was trained
+    assert "item collision rate before" in printed and "user collision" not in printed and "U2I" not in printed
     with pytest.raises(ConfigError, match="u2i=True needs dual=True"):
         TokenizeConfig(dual=False).validate()
     with pytest.raises(ConfigError, match="codebook_size=5000 exceeds the"):

@@ -17,6 +17,7 @@ process trains UniSID; the main process trains the dual tokenizer and writes the
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -76,10 +77,13 @@ class TokenizeReport(dict):
             "item collision rate after": collisions["collision_rate_after"],
             "item SID entropy (raw codes)": self["items"]["sid_entropy"],
             "item SID entropy (unique codes, ln N)": self["items"]["resolved"]["sid_entropy"],
-            "user collision rate": self["users"]["collision_rate"],
-            "valid U2I AUC (end of phase 1)": (self["u2i_auc"]["phase1"] or [float("nan")])[-1],
-            "valid U2I AUC (end)": (self["u2i_auc"]["phase2"] or [float("nan")])[-1],
         }
+        if self["users"]["levels"]:  # users tokenized (dual)
+            summary["user collision rate"] = self["users"]["collision_rate"]
+        for phase, label in (("phase1", "end of phase 1"), ("phase2", "end")):
+            auc = (self["u2i_auc"][phase] or [float("nan")])[-1]
+            if not math.isnan(auc):  # NaN or none: no users, no U2I AUC
+                summary[f"valid U2I AUC ({label})"] = auc
         if "unisid" in self:
             history = self["unisid"]["history"]
             summary["UniSID loss (first -> last epoch)"] = f"{history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
