@@ -26,7 +26,9 @@ compiled trie). Python's allocator may still reuse memory that loading freed, so
 The exponent between sizes n1 < n2 is log(v2 / v1) / log(n2 / n1) (not computed under 0.5 s or 20 MB); n log n is
 ~1.1 here, linear memory 1.0. The 3M projection extends each step from the largest size with its last exponent (at
 least 1; linear when not computed). `--threads 1` keeps torch from spinning threads against other load on a small
-machine.
+machine. With `--keep DIR` the generated files and each finished step's measurement (`DIR/N/results/STEP.json`)
+are kept and reused, so a killed run, or a size added later, continues where it stopped (delete a result to
+measure it again).
 """
 
 from __future__ import annotations
@@ -328,14 +330,26 @@ def main() -> None:
     results: dict[int, dict[str, dict]] = {}
     for n in sizes:
         folder = workdir / str(n)
-        (folder / "raw").mkdir(parents=True, exist_ok=True)
-        print(f"generating {n:,} items, {INTERACTIONS_PER_ITEM * n:,} reviews in {folder} ...", flush=True)
-        generate(folder / "raw", INTERACTIONS_PER_ITEM * n, args.review_bytes, num_items=n, num_users=n,
-                 skews=(0.2, 0.2), title_words=args.title_words)  # fmt: skip
+        generated = folder / "raw" / ".complete"
+        if not generated.is_file():
+            (folder / "raw").mkdir(parents=True, exist_ok=True)
+            print(f"generating {n:,} items, {INTERACTIONS_PER_ITEM * n:,} reviews in {folder} ...", flush=True)
+            generate(folder / "raw", INTERACTIONS_PER_ITEM * n, args.review_bytes, num_items=n, num_users=n,
+                     skews=(0.2, 0.2), title_words=args.title_words)  # fmt: skip
+            generated.touch()
         results[n] = {}
         for step in steps:
+            kept = folder / "results" / f"{step.replace(' ', '_')}.json"
+            if kept.is_file():
+                print(f"  {step}: kept from an earlier run ({kept})", flush=True)
+                results[n][step] = json.loads(kept.read_text())
+                continue
             print(f"  {step} ...", flush=True)
             results[n][step] = run_step(step, folder, args)
+            kept.parent.mkdir(exist_ok=True)
+            partial = kept.with_suffix(".tmp")
+            partial.write_text(json.dumps(results[n][step]))
+            partial.replace(kept)
     report(sizes, steps, results)
     if not args.keep:
         import shutil
