@@ -48,6 +48,7 @@ from pathlib import Path
 from data_build import generate
 
 from align3gr.console import format_table
+from align3gr.io import atomic_write_json, read_json
 
 STEPS = ("data build", "tokenize", "trie", "sft examples", "buckets prefix", "buckets similarity")
 INTERACTIONS_PER_ITEM = 10
@@ -131,7 +132,6 @@ def tokenize(folder: Path, args: argparse.Namespace) -> Step:
 
 def trie(folder: Path, args: argparse.Namespace) -> Step:
     from align3gr.decode.trie import SCIDTrie
-    from align3gr.io import read_json
     from align3gr.scid.code_tables import ITEM_CODES
     from align3gr.scid.tokens import scid_tokens
 
@@ -342,14 +342,12 @@ def main() -> None:
             kept = folder / "results" / f"{step.replace(' ', '_')}.json"
             if kept.is_file():
                 print(f"  {step}: kept from an earlier run ({kept})", flush=True)
-                results[n][step] = json.loads(kept.read_text())
+                results[n][step] = read_json(kept)
                 continue
             print(f"  {step} ...", flush=True)
             results[n][step] = run_step(step, folder, args)
             kept.parent.mkdir(exist_ok=True)
-            partial = kept.with_suffix(".tmp")
-            partial.write_text(json.dumps(results[n][step]))
-            partial.replace(kept)
+            atomic_write_json(kept, results[n][step])
     report(sizes, steps, results)
     if not args.keep:
         import shutil
