@@ -132,14 +132,20 @@ class PrefixBuckets:
                     return chosen
         if low == 0:
             return chosen
-        return chosen + self._fill_exactly(code, low, high, count - len(chosen), {target, *exclude, *chosen}, rng)
+        return chosen + self._fill_exactly(pool, code, low, high, count - len(chosen), {target, *exclude, *chosen}, rng)
 
     def _fill_exactly(
-        self, code: tuple[str, ...], low: int, high: int, count: int, unfit_items: set[str], rng: random.Random
+        self,
+        pool: Sequence[str],
+        code: tuple[str, ...],
+        low: int,
+        high: int,
+        count: int,
+        unfit_items: set[str],
+        rng: random.Random,
     ) -> list[str]:
-        """Up to `count` random members of the `low`-code prefix group that share fewer than `high` codes and are
-        not in `unfit_items`, found without draws that miss: for a bucket that is a small part of its group."""
-        pool = self.by_prefix.get(code[:low], [])
+        """Up to `count` random members of `pool`, the `low`-code prefix group, that share fewer than `high` codes
+        and are not in `unfit_items`, found without draws that miss: for a bucket that is a small part of its group."""
         if high < len(code):  # every item under the target's `high`-code prefix shares at least `high` codes
             unfit = set(self.by_prefix.get(code[:high], ()))
         else:  # the top of the hard bucket: only an item with the target's whole SCID is nearer
