@@ -11,7 +11,8 @@ entropy (QuaSID 5.1.3) and its fraction of ln N, and per level the utilisation, 
 seconds. With `--sft`, the run's SFT section trains on each variant's codes (`WORK/VARIANT/sft`, kept when up to
 date) and `run_evaluate` with the run's evaluate section ranks the valid split (`WORK/VARIANT/eval_valid`): valid
 Recall@10 and NDCG@10. A variant without user codes (`dual: false`) trains the SFT without the user-alignment task
-and the user's SCID in prompts, like the item-only rungs of `align3gr ablate`. The table also goes to
+and the user's SCID in prompts, like the item-only rungs of `align3gr ablate`; a variant whose code tables are
+byte-identical to an earlier row's takes that row's SFT metrics (the same training run). The table also goes to
 `WORK/tokenizer_options.md` and `.json`.
 
 On MovieLens-100K (1,349 items, 256 codes a level) the default's raw codes and those with the papers' regularisers
@@ -35,9 +36,10 @@ from align3gr.config import config_from_sources, config_to_dict
 from align3gr.console import format_table, markdown_table, setup_logging
 from align3gr.errors import ConfigError
 from align3gr.evaluate.stage import run_evaluate
-from align3gr.io import atomic_write_json, atomic_write_text, read_json
+from align3gr.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from align3gr.models.loading import META_FILE
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config
+from align3gr.scid.code_tables import CODE_TABLES
 from align3gr.sft.stage import run_sft
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.stage import run_tokenize
@@ -137,6 +139,11 @@ def sft_valid(run: Path, folder: Path, run_config: PipelineConfig, tokenize: Tok
     }
 
 
+def codes_key(scid: Path, tokenize: TokenizeConfig) -> str:
+    """What the SFT of a variant depends on besides the run: its code tables' bytes and whether it has user codes."""
+    return " ".join([*(sha256_file(scid / name) for name in CODE_TABLES), str(tokenize.dual)])
+
+
 def per_level(levels: list[dict], key: str, form: str = "{:.3f}") -> str:
     """One statistic of every level, `0.996 / 0.871 / 0.412`."""
     return " / ".join(form.format(level[key]) for level in levels)
@@ -194,14 +201,20 @@ def main() -> None:
         raise SystemExit(f"error: {err}") from None
     work = args.work or args.run / "tokenizer_options"
     work.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, trained = [], {}
     for name in names:
         log.info("%s: start (%s)", name, describe(VARIANTS[name]))
         start = time.perf_counter()
         report = tokenize_variant(args.run, work / name / "scid", configs[name])
         valid = None
         if args.sft and "error" not in report:
-            valid = sft_valid(args.run, work / name, run_config, configs[name])
+            key = codes_key(work / name / "scid", configs[name])
+            if key in trained:  # the same code tables: the same SFT run, not trained again
+                same, valid = trained[key]
+                valid = valid | {"sft+eval s": f"codes of {same}"}
+            else:
+                valid = sft_valid(args.run, work / name, run_config, configs[name])
+                trained[key] = (name, valid)
         rows.append(table_row(name, report, valid))
         write_results(work, args.run, rows)
         log.info("%s: done in %.0f s", name, time.perf_counter() - start)

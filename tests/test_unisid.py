@@ -308,6 +308,22 @@ def test_granularity_labels_drop_a_near_universal_root_and_fall_back_to_the_item
     assert third[0] == third[1] and len(set(third[1:])) == 11
 
 
+def test_unisid_level_1_codes_spread_over_an_amazon_catalogue(tmp_path):
+    """Trained on a catalogue whose every item carries the root category, level 1 uses several codes: its labels
+    come from the category below the root. With the root as level 1's label (every pair a positive), the same
+    training gives one level-1 code for all 12 items."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_dataset(amazon_catalogue(), folder)
+    config = TokenizeConfig(
+        item_tokenizer="unisid", dual=False, u2i=False, codebook_size=4, unisid_options=TINY | {"epochs": 6}
+    )
+    report = run_tokenize(folder, None, tmp_path / "scid", config)
+    level_1 = report["items"]["levels"][0]
+    assert level_1["utilisation"] * 4 > 1  # raw codes, before collision resolution
+    assert report["items"]["v_measure"][0]["v_measure"] > 0
+
+
 def test_v_measure():
     perfect = v_measure(np.array(["a", "a", "b"]), np.array([[3], [3], [7]]))
     assert perfect == {"homogeneity": 1.0, "completeness": 1.0, "v_measure": 1.0}
