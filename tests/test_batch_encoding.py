@@ -26,7 +26,8 @@ TRICKY = [
 
 def texts_of(examples, tokenizer) -> list[str]:  # noqa: F811
     items, _ = code_tables_of(tokenizer)
-    return [e.prompt for e in examples] + TRICKY + [f"a, {items[0]} , {items[1]}{items[2]}, b"]
+    mixed_run = f"{items[0]}<unknown_2>{items[1]}, then {items[2]}{items[0]}"  # a run broken by a lookalike
+    return [e.prompt for e in examples] + TRICKY + [f"a, {items[0]} , {items[1]}{items[2]}, b", mixed_run]
 
 
 def code_tables_of(tokenizer) -> tuple[list[str], None]:
@@ -43,8 +44,8 @@ def test_pieces_give_the_tokenizers_ids(examples, scid_tokenizer, template):  # 
     answers = [e.completion for e in examples] + TRICKY
     for start in range(0, len(texts), 97):  # several batches: pieces met earlier are reused
         batch = texts[start : start + 97]
-        assert encoder.prompts(batch) == [encode_prompt(tokenizer, t) for t in batch]
-    assert encoder.completions(answers) == [encode_completion(tokenizer, t) for t in answers]
+        assert encoder.prompts(batch).tolist() == [encode_prompt(tokenizer, t) for t in batch]
+    assert encoder.completions(answers).tolist() == [encode_completion(tokenizer, t) for t in answers]
     assert encoder.shortcut  # no verified text differed
 
 
@@ -54,7 +55,7 @@ def test_a_tokenizer_that_encodes_pieces_in_context_takes_the_reference_path(exa
     encoder = BatchEncoder(tokenizer)
     assert not encoder.shortcut
     texts = texts_of(examples, tokenizer)
-    assert encoder.prompts(texts) == [encode_prompt(tokenizer, t) for t in texts]
+    assert encoder.prompts(texts).tolist() == [encode_prompt(tokenizer, t) for t in texts]
 
 
 def test_a_verified_difference_turns_the_shortcut_off(examples, scid_tokenizer, caplog):  # noqa: F811
@@ -62,8 +63,22 @@ def test_a_verified_difference_turns_the_shortcut_off(examples, scid_tokenizer, 
     texts = [e.prompt for e in examples][: 2 * VERIFY_EVERY]
     encoder.prompts(texts[:VERIFY_EVERY])
     frame_piece = encoder._split(encoder.frame[0] + texts[0])[2]  # the piece after <|im_start|>: 'user\n...'
-    encoder.ids[frame_piece] = [0]
+    encoder.pieces.index[frame_piece] = encoder.pieces.index["<|im_start|>"]
     with caplog.at_level(logging.WARNING, logger="align3gr.sft.batch_encoding"):
         again = encoder.prompts(texts)
-    assert again == [encode_prompt(scid_tokenizer, t) for t in texts]
+    assert again.tolist() == [encode_prompt(scid_tokenizer, t) for t in texts]
     assert not encoder.shortcut and "differs from the tokenizer" in caplog.text
+
+
+def test_the_piece_table_starts_over_past_its_limit(examples, scid_tokenizer, monkeypatch):  # noqa: F811
+    import align3gr.sft.batch_encoding as batch_encoding
+
+    monkeypatch.setattr(batch_encoding, "MAX_PIECES", len(scid_tokenizer.added_tokens_decoder) + 20)
+    encoder = BatchEncoder(scid_tokenizer)
+    texts = texts_of(examples, scid_tokenizer)
+    tables = set()
+    for start in range(0, len(texts), 31):
+        batch = texts[start : start + 31]
+        assert encoder.prompts(batch).tolist() == [encode_prompt(scid_tokenizer, t) for t in batch]
+        tables.add(id(encoder.pieces))
+    assert len(tables) > 1 and encoder.shortcut

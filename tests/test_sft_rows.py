@@ -86,7 +86,7 @@ def test_cached_rows_load_on_a_rerun_and_go_with_their_inputs(examples, scid_tok
         written = (folder / key / ROWS_FILE).stat().st_mtime_ns
         assert "tokenized" in caplog.text and [p.name for p in folder.iterdir()] == [key]
         caplog.clear()
-        monkeypatch.setattr(data, "encoded_pairs", lambda *a, **k: pytest.fail("tokenized again"))
+        monkeypatch.setattr(data, "encoded_batches", lambda *a, **k: pytest.fail("tokenized again"))
         again = cached_rows(examples, scid_tokenizer, 200, folder)
         assert "loaded" in caplog.text and again.to_dict() == first.to_dict()
         assert (folder / key / ROWS_FILE).stat().st_mtime_ns == written

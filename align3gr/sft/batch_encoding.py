@@ -4,9 +4,10 @@ token, for the mixture's rows.
 A mixture is made of few distinct pieces: the chat template around every prompt, the task templates' words, the
 separators between SCID tokens, titles. A fast tokenizer cuts a text at its added tokens (the SCID tokens, the chat
 template's special tokens) and encodes each piece between them on its own, and its pre-tokenizer cuts a piece into
-words that are encoded on their own. `BatchEncoder` cuts a text at its added tokens, and a long piece after the
-comma of every ', ' (where a GPT-2-style pre-tokenizer starts a word: each title of a listed history becomes an
-element of its own), and encodes each distinct piece once. That holds for tokenizers that `piece_wise` accepts:
+words that are encoded on their own. `BatchEncoder` cuts a text around its runs of added tokens (an item's whole
+SCID is one piece), and a long piece after the comma of every ', ' (where a GPT-2-style pre-tokenizer starts a word:
+each title of a listed history becomes an element of its own), encodes each distinct piece once, and gathers the
+texts' IDs from the pieces' with numpy (`align3gr.sft.ragged`). That holds for tokenizers that `piece_wise` accepts:
 added tokens of the form `<...>` that strip nothing, no normalizer or NFC (character-wise), a pre-tokenizer made of
 word-splitting parts that starts a word after each such comma. A chat template that puts the message between a
 fixed prefix and suffix is rendered once. Any other tokenizer or template takes the reference path: one template
@@ -24,7 +25,10 @@ import re
 from collections.abc import Sequence
 from itertools import chain
 
+import numpy as np
+
 from align3gr.sft.prompting import PLAIN_SEPARATOR, eos_id
+from align3gr.sft.ragged import Ragged, spans, stacked
 
 log = logging.getLogger(__name__)
 ADDED_TOKEN = re.compile(r"(<[^<>]+>)")
@@ -80,7 +84,7 @@ def chat_frame(tokenizer) -> tuple[str, str] | None:
 
 
 class BatchEncoder:
-    """`encode_prompt` and `encode_completion` of many texts (see the module docstring)."""
+    """`encode_prompt` and `encode_completion` of many texts, as `Ragged` rows (see the module docstring)."""
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
@@ -88,72 +92,83 @@ class BatchEncoder:
         self.frame = chat_frame(tokenizer)
         self.shortcut = piece_wise(tokenizer) and (self.frame is not None or not self.chat)
         self.added = {token.content: index for index, token in tokenizer.added_tokens_decoder.items()}
-        self.bos = [] if self.chat or tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+        self.bos = None if self.chat else tokenizer.bos_token_id
         self.tokens = frozenset(self.added)
-        self.ids = PieceIds(self.added)
+        characters = sorted({c for token in self.added for c in token[1:-1]})
+        token = f"<[{re.escape(''.join(characters))}]+>"
+        self.run_pattern = re.compile(f"({token}(?:{token})*)") if characters else ADDED_TOKEN
+        self.pieces = PieceTable(self.added)
         self.seen = 0
 
-    def prompts(self, texts: Sequence[str]) -> list[list[int]]:
+    def prompts(self, texts: Sequence[str]) -> Ragged:
         """`encode_prompt` of each text."""
         if not self.shortcut:
             return self._reference_prompts(texts)
         prefix, suffix = self.frame or ("", PLAIN_SEPARATOR)
         encoded = self._encode([prefix + text + suffix for text in texts])
-        if self.bos:
-            encoded = [self.bos + ids for ids in encoded]
+        if self.bos is not None:
+            encoded = encoded.with_each(self.bos, at_start=True)
         return encoded if self._agrees(texts, encoded, self._reference_prompts) else self._reference_prompts(texts)
 
-    def completions(self, texts: Sequence[str]) -> list[list[int]]:
+    def completions(self, texts: Sequence[str]) -> Ragged:
         """`encode_completion` of each text: its IDs, then the EOS id."""
         if not self.shortcut:
             return self._reference_completions(texts)
-        eos = eos_id(self.tokenizer)
-        encoded = [ids + [eos] for ids in self._encode(texts)]
+        encoded = self._encode(texts).with_each(eos_id(self.tokenizer), at_start=False)
         reference = self._reference_completions
         return encoded if self._agrees(texts, encoded, reference) else reference(texts)
 
-    def _reference_completions(self, texts: Sequence[str]) -> list[list[int]]:
+    def _reference_completions(self, texts: Sequence[str]) -> Ragged:
         """One tokenizer call for the batch, then the EOS id."""
-        eos = eos_id(self.tokenizer)
-        return [ids + [eos] for ids in self._tokenized(texts)]
+        return self._tokenized(texts).with_each(eos_id(self.tokenizer), at_start=False)
 
-    def _reference_prompts(self, texts: Sequence[str]) -> list[list[int]]:
+    def _reference_prompts(self, texts: Sequence[str]) -> Ragged:
         """One chat-template rendering and one tokenizer call for the batch (`apply_chat_template` tokenizes its
         rendering without special tokens, as this does)."""
-        if not texts:
-            return []
-        if self.chat:
+        if self.chat and texts:
             conversations = [[{"role": "user", "content": text}] for text in texts]
             rendered = self.tokenizer.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
             return self._tokenized(rendered)
-        return [self.bos + ids for ids in self._tokenized([text + PLAIN_SEPARATOR for text in texts])]
+        encoded = self._tokenized([text + PLAIN_SEPARATOR for text in texts])
+        return encoded if self.bos is None else encoded.with_each(self.bos, at_start=True)
 
-    def _tokenized(self, texts: Sequence[str]) -> list[list[int]]:
+    def _tokenized(self, texts: Sequence[str]) -> Ragged:
         """The token IDs of each text without special tokens, from one batched tokenizer call."""
         if not texts:
-            return []
-        return self.tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
+            return Ragged.from_lists([])
+        ids = self.tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        return Ragged.from_lists(ids)
 
-    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Each text cut at its added tokens, the pieces between them encoded once each (new ones in one call)."""
+    def _encode(self, texts: Sequence[str]) -> Ragged:
+        """Each text cut into its pieces (`_split`), each distinct piece encoded once (new ones in one call), and
+        the pieces' IDs gathered."""
+        if len(self.pieces) > MAX_PIECES:
+            self.pieces = PieceTable(self.added)
         split = [self._split(text) for text in texts]
-        new: set[str] = set()
-        for parts in split:
-            new.update(parts)
-        new.difference_update(self.ids)
-        if len(self.ids) + len(new) > MAX_PIECES:
-            self.ids = PieceIds(self.added)
-            new = {part for parts in split for part in parts} - self.ids.keys()
-        self.ids.learn(new, self.tokenizer.backend_tokenizer)
-        lookup = self.ids.__getitem__
-        return [list(chain.from_iterable(map(lookup, parts))) for parts in split]
+        return self.pieces.rows(split, self.tokenizer.backend_tokenizer)
 
     def _split(self, text: str) -> list[str]:
-        """`text` as its pieces and added tokens, in order: `<...>` spans that are not added tokens stay in the
-        piece around them, as the tokenizer leaves them."""
-        parts = ADDED_TOKEN.split(text)
-        if self.tokens.issuperset(parts[1::2]):
+        """`text` as its pieces, in order: runs of added tokens (a whole SCID), the text between them, and a long
+        piece's list elements (`cut`). `<...>` spans that are not added tokens stay in the piece around them, as
+        the tokenizer leaves them."""
+        parts = self.run_pattern.split(text)
+        runs = parts[1::2]
+        if not self.pieces.runs.issuperset(runs):
+            if not all(self.tokens.issuperset(ADDED_TOKEN.split(run)[1::2]) for run in runs):
+                parts = self._merged(text)
+            self.pieces.runs.update(parts[1::2])
+        pieces = parts[::2]
+        if self.pieces.whole.issuperset(pieces):
             return parts
+        if any(len(piece) > LONG and LIST_SEPARATOR in piece for piece in pieces):
+            parts = [element for part in parts for element in cut(part)]  # a run holds no list separator
+        self.pieces.whole.update(piece for piece in pieces if len(piece) <= LONG or LIST_SEPARATOR not in piece)
+        return parts
+
+    def _merged(self, text: str) -> list[str]:
+        """`text` cut at each added token, the `<...>` spans that are not added tokens kept in the piece around
+        them (every other element an added token)."""
+        parts = ADDED_TOKEN.split(text)
         merged = [parts[0]]
         for index in range(1, len(parts), 2):
             if parts[index] in self.added:
@@ -162,40 +177,70 @@ class BatchEncoder:
                 merged[-1] += parts[index] + parts[index + 1]
         return merged
 
-    def _agrees(self, texts: Sequence[str], encoded: list[list[int]], reference) -> bool:
+    def _agrees(self, texts: Sequence[str], encoded: Ragged, reference) -> bool:
         """Whether the IDs of every `VERIFY_EVERY`-th text equal the reference path's (one batched call); turns
         the shortcut off when not."""
         first = -self.seen % VERIFY_EVERY
         self.seen += len(texts)
-        sample = list(range(first, len(texts), VERIFY_EVERY))
-        expected = reference([texts[index] for index in sample])
-        for index, ids in zip(sample, expected, strict=True):
-            if encoded[index] != ids:
+        sample = np.arange(first, len(texts), VERIFY_EVERY)
+        expected = reference([texts[index] for index in sample]).tolist()
+        for index, got, ids in zip(sample, encoded.take(sample).tolist(), expected, strict=True):
+            if got != ids:
                 log.warning(
                     "encoding by pieces differs from the tokenizer on %r (%s vs %s): tokenizing whole texts from here",
-                    texts[index][:80], encoded[index][:12], ids[:12],
+                    texts[index][:80], got[:12], ids[:12],
                 )  # fmt: skip
                 self.shortcut = False
                 return False
         return True
 
 
-class PieceIds(dict):
-    """Token IDs of the added tokens and of each piece met so far. A long piece holding list separators (a listed
-    history's titles) is not kept: its IDs are joined from those of its list elements, which are (`cut`)."""
+class PieceTable:
+    """Token IDs of the added tokens, of runs of them and of each piece met so far, back to back in one array;
+    `index` maps a piece to its row. A long piece holding list separators (a listed history's titles) is never a
+    piece: `_split` cuts it into its list elements (`cut`). `runs` holds the runs of added tokens met so far and
+    `whole` the pieces met that are not cut, so that `_split` checks each distinct piece once."""
 
     def __init__(self, added: dict[str, int]) -> None:
-        super().__init__({token: [index] for token, index in added.items()} | {"": []})
+        self.added, self.index, self.runs, self.whole = added, {}, set(added), {""}
+        self.ids = Ragged.from_lists([])
+        self.starts = self.ids.starts()
+        self.add(["", *added], [[], *([index] for index in added.values())])
+
+    def __len__(self) -> int:
+        return len(self.index) + len(self.runs) + len(self.whole)
+
+    def add(self, pieces: Sequence[str], ids: Sequence[Sequence[int]]) -> None:
+        """New pieces and their IDs."""
+        self.index.update((piece, row) for row, piece in enumerate(pieces, len(self.index)))
+        self.ids = stacked([self.ids, Ragged.from_lists(ids)])
+        self.starts = self.ids.starts()
+
+    def rows(self, split: Sequence[Sequence[str]], backend) -> Ragged:
+        """The IDs of each text cut into `split`'s pieces, learning the pieces not met yet (`learn`)."""
+        if not split:
+            return Ragged.from_lists([])
+        counts = np.fromiter(map(len, split), np.int64, count=len(split))
+        try:
+            rows = self._rows_of(split, int(counts.sum()))
+        except KeyError:
+            self.learn({piece for pieces in split for piece in pieces} - self.index.keys(), backend)
+            rows = self._rows_of(split, int(counts.sum()))
+        lengths = self.ids.lengths[rows]
+        values = self.ids.values[spans(self.starts[rows], lengths)]
+        return Ragged(values, np.add.reduceat(lengths, np.cumsum(counts) - counts))  # every text has a piece
+
+    def _rows_of(self, split: Sequence[Sequence[str]], total: int) -> np.ndarray:
+        """The row of every piece of `split`, in order (a KeyError for a piece not met yet)."""
+        return np.fromiter(map(self.index.__getitem__, chain.from_iterable(split)), np.int64, total)
 
     def learn(self, pieces: set[str], backend) -> None:
-        """Encode what `pieces` need that is not known yet, in one call of the fast tokenizer."""
-        needed = {element for piece in pieces for element in cut(piece)} - self.keys()
-        ordered = sorted(needed)
-        for piece, encoding in zip(ordered, backend.encode_batch(ordered, False), strict=True):
-            self[piece] = encoding.ids
-
-    def __missing__(self, piece: str) -> list[int]:
-        return list(chain.from_iterable(self[element] for element in cut(piece)))
+        """Add `pieces`: runs of added tokens joined from their tokens' IDs, the others from one call of the fast
+        tokenizer."""
+        runs = sorted(pieces & self.runs)
+        texts = sorted(pieces - self.runs)
+        self.add(runs, [[self.added[token] for token in ADDED_TOKEN.split(run)[1::2]] for run in runs])
+        self.add(texts, [encoding.ids for encoding in backend.encode_batch(texts, False)])
 
 
 def cut(piece: str) -> list[str]:

@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from align3gr.io import atomic_directory, sha256_json
@@ -30,6 +31,7 @@ from align3gr.sft.prompting import (
     encode_listings,
     encode_prompt,
 )
+from align3gr.sft.ragged import Ragged, joined, stacked
 from align3gr.sft.tasks import SFTExample, TaskBuilder, check_tasks
 
 log = logging.getLogger(__name__)
@@ -127,42 +129,42 @@ def encode_example(example: SFTExample, tokenizer) -> tuple[list[int], list[int]
     return prompt + answer, [0] * len(prompt) + mask
 
 
-def encode_batch(examples: Sequence[SFTExample], encoder: BatchEncoder) -> Iterator[tuple[list[int], list[int]]]:
-    """`encode_example` of each example, the prompts and the answers each encoded together (`BatchEncoder`)."""
-    prompts = encoder.prompts([e.prompt for e in examples])
-    answers = iter(encoder.completions([e.completion for e in examples if not e.listing]))
-    listings = iter(encode_listings(encoder.tokenizer, [e.listing for e in examples if e.listing]))
-    for example, prompt in zip(examples, prompts, strict=True):
-        if example.listing:
-            answer, mask = next(listings)
-        else:
-            answer = next(answers)
-            mask = [1] * len(answer)
-        yield prompt + answer, [0] * len(prompt) + mask
+def encode_batch(examples: Sequence[SFTExample], encoder: BatchEncoder) -> Ragged:
+    """`encode_example` of each example as rows of (token ID, completion mask) pairs: the prompts and the answers
+    each encoded together (`BatchEncoder`), then joined row by row."""
+    prompts = encoder.prompts([e.prompt for e in examples]).paired(0)
+    plain = [index for index, e in enumerate(examples) if not e.listing]
+    listed = [index for index, e in enumerate(examples) if e.listing]
+    completions = encoder.completions([examples[index].completion for index in plain]).paired(1)
+    listings = pair_rows(encode_listings(encoder.tokenizer, [examples[index].listing for index in listed]))
+    answers = stacked([completions, listings]).take(np.argsort(np.array(plain + listed, np.int64)))
+    return joined([prompts, answers])
 
 
-def encoded_pairs(
-    examples: Iterable[SFTExample], tokenizer, total: int | None = None, desc: str = "Tokenizing"
-) -> Iterator[tuple[list[int], list[int]]]:
-    """`encode_example` of each example, `BATCH` at a time (`encode_batch`), read as a stream; `total` sizes the
-    progress bar."""
+def pair_rows(pairs: Iterable[tuple[list[int], list[int]]]) -> Ragged:
+    """`(input_ids, completion_mask)` pairs as rows of (token ID, mask) pairs."""
+    pairs = list(pairs)
+    return Ragged.from_lists([ids for ids, _ in pairs]).paired(Ragged.from_lists([mask for _, mask in pairs]))
+
+
+def encoded_batches(examples: Iterable[SFTExample], tokenizer, total: int | None = None, desc: str = "Tokenizing"):
+    """`encode_batch` of the examples, `BATCH` at a time, read as a stream; `total` sizes the progress bar."""
     iterator, encoder = iter(examples), BatchEncoder(tokenizer)
     with tqdm(total=total, desc=desc, unit="example", mininterval=2.0, leave=False) as bar:
         while batch := list(itertools.islice(iterator, BATCH)):
-            yield from encode_batch(batch, encoder)
+            yield encode_batch(batch, encoder)
             bar.update(len(batch))
 
 
-def fitting(pairs: Iterable[tuple[list[int], list[int]]], max_length: int) -> Iterator[tuple[list[int], list[int]]]:
-    """The pairs no longer than `max_length`; the others are left out (and counted in the log) rather than cut,
+def fitting(batches: Iterable[Ragged], max_length: int) -> Iterator[Ragged]:
+    """The rows no longer than `max_length`; the others are left out (and counted in the log) rather than cut,
     which would drop the answer or the template."""
     total = too_long = 0
-    for ids, mask in pairs:
-        total += 1
-        if len(ids) > max_length:
-            too_long += 1
-            continue
-        yield ids, mask
+    for rows in batches:
+        keep = rows.lengths <= max_length
+        total += len(rows)
+        too_long += len(rows) - int(keep.sum())
+        yield rows if keep.all() else rows.take(keep)
     if too_long:
         log.warning("%d of %d examples are longer than max_length=%d and were left out", too_long, total, max_length)
 
@@ -170,38 +172,48 @@ def fitting(pairs: Iterable[tuple[list[int], list[int]]], max_length: int) -> It
 def encode_examples(examples: Sequence[SFTExample], tokenizer, max_length: int, desc: str = "Tokenizing"):
     """The examples encoded with the LLM's tokenizer (as `encode_example`, in batches) as an in-memory
     `datasets.Dataset` with `input_ids` and `completion_mask`, those longer than `max_length` left out."""
-    return rows_dataset(encoded_pairs(examples, tokenizer, len(examples), desc), max_length)
+    return _dataset(encoded_batches(examples, tokenizer, len(examples), desc), max_length)
 
 
 def rows_dataset(pairs: Iterable[tuple[list[int], list[int]]], max_length: int):
     """A `datasets.Dataset` of `(input_ids, completion_mask)` pairs, those longer than `max_length` left out."""
+    return _dataset([pair_rows(pairs)], max_length)
+
+
+def _dataset(batches: Iterable[Ragged], max_length: int):
+    """The fitting rows of `batches` as an in-memory `datasets.Dataset`."""
     import pyarrow as pa
     from datasets import Dataset
 
-    return Dataset(pa.Table.from_batches([_record_batch(list(fitting(pairs, max_length)))]))
+    return Dataset(pa.Table.from_batches([_record_batch(rows) for rows in fitting(batches, max_length)], _schema()))
 
 
-def write_rows(pairs: Iterable[tuple[list[int], list[int]]], max_length: int, path: Path) -> None:
-    """`rows_dataset`'s rows streamed into an Arrow file (the IPC stream format `datasets` memory-maps), `BATCH`
-    at a time, so memory holds one batch whatever the mixture's size."""
+def write_rows(batches: Iterable[Ragged], max_length: int, path: Path) -> None:
+    """The fitting rows of `batches` streamed into an Arrow file (the IPC stream format `datasets` memory-maps), a
+    batch at a time, so memory holds one batch whatever the mixture's size."""
     import pyarrow as pa
 
-    rows = fitting(pairs, max_length)
-    batch = _record_batch(list(itertools.islice(rows, BATCH)))
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
-        while batch.num_rows:
-            writer.write_batch(batch)
-            batch = _record_batch(list(itertools.islice(rows, BATCH)))
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, _schema()) as writer:
+        for rows in fitting(batches, max_length):
+            writer.write_batch(_record_batch(rows))
 
 
-def _record_batch(pairs: list[tuple[list[int], list[int]]]):
-    """The rows' Arrow columns with the types `datasets` infers for them: `input_ids` lists of int32 (its type for
-    token IDs), `completion_mask` lists of int64."""
+def _schema():
+    """The rows' Arrow types, those `datasets` infers for them: `input_ids` lists of int32 (its type for token
+    IDs), `completion_mask` lists of int64."""
     import pyarrow as pa
 
-    ids = pa.array([ids for ids, _ in pairs], pa.list_(pa.int32()))
-    masks = pa.array([mask for _, mask in pairs], pa.list_(pa.int64()))
-    return pa.record_batch([ids, masks], names=["input_ids", "completion_mask"])
+    return pa.schema([("input_ids", pa.list_(pa.int32())), ("completion_mask", pa.list_(pa.int64()))])
+
+
+def _record_batch(rows: Ragged):
+    """Rows of (token ID, mask) pairs as an Arrow record batch of `_schema()`."""
+    import pyarrow as pa
+
+    offsets = pa.array(np.concatenate([[0], np.cumsum(rows.lengths)]).astype(np.int32))
+    ids = pa.ListArray.from_arrays(offsets, pa.array(rows.values[:, 0].astype(np.int32)))
+    masks = pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(rows.values[:, 1])))
+    return pa.record_batch([ids, masks], schema=_schema())
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -256,7 +268,7 @@ def cached_rows(
         log.info("%s: loaded %d tokenized rows from %s (same examples, tokenizer, max_length)", desc, len(rows), target)
         return rows
     with atomic_directory(target) as tmp:
-        write_rows(encoded_pairs(examples, tokenizer, count, desc), max_length, tmp / ROWS_FILE)
+        write_rows(encoded_batches(examples, tokenizer, count, desc), max_length, tmp / ROWS_FILE)
     for other in folder.iterdir():
         if other.is_dir() and not other.name.startswith(".") and other.name != key:
             shutil.rmtree(other, ignore_errors=True)
