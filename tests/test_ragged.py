@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from align3gr.sft.ragged import Ragged, joined, stacked
+from align3gr.sft.ragged import Growing, Ragged, joined, stacked
 
 ROWS = [[3, 1], [], [4, 1, 5], [9]]
 OTHER = [[2], [6, 5], [], [3, 5, 8]]
@@ -32,3 +32,10 @@ def test_rows_are_stacked_joined_and_paired():
     assert pairs.tolist() == [[[v, 0] for v in a] + [[v, 1] for v in b] for a, b in zip(ROWS, OTHER, strict=True)]
     squares = Ragged.from_lists([[v * v for v in row] for row in ROWS])
     assert rows.paired(squares).tolist() == [[[v, v * v] for v in row] for row in ROWS]
+
+
+def test_a_growing_array_keeps_every_value_past_its_capacity():
+    growing, chunks = Growing(), [np.arange(start, start + size) for start, size in ((0, 700), (700, 0), (700, 2500))]
+    for chunk in chunks:
+        growing.extend(chunk)
+    assert growing.size == 3200 and growing.view().tolist() == list(range(3200))

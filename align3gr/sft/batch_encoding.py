@@ -28,7 +28,7 @@ from itertools import chain
 import numpy as np
 
 from align3gr.sft.prompting import PLAIN_SEPARATOR, eos_id
-from align3gr.sft.ragged import Ragged, spans, stacked
+from align3gr.sft.ragged import Growing, Ragged, spans
 
 log = logging.getLogger(__name__)
 ADDED_TOKEN = re.compile(r"(<[^<>]+>)")
@@ -196,15 +196,15 @@ class BatchEncoder:
 
 
 class PieceTable:
-    """Token IDs of the added tokens, of runs of them and of each piece met so far, back to back in one array;
-    `index` maps a piece to its row. A long piece holding list separators (a listed history's titles) is never a
-    piece: `_split` cuts it into its list elements (`cut`). `runs` holds the runs of added tokens met so far and
-    `whole` the pieces met that are not cut, so that `_split` checks each distinct piece once."""
+    """Token IDs of the added tokens, of runs of them and of each piece met so far, back to back in one growing
+    array (`values`, with each row's `starts` and `lengths`); `index` maps a piece to its row. A long piece holding
+    list separators (a listed history's titles) is never a piece: `_split` cuts it into its list elements (`cut`).
+    `runs` holds the runs of added tokens met so far and `whole` the pieces met that are not cut, so that `_split`
+    checks each distinct piece once."""
 
     def __init__(self, added: dict[str, int]) -> None:
         self.added, self.index, self.runs, self.whole = added, {}, set(added), {""}
-        self.ids = Ragged.from_lists([])
-        self.starts = self.ids.starts()
+        self.values, self.starts, self.lengths = Growing(), Growing(), Growing()
         self.add(["", *added], [[], *([index] for index in added.values())])
 
     def __len__(self) -> int:
@@ -213,8 +213,10 @@ class PieceTable:
     def add(self, pieces: Sequence[str], ids: Sequence[Sequence[int]]) -> None:
         """New pieces and their IDs."""
         self.index.update((piece, row) for row, piece in enumerate(pieces, len(self.index)))
-        self.ids = stacked([self.ids, Ragged.from_lists(ids)])
-        self.starts = self.ids.starts()
+        new = Ragged.from_lists(ids)
+        self.starts.extend(new.starts() + self.values.size)
+        self.lengths.extend(new.lengths)
+        self.values.extend(new.values)
 
     def rows(self, split: Sequence[Sequence[str]], backend) -> Ragged:
         """The IDs of each text cut into `split`'s pieces, learning the pieces not met yet (`learn`)."""
@@ -226,8 +228,8 @@ class PieceTable:
         except KeyError:
             self.learn({piece for pieces in split for piece in pieces} - self.index.keys(), backend)
             rows = self._rows_of(split, int(counts.sum()))
-        lengths = self.ids.lengths[rows]
-        values = self.ids.values[spans(self.starts[rows], lengths)]
+        lengths = self.lengths.view()[rows]
+        values = self.values.view()[spans(self.starts.view()[rows], lengths)]
         return Ragged(values, np.add.reduceat(lengths, np.cumsum(counts) - counts))  # every text has a piece
 
     def _rows_of(self, split: Sequence[Sequence[str]], total: int) -> np.ndarray:

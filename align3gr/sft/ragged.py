@@ -68,3 +68,25 @@ def joined(parts: Sequence[Ragged]) -> Ragged:
     whole = stacked(parts)
     order = np.arange(len(whole)).reshape(len(parts), -1).T.ravel()
     return Ragged(whole.take(order).values, sum(p.lengths for p in parts))
+
+
+class Growing:
+    """A 1-D int64 array appended to in amortised constant time per element (the capacity doubles when full), so
+    a table that grows batch by batch is not copied whole at each batch."""
+
+    def __init__(self) -> None:
+        self.data, self.size = np.zeros(1024, np.int64), 0
+
+    def extend(self, values: np.ndarray) -> None:
+        """Append `values`."""
+        end = self.size + len(values)
+        if end > len(self.data):
+            grown = np.zeros(max(end, 2 * len(self.data)), np.int64)
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+        self.data[self.size : end] = values
+        self.size = end
+
+    def view(self) -> np.ndarray:
+        """The values appended so far (a view, valid until the next `extend`)."""
+        return self.data[: self.size]
