@@ -88,13 +88,12 @@ def _data_stats(args: argparse.Namespace) -> None:
 
 
 def _data_export(args: argparse.Namespace) -> None:
-    import json
-
     from align3gr.data.dataset import load_dataset
+    from align3gr.io import read_json
     from data_builders.lcrec import export_lcrec
 
-    codes = json.loads(Path(args.item_codes).read_text(encoding="utf-8")) if args.item_codes else None
-    written = export_lcrec(load_dataset(args.data), args.out, args.name, item_codes=codes)
+    codes = read_json(args.item_codes) if args.item_codes else None
+    written = export_lcrec(load_dataset(args.data), args.out, args.name, codes, args.item_codes)
     print(f"Exported {args.data} as LC-Rec '{args.name}' to {args.out}: " + ", ".join(p.name for p in written))
 
 

@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import socket
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -68,11 +69,12 @@ def open_binary(path: str | Path) -> IO[bytes]:
 
 
 @contextlib.contextmanager
-def open_text(path: str | Path) -> Iterator[IO[str]]:
-    """Read a UTF-8 text file, transparently decompressing `.gz` (its reads reported under `reporting_reads`)."""
+def open_text(path: str | Path, errors: str = "strict") -> Iterator[IO[str]]:
+    """Read a UTF-8 text file, transparently decompressing `.gz` (its reads reported under `reporting_reads`);
+    `errors` as in `open`."""
     with open_binary(path) as raw:
         binary = gzip.GzipFile(fileobj=raw, mode="rb") if Path(path).suffix == ".gz" else raw
-        with io.TextIOWrapper(binary, encoding="utf-8") as handle:
+        with io.TextIOWrapper(binary, encoding="utf-8", errors=errors) as handle:
             yield handle
 
 
@@ -83,10 +85,48 @@ def iter_json_lines(path: str | Path, allow_python_literals: bool = False) -> It
     accepted too. Blank lines are skipped; anything else that is not an object is an error.
     """
     with open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in numbered_lines(handle, path):
             if line.isspace():
                 continue
             yield number, parse_json_object(line, path, number, allow_python_literals)
+
+
+_UNREADABLE = (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error)
+"""What reading an `open_text` file raises on bytes that are not UTF-8 or on a corrupt or cut-off `.gz`."""
+
+
+def numbered_lines(handle: IO[str], path: str | Path) -> Iterator[tuple[int, str]]:
+    """`enumerate(handle, start=1)` of an `open_text` file, its unreadable bytes raised as a DataError that names the
+    line holding them."""
+    number, lines = 0, iter(handle)
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            return
+        except _UNREADABLE as err:
+            raise unreadable(err, path, number + 1) from None
+        number += 1
+        yield number, line
+
+
+def unreadable(err: Exception, path: str | Path, reached: int) -> DataError:
+    """The DataError of an `_UNREADABLE` error met while reading `path` at line `reached` or later: text decodes a
+    block ahead of the lines handed out, so the line of a byte that is not UTF-8 is found by reading again."""
+    if isinstance(err, UnicodeDecodeError):
+        return DataError(f"not UTF-8 text (byte 0x{err.object[err.start]:02x})", path, _undecodable_line(path))
+    return DataError(f"corrupt or cut-off gzip file ({err})", path, reached)
+
+
+def _undecodable_line(path: str | Path) -> int | None:
+    """The first line of `path` holding a byte that is not UTF-8, counted as `open_text` counts lines."""
+    with open_text(path, errors="surrogateescape") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:
+                return number
+    return None
 
 
 def parse_json_object(text: str, path: str | Path, line: int, allow_python_literals: bool = False) -> dict:
@@ -107,14 +147,39 @@ def parse_json_object(text: str, path: str | Path, line: int, allow_python_liter
 def _parse_slow(text: str, path: str | Path, line: int, allow_python_literals: bool) -> object:
     """The standard library's parse of a line orjson rejected, with the located errors of malformed lines."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
+        value = json.loads(text)
+    except ValueError as err:  # a JSONDecodeError, or an integer past Python's digit limit
         if not allow_python_literals:
-            raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", path, line) from None
+            raise DataError(f"malformed JSON ({_json_error(err)})", path, line) from None
         try:
-            return ast.literal_eval(text.strip())
+            value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise DataError("malformed line: neither JSON nor a Python dict literal", path, line) from None
+    if _holds_lone_surrogate(value):
+        raise DataError("malformed JSON (a lone surrogate escape such as \\ud800 is not a character)", path, line)
+    return value
+
+
+def _json_error(err: ValueError) -> str:
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg} at column {err.colno}"
+    return str(err)
+
+
+def _holds_lone_surrogate(value: object) -> bool:
+    """Whether a parsed value holds a string that is not valid Unicode (`json` accepts lone surrogate escapes, which
+    no UTF-8 file can hold)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_lone_surrogate(v) for v in value)
+    return False
 
 
 def _jsonl_encoder() -> Callable[[Any], str]:
@@ -290,8 +355,14 @@ def fsync_folder(folder: Path) -> None:
 def read_json(path: str | Path) -> Any:
     """Parse a whole JSON document, raising a DataError with the file, line and column on malformed JSON."""
     with open_text(path) as handle:
-        text = handle.read()
+        try:
+            text = handle.read()
+        except _UNREADABLE as err:
+            raise unreadable(err, path, 1) from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", path, err.lineno) from None
+        value = json.loads(text)
+    except ValueError as err:
+        raise DataError(f"malformed JSON ({_json_error(err)})", path, getattr(err, "lineno", None)) from None
+    if _holds_lone_surrogate(value):
+        raise DataError("malformed JSON (a lone surrogate escape such as \\ud800 is not a character)", path)
+    return value

@@ -58,7 +58,7 @@ def user_score(metric: str, ranked: Sequence[str], target: str) -> float:
     user, from the `predictions.jsonl` of two evaluations."""
     name, _, k = metric.partition("@")
     scorers = {"recall": recall_at_k, "ndcg": ndcg_at_k}
-    if name not in scorers or not k.isdigit() or int(k) < 1:
+    if name not in scorers or not k.isdecimal() or int(k) < 1:
         raise ConfigError(f"metric {metric!r}: expected recall@K or ndcg@K with K >= 1")
     return scorers[name](ranked, target, int(k))
 

@@ -13,11 +13,12 @@ the metadata of items that occur in the reviews is kept, so memory does not grow
 from __future__ import annotations
 
 import html
+import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from align3gr.data.builder import Builder, RawData
+from align3gr.data.builder import Builder, RawData, identifier
 from align3gr.data.interactions import InteractionLog
 from align3gr.data.schema import Item
 from align3gr.errors import DataError
@@ -44,7 +45,11 @@ def clean_html(text: object) -> str:
 def parse_price(value: object) -> float | None:
     """2014 prices are numbers; 2018 prices are strings like '$12.99' or '$10.00 - $20.00' (the first is kept)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value) if value >= 0 else None
+        try:
+            price = float(value)
+        except OverflowError:
+            return None
+        return price if 0 <= price < math.inf else None
     match = _PRICE.search(value) if isinstance(value, str) else None
     return float(match.group(1).replace(",", "")) if match else None
 
@@ -133,10 +138,16 @@ class AmazonBuilder(Builder):
             if "reviewerID" not in review or "asin" not in review or "overall" not in review:
                 field = next(f for f in ("reviewerID", "asin", "overall") if f not in review)
                 raise DataError(f"missing required field '{field}'", reviews_path, line)
+            user, item = review["reviewerID"], review["asin"]
+            if type(user) is not str or type(item) is not str:
+                user, item = (
+                    identifier(review, "reviewerID", reviews_path, line),
+                    identifier(review, "asin", reviews_path, line),
+                )
             summary, body = clean_html(review.get("summary")), clean_html(review.get("reviewText"))
             text = f"{summary}. {body}" if summary and body else summary or body
             timestamp = review_time(review, reviews_path, line)
-            add(str(review["reviewerID"]), str(review["asin"]), timestamp, review["overall"], text, line=line)
+            add(user, item, timestamp, review["overall"], text, line=line)
         wanted = set(interactions.item_ids)
         items: dict[str, Item] = {}
         for line, meta in iter_json_lines(meta_path, allow_python_literals=True):

@@ -18,7 +18,7 @@ keeps such data as it is).
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
 from pathlib import Path
 
 from align3gr.data.builder import Builder, RawData
@@ -26,9 +26,10 @@ from align3gr.data.dataset import Dataset
 from align3gr.data.interactions import InteractionLog
 from align3gr.data.schema import Item, User
 from align3gr.errors import DataError
-from align3gr.io import read_json, write_json
+from align3gr.io import owned_name, read_json, remove_stale_temporaries, write_json
 
 ITEM_TEXT_FIELDS = ("title", "description", "categories")
+EXPORT_KINDS = ("inter", "item", "user", "id_map", "index")
 
 
 def _mapping(value: object, path: Path, what: str) -> dict:
@@ -72,6 +73,18 @@ def parse_profiles(document: object, path: Path) -> dict[str, str]:
     return profiles
 
 
+def parse_id_map(document: object, path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """The original user and item IDs of `X.id_map.json`: `{"users": {index: ID}, "items": {index: ID}}`."""
+    maps = []
+    for kind in ("users", "items"):
+        mapping = _mapping(_mapping(document, path, "'users' and 'items' ID maps").get(kind, {}), path, f"{kind} IDs")
+        bad = next((k for k, v in mapping.items() if not isinstance(v, str) or not v), None)
+        if bad is not None:
+            raise DataError(f"{kind} index '{bad}': expected the original ID as a string, got {mapping[bad]!r}", path)
+        maps.append(mapping)
+    return maps[0], maps[1]
+
+
 class LCRecBuilder(Builder):
     """LC-Rec / LETTER `X.*.json` folders."""
 
@@ -102,8 +115,9 @@ class LCRecBuilder(Builder):
 
     def read(self, source: Path) -> RawData:
         files = self.files(source)
-        id_map = read_json(files["id_map"]) if "id_map" in files else {"users": {}, "items": {}}
-        users_back, items_back = id_map.get("users", {}), id_map.get("items", {})
+        users_back, items_back = (
+            parse_id_map(read_json(files["id_map"]), files["id_map"]) if "id_map" in files else ({}, {})
+        )
         inter = _mapping(read_json(files["inter"]), files["inter"], "users to item lists")
         interactions = InteractionLog(files["inter"])
         for user, sequence in inter.items():
@@ -127,20 +141,31 @@ class LCRecBuilder(Builder):
 
 
 def export_lcrec(
-    dataset: Dataset, out: str | Path, name: str, item_codes: dict[str, list[str]] | None = None
+    dataset: Dataset,
+    out: str | Path,
+    name: str,
+    item_codes: dict[str, list[str]] | None = None,
+    codes_path: str | Path | None = None,
 ) -> list[Path]:
     """Write `dataset` as LC-Rec files `name.*.json` in `out` (users and items re-indexed from 0 in dataset
     order, as LC-Rec expects; `name.id_map.json` maps them back). Files are written beside and then renamed into
     place, so other files in `out` are left alone and no half-written file appears. Codes come from `item_codes` (the
-    `scid/item_codes.json` table) or from items' `lcrec_index` attributes when every item has one."""
+    `scid/item_codes.json` table, read from `codes_path`) or from items' `lcrec_index` attributes when every item has
+    one; a code table of an earlier export under the same name is removed when this one writes none."""
     item_index = {item_id: str(k) for k, item_id in enumerate(dataset.items)}
     user_index = {user_id: str(k) for k, user_id in enumerate(dataset.sequences)}
     if item_codes is None and all("lcrec_index" in item.attributes for item in dataset.items.values()):
         item_codes = {i: item.attributes["lcrec_index"] for i, item in dataset.items.items()}
     if item_codes is not None:
+        if not isinstance(item_codes, dict) or not all(
+            isinstance(codes, list) and all(isinstance(c, str) for c in codes) for codes in item_codes.values()
+        ):
+            raise DataError("expected an item code table: {item ID: [code strings]}", codes_path)
         missing = [i for i in dataset.items if i not in item_codes]
         if missing:
-            raise DataError(f"item '{missing[0]}' has no code in the item code table ({len(missing)} missing)")
+            raise DataError(
+                f"item '{missing[0]}' has no code in the item code table ({len(missing)} missing)", codes_path
+            )
     documents = {
         "inter": {user_index[u]: [int(item_index[i]) for i in s.items] for u, s in dataset.sequences.items()},
         "item": {item_index[i]: _item_record(item) for i, item in dataset.items.items()},
@@ -154,11 +179,19 @@ def export_lcrec(
         documents["index"] = {item_index[i]: list(item_codes[i]) for i in dataset.items}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{name}-export-", dir=out) as tmp:
+    remove_stale_temporaries(out / name)
+    tmp = out / owned_name(out / name, "tmp")
+    tmp.mkdir()
+    try:
         for kind, document in documents.items():
-            write_json(Path(tmp) / f"{name}.{kind}.json", document)
+            write_json(tmp / f"{name}.{kind}.json", document)
+        for kind in EXPORT_KINDS:  # a code table of an earlier export would otherwise be read with these items
+            if kind not in documents:
+                (out / f"{name}.{kind}.json").unlink(missing_ok=True)
         for kind in documents:
-            os.replace(Path(tmp) / f"{name}.{kind}.json", out / f"{name}.{kind}.json")
+            os.replace(tmp / f"{name}.{kind}.json", out / f"{name}.{kind}.json")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return [out / f"{name}.{kind}.json" for kind in documents]
 
 

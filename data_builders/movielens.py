@@ -40,16 +40,20 @@ _YEAR_SUFFIX = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
 _TRAILING_ARTICLE = re.compile(r"^(.*), (The|A|An|Les|La|Le|L'|Il|Das|Der|Die|El)(\s*\(.*\))?$")
 
 
+def decode_line(raw: bytes) -> str:
+    """A line of a GroupLens file: UTF-8, or Latin-1 where it is not (older GroupLens files are)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def read_rows(path: Path, separator: str, columns: int) -> Iterator[tuple[int, list[str]]]:
     """Yield `(line, fields)` of a delimited file (UTF-8, falling back to Latin-1 per line as GroupLens
     files need); a line with a different field count is a DataError naming file and line."""
     with open_binary(path) as handle:
         for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                text = raw.decode("latin-1")
-            text = text.rstrip("\r\n")
+            text = decode_line(raw).rstrip("\r\n")
             if not text.strip():
                 continue
             fields = text.split(separator)
@@ -76,7 +80,7 @@ def clean_title(raw: str) -> tuple[str, str | None]:
 
 def make_item(item_id: str, raw_title: str, genres: list[str], year: str | None = None) -> Item:
     title, title_year = clean_title(raw_title)
-    year = year if year and year.isdigit() else title_year
+    year = year if year and year.isdecimal() else title_year
     description = f"{title}" + (f" ({year})" if year else "") + (f". Genres: {', '.join(genres)}." if genres else ".")
     attributes = {"year": int(year)} if year else {}
     return Item(item_id=item_id, title=title, description=description, categories=genres, attributes=attributes)
@@ -84,10 +88,10 @@ def make_item(item_id: str, raw_title: str, genres: list[str], year: str | None 
 
 def profile_sentence(age: str, gender: str, occupation: str) -> str:
     """'A 24-year-old male technician.' from MovieLens user attributes (age may be a band like '25-34')."""
-    age_text = f"{age}-year-old" if age.isdigit() else f"aged {age}"
+    age_text = f"{age}-year-old" if age.isdecimal() else f"aged {age}"
     who = " ".join(p for p in (GENDERS.get(gender, ""), occupation if occupation not in ("none", "other") else "") if p)
     who = who or "person"
-    if age.isdigit():
+    if age.isdecimal():
         article = "An" if age.startswith("8") or age in ("11", "18") else "A"
         return f"{article} {age_text} {who}."
     return f"A {who} {age_text}."
@@ -171,7 +175,7 @@ class MovieLensBuilder(Builder):
             add_unique(items, item, make_item(item, title, genres.split("|")), files["item"], line, "item ID")
         users: dict[str, User] = {}
         for line, (user, gender, age, occupation, zip_code) in read_rows(files["user"], "::", 5):
-            if age not in AGES_1M or not occupation.isdigit() or int(occupation) >= len(OCCUPATIONS_1M):
+            if age not in AGES_1M or not occupation.isdecimal() or int(occupation) >= len(OCCUPATIONS_1M):
                 raise DataError("unknown age or occupation code (see the ml-1m README)", files["user"], line)
             user_record = make_user(user, AGES_1M[age], gender, OCCUPATIONS_1M[int(occupation)], zip_code)
             add_unique(users, user, user_record, files["user"], line, "user ID")
@@ -197,8 +201,8 @@ class MovieLensBuilder(Builder):
         path: Path, required: tuple[str, ...], optional: tuple[str, ...]
     ) -> Iterator[tuple[int, dict[str, str]]]:
         """Rows of a RecBole atomic file as dicts keyed by field name (the `:type` suffix dropped)."""
-        with open(path, encoding="utf-8") as handle:
-            header = [name.split(":")[0] for name in handle.readline().rstrip("\r\n").split("\t")]
+        with open(path, "rb") as handle:  # not `open_binary`: the rows' read below is the one the progress bar counts
+            header = [name.split(":")[0] for name in decode_line(handle.readline()).rstrip("\r\n").split("\t")]
         missing = [name for name in required if name not in header]
         if missing:
             raise DataError(

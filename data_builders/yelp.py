@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from align3gr.data.builder import Builder, RawData
+from align3gr.data.builder import Builder, RawData, identifier
 from align3gr.data.interactions import InteractionLog
 from align3gr.data.schema import Item, User
 from align3gr.errors import DataError
@@ -35,16 +35,27 @@ def require(row: dict, fields: tuple[str, ...], path: Path, line: int) -> None:
             raise DataError(f"missing required field '{name}'", path, line)
 
 
-def business_item(row: dict) -> Item:
-    categories = [c.strip() for c in (row.get("categories") or "").split(",") if c.strip()]
-    place = ", ".join(p for p in (row.get("city"), row.get("state")) if p)
+def optional(row: dict, name: str, kind: type, path: Path, line: int) -> object:
+    """An optional field: its value when of `kind`, None when absent or null, a DataError otherwise."""
+    value = row.get(name)
+    if value is None or isinstance(value, kind):
+        return value
+    raise DataError(f"field '{name}' must be a {kind.__name__} or null, got {type(value).__name__}", path, line)
+
+
+def business_item(row: dict, path: Path, line: int) -> Item:
+    categories = [c.strip() for c in (optional(row, "categories", str, path, line) or "").split(",") if c.strip()]
+    city, state = optional(row, "city", str, path, line), optional(row, "state", str, path, line)
+    place = ", ".join(p for p in (city, state) if p)
     description = f"{row['name']}" + (f" in {place}" if place else "")
     description += f". Categories: {', '.join(categories)}." if categories else "."
     attributes = {k: row[k] for k in ("city", "state", "stars") if row.get(k) not in (None, "")}
-    price_range = (row.get("attributes") or {}).get("RestaurantsPriceRange2")
-    if isinstance(price_range, str) and price_range.isdigit():
+    price_range = (optional(row, "attributes", dict, path, line) or {}).get("RestaurantsPriceRange2")
+    if isinstance(price_range, str) and price_range.isdecimal():
         attributes["price_range"] = int(price_range)
-    return Item(str(row["business_id"]), str(row["name"]).strip(), description, categories, attributes)
+    return Item(
+        identifier(row, "business_id", path, line), str(row["name"]).strip(), description, categories, attributes
+    )
 
 
 class YelpBuilder(Builder):
@@ -75,21 +86,27 @@ class YelpBuilder(Builder):
         items: dict[str, Item] = {}
         for line, row in iter_json_lines(files["business"]):
             require(row, ("business_id", "name"), files["business"], line)
-            if str(row["business_id"]) in items:
-                raise DataError(f"duplicate business_id '{row['business_id']}'", files["business"], line)
-            items[str(row["business_id"])] = business_item(row)
+            item = business_item(row, files["business"], line)
+            if item.item_id in items:
+                raise DataError(f"duplicate business_id '{item.item_id}'", files["business"], line)
+            items[item.item_id] = item
         interactions = InteractionLog(files["review"], with_reviews=True)
         for line, row in iter_json_lines(files["review"]):
             require(row, ("user_id", "business_id", "stars", "date"), files["review"], line)
             timestamp = parse_date(row["date"], files["review"], line)
             text = " ".join(str(row.get("text") or "").split())
-            interactions.add(str(row["user_id"]), str(row["business_id"]), timestamp, row["stars"], text, line=line)
+            user, item = (
+                identifier(row, "user_id", files["review"], line),
+                identifier(row, "business_id", files["review"], line),
+            )
+            interactions.add(user, item, timestamp, row["stars"], text, line=line)
         users: dict[str, User] = {}
         if "user" in files:
             wanted = set(interactions.user_ids)
             for line, row in iter_json_lines(files["user"]):
                 require(row, ("user_id",), files["user"], line)
-                if row["user_id"] in wanted and row["user_id"] not in users:
+                user = identifier(row, "user_id", files["user"], line)
+                if user in wanted and user not in users:
                     attributes = {k: row[k] for k in USER_FIELDS if k in row}
-                    users[row["user_id"]] = User(str(row["user_id"]), "", attributes)
+                    users[user] = User(user, "", attributes)
         return RawData(interactions, items, users)

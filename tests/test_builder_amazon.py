@@ -141,3 +141,34 @@ def test_bad_metadata_and_ambiguous_files(tmp_path):
     with pytest.raises(DataError, match="expected exactly one reviews file.*found: Keyboards.json, Other.json"):
         build_dataset("amazon", source, tmp_path / "out", SMALL)
     assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_files_name_the_file_and_line(tmp_path):
+    """Bytes that are not UTF-8 (past the reader's first decoded block), a cut-off gzip and a plain file named .gz."""
+    source = write_2018(tmp_path / "raw")
+    reviews = source / "Keyboards.json"
+    lines = reviews.read_bytes().splitlines(keepends=True)
+    padded = lines[:4] + [json.dumps(review_rows(2018)[0] | {"pad": "x" * 3000}).encode() + b"\n"] * 30 + lines[4:]
+    padded[33] = padded[33].replace(b"Take", b"T\xffke")
+    reviews.write_bytes(b"".join(padded))
+    with pytest.raises(DataError, match=r"Keyboards\.json:34: not UTF-8 text \(byte 0xff\)"):
+        build_dataset("amazon", source, tmp_path / "out", SMALL)
+    reviews.write_bytes(b"".join(lines))
+    packed = gzip.compress(reviews.read_bytes())
+    reviews.unlink()
+    (source / "Keyboards.json.gz").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(DataError, match=r"Keyboards\.json\.gz:\d+: corrupt or cut-off gzip file"):
+        build_dataset("amazon", source, tmp_path / "out", SMALL)
+    (source / "Keyboards.json.gz").write_bytes(b"".join(lines))
+    with pytest.raises(DataError, match=r"Keyboards\.json\.gz:1: corrupt or cut-off gzip file \(Not a gzipped file"):
+        build_dataset("amazon", source, tmp_path / "out", SMALL)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_price_beyond_float_range_is_no_price(tmp_path):
+    source = write_2018(tmp_path / "raw")
+    meta = source / "meta_Keyboards.json"
+    meta.write_text(meta.read_text().replace('"$101.99"', "1e999").replace('"$102.99"', "-3"))
+    items = build_dataset("amazon", source, tmp_path / "out", SMALL).dataset.items
+    assert "price" not in items["B001"].attributes and "price" not in items["B002"].attributes
+    assert items["B003"].attributes["price"] == 103.99

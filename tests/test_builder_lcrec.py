@@ -12,6 +12,7 @@ from align3gr.data.build import build_dataset
 from align3gr.data.config import DataConfig
 from align3gr.data.dataset import load_dataset
 from align3gr.errors import DataError
+from align3gr.io import read_json
 from data_builders.lcrec import export_lcrec
 
 KEEP = DataConfig(user_k=3, item_k=1)
@@ -107,11 +108,18 @@ def test_export_needs_a_code_for_every_item(tmp_path):
         ("item", '{"0": {"description": "no title"}}', r"Toys\.item\.json: item '0': missing required field 'title'"),
         ("index", '{"0": "<a_1>"}', r"Toys\.index\.json: item '0': expected a list of code strings"),
         ("user", '{"0": {"age": 3}}', r"Toys\.user\.json: user '0': expected a profile string"),
+        ("id_map", "[]", r"Toys\.id_map\.json: expected a JSON object of 'users' and 'items' ID maps, got list"),
+        ("id_map", '{"users": []}', r"Toys\.id_map\.json: expected a JSON object of users IDs, got list"),
+        ("id_map", '{"items": {"0": ["x"]}}', r"Toys\.id_map\.json: items index '0': expected the original ID"),
+        ("id_map", '{"users": {"0": null}}', r"Toys\.id_map\.json: users index '0': expected the original ID"),
+        ("item", '{"0": {"title": "\\udc80"}}', r"Toys\.item\.json: malformed JSON \(a lone surrogate"),
+        ("item", b'{"0": {"title": "\xff"}}', r"Toys\.item\.json:1: not UTF-8 text \(byte 0xff\)"),
     ],
 )
 def test_bad_input(tmp_path, kind, text, pattern):
     source = write_lcrec(tmp_path / "raw")
-    (source / f"Toys.{kind}.json").write_text(text)
+    path = source / f"Toys.{kind}.json"
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
     with pytest.raises(DataError, match=pattern):
         build_dataset("lcrec", source, tmp_path / "out", KEEP)
     assert not (tmp_path / "out").exists()
@@ -122,3 +130,24 @@ def test_several_datasets_need_a_name(tmp_path):
     with pytest.raises(DataError, match="found datasets: Games, Toys"):
         build_dataset("lcrec", source, tmp_path / "out", KEEP)
     assert build_dataset("lcrec", source, tmp_path / "out", KEEP, {"name": "Games"}).dataset.sequences
+
+
+def test_export_replaces_an_earlier_export_and_names_a_bad_code_table(tmp_path):
+    build_dataset("movielens", write_small_movielens(tmp_path / "ml"), tmp_path / "out")
+    dataset = load_dataset(tmp_path / "out")
+    export_lcrec(dataset, tmp_path / "export", "T", item_codes={i: ["<a_1>", f"<b_{i}>"] for i in dataset.items})
+    export_lcrec(dataset, tmp_path / "export", "T")
+    assert not (tmp_path / "export" / "T.index.json").exists()  # the first export's codes would pair with these items
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
+        f"T.{k}.json" for k in ("id_map", "inter", "item", "user")
+    ]
+    (tmp_path / "codes.json").write_text('["<a_1>"]')
+    with pytest.raises(DataError, match=r"codes\.json: expected an item code table"):
+        export_lcrec(dataset, tmp_path / "export", "T", read_json(tmp_path / "codes.json"), tmp_path / "codes.json")
+    (tmp_path / "codes.json").write_text(json.dumps({next(iter(dataset.items)): ["<a_1>"]}))
+    with pytest.raises(DataError, match=rf"codes\.json: item '{list(dataset.items)[1]}' has no code"):
+        export_lcrec(dataset, tmp_path / "export", "T", read_json(tmp_path / "codes.json"), tmp_path / "codes.json")
+    args = ["data", "export", "--data", str(tmp_path / "out"), "--out", str(tmp_path / "cli"), "--name", "T"]
+    args.append("--item-codes")
+    (tmp_path / "codes.json").write_text('{"0": ')
+    assert main([*args, str(tmp_path / "codes.json")]) == 2  # a malformed table: an error naming it, no traceback

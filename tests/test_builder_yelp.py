@@ -74,6 +74,15 @@ def corrupt(path: Path, line: int, text: str) -> None:
         ("review.json", 6, '{"user_id": "u0", "business_id": "zz", "stars": 4, "date": "2019-01-01 00:00:00"}',
          r"review\.json:6: interaction of user 'u0' names item 'zz', which has no metadata"),
         ("review.json", 7, '{"user_id": "u1", ', r"review\.json:7: malformed JSON"),
+        ("review.json", 7, '{"user_id": ["u1"], "business_id": "b0", "stars": 4, "date": "2019-01-01 00:00:00"}',
+         r"review\.json:7: field 'user_id' must be an ID \(a string\), got \['u1'\]"),
+        ("business.json", 2, '{"business_id": "b1", "name": "B", "categories": ["Food"]}',
+         r"business\.json:2: field 'categories' must be a str or null, got list"),
+        ("business.json", 2, '{"business_id": "b1", "name": "B", "attributes": "None"}',
+         r"business\.json:2: field 'attributes' must be a dict or null, got str"),
+        ("business.json", 2, '{"business_id": "b1", "name": "B", "city": ["x"]}',
+         r"business\.json:2: field 'city' must be a str or null, got list"),
+        ("user.json", 1, '{"user_id": ["u0"]}', r"user\.json:1: field 'user_id' must be an ID"),
     ],
 )  # fmt: skip
 def test_bad_input(tmp_path, file, line, text, pattern):

@@ -11,6 +11,7 @@ from align3gr.dpo.config import DPOStageConfig
 from align3gr.embed.config import EmbedConfig
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
+from align3gr.pipeline.config import load_pipeline_config
 from align3gr.sft.config import SFTStageConfig
 from align3gr.tokenize.config import TokenizeConfig
 
@@ -40,3 +41,19 @@ def test_a_flat_file_is_one_stages_options(tmp_path):
 def test_every_shipped_recipe_config_loads_for_every_stage(path):
     for cls in (EmbedConfig, TokenizeConfig, SFTStageConfig, EvaluateConfig, DPOStageConfig):
         config_from_sources(cls, path)
+
+
+def test_ranked_lists_must_reach_every_cut_off(tmp_path):
+    """A ranked list holds beam_size items: Recall/NDCG@K past it would be those at beam_size under K's name; and a
+    run's tables report @5 and @10."""
+    with pytest.raises(ConfigError, match="beam_size=5 is below the largest cut-off K=10"):
+        EvaluateConfig(beam_size=5).validate()
+    EvaluateConfig(beam_size=5, ks=[1, 5]).validate()
+    with pytest.raises(ConfigError, match="valid_beam_size=8: must be >= 10"):
+        SFTStageConfig(valid_beam_size=8).validate()
+    path = tmp_path / "run.yaml"
+    path.write_text("evaluate:\n  ks: [10, 20]\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: evaluate\.ks=\[10, 20\] lacks \[5\]"):
+        load_pipeline_config(path)
+    path.write_text("evaluate:\n  ks: [5, 10, 20]\n  beam_size: 20\n")
+    assert load_pipeline_config(path).evaluate.ks == [5, 10, 20]

@@ -60,6 +60,8 @@ def assert_fails_cleanly(tmp_path: Path, source: Path, pattern: str, config: Dat
         ("u.item", 3, f"2|Copy (1990)||||{GENRE_FLAGS}", r"u\.item:3: duplicate item ID '2'"),
         ("u.item", 2, "2|Two (1990)||||0|1", r"u\.item:2: expected 24 fields separated by '\|', found 7"),
         ("u.user", 2, "1|30|F|artist|00001", r"u\.user:2: duplicate user ID '1'"),
+        ("u.data", 3, "1\t3\t4\t1e30", r"u\.data:3: timestamp '1e30' is beyond the 64-bit range"),
+        ("u.data", 3, "1\t3\t4\t" + "9" * 400, r"u\.data:3: timestamp '9+' is beyond the 64-bit range"),
     ],
 )
 def test_bad_grouplens_input(tmp_path, file, line, text, pattern):
@@ -158,8 +160,37 @@ def test_loader_validates_the_canonical_files(tmp_path):
     row["timestamps"] = row["timestamps"][::-1]
     with pytest.raises(DataError, match="not in chronological order"):
         load_dataset(corrupt("sequences.jsonl", 1, json.dumps(row)))
+    row = json.loads((good / "sequences.jsonl").read_text().splitlines()[0])
+    row["ratings"][2] = 10**400
+    with pytest.raises(DataError, match=r"sequences\.jsonl:1: field 'ratings' holds a non-finite number"):
+        load_dataset(corrupt("sequences.jsonl", 1, json.dumps(row)))
+    row = json.loads((good / "intentions.jsonl").read_text().splitlines()[0])
+    with pytest.raises(DataError, match=r"intentions\.jsonl:2: fields 'user_id' and 'item_id' must be strings"):
+        load_dataset(corrupt("intentions.jsonl", 2, json.dumps(row | {"user_id": [row["user_id"]]})))
+    with pytest.raises(DataError, match=r"preferences\.jsonl:1: expected 'user_id' of a known user"):
+        load_dataset(corrupt("preferences.jsonl", 1, json.dumps({"user_id": {}, "statement": "x"})))
+    row = json.loads((good / "sequences.jsonl").read_text().splitlines()[0])
+    blank_first = corrupt("sequences.jsonl", 1, "\n\n" + json.dumps(row | {"user_id": "nobody"}))
+    with pytest.raises(DataError, match=r"sequences\.jsonl:3: user 'nobody' is not in users\.jsonl"):
+        load_dataset(blank_first)
     with pytest.raises(DataError, match="no meta.json"):
         load_dataset(tmp_path / "raw")
+
+
+def test_integer_timestamps_are_kept_exactly_and_unusual_ids_sort(tmp_path):
+    """Nanosecond timestamps past 2**53 (where a float would round them) and a user ID of a digit that `int` does
+    not read ('²') build."""
+    source = write_small_grouplens(tmp_path / "raw")
+    lines = (source / "u.data").read_text().splitlines()
+    exact = 1_400_000_000_123_456_789
+    lines = [f"{u}\t{i}\t{r}\t{exact + int(t)}" for u, i, r, t in (line.split("\t") for line in lines)]
+    (source / "u.data").write_text(
+        "\n".join(line.replace("6\t", "\u00b2\t", 1) if line.startswith("6\t") else line for line in lines) + "\n"
+    )
+    (source / "u.user").write_text((source / "u.user").read_text().replace("6|26|", "\u00b2|26|"))
+    dataset = build_dataset("movielens", source, tmp_path / "out").dataset
+    assert dataset.sequences["1"].timestamps[0] == exact + 880000101
+    assert list(dataset.sequences)[-1] == "\u00b2"
 
 
 def test_a_killed_build_leaves_nothing_and_the_rerun_succeeds(tmp_path):

@@ -40,23 +40,34 @@ TRICKY_LINES = [
     '{"a": 1,}',
     '{"a": 1} x',
     "{'a': 'python literal', 'b': (1, 2), 'c': None}",
+    "{'a': '\\ud800 lone in a Python literal'}",
+    '{"digits": ' + "1" * 5000 + "}",
+    '{"\\udfff key": 1}',
     '{"a": "raw\tcontrol"}',
 ]
 
 
 def reference_parse(text: str, path: str, line: int, allow_python_literals: bool) -> dict:
-    """Today's parse before orjson: `json.loads`, then `ast.literal_eval` where allowed."""
+    """The parse before orjson: `json.loads`, then `ast.literal_eval` where allowed; a string that is not valid
+    Unicode (a lone surrogate escape) rejected."""
     import ast
 
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as err:
+    except ValueError as err:
         if not allow_python_literals:
-            raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", path, line) from None
+            reason = f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError) else str(err)
+            raise DataError(f"malformed JSON ({reason})", path, line) from None
         try:
             value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise DataError("malformed line: neither JSON nor a Python dict literal", path, line) from None
+    try:
+        json.dumps(value, ensure_ascii=False, default=repr).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(
+            "malformed JSON (a lone surrogate escape such as \\ud800 is not a character)", path, line
+        ) from None
     if not isinstance(value, dict):
         raise DataError(f"expected a JSON object, got {type(value).__name__}", path, line)
     return value
@@ -265,7 +276,25 @@ def test_amazon_builder_on_tricky_json_keeps_the_texts_of_a_plain_parse(tmp_path
     [
         ('{"reviewerID": "U0", "asin": "B1", "overall": NaN, "unixReviewTime": 5}', "rating must be a finite number"),
         ('{"reviewerID": "U0", "asin": "B1", "overall": 5, "unixReviewTime": 1e999}', "timestamp must be a finite"),
-        ('{"reviewerID": "U0", "asin": "B1", "overall": "x\\ud800", "unixReviewTime": 5}', "rating must be a number"),
+        ('{"reviewerID": "U0", "asin": "B1", "overall": "x", "unixReviewTime": 5}', "rating must be a number"),
+        ('{"reviewerID": "U0", "asin": "B1", "overall": "x\\ud800", "unixReviewTime": 5}', "malformed JSON (a lone"),
+        ('{"reviewerID": null, "asin": "B1", "overall": 5, "unixReviewTime": 5}', "field 'reviewerID' must be an ID"),
+        ('{"reviewerID": "U0", "asin": ["B1"], "overall": 5, "unixReviewTime": 5}', "field 'asin' must be an ID"),
+        pytest.param(
+            '{"reviewerID": "U0", "asin": "B1", "overall": 1' + "0" * 400 + ', "unixReviewTime": 5}',
+            "rating must be a finite",
+            id="rating-beyond-float",
+        ),
+        pytest.param(
+            '{"reviewerID": "U0", "asin": "B1", "overall": 5, "unixReviewTime": 1' + "0" * 19 + "}",
+            "timestamp 1" + "0" * 19,
+            id="timestamp-beyond-int64",
+        ),
+        pytest.param(
+            '{"reviewerID": "U0", "asin": "B1", "overall": 5, "unixReviewTime": 5, "n": 1' + "0" * 5000 + "}",
+            "malformed JSON (Exceeds",
+            id="integer-past-digit-limit",
+        ),
         ('{"reviewerID": "U0", "overall": 5, "unixReviewTime": 5}', "missing required field 'asin'"),
         ('{"asin": "B1", "overall": 5}', "missing required field 'reviewerID'"),
         ('{"reviewerID": "U0", "asin": "B1", "unixReviewTime": 5}', "missing required field 'overall'"),
@@ -281,6 +310,8 @@ def test_amazon_errors_name_the_file_and_line_as_before(tmp_path, line, message)
         json.loads(line)
     except json.JSONDecodeError as err:
         message = f"malformed JSON ({err.msg} at column {err.colno})"
+    except ValueError:
+        pass
     with pytest.raises(DataError) as caught:
         build_dataset("amazon", write_tricky(tmp_path / "raw", reviews), tmp_path / "out", DataConfig())
     assert str(caught.value).startswith(f"{tmp_path / 'raw' / 'reviews.json'}:7: {message}")

@@ -26,7 +26,7 @@ from align3gr.sft.stage import run_sft
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = dict(max_steps=2, num_rejected=4, per_device_train_batch_size=2, generation_batch_size=64, learning_rate=1e-4)
-VALID_OPTIONS = {"beam_size": 5, "batch_size": 64}
+VALID_OPTIONS = {"beam_size": 10, "batch_size": 64}
 VALID = EvaluateConfig(**VALID_OPTIONS)
 
 

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from align3gr.errors import DataError
 from align3gr.io import atomic_directory, atomic_write_json, read_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,3 +69,16 @@ def test_a_failed_write_leaves_the_previous_output_and_no_temporary(tmp_path):
         pass
     assert (target / "a.txt").read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_read_json_names_the_file_and_line_of_unreadable_input(tmp_path):
+    path = tmp_path / "table.json"
+    path.write_bytes(b'{\n"a": 1,\n"b": "caf\xe9"\n}\n')
+    with pytest.raises(DataError, match=r"table\.json:3: not UTF-8 text \(byte 0xe9\)"):
+        read_json(path)
+    path.write_text('{"a": "\\ud800"}')
+    with pytest.raises(DataError, match=r"table\.json: malformed JSON \(a lone surrogate"):
+        read_json(path)
+    path.write_text('{"a": ' + "1" * 5000 + "}")
+    with pytest.raises(DataError, match=r"table\.json: malformed JSON \(Exceeds the limit"):
+        read_json(path)

@@ -165,6 +165,14 @@ def test_seeds_summary_and_compare_on_crafted_evaluations(tmp_path):
 
     with pytest.raises(ConfigError, match="same evaluations"):
         compare(Side.of(a, None), Side.of(a, "full"))
+    for folder in ("eval/test/full", "seeds/1/eval/test/full"):
+        path = b / folder / "metrics.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"exclude_history": False}))
+        if folder == "eval/test/full":
+            with pytest.raises(ConfigError, match="evaluations of one stage ranked otherwise"):
+                compare(Side.of(a, None), Side.of(b, None))
+    with pytest.raises(ConfigError, match=r"'exclude_history': False.*their metrics do not compare"):
+        compare(Side.of(a, None), Side.of(b, None))
     with pytest.raises(ConfigError, match="no evaluated stage 'sft'"):
         Side.of(a, "sft")
     with pytest.raises(ConfigError, match="no seeds.json"):

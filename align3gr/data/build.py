@@ -52,7 +52,7 @@ class BuildResult:
 
 def natural_key(value: str) -> tuple[int, int | str]:
     """Sort numeric IDs numerically and the rest as strings, so output order is stable and readable."""
-    return (0, int(value)) if value.isdigit() else (1, value)
+    return (0, int(value)) if value.isdecimal() else (1, value)
 
 
 def source_records(builder: Builder, source: Path) -> list[dict]:

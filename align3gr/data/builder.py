@@ -67,6 +67,15 @@ class Builder:
         raise DataError(f"no {what} found; expected one of {', '.join(candidates)}", folder)
 
 
+def identifier(row: dict, name: str, path: Path, line: int) -> str:
+    """The ID in field `name` of a parsed JSON row: a string, or an integer taken as its digits; anything else (null,
+    a list, a boolean) is a DataError naming the file and line."""
+    value = row[name]
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    raise DataError(f"field '{name}' must be an ID (a string), got {value!r}", path, line)
+
+
 def builder_names() -> list[str]:
     """Built-in builder names plus those registered by other packages under the entry-point group."""
     return sorted(set(BUILTIN_BUILDERS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})

@@ -89,17 +89,18 @@ class Dataset:
         }
 
 
-def _load_records(path: Path, parse: Callable[[dict, Path, int], T], key: str) -> dict[str, T]:
+def _load_records(path: Path, parse: Callable[[dict, Path, int], T], key: str) -> tuple[dict[str, T], dict[str, int]]:
+    """The records of a JSON Lines file keyed by their `key` field, and the line each is on."""
     records: dict[str, T] = {}
-    first_line: dict[str, int] = {}
+    lines: dict[str, int] = {}
     for line, row in iter_json_lines(path):
         record = parse(row, path, line)
         ident = getattr(record, key)
         if ident in records:
-            raise DataError(f"duplicate {key} '{ident}' (first on line {first_line[ident]})", path, line)
+            raise DataError(f"duplicate {key} '{ident}' (first on line {lines[ident]})", path, line)
         records[ident] = record
-        first_line[ident] = line
-    return records
+        lines[ident] = line
+    return records, lines
 
 
 def load_dataset(path: str | Path) -> Dataset:
@@ -108,10 +109,11 @@ def load_dataset(path: str | Path) -> Dataset:
     if not (path / "meta.json").is_file():
         raise DataError("not a canonical dataset folder (no meta.json); build one with `align3gr data build`", path)
     meta = read_json(path / "meta.json")
-    items = _load_records(path / "items.jsonl", item_from_json, "item_id")
-    users = _load_records(path / "users.jsonl", user_from_json, "user_id")
-    sequences = _load_records(path / "sequences.jsonl", sequence_from_json, "user_id")
-    for line, seq in enumerate(sequences.values(), start=1):
+    items, _ = _load_records(path / "items.jsonl", item_from_json, "item_id")
+    users, _ = _load_records(path / "users.jsonl", user_from_json, "user_id")
+    sequences, lines = _load_records(path / "sequences.jsonl", sequence_from_json, "user_id")
+    for user_id, line in lines.items():
+        seq = sequences[user_id]
         if seq.user_id not in users:
             raise DataError(f"user '{seq.user_id}' is not in users.jsonl", path / "sequences.jsonl", line)
         unknown = next((i for i in seq.items if i not in items), None)
@@ -122,7 +124,11 @@ def load_dataset(path: str | Path) -> Dataset:
         dataset.intentions = list(_iter_intentions(path / "intentions.jsonl", dataset))
     if (path / "preferences.jsonl").is_file():
         for line, row in iter_json_lines(path / "preferences.jsonl"):
-            if row.get("user_id") not in users or not isinstance(row.get("statement"), str):
+            if (
+                not isinstance(row.get("user_id"), str)
+                or row["user_id"] not in users
+                or not isinstance(row.get("statement"), str)
+            ):
                 raise DataError(
                     "expected 'user_id' of a known user and a string 'statement'", path / "preferences.jsonl", line
                 )
@@ -132,7 +138,10 @@ def load_dataset(path: str | Path) -> Dataset:
 
 def _iter_intentions(path: Path, dataset: Dataset) -> Iterator[dict]:
     for line, row in iter_json_lines(path):
-        if row.get("user_id") not in dataset.users or row.get("item_id") not in dataset.items:
+        user_id, item_id = row.get("user_id"), row.get("item_id")
+        if not isinstance(user_id, str) or not isinstance(item_id, str):
+            raise DataError("fields 'user_id' and 'item_id' must be strings", path, line)
+        if user_id not in dataset.users or item_id not in dataset.items:
             raise DataError("expected 'user_id' and 'item_id' of a known user and item", path, line)
         if not isinstance(row.get("query"), str):
             raise DataError("field 'query' must be a string", path, line)

@@ -19,8 +19,8 @@ import numpy as np
 
 from align3gr.errors import DataError
 
-_EXACT = 2**53
-"""Integers up to this magnitude survive `int(float(x))` unchanged (`parse_timestamp`'s conversion)."""
+_INT64 = 2**63
+"""Timestamps are stored as 64-bit integers."""
 
 
 class TextSpool:
@@ -159,7 +159,7 @@ class InteractionLog:
             code = self._item_index[item_id] = len(self.item_ids)
             self.item_ids.append(item_id)
         self._items.append(code)
-        if type(timestamp) is int and -_EXACT <= timestamp <= _EXACT:
+        if type(timestamp) is int and -_INT64 <= timestamp < _INT64:
             self._timestamps.append(timestamp)
         else:
             self._timestamps.append(parse_timestamp(timestamp, self.source, line))
@@ -188,9 +188,19 @@ class InteractionLog:
 
 
 def parse_timestamp(value: object, path: Path, line: int) -> int:
-    """A finite number (or numeric string) as integer seconds."""
-    number = _number(value, "timestamp", path, line)
-    return int(number)
+    """A finite number (or numeric string) as integer seconds; an integer (or integer string) is taken exactly."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        try:
+            number = int(value) if isinstance(value, str) else None  # type: ignore[arg-type]
+        except ValueError:
+            number = None
+        if number is None:
+            number = int(_number(value, "timestamp", path, line))
+    if not -_INT64 <= number < _INT64:
+        raise DataError(f"timestamp {value!r} is beyond the 64-bit range", path, line)
+    return number
 
 
 def parse_rating(value: object, path: Path, line: int) -> float:
@@ -205,6 +215,8 @@ def _number(value: object, name: str, path: Path, line: int) -> float:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise DataError(f"{name} must be a number, got {value!r}", path, line) from None
+    except OverflowError:
+        raise DataError(f"{name} must be a finite number, got an integer too large for a float", path, line) from None
     if not math.isfinite(number):
         raise DataError(f"{name} must be a finite number, got {value!r}", path, line)
     return number

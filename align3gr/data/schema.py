@@ -128,6 +128,14 @@ def user_from_json(row: dict, path: Path, line: int) -> User:
     return User(user_id=_require(row, "user_id", str, path, line), profile=profile, attributes=attributes)
 
 
+def _finite(number: float) -> bool:
+    """Whether a parsed JSON number is finite as a float (an integer too large for one is not)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
 def sequence_from_json(row: dict, path: Path, line: int) -> Sequence:
     """Validate one line of `sequences.jsonl`: parallel lists, chronological, no repeated item."""
     user_id = _require(row, "user_id", str, path, line)
@@ -142,7 +150,7 @@ def sequence_from_json(row: dict, path: Path, line: int) -> Sequence:
     if any(b < a for a, b in pairwise(timestamps)):
         raise DataError(f"user '{user_id}': timestamps are not in chronological order", path, line)
     ratings = _optional_list(row, "ratings", len(items), (int, float), path, line)
-    if ratings is not None and not all(math.isfinite(r) for r in ratings):
+    if ratings is not None and not all(_finite(r) for r in ratings):
         raise DataError("field 'ratings' holds a non-finite number", path, line)
     feedback = _optional_list(row, "feedback", len(items), (str,), path, line)
     if feedback is not None and not set(feedback) <= set(FEEDBACK_LEVELS):

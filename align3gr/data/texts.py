@@ -181,7 +181,7 @@ class TaskTexts:
         if isinstance(brand, str) and brand.strip() and brand.lower() not in item.title.lower():
             details["brand"] = f" by {brand.strip()}"
         price = item.attributes.get("price")
-        if isinstance(price, int | float) and price > 0:
+        if isinstance(price, int | float) and 0 < price < math.inf:
             details["price"] = f" under ${max(10, math.ceil(price / 10) * 10)}"
         return details
 

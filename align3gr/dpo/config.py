@@ -198,7 +198,7 @@ def check_guard_metrics(metrics: list[str], ks: list[int]) -> None:
     """Each guard metric is recall@K or ndcg@K with K among the valid evaluation's cut-offs `ks`."""
     for metric in metrics:
         name, _, k = metric.partition("@")
-        if name not in ("recall", "ndcg") or not k.isdigit() or int(k) not in ks:
+        if name not in ("recall", "ndcg") or not k.isdecimal() or int(k) not in ks:
             raise ConfigError(
                 f"guard_metrics: {metric!r} is not a valid-split metric; expected recall@K or ndcg@K with K in {ks}"
             )

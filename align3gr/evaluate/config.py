@@ -60,3 +60,8 @@ class EvaluateConfig:
         if self.text_examples < 0:
             raise ConfigError(f"text_examples must be >= 0, got {self.text_examples}")
         self.ks = check_ks(self.ks)
+        if self.beam_size < max(self.ks):
+            raise ConfigError(
+                f"beam_size={self.beam_size} is below the largest cut-off K={max(self.ks)}: each ranked list holds "
+                "beam_size items, so Recall/NDCG@K would be those at beam_size; raise beam_size or lower ks"
+            )

@@ -33,6 +33,8 @@ from align3gr.pipeline.summary import METRICS, markdown_document
 
 TESTS = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
 UNITS = ("users", "seeds")
+PROTOCOL = ("split", "exclude_history", "beam_size")
+"""What makes two evaluations' metrics comparable, as each `metrics.json` records it."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,17 @@ class Side:
         rows = {row["seed"]: row for row in self.summary["per_seed"] if row["stage"] == self.stage}
         return [rows[seed] for seed in seeds]
 
+    def protocol(self, seeds: Sequence[int]) -> dict:
+        """How the stage's evaluations of `seeds` ranked (`PROTOCOL` of their metrics.json); a run whose seeds ranked
+        otherwise than one another is an error."""
+        found: dict[tuple, Path] = {}
+        for row in self.rows(seeds):
+            path = self.run / row["folder"] / "metrics.json"
+            found.setdefault(tuple(read_json(path).get(name) for name in PROTOCOL), path)
+        if len(found) > 1:
+            raise ConfigError(f"{', '.join(map(str, found.values()))}: evaluations of one stage ranked otherwise")
+        return dict(zip(PROTOCOL, next(iter(found)), strict=True))
+
     def user_means(self, seeds: Sequence[int]) -> tuple[list[tuple[str, str]], dict[str, list[float]]]:
         """The evaluated `(user, target)` pairs and, per metric, each user's value averaged over `seeds`."""
         users: list[tuple[str, str]] | None = None
@@ -117,6 +130,9 @@ def compare(a: Side, b: Side, test: str = "t", unit: str = "users", alpha: float
     seeds = [seed for seed in a.summary["seeds"] if seed in b.summary["seeds"]]
     if len(seeds) < 2:
         raise ConfigError(f"{a.run} and {b.run} share fewer than two seeds ({seeds}); run both with the same --seeds")
+    protocol_a, protocol_b = a.protocol(seeds), b.protocol(seeds)
+    if protocol_a != protocol_b:
+        raise ConfigError(f"{a.run} ranks with {protocol_a}, {b.run} with {protocol_b}: their metrics do not compare")
     rows_a, rows_b = a.rows(seeds), b.rows(seeds)
     if unit == "users":
         users_a, samples_a = a.user_means(seeds)

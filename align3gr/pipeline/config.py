@@ -34,6 +34,10 @@ SECTIONS: dict[str, type] = {
 }
 
 
+REPORTED_KS = (5, 10)
+"""The cut-offs of the run's tables (summary, seeds, ablation ladder, compare): `evaluate.ks` must hold them."""
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Every stage's options, each section resolved as the stage's own command resolves it."""
@@ -64,9 +68,16 @@ def load_pipeline_config(path: str | Path, overrides: dict[str, dict[str, Any]] 
     if unknown:
         raise ConfigError(f"{path}: unknown section {unknown[0]!r}; the pipeline's sections are {', '.join(SECTIONS)}")
     overrides = overrides or {}
-    return PipelineConfig(
+    config = PipelineConfig(
         **{name: config_from_sources(cls, path, overrides.get(name)) for name, cls in SECTIONS.items()}
     )
+    missing = [k for k in REPORTED_KS if k not in config.evaluate.ks]
+    if missing:
+        raise ConfigError(
+            f"{path}: evaluate.ks={config.evaluate.ks} lacks {missing}; a run's tables report Recall/NDCG@"
+            f"{' and @'.join(map(str, REPORTED_KS))} (other cut-offs are computed too and kept in each metrics.json)"
+        )
+    return config
 
 
 TRAINING_ARGS_PLACES: dict[str, tuple[str, ...]] = {

@@ -114,8 +114,14 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.best_metric not in BEST_METRICS:
             raise ConfigError(f"best_metric={self.best_metric!r}: expected one of {', '.join(BEST_METRICS)}")
-        if self.valid_users < 0 or self.valid_beam_size < 1:
-            raise ConfigError("valid_users must be >= 0 and valid_beam_size >= 1")
+        if self.valid_users < 0:
+            raise ConfigError(f"valid_users={self.valid_users}: must be >= 0")
+        cutoff = max(int(metric.partition("@")[2]) for metric in BEST_METRICS)
+        if self.valid_beam_size < cutoff:
+            raise ConfigError(
+                f"valid_beam_size={self.valid_beam_size}: must be >= {cutoff}, the largest K of the valid ranking's "
+                "Recall/NDCG@K (the beam width is the length of each ranked list)"
+            )
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ConfigError(f"early_stopping_patience={self.early_stopping_patience}: must be >= 1 (or null)")
         limits = {"max_examples_per_task": self.max_examples_per_task, **self.task_limits}

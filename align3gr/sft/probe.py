@@ -27,7 +27,8 @@ class RankingProbe:
     exclude: list[list[str]] | None
     beam_size: int
     batch_size: int
-    ks: Sequence[int] = (10,)
+    ks: Sequence[int] = (5, 10)
+    """The cut-offs of `sft.config.BEST_METRICS`, any of which may select the best checkpoint."""
 
     @classmethod
     def of_valid(
