@@ -170,6 +170,26 @@ def convert_value(cls: type, name: str, value: Any, where: str | None = None) ->
     return check(cls, converted, f"{where}: {name}" if where is not None else flag_of(f)) if check else converted
 
 
+def options_field(target: type, help_text: str) -> Any:
+    """A mapping field holding the options of another config class (a tokenizer regulariser's `hamr_options`:
+    `HaMRConfig`'s): read through `check_options`, so its keys and values are checked like a section's."""
+    return dataclasses.field(
+        default_factory=dict, metadata={"help": help_text, "check": functools.partial(check_options, target)}
+    )
+
+
+def check_options(target: type, owner: type, values: Any, where: str) -> dict[str, Any]:
+    """The `check` of an `options_field`: each key an option of `target` (else a ConfigError naming it and the close
+    ones), each value converted to that option's type (`convert_value`)."""
+    known = {f.name for f in dataclasses.fields(target)}
+    checked = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}: {target.__name__} has no option {key!r}{close_matches(str(key), known)}")
+        checked[key] = convert_value(target, key, value, where)
+    return checked
+
+
 def _metavar(kind: Any, choices: Collection[Any] | None) -> str:
     """What `--help` shows as a flag's value: its choices (`{a,b}`), or its type; `,...` for a list."""
     item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
@@ -221,7 +241,7 @@ def config_from_sources(
     if yaml_path is not None:
         nested = section is not None and isinstance(read_yaml_mapping(yaml_path).get(section), dict)
         where = f"{yaml_path}, section {section!r}" if nested else str(yaml_path)
-        sources.append((read_yaml_section(yaml_path, section), where))
+        sources.append((read_yaml_section(yaml_path, section, [f.name for f in dataclasses.fields(cls)]), where))
     sources.append(({k: v for k, v in (overrides or {}).items() if v is not None}, None))
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
@@ -265,13 +285,26 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return document
 
 
-def read_yaml_section(path: str | Path, section: str | None) -> dict[str, Any]:
+SECTION_NAMES = ("source", "data", "embed", "tokenize", "sft", "evaluate", "dpo")
+"""The sections of a pipeline config (`align3gr.pipeline.config.SECTIONS`), which a stage command's file may hold."""
+
+
+def read_yaml_section(path: str | Path, section: str | None, options: Collection[str] = ()) -> dict[str, Any]:
     """The options of `section` in a YAML file: the mapping under its `section` key; nothing when the file is made of
-    other sections only (every top-level value a mapping, as in a pipeline config); the whole file when it is flat."""
+    other sections only (every top-level value a mapping, none of them one of the stage's `options`, as in a pipeline
+    config), where a key that is no section is an error (a misspelt section would leave the stage on its defaults);
+    the whole file when it is flat."""
     document = read_yaml_mapping(path)
     if section is not None and isinstance(document.get(section), dict):
         return dict(document[section])
-    if section is not None and document and all(isinstance(value, dict) for value in document.values()):
+    sectioned = document and all(isinstance(value, dict) for value in document.values())
+    if section is not None and sectioned and not set(document) & set(options):
+        unknown = sorted(set(document) - set(SECTION_NAMES))
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown section {unknown[0]!r} (the sections are {', '.join(SECTION_NAMES)})"
+                + close_matches(str(unknown[0]), SECTION_NAMES)
+            )
         return {}
     return document
 

@@ -1,6 +1,7 @@
 """The run-folder lock: one command at a time writes a run folder.
 
-`align3gr pipeline` (with `--seeds` too) and `align3gr ablate` lock their run folder; a stage command (`data build`,
+`align3gr pipeline` (with `--seeds` too) and `align3gr ablate` lock their run folder (its lock file and its stage lock
+file: `run_folder_lock`); a stage command (`data build`,
 `embed`, `tokenize`, `sft`, `evaluate`, `baselines`, `dpo`) locks the run folder its `--out` lies in: the nearest of
 `--out` and its parents that holds a lock file, or else `--out`'s parent, through a stage lock file there
 (`STAGE_LOCK_FILE`), which marks nothing: a stage output written straight into a shared folder (`--out /tmp/data`)
@@ -110,6 +111,18 @@ def run_folder_of(out: str | Path) -> Path:
     else `out`'s parent."""
     out = Path(out).resolve()
     return next((folder for folder in (out, *out.parents) if (folder / LOCK_FILE).is_file()), out.parent)
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: str | Path, command: str) -> Iterator[None]:
+    """The lock `pipeline`, `--seeds` and `ablate` hold: the run folder's lock file and its stage lock file, which a
+    stage command writing into the folder before it became a run folder holds, so neither writes while the other
+    does; a no-op when this process or the one that launched it holds the folder already."""
+    if os.environ.get(HELD) == str(Path(run_dir).resolve() / LOCK_FILE):
+        yield
+        return
+    with run_lock(run_dir, command, STAGE_LOCK_FILE), run_lock(run_dir, command):  # `HELD` names the second
+        yield
 
 
 def stage_lock(out: str | Path, command: str) -> contextlib.AbstractContextManager:

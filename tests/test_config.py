@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from align3gr.config import config_from_sources
+from align3gr.config import SECTION_NAMES, config_from_sources
 from align3gr.dpo.config import DPOStageConfig
 from align3gr.embed.config import EmbedConfig
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.pipeline.config import load_pipeline_config
+from align3gr.pipeline.config import SECTIONS, load_pipeline_config
 from align3gr.sft.config import SFTStageConfig
 from align3gr.tokenize.config import TokenizeConfig
 
@@ -57,3 +57,31 @@ def test_ranked_lists_must_reach_every_cut_off(tmp_path):
         load_pipeline_config(path)
     path.write_text("evaluate:\n  ks: [5, 10, 20]\n  beam_size: 20\n")
     assert load_pipeline_config(path).evaluate.ks == [5, 10, 20]
+
+
+def test_a_stage_command_refuses_a_misspelt_section_and_reads_a_flat_file_of_mappings(tmp_path):
+    assert SECTION_NAMES == tuple(SECTIONS)
+    path = tmp_path / "run.yaml"
+    path.write_text("stf:\n  learning_rate: 0.5\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: unknown section 'stf' .*; did you mean sft\?"):
+        config_from_sources(SFTStageConfig, path)
+    path.write_text("hamr_options: {radius: 2}\n")  # a flat file whose options are all mappings
+    assert config_from_sources(TokenizeConfig, path).hamr_options == {"radius": 2}
+
+
+def test_option_mappings_and_choices_are_checked_when_read(tmp_path):
+    """A regulariser's options are converted and checked like a section's; dtype and the schedule take their
+    choices."""
+    path = tmp_path / "run.yaml"
+    path.write_text("tokenize:\n  unisid_options: {learning_rate: 1e-3, temperature: '5e-2'}\n")
+    assert config_from_sources(TokenizeConfig, path).unisid_options == {"learning_rate": 0.001, "temperature": 0.05}
+    for text, pattern in [
+        ("tokenize:\n  unisid_options: {epochs: 2.5}\n", r"unisid_options: epochs=2\.5: expected int"),
+        ("tokenize:\n  hamr_options: {radius: abc}\n", r"hamr_options: radius='abc'"),
+        ("tokenize:\n  das_options: {temprature: 0.5}\n", r"DASConfig has no option 'temprature'; did you mean"),
+        ("evaluate:\n  dtype: bogus\n", r"dtype='bogus'"),
+        ("sft:\n  lr_scheduler_type: bogus\n", r"lr_scheduler_type='bogus'"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=pattern):
+            load_pipeline_config(path)

@@ -15,7 +15,15 @@ from test_pipeline import write_config
 
 from align3gr.cli import main
 from align3gr.pipeline import run_pipeline
-from align3gr.run_lock import LOCK_FILE, STAGE_LOCK_FILE, RunFolderLocked, run_folder_of, run_lock, stage_lock
+from align3gr.run_lock import (
+    LOCK_FILE,
+    STAGE_LOCK_FILE,
+    RunFolderLocked,
+    run_folder_lock,
+    run_folder_of,
+    run_lock,
+    stage_lock,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHED = """
@@ -94,3 +102,19 @@ def test_a_stage_output_in_a_shared_folder_does_not_make_that_folder_a_run_folde
         assert os.environ["ALIGN3GR_RUN_LOCK"] == str(shared.resolve() / STAGE_LOCK_FILE)
     assert sorted(p.name for p in shared.iterdir()) == [STAGE_LOCK_FILE]
     assert run_folder_of(shared / "exp" / "eval" / "sft") == (shared / "exp" / "eval").resolve()
+
+
+def test_a_pipeline_and_a_stage_command_writing_a_new_folder_exclude_each_other(tmp_path, monkeypatch):
+    """A stage command writing RUN/data before RUN is a run folder holds RUN's stage lock file; a pipeline on RUN
+    (another process: no `HELD` of its own) stops at once naming it, and takes the folder once it is done."""
+    run = tmp_path / "run"
+    with stage_lock(run / "data", "align3gr data build"):
+        monkeypatch.delenv("ALIGN3GR_RUN_LOCK")
+        with pytest.raises(RunFolderLocked, match="being written by `align3gr data build`"):
+            with run_folder_lock(run, "align3gr pipeline"):
+                pass
+        assert not (run / LOCK_FILE).exists()
+    with run_folder_lock(run, "align3gr pipeline"):
+        assert os.environ["ALIGN3GR_RUN_LOCK"] == str(run.resolve() / LOCK_FILE)
+        with run_folder_lock(run, "align3gr pipeline"):  # a seed's or a rung's run inside it
+            pass

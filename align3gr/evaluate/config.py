@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from align3gr.decode import BEAM_SIZE, DECODERS
 from align3gr.errors import ConfigError
 from align3gr.metrics import check_ks
+from align3gr.models.loading import DTYPES
 
 SPLITS = ("valid", "test")
 
@@ -43,7 +44,7 @@ class EvaluateConfig:
         default=None, metadata={"help": "Put the user's SCID in prompts; unset: as the model was trained (meta.json)."}
     )
     paraphrase: int = field(default=0, metadata={"help": "Which paraphrase of the sequential-task prompt to use."})
-    dtype: str = field(default="float32", metadata={"help": "Weights dtype for inference."})
+    dtype: str = field(default="float32", metadata={"help": "Weights dtype for inference.", "choices": tuple(DTYPES)})
     text_examples: int = field(
         default=0, metadata={"help": "Users for which to generate the next title and preference text (greedy)."}
     )
@@ -57,6 +58,8 @@ class EvaluateConfig:
         for name in ("beam_size", "batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
         if self.text_examples < 0:
             raise ConfigError(f"text_examples must be >= 0, got {self.text_examples}")
         self.ks = check_ks(self.ks)

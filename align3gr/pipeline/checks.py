@@ -36,7 +36,7 @@ from align3gr.pipeline.config import PipelineConfig
 from align3gr.pipeline.plan import Plan, Step, data_steps, in_run
 from align3gr.pipeline.runner import Outcome, run_steps, step_key
 from align3gr.pipeline.state import PipelineState, folder_digest
-from align3gr.run_lock import run_lock
+from align3gr.run_lock import run_folder_lock
 from align3gr.tokenize.unisid.config import UniSIDConfig
 
 MIN_FREE_BYTES = 1 << 30
@@ -218,5 +218,5 @@ def checked_run(
     nothing behind."""
     plan = Plan(config, run_dir / "config.yaml", run_dir, in_run(run_dir))
     checked = check_plan(plan, skip_unmet)
-    with run_lock(run_dir, command):
+    with run_folder_lock(run_dir, command):
         yield checked or check_plan(plan, skip_unmet, launcher, build=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from transformers import SchedulerType
+
 from align3gr.decode import BEAM_SIZE
 from align3gr.errors import ConfigError
 from align3gr.options import ModelOptions, TrainingOptions
@@ -12,6 +14,7 @@ from align3gr.sft.tasks import SEQ_FORMATS, TASKS, check_seq_format, check_tasks
 from align3gr.training_args import TRAINING_FIXED, TRAINING_RENAMED, TrainerArgs
 
 BEST_METRICS = ("ndcg@10", "recall@10", "ndcg@5", "recall@5")
+LR_SCHEDULERS = tuple(schedule.value for schedule in SchedulerType)
 
 
 @dataclass
@@ -69,7 +72,10 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
     )
     token_init: str = field(default="mean", metadata={"help": "Initial rows of SCID tokens.", "choices": INIT_METHODS})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    lr_scheduler_type: str = field(
+        default="cosine",
+        metadata={"help": "Learning-rate schedule (transformers' SchedulerType).", "choices": LR_SCHEDULERS},
+    )
     max_length: int = field(default=1024, metadata={"help": "Longest tokenized example (prompt + answer)."})
     packing: bool = field(default=False, metadata={"help": "Pack examples into max_length rows (BFD, padding-free)."})
     padding_free: bool = field(default=False, metadata={"help": "Concatenate each batch without padding."})
@@ -112,6 +118,10 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
         for name in ("max_length", "eval_examples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.lr_scheduler_type not in LR_SCHEDULERS:
+            raise ConfigError(
+                f"lr_scheduler_type={self.lr_scheduler_type!r}: expected one of {', '.join(LR_SCHEDULERS)}"
+            )
         if self.best_metric not in BEST_METRICS:
             raise ConfigError(f"best_metric={self.best_metric!r}: expected one of {', '.join(BEST_METRICS)}")
         if self.valid_users < 0:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from align3gr.config import OMITTED
+from align3gr.config import OMITTED, options_field
 from align3gr.devices import check_device, device_field
 from align3gr.errors import ConfigError
 from align3gr.tokenize.losses.adasid import AdaSIDConfig
@@ -50,20 +50,20 @@ class TokenizeConfig:
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
     auc_negatives: int = field(default=100, metadata={"help": "Sampled negative items per validation user for AUC."})
     hamr: bool = field(default=False, metadata={"help": "Add QuaSID's HaMR + CVPM repulsion (Eq. 8-13) in phase 2."})
-    hamr_options: dict = field(default_factory=dict, metadata={"help": "HaMRConfig fields (YAML)."})
+    hamr_options: dict = options_field(HaMRConfig, "HaMRConfig fields (YAML).")
     adasid: bool = field(
         default=False,
         metadata={"help": "Add AdaSID's adaptive collision regulation (Eq. 2-13) in phase 2, weighted by its Eq. 12 "
                   "lambda_col; with u2i, its collaborative term lambda_cf * L_cf (Eq. 14) is the U2I loss, whose "
                   "weight becomes alpha + lambda_cf."},
     )  # fmt: skip
-    adasid_options: dict = field(
-        default_factory=dict,
-        metadata={"help": "AdaSIDConfig fields (YAML); t_start/t_end count phase-2 optimiser steps (one per batch of "
-                  "training pairs) and default to the start and end of phase 2."},
-    )  # fmt: skip
+    adasid_options: dict = options_field(
+        AdaSIDConfig,
+        "AdaSIDConfig fields (YAML); t_start/t_end count phase-2 optimiser steps (one per batch of training pairs) "
+        "and default to the start and end of phase 2.",
+    )
     das: bool = field(default=False, metadata={"help": "Add DAS multi-view contrastive alignment (Eq. 5-10)."})
-    das_options: dict = field(default_factory=dict, metadata={"help": "DASConfig fields (YAML)."})
+    das_options: dict = options_field(DASConfig, "DASConfig fields (YAML).")
     das_cf: bool = field(
         default=False,
         metadata={"help": "Co-train DAS's ID-based CF model with the quantisers from the first step (DAS one-stage "
@@ -71,14 +71,14 @@ class TokenizeConfig:
                   "debiasing; its debiased representations replace the frozen collaborative features in the "
                   "tokenizer input (use_cf) and in DAS's alignment (das). Needs use_cf or das."},
     )  # fmt: skip
-    das_cf_options: dict = field(default_factory=dict, metadata={"help": "DASCFConfig fields (YAML)."})
+    das_cf_options: dict = options_field(DASCFConfig, "DASCFConfig fields (YAML).")
     quasid_cl: bool = field(
         default=False,
         metadata={"help": "Add QuaSID's dual-tower contrastive loss on item co-engagement pairs (QuaSID Eq. 6-7) "
                   "in both phases; its pair batch is then the item batch of the RQ loss, HaMR and AdaSID. With "
                   "hamr, dual/use_cf/u2i off, the objective is QuaSID's Eq. 14."},
     )  # fmt: skip
-    quasid_cl_options: dict = field(default_factory=dict, metadata={"help": "QuaSIDCLConfig fields (YAML)."})
+    quasid_cl_options: dict = options_field(QuaSIDCLConfig, "QuaSIDCLConfig fields (YAML).")
     revive_dead_codes: bool = field(
         default=True,
         metadata={"help": "After every phase-2 epoch, move the codes no item (user) uses onto random residuals "
@@ -105,7 +105,7 @@ class TokenizeConfig:
         metadata={"help": "Item codes from the dual RQ-VAE tokenizer ('dual') or from UniSID ('unisid'; users "
                   "still get the dual tokenizer's codes).", "choices": ITEM_TOKENIZERS},
     )  # fmt: skip
-    unisid_options: dict = field(default_factory=dict, metadata={"help": "UniSIDConfig fields (YAML)."})
+    unisid_options: dict = options_field(UniSIDConfig, "UniSIDConfig fields (YAML).")
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, k-means and batching."})
     device: str = device_field(
         "Device of the dual tokenizer (training, k-means, encoding): auto (the accelerator, else the CPU), cpu, "
