@@ -160,6 +160,14 @@ def _parse_slow(text: str, path: str | Path, line: int, allow_python_literals: b
     return value
 
 
+def read_json_object(path: str | Path) -> dict:
+    """`read_json` of a file that must hold a JSON object (a settings or a table file)."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise DataError(f"expected a JSON object, got {type(value).__name__}", path)
+    return value
+
+
 def _json_error(err: ValueError) -> str:
     if isinstance(err, json.JSONDecodeError):
         return f"{err.msg} at column {err.colno}"

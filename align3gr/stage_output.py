@@ -23,6 +23,13 @@ LOGS = "runs"
 a stage trains; published with the output."""
 
 
+def complete_checkpoint(folder: Path) -> bool:
+    """Whether `folder` is a Trainer checkpoint written to the end: named `checkpoint-STEP`, holding the
+    `trainer_state.json` the Trainer saves last (a kill during a save leaves one without it)."""
+    step = folder.name.removeprefix("checkpoint-")
+    return step.isdecimal() and (folder / "trainer_state.json").is_file()
+
+
 @dataclass(frozen=True)
 class StageOutput:
     """The output folder `path` of a stage; `distributed`: every process of an `accelerate launch` runs the stage."""
@@ -81,8 +88,8 @@ class StageOutput:
         marker = self.work / "fingerprint"
         with self._main_process_first():
             if marker.is_file() and marker.read_text() == fingerprint:
-                checkpoints = sorted(self.work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-                return str(checkpoints[-1]) if checkpoints else None
+                checkpoints = [p for p in self.work.glob("checkpoint-*") if complete_checkpoint(p)]
+                return str(max(checkpoints, key=lambda p: int(p.name.split("-")[1]))) if checkpoints else None
             shutil.rmtree(self.work, ignore_errors=True)
             self.work.mkdir(parents=True)
             marker.write_text(fingerprint)

@@ -12,6 +12,7 @@ import pytest
 
 from align3gr.errors import DataError
 from align3gr.io import atomic_directory, atomic_write_json, read_json
+from align3gr.stage_output import StageOutput
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITER = """
@@ -82,3 +83,17 @@ def test_read_json_names_the_file_and_line_of_unreadable_input(tmp_path):
     path.write_text('{"a": ' + "1" * 5000 + "}")
     with pytest.raises(DataError, match=r"table\.json: malformed JSON \(Exceeds the limit"):
         read_json(path)
+
+
+def test_a_resumed_stage_starts_from_its_last_complete_checkpoint(tmp_path):
+    """A kill during a checkpoint save leaves `checkpoint-N` without the trainer state the Trainer writes last; a
+    resumed run takes the newest complete one and ignores folders that are not checkpoints."""
+    output = StageOutput(tmp_path / "sft")
+    assert output.resume("fp") is None
+    for step, complete in ((4, True), (12, True), (16, False)):
+        (output.work / f"checkpoint-{step}").mkdir()
+        if complete:
+            (output.work / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (output.work / "checkpoint-12.bak").mkdir()
+    assert output.resume("fp") == str(output.work / "checkpoint-12")
+    assert output.resume("other") is None and not (output.work / "checkpoint-12").exists()

@@ -23,9 +23,10 @@ from align3gr.dpo.config import DPOStageConfig
 from align3gr.dpo.stage import run_dpo
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
+from align3gr.models.local import model_identity
 from align3gr.pipeline import load_pipeline_config, run_pipeline
 from align3gr.pipeline.ablation import ladder, ladder_steps
-from align3gr.pipeline.plan import Plan, Step, in_run, lineage_key, pipeline_steps
+from align3gr.pipeline.plan import Plan, Step, data_steps, in_run, lineage_key, pipeline_steps
 from align3gr.pipeline.runner import Outcome, run_steps
 from align3gr.pipeline.summary import summary_text, write_summary
 from align3gr.sft.config import SFTStageConfig
@@ -116,6 +117,45 @@ def test_steps_rerun_exactly_what_changed(tmp_path):
     assert run(b_option=2) == [True, False, True] and calls == ["b"]
     with pytest.raises(ConfigError, match="step b reads 'z', which no earlier step produces"):
         run_steps([step("b", ("z",), {}, "B")], tmp_path)
+
+
+def test_an_output_changed_after_the_pipeline_wrote_it_is_built_again(tmp_path):
+    """The data stage reads only its meta.json to decide it is up to date: a file deleted from its folder since the
+    pipeline recorded it is written again, not taken as current."""
+    from test_data_errors import write_small_grouplens
+
+    config = tmp_path / "c.yaml"
+    source = write_small_grouplens(tmp_path / "raw")
+    config.write_text(yaml.safe_dump({"source": {"builder": "movielens", "source": str(source)}}))
+    run = tmp_path / "run"
+    data = data_steps(Plan(load_pipeline_config(config), run / "config.yaml", run, in_run(run)))[0]
+    run_steps([data], run)
+    written = (run / "data" / "users.jsonl").read_bytes()
+    assert run_steps([data], run)[0].reused
+    (run / "data" / "users.jsonl").unlink()
+    (outcome,) = run_steps([data], run)
+    assert not outcome.reused and (run / "data" / "users.jsonl").read_bytes() == written
+
+
+def test_a_local_model_folders_contents_key_the_steps_loading_it(tmp_path):
+    """A base model or encoder named by its folder: replacing the model in that folder re-runs the steps loading it;
+    a built-in or Hub model keys as before."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text('{"hidden_size": 64}')
+    config = tmp_path / "c.yaml"
+
+    def options(kind: str, **sections: dict) -> dict:
+        config.write_text(yaml.safe_dump(sections))
+        run = tmp_path / "run"
+        plan = Plan(load_pipeline_config(config), run / "config.yaml", run, in_run(run))
+        return next(step for step in pipeline_steps(plan) if step.kind == kind).options
+
+    first = options("sft", sft={"model": str(base)})["models"]
+    (base / "config.json").write_text('{"hidden_size": 128}')
+    assert options("sft", sft={"model": str(base)})["models"] != first
+    assert options("embed", embed={"semantic_model": str(base)})["models"] == {str(base): model_identity(base)}
+    assert "models" not in options("sft") and "models" not in options("embed")
 
 
 def test_summary_shows_the_baselines_and_each_model_over_the_stronger_one(tmp_path):

@@ -370,6 +370,18 @@ def test_unknown_stage_and_other_folders_are_refused(run, tmp_path, capsys):
     assert main(["push", "--run", str(run), "--stage", "sft", "--to-folder", str(precious)]) == 2
     assert "is not an earlier `align3gr push` output" in capsys.readouterr().err
     assert (precious / "notes.txt").read_text() == "keep me"
+    assert main(["push", "--run", str(run), "--stage", "sft", "--to-folder", str(precious / "notes.txt")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_folders_without_a_model_or_with_malformed_files_are_refused(published, run, tmp_path):
+    with pytest.raises(ConfigError, match="holds item codes but no model"):
+        align3gr.load_recommender(run / "scid")
+    broken = tmp_path / "broken"
+    shutil.copytree(published, broken)
+    (broken / "align3gr.json").write_text("[]")
+    with pytest.raises(DataError, match=r"align3gr\.json: expected a JSON object, got list"):
+        align3gr.load_recommender(broken)
 
 
 def test_stages_present_are_listed(run, tmp_path, capsys):

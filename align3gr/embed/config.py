@@ -34,7 +34,11 @@ class EmbedConfig:
         fingerprint="cpu",  # step keys recorded the old default: existing runs stay current
     )
     cache_dir: str | None = field(
-        default=None, metadata={"help": "Embedding cache folder (default ~/.cache/align3gr/embeddings)."}
+        default=None,
+        metadata={
+            "help": "Embedding cache folder (default ~/.cache/align3gr/embeddings).",
+            "fingerprint": None,  # where vectors are cached, not what they are: step keys record the default
+        },
     )
     cf_dim: int = field(default=64, metadata={"help": "Collaborative embedding size."})
     cf_layers: int = field(default=2, metadata={"help": "Self-attention layers of the collaborative encoder."})

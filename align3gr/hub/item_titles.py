@@ -9,7 +9,7 @@ from pathlib import Path
 
 from align3gr.data.dataset import Dataset
 from align3gr.errors import ConfigError, closest_matches
-from align3gr.io import read_json, write_json
+from align3gr.io import read_json_object, write_json
 
 ITEM_TITLES = "item_titles.json"
 
@@ -38,7 +38,7 @@ class ItemTitles:
     def of_folder(cls, folder: Path) -> ItemTitles | None:
         """The titles a published folder ships (`item_titles.json`), None when it has none."""
         path = folder / ITEM_TITLES
-        return cls(read_json(path), str(path)) if path.is_file() else None
+        return cls(read_json_object(path), str(path)) if path.is_file() else None
 
     def save(self, folder: Path) -> None:
         """Write `item_titles.json` (ID -> title) into `folder`."""

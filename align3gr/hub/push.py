@@ -157,6 +157,8 @@ def hub_token() -> str:
 
 def check_destination(folder: Path) -> None:
     """Refuse to replace a non-empty folder that is not an earlier push output (it would be deleted)."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--to-folder {folder}: is a file, not a folder; choose a new folder")
     if folder.exists() and any(folder.iterdir()) and not (folder / SETTINGS_FILE).is_file():
         raise ConfigError(
             f"--to-folder {folder}: exists and is not an earlier `align3gr push` output; choose a new folder"

@@ -16,7 +16,7 @@ from align3gr.data.dataset import DEFAULT_MAX_HISTORY
 from align3gr.errors import DataError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.hub.run_layout import metrics_by_stage, run_data, run_of
-from align3gr.io import read_json, write_json
+from align3gr.io import read_json, read_json_object, write_json
 from align3gr.sft.tasks import SEQ_FORMATS, load_templates, trained_prompting
 
 SETTINGS_FILE = "align3gr.json"
@@ -47,7 +47,7 @@ class InferenceSettings:
     @classmethod
     def load(cls, path: Path) -> InferenceSettings:
         """The settings of an `align3gr.json`, or a DataError naming the missing field."""
-        values = {**LEGACY_DEFAULTS, **read_json(path)}
+        values = {**LEGACY_DEFAULTS, **read_json_object(path)}
         missing = [f.name for f in fields(cls) if f.name not in values]
         if missing:
             raise DataError(f"missing field {missing[0]!r} (expected {', '.join(f.name for f in fields(cls))})", path)

@@ -37,7 +37,6 @@ from align3gr.pipeline.plan import Plan, Step, data_steps, in_run
 from align3gr.pipeline.runner import Outcome, run_steps, step_key
 from align3gr.pipeline.state import PipelineState, folder_digest
 from align3gr.run_lock import run_folder_lock
-from align3gr.tokenize.unisid.config import UniSIDConfig
 
 MIN_FREE_BYTES = 1 << 30
 """Free disk a run needs at least (1 GiB: the tiny default's whole run folder is a few hundred MB)."""
@@ -86,18 +85,12 @@ def weights_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for pattern in ("*.safetensors", "*.bin") for path in folder.glob(pattern))
 
 
-def unisid_options(config: PipelineConfig) -> UniSIDConfig | None:
-    """UniSID's options when it makes the item codes, else None."""
-    tokenize = config.tokenize
-    return UniSIDConfig(**tokenize.unisid_options) if tokenize.item_tokenizer == "unisid" else None
-
-
 def model_needs(config: PipelineConfig) -> list[Need]:
     """The model folders the config names that are missing (or hold no `config.json`)."""
     from align3gr.embed.semantic import resolve_encoder_path
 
     models = [("sft.model", config.sft.model)]
-    unisid = unisid_options(config)
+    unisid = config.unisid()
     if unisid is not None:
         models += [("tokenize.unisid_options.model", unisid.model),
                    ("tokenize.unisid_options.reconstruction_model", unisid.reconstruction_model)]  # fmt: skip
@@ -142,7 +135,7 @@ def data_needs(config: PipelineConfig, dataset: Dataset) -> list[Need]:
         text = (f"sft.tasks user_align (B2) maps user profiles to user SCIDs, and no user of {dataset.path} has a "
                 "profile; remove it from sft.tasks")  # fmt: skip
         needs.append(Need(text, skip=without_user_align if len(config.sft.tasks) > 1 else None))
-    unisid = unisid_options(config)
+    unisid = config.unisid()
     if unisid is not None and unisid.multi_granularity and not informative_categories(dataset):
         needs.append(Need(f"tokenize.unisid_options.multi_granularity: UniSID's positives by category depth (Eq. 5) "
                           f"need item categories, and no item of {dataset.path} has one that is not on all items; set "

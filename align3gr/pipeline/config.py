@@ -22,6 +22,7 @@ from align3gr.evaluate.config import EvaluateConfig
 from align3gr.io import atomic_write_text
 from align3gr.sft.config import SFTStageConfig
 from align3gr.tokenize.config import TokenizeConfig
+from align3gr.tokenize.unisid.config import UniSIDConfig
 
 SECTIONS: dict[str, type] = {
     "source": SourceConfig,
@@ -53,6 +54,11 @@ class PipelineConfig:
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """`{section: options}`: what summary.json and config.yaml record."""
         return {name: config_to_dict(getattr(self, name)) for name in SECTIONS}
+
+    def unisid(self) -> UniSIDConfig | None:
+        """UniSID's options when it makes the item codes, else None."""
+        tokenize = self.tokenize
+        return UniSIDConfig(**tokenize.unisid_options) if tokenize.item_tokenizer == "unisid" else None
 
     def replace(self, section: str, **values: Any) -> PipelineConfig:
         """A copy with some options of one section changed (validated as the stage validates them)."""

@@ -25,6 +25,7 @@ from typing import Any
 
 from align3gr.config import fingerprint_options
 from align3gr.io import sha256_json
+from align3gr.models.local import model_identity
 from align3gr.pipeline.config import SECTIONS, PipelineConfig
 
 SFT = "sft"
@@ -82,6 +83,14 @@ def in_run(run_dir: Path) -> Placement:
     return lambda relative, lineage: run_dir / relative
 
 
+def local_models(*names: str | None) -> dict[str, dict[str, str]]:
+    """`{"models": {folder: identity}}` of the model options naming a local model folder (`model_identity`: its config
+    and weight files), for the options of the steps loading them: the path alone would keep such a step current after
+    the folder's model was replaced. Nothing when no option names one, so Hub ids and built-in models key as before."""
+    folders = {name: model_identity(Path(name)) for name in names if name and (Path(name) / "config.json").is_file()}
+    return {"models": folders} if folders else {}
+
+
 def data_steps(plan: Plan) -> list[Step]:
     """data, embed, tokenize."""
     from align3gr.data.build import build_dataset
@@ -96,12 +105,15 @@ def data_steps(plan: Plan) -> list[Step]:
                      run=lambda: build_dataset(source.builder, source.source, data.path, config.data, source.options,
                                                overwrite=True))  # fmt: skip
     lineage = {**lineage, "embed": sections["embed"]}
+    encoder = local_models(config.embed.semantic_model)
     embed = plan.step("embeddings", lineage, label="embed", kind="embed", inputs=(data.name,),
-                      options={**sections["embed"], "files": FILES_VERSION},
+                      options={**sections["embed"], "files": FILES_VERSION, **encoder},
                       run=lambda: run_embed(data.path, embed.path, config.embed))  # fmt: skip
     lineage = {**lineage, "tokenize": sections["tokenize"]}
+    unisid = config.unisid()
+    unisid_models = (unisid.model, unisid.reconstruction_model, unisid.summary_model) if unisid else ()
     scid = plan.step("scid", lineage, label="tokenize", kind="tokenize", inputs=(data.name, embed.name),
-                     options=sections["tokenize"],
+                     options={**sections["tokenize"], **local_models(*unisid_models)},
                      run=lambda: run_tokenize(data.path, embed.path, scid.path, config.tokenize))  # fmt: skip
     return [data, embed, scid]
 
@@ -127,7 +139,7 @@ def sft_step(plan: Plan, data: Step, scid: Step) -> Step:
     """SFT on the data and the code tables of `scid`."""
     from align3gr.sft.stage import run_sft
 
-    options = fingerprint_options(plan.config.sft)
+    options = {**fingerprint_options(plan.config.sft), **local_models(plan.config.sft.model)}
     step = plan.step(
         SFT,
         {**scid.lineage, "sft": options},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -74,6 +75,10 @@ def run_steps(steps: list[Step], run_dir: Path, launcher: str | None = None) -> 
             seconds, reused = record["seconds"], True
         else:
             log.info("[%d/%d] %s -> %s", number, len(steps), step.label, step.name)
+            edited = record is not None and current is not None and current["digest"] != record["digest"]
+            if edited:  # a stage finding its meta.json unchanged would take the rest of the folder as up to date
+                log.warning("%s changed since the pipeline wrote it; building it again", step.path)
+                shutil.rmtree(step.path)
             start = time.perf_counter()
             if launcher and step.command:
                 launch(launcher, step)
@@ -83,7 +88,7 @@ def run_steps(steps: list[Step], run_dir: Path, launcher: str | None = None) -> 
             current = folder_digest(step.path)
             if current is None:
                 raise ConfigError(f"step {step.name} finished without writing {step.path}")
-            unchanged = reusable and current["digest"] == record["digest"]
+            unchanged = reusable and not edited and current["digest"] == record["digest"]
             reused = unchanged and step.always
             seconds = record["seconds"] if reused else seconds
             state.record(step.name, {"key": key, **current, "seconds": seconds, "step": step.label})
