@@ -59,9 +59,17 @@ class TrainingOptions:
     )
 
     def validate(self) -> None:
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if not self.num_train_epochs > 0:
+            raise ConfigError(f"num_train_epochs={self.num_train_epochs}: must be > 0 (nothing would be trained)")
+        if not self.learning_rate >= 0:
+            raise ConfigError(f"learning_rate={self.learning_rate}: must be >= 0")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"max_steps={self.max_steps}: must be >= 1, or -1 for num_train_epochs")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps={self.warmup_steps}: must be >= 0")
         self.training_args = check_training_args(type(self), self.training_args, "training_args")
 
 
@@ -94,6 +102,10 @@ class ModelOptions:
     def validate(self) -> None:
         if self.dtype not in DTYPES:
             raise ConfigError(f"{self.option_prefix}dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
-        for name in ("tiny_vocab_size", "tiny_hidden_size", "tiny_layers", "lora_r"):
+        for name in ("tiny_vocab_size", "tiny_hidden_size", "tiny_layers", "lora_r", "lora_alpha"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.option_prefix}{name}={getattr(self, name)}: must be >= 1")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"{self.option_prefix}lora_dropout={self.lora_dropout}: must be in [0, 1)")
+        if not self.lora_target_modules:
+            raise ConfigError(f"{self.option_prefix}lora_target_modules is empty: name the modules to adapt")

@@ -11,6 +11,7 @@ from align3gr.dpo.config import DPOStageConfig
 from align3gr.embed.config import EmbedConfig
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
+from align3gr.models.local import require_full_model
 from align3gr.pipeline.config import SECTIONS, load_pipeline_config
 from align3gr.sft.config import SFTStageConfig
 from align3gr.tokenize.config import TokenizeConfig
@@ -85,3 +86,45 @@ def test_option_mappings_and_choices_are_checked_when_read(tmp_path):
         path.write_text(text)
         with pytest.raises(ConfigError, match=pattern):
             load_pipeline_config(path)
+
+
+@pytest.mark.parametrize(
+    ("cls", "options", "pattern"),
+    [
+        (SFTStageConfig, {"num_train_epochs": 0}, r"num_train_epochs=0: must be > 0"),
+        (SFTStageConfig, {"learning_rate": -1e-3}, r"learning_rate=-0\.001: must be >= 0"),
+        (SFTStageConfig, {"save_steps": 0}, r"save_steps=0: must be >= 1"),
+        (SFTStageConfig, {"max_steps": 0}, r"max_steps=0: must be >= 1, or -1"),
+        (SFTStageConfig, {"lora_dropout": 1.5}, r"lora_dropout=1\.5: must be in \[0, 1\)"),
+        (SFTStageConfig, {"lora_target_modules": []}, r"lora_target_modules is empty"),
+        (DPOStageConfig, {"shared_prompt_forward": "cache", "gradient_checkpointing": True}, r"'cache' repeats"),
+        (DPOStageConfig, {"medium_min": 3, "hard_min": 1}, r"need 0 < medium_min <= hard_min < levels"),
+        (DPOStageConfig, {"hard_share": 0.6, "medium_share": 0.5}, r"hard_share \+ medium_share < 1"),
+        (DPOStageConfig, {"training_args": {"max_length": 32}}, r"'max_length' is set by align3gr"),
+        (EmbedConfig, {"cf_negatives": 0}, r"cf_negatives=0: must be >= 1"),
+        (EmbedConfig, {"cf_lr": -1e-3}, r"cf_lr=-0\.001: must be > 0"),
+        (EmbedConfig, {"cf_dropout": 1.5}, r"cf_dropout=1\.5: must be in \[0, 1\)"),
+        (TokenizeConfig, {"auc_negatives": 0}, r"auc_negatives=0: must be >= 1"),
+        (TokenizeConfig, {"phase2_epochs": -1}, r"phase2_epochs=-1: must be >= 0"),
+        (TokenizeConfig, {"lr": -1e-3}, r"lr=-0\.001: must be > 0"),
+        (TokenizeConfig, {"hidden_dims": [-4]}, r"hidden_dims=\[-4\]: every layer size must be >= 1"),
+    ],
+)
+def test_options_that_cannot_train_are_refused_before_any_work(cls, options, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        cls(**options).validate()
+
+
+def test_guard_metrics_are_checked_against_the_runs_cut_offs(tmp_path):
+    config = DPOStageConfig(guard=True, guard_metrics=["recall@20"])
+    config.validate()  # the dpo section alone: the evaluate section's ks are not known yet
+    assert config.valid_evaluation(EvaluateConfig(ks=[5, 20])).ks == [5, 20]
+    with pytest.raises(ConfigError, match=r"'recall@20' is not a valid-split metric"):
+        config.valid_evaluation(EvaluateConfig())
+    with pytest.raises(ConfigError, match=r"'hit@10' is not a valid-split metric"):
+        DPOStageConfig(guard_metrics=["hit@10"]).validate()
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="a LoRA adapter folder, not a full model"):
+        require_full_model(adapter, "model")

@@ -56,6 +56,25 @@ def prefix_match(a: Sequence[str], b: Sequence[str]) -> int:
     return shared
 
 
+def check_prefix_thresholds(medium_min: int, hard_min: int, levels: int | None = None) -> None:
+    """0 < medium_min <= hard_min, and hard_min < levels once the SCIDs' length is known."""
+    if not 0 < medium_min <= hard_min or (levels is not None and hard_min >= levels):
+        of = f" for {levels}-level SCIDs" if levels is not None else ""
+        raise ConfigError(
+            f"SP-DPO bucket thresholds need 0 < medium_min <= hard_min < levels; got medium_min={medium_min}, "
+            f"hard_min={hard_min}{of}"
+        )
+
+
+def check_similarity_shares(medium_share: float, hard_share: float) -> None:
+    """0 < hard_share, 0 < medium_share, and the two leave an easy share."""
+    if not (0 < hard_share and 0 < medium_share and hard_share + medium_share < 1):
+        raise ConfigError(
+            f"similarity buckets need 0 < hard_share, 0 < medium_share, hard_share + medium_share < 1; got "
+            f"hard_share={hard_share}, medium_share={medium_share}"
+        )
+
+
 @dataclass(frozen=True)
 class BucketRule:
     """The thresholds of the easy / medium / hard stages for SCIDs of `levels` codes."""
@@ -65,11 +84,7 @@ class BucketRule:
     hard_min: int = 2
 
     def __post_init__(self) -> None:
-        if not 0 < self.medium_min <= self.hard_min < self.levels:
-            raise ConfigError(
-                f"SP-DPO bucket thresholds need 0 < medium_min <= hard_min < levels; got medium_min="
-                f"{self.medium_min}, hard_min={self.hard_min} for {self.levels}-level SCIDs"
-            )
+        check_prefix_thresholds(self.medium_min, self.hard_min, self.levels)
 
     def bounds(self, bucket: str | None) -> tuple[int, int]:
         """The match range [low, high) of `bucket` (None: every candidate that is not the target)."""
@@ -184,11 +199,7 @@ class SimilarityBuckets:
         sample: int = 0,
         seed: int = 0,
     ) -> None:
-        if not (0 < hard_share and 0 < medium_share and hard_share + medium_share < 1):
-            raise ConfigError(
-                f"similarity buckets need 0 < hard_share, 0 < medium_share, hard_share + medium_share < 1; got "
-                f"hard_share={hard_share}, medium_share={medium_share}"
-            )
+        check_similarity_shares(medium_share, hard_share)
         if sample < 0:
             raise ConfigError(f"similarity buckets need sample >= 0 (0: the whole catalogue); got {sample}")
         self.items = list(items)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from align3gr.dpo.buckets import check_prefix_thresholds, check_similarity_shares
 from align3gr.dpo.preferences import RF_FILLS, SP_FILLS
 from align3gr.dpo.shared_prompt import FORWARDS
 from align3gr.errors import ConfigError
@@ -72,7 +73,14 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
     section = "dpo"
     trainer_args = TrainerArgs(
         "align3gr.dpo.trainer:SoftmaxDPOConfig",
-        fixed={**TRAINING_FIXED, "loss_type": "the loss is Eq. 3, TRL's sigmoid loss when K = 1"},
+        fixed={
+            **TRAINING_FIXED,
+            "loss_type": "the loss is Eq. 3, TRL's sigmoid loss when K = 1",
+            **dict.fromkeys(
+                ("max_length", "truncation_mode", "pad_to_multiple_of", "padding_free"),
+                "the stage collates its own rows, whole prompts and completions, so TRL's batching options never apply",
+            ),
+        },
         renamed=TRAINING_RENAMED,
     )
 
@@ -184,7 +192,14 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
             )
         if self.beta <= 0:
             raise ConfigError(f"beta={self.beta}: must be > 0")
-        check_guard_metrics(self.guard_metrics, EvaluateConfig().ks)
+        if self.shared_prompt_forward == "cache" and self.gradient_checkpointing:
+            raise ConfigError(
+                "shared_prompt_forward='cache' repeats the prompt's KV cache, which gradient checkpointing cannot "
+                "recompute: set gradient_checkpointing off, or shared_prompt_forward to 'packed'"
+            )
+        check_prefix_thresholds(self.medium_min, self.hard_min)
+        check_similarity_shares(self.medium_share, self.hard_share)
+        check_guard_metrics(self.guard_metrics)
 
     def valid_evaluation(self, evaluate: EvaluateConfig) -> EvaluateConfig:
         """The check after each stage: the `evaluate` options (the pipeline's section) on the valid split, whose
@@ -194,11 +209,12 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
         return dataclasses.replace(evaluate, split="valid")
 
 
-def check_guard_metrics(metrics: list[str], ks: list[int]) -> None:
-    """Each guard metric is recall@K or ndcg@K with K among the valid evaluation's cut-offs `ks`."""
+def check_guard_metrics(metrics: list[str], ks: list[int] | None = None) -> None:
+    """Each guard metric is recall@K or ndcg@K, with K among the valid evaluation's cut-offs `ks` when they are
+    known (the `evaluate` section is read apart from the `dpo` one)."""
     for metric in metrics:
         name, _, k = metric.partition("@")
-        if name not in ("recall", "ndcg") or not k.isdecimal() or int(k) not in ks:
+        if name not in ("recall", "ndcg") or not k.isdecimal() or (ks is not None and int(k) not in ks):
             raise ConfigError(
                 f"guard_metrics: {metric!r} is not a valid-split metric; expected recall@K or ndcg@K with K in {ks}"
             )

@@ -55,8 +55,14 @@ class EmbedConfig:
 
     def validate(self) -> None:
         check_device(type(self), self.device, "device")
-        for name in ("batch_size", "max_length", "cf_dim", "cf_layers", "cf_heads", "cf_epochs", "cf_batch_size"):
+        positive = ("batch_size", "max_length", "cf_dim", "cf_layers", "cf_heads", "cf_epochs", "cf_batch_size",
+                    "cf_negatives")  # fmt: skip
+        for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if not self.cf_lr > 0:
+            raise ConfigError(f"cf_lr={self.cf_lr}: must be > 0")
+        if not 0 <= self.cf_dropout < 1:
+            raise ConfigError(f"cf_dropout={self.cf_dropout}: must be in [0, 1)")
         if self.cf_dim % self.cf_heads:
             raise ConfigError(f"cf_dim={self.cf_dim} must be divisible by cf_heads={self.cf_heads}")

@@ -16,6 +16,18 @@ def require_model_folder(path: str | Path, option: str) -> Path:
     return folder
 
 
+def require_full_model(path: str | Path, option: str) -> Path:
+    """`require_model_folder`, saying so when the folder holds a LoRA adapter (a run's `sft/` trained with
+    `use_lora`) rather than a full model."""
+    folder = Path(path)
+    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"{option}={str(path)!r}: a LoRA adapter folder, not a full model; give its base model (the adapter's "
+            "base_model_name_or_path) or a folder with the adapter merged in"
+        )
+    return require_model_folder(path, option)
+
+
 def model_identity(folder: Path) -> str:
     """A short hash of a model folder's config and weight file names and sizes, for cache keys."""
     digest = hashlib.sha256((folder / "config.json").read_bytes())

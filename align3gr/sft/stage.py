@@ -20,9 +20,10 @@ import align3gr
 from align3gr.config import config_to_dict
 from align3gr.console import format_mapping, format_table
 from align3gr.data.dataset import Dataset, load_dataset
+from align3gr.errors import ConfigError
 from align3gr.io import sha256_file, sha256_json
 from align3gr.models.loading import load_model_and_tokenizer
-from align3gr.models.local import model_identity
+from align3gr.models.local import model_identity, require_full_model
 from align3gr.options import TINY
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
 from align3gr.scid.tokens import scid_tokens
@@ -95,12 +96,16 @@ def fingerprint_of(config: SFTStageConfig, dataset: Dataset, scid: Path, base: s
     """Hash of everything the output depends on: dataset, code tables, templates, base model and config. The tiny
     base is named, not located: it is built from the dataset and the config, so a moved run folder stays current."""
     local = Path(base)
+    if config.model == TINY:
+        model = TINY
+    else:
+        model = model_identity(require_full_model(local, "model")) if local.is_dir() else base
     return sha256_json(
         {
             "data": dataset.meta.get("fingerprint"),
             "codes": [sha256_file(scid / name) for name in CODE_TABLES],
             "templates": load_templates(),
-            "model": TINY if config.model == TINY else model_identity(local) if local.is_dir() else base,
+            "model": model,
             "config": config_to_dict(config),
             "version": align3gr.__version__,
         }
@@ -223,6 +228,8 @@ def run_sft(
         examples = TaskMixture(builder, config.tasks, config.max_examples_per_task, config.seed, config.task_limits)
         with state.main_process_first():  # the main process tokenizes; the others load its rows
             train = cached_rows(examples, tokenizer, config.max_length, output.work / ROWS, "Tokenizing the mixture")
+        if not len(train):
+            raise ConfigError(f"max_length={config.max_length}: no example of the mixture fits in it; raise it")
         evals = _seq_rows(builder, tokenizer, config)
         trainer = sft_trainer(model, tokenizer, token_ids, builder, arguments, train, evals, config)
         trainer.train(resume_from_checkpoint=resume)

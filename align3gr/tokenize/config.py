@@ -144,8 +144,19 @@ class TokenizeConfig:
             cls(**options)  # the option class's own checks, before any work
         if self.item_tokenizer not in ITEM_TOKENIZERS:
             raise ConfigError(f"item_tokenizer={self.item_tokenizer!r}: expected one of {', '.join(ITEM_TOKENIZERS)}")
-        for name in ("levels", "codebook_size", "user_codebook_size", "code_dim", "batch_size", "rq_batch_size"):
+        positive = ("levels", "codebook_size", "user_codebook_size", "code_dim", "batch_size", "rq_batch_size",
+                    "auc_negatives", "auc_patience")  # fmt: skip
+        for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        non_negative = ("phase1_max_epochs", "phase2_epochs", "beta", "phase1_alpha", "phase1_gamma", "phase2_alpha",
+                        "phase2_gamma", "weight_decay")  # fmt: skip
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 0")
+        if not self.lr > 0:
+            raise ConfigError(f"lr={self.lr}: must be > 0")
+        if any(size < 1 for size in self.hidden_dims):
+            raise ConfigError(f"hidden_dims={self.hidden_dims}: every layer size must be >= 1")
         if self.sc_dim < 0:
             raise ConfigError(f"sc_dim={self.sc_dim}: must be >= 0 (0: the SC embedding is the RQ-VAE's latent)")
