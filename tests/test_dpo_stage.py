@@ -251,7 +251,10 @@ def test_a_guarded_chain_compares_each_stage_with_the_model_it_started_from(ml10
 
 
 def test_guard_metrics_must_be_valid_split_metrics():
+    """The name when the dpo section is read; K against the run's evaluate.ks once they are known."""
     with pytest.raises(ConfigError, match="guard_metrics: 'mrr@10'"):
         DPOStageConfig(guard_metrics=["mrr@10"]).validate()
+    config = DPOStageConfig(guard=True, guard_metrics=["recall@20"])
+    config.validate()
     with pytest.raises(ConfigError, match="guard_metrics: 'recall@20'"):
-        DPOStageConfig(guard_metrics=["recall@20"]).validate()
+        config.valid_evaluation(EvaluateConfig())
