@@ -17,7 +17,7 @@ from align3gr.pipeline import load_pipeline_config, run_pipeline
 from align3gr.pipeline.checks import Checked, check_plan, data_needs, resolved
 from align3gr.pipeline.config import PipelineConfig
 from align3gr.pipeline.plan import Plan, in_run
-from align3gr.run_lock import LOCK_FILE
+from align3gr.run_lock import LOCK_FILE, STAGE_LOCK_FILE
 
 
 def write_config(folder: Path, **sections: dict) -> Path:
@@ -48,7 +48,8 @@ def test_unmet_needs_stop_the_run_before_any_work_each_listed(tmp_path, capsys):
 
     with pytest.raises(ConfigError, match=r"dpo\.stages rf_easy, rf_hard: RF-DPO needs feedback levels"):
         run_pipeline(write_config(tmp_path), run)
-    assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE, "data", "pipeline_state.json"]  # stopped after data
+    stopped_after_data = [LOCK_FILE, STAGE_LOCK_FILE, "data", "pipeline_state.json"]
+    assert sorted(p.name for p in run.iterdir()) == stopped_after_data
 
     before = snapshot(run)
     encoder = {"semantic_model": str(tmp_path / "no_encoder")}
