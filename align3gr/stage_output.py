@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from align3gr.errors import DataError
+from align3gr.errors import ConfigError, DataError
 from align3gr.io import atomic_directory, atomic_write_json, read_json, write_json
 
 META_FILE = "meta.json"
@@ -36,6 +36,10 @@ class StageOutput:
 
     path: Path
     distributed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path}: the output path is a file; give a folder (it is replaced as a whole)")
 
     @property
     def work(self) -> Path:

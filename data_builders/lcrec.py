@@ -178,6 +178,8 @@ def export_lcrec(
     if item_codes is not None:
         documents["index"] = {item_index[i]: list(item_codes[i]) for i in dataset.items}
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError("the export folder is a file; give a folder", out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out / name)
     tmp = out / owned_name(out / name, "tmp")

@@ -141,6 +141,9 @@ def test_export_replaces_an_earlier_export_and_names_a_bad_code_table(tmp_path):
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
         f"T.{k}.json" for k in ("id_map", "inter", "item", "user")
     ]
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(DataError, match=r"afile: the export folder is a file"):
+        export_lcrec(dataset, tmp_path / "afile", "T")
     (tmp_path / "codes.json").write_text('["<a_1>"]')
     with pytest.raises(DataError, match=r"codes\.json: expected an item code table"):
         export_lcrec(dataset, tmp_path / "export", "T", read_json(tmp_path / "codes.json"), tmp_path / "codes.json")

@@ -117,3 +117,15 @@ def test_run_embed_writes_reloadable_artifacts(ml100k_small, tmp_path):
         "cached": len(dataset.items),
     }
     assert np.array_equal(again.item_semantic, built.item_semantic)
+
+
+def test_a_catalogue_smaller_than_the_valid_cut_off_trains(tmp_path):
+    """Six items: the collaborative encoder's valid Recall@10 ranks the whole catalogue instead of failing."""
+    from test_data_errors import write_small_grouplens
+
+    from align3gr.data.build import build_dataset
+
+    build_dataset("movielens", write_small_grouplens(tmp_path / "raw"), tmp_path / "data")
+    dataset = load_dataset(tmp_path / "data")
+    encoder = train_collaborative(dataset, EmbedConfig(cf_epochs=2), torch.device("cpu"))
+    assert encoder.items.shape[0] == len(dataset.items) and 0.0 <= encoder.valid_recall_at_10 <= 1.0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from align3gr.errors import DataError
+from align3gr.errors import ConfigError, DataError
 from align3gr.io import atomic_directory, atomic_write_json, read_json
 from align3gr.stage_output import StageOutput
 
@@ -97,3 +97,10 @@ def test_a_resumed_stage_starts_from_its_last_complete_checkpoint(tmp_path):
     (output.work / "checkpoint-12.bak").mkdir()
     assert output.resume("fp") == str(output.work / "checkpoint-12")
     assert output.resume("other") is None and not (output.work / "checkpoint-12").exists()
+
+
+def test_a_stage_output_path_that_is_a_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match=r"notes\.txt: the output path is a file"):
+        StageOutput(tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

@@ -375,7 +375,7 @@ def test_unknown_stage_and_other_folders_are_refused(run, tmp_path, capsys):
 
 
 def test_folders_without_a_model_or_with_malformed_files_are_refused(published, run, tmp_path):
-    with pytest.raises(ConfigError, match="holds item codes but no model"):
+    with pytest.raises(ConfigError, match=r"scid: no model \(config\.json or adapter_config\.json\)"):
         align3gr.load_recommender(run / "scid")
     broken = tmp_path / "broken"
     shutil.copytree(published, broken)

@@ -129,7 +129,8 @@ def sampled_softmax_loss(hidden: torch.Tensor, targets: torch.Tensor, table: tor
 @torch.no_grad()
 def recall_at_k(model: SequenceEncoder, histories: torch.Tensor, targets: torch.Tensor, k: int = 10) -> float:
     model.eval()
-    top = model.score_items(histories).topk(k, dim=1).indices + 1
+    scores = model.score_items(histories)
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices + 1  # a catalogue of fewer than k items: all of it
     return (top == targets.unsqueeze(1)).any(1).float().mean().item()
 
 

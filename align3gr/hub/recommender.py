@@ -135,11 +135,6 @@ def model_folder(path_or_repo_id: str | Path, revision: str | None = None) -> Pa
         raise ConfigError(
             f"{folder}: no {ITEM_CODES}; expected a folder written by `align3gr push` or a run's sft/ or dpo/STAGE/"
         )
-    if not any((folder / name).is_file() for name in ("config.json", "adapter_config.json")):
-        raise ConfigError(
-            f"{folder}: holds item codes but no model (config.json or adapter_config.json); expected a folder written "
-            "by `align3gr push` or a run's sft/ or dpo/STAGE/, not its scid/"
-        )
     return folder
 
 

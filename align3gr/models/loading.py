@@ -112,6 +112,11 @@ def load_for_inference(path: str | Path, dtype: str | torch.dtype = "float32"):
     """(model, tokenizer) of a model folder or a stage output folder (`sft/`, `dpo/STAGE/`), model in eval mode and
     whole even in a process training under ZeRO-3; an adapter is merged into its base model (`load_adapter`)."""
     folder = Path(path)
+    if folder.is_dir() and not any((folder / name).is_file() for name in ("config.json", ADAPTER_CONFIG)):
+        raise ConfigError(
+            f"{folder}: no model (config.json or {ADAPTER_CONFIG}); expected a model folder, a run's sft/ or "
+            "dpo/STAGE/, or a folder written by `align3gr push`"
+        )
     tokenizer = load_tokenizer(folder)
     with loading_whole():
         if not (folder / ADAPTER_CONFIG).is_file():
