@@ -14,6 +14,8 @@ from align3gr.sft.tasks import SEQ_FORMATS, TASKS, check_seq_format, check_tasks
 from align3gr.training_args import TRAINING_FIXED, TRAINING_RENAMED, TrainerArgs
 
 BEST_METRICS = ("ndcg@10", "recall@10", "ndcg@5", "recall@5")
+PROBE_KS = tuple(sorted({int(metric.partition("@")[2]) for metric in BEST_METRICS}))
+"""The cut-offs the valid ranking computes: those of every metric that may select the best checkpoint."""
 LR_SCHEDULERS = tuple(schedule.value for schedule in SchedulerType)
 
 
@@ -126,7 +128,7 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
             raise ConfigError(f"best_metric={self.best_metric!r}: expected one of {', '.join(BEST_METRICS)}")
         if self.valid_users < 0:
             raise ConfigError(f"valid_users={self.valid_users}: must be >= 0")
-        cutoff = max(int(metric.partition("@")[2]) for metric in BEST_METRICS)
+        cutoff = max(PROBE_KS)
         if self.valid_beam_size < cutoff:
             raise ConfigError(
                 f"valid_beam_size={self.valid_beam_size}: must be >= {cutoff}, the largest K of the valid ranking's "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from align3gr.decode.sharded import rank_catalogue
 from align3gr.metrics import Prediction, compute_metrics
+from align3gr.sft.config import PROBE_KS
 from align3gr.sft.tasks import TaskBuilder
 
 
@@ -27,8 +28,7 @@ class RankingProbe:
     exclude: list[list[str]] | None
     beam_size: int
     batch_size: int
-    ks: Sequence[int] = (5, 10)
-    """The cut-offs of `sft.config.BEST_METRICS`, any of which may select the best checkpoint."""
+    ks: Sequence[int] = PROBE_KS
 
     @classmethod
     def of_valid(
