@@ -322,7 +322,8 @@ def process_alive(host: str, pid: int) -> bool:
 def remove_stale_temporaries(target: str | Path) -> None:
     """Delete the temporary and replaced siblings of `target` (`owned_name`) left by a process that was killed: those
     whose owner is gone. A live process's (a concurrent writer of the same output) are kept; a dead PID the system
-    has given to a new process keeps its leftovers until that one exits too."""
+    has given to a new process keeps its leftovers until that one exits too. A writer killed between the two renames
+    of `atomic_directory` leaves no `target` and the whole previous output as `old`: that one is put back."""
     target = Path(target)
     if not target.parent.is_dir():
         return
@@ -331,7 +332,9 @@ def remove_stale_temporaries(target: str | Path) -> None:
         for stale in target.parent.glob(glob.escape(prefix) + "*"):
             if owner_alive(stale.name[len(prefix) :]):
                 continue
-            if stale.is_dir() and not stale.is_symlink():
+            if kind == "old" and not target.exists() and not target.is_symlink():
+                os.replace(stale, target)
+            elif stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
                 stale.unlink(missing_ok=True)

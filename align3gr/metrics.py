@@ -105,10 +105,14 @@ def ranking_metrics(metrics: Mapping[str, object], ks: Sequence[int]) -> dict[st
     return {f"{name}@{k}": metrics[f"{name}@{k}"] for name in ("recall", "ndcg") for k in ks}
 
 
+METRICS_FILE = "metrics.json"
+"""The file every evaluation folder holds, a model's or a baseline's."""
+
+
 def write_evaluation(folder: Path, metrics: dict, predictions: Iterable[Prediction]) -> None:
     """`metrics.json` and `predictions.jsonl` (`user_id`, `target`, `ranked`, `scores` per user) into `folder`: the
     files of every evaluation, a model's or a baseline's."""
-    write_json(folder / "metrics.json", metrics)
+    write_json(folder / METRICS_FILE, metrics)
     rows = ({"user_id": p.user_id, "target": p.target, "ranked": list(p.ranked), "scores": list(p.scores)}
             for p in predictions)  # fmt: skip
     write_jsonl(folder / "predictions.jsonl", rows)

@@ -32,14 +32,22 @@ def complete_checkpoint(folder: Path) -> bool:
 
 @dataclass(frozen=True)
 class StageOutput:
-    """The output folder `path` of a stage; `distributed`: every process of an `accelerate launch` runs the stage."""
+    """The output folder `path` of a stage; `distributed`: every process of an `accelerate launch` runs the stage.
+    `holds`: a file every output of this stage holds; a folder with files but without it is not one, and is refused
+    before any work instead of being replaced as a whole (None: the stage checks with `claim`)."""
 
     path: Path
     distributed: bool = False
+    holds: str | None = None
 
     def __post_init__(self) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path}: the output path is a file; give a folder (it is replaced as a whole)")
+        if self.holds and self.path.is_dir() and not (self.path / self.holds).exists() and any(self.path.iterdir()):
+            raise ConfigError(
+                f"{self.path}: the output folder holds files but no {self.holds}, so it is not an output of this "
+                "stage, and the stage replaces its output folder as a whole; choose a new or empty folder"
+            )
 
     @property
     def work(self) -> Path:

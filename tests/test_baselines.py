@@ -126,3 +126,9 @@ def test_baselines_command_and_errors(crafted, ml100k_small, ml100k_small_embedd
         run_baseline(SEQUENTIAL, crafted, tmp_path / "x", EvaluateConfig(), tmp_path)
     with pytest.raises(ConfigError, match="baseline must be one of"):
         run_baseline("random", crafted, tmp_path / "x")
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match=r"notes: the output folder holds files but no metrics\.json"):
+        run_baseline(POPULAR, crafted, foreign)
+    assert [p.name for p in foreign.iterdir()] == ["todo.txt"]

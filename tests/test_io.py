@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from align3gr.errors import ConfigError, DataError
-from align3gr.io import atomic_directory, atomic_write_json, read_json
+from align3gr.io import atomic_directory, atomic_write_json, read_json, remove_stale_temporaries
 from align3gr.stage_output import StageOutput
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +73,19 @@ def test_a_failed_write_leaves_the_previous_output_and_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_an_output_replaced_by_a_writer_killed_between_its_renames_is_put_back(tmp_path):
+    target = tmp_path / "out"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    backup = tmp_path / f".out.old-{socket.gethostname()}-{gone.stdout.strip()}-0123abcd"
+    backup.mkdir()
+    (backup / "a.txt").write_text("previous")
+    remove_stale_temporaries(target)
+    assert (target / "a.txt").read_text() == "previous" and not backup.exists()
+    backup.mkdir()
+    remove_stale_temporaries(target)  # with the output in place, a leftover is deleted
+    assert not backup.exists() and (target / "a.txt").read_text() == "previous"
+
+
 def test_read_json_names_the_file_and_line_of_unreadable_input(tmp_path):
     path = tmp_path / "table.json"
     path.write_bytes(b'{\n"a": 1,\n"b": "caf\xe9"\n}\n')
@@ -104,3 +118,16 @@ def test_a_stage_output_path_that_is_a_file_is_refused_before_any_work(tmp_path)
     with pytest.raises(ConfigError, match=r"notes\.txt: the output path is a file"):
         StageOutput(tmp_path / "notes.txt")
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_a_stage_output_folder_of_other_files_is_refused_and_its_own_output_is_replaceable(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert StageOutput(folder, holds="meta.json").path == folder  # empty: nothing to lose
+    (folder / "thesis.tex").write_text("keep me")
+    with pytest.raises(ConfigError, match=r"out: the output folder holds files but no meta\.json"):
+        StageOutput(folder, holds="meta.json")
+    StageOutput(folder)  # no signature: the stage checks with `claim`
+    (folder / "meta.json").write_text("{}")
+    StageOutput(folder, holds="meta.json")
+    assert (folder / "thesis.tex").read_text() == "keep me"

@@ -28,7 +28,7 @@ from align3gr.embed.collaborative import load_encoder, pack
 from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.io import read_json
-from align3gr.metrics import Prediction, compute_metrics, ranking_metrics, write_evaluation
+from align3gr.metrics import METRICS_FILE, Prediction, compute_metrics, ranking_metrics, write_evaluation
 from align3gr.stage_output import StageOutput
 
 POPULAR, SEQUENTIAL = "popular", "sasrec"
@@ -107,6 +107,7 @@ def run_baseline(
     start = time.perf_counter()
     config = config or EvaluateConfig()
     config.validate()
+    output = StageOutput(Path(out_dir), holds=METRICS_FILE)
     dataset = load_dataset(data_dir)
     if name == POPULAR:
         scorer, source = popularity_scorer(dataset), data_dir
@@ -132,7 +133,7 @@ def run_baseline(
         "model": str(source),
         "config": config_to_dict(config),
     }
-    StageOutput(Path(out_dir)).publish(lambda folder: write_evaluation(folder, metrics, predictions))
+    output.publish(lambda folder: write_evaluation(folder, metrics, predictions))
     return metrics
 
 

@@ -197,7 +197,7 @@ def run_stage(
     from align3gr.dpo.trainer import SoftmaxDPOTrainer
 
     start = time.perf_counter()
-    output = StageOutput(out, distributed=True)
+    output = StageOutput(out, distributed=True, holds=META_FILE)
     arguments = dpo_arguments(config, output.work)  # sets up the process group first
     state = PartialState()
     dataset = load_dataset(data_dir)
@@ -305,7 +305,7 @@ def guarded(previous: Path, out: Path, meta: dict, start: dict, metrics: list[st
     if fallen:
         meta["valid_metrics"] = start
         log.info("guard: %s lowers valid %s; the stage hands on its start model", out.name, ", ".join(fallen))
-    output = StageOutput(out, distributed=True)
+    output = StageOutput(out, distributed=True, holds=META_FILE)
     if fallen:
         output.publish(lambda folder: copy_start_model(previous, out, folder), meta)
     else:

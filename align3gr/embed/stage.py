@@ -28,6 +28,9 @@ from align3gr.errors import DataError
 from align3gr.io import read_json, write_json
 from align3gr.stage_output import StageOutput
 
+IDS_FILE = "ids.json"
+"""The item and user IDs in the row order of the embedding matrices: the file every embeddings folder holds."""
+
 DEFAULT_CACHE = Path.home() / ".cache" / "align3gr" / "embeddings"
 FILES_VERSION = 3
 """Version of what `run_embed` writes, in the pipeline step's key: a run embedded by an earlier version (2: before
@@ -62,10 +65,10 @@ class Embeddings:
     @classmethod
     def load(cls, folder: str | Path) -> Embeddings:
         folder = Path(folder)
-        for name in ("ids.json", "semantic.safetensors", "collaborative.safetensors", "report.json"):
+        for name in (IDS_FILE, "semantic.safetensors", "collaborative.safetensors", "report.json"):
             if not (folder / name).is_file():
                 raise DataError(f"missing {name}; run `align3gr embed` first", folder)
-        ids = read_json(folder / "ids.json")
+        ids = read_json(folder / IDS_FILE)
         semantic, collaborative = (
             load_file(folder / "semantic.safetensors"),
             load_file(folder / "collaborative.safetensors"),
@@ -110,7 +113,7 @@ def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | N
     start = time.perf_counter()
     config = config or EmbedConfig()
     config.validate()
-    output = StageOutput(Path(out_dir))
+    output = StageOutput(Path(out_dir), holds=IDS_FILE)
     dataset = load_dataset(data_dir)
     device = stage_device(config.device, "embed")
     encoder = SemanticEncoder(config.semantic_model, config.batch_size, config.max_length, device)
@@ -142,7 +145,7 @@ def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | N
     def write(folder: Path) -> None:
         save_file({"items": item_semantic, "users": user_semantic}, str(folder / "semantic.safetensors"))
         save_file({"items": cf.items, "users": cf.users}, str(folder / "collaborative.safetensors"))
-        write_json(folder / "ids.json", {"items": embeddings.item_ids, "users": user_ids})
+        write_json(folder / IDS_FILE, {"items": embeddings.item_ids, "users": user_ids})
         write_json(folder / "report.json", report)
         save_encoder(cf.model, folder)
 

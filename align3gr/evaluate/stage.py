@@ -30,7 +30,7 @@ from align3gr.decode.sharded import rank_catalogue
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.texts import text_examples
 from align3gr.io import write_jsonl
-from align3gr.metrics import Prediction, compute_metrics, write_evaluation
+from align3gr.metrics import METRICS_FILE, Prediction, compute_metrics, write_evaluation
 from align3gr.models.loading import load_for_inference
 from align3gr.scid.code_tables import load_code_tables
 from align3gr.sft.tasks import evaluation_prompts, trained_prompting
@@ -77,6 +77,7 @@ def run_evaluate(
     start = time.perf_counter()
     config = config or EvaluateConfig()
     config.validate()
+    output = StageOutput(Path(out_dir), distributed=True, holds=METRICS_FILE)
     state = PartialState(cpu=not torch.accelerator.is_available())
     model_dir = Path(model_dir)
     dataset = load_dataset(data_dir)
@@ -127,6 +128,5 @@ def run_evaluate(
         if texts:
             write_jsonl(folder / "text_examples.jsonl", texts)
 
-    output = StageOutput(Path(out_dir), distributed=True)
     output.publish(write)
     return EvaluationResult(output.path, metrics, predictions, texts)

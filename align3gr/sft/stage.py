@@ -36,7 +36,7 @@ from align3gr.sft.data import TaskMixture, cached_rows, encode_examples, rows_da
 from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.probe import RankingProbe
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
-from align3gr.stage_output import StageOutput
+from align3gr.stage_output import META_FILE, StageOutput
 from align3gr.training import logged, publish_model
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def run_sft(
     config = config or SFTStageConfig()
     config.validate()
     out, scid = Path(out_dir), Path(scid_dir)
-    output = StageOutput(out, distributed=True)
+    output = StageOutput(out, distributed=True, holds=META_FILE)
     arguments = sft_arguments(config, output.work, eval_steps=config.save_steps)  # sets up the process group first
     state = PartialState()
     dataset = load_dataset(data_dir)

@@ -32,7 +32,7 @@ from align3gr.devices import stage_device
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import ConfigError
 from align3gr.io import write_json
-from align3gr.scid.code_tables import write_code_tables
+from align3gr.scid.code_tables import ITEM_CODES, write_code_tables
 from align3gr.scid.tokens import code_tokens
 from align3gr.stage_output import StageOutput
 from align3gr.tokenize.codebook_stats import level_statistics, level_v_measure, sid_entropy
@@ -187,7 +187,7 @@ def run_tokenize(
         raise ConfigError("the dual tokenizer reads the output folder of `align3gr embed`: give embeddings_dir")
     dataset = load_dataset(data_dir)
     check_sizes(config, len(dataset.items), len(dataset.sequences))
-    output = StageOutput(Path(out_dir), distributed=True)
+    output = StageOutput(Path(out_dir), distributed=True, holds=ITEM_CODES)
     device = stage_device(config.device, "tokenize")
     state = PartialState(cpu=device.type == "cpu")
     trained = train_unisid(dataset, config, output.work, device) if unisid else None
