@@ -258,3 +258,16 @@ def test_guard_metrics_must_be_valid_split_metrics():
     config.validate()
     with pytest.raises(ConfigError, match="guard_metrics: 'recall@20'"):
         config.valid_evaluation(EvaluateConfig())
+
+
+def test_a_later_stage_folder_of_other_files_stops_the_chain_before_the_first_stage(tmp_path):
+    start = tmp_path / "sft"
+    start.mkdir()
+    (start / "meta.json").write_text("{}")
+    foreign = tmp_path / "eval" / "dpo_sp_medium"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.md").write_text("keep me")
+    config = DPOStageConfig(stages=["sp_easy", "sp_medium"])
+    with pytest.raises(ConfigError, match=r"dpo_sp_medium: the output folder holds files but no metrics\.json"):
+        run_dpo(tmp_path / "data", start, tmp_path / "dpo", config)
+    assert not (tmp_path / "dpo").exists() and (foreign / "notes.md").read_text() == "keep me"

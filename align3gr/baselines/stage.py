@@ -144,6 +144,8 @@ def run_baselines(
     `out_dir/NAME`."""
     out = Path(out_dir)
     names = BASELINES if embeddings_dir is not None else (POPULAR,)
+    for name in names:  # every baseline's folder, before the first one is written
+        StageOutput(out / name, holds=METRICS_FILE)
     return Baselines(
         out, config, {name: run_baseline(name, data_dir, out / name, config, embeddings_dir) for name in names}
     )

@@ -38,7 +38,7 @@ from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.stage import run_evaluate
 from align3gr.io import read_json, sha256_json
-from align3gr.metrics import ranking_metrics
+from align3gr.metrics import METRICS_FILE, ranking_metrics
 from align3gr.models.zero3 import whole_weights
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
 from align3gr.sft.tasks import TaskBuilder, trained_prompting
@@ -274,12 +274,12 @@ def validated(
     them on its next start."""
     meta = read_json(out / META_FILE)
     if "valid_metrics" not in meta:
-        meta["valid_metrics"] = valid_metrics(out, data_dir, eval_dir / f"dpo_{name}", evaluation)
+        meta["valid_metrics"] = valid_metrics(out, data_dir, valid_folder(eval_dir, name), evaluation)
         StageOutput(out, distributed=True).write_meta(meta)
     if config.guard and "guard" not in meta:
         start = read_json(previous / META_FILE).get("valid_metrics")
         if start is None:
-            start = valid_metrics(previous, data_dir, eval_dir / f"dpo_{name}_start", evaluation)
+            start = valid_metrics(previous, data_dir, valid_folder(eval_dir, f"{name}_start"), evaluation)
         meta = guarded(previous, out, meta, start, config.guard_metrics)
     return meta
 
@@ -313,6 +313,11 @@ def guarded(previous: Path, out: Path, meta: dict, start: dict, metrics: list[st
     return meta
 
 
+def valid_folder(eval_dir: Path, name: str) -> Path:
+    """Where the valid evaluation of stage `name` (`STAGE`, or `STAGE_start` for its start model) goes."""
+    return eval_dir / f"dpo_{name}"
+
+
 def copy_start_model(previous: Path, out: Path, folder: Path) -> None:
     """Copy the files (and logs) of `out` into `folder`, those of the model (all but `STAGE_FILES`) taken from
     `previous`."""
@@ -344,6 +349,10 @@ def run_dpo(
     evaluations = Path(eval_dir) if eval_dir is not None else out.parent / "eval"
     if not (previous / META_FILE).is_file():
         raise ConfigError(f"{previous}: not an sft/ or DPO stage output (no {META_FILE}); run `align3gr sft` first")
+    for name in config.stages:  # every stage's folders, before the first one trains
+        StageOutput(out / name, holds=META_FILE)
+        StageOutput(valid_folder(evaluations, name), holds=METRICS_FILE)
+        StageOutput(valid_folder(evaluations, f"{name}_start"), holds=METRICS_FILE)
     results = []
     for name in config.stages:
         results.append(run_stage(name, previous, Path(data_dir), out / name, evaluations, config, evaluation))
