@@ -240,13 +240,32 @@ def test_every_task_builder_gives_its_prompts_and_completions():
         TaskBuilder(dataset, items, {})
 
 
-def test_no_valid_or_test_target_reaches_a_training_example(ml100k):
+def test_holdout_leaves_each_users_last_training_items_out_of_every_task():
+    from align3gr.sft.tasks import TaskBuilder
+
+    dataset, items, users = hand_made_dataset()
+    # u1 trains on i0 i1 i2 (i1: an intention's item), u2 on i5 i4; holding out one leaves i0 i1 and i5
+    builder = TaskBuilder(dataset, items, users, templates=first_paraphrases(), holdout=1)
+    got = {task: [(e.items, e.completion) for e in builder.builders[task]()] for task in builder.builders}
+    assert got["seq"] == got["asym_item"] == [(("i0", "i1"), "<a_1><b_1>")]
+    assert got["asym_title"] == [(("i0", "i1"), "Film 1")]
+    assert got["intention"] == [(("i1",), "<a_1><b_1>")]
+    assert got["preference"] == [(("i0", "i1"), "The user enjoys Drama.")]
+    stream = TaskBuilder(dataset, items, users, templates=first_paraphrases(), seq_format="stream", holdout=1)
+    assert [e.items for e in stream.seq()] == [("i0", "i1"), ("i5",)]
+
+
+@pytest.mark.parametrize("holdout", [0, 1])
+def test_no_valid_or_test_target_reaches_a_training_example(ml100k, holdout):
+    from align3gr.dpo.stage import training_prompts
     from align3gr.sft.tasks import TASKS, TaskBuilder
 
     full = load_dataset(ml100k)
     items, users = code_tables(full)
-    held_out = {u: set(s.items[-2:]) for u, s in full.sequences.items()}
-    examples = TaskBuilder(full, items, users).build(TASKS)
+    held_out = {u: set(s.items[-2 - holdout :]) for u, s in full.sequences.items()}
+    examples = TaskBuilder(full, items, users, holdout=holdout).build(TASKS)
+    if holdout:  # the DPO stages' most recent prompt asks for the item SFT never saw
+        assert [target for _, _, target in training_prompts(full, 1)] == [s.items[-3] for s in full.sequences.values()]
     assert {e.task for e in examples} == set(TASKS)
     for example in examples:
         if example.user_id is None:

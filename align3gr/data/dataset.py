@@ -53,16 +53,17 @@ class Dataset:
             raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
         return self.sequences[user_id].items[: -2 if split == "valid" else -1]
 
-    def examples(self, split: Split, max_history: int | None = None) -> list[Example]:
-        """Leave-one-out examples. `train`: every prefix of the training part predicting its next item;
-        `valid`: training part -> second-to-last item; `test`: all but the last -> last item."""
+    def examples(self, split: Split, max_history: int | None = None, holdout: int = 0) -> list[Example]:
+        """Leave-one-out examples. `train`: every prefix of the training part predicting its next item (without each
+        user's last `holdout` training items); `valid`: training part -> second-to-last item; `test`: all but the
+        last -> last item."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         limit = self.max_history if max_history is None else max_history
         out: list[Example] = []
         for user_id, seq in self.sequences.items():
             if split == "train":
-                train = seq.train_items
+                train = seq.train_items[: len(seq.train_items) - holdout]
                 out.extend(
                     Example(user_id, tuple(train[max(0, t - limit) : t]), train[t]) for t in range(1, len(train))
                 )

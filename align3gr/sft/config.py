@@ -65,6 +65,13 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
     stream_stride: int | None = field(
         default=None, metadata={"help": "seq_format=stream: items between window ends; none: the history length."}
     )
+    holdout_last: int = field(
+        default=0,
+        metadata={
+            "help": "Each user's last N training interactions left out of every task (as targets, in histories, in "
+            "intentions): the DPO stages' most recent prompts then ask for items the policy was not trained on."
+        },
+    )
     max_examples_per_task: int | None = field(
         default=None, metadata={"help": "Cap per task (a seeded sample); none: every example."}
     )
@@ -117,6 +124,8 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
             raise ConfigError("load_in_4bit=True (QLoRA) trains an adapter: set use_lora=True")
         if self.packing and self.padding_free:
             raise ConfigError("packing and padding_free: choose one (BFD packing is already padding-free)")
+        if self.holdout_last < 0:
+            raise ConfigError(f"holdout_last={self.holdout_last}: must be >= 0")
         for name in ("max_length", "eval_examples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")

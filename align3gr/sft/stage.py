@@ -207,7 +207,7 @@ def run_sft(
     item_codes, user_codes = load_code_tables(scid, dataset)
     builder = TaskBuilder(
         dataset, item_codes, user_codes, with_user_scid=config.with_user_scid, seed=config.seed,
-        seq_format=config.seq_format, stream_stride=config.stream_stride,
+        seq_format=config.seq_format, stream_stride=config.stream_stride, holdout=config.holdout_last,
     )  # fmt: skip
     base = base_model_path(config, out)
     fingerprint = fingerprint_of(config, dataset, scid, base)

@@ -87,6 +87,7 @@ class TaskBuilder:
         templates: Mapping[str, list[str]] | None = None,
         seq_format: str = "prompt",
         stream_stride: int | None = None,
+        holdout: int = 0,
     ):
         check_seq_format(seq_format)
         if with_user_scid and not user_codes:
@@ -100,6 +101,7 @@ class TaskBuilder:
         self.seq_format = seq_format
         self.seq_kind = SEQ_FORMATS[seq_format]
         self.stream_stride = stream_stride or dataset.max_history
+        self.holdout = holdout
         self.builders: dict[str, Callable[[], Iterator[SFTExample]]] = {
             "seq": self.seq,
             "item_align": self.item_align,
@@ -112,6 +114,15 @@ class TaskBuilder:
 
     def item(self, item_id: str) -> str:
         return "".join(self.item_codes[item_id])
+
+    def train_items(self, user_id: str) -> list[str]:
+        """The user's training items the tasks may use: all but the last `holdout`."""
+        items = self.dataset.train_items(user_id)
+        return items[: len(items) - self.holdout]
+
+    def train_examples(self) -> list[Example]:
+        """Every prefix of each user's `train_items` predicting its next item."""
+        return self.dataset.examples("train", holdout=self.holdout)
 
     def user(self, user_id: str) -> str:
         return "".join(self.user_codes[user_id])
@@ -163,7 +174,7 @@ class TaskBuilder:
         if self.seq_format == "stream":
             yield from self.seq_stream(rng)
             return
-        for ex in self.dataset.examples("train"):
+        for ex in self.train_examples():
             prompt = self.seq_prompt(ex.user_id, ex.history, rng.choice(self.templates["seq"]))
             yield SFTExample("seq", prompt, self.item(ex.target), ex.user_id, (*ex.history, ex.target))
 
@@ -172,7 +183,7 @@ class TaskBuilder:
         `stream_stride` items, so every training item is a target with up to `max_history` items before it."""
         width = self.dataset.max_history + 1
         for user_id in self.dataset.sequences:
-            train = self.dataset.train_items(user_id)
+            train = self.train_items(user_id)
             for end in range(len(train), 0, -self.stream_stride):
                 window = tuple(train[max(0, end - width) : end])
                 prompt = rng.choice(self.templates["seq_stream"]).format(user=self.user_ref(user_id))
@@ -207,7 +218,7 @@ class TaskBuilder:
 
     def asym_title(self) -> Iterator[SFTExample]:
         rng = self.rng("scid_history_to_title")
-        for ex in self.dataset.examples("train"):
+        for ex in self.train_examples():
             prompt = self.render(
                 "scid_history_to_title", rng, user=self.user_ref(ex.user_id), history=self.history(ex.history)
             )
@@ -216,7 +227,7 @@ class TaskBuilder:
 
     def asym_item(self) -> Iterator[SFTExample]:
         rng = self.rng("title_history_to_item")
-        for ex in self.dataset.examples("train"):
+        for ex in self.train_examples():
             prompt = self.render(
                 "title_history_to_item", rng, user=self.user_ref(ex.user_id), titles=self.titles(ex.history)
             )
@@ -224,7 +235,7 @@ class TaskBuilder:
 
     def intention(self) -> Iterator[SFTExample]:
         rng = self.rng("intention")
-        train = {user_id: set(self.dataset.train_items(user_id)) for user_id in self.dataset.sequences}
+        train = {user_id: set(self.train_items(user_id)) for user_id in self.dataset.sequences}
         for row in self.dataset.intentions:
             user_id, item_id = row["user_id"], row["item_id"]
             if item_id not in train.get(user_id, ()):
@@ -236,7 +247,7 @@ class TaskBuilder:
         rng = self.rng("preference")
         limit = self.dataset.max_history
         for user_id, statement in self.dataset.preferences.items():
-            history = tuple(self.dataset.train_items(user_id)[-limit:])
+            history = tuple(self.train_items(user_id)[-limit:])
             prompt = self.render("preference", rng, user=self.user_ref(user_id), titles=self.titles(history))
             yield SFTExample("preference", prompt, statement, user_id, history)
 
