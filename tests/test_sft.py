@@ -253,6 +253,8 @@ def test_holdout_leaves_each_users_last_training_items_out_of_every_task():
     assert got["preference"] == [(("i0", "i1"), "The user enjoys Drama.")]
     stream = TaskBuilder(dataset, items, users, templates=first_paraphrases(), seq_format="stream", holdout=1)
     assert [e.items for e in stream.seq()] == [("i0", "i1"), ("i5",)]
+    for form in ("prompt", "stream"):  # a holdout longer than a training part leaves none of it
+        assert list(TaskBuilder(dataset, items, users, seq_format=form, holdout=3).seq()) == []
 
 
 @pytest.mark.parametrize("holdout", [0, 1])

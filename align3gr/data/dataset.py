@@ -63,7 +63,7 @@ class Dataset:
         out: list[Example] = []
         for user_id, seq in self.sequences.items():
             if split == "train":
-                train = seq.train_items[: len(seq.train_items) - holdout]
+                train = seq.train_items[: max(0, len(seq.train_items) - holdout)]
                 out.extend(
                     Example(user_id, tuple(train[max(0, t - limit) : t]), train[t]) for t in range(1, len(train))
                 )
