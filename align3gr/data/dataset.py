@@ -42,9 +42,11 @@ class Dataset:
     def max_history(self) -> int:
         return int(self.meta.get("max_history", DEFAULT_MAX_HISTORY))
 
-    def train_items(self, user_id: str) -> list[str]:
-        """The user's training interactions: all but the last two (valid and test targets)."""
-        return self.sequences[user_id].train_items
+    def train_items(self, user_id: str, holdout: int = 0) -> list[str]:
+        """The user's training interactions: all but the last two (valid and test targets), and without the last
+        `holdout` of them."""
+        items = self.sequences[user_id].train_items
+        return items[: max(0, len(items) - holdout)]
 
     def seen_before(self, user_id: str, split: Split) -> list[str]:
         """Every item of the user before the target of `split` (valid: `items[:-2]`, test: `items[:-1]`), uncut:
@@ -63,7 +65,7 @@ class Dataset:
         out: list[Example] = []
         for user_id, seq in self.sequences.items():
             if split == "train":
-                train = seq.train_items[: max(0, len(seq.train_items) - holdout)]
+                train = self.train_items(user_id, holdout)
                 out.extend(
                     Example(user_id, tuple(train[max(0, t - limit) : t]), train[t]) for t in range(1, len(train))
                 )

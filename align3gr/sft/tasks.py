@@ -117,8 +117,7 @@ class TaskBuilder:
 
     def train_items(self, user_id: str) -> list[str]:
         """The user's training items the tasks may use: all but the last `holdout`."""
-        items = self.dataset.train_items(user_id)
-        return items[: max(0, len(items) - self.holdout)]
+        return self.dataset.train_items(user_id, self.holdout)
 
     def train_examples(self) -> list[Example]:
         """Every prefix of each user's `train_items` predicting its next item."""
