@@ -43,11 +43,16 @@ class StageOutput:
     def __post_init__(self) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path}: the output path is a file; give a folder (it is replaced as a whole)")
-        if self.holds and self.path.is_dir() and not (self.path / self.holds).exists() and any(self.path.iterdir()):
+        if self.holds and self.holds_other_files(self.holds):
             raise ConfigError(
                 f"{self.path}: the output folder holds files but no {self.holds}, so it is not an output of this "
                 "stage, and the stage replaces its output folder as a whole; choose a new or empty folder"
             )
+
+    def holds_other_files(self, signature: str) -> bool:
+        """Whether the output folder holds files but not `signature`, a file every output of the stage holds: then it
+        is not one, and replacing it would lose them."""
+        return self.path.is_dir() and not (self.path / signature).is_file() and any(self.path.iterdir())
 
     @property
     def work(self) -> Path:
@@ -75,9 +80,9 @@ class StageOutput:
             return None
         if not self.path.is_dir():
             raise DataError("output path exists and is not a folder", self.path)
+        if self.holds_other_files(META_FILE) and not overwrite:
+            raise DataError(f"output folder is not empty and holds no {kind}; choose an empty folder", self.path)
         if not (self.path / META_FILE).is_file():
-            if any(self.path.iterdir()) and not overwrite:
-                raise DataError(f"output folder is not empty and holds no {kind}; choose an empty folder", self.path)
             return None
         try:
             meta = read_json(self.path / META_FILE)
