@@ -191,8 +191,10 @@ def _recommend(args: argparse.Namespace) -> None:
 
 def _ablate(args: argparse.Namespace) -> None:
     from align3gr.pipeline.ablation import ladder_text, run_ablation
+    from align3gr.pipeline.seeds import parse_seeds
 
-    ladder = run_ablation(args.config, args.run_dir, launcher=args.launcher)
+    seeds = parse_seeds(args.seeds) if args.seeds else (0,)
+    ladder = run_ablation(args.config, args.run_dir, launcher=args.launcher, seeds=seeds)
     print("\n" + ladder_text(ladder))
     print(f"\nladder.json, ladder.md and ladder.png in {ladder['run_dir']}/ablation")
 
@@ -355,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--config", required=True, type=Path, help="YAML with a section per stage (the full method).")
     ablate.add_argument("--run-dir", type=Path, help="Run folder, shared with `pipeline` (default: runs/NAME).")
     ablate.add_argument("--launcher", help=LAUNCHER_HELP)
+    ablate.add_argument(
+        "--seeds",
+        help="Comma-separated run seeds, e.g. 0,1,2: the ladder once per seed, training seeds shifted as in `pipeline "
+        "--seeds` (whose folders it reuses); the tables and ladder.png show each metric's mean and sample std.",
+    )
     ablate.set_defaults(func=_ablate)
 
     push = stages.add_parser("push", help="Publish a stage of a run (model, tokenizer, code tables, card) to the Hub.")

@@ -28,6 +28,7 @@ from align3gr.pipeline import load_pipeline_config, run_pipeline
 from align3gr.pipeline.ablation import ladder, ladder_steps
 from align3gr.pipeline.plan import Plan, Step, data_steps, in_run, lineage_key, pipeline_steps
 from align3gr.pipeline.runner import Outcome, run_steps
+from align3gr.pipeline.seeds import seed_plans
 from align3gr.pipeline.summary import summary_text, write_summary
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
@@ -297,9 +298,19 @@ def test_ladder_rungs_add_one_module_each(tmp_path):
     outside = sorted({s.kind for s in steps if s.name not in main_names})
     assert outside == ["dpo", "evaluate", "sft", "tokenize"]
     assert len([s for s in steps if s.kind == "tokenize"]) == 3 and len([s for s in steps if s.kind == "sft"]) == 7
-    final = {rung.label: name for rung, name in results}
+    final = {rung.label: name for _, rung, name in results}
     assert final["+B2"] == "eval/test/sft" and final["+RF-DPO"] == "eval/test/rf_hard"
     assert final["+Softmax-DPO"].endswith("eval/test/sp_random") and final["Single+SEQ"].startswith("ablation/")
+
+    seeded_steps, seeded = ladder_steps(config, run, [0, 2])
+    assert [(seed, name) for seed, _, name in seeded[:10]] == [(0, name) for _, _, name in results]
+    two = {rung.label: name for seed, rung, name in seeded if seed == 2}
+    seed_two = {s.name for s in pipeline_steps(seed_plans(config, run, [2])[0])}
+    assert two["+B2"] == "seeds/2/eval/test/sft" and two["+RF-DPO"] == "seeds/2/eval/test/rf_hard"
+    assert {two["+B2"], two["+RF-DPO"], two["+SP-DPO"]} <= seed_two
+    assert two["Single+SEQ"].startswith("ablation/") and two["Single+SEQ"] != final["Single+SEQ"]
+    assert {s.name for s in steps} <= {s.name for s in seeded_steps}
+    assert len(seeded_steps) < 2 * len(steps)
 
 
 @pytest.mark.slow

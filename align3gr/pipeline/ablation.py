@@ -20,16 +20,19 @@ run folder share them); the others go to `ablation/HASH/`. Rungs that share a li
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from align3gr.console import format_table
+from align3gr.console import format_table, markdown_table
 from align3gr.io import atomic_write_json, atomic_write_text, sha256_json
 from align3gr.pipeline import default_run_dir
 from align3gr.pipeline.checks import checked_run
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
-from align3gr.pipeline.plan import Placement, Plan, Step, lineage_key, merged_steps, pipeline_steps
+from align3gr.pipeline.placement import seeded_config, shared_placement
+from align3gr.pipeline.plan import Plan, Step, merged_steps
 from align3gr.pipeline.runner import run_steps
+from align3gr.pipeline.seeds import mean_std, plus_minus
 from align3gr.pipeline.summary import METRICS, markdown_document
 
 C_TASKS = ("asym_title", "asym_item", "intention", "preference")
@@ -70,35 +73,21 @@ def ladder(config: PipelineConfig) -> list[Rung]:
     ]
 
 
-def shared_placement(config: PipelineConfig, run_dir: Path, elsewhere: Path | None = None) -> Placement:
-    """Main-run folders for the lineages of `config`'s own pipeline; any other lineage in `elsewhere` (one other
-    configuration's folder) or, by default, in `ablation/HASH/` (a folder per lineage, which rungs share)."""
-    main: dict[str, str] = {}
-
-    def record(relative: str, lineage: dict) -> Path:
-        main[relative] = lineage_key(lineage)
-        return run_dir / relative
-
-    pipeline_steps(Plan(config, run_dir / "config.yaml", run_dir, record))
-
-    def place(relative: str, lineage: dict) -> Path:
-        key = lineage_key(lineage)
-        if main.get(relative) == key:
-            return run_dir / relative
-        return (elsewhere if elsewhere is not None else run_dir / "ablation" / key) / relative
-
-    return place
-
-
-def ladder_steps(config: PipelineConfig, run_dir: Path) -> tuple[list[Step], list[tuple[Rung, str]]]:
-    """Every step the ladder needs, each once, in an order that respects inputs; and per rung the name of the
-    evaluation step whose metrics are its result (its last model's). Each rung's stage commands read its config
-    from `rung_config_file` (written by `run_ablation`)."""
-    place = shared_placement(config, run_dir)
-    rungs = ladder(config)
-    plans = [(Plan(rung.config, rung_config_file(rung, run_dir), run_dir, place), rung.dpo) for rung in rungs]
+def ladder_steps(
+    config: PipelineConfig, run_dir: Path, seeds: Sequence[int] = (0,)
+) -> tuple[list[Step], list[tuple[int, Rung, str]]]:
+    """Every step the ladders of `seeds` need, each once, in an order that respects inputs; and per seed and rung
+    the name of the evaluation step whose metrics are its result (its last model's). Seed S's ladder is that of
+    `config` with its training seeds shifted by S, as `pipeline --seeds` shifts them. Each rung's stage commands
+    read its config from `rung_config_file` (written by `run_ablation`)."""
+    plans, rungs = [], []
+    for seed in seeds:
+        place = shared_placement(config, run_dir, seed)
+        for rung in ladder(seeded_config(config, seed)):
+            plans.append((Plan(rung.config, rung_config_file(rung, run_dir), run_dir, place), rung.dpo))
+            rungs.append((seed, rung))
     steps, own = merged_steps(plans)
-    return steps, [(rung, rung_steps[-1].name) for rung, rung_steps in zip(rungs, own, strict=True)]
+    return steps, [(seed, rung, rung_steps[-1].name) for (seed, rung), rung_steps in zip(rungs, own, strict=True)]
 
 
 def rung_config_file(rung: Rung, run_dir: Path) -> Path:
@@ -107,8 +96,8 @@ def rung_config_file(rung: Rung, run_dir: Path) -> Path:
 
 
 def plot_ladder(rows: list[dict], path: Path) -> None:
-    """Grouped bars of Recall@10 and NDCG@10 (%) per rung: Figure 4 draws Recall@10, NDCG@10 shows whether a rung
-    that holds recall moves the hits up or down the list."""
+    """Grouped bars of Recall@10 and NDCG@10 (%) per rung, with the sample std as error bars over several seeds:
+    Figure 4 draws Recall@10, NDCG@10 shows whether a rung that holds recall moves the hits up or down the list."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,45 +108,93 @@ def plot_ladder(rows: list[dict], path: Path) -> None:
     bars_of = (("recall@10", "#4C72B0", -width / 2), ("ndcg@10", "#DD8452", width / 2))
     for metric, color, offset in bars_of:
         values = [100 * row[metric] for row in rows]
-        bars = axis.bar([i + offset for i in range(len(rows))], values, width, color=color, label=metric)
+        errors = [100 * row["std"][metric] for row in rows] if "std" in rows[0] else None
+        bars = axis.bar([i + offset for i in range(len(rows))], values, width, yerr=errors, capsize=2, color=color,
+                        label=metric)  # fmt: skip
         axis.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=7)
     axis.set_xticks(range(len(rows)), [row["rung"] for row in rows], rotation=35, ha="right", fontsize=8)
     axis.set_ylabel("metric (%)")
     axis.legend(fontsize=8, loc="upper left")
-    axis.set_title(f"Incremental alignment ({rows[0]['split']} split)", fontsize=10)
+    seeds = f", mean ± std over seeds {rows[0]['seeds']}" if "std" in rows[0] else ""
+    axis.set_title(f"Incremental alignment ({rows[0]['split']} split{seeds})", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-def run_ablation(config_path: str | Path, run_dir: str | Path | None = None, launcher: str | None = None) -> dict:
-    """Run (or continue) the ladder of `config_path` in `run_dir` (training and evaluation under `launcher` if
-    given, its needs checked first and its run folder locked, as in `run_pipeline`); writes `ablation/ladder.json`,
-    `ladder.md` and `ladder.png` and returns the summary."""
+def ladder_rows(per_seed: list[dict], seeds: Sequence[int]) -> list[dict]:
+    """A row per rung: its metrics (one seed), or each metric's mean and, under `std`, its sample std (several)."""
+    if len(seeds) == 1:
+        return per_seed
+    rows = []
+    for step in dict.fromkeys(row["step"] for row in per_seed):
+        of_rung = [row for row in per_seed if row["step"] == step]
+        spread = {m: mean_std([row[m] for row in of_rung]) for m in METRICS}
+        rows.append({"step": step, "rung": of_rung[0]["rung"], **{m: spread[m]["mean"] for m in METRICS},
+                     "std": {m: spread[m]["std"] for m in METRICS}, "split": of_rung[0]["split"],
+                     "seeds": ",".join(str(s) for s in seeds)})  # fmt: skip
+    return rows
+
+
+def shown_rows(summary: dict) -> list[dict]:
+    """The rows of the printed and Markdown tables: step, rung and each metric (`mean ± std` over several seeds)."""
+
+    def shown(row: dict, metric: str) -> object:
+        return plus_minus({"mean": row[metric], "std": row["std"][metric]}) if "std" in row else row[metric]
+
+    return [{"step": row["step"], "rung": row["rung"], **{m: shown(row, m) for m in METRICS}}
+            for row in summary["rows"]]  # fmt: skip
+
+
+def ladder_title(summary: dict) -> str:
+    seeds = summary["seeds"]
+    over = f"; mean ± sample std over seeds {','.join(map(str, seeds))}" if len(seeds) > 1 else ""
+    return f"Incremental alignment ladder of `{summary['run_dir']}` ({summary['rows'][0]['split']} split{over})"
+
+
+def ladder_markdown(summary: dict) -> str:
+    """`ladder.md`: the rung table, then (over several seeds) every seed's metrics and evaluated model."""
+    rows = shown_rows(summary)
+    if len(summary["seeds"]) == 1:
+        models = [{**row, "model": full["model"]} for row, full in zip(rows, summary["rows"], strict=True)]
+        return markdown_document(models, ladder_title(summary))
+    columns = ["seed", "step", "rung", *METRICS, "model"]
+    per_seed = markdown_table(columns, [[row[c] for c in columns] for row in summary["per_seed"]])
+    return markdown_document(rows, ladder_title(summary)) + f"\n## Per seed\n\n{per_seed}\n"
+
+
+def run_ablation(
+    config_path: str | Path, run_dir: str | Path | None = None, launcher: str | None = None, seeds: Sequence[int] = (0,)
+) -> dict:
+    """Run (or continue) the ladder of `config_path` in `run_dir` once per seed in `seeds` (training and evaluation
+    under `launcher` if given, its needs checked first and its run folder locked, as in `run_pipeline`); writes
+    `ablation/ladder.json`, `ladder.md` and `ladder.png` and returns the summary."""
     start = time.perf_counter()
     config = load_pipeline_config(config_path)
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
     with checked_run(config, run, "align3gr ablate", launcher=launcher):
-        steps, results = ladder_steps(config, run)
+        steps, results = ladder_steps(config, run, seeds)
         (run / "ablation" / "configs").mkdir(parents=True, exist_ok=True)
-        for rung, _ in results:
+        for _, rung, _ in results:
             write_pipeline_config(rung.config, rung_config_file(rung, run))
         outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run, launcher)}
-        rows = []
-        for number, (rung, evaluation) in enumerate(results, start=1):
+        per_seed, rungs = [], len(results) // len(seeds)
+        for index, (seed, rung, evaluation) in enumerate(results):
             metrics = outcomes[evaluation].metrics
-            rows.append({"step": number, "rung": rung.label, **{m: metrics[m] for m in METRICS},
-                         "split": metrics["split"], "model": str(outcomes[evaluation].step.evaluates)})  # fmt: skip
+            per_seed.append({"seed": seed, "step": index % rungs + 1, "rung": rung.label,
+                             **{m: metrics[m] for m in METRICS}, "split": metrics["split"],
+                             "model": str(outcomes[evaluation].step.evaluates)})  # fmt: skip
         out = run / "ablation"
-        out.mkdir(parents=True, exist_ok=True)
-        summary = {"run_dir": str(run), "wall_seconds": round(time.perf_counter() - start, 1), "rows": rows}
+        summary = {"run_dir": str(run), "seeds": list(seeds), "wall_seconds": round(time.perf_counter() - start, 1),
+                   "rows": ladder_rows(per_seed, seeds)}  # fmt: skip
+        if len(seeds) > 1:
+            summary["per_seed"] = per_seed
         atomic_write_json(out / "ladder.json", summary)
-        atomic_write_text(out / "ladder.md", markdown_document(rows, f"Incremental alignment ladder of `{run}`"))
-        plot_ladder(rows, out / "ladder.png")
+        atomic_write_text(out / "ladder.md", ladder_markdown(summary))
+        plot_ladder(summary["rows"], out / "ladder.png")
         return summary
 
 
 def ladder_text(summary: dict) -> str:
     """The printed table: each rung's metrics."""
-    rows = [{k: v for k, v in row.items() if k not in ("split", "model")} for row in summary["rows"]]
-    return format_table(rows, f"Incremental alignment ladder ({summary['rows'][0]['split']} split)")
+    return format_table(shown_rows(summary), ladder_title(summary))

@@ -22,15 +22,13 @@ from align3gr.console import format_table, markdown_table
 from align3gr.errors import ConfigError
 from align3gr.io import atomic_write_json, atomic_write_text
 from align3gr.pipeline import default_run_dir
-from align3gr.pipeline.ablation import shared_placement
 from align3gr.pipeline.checks import checked_run
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
+from align3gr.pipeline.placement import SEEDED, seed_folder, seeded_config, shared_placement
 from align3gr.pipeline.plan import SCORED, Plan, merged_steps
 from align3gr.pipeline.runner import Outcome, run_steps
 from align3gr.pipeline.summary import METRICS, markdown_document, skipped_lines, skipped_markdown, write_summary
 
-SEEDED = ("embed", "tokenize", "sft", "dpo")
-"""The sections whose `seed` a run seed shifts; `data` is not one (the dataset stays fixed)."""
 FILE = "seeds.json"
 
 
@@ -46,23 +44,11 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def seeded_config(config: PipelineConfig, seed: int) -> PipelineConfig:
-    """`config` with `seed` added to the seed of each `SEEDED` section (seed 0: `config` itself)."""
-    for section in SEEDED:
-        config = config.replace(section, seed=getattr(config, section).seed + seed)
-    return config
-
-
-def seed_folder(run_dir: Path, seed: int) -> Path:
-    """Where a seed's own steps and config go: the run folder for seed 0, `seeds/S/` for the others."""
-    return run_dir if seed == 0 else run_dir / "seeds" / str(seed)
-
-
 def seed_plans(config: PipelineConfig, run_dir: Path, seeds: Sequence[int]) -> list[Plan]:
     """One plan per seed, each step in the main run's folder when its lineage is the main run's."""
     return [
         Plan(seeded_config(config, seed), seed_folder(run_dir, seed) / "config.yaml", run_dir,
-             shared_placement(config, run_dir, seed_folder(run_dir, seed)))
+             shared_placement(config, run_dir, seed))
         for seed in seeds
     ]  # fmt: skip
 
