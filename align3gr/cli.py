@@ -359,8 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--launcher", help=LAUNCHER_HELP)
     ablate.add_argument(
         "--seeds",
-        help="Comma-separated run seeds, e.g. 0,1,2: the ladder once per seed, training seeds shifted as in `pipeline "
-        "--seeds` (whose folders it reuses); the tables and ladder.png show each metric's mean and sample std.",
+        help="Two or more comma-separated run seeds, e.g. 0,1,2: the ladder once per seed, training seeds shifted as "
+        "in `pipeline --seeds` (whose folders it reuses: run that first, with the same config); the tables and "
+        "ladder.png show each metric's mean and sample std.",
     )
     ablate.set_defaults(func=_ablate)
 

@@ -309,8 +309,11 @@ def test_ladder_rungs_add_one_module_each(tmp_path):
     assert two["+B2"] == "seeds/2/eval/test/sft" and two["+RF-DPO"] == "seeds/2/eval/test/rf_hard"
     assert {two["+B2"], two["+RF-DPO"], two["+SP-DPO"]} <= seed_two
     assert two["Single+SEQ"].startswith("ablation/") and two["Single+SEQ"] != final["Single+SEQ"]
-    assert {s.name for s in steps} <= {s.name for s in seeded_steps}
-    assert len(seeded_steps) < 2 * len(steps)
+    assert {s.name for s in steps} <= {s.name for s in seeded_steps} and len(seeded_steps) == 2 * len(steps) - 2
+    of_two = [s for s in seeded_steps if s.name not in {x.name for x in steps}]
+    assert all(s.name.startswith(("seeds/2/", "ablation/")) for s in of_two)
+    single = next(s for s in of_two if s.kind == "tokenize" and not s.lineage["tokenize"]["use_cf"])
+    assert "seeds/2/embeddings" in single.inputs
 
 
 @pytest.mark.slow
@@ -320,7 +323,7 @@ def test_ablate_writes_the_ladder_and_reuses_the_main_run(finished_run):
     assert main(["ablate", "--config", str(config), "--run-dir", str(run)]) == 0
     ladder_json = json.loads((run / "ablation" / "ladder.json").read_text())
     rows = ladder_json["rows"]
-    assert [row["step"] for row in rows] == list(range(1, 11))
+    assert [row["step"] for row in rows] == list(range(1, 11)) and "seed" not in rows[0]
     assert (run / "sft" / "meta.json").stat().st_mtime_ns == before
     full = metrics_by_stage(summary)
     assert tuple(rows[6][m] for m in METRICS) == full["sft"]

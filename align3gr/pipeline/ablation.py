@@ -14,7 +14,8 @@ Each rung adds one module to the rung before; the last rung is the config itself
 10. +RF-DPO: the config's self-play then real-feedback stages (the full method).
 
 Steps whose lineage equals the main run's live in the main run's folders (so `align3gr pipeline` and `ablate` on one
-run folder share them); the others go to `ablation/HASH/`. Rungs that share a lineage share the steps.
+run folder share them), and with `--seeds` those equal to seed S's own pipeline in `seeds/S/` (shared with `pipeline
+--seeds`); the others go to `ablation/HASH/`. Rungs that share a lineage share the steps.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from align3gr.io import atomic_write_json, atomic_write_text, sha256_json
 from align3gr.pipeline import default_run_dir
 from align3gr.pipeline.checks import checked_run
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
-from align3gr.pipeline.placement import seeded_config, shared_placement
+from align3gr.pipeline.placement import seed_folder, seeded_config, shared_placement
 from align3gr.pipeline.plan import Plan, Step, merged_steps
 from align3gr.pipeline.runner import run_steps
 from align3gr.pipeline.seeds import mean_std, plus_minus
@@ -95,7 +96,7 @@ def rung_config_file(rung: Rung, run_dir: Path) -> Path:
     return run_dir / "ablation" / "configs" / f"{sha256_json(rung.config.as_dict())[:12]}.yaml"
 
 
-def plot_ladder(rows: list[dict], path: Path) -> None:
+def plot_ladder(rows: list[dict], seeds: Sequence[int], path: Path) -> None:
     """Grouped bars of Recall@10 and NDCG@10 (%) per rung, with the sample std as error bars over several seeds:
     Figure 4 draws Recall@10, NDCG@10 shows whether a rung that holds recall moves the hits up or down the list."""
     import matplotlib
@@ -108,15 +109,15 @@ def plot_ladder(rows: list[dict], path: Path) -> None:
     bars_of = (("recall@10", "#4C72B0", -width / 2), ("ndcg@10", "#DD8452", width / 2))
     for metric, color, offset in bars_of:
         values = [100 * row[metric] for row in rows]
-        errors = [100 * row["std"][metric] for row in rows] if "std" in rows[0] else None
+        errors = [100 * row["std"][metric] for row in rows] if len(seeds) > 1 else None
         bars = axis.bar([i + offset for i in range(len(rows))], values, width, yerr=errors, capsize=2, color=color,
                         label=metric)  # fmt: skip
         axis.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=7)
     axis.set_xticks(range(len(rows)), [row["rung"] for row in rows], rotation=35, ha="right", fontsize=8)
     axis.set_ylabel("metric (%)")
     axis.legend(fontsize=8, loc="upper left")
-    seeds = f", mean ± std over seeds {rows[0]['seeds']}" if "std" in rows[0] else ""
-    axis.set_title(f"Incremental alignment ({rows[0]['split']} split{seeds})", fontsize=10)
+    over = f", mean ± std over seeds {','.join(map(str, seeds))}" if len(seeds) > 1 else ""
+    axis.set_title(f"Incremental alignment ({rows[0]['split']} split{over})", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -125,14 +126,13 @@ def plot_ladder(rows: list[dict], path: Path) -> None:
 def ladder_rows(per_seed: list[dict], seeds: Sequence[int]) -> list[dict]:
     """A row per rung: its metrics (one seed), or each metric's mean and, under `std`, its sample std (several)."""
     if len(seeds) == 1:
-        return per_seed
+        return [{k: v for k, v in row.items() if k != "seed"} for row in per_seed]
     rows = []
     for step in dict.fromkeys(row["step"] for row in per_seed):
         of_rung = [row for row in per_seed if row["step"] == step]
         spread = {m: mean_std([row[m] for row in of_rung]) for m in METRICS}
         rows.append({"step": step, "rung": of_rung[0]["rung"], **{m: spread[m]["mean"] for m in METRICS},
-                     "std": {m: spread[m]["std"] for m in METRICS}, "split": of_rung[0]["split"],
-                     "seeds": ",".join(str(s) for s in seeds)})  # fmt: skip
+                     "std": {m: spread[m]["std"] for m in METRICS}, "split": of_rung[0]["split"]})  # fmt: skip
     return rows
 
 
@@ -146,21 +146,22 @@ def shown_rows(summary: dict) -> list[dict]:
             for row in summary["rows"]]  # fmt: skip
 
 
-def ladder_title(summary: dict) -> str:
+def ladder_title(summary: dict, where: str = "") -> str:
+    """`Incremental alignment ladder[ of WHERE] (SPLIT split[; mean ± sample std over seeds S])`."""
     seeds = summary["seeds"]
     over = f"; mean ± sample std over seeds {','.join(map(str, seeds))}" if len(seeds) > 1 else ""
-    return f"Incremental alignment ladder of `{summary['run_dir']}` ({summary['rows'][0]['split']} split{over})"
+    return f"Incremental alignment ladder{where} ({summary['rows'][0]['split']} split{over})"
 
 
 def ladder_markdown(summary: dict) -> str:
-    """`ladder.md`: the rung table, then (over several seeds) every seed's metrics and evaluated model."""
-    rows = shown_rows(summary)
+    """`ladder.md`: a row per rung with its split and evaluated model (one seed), or the mean ± std table and then
+    every seed's metrics and evaluated model (several)."""
+    title = ladder_title(summary, f" of `{summary['run_dir']}`")
     if len(summary["seeds"]) == 1:
-        models = [{**row, "model": full["model"]} for row, full in zip(rows, summary["rows"], strict=True)]
-        return markdown_document(models, ladder_title(summary))
+        return markdown_document(summary["rows"], title)
     columns = ["seed", "step", "rung", *METRICS, "model"]
     per_seed = markdown_table(columns, [[row[c] for c in columns] for row in summary["per_seed"]])
-    return markdown_document(rows, ladder_title(summary)) + f"\n## Per seed\n\n{per_seed}\n"
+    return markdown_document(shown_rows(summary), title) + f"\n## Per seed\n\n{per_seed}\n"
 
 
 def run_ablation(
@@ -177,6 +178,9 @@ def run_ablation(
         (run / "ablation" / "configs").mkdir(parents=True, exist_ok=True)
         for _, rung, _ in results:
             write_pipeline_config(rung.config, rung_config_file(rung, run))
+        for seed in (s for s in seeds if s):
+            seed_folder(run, seed).mkdir(parents=True, exist_ok=True)
+            write_pipeline_config(seeded_config(config, seed), seed_folder(run, seed) / "config.yaml")
         outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run, launcher)}
         per_seed, rungs = [], len(results) // len(seeds)
         for index, (seed, rung, evaluation) in enumerate(results):
@@ -191,7 +195,7 @@ def run_ablation(
             summary["per_seed"] = per_seed
         atomic_write_json(out / "ladder.json", summary)
         atomic_write_text(out / "ladder.md", ladder_markdown(summary))
-        plot_ladder(summary["rows"], out / "ladder.png")
+        plot_ladder(summary["rows"], seeds, out / "ladder.png")
         return summary
 
 

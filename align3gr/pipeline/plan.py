@@ -8,8 +8,8 @@ Layout under the run folder: `data/`, `embeddings/`, `scid/`, `sft/` (and `sft_b
 `eval/dpo_STAGE/` holds DPO's own valid-split checks), `eval/SPLIT/popular/` and `eval/SPLIT/sasrec/` (the
 baselines, evaluated with the same options). A step's *lineage* is every option that shaped its output
 (its own section and those of the steps before it); a `Placement` maps a lineage to a folder, which is how the
-ablation ladder and the repeated seeds put the steps they share with the main run in the main run's folders and the
-others beside them.
+ablation ladder and the repeated seeds put the steps they share with the main run in the main run's folders (and
+those of seed S's own pipeline in `seeds/S/`) and the others beside them (`align3gr.pipeline.placement`).
 
 Training and evaluation steps also carry their stage command (`align3gr sft --config ... --out ...`), which a
 launcher (`accelerate launch ...`) runs on several processes instead of the in-process call.

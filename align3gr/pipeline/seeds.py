@@ -45,7 +45,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def seed_plans(config: PipelineConfig, run_dir: Path, seeds: Sequence[int]) -> list[Plan]:
-    """One plan per seed, each step in the main run's folder when its lineage is the main run's."""
+    """One plan per seed, each step in the main run's folder when its lineage is the main run's, else in the seed's
+    own folder (`seed_folder`)."""
     return [
         Plan(seeded_config(config, seed), seed_folder(run_dir, seed) / "config.yaml", run_dir,
              shared_placement(config, run_dir, seed))
