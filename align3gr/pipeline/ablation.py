@@ -112,7 +112,7 @@ def plot_ladder(rows: list[dict], seeds: Sequence[int], path: Path) -> None:
         errors = [100 * row["std"][metric] for row in rows] if len(seeds) > 1 else None
         bars = axis.bar([i + offset for i in range(len(rows))], values, width, yerr=errors, capsize=2, color=color,
                         label=metric)  # fmt: skip
-        axis.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=7)
+        axis.bar_label(bars, labels=[f"{v:.1f}" for v in values], label_type="center", color="white", fontsize=7)
     axis.set_xticks(range(len(rows)), [row["rung"] for row in rows], rotation=35, ha="right", fontsize=8)
     axis.set_ylabel("metric (%)")
     axis.legend(fontsize=8, loc="upper left")
