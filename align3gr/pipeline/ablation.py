@@ -33,7 +33,7 @@ from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write
 from align3gr.pipeline.placement import seed_folder, seeded_config, shared_placement
 from align3gr.pipeline.plan import Plan, Step, merged_steps
 from align3gr.pipeline.runner import run_steps
-from align3gr.pipeline.seeds import mean_std, plus_minus
+from align3gr.pipeline.seeds import plus_minus, spread_by
 from align3gr.pipeline.summary import METRICS, markdown_document
 
 C_TASKS = ("asym_title", "asym_item", "intention", "preference")
@@ -127,13 +127,9 @@ def ladder_rows(per_seed: list[dict], seeds: Sequence[int]) -> list[dict]:
     """A row per rung: its metrics (one seed), or each metric's mean and, under `std`, its sample std (several)."""
     if len(seeds) == 1:
         return [{k: v for k, v in row.items() if k != "seed"} for row in per_seed]
-    rows = []
-    for step in dict.fromkeys(row["step"] for row in per_seed):
-        of_rung = [row for row in per_seed if row["step"] == step]
-        spread = {m: mean_std([row[m] for row in of_rung]) for m in METRICS}
-        rows.append({"step": step, "rung": of_rung[0]["rung"], **{m: spread[m]["mean"] for m in METRICS},
-                     "std": {m: spread[m]["std"] for m in METRICS}, "split": of_rung[0]["split"]})  # fmt: skip
-    return rows
+    return [{"step": first["step"], "rung": first["rung"], **{m: spread[m]["mean"] for m in METRICS},
+             "std": {m: spread[m]["std"] for m in METRICS}, "split": first["split"]}
+            for first, spread in spread_by(per_seed, "step")]  # fmt: skip
 
 
 def shown_rows(summary: dict) -> list[dict]:

@@ -59,6 +59,15 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values)}
 
 
+def spread_by(rows: Sequence[dict], key: str) -> list[tuple[dict, dict[str, dict[str, float]]]]:
+    """Per distinct value of `key` (in first-seen order), the first row holding it and each metric's `mean_std`
+    over the rows holding it: a stage over the seeds, a rung over the ladders."""
+    groups: dict[object, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row[key], []).append(row)
+    return [(group[0], {m: mean_std([row[m] for row in group]) for m in METRICS}) for group in groups.values()]
+
+
 def stage_name(outcome: Outcome) -> str:
     """What an evaluation is of: the model (`sft`, a DPO stage) or the baseline (`popular`, `sasrec`)."""
     return outcome.step.model or outcome.step.label
@@ -72,11 +81,8 @@ def seeds_summary(run_dir: Path, seeds: Sequence[int], scored: Sequence[Sequence
          **{m: outcome.metrics[m] for m in METRICS}, "folder": outcome.step.path.relative_to(run_dir).as_posix()}
         for seed, outcomes in zip(seeds, scored, strict=True) for outcome in outcomes
     ]  # fmt: skip
-    stages = []
-    for name in dict.fromkeys(row["stage"] for row in per_seed):
-        rows = [row for row in per_seed if row["stage"] == name]
-        stages.append({"stage": name, "baseline": rows[0]["baseline"],
-                       **{m: mean_std([row[m] for row in rows]) for m in METRICS}})  # fmt: skip
+    stages = [{"stage": first["stage"], "baseline": first["baseline"], **spread}
+              for first, spread in spread_by(per_seed, "stage")]  # fmt: skip
     first = scored[0][0].metrics
     return {"run_dir": str(run_dir), "seeds": list(seeds), "seeded_sections": list(SEEDED), "split": first["split"],
             "num_users": first["num_users"], "stages": stages, "per_seed": per_seed}  # fmt: skip
