@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from align3gr.config import KeyValues, add_config_arguments, config_from_sources, read_yaml_mapping
-from align3gr.console import Report, format_mapping, setup_logging
+from align3gr.console import Report, format_mapping, quiet_hub_kernel_warning, setup_logging
 from align3gr.errors import Align3GRError
 from align3gr.run_lock import stage_lock
 
@@ -401,6 +401,7 @@ def _run_folder_lock(args: argparse.Namespace) -> contextlib.AbstractContextMana
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_hub_kernel_warning()
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:

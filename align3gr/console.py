@@ -17,6 +17,17 @@ class Report(Protocol):
     def render(self) -> str: ...
 
 
+# bitsandbytes warns on import, on CPUs with AVX512-BF16, that it could not fetch an optional 4-bit kernel from the
+# Hub and asks for `pip install kernels`; its own fallback runs QLoRA, and the Hub is off limits offline.
+HUB_KERNEL_LOGGER = "bitsandbytes.backends.cpu.ops"
+
+
+def quiet_hub_kernel_warning() -> None:
+    """Silence bitsandbytes' warning about its optional Hub kernel; called before anything imports bitsandbytes
+    (building the parser does, through transformers)."""
+    logging.getLogger(HUB_KERNEL_LOGGER).setLevel(logging.ERROR)
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Concise `level: message` logging; libraries' own INFO chatter stays quiet unless verbose."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib.metadata import version
 
 import pytest
@@ -21,3 +23,13 @@ def test_version_prints_the_package_and_library_versions(capsys):
 
 def test_the_module_version_is_the_installed_package_version():
     assert align3gr.__version__ == version("align3gr")
+
+
+def test_help_prints_no_library_warning():
+    """Building the parser imports bitsandbytes (through transformers); its warning about an optional Hub kernel
+    must not reach a user who only asked for help."""
+    done = subprocess.run(
+        [sys.executable, "-m", "align3gr.cli", "ablate", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "usage: align3gr ablate" in done.stdout
+    assert done.stderr == ""
