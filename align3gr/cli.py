@@ -191,12 +191,32 @@ def _recommend(args: argparse.Namespace) -> None:
 
 def _ablate(args: argparse.Namespace) -> None:
     from align3gr.pipeline.ablation import ladder_text, run_ablation
+    from align3gr.pipeline.config import training_arg_overrides
     from align3gr.pipeline.seeds import parse_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds else (0,)
-    ladder = run_ablation(args.config, args.run_dir, launcher=args.launcher, seeds=seeds)
+    overrides = training_arg_overrides(args.training_arg or {})
+    ladder = run_ablation(args.config, args.run_dir, args.launcher, seeds, args.skip_unmet, overrides)
     print("\n" + ladder_text(ladder))
     print(f"\nladder.json, ladder.md and ladder.png in {ladder['run_dir']}/ablation")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options `pipeline` and `ablate` share: how stages are launched, what to do with unmet needs, and trainer
+    arguments added to the config."""
+    parser.add_argument("--launcher", help=LAUNCHER_HELP)
+    parser.add_argument(
+        "--skip-unmet",
+        action="store_true",
+        help="Leave out the stages whose input the data lacks (the RF-DPO stages without feedback levels, SFT task "
+        "user_align without user profiles) and say so in the summary, instead of stopping before any work with the "
+        "list of unmet needs.",
+    )
+    parser.add_argument(
+        "--training-arg", action=KeyValues, metavar="[SECTION.]KEY=VALUE",
+        help="A trainer argument added to the `training_args` of the sft and dpo sections, or of one section with "
+        "SECTION sft, dpo or unisid (tokenize's unisid_options), e.g. report_to=tensorboard. Repeatable.",
+    )  # fmt: skip
 
 
 def _add_stage_command(
@@ -317,25 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline = stages.add_parser("pipeline", help="Every stage on one config, reusing the stages that are up to date.")
     pipeline.add_argument("--config", required=True, type=Path, help="YAML with a section per stage.")
     pipeline.add_argument("--run-dir", type=Path, help="Run folder (default: runs/NAME for NAME.yaml).")
-    pipeline.add_argument("--launcher", help=LAUNCHER_HELP)
     pipeline.add_argument(
         "--seeds",
         help="Comma-separated run seeds, e.g. 0,1,2,3,4: the run once per seed S, the embed, tokenize, sft and dpo "
         "seeds shifted by S (the data seed kept: one dataset), S=0 being the run itself; writes seeds.json and "
         "seeds.md (mean and sample std per metric and stage).",
     )
-    pipeline.add_argument(
-        "--skip-unmet",
-        action="store_true",
-        help="Leave out the stages whose input the data lacks (the RF-DPO stages without feedback levels, SFT task "
-        "user_align without user profiles) and say so in the summary, instead of stopping before any work with the "
-        "list of unmet needs.",
-    )
-    pipeline.add_argument(
-        "--training-arg", action=KeyValues, metavar="[SECTION.]KEY=VALUE",
-        help="A trainer argument added to the `training_args` of the sft and dpo sections, or of one section with "
-        "SECTION sft, dpo or unisid (tokenize's unisid_options), e.g. report_to=tensorboard. Repeatable.",
-    )  # fmt: skip
+    _add_run_options(pipeline)
     pipeline.set_defaults(func=_pipeline)
 
     comparison = stages.add_parser(
@@ -356,13 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     ablate = stages.add_parser("ablate", help="The Figure 4 ladder: Recall@10 as each alignment module is added.")
     ablate.add_argument("--config", required=True, type=Path, help="YAML with a section per stage (the full method).")
     ablate.add_argument("--run-dir", type=Path, help="Run folder, shared with `pipeline` (default: runs/NAME).")
-    ablate.add_argument("--launcher", help=LAUNCHER_HELP)
     ablate.add_argument(
         "--seeds",
         help="Two or more comma-separated run seeds, e.g. 0,1,2: the ladder once per seed, training seeds shifted as "
-        "in `pipeline --seeds` (whose folders it reuses: run that first, with the same config); the tables and "
-        "ladder.png show each metric's mean and sample std.",
+        "in `pipeline --seeds` (whose folders it reuses: run that first, with the same config and options); the "
+        "tables and ladder.png show each metric's mean and sample std.",
     )
+    _add_run_options(ablate)
     ablate.set_defaults(func=_ablate)
 
     push = stages.add_parser("push", help="Publish a stage of a run (model, tokenizer, code tables, card) to the Hub.")

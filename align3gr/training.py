@@ -59,7 +59,7 @@ def trainer_arguments(config: TrainingOptions, output_dir: Path) -> dict[str, An
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "num_train_epochs": config.num_train_epochs,
         "max_steps": config.max_steps,
-        "gradient_checkpointing": config.gradient_checkpointing,
+        "activation_checkpointing": config.gradient_checkpointing,
         "bf16": config.bf16 if config.bf16 is not None else cuda and torch.cuda.is_bf16_supported(),
         "ddp_backend": "gloo" if distributed and not cuda else None,
         "use_cpu": cpu_processes(),

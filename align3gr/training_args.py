@@ -31,7 +31,7 @@ TRAINING_FIXED = {
 }
 """What `align3gr.training.trainer_arguments` sets for every TRL stage, other than from an option of the stage."""
 
-TRAINING_RENAMED = {"data_seed": "seed"}
+TRAINING_RENAMED = {"data_seed": "seed", "activation_checkpointing": "gradient_checkpointing"}
 """Arguments `trainer_arguments` sets from a stage option of another name."""
 
 MOVED = {

@@ -4,6 +4,7 @@ alone giving what the pipeline gave. The end-to-end runs use a 100-user slice of
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.models.local import model_identity
 from align3gr.pipeline import load_pipeline_config, run_pipeline
-from align3gr.pipeline.ablation import ladder, ladder_steps
+from align3gr.pipeline.ablation import ladder, ladder_steps, rung_tests, trained_rungs
 from align3gr.pipeline.plan import Plan, Step, data_steps, in_run, lineage_key, pipeline_steps
 from align3gr.pipeline.runner import Outcome, run_steps
 from align3gr.pipeline.seeds import seed_plans
@@ -316,6 +317,67 @@ def test_ladder_rungs_add_one_module_each(tmp_path):
     assert "seeds/2/embeddings" in single.inputs
 
 
+def test_the_ladder_omits_rungs_that_add_nothing_of_the_config(tmp_path):
+    """A rung that trains what the rung before it trains is omitted (+B2 without user_align, +RF-DPO when the DPO
+    stages are all self-play, +U-I alignment with an item-only tokenizer), and so is the last rung when its DPO
+    stages cannot run; the full ladder of the full config omits nothing."""
+    full = load_pipeline_config(write_config(tmp_path / "full.yaml", {"dpo": {"stages": DPO_FULL}}))
+    assert trained_rungs(full) == (ladder(full), [])
+    tasks = [t for t in full.sft.tasks if t != "user_align"]
+    lean = full.replace("sft", tasks=tasks).replace("dpo", stages=DPO_FULL[:3])
+    kept, left_out = trained_rungs(lean)
+    assert left_out == ["+B2", "+RF-DPO"]
+    assert [r.label for r in kept] == ["Single+SEQ", "+CF", "+U-I alignment", "+C1-C3", "+B1", "+User-SCID",
+                                       "+Softmax-DPO", "+SP-DPO"]  # fmt: skip
+    assert kept[-1].config == lean and kept[-1].dpo
+    item_only = full.replace("tokenize", dual=False, u2i=False)
+    assert trained_rungs(item_only)[1] == ["+U-I alignment"]
+    kept, left_out = trained_rungs(full.replace("dpo", stages=DPO_FULL[3:]), dpo=False)
+    assert left_out == ["+RF-DPO"] and kept[-1].label == "+SP-DPO"
+    steps, results = ladder_steps(full.replace("dpo", stages=DPO_FULL[3:]), tmp_path / "run", dpo=False)
+    assert not any(s.kind == "dpo" and s.name.endswith(("rf_easy", "rf_hard")) for s in steps)
+    assert [rung.label for _, rung, _ in results] == [r.label for r in kept]
+
+
+def test_each_rung_is_tested_against_the_rung_before_over_users_averaged_over_seeds(tmp_path):
+    """Two seeds, three rungs, four users whose target sits at a known rank: the p-values are scipy's paired t-test
+    of the hand-computed per-user means (a hit at rank r scores recall 1 and NDCG 1/log2(r + 1) within the cut-off)."""
+    from scipy import stats
+
+    ranks = {  # (seed, rung) -> the target's 1-based rank per user (None: not in the list)
+        (0, 0): [1, None, 3, None], (0, 1): [1, 2, 2, 8], (0, 2): [1, 2, 2, 8],
+        (1, 0): [None, None, 5, 12], (1, 1): [2, 1, 1, 4], (1, 2): [2, 1, 1, 5],
+    }  # fmt: skip
+    paths = []
+    for seed in (0, 1):
+        for rung in range(3):
+            path = tmp_path / f"{seed}_{rung}.jsonl"
+            rows = []
+            for user, rank in enumerate(ranks[seed, rung]):
+                ranked = [f"x{k}" for k in range(20)]
+                if rank is not None:
+                    ranked[rank - 1] = "t"
+                rows.append(json.dumps({"user_id": str(user), "target": "t", "ranked": ranked}))
+            path.write_text("\n".join(rows) + "\n")
+            paths.append(path)
+
+    def score(rank: int | None, metric: str) -> float:
+        name, k = metric.split("@")
+        if rank is None or rank > int(k):
+            return 0.0
+        return 1.0 if name == "recall" else 1 / math.log2(rank + 1)
+
+    def means(rung: int, metric: str) -> list[float]:
+        return [(score(a, metric) + score(b, metric)) / 2 for a, b in zip(ranks[0, rung], ranks[1, rung], strict=True)]
+
+    tests = rung_tests(paths, 3)
+    assert tests[0] == {}
+    for rung, metric in ((1, "recall@5"), (1, "ndcg@10"), (2, "ndcg@10")):
+        expected = stats.ttest_rel(means(rung, metric), means(rung - 1, metric)).pvalue
+        assert tests[rung][metric] == pytest.approx(expected, rel=1e-12)
+    assert tests[2]["recall@5"] == 1.0  # no user's mean differs: the test is not defined, p is 1
+
+
 @pytest.mark.slow
 def test_ablate_writes_the_ladder_and_reuses_the_main_run(finished_run):
     config, run, summary = finished_run
@@ -324,6 +386,7 @@ def test_ablate_writes_the_ladder_and_reuses_the_main_run(finished_run):
     ladder_json = json.loads((run / "ablation" / "ladder.json").read_text())
     rows = ladder_json["rows"]
     assert [row["step"] for row in rows] == list(range(1, 11)) and "seed" not in rows[0]
+    assert "p" not in rows[0] and all(0 <= row["p"][m] <= 1 for row in rows[1:] for m in METRICS)
     assert (run / "sft" / "meta.json").stat().st_mtime_ns == before
     full = metrics_by_stage(summary)
     assert tuple(rows[6][m] for m in METRICS) == full["sft"]

@@ -1,5 +1,6 @@
-"""Plan-time checks: on interaction data without ratings (LC-Rec format), the pipeline stops before any work with
-one error listing every unmet need, or with `--skip-unmet` leaves out the stages whose input is absent and says so."""
+"""Plan-time checks: on interaction data without ratings (LC-Rec format), the pipeline (and the ablation ladder)
+stops before any work with one error listing every unmet need, or with `--skip-unmet` leaves out the stages whose
+input is absent and says so."""
 
 from __future__ import annotations
 
@@ -95,6 +96,19 @@ def test_skip_unmet_runs_without_the_stages_whose_input_is_absent_and_says_so(tm
     assert [row["stage"] for row in summary["stages"]] == ["data", "embed", "tokenize", "popular", "sasrec", "sft"]
     assert f"\n- skipped {note}\n" in (run / "summary.md").read_text()
     assert not (run / "dpo").exists()
+
+    assert main(["ablate", "--config", str(config), "--run-dir", str(run)]) == 2
+    assert "rf_easy, rf_hard: RF-DPO needs feedback levels" in capsys.readouterr().err
+    sft_written = (run / "sft" / "meta.json").stat().st_mtime_ns
+    assert main(["ablate", "--config", str(config), "--run-dir", str(run), "--skip-unmet"]) == 0
+    out = capsys.readouterr().out
+    assert f"\nskipped {note}\nno rung +RF-DPO: nothing of the run's config to add there" in out
+    ladder = json.loads((run / "ablation" / "ladder.json").read_text())
+    assert ladder["skipped"] == [note] and ladder["left_out"] == ["+RF-DPO"]
+    assert [row["rung"] for row in ladder["rows"]][-3:] == ["+B2", "+Softmax-DPO", "+SP-DPO"]
+    assert ladder["rows"][-3]["recall@10"] == summary["stages"][-1]["recall@10"]  # +B2 is the run's own SFT
+    assert (run / "sft" / "meta.json").stat().st_mtime_ns == sft_written
+    assert "- no rung +RF-DPO" in (run / "ablation" / "ladder.md").read_text()
 
 
 def test_skip_unmet_leaves_out_what_it_can_and_stops_on_the_rest(tmp_path):

@@ -196,8 +196,8 @@ def weights(folder: Path) -> str:
 def test_seeds_reuse_the_main_run_train_the_others_and_compare(tmp_path, capsys):
     """After a normal run, `--seeds 0,1,2` reuses the main run as seed 0 and trains seeds 1 and 2 into seeds/S/ with
     other weights; seeds.json's mean and std are those of the per-seed metrics.json files; `compare` pairs the final
-    stage with SFT over the 100 users; `ablate --seeds 0,1` reuses both seeds' pipelines as their top rungs and
-    averages each rung over the two ladders."""
+    stage with SFT over the 100 users; `ablate --seeds 0,1` reuses both seeds' pipelines as their top rungs
+    (omitting +RF-DPO: the config has no real-feedback stage) and averages each rung over the two ladders."""
     config, run = small_config(tmp_path), tmp_path / "run"
     run_pipeline(config, run)
     kept = {path: path.stat().st_mtime_ns for path in (run / "sft/meta.json", run / "eval/test/sp_easy/metrics.json")}
@@ -245,10 +245,11 @@ def test_seeds_reuse_the_main_run_train_the_others_and_compare(tmp_path, capsys)
     assert "mean ± sample std over seeds 0,1" in capsys.readouterr().out
     assert {path: path.stat().st_mtime_ns for path in kept} == kept
     ladder = json.loads((run / "ablation" / "ladder.json").read_text())
-    assert ladder["seeds"] == [0, 1] and [row["step"] for row in ladder["rows"]] == list(range(1, 11))
+    assert ladder["seeds"] == [0, 1] and [row["step"] for row in ladder["rows"]] == list(range(1, 10))
+    assert ladder["left_out"] == ["+RF-DPO"]  # the config's DPO stages are all self-play: +SP-DPO is the full method
     per_seed = {(row["seed"], row["rung"]): row for row in ladder["per_seed"]}
     for seed, folder in ((0, run), (1, run / "seeds/1")):
-        for rung, stage in (("+B2", "sft"), ("+RF-DPO", "sp_easy")):
+        for rung, stage in (("+B2", "sft"), ("+SP-DPO", "sp_easy")):
             evaluated = json.loads((folder / "eval/test" / stage / "metrics.json").read_text())
             assert all(per_seed[seed, rung][m] == evaluated[m] for m in METRICS)
     for row in ladder["rows"]:
@@ -256,5 +257,7 @@ def test_seeds_reuse_the_main_run_train_the_others_and_compare(tmp_path, capsys)
         for metric in METRICS:
             assert row[metric] == pytest.approx((pair[0][metric] + pair[1][metric]) / 2, abs=1e-12)
             assert row["std"][metric] == pytest.approx(abs(pair[0][metric] - pair[1][metric]) / math.sqrt(2), abs=1e-12)
+    assert "p" not in ladder["rows"][0] and all(0 <= row["p"][m] <= 1 for row in ladder["rows"][1:] for m in METRICS)
     assert "## Per seed" in (run / "ablation" / "ladder.md").read_text()
+    assert "| p recall@10 | p ndcg@10 |" in (run / "ablation" / "ladder.md").read_text()
     assert (run / "ablation" / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

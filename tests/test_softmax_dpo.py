@@ -200,7 +200,7 @@ def test_packed_mask_lets_each_completion_see_the_prompt_and_itself():
 
 
 def test_a_training_step_runs_with_gradient_checkpointing_and_logs_the_rewards(tiny, tmp_path):
-    trainer = softmax_trainer(load(tiny), AutoTokenizer.from_pretrained(tiny), tmp_path, gradient_checkpointing=True)
+    trainer = softmax_trainer(load(tiny), AutoTokenizer.from_pretrained(tiny), tmp_path, activation_checkpointing=True)
     trainer.train()
     logged = trainer.state.log_history[0]
     for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
@@ -244,7 +244,7 @@ def test_bad_options_are_refused(tiny, tmp_path):
         AutoTokenizer.from_pretrained(tiny),
         tmp_path,
         shared_prompt_forward="cache",
-        gradient_checkpointing=True,
+        activation_checkpointing=True,
     )
     with pytest.raises(ConfigError, match="gradient checkpointing"):
         trainer.train()

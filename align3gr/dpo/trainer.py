@@ -113,7 +113,7 @@ class SoftmaxDPOTrainer(DPOTrainer):
         if self.ref_model is None and is_peft_model(self.model):
             unwrapped = self.accelerator.unwrap_model(self.model)
             adapter = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
-        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), adapter:
+        with disable_gradient_checkpointing(self.model, self.args.activation_checkpointing_kwargs), adapter:
             logps = self.completion_logps(model, inputs)
         return logps[:, 0], logps[:, 1:]
 

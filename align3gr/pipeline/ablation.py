@@ -13,6 +13,9 @@ Each rung adds one module to the rung before; the last rung is the config itself
 9. +SP-DPO: the config's self-play stages instead;
 10. +RF-DPO: the config's self-play then real-feedback stages (the full method).
 
+A rung that adds nothing the config has (e.g. +B2 when `sft.tasks` lacks user_align, or +RF-DPO when the DPO stages
+are all self-play, or were left out by `--skip-unmet`) is not trained again: the ladder omits it and says so.
+
 Steps whose lineage equals the main run's live in the main run's folders (so `align3gr pipeline` and `ablate` on one
 run folder share them), and with `--seeds` those equal to seed S's own pipeline in `seeds/S/` (shared with `pipeline
 --seeds`); the others go to `ablation/HASH/`. Rungs that share a lineage share the steps.
@@ -23,20 +26,27 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 from align3gr.console import format_table, markdown_table
 from align3gr.io import atomic_write_json, atomic_write_text, sha256_json
 from align3gr.pipeline import default_run_dir
 from align3gr.pipeline.checks import checked_run
+from align3gr.pipeline.compare import paired_test, user_means
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
 from align3gr.pipeline.placement import seed_folder, seeded_config, shared_placement
 from align3gr.pipeline.plan import Plan, Step, merged_steps
 from align3gr.pipeline.runner import run_steps
 from align3gr.pipeline.seeds import plus_minus, spread_by
-from align3gr.pipeline.summary import METRICS, markdown_document
+from align3gr.pipeline.summary import METRICS, markdown_document, markdown_list, skipped_lines
 
 C_TASKS = ("asym_title", "asym_item", "intention", "preference")
+TESTED = ("recall@10", "ndcg@10")
+"""The metrics whose p-value against the rung before the tables show (ladder.json holds every metric's)."""
+TEST_NOTE = ("p: two-sided paired t-test against the rung before, over the users (each user's metric averaged over "
+             "the seeds)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,17 +84,29 @@ def ladder(config: PipelineConfig) -> list[Rung]:
     ]
 
 
+def trained_rungs(config: PipelineConfig, dpo: bool = True) -> tuple[list[Rung], list[str]]:
+    """The rungs of `ladder(config)` that train something new, and the labels of the others: a rung that trains
+    what the rung before it trains, and the last rung when `dpo` is false (its DPO stages cannot run)."""
+    rungs = ladder(config)
+    kept = [rung for before, rung in zip([None, *rungs], rungs, strict=False) if before is None
+            or (rung.config, rung.dpo) != (before.config, before.dpo)]  # fmt: skip
+    if not dpo:
+        kept = [rung for rung in kept if rung is not rungs[-1]]
+    return kept, [rung.label for rung in rungs if rung not in kept]
+
+
 def ladder_steps(
-    config: PipelineConfig, run_dir: Path, seeds: Sequence[int] = (0,)
+    config: PipelineConfig, run_dir: Path, seeds: Sequence[int] = (0,), dpo: bool = True
 ) -> tuple[list[Step], list[tuple[int, Rung, str]]]:
     """Every step the ladders of `seeds` need, each once, in an order that respects inputs; and per seed and rung
     the name of the evaluation step whose metrics are its result (its last model's). Seed S's ladder is that of
-    `config` with its training seeds shifted by S, as `pipeline --seeds` shifts them. Each rung's stage commands
-    read its config from `rung_config_file` (written by `run_ablation`)."""
+    `config` with its training seeds shifted by S, as `pipeline --seeds` shifts them; its rungs are
+    `trained_rungs(config, dpo)`. Each rung's stage commands read its config from `rung_config_file` (written by
+    `run_ablation`)."""
     plans, rungs = [], []
     for seed in seeds:
         place = shared_placement(config, run_dir, seed)
-        for rung in ladder(seeded_config(config, seed)):
+        for rung in trained_rungs(seeded_config(config, seed), dpo)[0]:
             plans.append((Plan(rung.config, rung_config_file(rung, run_dir), run_dir, place), rung.dpo))
             rungs.append((seed, rung))
     steps, own = merged_steps(plans)
@@ -132,14 +154,26 @@ def ladder_rows(per_seed: list[dict], seeds: Sequence[int]) -> list[dict]:
             for first, spread in spread_by(per_seed, "step")]  # fmt: skip
 
 
+def rung_tests(predictions: Sequence[Path], rungs: int) -> list[dict[str, float]]:
+    """Per rung, each metric's two-sided paired t-test p-value against the rung before, over the users (each user's
+    metric averaged over the seeds); empty for the first rung. `predictions`: every evaluation's predictions.jsonl,
+    seed by seed and rung by rung within a seed, as `ladder_steps` lists them."""
+    means = [user_means(predictions[rung::rungs])[1] for rung in range(rungs)]
+    return [{}] + [{m: paired_test(now[m], before[m]).p_value for m in METRICS} for before, now in pairwise(means)]
+
+
 def shown_rows(summary: dict) -> list[dict]:
-    """The rows of the printed and Markdown tables: step, rung and each metric (`mean ± std` over several seeds)."""
+    """The rows of the printed and Markdown tables: step, rung, each metric (`mean ± std` over several seeds) and the
+    p-values of `TESTED` against the rung before."""
 
     def shown(row: dict, metric: str) -> object:
         return plus_minus({"mean": row[metric], "std": row["std"][metric]}) if "std" in row else row[metric]
 
-    return [{"step": row["step"], "rung": row["rung"], **{m: shown(row, m) for m in METRICS}}
-            for row in summary["rows"]]  # fmt: skip
+    def p(row: dict, metric: str) -> str:
+        return f"{row['p'][metric]:.3g}" if "p" in row else ""
+
+    return [{"step": row["step"], "rung": row["rung"], **{m: shown(row, m) for m in METRICS},
+             **{f"p {m}": p(row, m) for m in TESTED}} for row in summary["rows"]]  # fmt: skip
 
 
 def ladder_title(summary: dict, where: str = "") -> str:
@@ -153,24 +187,32 @@ def ladder_markdown(summary: dict) -> str:
     """`ladder.md`: a row per rung with its split and evaluated model (one seed), or the mean ± std table and then
     every seed's metrics and evaluated model (several)."""
     title = ladder_title(summary, f" of `{summary['run_dir']}`")
+    omitted = markdown_list(omitted_lines(summary))
     if len(summary["seeds"]) == 1:
-        return markdown_document(summary["rows"], title)
+        return markdown_document(summary["rows"], title) + omitted
     columns = ["seed", "step", "rung", *METRICS, "model"]
     per_seed = markdown_table(columns, [[row[c] for c in columns] for row in summary["per_seed"]])
-    return markdown_document(shown_rows(summary), title) + f"\n## Per seed\n\n{per_seed}\n"
+    return markdown_document(shown_rows(summary), title) + omitted + f"\n## Per seed\n\n{per_seed}\n"
 
 
 def run_ablation(
-    config_path: str | Path, run_dir: str | Path | None = None, launcher: str | None = None, seeds: Sequence[int] = (0,)
+    config_path: str | Path,
+    run_dir: str | Path | None = None,
+    launcher: str | None = None,
+    seeds: Sequence[int] = (0,),
+    skip_unmet: bool = False,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> dict:
-    """Run (or continue) the ladder of `config_path` in `run_dir` once per seed in `seeds` (training and evaluation
-    under `launcher` if given, its needs checked first and its run folder locked, as in `run_pipeline`); writes
-    `ablation/ladder.json`, `ladder.md` and `ladder.png` and returns the summary."""
+    """Run (or continue) the ladder of `config_path` (with `overrides`) in `run_dir` once per seed in `seeds`
+    (training and evaluation under `launcher` if given, its needs checked first with `skip_unmet` and its run folder
+    locked, as in `run_pipeline`); writes `ablation/ladder.json`, `ladder.md` and `ladder.png` and returns the
+    summary."""
     start = time.perf_counter()
-    config = load_pipeline_config(config_path)
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
-    with checked_run(config, run, "align3gr ablate", launcher=launcher):
-        steps, results = ladder_steps(config, run, seeds)
+    with checked_run(load_pipeline_config(config_path, overrides), run, "align3gr ablate", skip_unmet,
+                     launcher) as checked:  # fmt: skip
+        config = checked.config
+        steps, results = ladder_steps(config, run, seeds, checked.dpo)
         (run / "ablation" / "configs").mkdir(parents=True, exist_ok=True)
         for _, rung, _ in results:
             write_pipeline_config(rung.config, rung_config_file(rung, run))
@@ -185,8 +227,12 @@ def run_ablation(
                              **{m: metrics[m] for m in METRICS}, "split": metrics["split"],
                              "model": str(outcomes[evaluation].step.evaluates)})  # fmt: skip
         out = run / "ablation"
+        predictions = [outcomes[evaluation].step.path / "predictions.jsonl" for _, _, evaluation in results]
+        tests = rung_tests(predictions, rungs)
+        rows = [{**row, **({"p": p} if p else {})} for row, p in zip(ladder_rows(per_seed, seeds), tests, strict=True)]
         summary = {"run_dir": str(run), "seeds": list(seeds), "wall_seconds": round(time.perf_counter() - start, 1),
-                   "rows": ladder_rows(per_seed, seeds)}  # fmt: skip
+                   "rows": rows, "skipped": list(checked.skipped),
+                   "left_out": trained_rungs(config, checked.dpo)[1]}  # fmt: skip
         if len(seeds) > 1:
             summary["per_seed"] = per_seed
         atomic_write_json(out / "ladder.json", summary)
@@ -195,6 +241,14 @@ def run_ablation(
         return summary
 
 
+def omitted_lines(summary: dict) -> list[str]:
+    """What the p columns are; the stages `--skip-unmet` left out, then the rungs the ladder omits
+    (`trained_rungs`), one line each."""
+    left_out = summary.get("left_out", [])
+    return [TEST_NOTE, *skipped_lines(summary)] + [f"no rung {label}: nothing of the run's config to add there"
+                                                   for label in left_out]  # fmt: skip
+
+
 def ladder_text(summary: dict) -> str:
-    """The printed table: each rung's metrics."""
-    return format_table(shown_rows(summary), ladder_title(summary))
+    """The printed table: each rung's metrics, then what the ladder left out."""
+    return "\n".join([format_table(shown_rows(summary), ladder_title(summary)), *omitted_lines(summary)])

@@ -105,18 +105,23 @@ class Side:
 
     def user_means(self, seeds: Sequence[int]) -> tuple[list[tuple[str, str]], dict[str, list[float]]]:
         """The evaluated `(user, target)` pairs and, per metric, each user's value averaged over `seeds`."""
-        users: list[tuple[str, str]] | None = None
-        per_seed = []
-        for row in self.rows(seeds):
-            path = self.run / row["folder"] / "predictions.jsonl"
-            predictions = [p for _, p in iter_json_lines(path)]
-            pairs = [(p["user_id"], p["target"]) for p in predictions]
-            if users is not None and pairs != users:
-                raise ConfigError(f"{path}: other users or targets than seed {seeds[0]}'s evaluation")
-            users = pairs
-            per_seed.append({m: [user_score(m, p["ranked"], p["target"]) for p in predictions] for m in METRICS})
-        by_user = {m: zip(*(values[m] for values in per_seed), strict=True) for m in METRICS}
-        return users or [], {m: [statistics.fmean(user) for user in by_user[m]] for m in METRICS}
+        return user_means([self.run / row["folder"] / "predictions.jsonl" for row in self.rows(seeds)])
+
+
+def user_means(paths: Sequence[Path]) -> tuple[list[tuple[str, str]], dict[str, list[float]]]:
+    """The `(user, target)` pairs the evaluations of `paths` (their `predictions.jsonl`, one per seed) ranked, the
+    same in each, and per metric each user's value averaged over them."""
+    users: list[tuple[str, str]] | None = None
+    per_seed = []
+    for path in paths:
+        predictions = [p for _, p in iter_json_lines(path)]
+        pairs = [(p["user_id"], p["target"]) for p in predictions]
+        if users is not None and pairs != users:
+            raise ConfigError(f"{path}: other users or targets than {paths[0]}")
+        users = pairs
+        per_seed.append({m: [user_score(m, p["ranked"], p["target"]) for p in predictions] for m in METRICS})
+    by_user = {m: zip(*(values[m] for values in per_seed), strict=True) for m in METRICS}
+    return users or [], {m: [statistics.fmean(user) for user in by_user[m]] for m in METRICS}
 
 
 def compare(a: Side, b: Side, test: str = "t", unit: str = "users", alpha: float = 0.05) -> dict:

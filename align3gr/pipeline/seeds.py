@@ -27,7 +27,7 @@ from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write
 from align3gr.pipeline.placement import SEEDED, seed_folder, seeded_config, shared_placement
 from align3gr.pipeline.plan import SCORED, Plan, merged_steps
 from align3gr.pipeline.runner import Outcome, run_steps
-from align3gr.pipeline.summary import METRICS, markdown_document, skipped_lines, skipped_markdown, write_summary
+from align3gr.pipeline.summary import METRICS, markdown_document, markdown_list, skipped_lines, write_summary
 
 FILE = "seeds.json"
 
@@ -115,7 +115,7 @@ def seeds_markdown(summary: dict) -> str:
     per_seed = markdown_table(columns, [[row[c] for c in columns] for row in summary["per_seed"]])
     return (
         markdown_document(table_rows(summary), title(summary))
-        + skipped_markdown(summary)
+        + markdown_list(skipped_lines(summary))
         + f"\n## Per seed\n\n{per_seed}\n"
     )
 

@@ -97,9 +97,8 @@ def skipped_lines(summary: dict) -> list[str]:
     return [f"skipped {line}" for line in summary.get("skipped", [])]
 
 
-def skipped_markdown(summary: dict) -> str:
-    """`skipped_lines` as a Markdown list after a blank line (nothing when none was left out)."""
-    lines = skipped_lines(summary)
+def markdown_list(lines: Sequence[str]) -> str:
+    """`lines` as a Markdown list after a blank line (nothing when there are none)."""
     return "".join(f"\n- {line}" for line in lines) + ("\n" if lines else "")
 
 
@@ -118,4 +117,4 @@ def markdown_document(rows: list[dict], title: str) -> str:
 def summary_markdown(summary: dict) -> str:
     """`summary.md`: the printed table in Markdown."""
     title = f"Run `{summary['run_dir']}` (wall time of the last invocation: {summary['wall_seconds']:.0f} s)"
-    return markdown_document(table_rows(summary), title) + skipped_markdown(summary)
+    return markdown_document(table_rows(summary), title) + markdown_list(skipped_lines(summary))

@@ -72,7 +72,7 @@ class SCIDSFTTrainer(SFTTrainer):
         """A scheduled evaluation (every eval dataset) first ranks the probe's users; the ranking joins the metrics of
         the first eval dataset's evaluation, so the log and the callbacks (best checkpoint, early stopping) see it."""
         if self.probe is not None and eval_dataset is None and metric_key_prefix == "eval":
-            checkpointing = self.args.gradient_checkpointing_kwargs
+            checkpointing = self.args.activation_checkpointing_kwargs
             with unwrap_model_for_generation(
                 self.model_wrapped, self.accelerator, gradient_checkpointing_kwargs=checkpointing
             ) as model:
