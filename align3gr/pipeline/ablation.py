@@ -185,14 +185,14 @@ def ladder_title(summary: dict, where: str = "") -> str:
 
 def ladder_markdown(summary: dict) -> str:
     """`ladder.md`: a row per rung with its split and evaluated model (one seed), or the mean ± std table and then
-    every seed's metrics and evaluated model (several)."""
+    every seed's metrics and evaluated model (several); `ladder_notes` below the first table."""
     title = ladder_title(summary, f" of `{summary['run_dir']}`")
-    omitted = markdown_list(omitted_lines(summary))
+    notes = markdown_list(ladder_notes(summary))
     if len(summary["seeds"]) == 1:
-        return markdown_document(summary["rows"], title) + omitted
+        return markdown_document(summary["rows"], title) + notes
     columns = ["seed", "step", "rung", *METRICS, "model"]
     per_seed = markdown_table(columns, [[row[c] for c in columns] for row in summary["per_seed"]])
-    return markdown_document(shown_rows(summary), title) + omitted + f"\n## Per seed\n\n{per_seed}\n"
+    return markdown_document(shown_rows(summary), title) + notes + f"\n## Per seed\n\n{per_seed}\n"
 
 
 def run_ablation(
@@ -241,7 +241,7 @@ def run_ablation(
         return summary
 
 
-def omitted_lines(summary: dict) -> list[str]:
+def ladder_notes(summary: dict) -> list[str]:
     """What the p columns are; the stages `--skip-unmet` left out, then the rungs the ladder omits
     (`trained_rungs`), one line each."""
     left_out = summary.get("left_out", [])
@@ -251,4 +251,4 @@ def omitted_lines(summary: dict) -> list[str]:
 
 def ladder_text(summary: dict) -> str:
     """The printed table: each rung's metrics, then what the ladder left out."""
-    return "\n".join([format_table(shown_rows(summary), ladder_title(summary)), *omitted_lines(summary)])
+    return "\n".join([format_table(shown_rows(summary), ladder_title(summary)), *ladder_notes(summary)])
