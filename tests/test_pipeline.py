@@ -376,6 +376,10 @@ def test_each_rung_is_tested_against_the_rung_before_over_users_averaged_over_se
         expected = stats.ttest_rel(means(rung, metric), means(rung - 1, metric)).pvalue
         assert tests[rung][metric] == pytest.approx(expected, rel=1e-12)
     assert tests[2]["recall@5"] == 1.0  # no user's mean differs: the test is not defined, p is 1
+    for path in (paths[2], paths[5]):  # rung 2 of both seeds lists its users in reverse
+        path.write_text("\n".join(path.read_text().splitlines()[::-1]) + "\n")
+    with pytest.raises(ConfigError, match=r"0_2.jsonl: other users or targets than .*0_0.jsonl; rungs pair by user"):
+        rung_tests(paths, 3)
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from align3gr.console import format_table, markdown_table
+from align3gr.errors import ConfigError
 from align3gr.io import atomic_write_json, atomic_write_text, sha256_json
 from align3gr.pipeline import default_run_dir
 from align3gr.pipeline.checks import checked_run
@@ -158,7 +159,11 @@ def rung_tests(predictions: Sequence[Path], rungs: int) -> list[dict[str, float]
     """Per rung, each metric's two-sided paired t-test p-value against the rung before, over the users (each user's
     metric averaged over the seeds); empty for the first rung. `predictions`: every evaluation's predictions.jsonl,
     seed by seed and rung by rung within a seed, as `ladder_steps` lists them."""
-    means = [user_means(predictions[rung::rungs])[1] for rung in range(rungs)]
+    evaluated = [user_means(predictions[rung::rungs]) for rung in range(rungs)]
+    for rung, (users, _) in enumerate(evaluated):
+        if users != evaluated[0][0]:
+            raise ConfigError(f"{predictions[rung]}: other users or targets than {predictions[0]}; rungs pair by user")
+    means = [values for _, values in evaluated]
     return [{}] + [{m: paired_test(now[m], before[m]).p_value for m in METRICS} for before, now in pairwise(means)]
 
 
