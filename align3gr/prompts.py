@@ -26,6 +26,11 @@ def prompts_dir() -> Path:
     return Path(override) if override else Path(align3gr.__file__).resolve().parent.parent / "prompts"
 
 
+def prompt_file(name: str) -> Path:
+    """The file of prompt set `name`: `NAME.yaml` in `prompts_dir()`."""
+    return prompts_dir() / f"{name}.yaml"
+
+
 def _load(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: prompt file not found (set ALIGN3GR_PROMPTS to the folder holding it)")
@@ -68,7 +73,7 @@ def load_prompts(name: str, kinds: Mapping[str, Collection[str]]) -> dict[str, l
     """The paraphrases of each kind in `kinds` from `prompts/NAME.yaml`, checked: every kind present and
     each template using only the placeholders `kinds` allows it. Other entries of the file are ignored. The file
     is read on every call (callers load once per stage), so an edited file is always seen."""
-    path = prompts_dir() / f"{name}.yaml"
+    path = prompt_file(name)
     document = _load(path)
     return {kind: _paraphrases(path, kind, document.get(kind), allowed) for kind, allowed in kinds.items()}
 

@@ -111,13 +111,15 @@ class AmazonBuilder(Builder):
         meta = Path(self.options["meta"]) if "meta" in self.options else None
         if reviews is None and source.is_file():
             reviews = source
-        folder = source if source.is_dir() else source.parent
-        candidates = sorted(p for p in folder.iterdir() if p.name.endswith(JSON_SUFFIXES)) if folder.is_dir() else []
-        if meta is None:
-            meta = self._only([p for p in candidates if p.name.startswith("meta_")], folder, "metadata file (meta_*)")
-        if reviews is None:
-            others = [p for p in candidates if not p.name.startswith("meta_")]
-            reviews = self._only(others, folder, "reviews file")
+        if meta is None or reviews is None:
+            folder = self.folder_of(source)
+            candidates = sorted(p for p in folder.iterdir() if p.name.endswith(JSON_SUFFIXES))
+            if meta is None:
+                metas = [p for p in candidates if p.name.startswith("meta_")]
+                meta = self._only(metas, folder, "metadata file (meta_*)")
+            if reviews is None:
+                others = [p for p in candidates if not p.name.startswith("meta_")]
+                reviews = self._only(others, folder, "reviews file")
         for path in (reviews, meta):
             if not path.is_file():
                 raise DataError("file not found", path)
@@ -135,9 +137,9 @@ class AmazonBuilder(Builder):
         interactions = InteractionLog(reviews_path, with_reviews=True)
         add = interactions.add
         for line, review in iter_json_lines(reviews_path):
-            if "reviewerID" not in review or "asin" not in review or "overall" not in review:
-                field = next(f for f in ("reviewerID", "asin", "overall") if f not in review)
-                raise DataError(f"missing required field '{field}'", reviews_path, line)
+            if "reviewerID" not in review or "asin" not in review or review.get("overall") is None:
+                field = next(f for f in ("reviewerID", "asin", "overall") if review.get(f) is None)
+                raise DataError(f"missing required field '{field}' (or it is null)", reviews_path, line)
             user, item = review["reviewerID"], review["asin"]
             if type(user) is not str or type(item) is not str:
                 user, item = (
@@ -151,9 +153,9 @@ class AmazonBuilder(Builder):
         wanted = set(interactions.item_ids)
         items: dict[str, Item] = {}
         for line, meta in iter_json_lines(meta_path, allow_python_literals=True):
-            asin = meta.get("asin")
-            if not isinstance(asin, str) or not asin:
+            if "asin" not in meta:
                 raise DataError("missing required field 'asin'", meta_path, line)
+            asin = identifier(meta, "asin", meta_path, line)
             if asin in wanted and asin not in items:
                 item = item_from_metadata(asin, meta)
                 if item is not None:

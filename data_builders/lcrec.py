@@ -93,7 +93,7 @@ class LCRecBuilder(Builder):
     option_names = ("name",)
 
     def files(self, source: Path) -> dict[str, Path]:
-        folder = source if source.is_dir() else source.parent
+        folder = self.folder_of(source)
         if "name" in self.options:
             stem = self.options["name"]
         elif source.is_file() and source.name.endswith(".inter.json"):

@@ -102,6 +102,17 @@ def make_user(user_id: str, age: str, gender: str, occupation: str, zip_code: st
     return User(user_id=user_id, profile=profile_sentence(age, gender, occupation), attributes=attributes)
 
 
+def decode_1m(age: str, occupation: str, path: Path, line: int) -> tuple[str, str]:
+    """ml-1m's age and occupation codes ("25", "12") as their meaning ("25-34", "programmer"), else a DataError."""
+    if age not in AGES_1M or not occupation.isdecimal() or int(occupation) >= len(OCCUPATIONS_1M):
+        raise DataError(
+            f"unknown ml-1m age or occupation code (age {age!r}, occupation {occupation!r}; see the ml-1m README)",
+            path,
+            line,
+        )
+    return AGES_1M[age], OCCUPATIONS_1M[int(occupation)]
+
+
 def add_unique(table: dict, key: str, value: object, path: Path, line: int, what: str) -> None:
     if key in table:
         raise DataError(f"duplicate {what} '{key}'", path, line)
@@ -175,10 +186,8 @@ class MovieLensBuilder(Builder):
             add_unique(items, item, make_item(item, title, genres.split("|")), files["item"], line, "item ID")
         users: dict[str, User] = {}
         for line, (user, gender, age, occupation, zip_code) in read_rows(files["user"], "::", 5):
-            if age not in AGES_1M or not occupation.isdecimal() or int(occupation) >= len(OCCUPATIONS_1M):
-                raise DataError("unknown age or occupation code (see the ml-1m README)", files["user"], line)
-            user_record = make_user(user, AGES_1M[age], gender, OCCUPATIONS_1M[int(occupation)], zip_code)
-            add_unique(users, user, user_record, files["user"], line, "user ID")
+            age, occupation = decode_1m(age, occupation, files["user"], line)
+            add_unique(users, user, make_user(user, age, gender, occupation, zip_code), files["user"], line, "user ID")
         return RawData(interactions, items, users)
 
     def _read_recbole(self, files: dict[str, Path]) -> RawData:
@@ -192,7 +201,10 @@ class MovieLensBuilder(Builder):
             add_unique(items, row["item_id"], item, files["item"], line, "item ID")
         users: dict[str, User] = {}
         for line, row in self._atomic(files["user"], ("user_id", "age", "gender", "occupation"), ("zip_code",)):
-            record = make_user(row["user_id"], row["age"], row["gender"], row["occupation"], row.get("zip_code", ""))
+            age, occupation = row["age"], row["occupation"]
+            if occupation.isdecimal():  # ml-1m's atomic files keep its codes; ml-100k's occupations are words
+                age, occupation = decode_1m(age, occupation, files["user"], line)
+            record = make_user(row["user_id"], age, row["gender"], occupation, row.get("zip_code", ""))
             add_unique(users, row["user_id"], record, files["user"], line, "user ID")
         return RawData(interactions, items, users)
 

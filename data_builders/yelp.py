@@ -65,7 +65,7 @@ class YelpBuilder(Builder):
     version = "1"
 
     def _files(self, source: Path) -> dict[str, Path]:
-        folder = source if source.is_dir() else source.parent
+        folder = self.folder_of(source)
         found = {}
         for kind in ("business", "review", "user"):
             matches = sorted(folder.glob(f"*{kind}.json")) + sorted(folder.glob(f"*{kind}.json.gz"))

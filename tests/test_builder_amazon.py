@@ -119,6 +119,10 @@ def test_explicit_file_options(tmp_path):
             r"Keyboards\.json:5: reviewTime",
         ),
         ("[1, 2]", r"Keyboards\.json:5: expected a JSON object"),
+        (
+            '{"reviewerID": "U0", "asin": "B001", "overall": null, "unixReviewTime": 5}',
+            r"Keyboards\.json:5: missing required field 'overall' \(or it is null\)",
+        ),
     ],
 )
 def test_bad_reviews(tmp_path, line, pattern):
@@ -133,6 +137,15 @@ def test_bad_reviews(tmp_path, line, pattern):
 
 def test_bad_metadata_and_ambiguous_files(tmp_path):
     source = write_2018(tmp_path / "raw")
+    with pytest.raises(DataError, match=r"raw/typo: not found: expected the dataset's folder"):
+        build_dataset("amazon", source / "typo", tmp_path / "out", SMALL)
+    meta = (source / "meta_Keyboards.json").read_text()
+    (source / "meta_Keyboards.json").write_text(meta + '{"asin": 7, "title": "An integer ASIN"}\n')
+    assert len(build_dataset("amazon", source, tmp_path / "ok", SMALL).dataset.items) == ITEMS
+    (source / "meta_Keyboards.json").write_text(meta + '{"asin": [7], "title": "A list"}\n')
+    with pytest.raises(DataError, match=r"meta_Keyboards\.json:8: field 'asin' must be an ID"):
+        build_dataset("amazon", source, tmp_path / "out", SMALL)
+    (source / "meta_Keyboards.json").write_text(meta)
     with open(source / "meta_Keyboards.json", "a") as handle:
         handle.write("{'asin': 'B001', 'title': \n")
     with pytest.raises(DataError, match=r"meta_Keyboards\.json:8: malformed line: neither JSON nor a Python dict"):
@@ -163,6 +176,36 @@ def test_unreadable_files_name_the_file_and_line(tmp_path):
     with pytest.raises(DataError, match=r"Keyboards\.json\.gz:1: corrupt or cut-off gzip file \(Not a gzipped file"):
         build_dataset("amazon", source, tmp_path / "out", SMALL)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_review_without_a_rating_among_rated_ones_is_an_error(tmp_path):
+    """A builder that records no rating for one interaction (here one Yelp-style row through the log directly)
+    would otherwise drop every rating of the dataset in silence."""
+    from align3gr.data.build import assemble
+    from align3gr.data.builder import RawData
+    from align3gr.data.interactions import InteractionLog
+    from align3gr.data.schema import Item
+
+    log = InteractionLog(tmp_path / "reviews.json")
+    for k in range(6):
+        log.add(f"U{k % 2}", f"B{k % 3}", k, None if k == 4 else 5.0, line=k + 1)
+    items = {f"B{i}": Item(f"B{i}", f"Item {i}") for i in range(3)}
+    with pytest.raises(DataError, match=r"reviews\.json:5: this interaction has no rating while others have one"):
+        assemble(RawData(log, items), DataConfig(user_k=1, item_k=1), "error")
+
+
+def test_an_edited_template_file_rebuilds_the_texts(tmp_path, monkeypatch):
+    source = write_2018(tmp_path / "raw")
+    assert not build_dataset("amazon", source, tmp_path / "out", SMALL).up_to_date
+    assert build_dataset("amazon", source, tmp_path / "out", SMALL).up_to_date
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    original = (Path(__file__).resolve().parent.parent / "prompts" / "data_texts.yaml").read_text()
+    (prompts / "data_texts.yaml").write_text(original)
+    monkeypatch.setenv("ALIGN3GR_PROMPTS", str(prompts))
+    assert build_dataset("amazon", source, tmp_path / "out", SMALL).up_to_date  # the same templates
+    (prompts / "data_texts.yaml").write_text(original + "\n# edited\n")
+    assert not build_dataset("amazon", source, tmp_path / "out", SMALL, overwrite=True).up_to_date
 
 
 def test_a_price_beyond_float_range_is_no_price(tmp_path):

@@ -6,10 +6,13 @@ import importlib.util
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from align3gr.cli import main
 from align3gr.data.build import build_dataset
+from align3gr.data.config import DataConfig
 from align3gr.data.dataset import load_dataset
+from align3gr.errors import DataError
 
 RECBOLE_ML100K = Path(importlib.util.find_spec("recbole").origin).parent / "dataset_example" / "ml-100k"
 
@@ -150,6 +153,30 @@ def test_grouplens_1m_layout(tmp_path):
     assert dataset.users["1"].profile.startswith("A female K-12 student aged under 18. ")
     assert dataset.users["2"].attributes["occupation"] == "self-employed"
     assert dataset.sequences["1"].items == [str(i) for i in range(1, 9)]
+
+
+def test_recbole_ml1m_atomic_files_decode_the_user_codes(tmp_path):
+    """RecBole's ml-1m `.user` keeps ml-1m's age and occupation codes: the profile gives their meaning, and a code
+    outside the ml-1m README's tables is an error naming the file and line."""
+    source = tmp_path / "ml-1m"
+    source.mkdir()
+    items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tgenre:token_seq"]
+    items += [f"{i}\tMovie {i}\t1999\tDrama" for i in range(1, 9)]
+    (source / "ml-1m.item").write_text("\n".join(items) + "\n")
+    users = ["user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token"]
+    users += ["1\t1\tF\t10\t48067", "2\t56\tM\t16\t70072", "3\t25\tM\t15\t55117"]
+    (source / "ml-1m.user").write_text("\n".join(users) + "\n")
+    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    inter += [f"{u}\t{i}\t{1 + (u + i) % 5}\t{978300000 + 10 * i + u}" for u in (1, 2, 3) for i in range(1, 9)]
+    (source / "ml-1m.inter").write_text("\n".join(inter) + "\n")
+    build = ["data", "build", "--builder", "movielens", "--source", str(source), "--user-k", "3", "--item-k", "3"]
+    assert main([*build, "--out", str(tmp_path / "o")]) == 0
+    dataset = load_dataset(tmp_path / "o")
+    assert dataset.users["1"].profile.startswith("A female K-12 student aged under 18. ")
+    assert dataset.users["2"].attributes["occupation"] == "self-employed"
+    (source / "ml-1m.user").write_text("\n".join([*users, "4\t30\tM\t3\t12345"]) + "\n")
+    with pytest.raises(DataError, match=r"ml-1m\.user:5: unknown ml-1m age or occupation code \(age '30'"):
+        build_dataset("movielens", source, tmp_path / "o2", DataConfig(user_k=3, item_k=3))
 
 
 def test_readme_command_with_the_recipe_config(tmp_path, capsys):

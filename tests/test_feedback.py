@@ -61,9 +61,9 @@ def reviewed_dataset(ratings: list[int] | None) -> Dataset:
 
 
 def test_sentiment_model_scores_reviews(sentiment_model):
-    scores = score_reviews(REVIEWS[:2], sentiment_model)
+    scores = list(score_reviews(REVIEWS[:2], sentiment_model, chunk=1))
     assert len(scores) == 2 and all(s in {1.0, 2.0, 3.0, 4.0, 5.0} for s in scores)
-    assert scores == score_reviews(REVIEWS[:2], sentiment_model)
+    assert scores == list(score_reviews(REVIEWS[:2], sentiment_model))
     dataset = reviewed_dataset([5, 4, 1, 2, 3])
     assert assign_feedback(dataset, 1.0, 4.0, sentiment_model) == "sentiment"
     levels = dataset.sequences["u"].feedback

@@ -22,7 +22,10 @@ from align3gr.data.interactions import SpooledTexts
 from align3gr.data.preprocess import filter_interactions
 from align3gr.data.schema import Sequence, User
 from align3gr.data.texts import add_user_texts, iter_intentions
+from align3gr.errors import DataError
 from align3gr.io import reporting_reads, sha256_file, sha256_json
+from align3gr.models.local import local_models
+from align3gr.prompts import prompt_file
 from align3gr.stage_output import StageOutput
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,14 @@ def source_records(builder: Builder, source: Path) -> list[dict]:
     ]
 
 
+def text_inputs(config: DataConfig) -> dict:
+    """What the texts and feedback levels depend on beyond the config: the template file's sha256 and the identity
+    of each local model folder (text writer, sentiment model), so an edited template or a replaced model rebuilds."""
+    prompts = prompt_file("data_texts")
+    digest = sha256_file(prompts) if prompts.is_file() else None
+    return {"prompts": digest, **local_models(config.text_model, config.sentiment_model)}
+
+
 def build_dataset(
     builder_name: str,
     source: str | Path,
@@ -85,6 +96,7 @@ def build_dataset(
             "options": builder.options,
             "sources": [s["sha256"] for s in sources],
             "config": config_to_dict(config),
+            "texts": text_inputs(config),
         }
     )
     output = StageOutput(out)
@@ -151,7 +163,15 @@ def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:
     cols = interactions.columns()
     users = cols["user"][rows]
     boundaries = np.flatnonzero(np.diff(users)) + 1
-    has_ratings = not np.isnan(cols["rating"][rows]).any()
+    unrated = np.isnan(cols["rating"][rows])
+    has_ratings = not unrated.any()
+    if not has_ratings and not unrated.all():
+        line = int(cols["line"][rows][unrated.argmax()])
+        raise DataError(
+            "this interaction has no rating while others have one: give every interaction a rating, or none",
+            interactions.source,
+            line,
+        )
     user_ids, item_ids = interactions.user_ids, interactions.item_ids
     bounds = [0, *boundaries.tolist(), len(rows)] if len(rows) else [0]
     sequences: dict[str, Sequence] = {}

@@ -58,13 +58,12 @@ class Builder:
         raise NotImplementedError
 
     @staticmethod
-    def find_file(folder: Path, candidates: list[str], what: str) -> Path:
-        """The first of `candidates` (glob patterns) present in `folder`, or a DataError listing them."""
-        for pattern in candidates:
-            found = sorted(folder.glob(pattern))
-            if found:
-                return found[0]
-        raise DataError(f"no {what} found; expected one of {', '.join(candidates)}", folder)
+    def folder_of(source: Path) -> Path:
+        """The folder a builder reads: `source`, or the folder of the file `source` names; a DataError when `source`
+        does not exist (a mistyped folder must not fall back to its parent)."""
+        if not source.exists():
+            raise DataError("not found: expected the dataset's folder or one of its files", source)
+        return source if source.is_dir() else source.parent
 
 
 def identifier(row: dict, name: str, path: Path, line: int) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
-from collections.abc import Sequence as SequenceOf
+from collections.abc import Iterable, Iterator
 
 from align3gr.data.dataset import Dataset
 from align3gr.data.schema import Sequence
@@ -42,14 +43,17 @@ def label_to_rating(label: str, num_labels: int) -> float:
     return value
 
 
-def score_reviews(texts: SequenceOf[str], model_path: str, batch_size: int = 32) -> list[float]:
-    """Score review texts with a local text-classification model; returns a 1-5 score per text."""
+def score_reviews(texts: Iterable[str], model_path: str, batch_size: int = 32, chunk: int = 4096) -> Iterator[float]:
+    """A 1-5 score per review text from a local text-classification model, lazily: the texts are read and scored
+    `chunk` at a time, so a build's spooled reviews never all sit in memory."""
     from transformers import pipeline
 
     classifier = pipeline("text-classification", model=model_path, tokenizer=model_path, device="cpu")
     num_labels = classifier.model.config.num_labels
-    outputs = classifier(list(texts), batch_size=batch_size, truncation=True)
-    return [label_to_rating(output["label"], num_labels) for output in outputs]
+    iterator = iter(texts)
+    while part := list(itertools.islice(iterator, chunk)):
+        for output in classifier(part, batch_size=batch_size, truncation=True):
+            yield label_to_rating(output["label"], num_labels)
 
 
 def assign_feedback(
@@ -60,8 +64,8 @@ def assign_feedback(
     if sentiment_model:
         if not all(seq.reviews is not None for seq in sequences):
             raise ConfigError("sentiment_model is set but this dataset has no review text to score")
-        texts = [review for seq in sequences for review in seq.reviews or [] if review.strip()]
-        scores = iter(score_reviews(texts, sentiment_model))
+        texts = (review for seq in sequences for review in seq.reviews or [] if review.strip())
+        scores = score_reviews(texts, sentiment_model)
         for seq in sequences:
             seq.feedback = [
                 feedback_level(next(scores), disliked_max, liked_min)

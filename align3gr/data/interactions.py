@@ -183,9 +183,6 @@ class InteractionLog:
             "line": np.frombuffer(self._lines, dtype=np.int64).copy(),
         }
 
-    def has_ratings(self) -> bool:
-        return bool(len(self)) and not np.isnan(np.frombuffer(self._ratings, dtype=np.float64)).all()
-
 
 def parse_timestamp(value: object, path: Path, line: int) -> int:
     """A finite number (or numeric string) as integer seconds; an integer (or integer string) is taken exactly."""

@@ -34,3 +34,12 @@ def model_identity(folder: Path) -> str:
     for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
         digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
     return digest.hexdigest()[:16]
+
+
+def local_models(*names: str | None) -> dict[str, dict[str, str]]:
+    """`{"models": {folder: identity}}` of the model options naming a local model folder (`model_identity`: its config
+    and weight files), for the fingerprints of the steps loading them: the path alone would keep such a step current
+    after the folder's model was replaced. Nothing when no option names one, so Hub ids and built-in models key as
+    before."""
+    folders = {name: model_identity(Path(name)) for name in names if name and (Path(name) / "config.json").is_file()}
+    return {"models": folders} if folders else {}

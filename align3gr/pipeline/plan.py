@@ -25,7 +25,7 @@ from typing import Any
 
 from align3gr.config import fingerprint_options
 from align3gr.io import sha256_json
-from align3gr.models.local import model_identity
+from align3gr.models.local import local_models
 from align3gr.pipeline.config import SECTIONS, PipelineConfig
 
 SFT = "sft"
@@ -81,14 +81,6 @@ class Plan:
 def in_run(run_dir: Path) -> Placement:
     """Every step in its usual folder of `run_dir`."""
     return lambda relative, lineage: run_dir / relative
-
-
-def local_models(*names: str | None) -> dict[str, dict[str, str]]:
-    """`{"models": {folder: identity}}` of the model options naming a local model folder (`model_identity`: its config
-    and weight files), for the options of the steps loading them: the path alone would keep such a step current after
-    the folder's model was replaced. Nothing when no option names one, so Hub ids and built-in models key as before."""
-    folders = {name: model_identity(Path(name)) for name in names if name and (Path(name) / "config.json").is_file()}
-    return {"models": folders} if folders else {}
 
 
 def data_steps(plan: Plan) -> list[Step]:
