@@ -44,10 +44,16 @@ def _load(path: Path) -> dict:
 
 
 def placeholders(template: str) -> set[str]:
-    """The names a `str.format` template refers to ('{a}' and '{a.b}' give 'a'; '{}' gives '')."""
-    return {
-        field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(template) if field is not None
-    }
+    """The fields a `str.format` template refers to, those nested in format specs included ('{a:{b}}' gives 'a' and
+    'b'); attribute and index access stay whole ('{a.b}' gives 'a.b', '{}' gives ''), so they are never allowed
+    names and fail when the file is loaded rather than halfway through a build."""
+    names = set()
+    for _, field, spec, _ in string.Formatter().parse(template):
+        if field is not None:
+            names.add(field)
+            if spec:
+                names |= placeholders(spec)
+    return names
 
 
 def _paraphrases(path: Path, kind: str, value: object, allowed: Collection[str]) -> list[str]:

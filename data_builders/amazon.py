@@ -4,7 +4,8 @@
 Reviews give `reviewerID`, `asin`, `unixReviewTime` (or `reviewTime` "MM D, YYYY"), `overall` and the review
 text (`summary` + `reviewText`). Metadata gives the title, description, brand, category path and price. HTML is
 unescaped and stripped. Items without metadata, or whose metadata has no title, are dropped (counted in
-`meta.json`); a repeated `asin` in the metadata keeps its first record, since the public files have repeats.
+`meta.json`); a repeated `asin` in the metadata keeps its first record with a title, since the public files have
+repeats.
 
 Both files are streamed: interactions are kept as compact columns and review text is spooled to disk, and only
 the metadata of items that occur in the reviews is kept, so memory does not grow with the raw file size.
@@ -129,7 +130,7 @@ class AmazonBuilder(Builder):
     def _only(paths: list[Path], folder: Path, what: str) -> Path:
         if len(paths) != 1:
             found = ", ".join(p.name for p in paths) or "none"
-            raise DataError(f"expected exactly one {what} (.json or .json.gz), found: {found}", folder)
+            raise DataError(f"expected exactly one {what} (.json, .jsonl or gzipped), found: {found}", folder)
         return paths[0]
 
     def read(self, source: Path) -> RawData:

@@ -9,7 +9,8 @@ A dataset X is a folder holding:
 - `X.user.json` (optional), in any of these shapes: `{user_index: "profile"}`, `{user_index: {"profile": ...}}`,
   or LC-Rec's `{"user_explicit_preference": {user_index: text or [texts]}, "user_vague_intention": ...}`
   (the vague intentions are not read);
-- `X.id_map.json` (written by our exporter): the original user and item IDs, restored on reading.
+- `X.id_map.json` (written by our exporter): the original user and item IDs, and the category lists a comma-joined
+  string would split differently ("Clothing, Shoes & Jewelry"), restored on reading.
 
 LC-Rec data is usually already 5-core and split; the canonical filters still apply (`--user-k 3 --item-k 1`
 keeps such data as it is).
@@ -26,7 +27,7 @@ from align3gr.data.dataset import Dataset
 from align3gr.data.interactions import InteractionLog
 from align3gr.data.schema import Item, User
 from align3gr.errors import DataError
-from align3gr.io import owned_name, read_json, remove_stale_temporaries, write_json
+from align3gr.io import fsync_folder, fsync_tree, owned_name, read_json, remove_stale_temporaries, write_json
 
 ITEM_TEXT_FIELDS = ("title", "description", "categories")
 EXPORT_KINDS = ("inter", "item", "user", "id_map", "index")
@@ -73,16 +74,23 @@ def parse_profiles(document: object, path: Path) -> dict[str, str]:
     return profiles
 
 
-def parse_id_map(document: object, path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """The original user and item IDs of `X.id_map.json`: `{"users": {index: ID}, "items": {index: ID}}`."""
+def parse_id_map(document: object, path: Path) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]]]:
+    """The original user and item IDs of `X.id_map.json` (`{"users": {index: ID}, "items": {index: ID}}`) and its
+    exact category lists (`"categories": {index: [category, ...]}`, where a comma-joined string would not do)."""
+    document = _mapping(document, path, "'users' and 'items' ID maps")
     maps = []
     for kind in ("users", "items"):
-        mapping = _mapping(_mapping(document, path, "'users' and 'items' ID maps").get(kind, {}), path, f"{kind} IDs")
+        mapping = _mapping(document.get(kind, {}), path, f"{kind} IDs")
         bad = next((k for k, v in mapping.items() if not isinstance(v, str) or not v), None)
         if bad is not None:
             raise DataError(f"{kind} index '{bad}': expected the original ID as a string, got {mapping[bad]!r}", path)
         maps.append(mapping)
-    return maps[0], maps[1]
+    categories = _mapping(document.get("categories", {}), path, "category lists")
+    listed = {k: isinstance(v, list) and all(isinstance(c, str) for c in v) for k, v in categories.items()}
+    bad = next((k for k, ok in listed.items() if not ok), None)
+    if bad is not None:
+        raise DataError(f"categories of item index '{bad}': expected a list of strings", path)
+    return maps[0], maps[1], categories
 
 
 class LCRecBuilder(Builder):
@@ -115,8 +123,8 @@ class LCRecBuilder(Builder):
 
     def read(self, source: Path) -> RawData:
         files = self.files(source)
-        users_back, items_back = (
-            parse_id_map(read_json(files["id_map"]), files["id_map"]) if "id_map" in files else ({}, {})
+        users_back, items_back, categories = (
+            parse_id_map(read_json(files["id_map"]), files["id_map"]) if "id_map" in files else ({}, {}, {})
         )
         inter = _mapping(read_json(files["inter"]), files["inter"], "users to item lists")
         interactions = InteractionLog(files["inter"])
@@ -127,6 +135,9 @@ class LCRecBuilder(Builder):
                 interactions.add(users_back.get(str(user), str(user)), items_back.get(str(item), str(item)), position)
         records = _mapping(read_json(files["item"]), files["item"], "items")
         items = {items_back.get(k, k): parse_item(items_back.get(k, k), v, files["item"]) for k, v in records.items()}
+        for key, exact in categories.items():
+            if items_back.get(key, key) in items:
+                items[items_back.get(key, key)].categories = list(exact)
         if "index" in files:
             for key, codes in _mapping(read_json(files["index"]), files["index"], "item codes").items():
                 if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
@@ -151,7 +162,9 @@ def export_lcrec(
     order, as LC-Rec expects; `name.id_map.json` maps them back). Files are written beside and then renamed into
     place, so other files in `out` are left alone and no half-written file appears. Codes come from `item_codes` (the
     `scid/item_codes.json` table, read from `codes_path`) or from items' `lcrec_index` attributes when every item has
-    one; a code table of an earlier export under the same name is removed when this one writes none."""
+    one; a code table of an earlier export under the same name is removed when this one writes none. `X.user.json`
+    holds the built profiles (the source's sentence, then the data build's): a build from the export takes them as
+    its source profiles and adds its own sentences after them."""
     item_index = {item_id: str(k) for k, item_id in enumerate(dataset.items)}
     user_index = {user_id: str(k) for k, user_id in enumerate(dataset.sequences)}
     if item_codes is None and all("lcrec_index" in item.attributes for item in dataset.items.values()):
@@ -173,6 +186,11 @@ def export_lcrec(
         "id_map": {
             "users": {v: k for k, v in user_index.items()},
             "items": {v: k for k, v in item_index.items()},
+            "categories": {
+                item_index[i]: item.categories
+                for i, item in dataset.items.items()
+                if _categories(",".join(item.categories)) != item.categories
+            },
         },
     }
     if item_codes is not None:
@@ -187,11 +205,13 @@ def export_lcrec(
     try:
         for kind, document in documents.items():
             write_json(tmp / f"{name}.{kind}.json", document)
+        fsync_tree(tmp)
+        for kind in documents:
+            os.replace(tmp / f"{name}.{kind}.json", out / f"{name}.{kind}.json")
         for kind in EXPORT_KINDS:  # a code table of an earlier export would otherwise be read with these items
             if kind not in documents:
                 (out / f"{name}.{kind}.json").unlink(missing_ok=True)
-        for kind in documents:
-            os.replace(tmp / f"{name}.{kind}.json", out / f"{name}.{kind}.json")
+        fsync_folder(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return [out / f"{name}.{kind}.json" for kind in documents]

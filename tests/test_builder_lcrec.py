@@ -54,6 +54,8 @@ def test_plain_profile_shapes(tmp_path):
 def test_export_round_trip(tmp_path):
     build_dataset("movielens", write_small_movielens(tmp_path / "ml"), tmp_path / "canonical")
     original = load_dataset(tmp_path / "canonical")
+    first = next(iter(original.items.values()))
+    first.categories = ["Clothing, Shoes & Jewelry", "Shoes"]  # LC-Rec's comma-joined string would split it
     codes = {item_id: [f"<a_{k}>", f"<b_{k % 4}>"] for k, item_id in enumerate(original.items)}
     written = export_lcrec(original, tmp_path / "export", "ML", item_codes=codes)
     assert sorted(p.name for p in written) == sorted(
@@ -62,6 +64,8 @@ def test_export_round_trip(tmp_path):
     inter = json.loads((tmp_path / "export" / "ML.inter.json").read_text())
     assert list(inter) == [str(k) for k in range(len(original.sequences))]
     assert all(isinstance(i, int) for seq in inter.values() for i in seq)
+    item_file = json.loads((tmp_path / "export" / "ML.item.json").read_text())
+    assert item_file["0"]["categories"] == "Clothing, Shoes & Jewelry,Shoes"  # LC-Rec's own form, for its scripts
     rebuilt = build_dataset("lcrec", tmp_path / "export", tmp_path / "again", KEEP).dataset
     assert {u: s.items for u, s in rebuilt.sequences.items()} == {u: s.items for u, s in original.sequences.items()}
     assert {i: (x.title, x.categories) for i, x in rebuilt.items.items()} == {

@@ -148,6 +148,8 @@ def test_loader_validates_the_canonical_files(tmp_path):
         load_dataset(corrupt("items.jsonl", 3, json.dumps({"item_id": "1", "title": "x", "categories": []})))
     with pytest.raises(DataError, match=r"items\.jsonl:1: missing required field 'title'"):
         load_dataset(corrupt("items.jsonl", 1, json.dumps({"item_id": "1"})))
+    with pytest.raises(DataError, match=r"items\.jsonl:1: field 'description' must be a string"):
+        load_dataset(corrupt("items.jsonl", 1, json.dumps({"item_id": "1", "title": "x", "description": ["a"]})))
     row = json.loads((good / "sequences.jsonl").read_text().splitlines()[0])
     row["items"][0] = "404"
     with pytest.raises(DataError, match=r"sequences\.jsonl:1: item '404' is not in items\.jsonl"):

@@ -30,7 +30,8 @@ def crafted_dataset() -> Dataset:
     sequences, users = {}, {}
     for u in ("u1", "u2"):
         ids = [f"i{k}" for k in range(8)] + ["valid", "test"]
-        reviews = [f"solid sound solid build number {k}" for k in range(8)] + ["quokkacore zanzibar!", "yodelwave xylo"]
+        reviews = [f"solid sound solid build number {k + 10}" for k in range(8)]  # not the titles' numbers
+        reviews += ["quokkacore zanzibar!", "yodelwave xylo"]
         ratings = [5, 4, 1, 1, 3, 5, 1, 2, 5, 1]
         sequences[u] = Sequence(u, ids, list(range(10)), ratings, reviews, None)
         users[u] = User(u, "", {})
@@ -175,6 +176,10 @@ def test_prompt_folder_override_and_bad_prompt_files(tmp_path, monkeypatch):
     (tmp_path / "data_texts.yaml").write_text(yaml.safe_dump({**custom, "intention": ["Find {title} for me"]}))
     with pytest.raises(ConfigError, match=r"data_texts.yaml: 'intention': template 'Find \{title\} for me' uses"):
         add_task_texts(crafted_dataset(), DataConfig())
+    for template, used in (("In {categories.x}", "categories.x"), ("{categories:{width}}", "width"), ("{}", "")):
+        (tmp_path / "data_texts.yaml").write_text(yaml.safe_dump({**custom, "intention": [template]}))
+        with pytest.raises(ConfigError, match=rf"uses \['{re.escape(used)}'\]; the placeholders available"):
+            add_task_texts(crafted_dataset(), DataConfig())
     (tmp_path / "data_texts.yaml").write_text(yaml.safe_dump({k: v for k, v in custom.items() if k != "intention"}))
     with pytest.raises(ConfigError, match="'intention' must be a template string or a non-empty list"):
         add_task_texts(crafted_dataset(), DataConfig())

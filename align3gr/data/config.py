@@ -62,7 +62,9 @@ class DataConfig:
         default=None, metadata={"help": "Cache folder for LLM-written texts (default ~/.cache/align3gr/texts)."}
     )
     text_max_new_tokens: int = field(default=64, metadata={"help": "Length limit of each LLM-written text."})
-    seed: int = field(default=0, metadata={"help": "Seed of every random choice (template paraphrases)."})
+    seed: int = field(
+        default=0, metadata={"help": "Seed of every random choice (template paraphrases, the max_users sample)."}
+    )
 
     def validate(self) -> None:
         if self.user_k < 3:

@@ -108,10 +108,13 @@ def item_from_json(row: dict, path: Path, line: int) -> Item:
     attributes = row.get("attributes", {})
     if not isinstance(attributes, dict):
         raise DataError("field 'attributes' must be an object", path, line)
+    description = row.get("description") or ""
+    if not isinstance(description, str):
+        raise DataError("field 'description' must be a string", path, line)
     return Item(
         item_id=_require(row, "item_id", str, path, line),
         title=_require(row, "title", str, path, line),
-        description=row.get("description") or "",
+        description=description,
         categories=_string_list(row, "categories", path, line) if "categories" in row else [],
         attributes=attributes,
     )

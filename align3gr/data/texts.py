@@ -4,8 +4,8 @@ per training target (C2) and a preference statement per user (C3).
 Only each user's training part (`items[:-2]`) is read, so no valid or test target leaks into any text. Texts
 come from templates (`prompts/data_texts.yaml`, one paraphrase drawn per text with the dataset seed) or, with
 `text_generator: llm`, from a local causal LM given the same facts (`align3gr.data.text_writer`).
-Intentions never contain the target's title (nor its words taken from the user's review): task C2 must
-recover the item from what the user wants, not from its name.
+Intentions never contain the target's title (nor a word of the user's review that shares a part with it, "Amélie",
+"Spider-Man", "1984"): task C2 must recover the item from what the user wants, not from its name.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ from align3gr.data.schema import Item, Sequence
 from align3gr.data.text_writer import LLMTextWriter, TextRequest
 from align3gr.prompts import load_prompts, pick
 
-_WORD = re.compile(r"[a-z][a-z']{2,}")
+_WORD = re.compile(r"[^\W\d_][\w']{2,}")
+"""A review word: a letter, then two or more letters, digits, underscores or apostrophes (any script)."""
+_PART = re.compile(r"\w+")
 _PUNCTUATION = ".,!?\"'"
-_NOT_WORD_CHARS = str.maketrans({chr(c): " " for c in range(128) if not ("a" <= chr(c) <= "z" or chr(c) == "'")})
+_NOT_WORD_CHARS = str.maketrans({chr(c): " " for c in range(128) if not (chr(c).isalnum() or chr(c) in "_'")})
 """Maps every ASCII character that `_WORD` cannot match to a space: an ASCII text's words are then its runs of
-[a-z'] without their leading apostrophes, when three characters or longer."""
+[a-z0-9_'] without their leading digits, underscores and apostrophes, when three characters or longer."""
+_BEFORE_FIRST_LETTER = "'_0123456789"
 STOPWORDS = frozenset(
     """the and for that this with was but not are you have had has its it's they them their there then than
     very just one all can will would could should about what when which who how out get got use used really
@@ -58,6 +61,20 @@ def informative_categories(dataset: Dataset) -> set[str]:
     share = Counter(c for item in dataset.items.values() for c in set(item.categories))
     limit = UNINFORMATIVE_SHARE * len(dataset.items)
     return {c for c, n in share.items() if n < limit or len(dataset.items) < 10}
+
+
+def title_parts(title: str) -> frozenset[str]:
+    """What an intention must not say of its target's title: the title's casefolded runs of letters and digits
+    (`\\w+`) of two characters or more, and its numbers ("Spider-Man 2" gives spider, man, 2)."""
+    return frozenset(p for p in _PART.findall(title.casefold()) if len(p) > 1 or p.isdigit())
+
+
+def names_title(word: str, parts: frozenset[str]) -> bool:
+    """Whether a review word (as `str.split` gives it) shares a part with the title (`title_parts`)."""
+    key = word.casefold().strip(_PUNCTUATION)
+    if key.isalnum():  # one part: most words, checked without the regex
+        return key in parts
+    return any(p in parts for p in _PART.findall(key))
 
 
 class Target(NamedTuple):
@@ -130,7 +147,7 @@ class TaskTexts:
             runs.update(text.translate(_NOT_WORD_CHARS).split() if text.isascii() else _WORD.findall(text))
         counts: dict[str, int] = {}
         for run, n in runs.items():
-            word = run.lstrip("'")  # what `_WORD` finds in a run of [a-z'] (its own finds stay unchanged)
+            word = run.lstrip(_BEFORE_FIRST_LETTER)  # what `_WORD` finds in a run of [a-z0-9_'] (its finds stay)
             if len(word) >= 3 and word not in STOPWORDS:
                 counts[word] = counts.get(word, 0) + n
         return [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:count] if n > 1]
@@ -145,9 +162,9 @@ class TaskTexts:
             review = seq.reviews[position] if seq.reviews is not None else ""
         if review and not review.isspace():
             title_words, words = target.title_words, review.split(None, 8)  # the first 8 words, then the rest
-            kept = [w for w in words[:8] if w.lower().strip(_PUNCTUATION) not in title_words]
+            kept = [w for w in words[:8] if not names_title(w, title_words)]
             if len(kept) < 8 and len(words) > 8:  # title words were left out: take more from the rest
-                rest = (w for w in words[8].split() if w.lower().strip(_PUNCTUATION) not in title_words)
+                rest = (w for w in words[8].split() if not names_title(w, title_words))
                 kept.extend(itertools.islice(rest, 8 - len(kept)))
             snippet = " ".join(kept).strip(" " + _PUNCTUATION)
             if snippet:
@@ -164,7 +181,7 @@ class TaskTexts:
         details = self.item_details(item)
         facts = {"categories": join_phrase(cats)} if cats else {}
         facts.update({k: v.strip(" ,") for k, v in details.items()})
-        title_words = frozenset(_WORD.findall(item.title.lower()))
+        title_words = title_parts(item.title)
         kind = "intention" if cats else "intention_fallback"
         target = Target(kind, join_phrase(cats), "".join(details.values()), facts, title_words)
         self._targets[item_id] = target
