@@ -239,9 +239,7 @@ def config_from_sources(
     section = getattr(cls, "section", None)
     sources: list[tuple[dict[str, Any], str | None]] = []
     if yaml_path is not None:
-        nested = section is not None and isinstance(read_yaml_mapping(yaml_path).get(section), dict)
-        where = f"{yaml_path}, section {section!r}" if nested else str(yaml_path)
-        sources.append((read_yaml_section(yaml_path, section, [f.name for f in dataclasses.fields(cls)]), where))
+        sources.append(read_yaml_section(yaml_path, section, [f.name for f in dataclasses.fields(cls)]))
     sources.append(({k: v for k, v in (overrides or {}).items() if v is not None}, None))
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
@@ -260,7 +258,11 @@ def config_from_sources(
         raise ConfigError(f"{cls.__name__}: {err}") from None
     validate = getattr(config, "validate", None)
     if validate is not None:
-        validate()
+        try:
+            validate()
+        except ConfigError as err:
+            given = [where or "the flags" for options, where in sources if options]
+            raise ConfigError(f"{' and '.join(given) or f'{cls.__name__} defaults'}: {err}") from None
     return config
 
 
@@ -289,14 +291,23 @@ SECTION_NAMES = ("source", "data", "embed", "tokenize", "sft", "evaluate", "dpo"
 """The sections of a pipeline config (`align3gr.pipeline.config.SECTIONS`), which a stage command's file may hold."""
 
 
-def read_yaml_section(path: str | Path, section: str | None, options: Collection[str] = ()) -> dict[str, Any]:
-    """The options of `section` in a YAML file: the mapping under its `section` key; nothing when the file is made of
-    other sections only (every top-level value a mapping, none of them one of the stage's `options`, as in a pipeline
-    config), where a key that is no section is an error (a misspelt section would leave the stage on its defaults);
-    the whole file when it is flat."""
+def read_yaml_section(
+    path: str | Path, section: str | None, options: Collection[str] = ()
+) -> tuple[dict[str, Any], str]:
+    """The options of `section` in a YAML file and where they are (`FILE, section 'NAME'`, or `FILE`): the mapping
+    under its `section` key; nothing when the file is made of other sections only (every top-level value a mapping,
+    none of them one of the stage's `options`, as in a pipeline config), where a key that is no section is an error (a
+    misspelt section would leave the stage on its defaults); the whole file when it is flat. A section left empty
+    (`dpo:` with its options commented out) is an empty mapping; a section name holding anything but a mapping is an
+    error, unless the file is flat and the name is one of the stage's `options` (`source: PATH` of `data build`)."""
     document = read_yaml_mapping(path)
+    document = {name: {} if name in SECTION_NAMES and value is None else value for name, value in document.items()}
+    sections = [name for name in SECTION_NAMES if isinstance(document.get(name), dict)]
+    for name in SECTION_NAMES:
+        if name in document and not isinstance(document[name], dict) and (sections or name not in options):
+            raise ConfigError(f"{path}: section {name!r}: expected a mapping, got {type(document[name]).__name__}")
     if section is not None and isinstance(document.get(section), dict):
-        return dict(document[section])
+        return dict(document[section]), f"{path}, section {section!r}"
     sectioned = document and all(isinstance(value, dict) for value in document.values())
     if section is not None and sectioned and not set(document) & set(options):
         unknown = sorted(set(document) - set(SECTION_NAMES))
@@ -305,8 +316,8 @@ def read_yaml_section(path: str | Path, section: str | None, options: Collection
                 f"{path}: unknown section {unknown[0]!r} (the sections are {', '.join(SECTION_NAMES)})"
                 + close_matches(str(unknown[0]), SECTION_NAMES)
             )
-        return {}
-    return document
+        return {}, str(path)
+    return document, str(path)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

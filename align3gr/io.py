@@ -221,7 +221,7 @@ def write_json(path: str | Path, value: Any) -> None:
         handle.write("\n")
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write a small file through a temporary sibling, fsynced before the rename (and the folder after it), so
     readers never see it half-written and a crash never leaves it empty."""
     path = Path(path)
@@ -229,8 +229,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     tmp = path.with_name(owned_name(path, "tmp"))
     descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -238,6 +238,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_folder(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """`text` as UTF-8, atomically (`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, value: Any) -> None:
@@ -261,8 +266,12 @@ def sha256_json(value: Any) -> str:
 
 @contextlib.contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside `target`; on success its files are fsynced and it replaces `target` in
-    one rename, so no half-written output is ever visible, even after a crash.
+    """Yield a fresh temporary folder beside `target`; on success its files are fsynced and it is renamed to
+    `target`. No partial output is ever visible under `target`, even after a crash. A new `target` appears in one
+    rename; an existing one is replaced in two, with a gap between them: it is first renamed aside (`owned_name`
+    `old`, deleted after), so a reader may briefly find `target` absent while it is replaced, and a writer killed
+    between the two renames leaves no `target` until the next write of `target` puts the previous output back
+    (`remove_stale_temporaries`) before it writes.
 
     On an exception the temporary folder is removed; after a kill it is left under a name carrying its owner
     (`owned_name`), which a later write of `target` deletes once that process is gone (`remove_stale_temporaries`).

@@ -10,6 +10,13 @@ does not make every later output under that folder part of one run. The lock is 
 the system drops it when the holder exits or is killed, so a killed run never leaves a stale lock. The file stays
 (empty) after a run: it marks the folder as a run folder for the stage commands.
 
+A stage command that started writing into a folder before it became a run folder (`evaluate --out RUN/eval/test/sft`,
+which locks `RUN/eval/test/`) and a first `pipeline` on RUN exclude each other too: once it holds its lock file,
+`run_folder_lock` tries every stage lock file under RUN and stops, naming the holder, at one that is held; a stage
+command, once it holds its stage lock file, looks for a lock file above `--out` again and stops at one that appeared
+meanwhile. The pipeline creates its lock file before it looks below, the stage command takes its lock before it
+looks above, so of two that start together at least one sees the other.
+
 One logical run may be several processes. While it holds the lock, the holder names the lock file in the environment
 (`HELD`), so the stage commands it launches (`accelerate launch -m align3gr.cli STAGE ...`) see their run folder is
 already theirs; the launcher process inherits the open lock file (`held_descriptors`), so the lock lasts while a
@@ -100,6 +107,28 @@ def run_lock(run_dir: str | Path, command: str, name: str = LOCK_FILE) -> Iterat
         os.close(descriptor)
 
 
+def refuse_stage_commands_below(run_dir: Path) -> None:
+    """Raise `RunFolderLocked`, naming the holder, when another command holds a stage lock file under `run_dir` (a
+    stage command that started writing there before `run_dir` was a run folder, or a pipeline on a folder inside it);
+    each one found free is released at once."""
+    for lock in run_dir.resolve().rglob(STAGE_LOCK_FILE):
+        if lock.parent == run_dir.resolve() or str(lock) in _descriptors:
+            continue
+        try:
+            descriptor = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderLocked(
+                f"{run_dir}: {lock.parent} inside this run folder is being written by {holder_text(lock)}; wait for "
+                "it to finish, or stop it and start again"
+            ) from None
+        finally:
+            os.close(descriptor)
+
+
 def held_descriptors() -> tuple[int, ...]:
     """The open lock files of the run folders this process holds, for a launched stage command to inherit: the lock
     lasts until it exits too, so a killed pipeline's stages still running keep the run folder theirs."""
@@ -117,18 +146,30 @@ def run_folder_of(out: str | Path) -> Path:
 def run_folder_lock(run_dir: str | Path, command: str) -> Iterator[None]:
     """The lock `pipeline`, `--seeds` and `ablate` hold: the run folder's lock file and its stage lock file, which a
     stage command writing into the folder before it became a run folder holds, so neither writes while the other
-    does; a no-op when this process or the one that launched it holds the folder already."""
+    does; then no stage command may hold a stage lock file under it (`refuse_stage_commands_below`). A no-op when
+    this process or the one that launched it holds the folder already."""
     if os.environ.get(HELD) == str(Path(run_dir).resolve() / LOCK_FILE):
         yield
         return
     with run_lock(run_dir, command, STAGE_LOCK_FILE), run_lock(run_dir, command):  # `HELD` names the second
+        refuse_stage_commands_below(Path(run_dir))
         yield
 
 
-def stage_lock(out: str | Path, command: str) -> contextlib.AbstractContextManager:
-    """The lock a stage command writing `out` holds: its run folder's, taken by global rank 0 only under a
-    launcher."""
+@contextlib.contextmanager
+def stage_lock(out: str | Path, command: str) -> Iterator[None]:
+    """The lock a stage command writing `out` holds: its run folder's (`run_folder_of`), taken by global rank 0 only
+    under a launcher. Taken through a stage lock file, it is checked once held: a run folder above `out` that
+    appeared meanwhile (a first pipeline started) is locked instead, which stops at once naming its holder."""
     if os.environ.get("RANK", "0") != "0":
-        return contextlib.nullcontext()
+        yield
+        return
     folder = run_folder_of(out)
-    return run_lock(folder, command, LOCK_FILE if (folder / LOCK_FILE).is_file() else STAGE_LOCK_FILE)
+    if not (folder / LOCK_FILE).is_file():
+        with run_lock(folder, command, STAGE_LOCK_FILE):
+            if run_folder_of(out) == folder:
+                yield
+                return
+        folder = run_folder_of(out)
+    with run_lock(folder, command):
+        yield

@@ -1,5 +1,5 @@
 """A stage's output folder: whether it is up to date, the work folder a killed run resumes from, and its publication
-in one rename.
+(`align3gr.io.atomic_directory`: never visible half-written).
 
 A stage that skips itself (data, SFT, each DPO stage) fingerprints its inputs: its output is up to date when the
 output's `meta.json` records that fingerprint. The other stages are skipped by the pipeline alone. Under `accelerate
@@ -65,12 +65,22 @@ class StageOutput:
         return not self.distributed or _state().is_main_process
 
     def current(self, fingerprint: str) -> dict | None:
-        """The output's meta when it records `fingerprint`: the stage has nothing to do."""
+        """The output's meta when it records `fingerprint`: the stage has nothing to do, and a work folder the run
+        that published it left behind is deleted (`_finished`)."""
         path = self.path / META_FILE
         if not path.is_file():
             return None
         meta = read_json(path)
-        return meta if meta.get("fingerprint") == fingerprint else None
+        return self._finished(meta, fingerprint) if meta.get("fingerprint") == fingerprint else None
+
+    def _finished(self, meta: dict, fingerprint: str) -> dict:
+        """`meta`, of the output that is current for `fingerprint`; the work folder of the run that published it,
+        left when that run was killed before deleting it (checkpoints), is deleted by the main process. A work folder
+        of another fingerprint is kept: that run resumes from it."""
+        marker = self.work / "fingerprint"
+        if self.main_process and marker.is_file() and marker.read_text() == fingerprint:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return meta
 
     def claim(self, fingerprint: str, overwrite: bool, kind: str, inputs: str) -> dict | None:
         """`current`, for a stage that replaces nothing but its own output: a folder holding anything else (files
@@ -89,7 +99,7 @@ class StageOutput:
         except DataError:
             meta = {}
         if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint:
-            return meta
+            return self._finished(meta, fingerprint)
         if not overwrite:
             raise DataError(
                 f"output folder already holds a different {kind} (other {inputs}); "
@@ -114,8 +124,8 @@ class StageOutput:
 
     def publish(self, write: Callable[[Path], object], meta: dict | None = None) -> None:
         """`write(folder)` fills a fresh folder, the trackers' logs of the work folder (`LOGS`) move into it, `meta`
-        (if given) becomes its `meta.json`, and the folder replaces the output in one rename; then the work folder is
-        deleted. The main process publishes, the others wait for it."""
+        (if given) becomes its `meta.json`, and the folder replaces the output (`atomic_directory`); then the work
+        folder is deleted. The main process publishes, the others wait for it."""
         if self.main_process:
             with atomic_directory(self.path) as folder:
                 write(folder)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from align3gr.config import SECTION_NAMES, config_from_sources
+from align3gr.data.config import SourceConfig
 from align3gr.dpo.config import DPOStageConfig
 from align3gr.embed.config import EmbedConfig
 from align3gr.errors import ConfigError
@@ -128,3 +129,37 @@ def test_guard_metrics_are_checked_against_the_runs_cut_offs(tmp_path):
     (adapter / "adapter_config.json").write_text("{}")
     with pytest.raises(ConfigError, match="a LoRA adapter folder, not a full model"):
         require_full_model(adapter, "model")
+
+
+def test_an_invalid_value_is_named_with_where_it_came_from(tmp_path):
+    """`validate()`'s errors carry the file and section, or the flags, that gave the values: sft and dpo share
+    option names."""
+    path = tmp_path / "run.yaml"
+    path.write_text("sft:\n  learning_rate: -1\n")
+    with pytest.raises(ConfigError, match=r"^\S+run\.yaml, section 'sft': learning_rate=-1: must be >= 0"):
+        config_from_sources(SFTStageConfig, path)
+    with pytest.raises(ConfigError, match=r"^\S+run\.yaml, section 'sft': learning_rate=-1: must be >= 0"):
+        load_pipeline_config(path)
+    with pytest.raises(ConfigError, match=r"^the flags: learning_rate=-1: must be >= 0"):
+        config_from_sources(DPOStageConfig, path, {"learning_rate": "-1"})
+    path.write_text("sft:\n  num_train_epochs: 0\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml, section 'sft' and the flags: learning_rate=-1: must be >= 0"):
+        config_from_sources(SFTStageConfig, path, {"learning_rate": "-1", "num_train_epochs": "1"})
+
+
+def test_an_empty_section_is_empty_and_a_section_of_another_kind_is_refused(tmp_path):
+    """`dpo:` with its options commented out holds nothing (YAML null), not a flat file's options; a section that is
+    a list is an error naming the file and the section."""
+    path = tmp_path / "run.yaml"
+    path.write_text("source:\n  builder: movielens\ndpo:\n  # beta: 0.3\n")
+    config = load_pipeline_config(path)
+    assert config.dpo == DPOStageConfig() and config.source.builder == "movielens"
+    assert config_from_sources(DPOStageConfig, path) == DPOStageConfig()
+    path.write_text("dpo:\n")
+    assert load_pipeline_config(path).dpo == DPOStageConfig()
+    path.write_text("sft:\n  max_steps: 3\ndpo: [sp_easy]\n")
+    for read in (load_pipeline_config, lambda p: config_from_sources(SFTStageConfig, p)):
+        with pytest.raises(ConfigError, match=r"run\.yaml: section 'dpo': expected a mapping, got list$"):
+            read(path)
+    path.write_text("source: recbole\nbuilder: movielens\n")  # a flat file of `data build`: `source` is an option
+    assert config_from_sources(SourceConfig, path).source == "recbole"

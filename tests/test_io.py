@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from align3gr.errors import ConfigError, DataError
-from align3gr.io import atomic_directory, atomic_write_json, read_json, remove_stale_temporaries
+from align3gr.io import atomic_directory, atomic_write_bytes, atomic_write_json, read_json, remove_stale_temporaries
 from align3gr.stage_output import StageOutput
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,3 +131,28 @@ def test_a_stage_output_folder_of_other_files_is_refused_and_its_own_output_is_r
     (folder / "meta.json").write_text("{}")
     StageOutput(folder, holds="meta.json")
     assert (folder / "thesis.tex").read_text() == "keep me"
+
+
+def test_a_work_folder_left_by_a_run_killed_after_publishing_goes_once_its_output_is_current(tmp_path):
+    """Killed between the publish rename and deleting `OUT.work`, a run leaves its checkpoints: the next run finds the
+    output current and deletes them; a work folder of another fingerprint (a run to resume) is kept."""
+    output = StageOutput(tmp_path / "sft")
+    output.resume("fp")
+    (output.work / "checkpoint-4").mkdir()
+    (output.work / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    with atomic_directory(output.path) as folder:  # the publish, killed before its `rmtree(self.work)`
+        (folder / "meta.json").write_text('{"fingerprint": "fp"}')
+    assert output.current("fp") == {"fingerprint": "fp"} and not output.work.exists()
+
+    output.resume("other")
+    assert output.current("fp") is not None and (output.work / "fingerprint").read_text() == "other"
+    assert output.claim("fp", False, "model", "inputs") is not None and output.work.exists()
+    output.resume("fp")
+    assert output.claim("fp", False, "model", "inputs") is not None and not output.work.exists()
+
+
+def test_atomic_write_bytes_replaces_a_file_whole(tmp_path):
+    target = tmp_path / "ladder.png"
+    atomic_write_bytes(target, b"first")
+    atomic_write_bytes(target, b"\x89PNG")
+    assert target.read_bytes() == b"\x89PNG" and [p.name for p in tmp_path.iterdir()] == ["ladder.png"]

@@ -26,7 +26,16 @@ from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.models.local import model_identity
 from align3gr.pipeline import load_pipeline_config, run_pipeline
-from align3gr.pipeline.ablation import ladder, ladder_steps, rung_tests, trained_rungs
+from align3gr.pipeline.ablation import (
+    ladder,
+    ladder_markdown,
+    ladder_steps,
+    ladder_text,
+    plot_ladder,
+    rung_tests,
+    shown_rows,
+    trained_rungs,
+)
 from align3gr.pipeline.plan import Plan, Step, data_steps, in_run, lineage_key, pipeline_steps
 from align3gr.pipeline.runner import Outcome, run_steps
 from align3gr.pipeline.seeds import seed_plans
@@ -137,6 +146,36 @@ def test_an_output_changed_after_the_pipeline_wrote_it_is_built_again(tmp_path):
     (run / "data" / "users.jsonl").unlink()
     (outcome,) = run_steps([data], run)
     assert not outcome.reused and (run / "data" / "users.jsonl").read_bytes() == written
+
+
+def test_an_output_published_under_new_options_but_not_recorded_is_left_to_its_stage(tmp_path):
+    """Options changed, the data step's output is written with them (a run killed after the stage published it and
+    before the state recorded it, or the stage command run by hand into the run folder): the state still records the
+    old options' output, and the next run does not take the new one as edited; the stage finds it current and keeps
+    it, nothing is built again."""
+    from test_data_errors import write_small_grouplens
+
+    from align3gr.data.build import build_dataset
+
+    source = write_small_grouplens(tmp_path / "raw")
+    run = tmp_path / "run"
+
+    def data_step(user_k: int) -> Step:
+        config = tmp_path / f"c{user_k}.yaml"
+        config.write_text(yaml.safe_dump({"source": {"builder": "movielens", "source": str(source)},
+                                          "data": {"user_k": user_k}}))  # fmt: skip
+        return data_steps(Plan(load_pipeline_config(config), run / "config.yaml", run, in_run(run)))[0]
+
+    run_steps([data_step(5)], run)
+    recorded = json.loads((run / "pipeline_state.json").read_text())["data"]["key"]
+    changed = data_step(4)
+    data = load_pipeline_config(tmp_path / "c4.yaml").data
+    build_dataset("movielens", source, run / "data", data, overwrite=True)  # the stage, by hand
+    written = {path.name: path.stat().st_mtime_ns for path in (run / "data").iterdir()}
+    run_steps([changed], run)
+    assert {path.name: path.stat().st_mtime_ns for path in (run / "data").iterdir()} == written
+    assert json.loads((run / "pipeline_state.json").read_text())["data"]["key"] != recorded
+    assert run_steps([changed], run)[0].reused
 
 
 def test_a_local_model_folders_contents_key_the_steps_loading_it(tmp_path):
@@ -337,6 +376,36 @@ def test_the_ladder_omits_rungs_that_add_nothing_of_the_config(tmp_path):
     steps, results = ladder_steps(full.replace("dpo", stages=DPO_FULL[3:]), tmp_path / "run", dpo=False)
     assert not any(s.kind == "dpo" and s.name.endswith(("rf_easy", "rf_hard")) for s in steps)
     assert [rung.label for _, rung, _ in results] == [r.label for r in kept]
+
+
+def test_ablate_refuses_a_config_without_the_sequential_task_before_any_work(tmp_path, capsys):
+    """The first rung trains on `seq` alone: a config whose sft.tasks lack it cannot be ablated, and says so."""
+    config = write_config(tmp_path / "no_seq.yaml", {"sft": {"tasks": ["item_align", "asym_title"]}})
+    run = tmp_path / "run"
+    assert main(["ablate", "--config", str(config), "--run-dir", str(run)]) == 2
+    error = capsys.readouterr().err
+    assert (
+        "no_seq.yaml: sft.tasks=['item_align', 'asym_title'] lacks seq; the ablation ladder starts from Single+SEQ"
+        in error
+    )
+    assert not run.exists()
+
+
+def test_a_one_seed_ladder_md_shows_the_printed_tables_columns(tmp_path):
+    """ladder.md of one seed has the columns of the printed table (the p columns its note explains among them), and
+    each rung's evaluated model."""
+    rows = [{"step": 1, "rung": "Single+SEQ", **dict.fromkeys(METRICS, 0.1), "split": "test", "model": "a/sft"},
+            {"step": 2, "rung": "+CF", **dict.fromkeys(METRICS, 0.2), "split": "test", "model": "b/sft",
+             "p": dict.fromkeys(METRICS, 0.0123)}]  # fmt: skip
+    summary = {"run_dir": str(tmp_path), "seeds": [0], "rows": rows, "skipped": [], "left_out": []}
+    text = ladder_markdown(summary)
+    header = next(line for line in text.splitlines() if line.startswith("| step"))
+    assert header == "| " + " | ".join([*shown_rows(summary)[0], "model"]) + " |"
+    assert "| p recall@10 | p ndcg@10 | model |" in header and "| 0.0123 | 0.0123 | b/sft |" in text
+    assert "p recall@10" in ladder_text(summary) and "\n- p: two-sided paired t-test" in text
+    plot_ladder(rows, [0], tmp_path / "ladder.png")  # written through a temporary file and a rename
+    assert (tmp_path / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["ladder.png"]
 
 
 def test_each_rung_is_tested_against_the_rung_before_over_users_averaged_over_seeds(tmp_path):

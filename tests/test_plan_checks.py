@@ -148,3 +148,18 @@ def test_skip_unmet_leaves_out_what_it_can_and_stops_on_the_rest(tmp_path):
     unisid = data_needs(config.replace("tokenize", item_tokenizer="unisid"), dataset)[-1]
     assert unisid.text.startswith("tokenize.unisid_options.multi_granularity: UniSID's positives by category depth")
     assert unisid.skip is None
+
+
+def test_data_whose_raw_files_changed_is_not_taken_as_current_before_its_step(tmp_path):
+    """The state's key of the data step leaves the raw files out (the step hashes them itself): before the data step,
+    the checks take the built data as current only while the raw files hash as its meta.json records."""
+    run = tmp_path / "run"
+    plan = Plan(load_pipeline_config(write_config(tmp_path)), run / "config.yaml", run, in_run(run))
+    assert check_plan(plan, skip_unmet=True, build=True) is not None
+    assert check_plan(plan, skip_unmet=True) is not None  # current: checked before the data step
+    interactions = tmp_path / "raw" / "Toys.inter.json"
+    interactions.write_text(interactions.read_text().replace('"0": [', '"0": [7, '), encoding="utf-8")
+    assert check_plan(plan, skip_unmet=True) is None  # only the environment: the data step builds it again first
+    checked = check_plan(plan, skip_unmet=True, build=True)
+    assert checked.built == ("data",) and load_dataset(run / "data").sequences["0"].items[0] == "7"
+    assert check_plan(plan, skip_unmet=True) is not None

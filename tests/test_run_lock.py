@@ -118,3 +118,37 @@ def test_a_pipeline_and_a_stage_command_writing_a_new_folder_exclude_each_other(
         assert os.environ["ALIGN3GR_RUN_LOCK"] == str(run.resolve() / LOCK_FILE)
         with run_folder_lock(run, "align3gr pipeline"):  # a seed's or a rung's run inside it
             pass
+
+
+STAGE = """
+import sys, time
+from align3gr.run_lock import stage_lock
+with stage_lock(sys.argv[1], "align3gr evaluate"):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_first_pipeline_stops_while_a_stage_command_writes_deep_inside_its_folder(tmp_path):
+    """`evaluate --out RUN/eval/test/sft` before RUN is a run folder locks `RUN/eval/test/` (its stage lock file); a
+    first pipeline on RUN finds that lock held under RUN and stops at once naming the stage command, then takes the
+    folder once the stage command is gone; a stage command started after the pipeline locks RUN and is refused."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("ALIGN3GR_RUN_LOCK", None)
+    out = run / "eval" / "test" / "sft"
+    stage = subprocess.Popen([sys.executable, "-c", STAGE, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert stage.stdout.readline().strip() == "locked"
+        assert (run / "eval" / "test" / STAGE_LOCK_FILE).is_file() and not (run / LOCK_FILE).exists()
+        with pytest.raises(RunFolderLocked, match=rf"eval/test inside this run folder is being written by "
+                                                  rf"`align3gr evaluate` \(pid {stage.pid} on"):  # fmt: skip
+            with run_folder_lock(run, "align3gr pipeline"):
+                pass
+    finally:
+        stage.send_signal(signal.SIGKILL)
+        stage.wait()
+    with run_folder_lock(run, "align3gr pipeline"):
+        assert os.environ["ALIGN3GR_RUN_LOCK"] == str(run.resolve() / LOCK_FILE)
+        later = subprocess.run([sys.executable, "-c", STAGE, str(out)], capture_output=True, text=True, env=env)
+        assert later.returncode != 0 and "being written by `align3gr pipeline`" in later.stderr

@@ -23,6 +23,7 @@ run folder share them), and with `--seeds` those equal to seed S's own pipeline 
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import Any
 
 from align3gr.console import format_table, markdown_table
 from align3gr.errors import ConfigError
-from align3gr.io import atomic_write_json, atomic_write_text, sha256_json
+from align3gr.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_json
 from align3gr.pipeline import default_run_dir
 from align3gr.pipeline.checks import checked_run
 from align3gr.pipeline.compare import paired_test, user_means
@@ -59,8 +60,19 @@ class Rung:
     dpo: bool
 
 
+def require_sequential_task(config: PipelineConfig, path: str | Path) -> None:
+    """Refuse a config (read from `path`) whose `sft.tasks` lacks `seq`: the ladder's first rung trains on the
+    sequential task alone."""
+    if "seq" not in config.sft.tasks:
+        raise ConfigError(
+            f"{path}: sft.tasks={config.sft.tasks} lacks seq; the ablation ladder starts from Single+SEQ, SFT on the "
+            "sequential task alone, so the config it ablates must train seq too"
+        )
+
+
 def ladder(config: PipelineConfig) -> list[Rung]:
-    """The ten rungs of Figure 4, derived from `config` (the last rung)."""
+    """The ten rungs of Figure 4, derived from `config` (the last rung; its `sft.tasks` hold `seq`:
+    `require_sequential_task`)."""
     tasks = config.sft.tasks
 
     def sft(extra: tuple[str, ...], with_user_scid: bool, tokenizer: PipelineConfig) -> PipelineConfig:
@@ -121,7 +133,8 @@ def rung_config_file(rung: Rung, run_dir: Path) -> Path:
 
 def plot_ladder(rows: list[dict], seeds: Sequence[int], path: Path) -> None:
     """Grouped bars of Recall@10 and NDCG@10 (%) per rung, with the sample std as error bars over several seeds:
-    Figure 4 draws Recall@10, NDCG@10 shows whether a rung that holds recall moves the hits up or down the list."""
+    Figure 4 draws Recall@10, NDCG@10 shows whether a rung that holds recall moves the hits up or down the list.
+    Written to `path` atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,8 +155,10 @@ def plot_ladder(rows: list[dict], seeds: Sequence[int], path: Path) -> None:
     over = f", mean ± std over seeds {','.join(map(str, seeds))}" if len(seeds) > 1 else ""
     axis.set_title(f"Incremental alignment ({rows[0]['split']} split{over})", fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=120)
     plt.close(figure)
+    atomic_write_bytes(path, image.getvalue())
 
 
 def ladder_rows(per_seed: list[dict], seeds: Sequence[int]) -> list[dict]:
@@ -189,12 +204,13 @@ def ladder_title(summary: dict, where: str = "") -> str:
 
 
 def ladder_markdown(summary: dict) -> str:
-    """`ladder.md`: a row per rung with its split and evaluated model (one seed), or the mean ± std table and then
-    every seed's metrics and evaluated model (several); `ladder_notes` below the first table."""
+    """`ladder.md`: the printed table (`shown_rows`), with each rung's evaluated model (one seed), or followed by every
+    seed's metrics and evaluated model (several); `ladder_notes` below the first table."""
     title = ladder_title(summary, f" of `{summary['run_dir']}`")
     notes = markdown_list(ladder_notes(summary))
     if len(summary["seeds"]) == 1:
-        return markdown_document(summary["rows"], title) + notes
+        shown = zip(shown_rows(summary), summary["rows"], strict=True)
+        return markdown_document([{**row, "model": rung["model"]} for row, rung in shown], title) + notes
     columns = ["seed", "step", "rung", *METRICS, "model"]
     per_seed = markdown_table(columns, [[row[c] for c in columns] for row in summary["per_seed"]])
     return markdown_document(shown_rows(summary), title) + notes + f"\n## Per seed\n\n{per_seed}\n"
@@ -214,8 +230,9 @@ def run_ablation(
     summary."""
     start = time.perf_counter()
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
-    with checked_run(load_pipeline_config(config_path, overrides), run, "align3gr ablate", skip_unmet,
-                     launcher) as checked:  # fmt: skip
+    config = load_pipeline_config(config_path, overrides)
+    require_sequential_task(config, config_path)
+    with checked_run(config, run, "align3gr ablate", skip_unmet, launcher) as checked:
         config = checked.config
         steps, results = ladder_steps(config, run, seeds, checked.dpo)
         (run / "ablation" / "configs").mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@ any work, every unmet need listed in one error.
 
 The environment's needs are checked first, before the run folder is touched. The data's are checked on the built
 dataset: before the data step when its output is current (the state records it with the key it would be built with
-now, unchanged), else right after the data step, before the embeddings.
+now, unchanged, and the raw files hash as its `meta.json` records), else right after the data step, before the
+embeddings.
 """
 
 from __future__ import annotations
@@ -25,18 +26,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from align3gr.data.build import source_records
+from align3gr.data.builder import get_builder
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.data.texts import informative_categories
 from align3gr.dpo.config import STAGES
 from align3gr.dpo.preferences import NO_FEEDBACK, has_feedback_levels
 from align3gr.errors import ConfigError
+from align3gr.io import read_json
 from align3gr.models.local import require_model_folder
 from align3gr.options import TINY
 from align3gr.pipeline.config import PipelineConfig
 from align3gr.pipeline.plan import Plan, Step, data_steps, in_run
-from align3gr.pipeline.runner import Outcome, run_steps, step_key
-from align3gr.pipeline.state import PipelineState, folder_digest
+from align3gr.pipeline.runner import CURRENT, Outcome, recorded_output, run_steps, step_key
+from align3gr.pipeline.state import PipelineState
 from align3gr.run_lock import run_folder_lock
+from align3gr.stage_output import META_FILE
 
 MIN_FREE_BYTES = 1 << 30
 """Free disk a run needs at least (1 GiB: the tiny default's whole run folder is a few hundred MB)."""
@@ -178,21 +183,25 @@ def resolved(config: PipelineConfig, needs: list[Need], skip_unmet: bool, run_di
     return checked
 
 
-def up_to_date(step: Step, run_dir: Path) -> bool:
-    """Whether a step without inputs has the output the run's state records for the key it would run with now."""
-    record = PipelineState(run_dir).get(step.name)
-    current = folder_digest(step.path, record)
-    return (record is not None and current is not None and record["key"] == step_key(step, {})
-            and current["digest"] == record["digest"])  # fmt: skip
+def data_current(data: Step, config: PipelineConfig, run_dir: Path) -> bool:
+    """Whether the data step's output is current before the step runs: the run's state records it with the key it
+    would be built with now, unchanged since (`recorded_output`), and the raw files are those it was built from (the
+    sha256 its `meta.json` records, which the data step compares too: the key alone leaves raw files out)."""
+    record = PipelineState(run_dir).get(data.name)
+    if recorded_output(data, step_key(data, {}), record)[1] != CURRENT:
+        return False
+    source = config.source
+    raw = source_records(get_builder(source.builder, source.options), Path(source.source))
+    return read_json(data.path / META_FILE).get("sources") == raw
 
 
 def check_plan(plan: Plan, skip_unmet: bool, launcher: str | None = None, build: bool = False) -> Checked | None:
-    """The run of `plan` after its checks (`resolved`). When its data is not built yet, only the environment is
-    checked and None returned, unless `build`: the data step runs first."""
+    """The run of `plan` after its checks (`resolved`). When its data is not built yet, or not current
+    (`data_current`), only the environment is checked and None returned, unless `build`: the data step runs first."""
     needs = model_needs(plan.config) + disk_needs(plan.config, plan.run_dir)
     data = data_steps(plan)[0]
     built: tuple[str, ...] = ()
-    if not up_to_date(data, plan.run_dir):
+    if not data_current(data, plan.config, plan.run_dir):
         if not build:
             refuse_unmet(needs, skip_unmet, plan.run_dir)
             return None

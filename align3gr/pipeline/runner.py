@@ -3,6 +3,11 @@
 A step re-runs when its options or any input's digest changed, or its output is missing or was altered; what
 follows it then re-runs too, because its inputs' digests change. A run killed midway is continued by running the
 same command again: finished steps are skipped, and a training step resumes from its last checkpoint.
+
+An output is taken as altered (and deleted before its step runs) only when the state recorded it with the key the
+step runs with now: an output the state recorded with another key, or not at all (published by a run killed before
+it saved the state, or by a stage command run by hand), is left to the stage, which reuses it when its own
+fingerprint (`align3gr.stage_output`) says it is current.
 """
 
 from __future__ import annotations
@@ -48,6 +53,21 @@ def step_key(step: Step, digests: dict[str, str]) -> str:
     return sha256_json({"kind": step.kind, "options": step.options, "inputs": inputs, "version": align3gr.__version__})
 
 
+CURRENT = "current"
+EDITED = "edited"
+
+
+def recorded_output(step: Step, key: str, record: dict | None) -> tuple[dict | None, str | None]:
+    """The digest of `step`'s folder now (`folder_digest`; None when it is absent) and how it stands against the
+    state's `record`: `CURRENT` when recorded with `key` and unchanged since, `EDITED` when recorded with `key` and
+    changed since, else None (no record or no folder, or recorded with another key: whether it is current is the
+    stage's own fingerprint's call)."""
+    current = folder_digest(step.path, record)
+    if record is None or current is None or record["key"] != key:
+        return current, None
+    return current, CURRENT if current["digest"] == record["digest"] else EDITED
+
+
 def launch(launcher: str, step: Step) -> None:
     """Run a step's stage command on the launcher's processes (`LAUNCHER -m align3gr.cli STAGE ...`), which hold the
     run folder's lock with the pipeline (`align3gr.run_lock`)."""
@@ -68,15 +88,13 @@ def run_steps(steps: list[Step], run_dir: Path, launcher: str | None = None) -> 
     for number, step in enumerate(steps, start=1):
         key = step_key(step, digests)
         record = state.get(step.name)
-        current = folder_digest(step.path, record)
-        reusable = record is not None and current is not None and record["key"] == key
-        if reusable and not step.always and current["digest"] == record["digest"]:
+        current, standing = recorded_output(step, key, record)
+        if standing == CURRENT and not step.always:
             log.info("[%d/%d] %s: up to date (%s)", number, len(steps), step.label, step.name)
             seconds, reused = record["seconds"], True
         else:
             log.info("[%d/%d] %s -> %s", number, len(steps), step.label, step.name)
-            edited = record is not None and current is not None and current["digest"] != record["digest"]
-            if edited:  # a stage finding its meta.json unchanged would take the rest of the folder as up to date
+            if standing == EDITED:  # a stage finding its meta.json unchanged would take the rest as current too
                 log.warning("%s changed since the pipeline wrote it; building it again", step.path)
                 shutil.rmtree(step.path)
             start = time.perf_counter()
@@ -88,8 +106,7 @@ def run_steps(steps: list[Step], run_dir: Path, launcher: str | None = None) -> 
             current = folder_digest(step.path)
             if current is None:
                 raise ConfigError(f"step {step.name} finished without writing {step.path}")
-            unchanged = reusable and not edited and current["digest"] == record["digest"]
-            reused = unchanged and step.always
+            reused = step.always and standing == CURRENT and current["digest"] == record["digest"]
             seconds = record["seconds"] if reused else seconds
             state.record(step.name, {"key": key, **current, "seconds": seconds, "step": step.label})
         digests[step.name] = current["digest"]
