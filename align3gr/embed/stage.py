@@ -4,7 +4,7 @@ Writes `embeddings/`: `semantic.safetensors` and `collaborative.safetensors` (te
 in the order of `ids.json`), `ids.json`, `report.json` (encoder, dimensions, cache use, the collaborative
 encoder's validation Recall@10, the device, wall time), and the collaborative encoder itself
 (`collaborative_encoder.safetensors` and its hyperparameters `collaborative_encoder.json`, see `load_encoder`). The
-folder appears in one rename when everything is written.
+folder is renamed into place when everything is written.
 """
 
 from __future__ import annotations
