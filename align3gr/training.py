@@ -18,14 +18,17 @@ import yaml
 
 from align3gr.config import config_to_dict
 from align3gr.errors import ConfigError
-from align3gr.io import write_jsonl
+from align3gr.io import atomic_write_json, fsync_tree, iter_json_lines, read_json, write_jsonl
 from align3gr.options import TrainingOptions
 from align3gr.scid.code_tables import CODE_TABLES
-from align3gr.stage_output import StageOutput
+from align3gr.stage_output import META_FILE, StageOutput
 from align3gr.training_args import REPORT_TO
 from align3gr.training_curves import CURVES_FILE, plot_training_curves
 
 TRAINING_LOG = "training_log.jsonl"
+FINAL = "final"
+"""The work folder's folder of the trained model: saved there by the stage, made whole and published by
+`publish_model`."""
 
 
 def cpu_processes() -> bool:
@@ -68,6 +71,7 @@ def trainer_arguments(config: TrainingOptions, output_dir: Path) -> dict[str, An
         "save_strategy": "steps",
         "save_steps": config.save_steps,
         "save_total_limit": 1,
+        "restore_callback_states_from_checkpoint": True,
         "seed": config.seed,
         "data_seed": config.seed,
         REPORT_TO: "none",
@@ -92,21 +96,54 @@ def publish_model(
     meta: dict,
     extra: dict[str, Iterable[dict]] | None = None,
 ) -> None:
-    """Publish the model saved in the work folder's `final/` as `output`, with the code tables of `codes_from`, the
-    resolved config as `config_name`, the training log and its curves, any `extra` JSON Lines files and `meta`."""
+    """Publish the model saved in the work folder's `FINAL` as `output`, with the code tables of `codes_from`, the
+    resolved config as `config_name`, the training log and its curves, any `extra` JSON Lines files and `meta`.
+
+    The log, the extra files and, last, `meta.json` go into `FINAL` first: from then on the trained model is whole
+    there, and a run stopped while publishing is published by its re-run (`republish_model`) instead of trained
+    again. The output links its files, so `FINAL` stays whole until the output is in place."""
+    final = output.work / FINAL
+    if output.main_process:
+        write_jsonl(final / TRAINING_LOG, history)
+        for name, rows in (extra or {}).items():
+            write_jsonl(final / name, rows)
+        fsync_tree(final)
+        atomic_write_json(final / META_FILE, meta)
+    _publish_final(output, codes_from, config_name, config)
+
+
+def republish_model(output: StageOutput, codes_from: Path, config_name: str, config: Any) -> dict | None:
+    """The meta of the model `publish_model` made whole in the work folder of this run (same fingerprint: call it
+    after `StageOutput.resume`) but did not publish, now published as it would have; None when there is none."""
+    path = output.work / FINAL / META_FILE
+    if not path.is_file():
+        return None
+    meta = read_json(path)
+    _publish_final(output, codes_from, config_name, config)
+    return meta
+
+
+def _publish_final(output: StageOutput, codes_from: Path, config_name: str, config: Any) -> None:
+    """Publish the whole `FINAL` of the work folder, its files linked, with the code tables, config and curves."""
+    final = output.work / FINAL
 
     def write(folder: Path) -> None:
-        for path in (output.work / "final").iterdir():
-            path.rename(folder / path.name)
+        shutil.copytree(final, folder, copy_function=_link_or_copy, dirs_exist_ok=True)
         for name in CODE_TABLES:
             shutil.copy2(codes_from / name, folder / name)
         (folder / config_name).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-        write_jsonl(folder / TRAINING_LOG, history)
+        history = [row for _, row in iter_json_lines(final / TRAINING_LOG)]
         plot_training_curves(history, folder / CURVES_FILE, output.path.name)
-        for name, rows in (extra or {}).items():
-            write_jsonl(folder / name, rows)
 
-    output.publish(write, meta)
+    output.publish(write)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link of `source` at `target` (no data copied), or a copy where the file system has no hard links."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def logged(history: list[dict], key: str, position: int) -> float | None:

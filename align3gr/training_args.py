@@ -28,6 +28,8 @@ TRAINING_FIXED = {
     "logging_first_step": "the training log and its curves start at step 1",
     "save_strategy": "a checkpoint every save_steps, for a killed run to resume from",
     "save_total_limit": "the work folder keeps the last checkpoint only",
+    "restore_callback_states_from_checkpoint": "a resumed run continues the callbacks' state saved in its checkpoint "
+    "(early stopping's count of evaluations without gain), as an uninterrupted run would",
 }
 """What `align3gr.training.trainer_arguments` sets for every TRL stage, other than from an option of the stage."""
 

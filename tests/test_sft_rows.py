@@ -12,8 +12,10 @@ import sys
 import pytest
 from datasets import Dataset
 from test_sft import code_tables, scid_tokenizer, small, tiny_qwen  # noqa: F401 (fixtures)
+from tokenizers.processors import TemplateProcessing
 
 from align3gr.sft.arguments import sft_arguments
+from align3gr.sft.batch_encoding import VERIFY_EVERY, BatchEncoder
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.data import (
     ROWS_FILE,
@@ -25,6 +27,7 @@ from align3gr.sft.data import (
     rows_key,
     trainer_rows,
 )
+from align3gr.sft.prompting import encode_prompt
 from align3gr.sft.tasks import TASKS, TaskBuilder
 
 
@@ -56,6 +59,21 @@ def test_batched_rows_equal_the_per_example_rows_token_for_token(examples, scid_
     assert rows.features == Dataset.from_dict(reference.to_dict()).features  # the types `datasets` would infer
 
 
+def test_a_post_processor_that_adds_bos_keeps_the_piece_path(examples, scid_tokenizer, caplog):  # noqa: F811
+    """Pieces are encoded without special tokens, like the reference: a Llama-style post-processor that puts a BOS
+    before every encoding adds it to no piece, and the shortcut stays on."""
+    tokenizer = plain(scid_tokenizer)
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tokenizer.bos_token_id)]
+    )
+    assert tokenizer("a")["input_ids"][0] == tokenizer.bos_token_id  # the post-processor adds it
+    encoder = BatchEncoder(tokenizer)
+    texts = [e.prompt for e in examples][: 2 * VERIFY_EVERY]  # several verified texts
+    with caplog.at_level(logging.WARNING, logger="align3gr.sft.batch_encoding"):
+        assert encoder.prompts(texts).tolist() == [encode_prompt(tokenizer, t) for t in texts]
+    assert encoder.shortcut and not caplog.text
+
+
 @pytest.mark.parametrize("packing", [False, True])
 def test_the_stages_preparation_equals_trls(examples, small, tiny_qwen, tmp_path, packing):  # noqa: F811
     from trl import SFTTrainer
@@ -74,6 +92,29 @@ def test_the_stages_preparation_equals_trls(examples, small, tiny_qwen, tmp_path
     ours = trainer_rows(rows, arguments, packing)
     assert ours.column_names == [c for c in prepared.column_names if c != "completion_mask"]
     assert ours.to_dict() == prepared.select_columns(ours.column_names).to_dict()
+
+
+def test_the_model_loss_equals_the_models_own_and_builds_no_kv_cache(examples, small, tiny_qwen, tmp_path):  # noqa: F811
+    """The loss through the output module on the answer positions only is the model's own loss on the labels, and
+    the training forward keeps no KV cache (as TRL's loss), even when `use_cache` leaves the model's default on."""
+    from align3gr.models.loading import load_model_and_tokenizer
+    from align3gr.scid.tokens import scid_tokens
+    from align3gr.scid.vocabulary import extend_vocabulary
+    from align3gr.sft.trainer import SCIDSFTTrainer
+
+    model, tokenizer = load_model_and_tokenizer(tiny_qwen)
+    extend_vocabulary(model, tokenizer, scid_tokens(*code_tables(small)))
+    config = SFTStageConfig(max_length=200, training_args={"use_cache": True})
+    arguments = sft_arguments(config, tmp_path, eval_steps=500)
+    rows = trainer_rows(encode_examples(examples[:4], tokenizer, 200), arguments, False)
+    trainer = SCIDSFTTrainer(
+        model=model, args=arguments, train_dataset=rows, eval_dataset=rows, processing_class=tokenizer, model_loss=True
+    )
+    batch = trainer._prepare_inputs(trainer.data_collator(list(rows)))
+    loss, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
+    assert outputs.cache is None
+    expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_cached_rows_load_on_a_rerun_and_go_with_their_inputs(examples, scid_tokenizer, tmp_path, caplog, monkeypatch):  # noqa: F811

@@ -12,12 +12,14 @@ import pytest
 import torch
 from test_sft import code_tables
 from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
+from transformers import TrainerCallback
 
 from align3gr.data.dataset import load_dataset
 from align3gr.errors import DataError
 from align3gr.models.loading import load_for_inference
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
+from align3gr.sft.trainer import RankingEarlyStopping
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {
@@ -107,6 +109,8 @@ def test_accelerate_launch_with_deepspeed_on_two_cpu_processes(launch_config, ml
     assert done.stdout.count("SFT ") == 1  # the summary comes from the main process only
     meta = json.loads((out / "meta.json").read_text())
     assert meta["distributed"] == {"type": "DEEPSPEED", "processes": 2} and meta["steps"] == 3
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and again.stdout.count("SFT ") == 1 and "up to date" in again.stdout
     model, _ = load_for_inference(out)
     assert not model.training
 
@@ -165,3 +169,94 @@ def test_training_stops_once_valid_ranking_has_not_improved_for_patience_evaluat
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
     ranked = [row["step"] for row in log if "eval_valid_ndcg@10" in row]
     assert ranked == [0, 2, 4, 6, 6]  # the last is the closing evaluation of the kept model
+
+
+class Killed(Exception):
+    """The kill of a run, right after it saved a checkpoint."""
+
+
+class KillAfterSave(TrainerCallback):
+    """Kills the run once its checkpoint of step `step` is written."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed
+
+
+def logged_rows(out: Path) -> list[dict]:
+    """The training log of `out` without its timings and the closing summary of each `train()` call (whose mean
+    loss covers that call's steps only)."""
+    rows = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    timing = ("_runtime", "_per_second")
+    return [{k: v for k, v in row.items() if not k.endswith(timing)} for row in rows if "train_runtime" not in row]
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(ml100k_small, scid, tmp_path, monkeypatch):
+    """As in the patience test, step 2 holds the best ranking and patience 2 stops at step 6. Killed after its step-4
+    checkpoint (one evaluation without gain counted), the run resumes with that count and without evaluating step 4
+    again: it stops at step 6 too, with the same log, early-stopping count and kept checkpoint."""
+    import align3gr.sft.stage as stage
+
+    options = {**SMALL, "max_steps": 20, "save_steps": 2, "learning_rate": 0.0, "tasks": ["seq"]}
+    config = SFTStageConfig(seq_format="stream", valid_users=16, early_stopping_patience=2, **options)
+    build, trainers = stage.sft_trainer, []
+
+    def run(out: Path, kill_at: int | None = None) -> dict:
+        def killable(*args, **kwargs):
+            trainer = build(*args, **kwargs)
+            if kill_at is not None:
+                trainer.add_callback(KillAfterSave(kill_at))
+            trainers.append(trainer)
+            return trainer
+
+        monkeypatch.setattr(stage, "sft_trainer", killable)
+        return run_sft(ml100k_small, scid, out, config).meta
+
+    def stopping_count(trainer) -> int:
+        (callback,) = [c for c in trainer.callback_handler.callbacks if isinstance(c, RankingEarlyStopping)]
+        return callback.early_stopping_patience_counter
+
+    whole = run(tmp_path / "whole" / "sft")
+    with pytest.raises(Killed):
+        run(tmp_path / "killed" / "sft", kill_at=4)
+    assert not (tmp_path / "killed" / "sft").exists()
+    resumed = run(tmp_path / "killed" / "sft")
+    assert resumed["steps"] == whole["steps"] == 6 and resumed["stopped_early"]
+    assert resumed["best"] == whole["best"] and resumed["best"]["step"] == 2
+    assert stopping_count(trainers[-1]) == stopping_count(trainers[0])
+    log = logged_rows(tmp_path / "killed" / "sft")
+    assert [row["step"] for row in log if "eval_valid_ndcg@10" in row] == [0, 2, 4, 6, 6]  # step 4 ranked once
+    assert log == logged_rows(tmp_path / "whole" / "sft")
+    model = "model.safetensors"
+    assert (tmp_path / "killed" / "sft" / model).read_bytes() == (tmp_path / "whole" / "sft" / model).read_bytes()
+
+
+def test_a_failure_while_publishing_keeps_the_trained_model_and_a_rerun_publishes_it(
+    ml100k_small, scid, tmp_path, monkeypatch
+):
+    """The disk fills up while the output is written: the output does not appear, the trained model stays whole in
+    `sft.work/final/`, and the re-run publishes it as it is, without training again."""
+    import align3gr.sft.stage as stage
+    import align3gr.training as training
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    out, final = tmp_path / "sft", tmp_path / "sft.work" / "final"
+    monkeypatch.setattr(training, "plot_training_curves", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        run_sft(ml100k_small, scid, out, SFTStageConfig(**SMALL))
+    assert not out.exists() and not list(tmp_path.glob(".sft.*"))  # nor a half-written output
+    trained = {path.name: path.read_bytes() for path in final.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "training_log.jsonl", "meta.json"} <= set(trained)
+    monkeypatch.undo()
+    monkeypatch.setattr(stage, "sft_trainer", lambda *args, **kwargs: pytest.fail("trained again"))
+    result = run_sft(ml100k_small, scid, out, SFTStageConfig(**SMALL))
+    assert not result.up_to_date and result.meta == json.loads(trained["meta.json"]) and result.meta["steps"] == 3
+    assert all((out / name).read_bytes() == data for name, data in trained.items())
+    assert (out / "training_curves.png").is_file() and (out / "sft_config.yaml").is_file()
+    assert not (tmp_path / "sft.work").exists()
+    assert run_sft(ml100k_small, scid, out, SFTStageConfig(**SMALL)).up_to_date

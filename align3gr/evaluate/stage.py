@@ -10,8 +10,8 @@ test: `items[:-1]`; all of them, not only the prompt's last `max_history`) are n
 ranking (a repeated item is never a target after the build): the decoder ranks the other items.
 
 Under `accelerate launch`, users are split across processes batch by batch (`align3gr.decode.sharded`), the
-predictions gathered in user order and written by the main process, so the files are identical to a
-single-process run.
+predictions gathered in user order and written and printed by the main process: the ranked lists and the metrics are
+a single-process run's (scores to float precision), while `metrics.json` records the processes and the speed.
 """
 
 from __future__ import annotations
@@ -41,16 +41,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvaluationResult:
-    """The folder written, the metrics written to `metrics.json`, every user's prediction, and the generated text
-    examples."""
+    """The folder written, the metrics written to `metrics.json`, every user's prediction, the generated text
+    examples, and whether this process is the main one (which prints them)."""
 
     path: Path
     metrics: dict
     predictions: list[Prediction]
     texts: list[dict[str, str]]
+    main_process: bool = True
 
     def render(self) -> str:
-        """What `align3gr evaluate` prints: Recall, NDCG and coverage per K, the run's figures, the text examples."""
+        """What `align3gr evaluate` prints: Recall, NDCG and coverage per K, the run's figures, the text examples
+        (nothing on the other processes)."""
+        if not self.main_process:
+            return ""
         metrics = self.metrics
         rows = [{"K": k, "Recall@K": metrics[f"recall@{k}"], "NDCG@K": metrics[f"ndcg@{k}"],
                  "coverage@K": metrics[f"coverage@{k}"]} for k in metrics["config"]["ks"]]  # fmt: skip
@@ -129,4 +133,4 @@ def run_evaluate(
             write_jsonl(folder / "text_examples.jsonl", texts)
 
     output.publish(write)
-    return EvaluationResult(output.path, metrics, predictions, texts)
+    return EvaluationResult(output.path, metrics, predictions, texts, state.is_main_process)

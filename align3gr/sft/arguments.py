@@ -16,8 +16,9 @@ def sft_argument_values(config: SFTStageConfig, output_dir: Path, eval_steps: in
     The hardware-dependent settings are `align3gr.training.trainer_arguments`'. Padding-free batching takes the
     examples as they are (they were filtered to `max_length` when tokenized); packing uses best-fit decreasing.
     `group_by_length` batches rows of similar length (Transformers' length-grouped sampler, seeded).
-    With a valid ranking probe, the checkpoint with the best `best_metric` is the one kept at the end. TRL does not
-    prepare the datasets: the stage gives them labelled and packed (`align3gr.sft.data.trainer_rows`).
+    With a valid ranking probe, the checkpoint with the best `best_metric` is the one kept at the end. The evaluation
+    on start is a fresh run's: the stage turns it off when it resumes one. TRL does not prepare the datasets: the
+    stage gives them labelled and packed (`align3gr.sft.data.trainer_rows`).
     """
     selection = {}
     if config.valid_users:

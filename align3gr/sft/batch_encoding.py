@@ -242,7 +242,7 @@ class PieceTable:
         runs = sorted(pieces & self.runs)
         texts = sorted(pieces - self.runs)
         self.add(runs, [[self.added[token] for token in ADDED_TOKEN.split(run)[1::2]] for run in runs])
-        self.add(texts, [encoding.ids for encoding in backend.encode_batch(texts, False)])
+        self.add(texts, [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)])
 
 
 def cut(piece: str) -> list[str]:

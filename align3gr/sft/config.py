@@ -33,7 +33,7 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
             "completion_only_loss": "the loss is on the answers only (Figure 3)",
             "dataset_kwargs": "the stage tokenizes, labels and packs the rows itself (align3gr.sft.data)",
             "eval_strategy": "the task-A losses and the valid probe are evaluated every save_steps",
-            "eval_on_start": "the task-A losses are reported before training",
+            "eval_on_start": "the task-A losses are reported before training (not again when a run resumes)",
             "packing_strategy": "best-fit decreasing when packing",
             "load_best_model_at_end": "the valid probe's best checkpoint is kept when valid_users > 0",
             "greater_is_better": "the valid probe's metrics grow",
@@ -68,8 +68,10 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
     holdout_last: int = field(
         default=0,
         metadata={
-            "help": "Each user's last N training interactions left out of every task (as targets, in histories, in "
-            "intentions): the DPO stages' most recent prompts then ask for items the policy was not trained on."
+            "help": "Each user's last N training interactions left out of the tasks' histories and targets and of "
+            "task C2's intentions: the DPO stages' most recent prompts then ask for items the policy was not trained "
+            "to predict. The profiles (B2) and preference statements (C3) the data stage wrote still summarise the "
+            "whole training part, held-out items included."
         },
     )
     max_examples_per_task: int | None = field(

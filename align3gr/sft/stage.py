@@ -5,7 +5,8 @@ added tokens, copies of `item_codes.json` and `user_codes.json`, `meta.json` (fi
 resolved config, vocabulary sizes, example counts, task-A losses before and after training), `sft_config.yaml`
 and `training_log.jsonl`; `load_for_inference` reads it alone. The folder appears in one rename; a re-run with the
 same inputs and config is a no-op; checkpoints go to `sft.work/` beside it, from which a killed run resumes, and so do
-the tokenized rows of the task mixture (`sft.work/rows/`), which a resumed run loads instead of tokenizing again.
+the tokenized rows of the task mixture (`sft.work/rows/`), which a resumed run loads instead of tokenizing again, and
+the trained model (`sft.work/final/`), which the re-run of a run stopped while publishing it publishes as it is.
 Every process of an `accelerate launch` calls `run_sft`; the main one builds the tiny model and writes the output.
 """
 
@@ -37,10 +38,11 @@ from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.probe import RankingProbe
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
 from align3gr.stage_output import META_FILE, StageOutput
-from align3gr.training import logged, publish_model
+from align3gr.training import FINAL, logged, publish_model, republish_model
 
 log = logging.getLogger(__name__)
 PROBE_BATCH = 32
+CONFIG_FILE = "sft_config.yaml"
 ROWS = "rows"
 """The work folder's cache of the task mixture's tokenized rows (`align3gr.sft.data.cached_rows`)."""
 
@@ -214,9 +216,14 @@ def run_sft(
     existing = output.current(fingerprint)
     if existing is not None:
         log.info("%s is up to date (same data, codes, model and config); nothing to do", out)
-        return SFTResult(out, existing, True)
+        return SFTResult(out, existing, True, state.is_main_process)
 
     resume = output.resume(fingerprint)
+    published = republish_model(output, scid, CONFIG_FILE, config)
+    if published is not None:
+        log.info("%s: the model trained by a run stopped while publishing it is now published", out)
+        return SFTResult(out, published, False, state.is_main_process)
+    arguments.eval_on_start = resume is None  # a resumed run logged it; a second would count against patience
     with state.main_process_first():  # the main process builds the tiny base; the others then load it
         if state.is_main_process and config.model == TINY:
             build_tiny_base(
@@ -234,7 +241,7 @@ def run_sft(
         trainer = sft_trainer(model, tokenizer, token_ids, builder, arguments, train, evals, config)
         trainer.train(resume_from_checkpoint=resume)
         final = trainer.evaluate()
-        trainer.save_model(str(output.work / "final"))
+        trainer.save_model(str(output.work / FINAL))
     state.wait_for_everyone()
 
     history = trainer.state.log_history
@@ -260,5 +267,5 @@ def run_sft(
         "align3gr_version": align3gr.__version__,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    publish_model(output, scid, "sft_config.yaml", config, history, meta)
+    publish_model(output, scid, CONFIG_FILE, config, history, meta)
     return SFTResult(out, meta, False, state.is_main_process)

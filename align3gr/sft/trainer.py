@@ -51,6 +51,7 @@ class SCIDSFTTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.model_loss:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = {**inputs, "use_cache": False}  # as TRL's loss: no KV cache, whatever `use_cache` says
         if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
         labels = inputs["labels"][:, 1:]
