@@ -22,7 +22,7 @@ REPORT_TO = "report_to"
 """The argument whose align3gr default ("none": no tracker) `training_args` may change."""
 
 TRAINING_FIXED = {
-    "output_dir": "the stage's work folder `OUT.work`, published as OUT in one rename",
+    "output_dir": "the stage's work folder `OUT.work`, published as OUT when the stage ends",
     "ddp_backend": "gloo for processes on CPU, from the hardware",
     "use_cpu": "from the hardware",
     "logging_first_step": "the training log and its curves start at step 1",

@@ -3,7 +3,7 @@
     python recipes/evaluate.py --model runs/ml100k/sft --data runs/ml100k/data --out runs/ml100k/eval/sft
     accelerate launch --num_processes 2 --cpu recipes/evaluate.py --model ... --data ... --out ...
 
-Users are split across the launched processes; the result is identical to a single-process run.
+Users are split across the launched processes; the ranked lists and metrics are those of a single-process run.
 Any option of `align3gr evaluate` may follow (`--config recipes/configs/X.yaml` reads its `evaluate:` section).
 """
 

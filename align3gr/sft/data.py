@@ -256,7 +256,7 @@ def cached_rows(
 ):
     """The rows of `examples` (a list, or a stream read twice such as `TaskMixture`), kept as `folder/KEY/ROWS_FILE`
     (`rows_key`): memory-mapped from there when present, else tokenized in batches straight into that file and
-    published in one rename (a killed run leaves only a temporary that the next write removes), replacing the
+    renamed into place whole (a killed run leaves only a temporary that the next write removes), replacing the
     rows of any other key."""
     from datasets import Dataset
 

@@ -3,7 +3,7 @@
 `sft/` holds the model (full fine-tuning) or the LoRA adapter with the trained SCID rows, the tokenizer with the
 added tokens, copies of `item_codes.json` and `user_codes.json`, `meta.json` (fingerprint of the inputs and the
 resolved config, vocabulary sizes, example counts, task-A losses before and after training), `sft_config.yaml`
-and `training_log.jsonl`; `load_for_inference` reads it alone. The folder appears in one rename; a re-run with the
+and `training_log.jsonl`; `load_for_inference` reads it alone. The folder is renamed into place whole; a re-run with the
 same inputs and config is a no-op; checkpoints go to `sft.work/` beside it, from which a killed run resumes, and so do
 the tokenized rows of the task mixture (`sft.work/rows/`), which a resumed run loads instead of tokenizing again, and
 the trained model (`sft.work/final/`), which the re-run of a run stopped while publishing it publishes as it is.
