@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from test_sft import code_tables
 from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
 
+from align3gr.config import config_from_sources
 from align3gr.data.dataset import load_dataset
 from align3gr.dpo.arguments import dpo_arguments, load_policy
-from align3gr.dpo.config import DPOStageConfig
-from align3gr.dpo.stage import STAGE_FILES, guarded, run_dpo
+from align3gr.dpo.config import LOSS_OPTIONS, DPOStageConfig
+from align3gr.dpo.stage import STAGE_FILES, copy_start_model, guarded, run_dpo
 from align3gr.dpo.trainer import SoftmaxDPOTrainer
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.io import read_json
 from align3gr.models.loading import load_for_inference
+from align3gr.scid.code_tables import write_code_tables
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
 
@@ -145,19 +149,29 @@ def test_bad_stage_options(ml100k_small, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launch_config", ["deepspeed_zero2", "deepspeed_zero3"])
-def test_accelerate_launch_runs_a_self_play_stage_with_deepspeed_on_two_cpu_processes(
-    launch_config, ml100k_small, sft_run, tmp_path
+@pytest.mark.parametrize(
+    ("launcher", "flags"),
+    [
+        (["--config_file", "accelerate_configs/deepspeed_zero2.yaml"], []),
+        (["--config_file", "accelerate_configs/deepspeed_zero3.yaml"], []),
+        (["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+         ["--precompute-ref-log-probs"]),
+    ],
+    ids=["deepspeed_zero2", "deepspeed_zero3", "ddp_precomputed_reference"],
+)  # fmt: skip
+def test_accelerate_launch_runs_a_self_play_stage_on_two_cpu_processes(
+    launcher, flags, ml100k_small, sft_run, tmp_path
 ):
     """Under ZeRO-3 the policy loads partitioned: it generates its candidates on gathered weights, and the valid
-    evaluation loads the trained model whole."""
+    evaluation loads the trained model whole. With the reference precomputed under DDP, both processes read the
+    reference log-probabilities the main one stored. Either way, the first step's reference is the policy itself:
+    a row's loss is log(1 + its rejected count)."""
     out = tmp_path / "dpo"
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in QUICK.items()]
+    flags = [*flags, *(f"--{k.replace('_', '-')}={v}" for k, v in QUICK.items())]
     evaluate = tmp_path / "evaluate.yaml"
     evaluate.write_text(json.dumps({"evaluate": VALID_OPTIONS}))
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
-        "--config_file", f"accelerate_configs/{launch_config}.yaml", "recipes/dpo.py",
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", *launcher, "recipes/dpo.py",
         "--data", str(ml100k_small), "--start", str(sft_run / "sft"), "--out", str(out), "--stages", "sp_easy",
         "--config", str(evaluate), *flags,
     ]  # fmt: skip
@@ -166,6 +180,7 @@ def test_accelerate_launch_runs_a_self_play_stage_with_deepspeed_on_two_cpu_proc
     assert done.stdout.count("Progressive DPO") == 1  # the table comes from the main process only
     meta = read_json(out / "sp_easy" / "meta.json")
     assert meta["steps"] == QUICK["max_steps"] and meta["valid_metrics"]["valid_rate"] == 1.0
+    assert math.log(2) - 1e-4 <= meta["train_loss"]["start"] <= math.log(1 + QUICK["num_rejected"]) + 1e-4
     single = run_dpo(
         ml100k_small, sft_run / "sft", tmp_path / "single", DPOStageConfig(stages=["sp_easy"], **QUICK), evaluate=VALID
     )
@@ -248,6 +263,57 @@ def test_a_guarded_chain_compares_each_stage_with_the_model_it_started_from(ml10
         before = result.valid_metrics
     again = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config, evaluate=VALID)
     assert [r.up_to_date for r in again] == [True, True] and [r.meta for r in again] == [r.meta for r in results]
+
+
+def test_the_guard_copies_every_file_of_a_start_model_saved_in_other_shards(tmp_path):
+    """The start model's own files, whatever the trained model's (here one file against two shards), then the
+    stage's files; neither the start's stage files nor the trained model's."""
+    previous, out, folder = tmp_path / "sft", tmp_path / "sp_easy", tmp_path / "published"
+    start = {
+        "model-00001-of-00002.safetensors": "start 1",
+        "model-00002-of-00002.safetensors": "start 2",
+        "model.safetensors.index.json": "start index",
+        "config.json": "start config",
+    }
+    stage = {"meta.json": "{}", "dpo_config.yaml": "dpo", "preferences.jsonl": "rows", "item_codes.json": "codes"}
+    files = {
+        **{previous / name: text for name, text in start.items()},
+        previous / "meta.json": "start meta",
+        previous / "sft_config.yaml": "sft",
+        previous / "training_log.jsonl": "start log",
+        **{out / name: text for name, text in stage.items()},
+        out / "model.safetensors": "trained",
+        out / "config.json": "trained config",
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    folder.mkdir()
+    copy_start_model(previous, out, folder)
+    assert {path.name: path.read_text() for path in folder.iterdir()} == start | stage
+
+
+def test_prefix_thresholds_beyond_the_scid_length_stop_the_run_before_any_candidate(tmp_path):
+    """hard_min must stay below the length of the start model's SCIDs, checked before the first stage reads the data
+    or generates: here 3-level codes and a self-play stage after an RF one."""
+    start = tmp_path / "sft"
+    start.mkdir()
+    (start / "meta.json").write_text("{}")
+    write_code_tables(start, {"i1": ["<a_1>", "<b_1>", "<c_1>"], "i2": ["<a_1>", "<b_2>", "<c_1>"]}, {})
+    config = DPOStageConfig(stages=["rf_easy", "sp_hard"], hard_min=3)
+    with pytest.raises(ConfigError, match=r"hard_min=3 for 3-level SCIDs \(.*sft/item_codes\.json\)"):
+        run_dpo(tmp_path / "data", start, tmp_path / "dpo", config)
+    assert not (tmp_path / "dpo").exists() and not (tmp_path / "dpo").with_suffix(".work").exists()
+    DPOStageConfig(stages=["rf_easy"], hard_min=3).check_code_length(3, "item_codes.json")  # no prefix buckets
+    DPOStageConfig(bucketing="similarity", hard_min=3).check_code_length(3, "item_codes.json")
+
+
+@pytest.mark.parametrize("option", sorted(LOSS_OPTIONS))
+def test_training_args_of_trls_other_losses_are_refused_when_the_config_is_read(tmp_path, option):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"dpo": {"training_args": {option: 1}}}))
+    with pytest.raises(ConfigError, match=rf"training_args: '{option}' is set by align3gr \(the loss is Eq\. 3"):
+        config_from_sources(DPOStageConfig, path)
 
 
 def test_guard_metrics_must_be_valid_split_metrics():

@@ -4,6 +4,7 @@ the reference of a LoRA stage, precomputed reference log-probabilities and bad r
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -13,10 +14,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
 from align3gr.dpo.collator import SoftmaxPreferenceCollator
+from align3gr.dpo.config import LOSS_OPTIONS
 from align3gr.dpo.shared_prompt import FORWARDS, cached_completion_logps, packed_attention_mask
 from align3gr.dpo.softmax_dpo_loss import softmax_dpo_loss
 from align3gr.dpo.trainer import SoftmaxDPOConfig, SoftmaxDPOTrainer
 from align3gr.errors import ConfigError, DataError
+from align3gr.models.attention import attention_implementation
 from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.seeding import seeded
 
@@ -37,8 +40,9 @@ def load(path):
 
 
 def config(cls, tmp_path, **options):
+    options = {"bf16": False, **options}
     return cls(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, report_to=[], use_cpu=True,
-               bf16=False, beta=0.3, max_steps=1, logging_steps=1, save_strategy="no", **options)  # fmt: skip
+               beta=0.3, max_steps=1, logging_steps=1, save_strategy="no", **options)  # fmt: skip
 
 
 def softmax_trainer(model, tokenizer, tmp_path, rows=ROWS, **options):
@@ -106,6 +110,23 @@ def test_shared_prompt_forward_gives_the_plain_loss_and_gradients(tiny, tmp_path
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_the_packed_forward_reads_the_attention_of_a_ddp_wrapped_model(tiny, tmp_path):
+    """Under DDP the trainer hands the forward its `DistributedDataParallel` wrapper, which has no config: an eager
+    model still gets its additive mask (a boolean one would be added to the scores as 0 / 1)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    batch = batch_of(softmax_trainer(load(tiny), AutoTokenizer.from_pretrained(tiny), tmp_path))
+    model = AutoModelForCausalLM.from_pretrained(tiny, attn_implementation="eager").float()
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        wrapped = DistributedDataParallel(model)
+        assert attention_implementation(wrapped) == "eager"
+        with torch.no_grad():
+            torch.testing.assert_close(FORWARDS["packed"](wrapped, batch), FORWARDS["plain"](model, batch))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def test_log_probabilities_equal_an_unpadded_forward(tiny, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     trainer = softmax_trainer(load(tiny), tokenizer, tmp_path)
@@ -120,20 +141,23 @@ def test_log_probabilities_equal_an_unpadded_forward(tiny, tmp_path):
     assert logps[0, 0].item() == pytest.approx(expected.item(), abs=1e-4)
 
 
-def test_a_lora_stage_is_referenced_to_the_adapter_it_started_from(tiny, tmp_path):
-    """The reference of a stage that continues a LoRA adapter is that adapter (TRL's frozen "ref" copy, with the
-    trained token rows too), not the base model: before any step, policy and reference agree, the base does not."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny)
+def lora_stage(tiny, tmp_path):
+    """A model that continues a trained LoRA adapter with trained token rows, as the SFT stage's SCID rows."""
     with seeded(0):
-        rows = {"embed_tokens": list(range(20, 300))}  # trained token rows, as the SFT stage's SCID rows
+        rows = {"embed_tokens": list(range(20, 300))}
         config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], trainable_token_indices=rows)
         peft_model = get_peft_model(load(tiny), config)
         for name, param in peft_model.named_parameters():
             if "lora_B" in name or "trainable_tokens_delta" in name:
                 torch.nn.init.normal_(param, std=0.5)
     peft_model.save_pretrained(tmp_path / "previous_stage")
-    model = PeftModel.from_pretrained(load(tiny), tmp_path / "previous_stage", is_trainable=True)
-    trainer = softmax_trainer(model, tokenizer, tmp_path)
+    return PeftModel.from_pretrained(load(tiny), tmp_path / "previous_stage", is_trainable=True)
+
+
+def test_a_lora_stage_is_referenced_to_the_adapter_it_started_from(tiny, tmp_path):
+    """The reference of a stage that continues a LoRA adapter is that adapter (TRL's frozen "ref" copy, with the
+    trained token rows too), not the base model: before any step, policy and reference agree, the base does not."""
+    trainer = softmax_trainer(lora_stage(tiny, tmp_path), AutoTokenizer.from_pretrained(tiny), tmp_path)
     batch = batch_of(trainer)
     with torch.no_grad():
         policy = trainer.completion_logps(trainer.model, batch)
@@ -142,6 +166,37 @@ def test_a_lora_stage_is_referenced_to_the_adapter_it_started_from(tiny, tmp_pat
             base = trainer.completion_logps(trainer.model, batch)
     torch.testing.assert_close(torch.cat([ref_chosen.unsqueeze(1), ref_rejected], 1), policy)
     assert not torch.allclose(base, policy, atol=1e-3)
+
+
+def test_a_lora_stages_precomputed_reference_is_the_adapter_it_started_from(tiny, tmp_path):
+    """TRL scores the reference inside `DPOTrainer.__init__`: the frozen "ref" adapter has the trained token rows by
+    then, so the stored reference log-probabilities of every row equal the policy's before any step."""
+    trainer = softmax_trainer(
+        lora_stage(tiny, tmp_path), AutoTokenizer.from_pretrained(tiny), tmp_path, precompute_ref_log_probs=True
+    )
+    batch = batch_of(trainer)
+    with torch.no_grad():
+        policy = trainer.completion_logps(trainer.model, batch)
+        with trainer.model.disable_adapter():
+            base = trainer.completion_logps(trainer.model, batch)
+    stored = torch.cat([batch["ref_chosen_logps"].unsqueeze(1), batch["ref_rejected_logps"]], 1)
+    torch.testing.assert_close(stored, policy)
+    assert not torch.allclose(base, policy, atol=1e-3)
+
+
+def test_the_precomputed_reference_runs_under_the_training_autocast(tiny, tmp_path):
+    """With bf16 mixed precision the policy's forward runs under autocast while training; so does the reference
+    pass before it, so the stored log-probabilities are the policy's own at step 0 (Eq. 3's ratios start at 0)."""
+    trainer = softmax_trainer(
+        load(tiny), AutoTokenizer.from_pretrained(tiny), tmp_path, bf16=True, precompute_ref_log_probs=True
+    )
+    batch = batch_of(trainer)
+    with torch.no_grad(), trainer.accelerator.autocast():  # what `Accelerator.prepare` wraps the forward in
+        policy = trainer.completion_logps(trainer.model, batch)
+    stored = torch.cat([batch["ref_chosen_logps"].unsqueeze(1), batch["ref_rejected_logps"]], 1)
+    torch.testing.assert_close(stored, policy, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        assert not torch.allclose(trainer.completion_logps(trainer.model, batch), policy, atol=1e-4)
 
 
 def test_precomputed_reference_gives_the_same_loss(tiny, tmp_path):
@@ -234,6 +289,31 @@ def test_sft_weight_adds_the_chosen_completions_negative_log_likelihood(tiny, tm
 def test_bad_rows_are_refused(tiny, tmp_path, rows, pattern):
     with pytest.raises(DataError, match=pattern):
         softmax_trainer(load(tiny), AutoTokenizer.from_pretrained(tiny), tmp_path, rows=rows)
+
+
+OTHER_LOSSES = {
+    "loss_type": ["hinge"],
+    "loss_weights": [2.0],
+    "label_smoothing": 0.1,
+    "f_divergence_type": "forward_kl",
+    "f_alpha_divergence_coef": 0.3,
+    "ld_alpha": 0.5,
+    "use_weighting": True,
+    "discopop_tau": 0.1,
+    "router_aux_loss_coef": 0.01,
+}
+
+
+@pytest.mark.parametrize(("option", "value"), OTHER_LOSSES.items())
+def test_options_of_trls_other_losses_are_refused(tiny, tmp_path, option, value):
+    """The loss is Eq. 3, which reads none of them: set, they would be ignored without a word."""
+    assert set(OTHER_LOSSES) == set(LOSS_OPTIONS)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(f'{option}={value!r}')}: the loss is Eq\. 3.*; leave it at"):
+        config(SoftmaxDPOConfig, tmp_path, **{option: value})
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    with pytest.raises(ConfigError, match=rf"^{option}="):  # a plain DPOConfig, before any dataset work
+        SoftmaxDPOTrainer(model=load(tiny), args=config(DPOConfig, tmp_path, **{option: value}),
+                          train_dataset=Dataset.from_list(ROWS), processing_class=tokenizer)  # fmt: skip
 
 
 def test_bad_options_are_refused(tiny, tmp_path):

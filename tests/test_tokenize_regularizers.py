@@ -468,6 +468,33 @@ def test_das_cf_trains_end_to_end_changes_the_codes_and_reloads(tmp_path):
     assert np.array_equal(reloaded.encode("item", semantic, reloaded.collaborative("item").numpy()), codes.numpy())
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"phase1_alpha": 0}, r"phase 1 trains no loss: phase1_alpha=0 and phase1_gamma=0, without das_cf or "
+                              r"quasid_cl; set phase1_gamma > 0 \(RQ\) or phase1_alpha > 0 \(U2I\)"),
+        ({"u2i": False, "phase2_gamma": 0}, r"phase 2 trains no loss: u2i=False and phase2_gamma=0, .*\(RQ\)$"),
+        ({"phase2_alpha": 0, "phase2_gamma": 0, "hamr": True}, "phase 2 trains no loss: phase2_alpha=0"),
+        ({"u2i": False, "phase2_gamma": 0, "das_cf": True, "das_cf_options": {"alpha": 0}}, "phase 2 trains no loss"),
+        ({"adasid": True, "levels": 4}, r"adasid_options.eta=\[0.18, 0.24, 0.3\]: .* 4 for levels=4"),
+    ],
+)  # fmt: skip
+def test_a_tokenizer_that_would_fail_at_a_step_is_refused_before_training(options, message):
+    """A phase with no loss (the total would be the int 0, with no `backward`) or AdaSID thresholds for another
+    number of levels (the first phase-2 step's error) stop the config, before the embeddings are read."""
+    with pytest.raises(ConfigError, match=message):
+        TokenizeConfig(**options).validate()
+
+
+def test_a_loss_of_both_phases_is_enough_for_a_phase():
+    trainer = tiny_trainer(u2i=False, dual=False, phase2_gamma=0, quasid_cl=True)
+    trainer.train()
+    assert all(row["quasid_cl"] > 0 and "rq_item" not in row for row in trainer.history.phase2)
+    TokenizeConfig(phase1_alpha=0, phase1_gamma=0.5, adasid=True, levels=4,
+                   adasid_options={"eta": [0.1, 0.2, 0.3, 0.4]}).validate()  # fmt: skip
+    TokenizeConfig(item_tokenizer="unisid", dual=False, u2i=False, phase2_gamma=0).validate()  # no dual tokenizer
+
+
 def test_quasid_and_das_cf_options_are_checked():
     TokenizeConfig(das=True, das_cf=True, use_cf=False).validate()  # DAS's own input: the semantic features
     with pytest.raises(ConfigError, match="das_cf=True .* needs use_cf or das"):

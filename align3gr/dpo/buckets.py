@@ -56,10 +56,12 @@ def prefix_match(a: Sequence[str], b: Sequence[str]) -> int:
     return shared
 
 
-def check_prefix_thresholds(medium_min: int, hard_min: int, levels: int | None = None) -> None:
-    """0 < medium_min <= hard_min, and hard_min < levels once the SCIDs' length is known."""
+def check_prefix_thresholds(medium_min: int, hard_min: int, levels: int | None = None, source: str = "") -> None:
+    """0 < medium_min <= hard_min, and hard_min < levels once the SCIDs' length is known (from the code table
+    `source`, when given)."""
     if not 0 < medium_min <= hard_min or (levels is not None and hard_min >= levels):
         of = f" for {levels}-level SCIDs" if levels is not None else ""
+        of += f" ({source})" if source else ""
         raise ConfigError(
             f"SP-DPO bucket thresholds need 0 < medium_min <= hard_min < levels; got medium_min={medium_min}, "
             f"hard_min={hard_min}{of}"

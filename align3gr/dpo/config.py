@@ -31,6 +31,20 @@ progression = [sp_mixed], with = [sp_easy, sp_medium, sp_hard]; RF-DPO without p
 BUCKETINGS = ("prefix", "similarity")
 PROGRESSIVE = ["sp_easy", "sp_medium", "sp_hard", "rf_easy", "rf_hard"]
 
+SOFTMAX_DPO = "the loss is Eq. 3 (Align3GR's Softmax-DPO)"
+LOSS_OPTIONS = {
+    "loss_type": "the loss is Eq. 3, TRL's sigmoid loss when K = 1",
+    "loss_weights": f"{SOFTMAX_DPO} alone, no mix of TRL's losses",
+    "label_smoothing": f"{SOFTMAX_DPO}, which has no label smoothing (TRL's robust and EXO losses)",
+    "f_divergence_type": f"{SOFTMAX_DPO}, whose divergence is standard DPO's reverse KL",
+    "f_alpha_divergence_coef": f"{SOFTMAX_DPO}, whose divergence is standard DPO's reverse KL",
+    "ld_alpha": f"{SOFTMAX_DPO} of whole-completion log-probabilities, without LD-DPO's length weighting",
+    "use_weighting": f"{SOFTMAX_DPO}, every row weighted alike, without WPO's weights",
+    "discopop_tau": f"{SOFTMAX_DPO}, not TRL's DiscoPOP loss",
+    "router_aux_loss_coef": f"{SOFTMAX_DPO} plus sft_weight's term, without a mixture-of-experts load-balancing loss",
+}
+"""TRL's `DPOConfig` options of its other losses, which `SoftmaxDPOTrainer` never reads, and why."""
+
 
 @dataclass
 class SoftmaxDPOOptions:
@@ -75,9 +89,9 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
         "align3gr.dpo.trainer:SoftmaxDPOConfig",
         fixed={
             **TRAINING_FIXED,
-            "loss_type": "the loss is Eq. 3, TRL's sigmoid loss when K = 1",
+            **LOSS_OPTIONS,
             **dict.fromkeys(
-                ("max_length", "truncation_mode", "pad_to_multiple_of", "padding_free"),
+                ("max_length", "truncation_mode", "pad_to_multiple_of", "padding_free", "pad_token"),
                 "the stage collates its own rows, whole prompts and completions, so TRL's batching options never apply",
             ),
         },
@@ -200,6 +214,12 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
         check_prefix_thresholds(self.medium_min, self.hard_min)
         check_similarity_shares(self.medium_share, self.hard_share)
         check_guard_metrics(self.guard_metrics)
+
+    def check_code_length(self, levels: int, source: str) -> None:
+        """The prefix thresholds against the SCIDs' length `levels` (of the code table `source`) when a self-play
+        stage buckets by prefix, so a bad pair stops the run before any candidate generation."""
+        if self.bucketing == "prefix" and any(STAGES[s][0] == "self_play" for s in self.stages):
+            check_prefix_thresholds(self.medium_min, self.hard_min, levels, source)
 
     def valid_evaluation(self, evaluate: EvaluateConfig) -> EvaluateConfig:
         """The check after each stage: the `evaluate` options (the pipeline's section) on the valid split, whose

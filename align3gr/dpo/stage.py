@@ -40,7 +40,7 @@ from align3gr.evaluate.stage import run_evaluate
 from align3gr.io import read_json, sha256_json
 from align3gr.metrics import METRICS_FILE, ranking_metrics
 from align3gr.models.zero3 import whole_weights
-from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
+from align3gr.scid.code_tables import CODE_TABLES, ITEM_CODES, code_length, load_code_tables
 from align3gr.sft.tasks import TaskBuilder, trained_prompting
 from align3gr.stage_output import LOGS, META_FILE, StageOutput
 from align3gr.training import TRAINING_LOG, logged, publish_model
@@ -49,6 +49,8 @@ from align3gr.training_curves import CURVES_FILE
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "dpo_config.yaml"
+STAGE_CONFIG = "*_config.yaml"
+"""The resolved config a training stage publishes beside its model (`sft_config.yaml`, `dpo_config.yaml`)."""
 PREFERENCES_FILE = "preferences.jsonl"
 STAGE_FILES = {META_FILE, CONFIG_FILE, PREFERENCES_FILE, TRAINING_LOG, CURVES_FILE, LOGS, *CODE_TABLES}
 """What a stage writes beside the saved model (its TensorBoard logs in `LOGS`); the guard replaces every other file of
@@ -177,7 +179,7 @@ def stage_buckets(policy, tokenizer, item_codes, config: DPOStageConfig) -> Buck
         return SimilarityBuckets(
             items, vectors, config.medium_share, config.hard_share, config.similarity_sample, config.seed
         )
-    rule = BucketRule(len(next(iter(item_codes.values()))), config.medium_min, config.hard_min)
+    rule = BucketRule(code_length(item_codes), config.medium_min, config.hard_min)
     return PrefixBuckets(item_codes, rule)
 
 
@@ -319,14 +321,19 @@ def valid_folder(eval_dir: Path, name: str) -> Path:
 
 
 def copy_start_model(previous: Path, out: Path, folder: Path) -> None:
-    """Copy the files (and logs) of `out` into `folder`, those of the model (all but `STAGE_FILES`) taken from
-    `previous`."""
-    for path in out.iterdir():
-        source = path if path.name in STAGE_FILES else previous / path.name
+    """Copy into `folder` every model file of `previous` (`model_files`: its own shards, whatever those of `out`),
+    then the stage files (and logs) of `out`."""
+    for source in [*model_files(previous), *(path for path in out.iterdir() if path.name in STAGE_FILES)]:
         if source.is_dir():
-            shutil.copytree(source, folder / path.name)
-        elif source.is_file():
-            shutil.copy2(source, folder / path.name)
+            shutil.copytree(source, folder / source.name)
+        else:
+            shutil.copy2(source, folder / source.name)
+
+
+def model_files(folder: Path) -> list[Path]:
+    """The saved model's files in a stage output (`sft/` or a DPO stage): all but what publishing adds, the stage
+    files and the resolved config (`STAGE_CONFIG`)."""
+    return [path for path in folder.iterdir() if path.name not in STAGE_FILES and not path.match(STAGE_CONFIG)]
 
 
 def run_dpo(
@@ -353,6 +360,8 @@ def run_dpo(
         StageOutput(out / name, holds=META_FILE)
         StageOutput(valid_folder(evaluations, name), holds=METRICS_FILE)
         StageOutput(valid_folder(evaluations, f"{name}_start"), holds=METRICS_FILE)
+    item_codes, _ = load_code_tables(previous)  # every stage's SCIDs: each stage publishes its start's tables
+    config.check_code_length(code_length(item_codes), str(previous / ITEM_CODES))
     results = []
     for name in config.stages:
         results.append(run_stage(name, previous, Path(data_dir), out / name, evaluations, config, evaluation))

@@ -5,26 +5,30 @@ Rows are `prompt` (text), `chosen` (text) and `rejected` (a list of K texts), to
 and `rejected_ids`. Everything else is TRL's: the reference model (the model the stage starts from; with a LoRA
 adapter, TRL's frozen "ref" copy of the adapter, not a second base model), precomputed reference
 log-probabilities (`precompute_ref_log_probs=True`), DeepSpeed and DDP preparation, logging and saving. Only
-the dataset preparation, the kept columns, the reference log-probabilities and the loss are overridden.
+the dataset preparation, the kept columns, the reference log-probabilities and the loss are overridden; TRL's
+options of other losses (`LOSS_OPTIONS`) are refused, since the loss never reads them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
-from accelerate.utils import is_peft_model
+from accelerate.utils import broadcast_object_list, is_peft_model
+from datasets import Dataset, load_from_disk
 from trl import DPOConfig, DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
 from align3gr.dpo.collator import SoftmaxPreferenceCollator
-from align3gr.dpo.config import SoftmaxDPOOptions
+from align3gr.dpo.config import LOSS_OPTIONS, SoftmaxDPOOptions
 from align3gr.dpo.shared_prompt import FORWARDS
 from align3gr.dpo.softmax_dpo_loss import softmax_dpo_loss
-from align3gr.errors import DataError
+from align3gr.errors import ConfigError, DataError
 from align3gr.models.loading import pad_token_id
 from align3gr.sft.prompting import encode_completion, encode_prompt
 
@@ -34,11 +38,12 @@ TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 @dataclass
 class SoftmaxDPOConfig(SoftmaxDPOOptions, DPOConfig):
     """`DPOConfig` plus the Softmax-DPO options (`SoftmaxDPOOptions`, after DPOConfig's fields). `beta` is the beta of
-    Eq. 3; `loss_type` must stay "sigmoid" (the loss is Eq. 3, which is the sigmoid loss when K = 1)."""
+    Eq. 3; TRL's loss options (`LOSS_OPTIONS`) must keep their defaults (`check_eq3_loss`)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         SoftmaxDPOOptions.validate(self)
+        check_eq3_loss(self)
 
 
 class SoftmaxDPOTrainer(DPOTrainer):
@@ -48,12 +53,22 @@ class SoftmaxDPOTrainer(DPOTrainer):
 
     def __init__(self, *args, **kwargs) -> None:
         config = kwargs.get("args")
-        if config is not None and list(config.loss_type) != ["sigmoid"]:
-            raise ValueError(f"SoftmaxDPOTrainer computes Eq. 3; loss_type must be ['sigmoid'], got {config.loss_type}")
+        if config is not None:
+            check_eq3_loss(config)
         tokenizer = kwargs.get("processing_class")
         if kwargs.get("data_collator") is None and tokenizer is not None:
             kwargs["data_collator"] = SoftmaxPreferenceCollator(pad_token_id=pad_token_id(tokenizer))
+        self._reference_ready = False
         super().__init__(*args, **kwargs)
+        self._ready_reference()
+
+    def _ready_reference(self) -> None:
+        """Give TRL's frozen "ref" adapter every weight of the adapter the stage starts from (`copy_adapter`), once
+        and before the reference scores anything: `precompute_ref_log_probs` scores inside `DPOTrainer.__init__`.
+        Once only, since a later precompute pass (`evaluate` on a new dataset) comes after training steps."""
+        if self._reference_ready:
+            return
+        self._reference_ready = True
         if is_peft_model(self.model) and "ref" in self.model.peft_config:
             copy_adapter(self.model, "default", "ref")
 
@@ -85,8 +100,14 @@ class SoftmaxDPOTrainer(DPOTrainer):
         )
 
     def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
-        """TRL's pass, with every batch as wide as the dataset's largest rejected count: its per-batch results are
-        concatenated, which batches of rows with fewer than K rejected completions would otherwise break."""
+        """TRL's pass, on the reference the stage starts from (`_ready_reference`), over rows every process reads
+        from one folder (`_shared_rows`), with every batch as wide as the dataset's largest rejected count: its
+        per-batch results are concatenated, which batches of rows with fewer than K rejected completions would
+        otherwise break."""
+        if not isinstance(dataset, Dataset):  # TRL refuses an IterableDataset
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        self._ready_reference()
+        dataset = self._shared_rows(dataset, name)
         collator = self.data_collator
         if not isinstance(collator, SoftmaxPreferenceCollator):
             return super()._precompute_ref_logps(dataset, name, batch_size)
@@ -96,6 +117,20 @@ class SoftmaxDPOTrainer(DPOTrainer):
             return super()._precompute_ref_logps(dataset, name, batch_size)
         finally:
             self.data_collator = collator
+
+    def _shared_rows(self, dataset: Dataset, name: str) -> Dataset:
+        """`dataset` as read from a folder of `output_dir` that the main process writes. TRL caches the reference
+        log-probabilities in a file beside the dataset's own; an in-memory dataset (`Dataset.from_list`) has none, so
+        each process would pick its own random temporary file and the others would not find the main process's."""
+        if dataset.cache_files:
+            return dataset
+        folder = [str(Path(self.args.output_dir) / "reference_rows" / f"{name}-{dataset._fingerprint}")]
+        broadcast_object_list(folder, from_process=0)
+        folder = Path(folder[0])
+        if self.accelerator.is_main_process and not (folder / "dataset_info.json").is_file():  # written last
+            dataset.save_to_disk(folder)
+        self.accelerator.wait_for_everyone()
+        return load_from_disk(folder)
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
@@ -113,7 +148,11 @@ class SoftmaxDPOTrainer(DPOTrainer):
         if self.ref_model is None and is_peft_model(self.model):
             unwrapped = self.accelerator.unwrap_model(self.model)
             adapter = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
-        with disable_gradient_checkpointing(self.model, self.args.activation_checkpointing_kwargs), adapter:
+        with (
+            disable_gradient_checkpointing(self.model, self.args.activation_checkpointing_kwargs),
+            adapter,
+            self.accelerator.autocast(),  # as the policy's forward once `Accelerator.prepare` wraps it
+        ):
             logps = self.completion_logps(model, inputs)
         return logps[:, 0], logps[:, 1:]
 
@@ -156,6 +195,17 @@ class SoftmaxDPOTrainer(DPOTrainer):
         }
         for name, values in rows.items():
             self._metrics[mode][name].append(self.accelerator.gather(values).mean().item())
+
+
+def check_eq3_loss(args: DPOConfig) -> None:
+    """A ConfigError when `args` sets a TRL loss option (`LOSS_OPTIONS`) other than DPOConfig's default: the trainer
+    computes Eq. 3 and never reads them."""
+    for field in dataclasses.fields(DPOConfig):
+        if field.name in LOSS_OPTIONS:
+            default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+            if getattr(args, field.name) != default:
+                value = getattr(args, field.name)
+                raise ConfigError(f"{field.name}={value!r}: {LOSS_OPTIONS[field.name]}; leave it at {default!r}")
 
 
 def copy_adapter(model, source: str, target: str) -> None:

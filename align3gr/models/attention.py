@@ -13,8 +13,10 @@ MASKED_ATTENTION = ("sdpa", "eager")
 
 
 def attention_implementation(model: torch.nn.Module) -> str:
-    """The attention implementation the model was loaded with (`sdpa` when the config does not say)."""
-    return getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
+    """The attention implementation the model was loaded with (`sdpa` when the config does not say), read through a
+    DDP or DeepSpeed wrapper (`.module`), which has no config of its own."""
+    config = getattr(getattr(model, "module", model), "config", None)
+    return getattr(config, "_attn_implementation", None) or "sdpa"
 
 
 def takes_custom_mask(model: torch.nn.Module) -> bool:

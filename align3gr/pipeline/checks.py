@@ -115,6 +115,20 @@ def model_needs(config: PipelineConfig) -> list[Need]:
     return needs
 
 
+def code_length_needs(config: PipelineConfig) -> list[Need]:
+    """SP-DPO prefix thresholds no SCID of the dual tokenizer can meet (`DPOStageConfig.check_code_length`): its codes
+    have `tokenize.levels` codes, one more at most when a disambiguation level is added (the DPO stage checks the
+    exact length of its start model's table again)."""
+    if config.unisid() is not None:
+        return []
+    levels = config.tokenize.levels + int(config.tokenize.disambiguation_level)
+    try:
+        config.dpo.check_code_length(levels, "tokenize.levels")
+    except ConfigError as err:
+        return [Need(f"dpo: {err}")]
+    return []
+
+
 def disk_needs(config: PipelineConfig, run_dir: Path) -> list[Need]:
     """Too little free disk where the run folder is (or will be)."""
     model = Path(config.sft.model)
@@ -198,7 +212,7 @@ def data_current(data: Step, config: PipelineConfig, run_dir: Path) -> bool:
 def check_plan(plan: Plan, skip_unmet: bool, launcher: str | None = None, build: bool = False) -> Checked | None:
     """The run of `plan` after its checks (`resolved`). When its data is not built yet, or not current
     (`data_current`), only the environment is checked and None returned, unless `build`: the data step runs first."""
-    needs = model_needs(plan.config) + disk_needs(plan.config, plan.run_dir)
+    needs = model_needs(plan.config) + code_length_needs(plan.config) + disk_needs(plan.config, plan.run_dir)
     data = data_steps(plan)[0]
     built: tuple[str, ...] = ()
     if not data_current(data, plan.config, plan.run_dir):

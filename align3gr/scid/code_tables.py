@@ -50,6 +50,11 @@ def check_table(table: object, ids: list[str] | None, path: Path, unique: bool) 
     return table
 
 
+def code_length(table: dict[str, list[str]]) -> int:
+    """The number of codes of each ID of a checked table (`check_table`: one length for all); 0 when it is empty."""
+    return len(next(iter(table.values()), []))
+
+
 def load_code_tables(
     scid_dir: str | Path, dataset: Dataset | None = None
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

@@ -160,3 +160,25 @@ class TokenizeConfig:
             raise ConfigError(f"hidden_dims={self.hidden_dims}: every layer size must be >= 1")
         if self.sc_dim < 0:
             raise ConfigError(f"sc_dim={self.sc_dim}: must be >= 0 (0: the SC embedding is the RQ-VAE's latent)")
+        if self.dual or self.item_tokenizer != "unisid":  # the dual tokenizer trains: users, or items too
+            self.check_dual_training()
+
+    def check_dual_training(self) -> None:
+        """AdaSID has one threshold per code level, and each phase that runs trains some loss: U2I (u2i, alpha > 0),
+        RQ (gamma > 0, which also carries DAS, HaMR and AdaSID) or a loss of both phases (das_cf, quasid_cl).
+        Otherwise the first step would fail, or the phase would have nothing to differentiate."""
+        if self.adasid and len(eta := AdaSIDConfig(**self.adasid_options).eta) != self.levels:
+            raise ConfigError(
+                f"adasid_options.eta={eta}: AdaSID needs one threshold per overlap depth 1..L, {self.levels} for "
+                f"levels={self.levels}"
+            )
+        both = self.quasid_cl or (self.das_cf and DASCFConfig(**self.das_cf_options).alpha > 0)
+        phases = [(1, self.phase1_alpha, self.phase1_gamma, self.phase1_max_epochs)] if self.u2i else []
+        phases.append((2, self.phase2_alpha if self.u2i else 0.0, self.phase2_gamma, self.phase2_epochs))
+        for phase, alpha, gamma, epochs in phases:
+            if epochs > 0 and alpha == 0 and gamma == 0 and not both:
+                u2i = f"phase{phase}_alpha=0" if self.u2i else "u2i=False"
+                raise ConfigError(
+                    f"phase {phase} trains no loss: {u2i} and phase{phase}_gamma=0, without das_cf or quasid_cl; set "
+                    f"phase{phase}_gamma > 0 (RQ)" + (f" or phase{phase}_alpha > 0 (U2I)" if self.u2i else "")
+                )

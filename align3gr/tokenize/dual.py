@@ -412,7 +412,7 @@ class DualTrainer:
                 "item_pairs": cycle_chunks(len(self.item_pairs), self.quasid.batch_size, generator, self.device),
             }
             if config.u2i:
-                stopping = EarlyStopping(model, config.auc_patience)
+                stopping = EarlyStopping([model, self.das], config.auc_patience)  # DAS trains with the tokenizer
                 for epoch in (
                     bar := tqdm(range(1, config.phase1_max_epochs + 1), desc="tokenizer phase 1", unit="epoch")
                 ):
