@@ -337,3 +337,30 @@ def test_a_later_stage_folder_of_other_files_stops_the_chain_before_the_first_st
     with pytest.raises(ConfigError, match=r"dpo_sp_medium: the output folder holds files but no metrics\.json"):
         run_dpo(tmp_path / "data", start, tmp_path / "dpo", config)
     assert not (tmp_path / "dpo").exists() and (foreign / "notes.md").read_text() == "keep me"
+
+
+def test_a_stage_stopped_while_publishing_is_published_by_the_rerun_without_training(
+    ml100k_small, sft_run, tmp_path, monkeypatch
+):
+    """The disk fills up while the stage's output is written: nothing is published, the trained model stays whole in
+    the work folder, and the re-run publishes it (and checks it on valid) without generating rows or training."""
+    import align3gr.dpo.stage as stage
+    import align3gr.training as training
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    config = DPOStageConfig(stages=["rf_easy"], **QUICK)
+    monkeypatch.setattr(training, "plot_training_curves", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config, evaluate=VALID)
+    assert not (tmp_path / "dpo" / "rf_easy").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(stage, "stage_examples", lambda *args: pytest.fail("generated the rows again"))
+    (result,) = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config, evaluate=VALID)
+    assert not result.up_to_date and read_json(tmp_path / "dpo" / "rf_easy" / "meta.json")["stage"] == "rf_easy"
+    assert (tmp_path / "dpo" / "rf_easy" / "preferences.jsonl").is_file()
+    assert not (tmp_path / "dpo" / "rf_easy.work").exists()
+    monkeypatch.undo()
+    clean = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "again", config, evaluate=VALID)
+    assert clean[0].valid_metrics == result.valid_metrics

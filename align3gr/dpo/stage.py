@@ -43,7 +43,7 @@ from align3gr.models.zero3 import whole_weights
 from align3gr.scid.code_tables import CODE_TABLES, ITEM_CODES, code_length, load_code_tables
 from align3gr.sft.tasks import TaskBuilder, trained_prompting
 from align3gr.stage_output import LOGS, META_FILE, StageOutput
-from align3gr.training import TRAINING_LOG, logged, publish_model
+from align3gr.training import FINAL, TRAINING_LOG, logged, publish_model, republish_model
 from align3gr.training_curves import CURVES_FILE
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,11 @@ def run_stage(
         log.info("DPO stage %s is up to date; nothing to train", name)
         meta = validated(name, previous, out, data_dir, eval_dir, config, evaluation)
         return StageResult(name, out, meta, meta["valid_metrics"], True)
+    resume = output.resume(fingerprint)
+    if republish_model(output, previous, CONFIG_FILE, config) is not None:
+        log.info("DPO stage %s: the model trained by a run stopped while publishing it is now published", name)
+        meta = validated(name, previous, out, data_dir, eval_dir, config, evaluation)
+        return StageResult(name, out, meta, meta["valid_metrics"], False)
     previous_meta = read_json(previous / META_FILE)
     with_user_scid, seq_format = trained_prompting(previous)
     builder = TaskBuilder(
@@ -220,7 +225,6 @@ def run_stage(
     if not examples:
         raise ConfigError(f"DPO stage {name}: no preference rows ({stats}); the data has nothing for this stage")
     log.info("DPO stage %s: %d rows (%s)", name, len(examples), stats)
-    resume = output.resume(fingerprint)
     from datasets import Dataset as HFDataset
 
     trainer = SoftmaxDPOTrainer(
@@ -233,7 +237,7 @@ def run_stage(
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" in getattr(unwrapped, "peft_config", {}):
         unwrapped.delete_adapter("ref")
-    trainer.save_model(str(output.work / "final"))
+    trainer.save_model(str(output.work / FINAL))
     state.wait_for_everyone()
     history = trainer.state.log_history
     meta = {
