@@ -16,7 +16,7 @@ from align3gr.scid.code_tables import load_code_tables
 from align3gr.tokenize.codebook_stats import level_statistics, sid_entropy
 from align3gr.tokenize.collisions import collision_rate, resolve_collisions
 from align3gr.tokenize.config import TokenizeConfig
-from align3gr.tokenize.dual import DualTokenizer
+from align3gr.tokenize.dual import DualTokenizer, DualTrainer
 from align3gr.tokenize.kmeans import kmeans
 from align3gr.tokenize.losses.u2i import InteractionSet, false_negative_mask, u2i_auc, u2i_loss
 from align3gr.tokenize.rqvae import RQVAE
@@ -182,6 +182,17 @@ def test_regularisers_train_inside_the_tokenizer(ml100k_small, ml100k_small_embe
     assert report["items"]["collisions"]["collision_rate_after"] == 0.0
 
 
+def test_embeddings_of_another_dataset_are_named(ml100k_small, ml100k_small_embeddings):
+    dataset = load_dataset(ml100k_small)
+    embeddings = Embeddings.load(ml100k_small_embeddings)
+    first, second = list(dataset.sequences)[:2]
+    embeddings.user_ids = [second, first, *embeddings.user_ids[2:]]
+    with pytest.raises(
+        DataError, match=rf"embeddings.*another dataset \(user '{second}' where the dataset has '{first}'\)"
+    ):
+        DualTrainer(dataset, embeddings, TokenizeConfig(**SMALL))
+
+
 def test_regulariser_options_are_checked():
     with pytest.raises(ConfigError, match="HaMRConfig has no option 'margin'"):
         TokenizeConfig(hamr=True, hamr_options={"margin": 1}).validate()
@@ -203,12 +214,15 @@ def test_code_tables_are_checked_against_the_dataset_and_reload_encodes_new_rows
     with pytest.raises(DataError, match="features have 400 dimensions; this tokenizer expects 448"):
         tokenizer.encode("item", embeddings.item_semantic[:, :336], embeddings.item_cf)
     original = json.loads((tmp_path / "scid" / "item_codes.json").read_text())
-    first = next(iter(original))
+    first, second = list(original)[:2]
     cases = [
         ({k: v for k, v in original.items() if k != first}, rf"item_codes\.json: no code for '{first}' \(1 of"),
         ({**original, "not-an-item": ["<a_1>", "<b_1>", "<c_1>"]}, "'not-an-item' is not in the dataset"),
         ({**original, first: original[first][:-1]}, r"has \d+ codes; the others have \d+"),
-        ({**original, first: original[list(original)[1]]}, "two items share a full code"),
+        (
+            {**original, first: original[list(original)[1]]},
+            rf"items '{first}' and '{list(original)[1]}' share the code",
+        ),
     ]
     for table, pattern in cases:
         (tmp_path / "scid" / "item_codes.json").write_text(json.dumps(table))

@@ -46,7 +46,12 @@ def check_table(table: object, ids: list[str] | None, path: Path, unique: bool) 
         elif len(codes) != length:
             raise DataError(f"'{key}' has {len(codes)} codes; the others have {length}", path)
     if unique and len({tuple(c) for c in table.values()}) != len(table):
-        raise DataError("two items share a full code; item codes must be unique", path)
+        first: dict[tuple[str, ...], str] = {}
+        for key, codes in table.items():
+            other = first.setdefault(tuple(codes), key)
+            if other != key:
+                shared = "".join(codes)
+                raise DataError(f"items '{other}' and '{key}' share the code {shared}; item codes must be unique", path)
     return table
 
 
