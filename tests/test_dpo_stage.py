@@ -263,6 +263,14 @@ def test_a_guarded_chain_compares_each_stage_with_the_model_it_started_from(ml10
         before = result.valid_metrics
     again = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config, evaluate=VALID)
     assert [r.up_to_date for r in again] == [True, True] and [r.meta for r in again] == [r.meta for r in results]
+    assert not (tmp_path / "eval" / "dpo_rf_easy_start").exists()  # its start's metrics: sp_easy's, same evaluation
+
+    other = EvaluateConfig(**{**VALID_OPTIONS, "beam_size": 12})  # another protocol: sp_easy's metrics do not apply
+    one = DPOStageConfig(stages=["rf_easy"], guard=True, **QUICK)
+    (result,) = run_dpo(ml100k_small, tmp_path / "dpo" / "sp_easy", tmp_path / "other", one, evaluate=other)
+    remeasured = read_json(tmp_path / "eval" / "dpo_rf_easy_start" / "metrics.json")  # eval/ beside the out folder
+    assert remeasured["config"]["beam_size"] == 12
+    assert result.meta["guard"]["start_valid_metrics"]["ndcg@10"] == remeasured["ndcg@10"]
 
 
 def test_the_guard_copies_every_file_of_a_start_model_saved_in_other_shards(tmp_path):

@@ -52,6 +52,9 @@ CONFIG_FILE = "dpo_config.yaml"
 STAGE_CONFIG = "*_config.yaml"
 """The resolved config a training stage publishes beside its model (`sft_config.yaml`, `dpo_config.yaml`)."""
 PREFERENCES_FILE = "preferences.jsonl"
+VALID_EVALUATION = "valid_evaluation"
+"""The meta key beside `valid_metrics`: the hash of the evaluation options that measured them, which a guard
+comparing them with its own stage's checks."""
 STAGE_FILES = {META_FILE, CONFIG_FILE, PREFERENCES_FILE, TRAINING_LOG, CURVES_FILE, LOGS, *CODE_TABLES}
 """What a stage writes beside the saved model (its TensorBoard logs in `LOGS`); the guard replaces every other file of
 its folder."""
@@ -277,13 +280,17 @@ def validated(
 ) -> dict:
     """The stage's meta with its valid-split metrics (evaluated into `eval/dpo_STAGE/` when the meta has none yet)
     and, with `guard` on, the guard's decision: a run stopped between training, evaluation and the guard finishes
-    them on its next start."""
+    them on its next start. The start model's metrics are its meta's when they were measured by the same evaluation
+    (`VALID_EVALUATION`, a hash of its options), else evaluated into `eval/dpo_STAGE_start/`."""
     meta = read_json(out / META_FILE)
+    protocol = sha256_json(config_to_dict(evaluation))
     if "valid_metrics" not in meta:
         meta["valid_metrics"] = valid_metrics(out, data_dir, valid_folder(eval_dir, name), evaluation)
+        meta[VALID_EVALUATION] = protocol
         StageOutput(out, distributed=True).write_meta(meta)
     if config.guard and "guard" not in meta:
-        start = read_json(previous / META_FILE).get("valid_metrics")
+        measured = read_json(previous / META_FILE)
+        start = measured.get("valid_metrics") if measured.get(VALID_EVALUATION) == protocol else None
         if start is None:
             start = valid_metrics(previous, data_dir, valid_folder(eval_dir, f"{name}_start"), evaluation)
         meta = guarded(previous, out, meta, start, config.guard_metrics)
