@@ -60,10 +60,20 @@ def natural_key(value: str) -> tuple[int, int | str]:
 
 def source_records(builder: Builder, source: Path) -> list[dict]:
     """File name, size and sha256 of every raw file the builder reads."""
-    return [
-        {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-        for path in builder.sources(source)
-    ]
+    records = []
+    for path in builder.sources(source):
+        stat = path.stat()
+        records.append(
+            {"file": path.name, "bytes": stat.st_size, "sha256": raw_sha256(path, stat.st_size, stat.st_mtime_ns)}
+        )
+    return records
+
+
+@functools.lru_cache(maxsize=64)
+def raw_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """A raw file's sha256, read once per process while its size and modification time hold: the pipeline's data check
+    before its lock and the data step both ask for it, and raw files run to gigabytes."""
+    return sha256_file(path)
 
 
 def text_inputs(config: DataConfig) -> dict:
