@@ -269,9 +269,9 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `target`; on success its files are fsynced and it is renamed to
     `target`. No partial output is ever visible under `target`, even after a crash. A new `target` appears in one
     rename; an existing one is replaced in two, with a gap between them: it is first renamed aside (`owned_name`
-    `old`, deleted after), so a reader may briefly find `target` absent while it is replaced, and a writer killed
-    between the two renames leaves no `target` until the next write of `target` puts the previous output back
-    (`remove_stale_temporaries`) before it writes.
+    `old`, deleted after), so a reader may briefly find `target` absent while it is replaced. The aside rename comes
+    after the new folder is whole, so a writer killed between the two renames leaves a whole new output, which the
+    next write of `target` publishes (`remove_stale_temporaries`) before it writes.
 
     On an exception the temporary folder is removed; after a kill it is left under a name carrying its owner
     (`owned_name`), which a later write of `target` deletes once that process is gone (`remove_stale_temporaries`).
@@ -332,21 +332,29 @@ def remove_stale_temporaries(target: str | Path) -> None:
     """Delete the temporary and replaced siblings of `target` (`owned_name`) left by a process that was killed: those
     whose owner is gone. A live process's (a concurrent writer of the same output) are kept; a dead PID the system
     has given to a new process keeps its leftovers until that one exits too. A writer killed between the two renames
-    of `atomic_directory` leaves no `target` and the whole previous output as `old`: that one is put back."""
+    of `atomic_directory` leaves no `target`, the previous output as `old` and the whole new one as its `tmp`: the
+    new one is published (the previous one deleted); an `old` without its writer's `tmp` is put back."""
     target = Path(target)
     if not target.parent.is_dir():
         return
-    for kind in ("tmp", "old"):
-        prefix = f".{target.name}.{kind}-"
-        for stale in target.parent.glob(glob.escape(prefix) + "*"):
-            if owner_alive(stale.name[len(prefix) :]):
-                continue
-            if kind == "old" and not target.exists() and not target.is_symlink():
-                os.replace(stale, target)
-            elif stale.is_dir() and not stale.is_symlink():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
+    stale = {kind: _stale_siblings(target, kind) for kind in ("tmp", "old")}
+    if stale["old"] and not target.exists() and not target.is_symlink():
+        owner, backup = next(iter(stale["old"].items()))
+        writer = owner.rsplit("-", 1)[0]
+        finished = [path for name, path in stale["tmp"].items() if name.rsplit("-", 1)[0] == writer]
+        os.replace(finished[0] if finished else backup, target)
+    for path in (*stale["tmp"].values(), *stale["old"].values()):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _stale_siblings(target: Path, kind: str) -> dict[str, Path]:
+    """The `kind` siblings of `target` (`owned_name`) whose owner is gone, by their `HOST-PID-RANDOM` owner."""
+    prefix = f".{target.name}.{kind}-"
+    found = {path.name[len(prefix) :]: path for path in target.parent.glob(glob.escape(prefix) + "*")}
+    return {owner: path for owner, path in sorted(found.items()) if not owner_alive(owner)}
 
 
 def fsync_tree(folder: Path) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from align3gr.errors import ConfigError, DataError
-from align3gr.io import atomic_directory, atomic_write_json, read_json, write_json
+from align3gr.io import atomic_directory, atomic_write_json, read_json, remove_stale_temporaries, write_json
 
 META_FILE = "meta.json"
 LOGS = "runs"
@@ -67,11 +67,19 @@ class StageOutput:
     def current(self, fingerprint: str) -> dict | None:
         """The output's meta when it records `fingerprint`: the stage has nothing to do, and a work folder the run
         that published it left behind is deleted (`_finished`)."""
+        self._recover()
         path = self.path / META_FILE
         if not path.is_file():
             return None
         meta = read_json(path)
         return self._finished(meta, fingerprint) if meta.get("fingerprint") == fingerprint else None
+
+    def _recover(self) -> None:
+        """Publish the output a writer killed while publishing it left whole beside the path, or put back the one it
+        was replacing, so the run that follows finds it (`remove_stale_temporaries`); the main process goes first."""
+        with self._main_process_first():
+            if self.main_process:
+                remove_stale_temporaries(self.path)
 
     def _finished(self, meta: dict, fingerprint: str) -> dict:
         """`meta`, of the output that is current for `fingerprint`; the work folder of the run that published it,
@@ -86,6 +94,7 @@ class StageOutput:
         """`current`, for a stage that replaces nothing but its own output: a folder holding anything else (files
         without a meta, a meta unreadable or of another fingerprint) is an error naming the `kind` of output and the
         `inputs` it is made of, unless `overwrite`. Only the meta is read: the other files were checked when written."""
+        self._recover()
         if not self.path.exists():
             return None
         if not self.path.is_dir():

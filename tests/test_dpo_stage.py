@@ -207,6 +207,24 @@ def test_a_lora_adapter_continues_as_an_adapter(ml100k_small, sft_run, tiny_llam
     assert type(model).__name__ == "LlamaForCausalLM"
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="LoRA trains under ZeRO-3 there")
+def test_an_adapter_start_under_zero3_stops_on_cpu_processes_before_any_work(ml100k_small, sft_run, tmp_path):
+    """PEFT gathers a LoRA model's trainable SCID rows on CUDA under ZeRO-3: without CUDA the stage says so before
+    it generates a row, where PEFT would fail deep in loading."""
+    options = {"max_steps": 1, "max_examples_per_task": 8, "tasks": ["seq"], "eval_examples": 4, "warmup_steps": 0}
+    run_sft(ml100k_small, sft_run / "scid", tmp_path / "sft", SFTStageConfig(use_lora=True, **options))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--config_file",
+        "accelerate_configs/deepspeed_zero3.yaml", "recipes/dpo.py", "--data", str(ml100k_small),
+        "--start", str(tmp_path / "sft"), "--out", str(tmp_path / "dpo"), "--stages", "sp_easy",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "DPO stage sp_easy (its start is an adapter) trains a LoRA adapter under DeepSpeed ZeRO-3" in done.stderr
+    assert not (tmp_path / "dpo" / "sp_easy").exists() and not (tmp_path / "dpo" / "sp_easy.work").exists()
+
+
 def test_the_guard_hands_on_the_start_model_when_valid_falls(ml100k_small, sft_run, tmp_path):
     run_dpo(
         ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["sp_easy"], **QUICK), evaluate=VALID

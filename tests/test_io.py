@@ -86,6 +86,36 @@ def test_an_output_replaced_by_a_writer_killed_between_its_renames_is_put_back(t
     assert not backup.exists() and (target / "a.txt").read_text() == "previous"
 
 
+KILLED_BETWEEN_RENAMES = """
+import os, signal, sys
+from align3gr.io import atomic_directory
+rename = os.replace
+def replace_then_die(source, destination):
+    rename(source, destination)
+    if ".old-" in str(destination):  # the previous output is aside, the new one not yet in place
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace_then_die
+with atomic_directory(sys.argv[1]) as tmp:
+    (tmp / "meta.json").write_text('{"fingerprint": "new"}')
+"""
+
+
+def test_a_writer_killed_between_its_renames_leaves_its_new_output_to_the_next_run(tmp_path):
+    """The previous output is renamed aside only once the new folder is whole, so the stage's next run finds the new
+    output current (published then) instead of redoing the work; another dead writer's unfinished folder goes."""
+    target = tmp_path / "out"
+    with atomic_directory(target) as tmp:
+        (tmp / "meta.json").write_text('{"fingerprint": "previous"}')
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_RENAMES, str(target)], env=env)
+    assert killed.returncode == -signal.SIGKILL and not target.exists()
+    unfinished, _ = start_writer(target)
+    unfinished.send_signal(signal.SIGKILL)
+    unfinished.wait()
+    assert StageOutput(target).current("new") == {"fingerprint": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_read_json_names_the_file_and_line_of_unreadable_input(tmp_path):
     path = tmp_path / "table.json"
     path.write_bytes(b'{\n"a": 1,\n"b": "caf\xe9"\n}\n')

@@ -116,19 +116,28 @@ def test_accelerate_launch_with_deepspeed_on_two_cpu_processes(launch_config, ml
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(torch.accelerator.is_available(), reason="FSDP trains there")
-@pytest.mark.parametrize("launch_config", ["fsdp", "fsdp_qlora"])
-def test_fsdp_launch_on_cpu_processes_stops_before_any_work(launch_config, ml100k_small, scid, tmp_path):
-    """Accelerate shards with FSDP only across accelerators and would train CPU processes as DDP: the stage says so
-    instead, before it reads the data."""
-    qlora = ["--use-lora", "--load-in-4bit"] if launch_config == "fsdp_qlora" else []
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="FSDP, and LoRA under ZeRO-3, train there")
+@pytest.mark.parametrize(
+    ("launch_config", "flags", "message"),
+    [
+        ("fsdp", [], "distributed_type FSDP needs GPUs"),
+        ("fsdp_qlora", ["--use-lora", "--load-in-4bit"], "distributed_type FSDP needs GPUs"),
+        ("deepspeed_zero3", ["--use-lora"], "sft.use_lora trains a LoRA adapter under DeepSpeed ZeRO-3"),
+    ],
+    ids=["fsdp", "fsdp_qlora", "deepspeed_zero3_lora"],
+)
+def test_a_launch_that_needs_gpus_stops_on_cpu_processes_before_any_work(
+    launch_config, flags, message, ml100k_small, scid, tmp_path
+):
+    """Accelerate shards with FSDP only across accelerators and would train CPU processes as DDP; PEFT gathers a LoRA
+    model's trainable SCID rows on CUDA under ZeRO-3: the stage says so instead, before it reads the data."""
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
         "--config_file", f"accelerate_configs/{launch_config}.yaml", "recipes/sft.py",
-        "--data", str(ml100k_small), "--scid", str(scid), "--out", str(tmp_path / "sft"), *qlora,
+        "--data", str(ml100k_small), "--scid", str(scid), "--out", str(tmp_path / "sft"), *flags,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0 and "distributed_type FSDP needs GPUs" in done.stderr
+    assert done.returncode != 0 and message in done.stderr
     assert not (tmp_path / "sft").exists() and not (tmp_path / "sft.work").exists()
 
 

@@ -39,7 +39,8 @@ from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.stage import run_evaluate
 from align3gr.io import read_json, sha256_json
 from align3gr.metrics import METRICS_FILE, ranking_metrics
-from align3gr.models.zero3 import whole_weights
+from align3gr.models.loading import ADAPTER_CONFIG
+from align3gr.models.zero3 import check_adapter_partitioning, whole_weights
 from align3gr.scid.code_tables import CODE_TABLES, ITEM_CODES, code_length, load_code_tables
 from align3gr.sft.tasks import TaskBuilder, trained_prompting
 from align3gr.stage_output import LOGS, META_FILE, StageOutput
@@ -204,6 +205,7 @@ def run_stage(
     start = time.perf_counter()
     output = StageOutput(out, distributed=True, holds=META_FILE)
     arguments = dpo_arguments(config, output.work)  # sets up the process group first
+    check_adapter_partitioning((previous / ADAPTER_CONFIG).is_file(), f"DPO stage {name} (its start is an adapter)")
     state = PartialState()
     dataset = load_dataset(data_dir)
     item_codes, user_codes = load_code_tables(previous, dataset)

@@ -25,6 +25,7 @@ from align3gr.errors import ConfigError
 from align3gr.io import sha256_file, sha256_json
 from align3gr.models.loading import load_model_and_tokenizer
 from align3gr.models.local import model_identity, require_full_model
+from align3gr.models.zero3 import check_adapter_partitioning
 from align3gr.options import TINY
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
 from align3gr.scid.tokens import scid_tokens
@@ -204,6 +205,7 @@ def run_sft(
     out, scid = Path(out_dir), Path(scid_dir)
     output = StageOutput(out, distributed=True, holds=META_FILE)
     arguments = sft_arguments(config, output.work, eval_steps=config.save_steps)  # sets up the process group first
+    check_adapter_partitioning(config.use_lora, "sft.use_lora")
     state = PartialState()
     dataset = load_dataset(data_dir)
     item_codes, user_codes = load_code_tables(scid, dataset)
