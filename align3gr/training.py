@@ -49,6 +49,31 @@ def check_fsdp_device() -> None:
         )
 
 
+def stopped_at(checkpoint: Path) -> bool:
+    """Whether `checkpoint` was saved at the step where its run stopped (max_steps reached, or early stopping): the
+    `TrainerControl` the Trainer saves with its state says so."""
+    state = read_json(checkpoint / "trainer_state.json")
+    control = state.get("stateful_callbacks", {}).get("TrainerControl", {})
+    return bool(control.get("args", {}).get("should_training_stop"))
+
+
+class ResumesWhereItStopped:
+    """A Trainer mixin: resumed from the checkpoint of the step where its run stopped (`stopped_at`: killed before
+    the model was published), `train()` takes no step more. Transformers' loop would take one, since it steps before
+    it reads the stop flag; it still loads the best checkpoint and logs its closing summary, as the uninterrupted run
+    did."""
+
+    def train(self, resume_from_checkpoint: str | None = None, *args, **kwargs):
+        self._stopped = resume_from_checkpoint is not None and stopped_at(Path(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _run_epoch(self, *args, **kwargs):
+        if self._stopped:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
+
 def trainer_arguments(config: TrainingOptions, output_dir: Path) -> dict[str, Any]:
     """The TRL config arguments every stage sets the same way from the `TrainingOptions` of its config."""
     check_fsdp_device()

@@ -13,6 +13,7 @@ import torch
 import yaml
 from test_sft import code_tables
 from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
+from test_sft_stage import KillAfterSave, Killed
 
 from align3gr.config import config_from_sources
 from align3gr.data.dataset import load_dataset
@@ -131,6 +132,34 @@ def test_a_run_stopped_between_stages_resumes_at_the_next(ml100k_small, sft_run,
         evaluate=VALID,
     )
     assert not changed[0].up_to_date
+
+
+def test_a_stage_killed_after_its_last_checkpoint_resumes_without_a_step_more(
+    ml100k_small, sft_run, tmp_path, monkeypatch
+):
+    """Killed after the checkpoint of its last step, before the model was published, a stage resumes to the weights
+    and step count of an uninterrupted run (Transformers' loop alone would take one step more)."""
+    import align3gr.dpo.trainer as trainers  # the stage imports its trainer class from there when it runs
+
+    config = DPOStageConfig(stages=["sp_easy"], guard=False, **{**QUICK, "save_steps": 1})
+    build = trainers.SoftmaxDPOTrainer
+
+    def killed_after_step_2(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.add_callback(KillAfterSave(QUICK["max_steps"]))
+        return trainer
+
+    run_dpo(ml100k_small, sft_run / "sft", tmp_path / "whole", config, evaluate=VALID)
+    monkeypatch.setattr(trainers, "SoftmaxDPOTrainer", killed_after_step_2)
+    with pytest.raises(Killed):
+        run_dpo(ml100k_small, sft_run / "sft", tmp_path / "killed", config, evaluate=VALID)
+    monkeypatch.setattr(trainers, "SoftmaxDPOTrainer", build)
+    (resumed,) = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "killed", config, evaluate=VALID)
+    whole = read_json(tmp_path / "whole" / "sp_easy" / "meta.json")
+    assert resumed.meta["steps"] == whole["steps"] == QUICK["max_steps"]
+    assert resumed.valid_metrics == whole["valid_metrics"]
+    killed, whole_model = (tmp_path / run / "sp_easy" / "model.safetensors" for run in ("killed", "whole"))
+    assert killed.read_bytes() == whole_model.read_bytes()
 
 
 def test_bad_stage_options(ml100k_small, tmp_path):

@@ -203,14 +203,27 @@ def logged_rows(out: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if not k.endswith(timing)} for row in rows if "train_runtime" not in row]
 
 
-def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(ml100k_small, scid, tmp_path, monkeypatch):
-    """As in the patience test, step 2 holds the best ranking and patience 2 stops at step 6. Killed after its step-4
-    checkpoint (one evaluation without gain counted), the run resumes with that count and without evaluating step 4
-    again: it stops at step 6 too, with the same log, early-stopping count and kept checkpoint."""
+@pytest.mark.parametrize(
+    ("kill_at", "valid_users"), [(4, 16), (6, 16), (6, 0)], ids=["mid_run", "at_the_stop", "at_max_steps_no_probe"]
+)
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(
+    kill_at, valid_users, ml100k_small, scid, tmp_path, monkeypatch
+):
+    """With the probe, as in the patience test, step 2 holds the best ranking and patience 2 stops at step 6; without
+    it, max_steps 6 stops there. Killed after its step-4 checkpoint (one evaluation without gain counted), the run
+    resumes with that count and without evaluating step 4 again. Killed after the checkpoint of the step where it
+    stopped, before the model was published, the resumed run takes no step more. Either way it ends with the same
+    steps, log, early-stopping count, kept checkpoint and weights as the uninterrupted run."""
     import align3gr.sft.stage as stage
 
-    options = {**SMALL, "max_steps": 20, "save_steps": 2, "learning_rate": 0.0, "tasks": ["seq"]}
-    config = SFTStageConfig(seq_format="stream", valid_users=16, early_stopping_patience=2, **options)
+    learning_rate = 0.0 if valid_users else 5e-3  # without a probe, a step more would show in the weights
+    options = {**SMALL, "save_steps": 2, "learning_rate": learning_rate, "tasks": ["seq"]}
+    if valid_users:
+        config = SFTStageConfig(
+            seq_format="stream", valid_users=valid_users, early_stopping_patience=2, **{**options, "max_steps": 20}
+        )
+    else:
+        config = SFTStageConfig(seq_format="stream", valid_users=0, **{**options, "max_steps": 6})
     build, trainers = stage.sft_trainer, []
 
     def run(out: Path, kill_at: int | None = None) -> dict:
@@ -224,20 +237,22 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(ml1
         monkeypatch.setattr(stage, "sft_trainer", killable)
         return run_sft(ml100k_small, scid, out, config).meta
 
-    def stopping_count(trainer) -> int:
-        (callback,) = [c for c in trainer.callback_handler.callbacks if isinstance(c, RankingEarlyStopping)]
-        return callback.early_stopping_patience_counter
+    def stopping_count(trainer) -> int | None:
+        found = [c for c in trainer.callback_handler.callbacks if isinstance(c, RankingEarlyStopping)]
+        return found[0].early_stopping_patience_counter if found else None
 
     whole = run(tmp_path / "whole" / "sft")
     with pytest.raises(Killed):
-        run(tmp_path / "killed" / "sft", kill_at=4)
+        run(tmp_path / "killed" / "sft", kill_at=kill_at)
     assert not (tmp_path / "killed" / "sft").exists()
     resumed = run(tmp_path / "killed" / "sft")
-    assert resumed["steps"] == whole["steps"] == 6 and resumed["stopped_early"]
-    assert resumed["best"] == whole["best"] and resumed["best"]["step"] == 2
+    assert resumed["steps"] == whole["steps"] == 6 and resumed["stopped_early"] == whole["stopped_early"]
+    assert resumed["best"] == whole["best"]
     assert stopping_count(trainers[-1]) == stopping_count(trainers[0])
     log = logged_rows(tmp_path / "killed" / "sft")
-    assert [row["step"] for row in log if "eval_valid_ndcg@10" in row] == [0, 2, 4, 6, 6]  # step 4 ranked once
+    if valid_users:
+        assert resumed["best"]["step"] == 2 and resumed["stopped_early"]
+        assert [row["step"] for row in log if "eval_valid_ndcg@10" in row] == [0, 2, 4, 6, 6]  # each ranked once
     assert log == logged_rows(tmp_path / "whole" / "sft")
     model = "model.safetensors"
     assert (tmp_path / "killed" / "sft" / model).read_bytes() == (tmp_path / "whole" / "sft" / model).read_bytes()

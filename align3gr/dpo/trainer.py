@@ -31,6 +31,7 @@ from align3gr.dpo.softmax_dpo_loss import softmax_dpo_loss
 from align3gr.errors import ConfigError, DataError
 from align3gr.models.loading import pad_token_id
 from align3gr.sft.prompting import encode_completion, encode_prompt
+from align3gr.training import ResumesWhereItStopped
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
@@ -46,7 +47,7 @@ class SoftmaxDPOConfig(SoftmaxDPOOptions, DPOConfig):
         check_eq3_loss(self)
 
 
-class SoftmaxDPOTrainer(DPOTrainer):
+class SoftmaxDPOTrainer(ResumesWhereItStopped, DPOTrainer):
     """DPO with one chosen and K rejected completions per prompt (Softmax-DPO)."""
 
     _tag_names = ["trl", "dpo", "softmax-dpo", "align3gr"]

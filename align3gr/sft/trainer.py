@@ -27,6 +27,7 @@ from trl import SFTTrainer
 from trl.models.utils import unwrap_model_for_generation
 
 from align3gr.sft.probe import RankingProbe
+from align3gr.training import ResumesWhereItStopped
 
 FUSED_HEAD_TILE = 32768
 """Vocabulary columns of TRL's fused LM-head tile (`trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE`)."""
@@ -39,7 +40,7 @@ def needs_model_loss(model, use_lora: bool) -> bool:
     return use_lora or model.get_output_embeddings().weight.shape[0] < FUSED_HEAD_TILE
 
 
-class SCIDSFTTrainer(SFTTrainer):
+class SCIDSFTTrainer(ResumesWhereItStopped, SFTTrainer):
     """SFTTrainer with a ranking probe at each evaluation and, with `model_loss`, the output module's loss."""
 
     def __init__(self, *args, probe: RankingProbe | None = None, model_loss: bool = False, **kwargs):
