@@ -6,7 +6,8 @@ and its ratio to both in-run baselines (most popular, the collaborative encoder)
 Runs `align3gr pipeline` on the config (timed; a finished run is reused stage by stage unless the folder is new),
 then reads `eval/SPLIT/*/metrics.json`. `--reuse` only reads an existing run. The SASRec reference is RecBole 1.2.1
 (CE loss, max length 20) on the identical MovieLens-100K split, measured with the peer tool: test Recall@10 0.1347,
-NDCG@10 0.0635; it applies to the default data only.
+NDCG@10 0.0635; its ratios are printed only for a run on that split (the default source and filters, every
+user).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from align3gr.io import read_json
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 RECBOLE_SASREC_TEST = {"recall@10": 0.1347, "ndcg@10": 0.0635}
 BASELINES = ("popular", "sasrec")
+RECBOLE_SPLIT = {
+    "source": {"builder": "movielens", "source": "recbole"},
+    "data": {"user_k": 5, "item_k": 5, "max_users": None},
+}
+"""The run options that decide the split RecBole's SASRec was measured on (the default recipe's)."""
 
 
 def stage_metrics(run_dir: Path, split: str) -> dict[str, dict]:
@@ -32,6 +38,21 @@ def stage_metrics(run_dir: Path, split: str) -> dict[str, dict]:
     found = {p.parent.name: read_json(p) for p in sorted(folder.glob("*/metrics.json"))}
     order = [*BASELINES, "sft", *(s["stage"] for s in read_json(run_dir / "summary.json")["stages"])]
     return {name: found[name] for name in dict.fromkeys(order) if name in found}
+
+
+def on_recbole_split(config: dict) -> bool:
+    """Whether a run's config (`config.yaml`) makes the split of `RECBOLE_SASREC_TEST`: its ratios mean nothing on
+    another dataset, filter or user sample."""
+    return all(
+        (config.get(section) or {}).get(key) == value
+        for section, values in RECBOLE_SPLIT.items()
+        for key, value in values.items()
+    )
+
+
+def ratio(value: float, baseline: float) -> float | str:
+    """`value / baseline` to two decimals, "-" when the baseline scored 0 (a small run's baseline may)."""
+    return round(value / baseline, 2) if baseline else "-"
 
 
 def main() -> None:
@@ -46,7 +67,8 @@ def main() -> None:
         command = ["align3gr", "pipeline", "--config", str(args.config), "--run-dir", str(args.run_dir)]
         subprocess.run(command, check=True)
         seconds = time.perf_counter() - start
-    split = (yaml.safe_load((args.run_dir / "config.yaml").read_text()).get("evaluate") or {}).get("split", "test")
+    config = yaml.safe_load((args.run_dir / "config.yaml").read_text())
+    split = (config.get("evaluate") or {}).get("split", "test")
     metrics = stage_metrics(args.run_dir, split)
     missing = [b for b in BASELINES if b not in metrics]
     if missing:
@@ -56,10 +78,10 @@ def main() -> None:
         row = {"model": name, **{m: round(values[m], 4) for m in METRICS}}
         for baseline in BASELINES:
             for m in ("recall@10", "ndcg@10"):
-                row[f"{m} / {baseline}"] = round(values[m] / metrics[baseline][m], 2)
-        if split == "test":
+                row[f"{m} / {baseline}"] = ratio(values[m], metrics[baseline][m])
+        if split == "test" and on_recbole_split(config):
             for m, reference in RECBOLE_SASREC_TEST.items():
-                row[f"{m} / RecBole SASRec"] = round(values[m] / reference, 2)
+                row[f"{m} / RecBole SASRec"] = ratio(values[m], reference)
         rows.append(row)
     title = f"{args.run_dir} ({split} split, history excluded: {metrics['sft'].get('exclude_history')})"
     print(format_table(rows, title))

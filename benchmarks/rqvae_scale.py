@@ -6,7 +6,7 @@
 - training time per epoch at 100k items: the RQ losses over every item once in batches of 512, plus the U2I
   loss over 400k synthetic training pairs with the false-negative mask in its sparse (catalogue-scale) form.
 
-    python benchmarks/rqvae_scale.py [--items 1000000] [--train-items 100000]
+    python benchmarks/rqvae_scale.py [--items 1000000] [--train-items 100000] [--train-pairs 400000]
 """
 
 from __future__ import annotations

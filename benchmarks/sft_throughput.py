@@ -1,10 +1,11 @@
 """SFT training throughput: padded batches vs padding-free batches vs BFD packing, on the same examples.
 
-    python benchmarks/sft_throughput.py --data runs/ml100k/data --scid runs/ml100k/scid
+    python benchmarks/sft_throughput.py --data runs/ml100k/data --scid runs/ml100k/scid [--examples-per-task 200]
+        [--batch-size 32] [--max-length 512]
 
 Builds the tiny default base model for the dataset, extends it with the SCID tokens, tokenizes one seeded sample of
-the task mixture, and trains one epoch over it in each mode from the same initial weights. Prints answer-token loss
-at the end of each run (the modes see the same tokens, so losses should be close) and training tokens per second
+the task mixture, and trains one epoch over it in each mode from the same initial weights. Prints each run's mean
+answer-token training loss (the modes see the same tokens, so losses should be close) and training tokens per second
 (real tokens, padding excluded), with the ratio to padding.
 """
 
@@ -46,14 +47,21 @@ def main() -> None:
     examples = sample_per_task(TaskBuilder(dataset, item_codes, user_codes).build(TASKS), args.examples_per_task, 0)
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        base = build_tiny_base(dataset, Path(work) / "base", 4096, 64, 2, 0)
+        default = SFTStageConfig()
+        base = build_tiny_base(
+            dataset, Path(work) / "base", default.tiny_vocab_size, default.tiny_hidden_size, default.tiny_layers, 0
+        )
         for mode, options in MODES.items():
             model, tokenizer = load_model_and_tokenizer(base)
             extend_vocabulary(model, tokenizer, scid_tokens(item_codes, user_codes))
             train = encode_examples(examples, tokenizer, args.max_length)
             tokens = sum(len(ids) for ids in train["input_ids"])
-            config = SFTStageConfig(
-                per_device_train_batch_size=args.batch_size, max_length=args.max_length, logging_steps=10**6, **options
+            config = SFTStageConfig(  # no valid ranking: nothing but training is timed
+                per_device_train_batch_size=args.batch_size,
+                max_length=args.max_length,
+                logging_steps=10**6,
+                valid_users=0,
+                **options,
             )
             arguments = sft_arguments(config, Path(work) / "out", eval_steps=10**6)
             arguments.eval_on_start = False

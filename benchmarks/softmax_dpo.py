@@ -1,7 +1,7 @@
 """Softmax-DPO training step: the shared-prompt forwards against the plain forward, at K = 20 rejected
 completions and 128-token prompts (Align3GR implementation details; target: shared at least 4x faster).
 
-    python benchmarks/softmax_dpo.py [--steps 5] [--rows 2] [--hidden 256] [--layers 4]
+    python benchmarks/softmax_dpo.py [--steps 5] [--rows 2] [--hidden 256] [--layers 4] [--threads N]
 
 A Qwen2-architecture model created from a config (random weights: timing does not depend on them) with
 3 SCID levels of 256 codes added to a 8k vocabulary. One step is what `SoftmaxDPOTrainer` does per batch: the
@@ -47,7 +47,8 @@ def child(mode: str, args: argparse.Namespace) -> dict:
     from align3gr.dpo.softmax_dpo_loss import softmax_dpo_loss
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     vocab = 8192 + 3 * 256
     config = Qwen2Config(
         vocab_size=vocab,
@@ -78,6 +79,7 @@ def child(mode: str, args: argparse.Namespace) -> dict:
         "step_seconds": sum(times[1:]) / args.steps,
         "step_cpu_seconds": sum(cpu[1:]) / args.steps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -89,6 +91,7 @@ def main() -> None:
     parser.add_argument("--rejected", type=int, default=20)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--threads", type=int, help="torch threads of each step (default: torch's own).")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -107,7 +110,7 @@ def main() -> None:
     ]  # fmt: skip
     title = (
         f"Softmax-DPO step: {args.rows} prompts x (1 + {args.rejected}) completions, {args.prompt_tokens}-token "
-        f"prompts, Qwen2 {args.layers}x{args.hidden}, 2 CPU threads"
+        f"prompts, Qwen2 {args.layers}x{args.hidden}, {plain['threads']} CPU thread(s)"
     )
     print(format_table(rows, title))
     best = min(("packed", "cache"), key=lambda m: results[m]["step_seconds"])

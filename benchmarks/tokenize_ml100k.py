@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from align3gr.console import format_table
 from align3gr.data.build import build_dataset
 from align3gr.embed.config import EmbedConfig
@@ -47,7 +49,7 @@ def main() -> None:
         {"run": "embed + tokenize", "seconds": round(total, 1)},
         {"run": "baseline tokenize (item-only RQ-VAE)", "seconds": round(baseline_seconds, 1)},
     ]
-    print("\n" + format_table(rows, "MovieLens-100K, 2-core CPU"))
+    print("\n" + format_table(rows, f"MovieLens-100K, CPU, {torch.get_num_threads()} torch thread(s)"))
     levels = report["items"]["levels"]
     print(f"\nembed + tokenize: {total:.1f}s = x{total / BUDGET_SECONDS:.2f} of the {BUDGET_SECONDS:.0f}s budget")
     print(f"dual tokenizer vs item-only baseline: x{tokenize_seconds / baseline_seconds:.2f} time")
