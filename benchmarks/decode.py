@@ -10,7 +10,8 @@ Users per second of
   (d) exhaustive scoring of every item,
 and unconstrained `generate` beam search (same settings, no constraint) as the floor. Targets: (c) >= 10x (a)
 and (c) within 1.5x of the floor's time. Every method decodes two prompts first (warm-up). Peak memory is the
-RSS high-water mark above the level before each run.
+RSS high-water mark above the level before each run, after the memory of the runs before it is handed back to the
+system.
 
 The model: the tiny Qwen2 builder (tokenizer trained on the item titles) with the SCID tokens added, trained
 here for `--steps` AdamW steps on task-A (sequential) examples of the train split. The code table is crafted
@@ -27,6 +28,9 @@ the floor.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
+import gc
 import random
 import tempfile
 import threading
@@ -150,9 +154,13 @@ class DictTrieDecoder(GenerateDecoder):
 
 
 class PeakRSS:
-    """Samples the process's resident set size every 2 ms; `peak` is the high-water mark above the start."""
+    """Samples the process's resident set size every 2 ms; `peak` is the high-water mark above the start. Memory an
+    earlier method freed is first handed back to the system (`malloc_trim`): kept by the allocator, it would be
+    reused unseen and a later method would show no peak."""
 
     def __enter__(self):
+        gc.collect()
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
         self.start = self.peak = self._rss()
         self.running = True
         self.thread = threading.Thread(target=self._sample, daemon=True)
