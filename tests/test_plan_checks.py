@@ -26,6 +26,7 @@ def write_config(folder: Path, **sections: dict) -> Path:
     config = {
         "source": {"builder": "lcrec", "source": str(write_lcrec(folder / "raw"))},
         "data": {"user_k": 3, "item_k": 1},
+        "tokenize": {"codebook_size": 4, "user_codebook_size": 4},
         "dpo": {"stages": ["sp_easy", "rf_easy", "rf_hard"], "num_rejected": 2, "candidates": 4},
     }
     for name, values in sections.items():
@@ -55,18 +56,22 @@ def test_unmet_needs_stop_the_run_before_any_work_each_listed(tmp_path, capsys):
     before = snapshot(run)
     encoder = {"semantic_model": str(tmp_path / "no_encoder")}
     prefix = {"bucketing": "prefix", "hard_min": 4}  # 3-level SCIDs, 4 with a disambiguation level: never reached
-    config = write_config(tmp_path, sft={"model": str(tmp_path / "no_model")}, embed=encoder, dpo=prefix)
+    codebook = {"codebook_size": 256}  # more first-level codes than the fixture's 8 items
+    config = write_config(
+        tmp_path, sft={"model": str(tmp_path / "no_model")}, embed=encoder, dpo=prefix, tokenize=codebook
+    )
     assert main(["pipeline", "--config", str(config), "--run-dir", str(run)]) == 2
     error = capsys.readouterr().err
     assert "the run cannot start; unmet needs:" in error
     unmet = [line for line in error.splitlines() if line.startswith("  - ")]
-    assert len(unmet) == 4
+    assert len(unmet) == 5
     assert unmet[0].startswith("  - sft.model=") and "expected a local model folder with config.json" in unmet[0]
     assert unmet[1].startswith("  - embed: semantic_model=") and "no_encoder" in unmet[1]
     assert unmet[2].startswith("  - dpo: SP-DPO bucket thresholds need 0 < medium_min <= hard_min < levels")
     assert unmet[2].endswith("hard_min=4 for 4-level SCIDs (tokenize.levels)")
     assert unmet[3].startswith("  - dpo.stages rf_easy, rf_hard: RF-DPO needs feedback levels, and the dataset has")
     assert unmet[3].endswith("(--skip-unmet leaves it out)")
+    assert unmet[4].startswith("  - tokenize.codebook_size=256 exceeds the 8 items; set codebook_size <= 8 (of ")
     assert snapshot(run) == before  # the data was current: checked before the data step, nothing written
 
 

@@ -4,6 +4,7 @@ any work, every unmet need listed in one error.
 - The RF-DPO stages need feedback levels in the dataset (ratings, or reviews scored by `data.sentiment_model`);
   `--skip-unmet` leaves them out.
 - SFT task `user_align` (B2) needs user profiles; `--skip-unmet` leaves it out.
+- The tokenizer's first-level codebooks need at least as many items (and, dual, users) as codes.
 - UniSID's positives by category depth (UniSID Eq. 5, `multi_granularity`) need item categories that are not on
   every item.
 - `sft.model`, and UniSID's `model` and `reconstruction_model`, when they name a path (not a Hub id), UniSID's
@@ -42,6 +43,7 @@ from align3gr.pipeline.runner import CURRENT, Outcome, recorded_output, run_step
 from align3gr.pipeline.state import PipelineState
 from align3gr.run_lock import run_folder_lock
 from align3gr.stage_output import META_FILE
+from align3gr.tokenize.stage import check_sizes
 
 MIN_FREE_BYTES = 1 << 30
 """Free disk a run needs at least (1 GiB: the tiny default's whole run folder is a few hundred MB)."""
@@ -154,6 +156,10 @@ def data_needs(config: PipelineConfig, dataset: Dataset) -> list[Need]:
         text = (f"sft.tasks user_align (B2) maps user profiles to user SCIDs, and no user of {dataset.path} has a "
                 "profile; remove it from sft.tasks")  # fmt: skip
         needs.append(Need(text, skip=without_user_align if len(config.sft.tasks) > 1 else None))
+    try:
+        check_sizes(config.tokenize, len(dataset.items), len(dataset.sequences))
+    except ConfigError as err:
+        needs.append(Need(f"tokenize.{err} (of {dataset.path})"))
     unisid = config.unisid()
     if unisid is not None and unisid.multi_granularity and not informative_categories(dataset):
         needs.append(Need(f"tokenize.unisid_options.multi_granularity: UniSID's positives by category depth (Eq. 5) "
