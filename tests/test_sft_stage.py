@@ -216,14 +216,10 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(
     steps, log, early-stopping count, kept checkpoint and weights as the uninterrupted run."""
     import align3gr.sft.stage as stage
 
-    learning_rate = 0.0 if valid_users else 5e-3  # without a probe, a step more would show in the weights
-    options = {**SMALL, "save_steps": 2, "learning_rate": learning_rate, "tasks": ["seq"]}
-    if valid_users:
-        config = SFTStageConfig(
-            seq_format="stream", valid_users=valid_users, early_stopping_patience=2, **{**options, "max_steps": 20}
-        )
-    else:
-        config = SFTStageConfig(seq_format="stream", valid_users=0, **{**options, "max_steps": 6})
+    stopping = {"early_stopping_patience": 2, "max_steps": 20, "learning_rate": 0.0}
+    fixed = {"max_steps": 6, "learning_rate": 5e-3}  # without a probe, a step more would show in the weights
+    options = {**SMALL, "save_steps": 2, "tasks": ["seq"], **(stopping if valid_users else fixed)}
+    config = SFTStageConfig(seq_format="stream", valid_users=valid_users, **options)
     build, trainers = stage.sft_trainer, []
 
     def run(out: Path, kill_at: int | None = None) -> dict:
