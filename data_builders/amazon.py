@@ -28,6 +28,7 @@ from align3gr.io import iter_json_lines
 _TAG = re.compile(r"<[^>]*>")
 _PRICE = re.compile(r"\$\s*([0-9][0-9,]*(?:\.[0-9]+)?)")
 JSON_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
+SENTENCE_ENDS = ".!?…"
 
 
 def clean_html(text: object) -> str:
@@ -41,6 +42,13 @@ def clean_html(text: object) -> str:
     if "  " not in text and text[:1] != " " and text[-1:] != " " and text.isprintable():
         return text  # already collapsed: its only whitespace is single inner spaces (other whitespace is unprintable)
     return " ".join(text.split())
+
+
+def review_text(summary: str, body: str) -> str:
+    """The review's summary and body as one text: "Five stars. Works well", "Works great! Loud", not "great!."."""
+    if summary and body:
+        return f"{summary} {body}" if summary[-1] in SENTENCE_ENDS else f"{summary}. {body}"
+    return summary or body
 
 
 def parse_price(value: object) -> float | None:
@@ -102,7 +110,7 @@ class AmazonBuilder(Builder):
     """Amazon Reviews 2014 / 2018 (reviews + metadata)."""
 
     name = "amazon"
-    version = "1"
+    version = "2"
     missing_metadata = "drop"
     option_names = ("reviews", "meta")
 
@@ -147,8 +155,7 @@ class AmazonBuilder(Builder):
                     identifier(review, "reviewerID", reviews_path, line),
                     identifier(review, "asin", reviews_path, line),
                 )
-            summary, body = clean_html(review.get("summary")), clean_html(review.get("reviewText"))
-            text = f"{summary}. {body}" if summary and body else summary or body
+            text = review_text(clean_html(review.get("summary")), clean_html(review.get("reviewText")))
             timestamp = review_time(review, reviews_path, line)
             add(user, item, timestamp, review["overall"], text, line=line)
         wanted = set(interactions.item_ids)

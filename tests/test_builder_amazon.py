@@ -215,3 +215,23 @@ def test_a_price_beyond_float_range_is_no_price(tmp_path):
     items = build_dataset("amazon", source, tmp_path / "out", SMALL).dataset.items
     assert "price" not in items["B001"].attributes and "price" not in items["B002"].attributes
     assert items["B003"].attributes["price"] == 103.99
+
+
+@pytest.mark.parametrize(
+    ("summary", "body", "text"),
+    [
+        ("Five Stars", "Works well", "Five Stars. Works well"),
+        ("Works great!", "Loud", "Works great! Loud"),
+        ("Worth it?", "Yes", "Worth it? Yes"),
+        ("Fine.", "Quiet", "Fine. Quiet"),
+        ("", "Quiet", "Quiet"),
+        ("Fine", "", "Fine"),
+    ],
+)
+def test_a_reviews_summary_and_body_read_as_one_text(tmp_path, summary, body, text):
+    rows = [r | {"summary": summary, "reviewText": body} for r in review_rows(2018)]
+    folder = write_2018(tmp_path / "raw")
+    (folder / "Keyboards.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build_dataset("amazon", folder / "Keyboards.json", tmp_path / "out", SMALL)
+    reviews = load_dataset(tmp_path / "out").sequences["U0"].reviews
+    assert reviews is not None and set(reviews) == {text}
