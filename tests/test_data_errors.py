@@ -167,8 +167,11 @@ def test_loader_validates_the_canonical_files(tmp_path):
     with pytest.raises(DataError, match=r"sequences\.jsonl:1: field 'ratings' holds a non-finite number"):
         load_dataset(corrupt("sequences.jsonl", 1, json.dumps(row)))
     row = json.loads((good / "intentions.jsonl").read_text().splitlines()[0])
+    bad_intentions = load_dataset(corrupt("intentions.jsonl", 2, json.dumps(row | {"user_id": [row["user_id"]]})))
     with pytest.raises(DataError, match=r"intentions\.jsonl:2: fields 'user_id' and 'item_id' must be strings"):
-        load_dataset(corrupt("intentions.jsonl", 2, json.dumps(row | {"user_id": [row["user_id"]]})))
+        list(bad_intentions.intentions)  # intentions are checked as they are read: most stages never read them
+    with pytest.raises(DataError, match=r"intentions\.jsonl:2: fields 'user_id' and 'item_id' must be strings"):
+        bad_intentions.statistics()  # what `align3gr data stats` prints: a checking pass over every row
     with pytest.raises(DataError, match=r"preferences\.jsonl:1: expected 'user_id' of a known user"):
         load_dataset(corrupt("preferences.jsonl", 1, json.dumps({"user_id": {}, "statement": "x"})))
     row = json.loads((good / "sequences.jsonl").read_text().splitlines()[0])

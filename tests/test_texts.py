@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -68,6 +69,17 @@ def test_every_user_gets_a_profile_and_a_preference(ml100k):
         title = dataset.items[row["item_id"]].title
         assert not re.search(rf"\b{re.escape(title)}\b", row["query"], re.IGNORECASE) or len(title) < 3
     assert dataset.users["1"].profile.startswith("A 24-year-old male technician. ")  # the builder's sentence kept
+
+
+def test_loaded_intentions_are_read_from_their_file_on_every_pass(ml100k, tmp_path):
+    folder = tmp_path / "data"
+    shutil.copytree(ml100k, folder)
+    lines = (folder / "intentions.jsonl").read_text().splitlines()
+    dataset = load_dataset(folder)
+    assert list(dataset.intentions) == list(dataset.intentions) == [json.loads(line) for line in lines]
+    assert len(dataset.intentions) == dataset.meta["counts"]["intentions"] == len(lines)
+    (folder / "intentions.jsonl").write_text("\n".join(lines[:3]) + "\n")  # not held: the next pass reads the file
+    assert [row["query"] for row in dataset.intentions] == [json.loads(line)["query"] for line in lines[:3]]
 
 
 def test_profiles_summarise_reviews_and_preferences_follow_feedback():

@@ -34,7 +34,7 @@ class Dataset:
     users: dict[str, User]
     sequences: dict[str, Sequence]
     meta: dict = field(default_factory=dict)
-    intentions: list[dict] = field(default_factory=list)
+    intentions: list[dict] | IntentionRows = field(default_factory=list)
     preferences: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
 
@@ -124,7 +124,7 @@ def load_dataset(path: str | Path) -> Dataset:
             raise DataError(f"item '{unknown}' is not in items.jsonl", path / "sequences.jsonl", line)
     dataset = Dataset(items=items, users=users, sequences=sequences, meta=meta, path=path)
     if (path / "intentions.jsonl").is_file():
-        dataset.intentions = list(_iter_intentions(path / "intentions.jsonl", dataset))
+        dataset.intentions = IntentionRows(path / "intentions.jsonl", dataset)
     if (path / "preferences.jsonl").is_file():
         for line, row in iter_json_lines(path / "preferences.jsonl"):
             if (
@@ -139,16 +139,33 @@ def load_dataset(path: str | Path) -> Dataset:
     return dataset
 
 
-def _iter_intentions(path: Path, dataset: Dataset) -> Iterator[dict]:
-    for line, row in iter_json_lines(path):
-        user_id, item_id = row.get("user_id"), row.get("item_id")
-        if not isinstance(user_id, str) or not isinstance(item_id, str):
-            raise DataError("fields 'user_id' and 'item_id' must be strings", path, line)
-        if user_id not in dataset.users or item_id not in dataset.items:
-            raise DataError("expected 'user_id' and 'item_id' of a known user and item", path, line)
-        if not isinstance(row.get("query"), str):
-            raise DataError("field 'query' must be a string", path, line)
-        yield row
+class IntentionRows:
+    """The rows of a folder's `intentions.jsonl`, read and checked again on every pass instead of held in memory:
+    there is one per training interaction (millions of dicts at catalogue scale), and most stages never read them.
+    A bad row raises a DataError naming its line when a pass reaches it; `len` makes a checking pass once."""
+
+    def __init__(self, path: Path, dataset: Dataset) -> None:
+        self.path, self.dataset = path, dataset
+        self._count: int | None = None
+
+    def __iter__(self) -> Iterator[dict]:
+        count = 0
+        for line, row in iter_json_lines(self.path):
+            user_id, item_id = row.get("user_id"), row.get("item_id")
+            if not isinstance(user_id, str) or not isinstance(item_id, str):
+                raise DataError("fields 'user_id' and 'item_id' must be strings", self.path, line)
+            if user_id not in self.dataset.users or item_id not in self.dataset.items:
+                raise DataError("expected 'user_id' and 'item_id' of a known user and item", self.path, line)
+            if not isinstance(row.get("query"), str):
+                raise DataError("field 'query' must be a string", self.path, line)
+            count += 1
+            yield row
+        self._count = count
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = sum(1 for _ in self)
+        return self._count
 
 
 def write_dataset(dataset: Dataset, folder: str | Path, intentions: Iterable[dict] | None = None) -> None:
