@@ -11,12 +11,13 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from align3gr.data.build import build_dataset
 from align3gr.data.config import DataConfig
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.data.schema import Item, Sequence, User
 from align3gr.data.text_writer import Instructions, LLMTextWriter
 from align3gr.data.texts import TEMPLATE_KINDS, TaskTexts, add_task_texts
-from align3gr.errors import ConfigError
+from align3gr.errors import ConfigError, DataError
 from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.prompts import load_prompts
 
@@ -80,6 +81,38 @@ def test_loaded_intentions_are_read_from_their_file_on_every_pass(ml100k, tmp_pa
     assert len(dataset.intentions) == dataset.meta["counts"]["intentions"] == len(lines)
     (folder / "intentions.jsonl").write_text("\n".join(lines[:3]) + "\n")  # not held: the next pass reads the file
     assert [row["query"] for row in dataset.intentions] == [json.loads(line)["query"] for line in lines[:3]]
+
+
+def test_intentions_per_user_writes_a_seeded_sample_of_each_users_targets(ml100k, tmp_path):
+    every = {(r["user_id"], r["item_id"]): r["query"] for r in load_dataset(ml100k).intentions}
+    capped = tmp_path / "capped"
+    build_dataset("movielens", "recbole", capped, DataConfig(intentions_per_user=3))
+    dataset = load_dataset(capped)
+    rows = list(dataset.intentions)
+    assert dataset.meta["counts"]["intentions"] == len(rows) == 3 * len(dataset.sequences)  # every user rated 20+ films
+    for user_id, seq in dataset.sequences.items():
+        items = [r["item_id"] for r in rows if r["user_id"] == user_id]
+        positions = [seq.items.index(item) for item in items]
+        assert positions == sorted(set(positions)) and all(1 <= p < len(seq.items) - 2 for p in positions)
+    assert all(every[r["user_id"], r["item_id"]] == r["query"] for r in rows)  # the texts the full build writes
+    for name in ("items.jsonl", "users.jsonl", "sequences.jsonl", "preferences.jsonl"):
+        assert (capped / name).read_bytes() == (ml100k / name).read_bytes()
+    again, other_seed = tmp_path / "again", tmp_path / "other_seed"
+    build_dataset("movielens", "recbole", again, DataConfig(intentions_per_user=3))
+    build_dataset("movielens", "recbole", other_seed, DataConfig(intentions_per_user=3, seed=1))
+    assert (again / "intentions.jsonl").read_bytes() == (capped / "intentions.jsonl").read_bytes()
+    other = {(r["user_id"], r["item_id"]) for r in load_dataset(other_seed).intentions}
+    assert other != {(r["user_id"], r["item_id"]) for r in rows}
+
+
+def test_intentions_per_user_is_part_of_the_dataset_fingerprint(ml100k, tmp_path):
+    folder = tmp_path / "data"
+    shutil.copytree(ml100k, folder)
+    assert build_dataset("movielens", "recbole", folder, DataConfig()).up_to_date  # unset: the folders built before
+    with pytest.raises(DataError, match="already holds a different dataset"):
+        build_dataset("movielens", "recbole", folder, DataConfig(intentions_per_user=3))
+    with pytest.raises(ConfigError, match="intentions_per_user=0"):
+        DataConfig(intentions_per_user=0).validate()
 
 
 def test_profiles_summarise_reviews_and_preferences_follow_feedback():

@@ -105,7 +105,7 @@ def build_dataset(
             "builder": [builder.name, builder.version],
             "options": builder.options,
             "sources": [s["sha256"] for s in sources],
-            "config": config_to_dict(config),
+            "config": fingerprinted_config(config),
             "texts": text_inputs(config),
         }
     )
@@ -153,6 +153,15 @@ def build_dataset(
     if raw.interactions.reviews is not None:
         raw.interactions.reviews.close()
     return BuildResult(out, builder_name, dataset.meta["statistics"], False, time.perf_counter() - start)
+
+
+def fingerprinted_config(config: DataConfig) -> dict:
+    """The config as the dataset's fingerprint records it: `intentions_per_user` only when set, so that folders
+    built before the option existed (every intention written) stay up to date."""
+    options = config_to_dict(config)
+    if options["intentions_per_user"] is None:
+        del options["intentions_per_user"]
+    return options
 
 
 def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:

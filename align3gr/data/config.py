@@ -62,6 +62,14 @@ class DataConfig:
         default=None, metadata={"help": "Cache folder for LLM-written texts (default ~/.cache/align3gr/texts)."}
     )
     text_max_new_tokens: int = field(default=64, metadata={"help": "Length limit of each LLM-written text."})
+    intentions_per_user: int | None = field(
+        default=None,
+        metadata={
+            "help": "Write task C2's intentions for at most this many training targets per user (a seeded choice); "
+            "unset: one per training target. With text_generator=llm each is one LLM generation, so large "
+            "catalogues want a cap (SFT keeps max_examples_per_task of them in any case)."
+        },
+    )
     seed: int = field(
         default=0, metadata={"help": "Seed of every random choice (template paraphrases, the max_users sample)."}
     )
@@ -79,6 +87,8 @@ class DataConfig:
             raise ConfigError(f"missing_metadata={self.missing_metadata!r}: expected 'error' or 'drop'")
         if not self.disliked_max < self.liked_min:
             raise ConfigError(f"disliked_max={self.disliked_max} must be below liked_min={self.liked_min}")
+        if self.intentions_per_user is not None and self.intentions_per_user < 1:
+            raise ConfigError(f"intentions_per_user={self.intentions_per_user}: must be >= 1 (unset: every target)")
         if self.text_generator not in TEXT_GENERATORS:
             raise ConfigError(f"text_generator={self.text_generator!r}: expected 'template' or 'llm'")
         if self.text_generator == "llm" and not self.text_model:

@@ -1,5 +1,5 @@
 """Task texts built with the dataset (Align3GR, Figure 3): a profile for every user (B2), a search intention
-per training target (C2) and a preference statement per user (C3).
+per training target (C2; or per `intentions_per_user` of them) and a preference statement per user (C3).
 
 Only each user's training part (`items[:-2]`) is read, so no valid or test target leaks into any text. Texts
 come from templates (`prompts/data_texts.yaml`, one paraphrase drawn per text with the dataset seed) or, with
@@ -10,8 +10,10 @@ Intentions never contain the target's title (nor a word of the user's review tha
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
+import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -227,12 +229,22 @@ class TaskTexts:
         return [self.profile(u) for u in self.dataset.sequences] + [self.preference(u) for u in self.dataset.sequences]
 
     def intention_requests(self) -> Iterator[TextRequest]:
-        """An intention per training target, lazily: there is one per training interaction (a user's reviews are
-        read in one go)."""
+        """An intention per training target (or per `intentions_per_user` of them), lazily: there is one per
+        training interaction (a user's reviews are read in one go)."""
         for seq in self.dataset.sequences.values():
             reviews = seq.reviews[1:-2] if seq.reviews is not None else None
-            for position in range(1, len(seq.items) - 2):
+            for position in self.intention_positions(seq):
                 yield self.intention(seq, position, reviews[position - 1] if reviews is not None else "")
+
+    def intention_positions(self, seq: Sequence) -> SequenceOf[int]:
+        """The training targets of `seq` that get an intention: every one (positions 1 to len - 3; the first item
+        has no history), or a sample of `intentions_per_user` drawn from the seed and the user, ascending."""
+        positions = range(1, len(seq.items) - 2)
+        cap = self.config.intentions_per_user
+        if cap is None or len(positions) <= cap:
+            return positions
+        digest = hashlib.sha256(f"{self.config.seed}:intentions:{seq.user_id}".encode()).digest()
+        return sorted(random.Random(digest).sample(positions, cap))
 
 
 def write_texts(
