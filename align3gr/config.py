@@ -327,13 +327,19 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 OMITTED = object()
 """A field's `fingerprint` metadata leaving the option out of `fingerprint_options`."""
+OMITTED_WHEN_UNSET = object()
+"""A field's `fingerprint` metadata leaving the option out of `fingerprint_options` while it is None: an option
+added after outputs were made without it, which keep their fingerprints (and runs their step keys) when it is unset."""
 
 
 def fingerprint_options(config: Any) -> dict[str, Any]:
-    """`config_to_dict` as step keys and lineages record it: a field whose metadata has a `fingerprint` (an option
-    choosing where a stage computes, not what) recorded as that value, or left out if it is `OMITTED`."""
+    """`config_to_dict` as step keys, lineages and stage fingerprints record it: a field whose metadata has a
+    `fingerprint` (an option choosing where a stage computes, not what) recorded as that value, or left out if it is
+    `OMITTED` (or `OMITTED_WHEN_UNSET` and None)."""
     fields = dataclasses.fields(config)
     fingerprints = {f.name: f.metadata["fingerprint"] for f in fields if "fingerprint" in f.metadata}
     options = config_to_dict(config)
-    options |= {name: value for name, value in fingerprints.items() if value is not OMITTED}
-    return {name: value for name, value in options.items() if fingerprints.get(name) is not OMITTED}
+    dropped = {name for name, value in fingerprints.items() if value is OMITTED}
+    dropped |= {name for name, value in fingerprints.items() if value is OMITTED_WHEN_UNSET and options[name] is None}
+    options |= {name: value for name, value in fingerprints.items() if value not in (OMITTED, OMITTED_WHEN_UNSET)}
+    return {name: value for name, value in options.items() if name not in dropped}

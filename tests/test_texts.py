@@ -11,6 +11,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from align3gr.config import fingerprint_options
 from align3gr.data.build import build_dataset
 from align3gr.data.config import DataConfig
 from align3gr.data.dataset import Dataset, load_dataset
@@ -80,7 +81,12 @@ def test_loaded_intentions_are_read_from_their_file_on_every_pass(ml100k, tmp_pa
     assert list(dataset.intentions) == list(dataset.intentions) == [json.loads(line) for line in lines]
     assert len(dataset.intentions) == dataset.meta["counts"]["intentions"] == len(lines)
     (folder / "intentions.jsonl").write_text("\n".join(lines[:3]) + "\n")  # not held: the next pass reads the file
-    assert [row["query"] for row in dataset.intentions] == [json.loads(line)["query"] for line in lines[:3]]
+    with pytest.raises(DataError, match="intentions.jsonl: the file changed after its dataset was loaded"):
+        next(iter(dataset.intentions))
+    assert [row["query"] for row in load_dataset(folder).intentions] == [json.loads(ln)["query"] for ln in lines[:3]]
+    abandoned = load_dataset(folder).intentions
+    next(iter(abandoned))
+    assert len(abandoned) == 3  # a pass left early counts nothing
 
 
 def test_intentions_per_user_writes_a_seeded_sample_of_each_users_targets(ml100k, tmp_path):
@@ -108,7 +114,9 @@ def test_intentions_per_user_writes_a_seeded_sample_of_each_users_targets(ml100k
 def test_intentions_per_user_is_part_of_the_dataset_fingerprint(ml100k, tmp_path):
     folder = tmp_path / "data"
     shutil.copytree(ml100k, folder)
-    assert build_dataset("movielens", "recbole", folder, DataConfig()).up_to_date  # unset: the folders built before
+    assert "intentions_per_user" not in fingerprint_options(DataConfig())  # unset: folders and runs made before
+    assert fingerprint_options(DataConfig(intentions_per_user=3))["intentions_per_user"] == 3
+    assert build_dataset("movielens", "recbole", folder, DataConfig()).up_to_date
     with pytest.raises(DataError, match="already holds a different dataset"):
         build_dataset("movielens", "recbole", folder, DataConfig(intentions_per_user=3))
     with pytest.raises(ConfigError, match="intentions_per_user=0"):

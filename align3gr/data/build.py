@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import align3gr
-from align3gr.config import config_to_dict
+from align3gr.config import config_to_dict, fingerprint_options
 from align3gr.console import format_mapping, progress_bar
 from align3gr.data.builder import Builder, RawData, get_builder
 from align3gr.data.config import DataConfig
@@ -105,7 +105,7 @@ def build_dataset(
             "builder": [builder.name, builder.version],
             "options": builder.options,
             "sources": [s["sha256"] for s in sources],
-            "config": fingerprinted_config(config),
+            "config": fingerprint_options(config),
             "texts": text_inputs(config),
         }
     )
@@ -153,15 +153,6 @@ def build_dataset(
     if raw.interactions.reviews is not None:
         raw.interactions.reviews.close()
     return BuildResult(out, builder_name, dataset.meta["statistics"], False, time.perf_counter() - start)
-
-
-def fingerprinted_config(config: DataConfig) -> dict:
-    """The config as the dataset's fingerprint records it: `intentions_per_user` only when set, so that folders
-    built before the option existed (every intention written) stay up to date."""
-    options = config_to_dict(config)
-    if options["intentions_per_user"] is None:
-        del options["intentions_per_user"]
-    return options
 
 
 def assemble(raw: RawData, config: DataConfig, builder_default: str) -> Dataset:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from align3gr.config import OMITTED_WHEN_UNSET
 from align3gr.errors import ConfigError
 
 MISSING_METADATA = ("error", "drop")
@@ -67,11 +68,13 @@ class DataConfig:
         metadata={
             "help": "Write task C2's intentions for at most this many training targets per user (a seeded choice); "
             "unset: one per training target. With text_generator=llm each is one LLM generation, so large "
-            "catalogues want a cap (SFT keeps max_examples_per_task of them in any case)."
+            "catalogues want a cap (the default recipe's SFT samples 300 intentions in all).",
+            "fingerprint": OMITTED_WHEN_UNSET,
         },
     )
     seed: int = field(
-        default=0, metadata={"help": "Seed of every random choice (template paraphrases, the max_users sample)."}
+        default=0,
+        metadata={"help": "Seed of every random choice (template paraphrases, the max_users and intentions samples)."},
     )
 
     def validate(self) -> None:

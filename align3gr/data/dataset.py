@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -124,7 +124,7 @@ def load_dataset(path: str | Path) -> Dataset:
             raise DataError(f"item '{unknown}' is not in items.jsonl", path / "sequences.jsonl", line)
     dataset = Dataset(items=items, users=users, sequences=sequences, meta=meta, path=path)
     if (path / "intentions.jsonl").is_file():
-        dataset.intentions = IntentionRows(path / "intentions.jsonl", dataset)
+        dataset.intentions = IntentionRows(path / "intentions.jsonl", dataset.users, dataset.items)
     if (path / "preferences.jsonl").is_file():
         for line, row in iter_json_lines(path / "preferences.jsonl"):
             if (
@@ -141,20 +141,28 @@ def load_dataset(path: str | Path) -> Dataset:
 
 class IntentionRows:
     """The rows of a folder's `intentions.jsonl`, read and checked again on every pass instead of held in memory:
-    there is one per training interaction (millions of dicts at catalogue scale), and most stages never read them.
-    A bad row raises a DataError naming its line when a pass reaches it; `len` makes a checking pass once."""
+    there is one per training target (millions of dicts at catalogue scale), and only SFT reads them. A bad row
+    raises a DataError naming its line when a pass reaches it; `len` makes a checking pass once. A file replaced or
+    edited after the load is an error, not a silent change of the rows between passes."""
 
-    def __init__(self, path: Path, dataset: Dataset) -> None:
-        self.path, self.dataset = path, dataset
+    def __init__(self, path: Path, users: Collection[str], items: Collection[str]) -> None:
+        self.path, self.users, self.items = path, users, items
+        self._stamp = self._file_stamp()
         self._count: int | None = None
 
+    def _file_stamp(self) -> tuple[int, int, int]:
+        stat = self.path.stat()
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
     def __iter__(self) -> Iterator[dict]:
+        if self._file_stamp() != self._stamp:
+            raise DataError("the file changed after its dataset was loaded; load the dataset again", self.path)
         count = 0
         for line, row in iter_json_lines(self.path):
             user_id, item_id = row.get("user_id"), row.get("item_id")
             if not isinstance(user_id, str) or not isinstance(item_id, str):
                 raise DataError("fields 'user_id' and 'item_id' must be strings", self.path, line)
-            if user_id not in self.dataset.users or item_id not in self.dataset.items:
+            if user_id not in self.users or item_id not in self.items:
                 raise DataError("expected 'user_id' and 'item_id' of a known user and item", self.path, line)
             if not isinstance(row.get("query"), str):
                 raise DataError("field 'query' must be a string", self.path, line)

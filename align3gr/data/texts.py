@@ -229,8 +229,8 @@ class TaskTexts:
         return [self.profile(u) for u in self.dataset.sequences] + [self.preference(u) for u in self.dataset.sequences]
 
     def intention_requests(self) -> Iterator[TextRequest]:
-        """An intention per training target (or per `intentions_per_user` of them), lazily: there is one per
-        training interaction (a user's reviews are read in one go)."""
+        """An intention per training target (or per `intentions_per_user` of them), lazily: millions at catalogue
+        scale (a user's reviews are read in one go)."""
         for seq in self.dataset.sequences.values():
             reviews = seq.reviews[1:-2] if seq.reviews is not None else None
             for position in self.intention_positions(seq):
@@ -273,8 +273,8 @@ def add_user_texts(dataset: Dataset, config: DataConfig) -> None:
 
 
 def iter_intentions(dataset: Dataset, config: DataConfig) -> Iterator[dict]:
-    """`{"user_id", "item_id", "query"}` per training target, generated as they are consumed (a build writes
-    them straight to `intentions.jsonl`, so they are never all in memory)."""
+    """`{"user_id", "item_id", "query"}` per target of `intention_requests`, generated as they are consumed (a build
+    writes them straight to `intentions.jsonl`, so they are never all in memory)."""
     for request, text in write_texts(TaskTexts(dataset, config).intention_requests(), config):
         user_id, item_id = request.key.split("\t")
         yield {"user_id": user_id, "item_id": item_id, "query": text}
