@@ -325,10 +325,10 @@ def main() -> None:
         run_child(*args.child, args)
         return
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    unknown = set(args.steps.split(",")) - set(STEPS)
-    if unknown:
-        parser.error(f"--steps: unknown {', '.join(sorted(unknown))}; expected some of {', '.join(STEPS)}")
-    steps = [s for s in STEPS if s in args.steps.split(",")]
+    chosen = {s.strip() for s in args.steps.split(",") if s.strip()}
+    if not chosen or chosen - set(STEPS):
+        parser.error(f"--steps {args.steps!r}: expected some of {', '.join(STEPS)}, comma-separated")
+    steps = [s for s in STEPS if s in chosen]
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="align3gr-scale-"))
     results: dict[int, dict[str, dict]] = {}
     for n in sizes:
