@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -137,6 +139,12 @@ def load_dataset(path: str | Path) -> Dataset:
                 )
             dataset.preferences[row["user_id"]] = row["statement"]
     return dataset
+
+
+def kept_positions(size: int, cap: int | None, rng: random.Random) -> SequenceOf[int]:
+    """The positions of `size` rows (a task's examples, a user's intentions) that a cap of `cap` keeps (None: all): a
+    seeded sample, ascending."""
+    return sorted(rng.sample(range(size), cap)) if cap is not None and size > cap else range(size)
 
 
 class IntentionRows:

@@ -21,7 +21,7 @@ from collections.abc import Sequence as SequenceOf
 from typing import NamedTuple
 
 from align3gr.data.config import DataConfig
-from align3gr.data.dataset import Dataset
+from align3gr.data.dataset import Dataset, kept_positions
 from align3gr.data.schema import Item, Sequence
 from align3gr.data.text_writer import LLMTextWriter, TextRequest
 from align3gr.prompts import load_prompts, pick
@@ -241,10 +241,10 @@ class TaskTexts:
         has no history), or a sample of `intentions_per_user` drawn from the seed and the user, ascending."""
         positions = range(1, len(seq.items) - 2)
         cap = self.config.intentions_per_user
-        if cap is None or len(positions) <= cap:
+        if cap is None:
             return positions
-        digest = hashlib.sha256(f"{self.config.seed}:intentions:{seq.user_id}".encode()).digest()
-        return sorted(random.Random(digest).sample(positions, cap))
+        rng = random.Random(hashlib.sha256(f"{self.config.seed}:intentions:{seq.user_id}".encode()).digest())
+        return [positions[k] for k in kept_positions(len(positions), cap, rng)]
 
 
 def write_texts(

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from align3gr.data.dataset import kept_positions
 from align3gr.io import atomic_directory, sha256_json
 from align3gr.sft.batch_encoding import BatchEncoder
 from align3gr.sft.prompting import (
@@ -41,11 +42,6 @@ ROWS_FORMAT = 2
 """Version of the rows `encode_examples` makes and of their file, part of the cache key: bump it when they change."""
 ROWS_FILE = "rows.arrow"
 """The file of a cached mixture's rows, in its key's folder."""
-
-
-def kept_positions(size: int, cap: int | None, rng: random.Random) -> Sequence[int]:
-    """The positions of a task's `size` examples that a cap of `cap` keeps (None: all): a seeded sample, ascending."""
-    return sorted(rng.sample(range(size), cap)) if cap is not None and size > cap else range(size)
 
 
 def sample_per_task(
