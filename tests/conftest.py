@@ -1,4 +1,6 @@
-"""Shared fixtures. Tests never reach a model hub: HF_HUB_OFFLINE is set before anything imports the hub."""
+"""Shared fixtures. Tests never reach a model hub: HF_HUB_OFFLINE is set before anything imports the hub. Under
+pytest-xdist each worker's torch (and the processes its tests launch) gets an equal share of the cores, set before
+torch is imported: two workers of two threads each on two cores spend more time waiting on each other than computing."""
 
 from __future__ import annotations
 
@@ -7,8 +9,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, share)))
+
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
 
 from align3gr.data.build import build_dataset  # noqa: E402
 from align3gr.data.dataset import Dataset, load_dataset, write_dataset  # noqa: E402
@@ -43,8 +51,17 @@ def ml100k_small(ml100k, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ml100k_small_embeddings(ml100k_small, tmp_path_factory):
-    """Embeddings of `ml100k_small` (a short collaborative training: enough for tokenizer tests)."""
+def semantic_cache(tmp_path_factory) -> Path:
+    """The MiniLM cache of the session's embeddings, one folder for all the session's workers (pytest-xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "semantic_cache"
+
+
+@pytest.fixture(scope="session")
+def ml100k_small_embeddings(ml100k_small, semantic_cache, tmp_path_factory):
+    """Embeddings of `ml100k_small` (a short collaborative training: enough for tokenizer tests). Workers take turns,
+    so the texts are encoded once per session and the other workers read them from `semantic_cache`."""
     out = tmp_path_factory.mktemp("ml100k_small_embeddings") / "embeddings"
-    run_embed(ml100k_small, out, EmbedConfig(cf_epochs=2, cache_dir=str(out.parent / "cache")))
+    with FileLock(f"{semantic_cache}.lock"):
+        run_embed(ml100k_small, out, EmbedConfig(cf_epochs=2, cache_dir=str(semantic_cache)))
     return out

@@ -87,9 +87,9 @@ def test_the_semantic_encoder_gives_the_same_vectors_on_auto_and_cpu():
 
 
 def test_embed_and_tokenize_write_the_same_bytes_on_auto_and_cpu_and_log_the_device(
-    ml100k_small, ml100k_small_embeddings, tmp_path, caplog
+    ml100k_small, ml100k_small_embeddings, semantic_cache, tmp_path, caplog
 ):
-    cache = str(ml100k_small_embeddings.parent / "cache")
+    cache = str(semantic_cache)
     embedded = {}
     for device in ("auto", "cpu"):
         with caplog.at_level(logging.INFO, logger="align3gr.devices"):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from launching import accelerate_launch
 from test_sft import code_tables
 from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
 from test_sft_stage import KillAfterSave, Killed
@@ -199,11 +199,11 @@ def test_accelerate_launch_runs_a_self_play_stage_on_two_cpu_processes(
     flags = [*flags, *(f"--{k.replace('_', '-')}={v}" for k, v in QUICK.items())]
     evaluate = tmp_path / "evaluate.yaml"
     evaluate.write_text(json.dumps({"evaluate": VALID_OPTIONS}))
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", *launcher, "recipes/dpo.py",
+    command = accelerate_launch(
+        *launcher, "recipes/dpo.py",
         "--data", str(ml100k_small), "--start", str(sft_run / "sft"), "--out", str(out), "--stages", "sp_easy",
         "--config", str(evaluate), *flags,
-    ]  # fmt: skip
+    )  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Progressive DPO") == 1  # the table comes from the main process only
@@ -243,11 +243,10 @@ def test_an_adapter_start_under_zero3_stops_on_cpu_processes_before_any_work(ml1
     it generates a row, where PEFT would fail deep in loading."""
     options = {"max_steps": 1, "max_examples_per_task": 8, "tasks": ["seq"], "eval_examples": 4, "warmup_steps": 0}
     run_sft(ml100k_small, sft_run / "scid", tmp_path / "sft", SFTStageConfig(use_lora=True, **options))
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--config_file",
-        "accelerate_configs/deepspeed_zero3.yaml", "recipes/dpo.py", "--data", str(ml100k_small),
+    command = accelerate_launch(
+        "--config_file", "accelerate_configs/deepspeed_zero3.yaml", "recipes/dpo.py", "--data", str(ml100k_small),
         "--start", str(tmp_path / "sft"), "--out", str(tmp_path / "dpo"), "--stages", "sp_easy",
-    ]  # fmt: skip
+    )  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "DPO stage sp_easy (its start is an adapter) trains a LoRA adapter under DeepSpeed ZeRO-3" in done.stderr

@@ -6,10 +6,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launching import accelerate_launch
 from test_decode import build_scid_model
 
 from align3gr.cli import main
@@ -122,12 +122,11 @@ def test_two_processes_match_one(single_run, scid_model, ml100k_small, tmp_path)
     """`accelerate launch` with 2 CPU processes (gloo) writes the same ranked lists and metrics as one process;
     scores agree to float precision (1 BLAS thread per process instead of 2 changes the last bits)."""
     out = tmp_path / "sharded"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    command = accelerate_launch(
+        "--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(ROOT / "recipes" / "evaluate.py"), "--model", str(scid_model), "--data", str(ml100k_small),
         "--out", str(out), "--split", "valid", "--ks", "5,10,20",
-    ]  # fmt: skip
+    )  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Evaluation ") == 1  # printed by the main process only

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from launching import accelerate_launch
 
 import align3gr
 from align3gr.cli import main
@@ -478,8 +479,8 @@ def test_launcher_runs_changed_stages_on_two_processes(finished_run, tmp_path, m
     shutil.copytree(reference_run, run)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     changed = write_config(tmp_path / "changed.yaml", {"dpo": {"beta": 0.2}, "evaluate": {"batch_size": 7}})
-    launcher = (f"{sys.executable} -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 "
-                "--mixed_precision no --dynamo_backend no")  # fmt: skip
+    launcher = " ".join(accelerate_launch("--multi_gpu", "--num_machines", "1", "--mixed_precision", "no",
+                                          "--dynamo_backend", "no"))  # fmt: skip
     summary = run_pipeline(changed, run, launcher=launcher)
     assert status_by_stage(summary) == {**BEFORE_SFT_REUSED, "popular": "ran", "sasrec": "ran", "sft": "reused",
                                         "sp_easy": "ran", "rf_easy": "ran"}  # fmt: skip

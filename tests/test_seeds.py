@@ -25,7 +25,9 @@ from align3gr.pipeline.runner import Outcome
 from align3gr.pipeline.seeds import FILE, SEEDED, parse_seeds, seed_plans, seeded_config, seeds_summary
 
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
-SMALL = {**PIPELINE_SMALL, "dpo": {**PIPELINE_SMALL["dpo"], "stages": ["sp_easy"]}}
+SMALL = {**PIPELINE_SMALL, "sft": {**PIPELINE_SMALL["sft"], "tasks": ["seq", "item_align"]},
+         "dpo": {**PIPELINE_SMALL["dpo"], "stages": ["sp_easy"]}}  # fmt: skip
+"""The pipeline slice with two SFT tasks and one DPO stage: a ladder of seven rungs, three of them the pipeline's."""
 
 
 def small_config(folder: Path) -> Path:
@@ -194,39 +196,37 @@ def weights(folder: Path) -> str:
 
 @pytest.mark.slow
 def test_seeds_reuse_the_main_run_train_the_others_and_compare(tmp_path, capsys):
-    """After a normal run, `--seeds 0,1,2` reuses the main run as seed 0 and trains seeds 1 and 2 into seeds/S/ with
-    other weights; seeds.json's mean and std are those of the per-seed metrics.json files; `compare` pairs the final
-    stage with SFT over the 100 users; `ablate --seeds 0,1` reuses both seeds' pipelines as their top rungs
-    (omitting +RF-DPO: the config has no real-feedback stage) and averages each rung over the two ladders."""
+    """After a normal run, `--seeds 0,1` reuses the main run as seed 0 and trains seed 1 into seeds/1/ with other
+    weights; seeds.json's mean and std are those of the per-seed metrics.json files; `compare` pairs the final stage
+    with SFT over the 100 users; `ablate --seeds 0,1` reuses both seeds' pipelines as their +User-SCID and +SP-DPO
+    rungs (omitting +C1-C3 and +B2, which the two tasks make equal to the rung before, and +RF-DPO: the config has
+    no real-feedback stage) and averages each rung over the two ladders."""
     config, run = small_config(tmp_path), tmp_path / "run"
     run_pipeline(config, run)
     kept = {path: path.stat().st_mtime_ns for path in (run / "sft/meta.json", run / "eval/test/sp_easy/metrics.json")}
-    assert main(["pipeline", "--config", str(config), "--run-dir", str(run), "--seeds", "0,1,2"]) == 0
-    assert "Mean ± sample std over seeds 0,1,2" in capsys.readouterr().out
+    assert main(["pipeline", "--config", str(config), "--run-dir", str(run), "--seeds", "0,1"]) == 0
+    assert "Mean ± sample std over seeds 0,1" in capsys.readouterr().out
     assert {path: path.stat().st_mtime_ns for path in kept} == kept
     main_summary = json.loads((run / "summary.json").read_text())
     assert {row["status"] for row in main_summary["stages"]} == {"reused"}
 
-    for seed in (1, 2):
-        folder = run / "seeds" / str(seed)
-        seeded = yaml.safe_load((folder / "config.yaml").read_text())
-        assert [seeded[s]["seed"] for s in ("data", *SEEDED)] == [0, seed, seed, seed, seed]
-        assert weights(folder / "sft") != weights(run / "sft")
-        assert weights(folder / "dpo/sp_easy") != weights(run / "dpo/sp_easy")
-    assert weights(run / "seeds/1/sft") != weights(run / "seeds/2/sft")
+    folder = run / "seeds/1"
+    seeded = yaml.safe_load((folder / "config.yaml").read_text())
+    assert [seeded[s]["seed"] for s in ("data", *SEEDED)] == [0, 1, 1, 1, 1]
+    assert weights(folder / "sft") != weights(run / "sft")
+    assert weights(folder / "dpo/sp_easy") != weights(run / "dpo/sp_easy")
     assert not (run / "seeds/1/data").exists() and not (run / "seeds/1/eval/test/popular").exists()
 
     summary = json.loads((run / FILE).read_text())
-    assert summary["seeds"] == [0, 1, 2] and summary["num_users"] == 100
+    assert summary["seeds"] == [0, 1] and summary["num_users"] == 100
     assert [row["stage"] for row in summary["stages"]] == ["popular", "sasrec", "sft", "sp_easy"]
     for row in summary["stages"]:
-        main_folder = run / "eval/test" / row["stage"]
-        seeded = [run / f"seeds/{seed}/eval/test" / row["stage"] for seed in (1, 2)]
-        folders = [main_folder] * 3 if row["stage"] == "popular" else [main_folder, *seeded]
+        main_folder, seeded = run / "eval/test" / row["stage"], run / "seeds/1/eval/test" / row["stage"]
+        folders = [main_folder] * 2 if row["stage"] == "popular" else [main_folder, seeded]
         for metric in METRICS:
             values = [json.loads((folder / "metrics.json").read_text())[metric] for folder in folders]
-            mean = sum(values) / 3
-            std = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+            mean = sum(values) / 2
+            std = abs(values[0] - values[1]) / math.sqrt(2)
             assert row[metric]["mean"] == pytest.approx(mean, abs=1e-12)
             assert row[metric]["std"] == pytest.approx(std, abs=1e-12)
     assert "| sp_easy |" in (run / "seeds.md").read_text() and "## Per seed" in (run / "seeds.md").read_text()
@@ -234,10 +234,10 @@ def test_seeds_reuse_the_main_run_train_the_others_and_compare(tmp_path, capsys)
     out = tmp_path / "comparison"
     assert main(["compare", str(run), str(run), "--stage-b", "sft", "--test", "wilcoxon", "--out", str(out)]) == 0
     result = json.loads(out.with_suffix(".json").read_text())
-    assert (result["a"]["stage"], result["b"]["stage"], result["seeds"]) == ("sp_easy", "sft", [0, 1, 2])
+    assert (result["a"]["stage"], result["b"]["stage"], result["seeds"]) == ("sp_easy", "sft", [0, 1])
     assert all(row["pairs"] == 100 and 0 <= row["p"] <= 1 for row in result["metrics"])
     assert "Wilcoxon signed-rank test over 100 users" in capsys.readouterr().out
-    assert main(["pipeline", "--config", str(config), "--run-dir", str(run), "--seeds", "0,1,2"]) == 0
+    assert main(["pipeline", "--config", str(config), "--run-dir", str(run), "--seeds", "0,1"]) == 0
     assert json.loads((run / FILE).read_text())["per_seed"] == summary["per_seed"]
 
     kept = {path: path.stat().st_mtime_ns for path in (run / "seeds/1/sft/meta.json", run / "dpo/sp_easy/meta.json")}
@@ -245,11 +245,13 @@ def test_seeds_reuse_the_main_run_train_the_others_and_compare(tmp_path, capsys)
     assert "mean ± sample std over seeds 0,1" in capsys.readouterr().out
     assert {path: path.stat().st_mtime_ns for path in kept} == kept
     ladder = json.loads((run / "ablation" / "ladder.json").read_text())
-    assert ladder["seeds"] == [0, 1] and [row["step"] for row in ladder["rows"]] == list(range(1, 10))
-    assert ladder["left_out"] == ["+RF-DPO"]  # the config's DPO stages are all self-play: +SP-DPO is the full method
+    assert ladder["seeds"] == [0, 1] and [row["step"] for row in ladder["rows"]] == list(range(1, 8))
+    assert [row["rung"] for row in ladder["rows"]] == ["Single+SEQ", "+CF", "+U-I alignment", "+B1", "+User-SCID",
+                                                       "+Softmax-DPO", "+SP-DPO"]  # fmt: skip
+    assert ladder["left_out"] == ["+C1-C3", "+B2", "+RF-DPO"]
     per_seed = {(row["seed"], row["rung"]): row for row in ladder["per_seed"]}
     for seed, folder in ((0, run), (1, run / "seeds/1")):
-        for rung, stage in (("+B2", "sft"), ("+SP-DPO", "sp_easy")):
+        for rung, stage in (("+User-SCID", "sft"), ("+SP-DPO", "sp_easy")):
             evaluated = json.loads((folder / "eval/test" / stage / "metrics.json").read_text())
             assert all(per_seed[seed, rung][m] == evaluated[m] for m in METRICS)
     for row in ladder["rows"]:

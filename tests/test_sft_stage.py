@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launching import accelerate_launch
 from test_sft import code_tables
 from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
 from transformers import TrainerCallback
@@ -99,11 +99,10 @@ def test_accelerate_launch_with_deepspeed_on_two_cpu_processes(launch_config, ml
     whole weights while the two processes rank different users."""
     out = tmp_path / "sft"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
+    command = accelerate_launch(
         "--config_file", f"accelerate_configs/{launch_config}.yaml", "recipes/sft.py",
         "--data", str(ml100k_small), "--scid", str(scid), "--out", str(out), *flags,
-    ]  # fmt: skip
+    )  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("SFT ") == 1  # the summary comes from the main process only
@@ -131,11 +130,10 @@ def test_a_launch_that_needs_gpus_stops_on_cpu_processes_before_any_work(
 ):
     """Accelerate shards with FSDP only across accelerators and would train CPU processes as DDP; PEFT gathers a LoRA
     model's trainable SCID rows on CUDA under ZeRO-3: the stage says so instead, before it reads the data."""
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
+    command = accelerate_launch(
         "--config_file", f"accelerate_configs/{launch_config}.yaml", "recipes/sft.py",
         "--data", str(ml100k_small), "--scid", str(scid), "--out", str(tmp_path / "sft"), *flags,
-    ]  # fmt: skip
+    )  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and message in done.stderr
     assert not (tmp_path / "sft").exists() and not (tmp_path / "sft.work").exists()

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from launching import accelerate_launch
 from test_sft_stage import SMALL as SFT_SMALL
 from test_tokenize import SMALL
 
@@ -61,11 +61,10 @@ def test_accelerate_launch_on_two_cpu_processes(ml100k_small, ml100k_small_embed
     config = tmp_path / "unisid.yaml"
     config.write_text(yaml.safe_dump({"tokenize": {**SMALL, "unisid_options": UNISID}}))
     out = tmp_path / "scid"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "recipes/train_unisid.py", "--config", str(config),
+    command = accelerate_launch(
+        "--multi_gpu", "recipes/train_unisid.py", "--config", str(config),
         "--data", str(ml100k_small), "--embeddings", str(ml100k_small_embeddings), "--out", str(out),
-    ]  # fmt: skip
+    )  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("SCID tokenizer") == 1  # the summary comes from the main process only
