@@ -58,10 +58,16 @@ def semantic_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ml100k_small_embeddings(ml100k_small, semantic_cache, tmp_path_factory):
+def semantic_cache_lock(semantic_cache) -> FileLock:
+    """The lock a worker holds while it fills or copies `semantic_cache`."""
+    return FileLock(f"{semantic_cache}.lock")
+
+
+@pytest.fixture(scope="session")
+def ml100k_small_embeddings(ml100k_small, semantic_cache, semantic_cache_lock, tmp_path_factory):
     """Embeddings of `ml100k_small` (a short collaborative training: enough for tokenizer tests). Workers take turns,
     so the texts are encoded once per session and the other workers read them from `semantic_cache`."""
     out = tmp_path_factory.mktemp("ml100k_small_embeddings") / "embeddings"
-    with FileLock(f"{semantic_cache}.lock"):
+    with semantic_cache_lock:
         run_embed(ml100k_small, out, EmbedConfig(cf_epochs=2, cache_dir=str(semantic_cache)))
     return out

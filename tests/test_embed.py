@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from filelock import FileLock
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
@@ -100,9 +99,11 @@ def test_collaborative_encoder_is_deterministic_and_ignores_held_out_targets(ml1
     assert np.array_equal(first.items, swapped.items) and np.array_equal(first.users, swapped.users)
 
 
-def test_run_embed_writes_reloadable_artifacts(ml100k_small, ml100k_small_embeddings, semantic_cache, tmp_path):
+def test_run_embed_writes_reloadable_artifacts(
+    ml100k_small, ml100k_small_embeddings, semantic_cache, semantic_cache_lock, tmp_path
+):
     """A run whose cache holds another run's texts encodes none of them and gives that run's vectors."""
-    with FileLock(f"{semantic_cache}.lock"):
+    with semantic_cache_lock:
         shutil.copytree(semantic_cache, tmp_path / "cache")
     config = EmbedConfig(cf_epochs=2, cache_dir=str(tmp_path / "cache"))
     built = run_embed(ml100k_small, tmp_path / "embeddings", config)
