@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Collection, Sequence
@@ -219,12 +220,28 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """The runs, stages and test options of `compare`."""
+    from align3gr.pipeline.compare import TESTS, UNITS
+
+    parser.add_argument("run_a", type=Path, help="Run folder A (holding seeds.json).")
+    parser.add_argument("run_b", type=Path, help="Run folder B, e.g. the baseline config's (may be A itself).")
+    parser.add_argument("--stage-a", help="Evaluated stage of A (default: its last model).")
+    parser.add_argument("--stage-b", help="Evaluated stage of B (default: its last model; or popular, sasrec).")
+    parser.add_argument("--test", choices=list(TESTS), default="t", help="Paired t-test or Wilcoxon "
+                        "signed-rank test, two-sided.")  # fmt: skip
+    parser.add_argument("--unit", choices=UNITS, default="users", help="Pair users (each one's "
+                        "metric averaged over the seeds; default) or the per-seed means.")  # fmt: skip
+    parser.add_argument("--alpha", type=float, default=0.05, help="Significance level of the last column.")
+    parser.add_argument("--out", type=Path, help="Output path without suffix (default: RUN_A/compare/A_vs_B).")
+
+
 def _add_stage_command(
     commands: argparse._SubParsersAction,
     name: str,
     help_text: str,
     func: Callable[[argparse.Namespace, Any], None],
-    config_class: type,
+    config_class: type | None,
     *,
     out: str,
     config: str,
@@ -236,8 +253,10 @@ def _add_stage_command(
     """A stage's subcommand: its `inputs`, `--out`, its `options`, `--config`, then one flag per field of
     `config_class` (or of `only`), so every stage reads its folders and options the same way. `func` runs on what
     `configure` reads (default: the `config_class` options of `--config` and the flags), read before the run folder
-    is locked."""
+    is locked. Without `config_class` (another command was named) the subcommand is only listed."""
     parser = commands.add_parser(name, help=help_text)
+    if config_class is None:
+        return
     for flag, kwargs in inputs:
         parser.add_argument(flag, **kwargs)
     parser.add_argument("--out", required=True, type=Path, help=out)
@@ -253,14 +272,23 @@ def _add_stage_command(
     parser.set_defaults(func=func, configure=configure, locks_out=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from align3gr.data.config import DataConfig, SourceConfig
-    from align3gr.dpo.config import DPOStageConfig
-    from align3gr.embed.config import EmbedConfig
-    from align3gr.evaluate.config import EvaluateConfig
-    from align3gr.pipeline.compare import TESTS, UNITS
-    from align3gr.sft.config import SFTStageConfig
-    from align3gr.tokenize.config import TokenizeConfig
+def _named_commands(argv: Sequence[str]) -> set[str]:
+    """The command a command line names (its first argument that is not a flag: none of the flags before a
+    command takes a value), as a set of none or one."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return set() if first is None else {first}
+
+
+def build_parser(options_of: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The command line of every command, with the options of the commands `options_of` (default: all); the others
+    are listed with their help. A stage's config classes import torch and transformers: ten seconds that
+    `align3gr --help`, `align3gr data` and a launched evaluation need not spend."""
+
+    def wanted(name: str) -> bool:
+        return options_of is None or name in options_of
+
+    def config_class(name: str, module: str, attribute: str) -> Any:
+        return getattr(importlib.import_module(module), attribute) if wanted(name) else None
 
     parser = argparse.ArgumentParser(prog="align3gr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
@@ -275,8 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--config", type=Path, help="YAML file with `source:` and `data:` sections of these options.")
     build.add_argument("--option", action=KeyValues, metavar="KEY=VALUE", help="Builder-specific option (repeatable).")
     build.add_argument("--overwrite", action="store_true", help="Replace an output folder holding another dataset.")
-    add_config_arguments(build, SourceConfig)
-    add_config_arguments(build, DataConfig)
+    for section in ("SourceConfig", "DataConfig"):
+        if (data_class := config_class("data", "align3gr.data.config", section)) is not None:
+            add_config_arguments(build, data_class)
     build.set_defaults(func=_data_build, configure=_data_build_configs, locks_out=True)
 
     stats = data_commands.add_parser("stats", help="Validate a canonical dataset and print its statistics.")
@@ -292,23 +321,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_data_export)
 
     _add_stage_command(
-        stages, "embed", "Semantic and collaborative embeddings of items and users.", _embed, EmbedConfig,
+        stages, "embed", "Semantic and collaborative embeddings of items and users.", _embed,
+        config_class("embed", "align3gr.embed.config", "EmbedConfig"),
         out="Output folder (embeddings/).", config="YAML file with an `embed:` section of these options.",
     )  # fmt: skip
     _add_stage_command(
         stages, "tokenize", "Train the dual SCID tokenizer (or UniSID for items) and write the code tables.",
-        _tokenize, TokenizeConfig,
+        _tokenize, config_class("tokenize", "align3gr.tokenize.config", "TokenizeConfig"),
         inputs=[DATA, ("--embeddings", {"type": Path,
                                         "help": "Output folder of `align3gr embed` (the dual tokenizer's input)."})],
         out="Output folder (scid/).", config="YAML file with a `tokenize:` section of these options.",
     )  # fmt: skip
     _add_stage_command(
-        stages, "sft", "Add the SCID tokens to an LLM and train it on the Figure 3 tasks.", _sft, SFTStageConfig,
+        stages, "sft", "Add the SCID tokens to an LLM and train it on the Figure 3 tasks.", _sft,
+        config_class("sft", "align3gr.sft.config", "SFTStageConfig"),
         inputs=[DATA, ("--scid", {"required": True, "type": Path, "help": "Output folder of `align3gr tokenize`."})],
         out="Output folder (sft/).", config="YAML file with an `sft:` section of these options.",
     )  # fmt: skip
     _add_stage_command(
-        stages, "evaluate", "Rank items with constrained beam search; Recall/NDCG@K.", _evaluate, EvaluateConfig,
+        stages, "evaluate", "Rank items with constrained beam search; Recall/NDCG@K.", _evaluate,
+        config_class("evaluate", "align3gr.evaluate.config", "EvaluateConfig"),
         inputs=[("--model", {"required": True, "type": Path, "help": "Model folder (sft/ or a DPO stage's output)."}),
                 DATA],
         out="Output folder (eval/STAGE/).",
@@ -317,14 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_stage_command(
         stages, "baselines", "Most-popular and collaborative-encoder (SASRec-style) full rankings, scored as evaluate.",
-        _baselines, EvaluateConfig,
+        _baselines, config_class("baselines", "align3gr.evaluate.config", "EvaluateConfig"),
         inputs=[DATA, ("--embeddings", {"type": Path, "help": "Output folder of `align3gr embed` (for sasrec)."})],
         out="Output folder (one subfolder per baseline).",
         config="YAML file with an `evaluate:` section (split, ks, ...).",
         only=("split", "beam_size", "exclude_history", "ks", "batch_size"),
     )  # fmt: skip
     _add_stage_command(
-        stages, "dpo", "Progressive Softmax-DPO: self-play then real-feedback stages.", _dpo, DPOStageConfig,
+        stages, "dpo", "Progressive Softmax-DPO: self-play then real-feedback stages.", _dpo,
+        config_class("dpo", "align3gr.dpo.config", "DPOStageConfig"),
         inputs=[DATA,
                 ("--start", {"required": True, "type": Path, "help": "The model the first stage starts from (sft/)."})],
         out="Output folder (dpo/), one subfolder per stage.",
@@ -349,16 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     comparison = stages.add_parser(
         "compare", help="Two `pipeline --seeds` runs (or two stages of one) with a paired significance test per metric."
     )
-    comparison.add_argument("run_a", type=Path, help="Run folder A (holding seeds.json).")
-    comparison.add_argument("run_b", type=Path, help="Run folder B, e.g. the baseline config's (may be A itself).")
-    comparison.add_argument("--stage-a", help="Evaluated stage of A (default: its last model).")
-    comparison.add_argument("--stage-b", help="Evaluated stage of B (default: its last model; or popular, sasrec).")
-    comparison.add_argument("--test", choices=list(TESTS), default="t", help="Paired t-test or Wilcoxon "
-                            "signed-rank test, two-sided.")  # fmt: skip
-    comparison.add_argument("--unit", choices=UNITS, default="users", help="Pair users (each one's "
-                            "metric averaged over the seeds; default) or the per-seed means.")  # fmt: skip
-    comparison.add_argument("--alpha", type=float, default=0.05, help="Significance level of the last column.")
-    comparison.add_argument("--out", type=Path, help="Output path without suffix (default: RUN_A/compare/A_vs_B).")
+    if wanted("compare"):
+        _add_compare_arguments(comparison)
     comparison.set_defaults(func=_compare)
 
     ablate = stages.add_parser("ablate", help="The Figure 4 ladder: Recall@10 as each alignment module is added.")
@@ -410,7 +435,8 @@ def _run_folder_lock(args: argparse.Namespace) -> contextlib.AbstractContextMana
 
 def main(argv: list[str] | None = None) -> int:
     quiet_hub_kernel_warning()
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_named_commands(argv)).parse_args(argv)
     setup_logging(args.verbose)
     try:
         configure = getattr(args, "configure", None)

@@ -83,6 +83,28 @@ def test_list_options_are_flags_converted_as_yaml_values():
     assert (config.tasks, config.learning_rate) == (["seq"], 2e-5)
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["data", "build", "--out", "o", "--builder", "amazon", "--user-k", "3", "--option", "reviews=r.json"],
+        ["sft", "--data", "d", "--scid", "s", "--out", "o", "--tasks", "seq", "--learning-rate", "2e-5"],
+        ["evaluate", "--model", "m", "--data", "d", "--out", "o", "--ks", "5,10", "--no-exclude-history"],
+        ["dpo", "--data", "d", "--start", "s", "--out", "o", "--stages", "sp_easy", "--eval-dir", "e"],
+        ["compare", "a", "b", "--test", "wilcoxon", "--unit", "seeds"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_command_reads_the_same_with_only_its_own_options_built(argv):
+    """`main` builds the options of the command it is given only; the values and configs read are those of the
+    parser of every command."""
+    full, scoped = build_parser().parse_args(argv), build_parser({argv[0]}).parse_args(argv)
+    assert {k: v for k, v in vars(scoped).items() if k != "configure"} == {
+        k: v for k, v in vars(full).items() if k != "configure"
+    }
+    if hasattr(full, "configure"):
+        assert scoped.configure(scoped) == full.configure(full)
+
+
 def test_help_lists_the_choices(capsys):
     with pytest.raises(SystemExit):
         main(["dpo", "--help"])

@@ -26,10 +26,30 @@ def test_the_module_version_is_the_installed_package_version():
 
 
 def test_help_prints_no_library_warning():
-    """Building the parser imports bitsandbytes (through transformers); its warning about an optional Hub kernel
-    must not reach a user who only asked for help."""
+    """A stage's options import bitsandbytes (through transformers); its warning about an optional Hub kernel must
+    not reach a user who only asked for help."""
     done = subprocess.run(
-        [sys.executable, "-m", "align3gr.cli", "ablate", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "align3gr.cli", "sft", "--help"], capture_output=True, text=True, check=True
     )
-    assert "usage: align3gr ablate" in done.stdout
+    assert "usage: align3gr sft" in done.stdout and "--lr-scheduler-type" in done.stdout
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "libraries"),
+    [
+        (["--help"], []),
+        (["data", "build", "--help"], []),
+        (["evaluate", "--help"], ["torch", "transformers"]),
+    ],
+)
+def test_a_command_line_imports_only_what_its_command_needs(argv, libraries):
+    """Only the named command's options are built: the list of commands and `data` import neither torch nor
+    transformers, and an evaluation (alone or on each process of a launch) not peft, trl or bitsandbytes."""
+    code = (
+        "import sys\nfrom align3gr.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "heavy = ('torch', 'transformers', 'peft', 'trl', 'bitsandbytes', 'deepspeed')\n"
+        "print(','.join(name for name in heavy if name in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1].split(",") == (libraries or [""])
