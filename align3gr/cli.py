@@ -343,7 +343,7 @@ def build_parser(options_of: Collection[str] | None = None) -> argparse.Argument
         config_class("evaluate", "align3gr.evaluate.config", "EvaluateConfig"),
         inputs=[("--model", {"required": True, "type": Path, "help": "Model folder (sft/ or a DPO stage's output)."}),
                 DATA],
-        out="Output folder (eval/STAGE/).",
+        out="Output folder (a pipeline run's: eval/SPLIT/STAGE/).",
         options=[("--scid", {"type": Path, "help": "Folder of the code tables (default: the copies in --model)."})],
         config="YAML file with an `evaluate:` section of these options.",
     )  # fmt: skip
@@ -403,7 +403,8 @@ def build_parser(options_of: Collection[str] | None = None) -> argparse.Argument
     push.add_argument("--stage", required=True, help="sft or a DPO stage name (sp_easy, ..., rf_hard).")
     push.add_argument("--repo-id", help="Hub repo to create or update (owner/name); with --to-folder, the card's name.")
     push.add_argument("--private", action="store_true", help="Create the Hub repo private.")
-    push.add_argument("--to-folder", type=Path, help="Write the exact upload to this folder instead of the Hub.")
+    push.add_argument("--to-folder", type=Path, help="Write the upload to this folder instead of the Hub (the "
+                      "card names the model by --repo-id, else by this path).")  # fmt: skip
     push.add_argument("--dtype", help="Weights dtype of a merged adapter (default: the dtype it was evaluated in).")
     push.set_defaults(func=_push)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -194,7 +196,8 @@ def test_model_card(published, run):
     table = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
              for line in body.splitlines() if line.startswith("| ")}  # fmt: skip
     columns = table["stage"]
-    assert table["**sft** (this model)"][0] == "**sft** (this model)"
+    assert [name for name in table if "this model" in name or "*" in name] == ["**sft** (this model)"]
+    assert "sp_easy" in table  # another stage of the run: listed, not marked
     for stage, name in (("sft", "**sft** (this model)"), ("sp_easy", "sp_easy")):
         metrics = read_json(run / "eval" / "test" / stage / "metrics.json")
         cells = table[name]
@@ -344,8 +347,10 @@ def test_recommender_input_errors_and_unknown_users(published, run, caplog):
         recommender.recommend([])
     with pytest.raises(ConfigError, match="non-empty list of item IDs"):
         recommender.recommend(history[0])
-    with pytest.raises(ConfigError, match="k must be >= 1"):
-        recommender.recommend(history, k=0)
+    catalogue = len(recommender.item_codes)
+    for k in (0, catalogue + 1):
+        with pytest.raises(ConfigError, match=f"k must be between 1 and the catalogue's {catalogue} items, got {k}"):
+            recommender.recommend(history, k=k)
     anonymous = recommender.recommend(history, k=10)
     assert recommender.prompt(history, "stranger") == recommender.prompt(history)
     assert recommender.recommend(history, k=10, user_id="stranger") == anonymous
@@ -359,8 +364,14 @@ def test_recommender_input_errors_and_unknown_users(published, run, caplog):
 
 def test_unknown_stage_and_other_folders_are_refused(run, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["push", "--run", str(run), "--stage", "rf_hard", "--to-folder", str(out)]) == 2
+    nested = tmp_path / "new" / "out"
+    assert main(["push", "--run", str(run), "--stage", "rf_hard", "--to-folder", str(nested)]) == 2
     assert "--stage 'rf_hard'" in capsys.readouterr().err.replace("error: ", "")
+    assert not (tmp_path / "new").exists()  # refused before anything is written, its parent included
+    assert main(["push", "--run", str(tmp_path / "no-run"), "--stage", "sft", "--to-folder", str(out)]) == 2
+    assert "no-run: no such run folder" in capsys.readouterr().err
+    assert main(["push", "--run", str(run), "--stage", "sft", "--to-folder", str(out), "--dtype", "fp8"]) == 2
+    assert "--dtype 'fp8': expected one of auto, float32, bfloat16, float16" in capsys.readouterr().err
     assert not out.exists()
     assert main(["push", "--run", str(run), "--stage", "sft"]) == 2
     assert "give --repo-id ID to upload, or --to-folder PATH" in capsys.readouterr().err
@@ -405,6 +416,23 @@ def test_upload_needs_a_token_and_the_hub(run, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert main(argv) == 2
     assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_an_unreachable_hub_is_a_clear_error(run, monkeypatch, capsys):
+    """A Hub that refuses the connection (an endpoint on a closed local port): one line naming the upload and the
+    way to write it locally, not a traceback; no temporary folder is left behind."""
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    temp = Path(tempfile.gettempdir())
+    before = set(temp.glob("align3gr-push-*"))
+    assert main(["push", "--run", str(run), "--stage", "sft", "--repo-id", "me/ml100k-sft"]) == 2
+    err = capsys.readouterr().err
+    assert "upload of" in err and "to me/ml100k-sft failed (" in err and "--to-folder PATH" in err
+    assert "Traceback" not in err and set(temp.glob("align3gr-push-*")) == before
 
 
 def test_load_recommender_errors(tmp_path):

@@ -1,4 +1,4 @@
-"""`align3gr evaluate`: rank items for every user of a split and write `eval/STAGE/` (docs/DESIGN.md, Contracts).
+"""`align3gr evaluate`: rank items for every user of a split and write `eval/SPLIT/STAGE/` (docs/DESIGN.md, Contracts).
 
 `metrics.json`: `recall@K`, `ndcg@K`, `coverage@K` for each K, `valid_rate`, `num_users`, `beam_size`,
 `exclude_history`, `split`, the decoder, catalogue size, speed. `predictions.jsonl`: `user_id`, `target`, `ranked`

@@ -223,7 +223,8 @@ recommender.rank([{item_ids[:2]!r}, {item_ids[1:]!r}], k=10)  # many users at on
 
 Histories are item IDs of `{ITEM_CODES}`, oldest first; an unknown item is an error, an unknown user is named
 "the user". The folder is also an ordinary Hugging Face model: `AutoModelForCausalLM` / `AutoTokenizer` load
-it{peft}, and `align3gr evaluate --model <folder> --data <dataset>` evaluates it."""
+it{peft}, and `align3gr evaluate --model <folder> --data <dataset> --out <eval_dir>`
+evaluates it."""
 
 
 def config_section(meta: dict) -> str:

@@ -33,7 +33,7 @@ from align3gr.hub.run_layout import metrics_by_stage, stage_folder
 from align3gr.hub.settings import SETTINGS_FILE, settings_of_stage
 from align3gr.hub.training_record import framework_versions, trainer_record
 from align3gr.io import atomic_directory, read_json, write_json
-from align3gr.models.loading import ADAPTER_CONFIG, load_for_inference
+from align3gr.models.loading import ADAPTER_CONFIG, DTYPES, load_for_inference
 from align3gr.scid.code_tables import ITEM_CODES
 from align3gr.stage_output import META_FILE
 
@@ -179,6 +179,11 @@ def push_run(
     run_dir = Path(run_dir)
     if to_folder is None and repo_id is None:
         raise ConfigError("give --repo-id ID to upload, or --to-folder PATH to write the upload locally")
+    if not run_dir.is_dir():
+        raise ConfigError(f"--run {run_dir}: no such run folder (expected the --run-dir of `align3gr pipeline`)")
+    if dtype is not None and dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    stage_folder(run_dir, stage)  # an unknown stage is refused before anything is written
     if to_folder is not None:
         to_folder = Path(to_folder)
         check_destination(to_folder)
@@ -186,8 +191,8 @@ def push_run(
             merged = write_stage(run_dir, stage, tmp, repo_id or str(to_folder), dtype)
         return PushResult(run_dir, stage, str(to_folder), file_sizes(to_folder), merged)
 
+    from httpx2 import HTTPError  # the Hub client's: its HTTP status errors and connection failures derive from it
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     token = hub_token()
     with tempfile.TemporaryDirectory(prefix="align3gr-push-") as tmp:
@@ -201,6 +206,9 @@ def push_run(
             api.upload_folder(  # one commit; files of an earlier push that this one lacks are deleted
                 folder_path=tmp, repo_id=repo_id, commit_message=f"align3gr push: stage {stage}", delete_patterns="*"
             )
-        except HfHubHTTPError as err:
-            raise Align3GRError(f"upload of {run_dir} stage {stage} to {repo_id} failed: {err}") from None
+        except (HTTPError, OSError) as err:
+            raise Align3GRError(
+                f"upload of {run_dir} stage {stage} to {repo_id} failed ({type(err).__name__}: {err}); "
+                "--to-folder PATH writes the same files locally"
+            ) from None
     return PushResult(run_dir, stage, str(url), files, merged)

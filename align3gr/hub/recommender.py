@@ -97,8 +97,8 @@ class Recommender:
         """One `Ranked` (items best first, their SCID log-probabilities) per history, each cut to `k` items, none of
         its history's items with `exclude_seen`; the beam width is max(k, `beam_size` or the evaluation's). Prompts
         are decoded in batches of similar lengths, as the evaluation decodes them."""
-        if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
+        if not 1 <= k <= len(self.item_codes):
+            raise ConfigError(f"k must be between 1 and the catalogue's {len(self.item_codes)} items, got {k}")
         if beam_size is not None and beam_size < 1:
             raise ConfigError(f"beam_size must be >= 1, got {beam_size}")
         user_ids = [None] * len(histories) if user_ids is None else list(user_ids)
