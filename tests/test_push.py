@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -122,7 +123,8 @@ def build_run(data_dir: Path, run: Path, build_model) -> Path:
     levels = [{"level": k, "codebook_size": 8, "utilisation": 1.0, "perplexity": 7.5} for k in range(3)]
     collisions = {"collision_rate_before": 0.125, "collision_rate_after": 0.0}
     write_json(run / "scid" / "report.json", {"items": {"levels": levels, "collisions": collisions}})
-    (run / "config.yaml").write_text(yaml.safe_dump({"sft": TRAINING_CONFIG}))
+    source = {"builder": "movielens", "source": str(data_dir.resolve())}  # a local folder, as a pipeline run's
+    (run / "config.yaml").write_text(yaml.safe_dump({"source": source, "sft": TRAINING_CONFIG}))
     run_evaluate(sft, run / "data", run / "eval" / "test" / "sft")
     return run
 
@@ -177,12 +179,21 @@ def test_published_files(published, run):
     items = load_dataset(run / "data").items  # the catalogue's titles, for `align3gr recommend`
     titles = {item_id: items[item_id].title for item_id in read_json(run / "scid" / "item_codes.json")}
     assert read_json(published / "item_titles.json") == titles
+    local = (str(run.parent.parent), sys.prefix, str(Path.home()))  # the test session's, the install's, the home
+    for path in published.iterdir():
+        if path.suffix in (".json", ".md"):
+            assert not any(folder in path.read_text() for folder in local), path.name
+    assert read_json(published / "meta.json")["pipeline_config"]["source"]["source"] == "data"
+    sources = read_json(published / "meta.json")["data"]["sources"]
+    assert [source["file"] for source in sources] == [
+        Path(source["file"]).name for source in read_json(run / "data" / "meta.json")["sources"]
+    ]
     metrics = read_json(published / "metrics.json")
     assert list(metrics) == ["sft", "sp_easy"] and "model" not in metrics["sft"]
     assert metrics["sft"]["recall@10"] == read_json(run / "eval" / "test" / "sft" / "metrics.json")["recall@10"]
     meta = read_json(published / "meta.json")
     assert meta["stage"] == "sft" and meta["base_model"] is None and not meta["adapter"] and not meta["merged_adapter"]
-    assert meta["data"]["statistics"]["users"] == 40 and meta["pipeline_config"] == {"sft": TRAINING_CONFIG}
+    assert meta["data"]["statistics"]["users"] == 40 and meta["pipeline_config"]["sft"] == TRAINING_CONFIG
     settings = read_json(published / "align3gr.json")
     assert settings["stage"] == "sft" and settings["with_user_scid"] and settings["beam_size"] == 20
     assert settings["max_history"] == 20 and "{history}" in settings["seq_template"]

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -108,15 +109,16 @@ def write_stage(run_dir: Path, stage: str, out: Path, source: str, dtype: str | 
     write_json(out / "metrics.json", metrics)
     ItemTitles.of_dataset(load_dataset(run_dir / "data"), read_json(folder / ITEM_CODES)).save(out)
     pipeline_config = run_dir / "config.yaml"
+    pipeline = yaml.safe_load(pipeline_config.read_text()) if pipeline_config.is_file() else None
     published = {
         "stage": stage,
         "base_model": None if is_local(base) else base,
         "adapter": adapter and not merge,
         "merged_adapter": merge,
         "vocabulary": meta.get("vocabulary"),
-        "config": meta.get("config", {}),
-        "pipeline_config": yaml.safe_load(pipeline_config.read_text()) if pipeline_config.is_file() else None,
-        "data": {key: data[key] for key in DATA_FACTS if key in data},
+        "config": without_local_paths(meta.get("config", {})),
+        "pipeline_config": without_local_paths(pipeline),
+        "data": without_local_paths({key: data[key] for key in DATA_FACTS if key in data}),
         "align3gr_version": meta.get("align3gr_version"),
         "license": base_license(base, meta.get("config", {}).get("model")).to_dict(),
         "trainer": trainer_record(stage),
@@ -127,6 +129,18 @@ def write_stage(run_dir: Path, stage: str, out: Path, source: str, dtype: str | 
     settings.save(out)
     model_card(out, settings, source).save(out / MODEL_CARD)
     return merge
+
+
+def without_local_paths(value: Any) -> Any:
+    """`value` with every absolute path in it reduced to its last part: a published repo does not show the folders of
+    the machine that trained it (relative paths, Hub ids and the files' sha256 stay)."""
+    if isinstance(value, dict):
+        return {key: without_local_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_local_paths(item) for item in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        return Path(value).name
+    return value
 
 
 def check_card(path: Path) -> None:
