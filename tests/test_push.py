@@ -197,6 +197,7 @@ def test_published_files(published, run):
     settings = read_json(published / "align3gr.json")
     assert settings["stage"] == "sft" and settings["with_user_scid"] and settings["beam_size"] == 20
     assert settings["max_history"] == 20 and "{history}" in settings["seq_template"]
+    assert settings["dtype"] == read_json(run / "eval" / "test" / "sft" / "metrics.json")["config"]["dtype"]
 
 
 def test_model_card(published, run):
@@ -347,6 +348,28 @@ def test_published_folder_recommends_as_the_run(published, run):
     assert from_run.settings == recommender.settings
     row = rows[-1]
     assert from_run.recommend(histories[row["user_id"]], 10, row["user_id"]) == row["ranked"][:10]
+
+
+def test_a_model_evaluated_in_bfloat16_recommends_in_bfloat16(run, tmp_path):
+    """The published settings carry the test evaluation's dtype, which `load_recommender` loads the weights in, so
+    the ranked lists are the evaluation's; settings written before the field was recorded load in float32."""
+    from align3gr.evaluate.config import EvaluateConfig
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "eval" / "test" / "sft")
+    run_evaluate(copy / "sft", copy / "data", copy / "eval" / "test" / "sft", EvaluateConfig(dtype="bfloat16"))
+    out = tmp_path / "published"
+    assert main(["push", "--run", str(copy), "--stage", "sft", "--to-folder", str(out)]) == 0
+    assert read_json(out / "align3gr.json")["dtype"] == "bfloat16"
+    recommender = align3gr.load_recommender(out)
+    assert next(recommender.model.parameters()).dtype == torch.bfloat16
+    histories = histories_before_test(copy)
+    for row in predictions(copy)[:4]:
+        assert recommender.recommend(histories[row["user_id"]], k=10, user_id=row["user_id"]) == row["ranked"][:10]
+    older = {k: v for k, v in read_json(out / "align3gr.json").items() if k != "dtype"}
+    write_json(out / "align3gr.json", older)
+    assert next(align3gr.load_recommender(out).model.parameters()).dtype == torch.float32
 
 
 def test_recommender_input_errors_and_unknown_users(published, run, caplog):

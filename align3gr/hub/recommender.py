@@ -160,16 +160,17 @@ def load_recommender(
     path_or_repo_id: str | Path,
     *,
     device: str | torch.device | None = None,
-    dtype: str | torch.dtype = "float32",
+    dtype: str | torch.dtype | None = None,
     revision: str | None = None,
     batch_size: int = 16,
 ) -> Recommender:
     """A `Recommender` from a folder written by `align3gr push`, a Hub repo id, or a run's `sft/` or `dpo/STAGE/`
-    folder; the model goes to `device` (default: the accelerator if there is one, else the CPU)."""
+    folder; the model goes to `device` (default: the accelerator if there is one, else the CPU), in `dtype` (default:
+    the dtype its test evaluation ran in, so its ranked lists are the evaluation's)."""
     folder = model_folder(path_or_repo_id, revision)
     settings = settings_of(folder)
     item_codes, user_codes = load_code_tables(folder)
-    model, tokenizer = load_for_inference(folder, dtype)
+    model, tokenizer = load_for_inference(folder, dtype or settings.dtype)
     model.to(device or torch.accelerator.current_accelerator() or "cpu")
     log.info("%s: %s, %d items, stage %s", path_or_repo_id, type(model).__name__, len(item_codes), settings.stage)
     return Recommender(model, tokenizer, item_codes, user_codes, settings, batch_size)

@@ -1,9 +1,10 @@
 """`align3gr.json`: how a published model is prompted and decoded, so `load_recommender` repeats the run's evaluation.
 
 The settings are those of the stage's test evaluation (`eval/test/STAGE/metrics.json`: paraphrase, beam width,
-history exclusion, decoder, user SCIDs) and of the dataset (history length); the sequential-task template itself is
-stored, so a model keeps its prompt whatever templates a later align3gr ships. Evaluations and settings written
-before `exclude_history` existed did not exclude history.
+history exclusion, decoder, user SCIDs, weights dtype) and of the dataset (history length); the sequential-task
+template itself is stored, so a model keeps its prompt whatever templates a later align3gr ships. Evaluations and
+settings written before `exclude_history` existed did not exclude history, and those before `dtype` was recorded ran in
+float32.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from align3gr.sft.tasks import SEQ_FORMATS, load_templates, trained_prompting
 
 SETTINGS_FILE = "align3gr.json"
 RANKING_DECODERS = ("beam_search", "generate", "exhaustive")
-LEGACY_DEFAULTS = {"seq_format": "prompt", "exclude_history": False}
-"""Fields of settings written before task A had two forms and before evaluation excluded histories."""
+LEGACY_DEFAULTS = {"seq_format": "prompt", "exclude_history": False, "dtype": "float32"}
+"""Fields of settings written before task A had two forms, before evaluation excluded histories and before the
+evaluation's dtype was recorded."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class InferenceSettings:
     beam_size: int
     exclude_history: bool
     decoder: str
+    dtype: str
     max_history: int
     align3gr_version: str
 
@@ -73,6 +76,7 @@ def settings_of_stage(folder: Path) -> InferenceSettings:
         beam_size=int(metrics.get("beam_size", options["beam_size"])),
         exclude_history=bool(metrics.get("exclude_history", False) if metrics else options["exclude_history"]),
         decoder=options["decoder"] if options["decoder"] in RANKING_DECODERS else "beam_search",
+        dtype=str(options["dtype"]),
         max_history=int(data.get("max_history", DEFAULT_MAX_HISTORY)),
         align3gr_version=align3gr.__version__,
     )
