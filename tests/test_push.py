@@ -209,6 +209,7 @@ def test_model_card(published, run):
              for line in body.splitlines() if line.startswith("| ")}  # fmt: skip
     columns = table["stage"]
     assert [name for name in table if "this model" in name or "*" in name] == ["**sft** (this model)"]
+    assert "decoded over the item trie: SCID-constrained beam search, beam width max(k, 20)." in body
     assert "sp_easy" in table  # another stage of the run: listed, not marked
     for stage, name in (("sft", "**sft** (this model)"), ("sp_easy", "sp_easy")):
         metrics = read_json(run / "eval" / "test" / stage / "metrics.json")

@@ -23,6 +23,12 @@ DECODERS = {
 }
 
 
+def decoding_text(decoder: str, width: int | str) -> str:
+    """How a model's ranked list is decoded, in words: the decoder, and the beam width of the beam searches."""
+    name = DECODERS.get(decoder, decoder)
+    return name if decoder == "exhaustive" else f"{name}, beam width {width}"
+
+
 def evaluation_protocol(metrics: dict) -> dict:
     """The protocol of an evaluation's metrics.json: split, users, full-catalogue ranking, decoder, beam width,
     whether the user's history was excluded."""

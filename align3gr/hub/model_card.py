@@ -18,7 +18,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from align3gr.console import format_value, markdown_table
 from align3gr.hub.dataset_terms import DatasetTerms, dataset_terms
-from align3gr.hub.eval_results import eval_results, protocol_text
+from align3gr.hub.eval_results import decoding_text, eval_results, protocol_text
 from align3gr.hub.item_titles import ITEM_TITLES
 from align3gr.hub.settings import InferenceSettings
 from align3gr.io import read_json
@@ -179,8 +179,9 @@ def scid_section(
         "",
         f"> {settings.seq_template}",
         "",
-        f"The answer is one item SCID, decoded by constrained beam search over the item trie (beam width"
-        f" max(k, {settings.beam_size})).",
+        "The answer is one item SCID, decoded over the item trie: "
+        + decoding_text(settings.decoder, f"max(k, {settings.beam_size})")
+        + ".",
     ]
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from align3gr.console import format_table
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.errors import ConfigError, closest_matches
+from align3gr.hub.eval_results import decoding_text
 from align3gr.hub.item_titles import ITEM_TITLES, ItemTitles
 from align3gr.hub.recommender import load_recommender, model_folder
 from align3gr.hub.run_layout import run_data
@@ -46,6 +47,7 @@ class Recommendations:
     items: list[Recommendation]
     exclude_seen: bool
     beam_size: int
+    decoder: str
     catalogue_size: int
     titles_source: str
     evaluation_excluded: bool
@@ -56,7 +58,7 @@ class Recommendations:
         stage = f" (stage {self.stage})" if self.stage else ""
         title = (
             f"\nTop {len(self.items)} for {who} from {self.model}{stage}\nscore: log-probability of the item's SCID "
-            f"given the prompt (constrained beam search, width {self.beam_size})"
+            f"given the prompt ({decoding_text(self.decoder, self.beam_size)})"
         )
         rows = [{**asdict(item), "title": item.title or ""} for item in self.items]
         seen = "excluded from the ranking" if self.exclude_seen else "not excluded"
@@ -144,6 +146,7 @@ def run_recommend(
         ],
         exclude_seen=exclude_seen,
         beam_size=recommender.beam_width(k, beam_size),
+        decoder=recommender.settings.decoder,
         catalogue_size=len(item_codes),
         titles_source=titles.source if titles else f"none ({folder} has no {ITEM_TITLES} and no --data was given)",
         evaluation_excluded=recommender.settings.exclude_history,
