@@ -351,6 +351,21 @@ def test_published_folder_recommends_as_the_run(published, run):
     assert from_run.recommend(histories[row["user_id"]], 10, row["user_id"]) == row["ranked"][:10]
 
 
+def test_the_card_shows_every_k_the_run_was_evaluated_at(run, tmp_path):
+    """An evaluation at other K than the pipeline's 5 and 10 (stage commands take any `--ks`) has its columns."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    path = copy / "eval" / "test" / "sft" / "metrics.json"
+    metrics = read_json(path)
+    write_json(path, {**metrics, "recall@20": 0.4, "ndcg@20": 0.2, "coverage@20": 0.3})
+    out = tmp_path / "published"
+    assert main(["push", "--run", str(copy), "--stage", "sft", "--to-folder", str(out)]) == 0
+    header = next(line for line in (out / "README.md").read_text().splitlines() if line.startswith("| stage |"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    assert columns == ["stage", "recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20", "coverage@20",
+                       "valid_rate", "users"]  # fmt: skip
+
+
 def test_a_model_evaluated_in_bfloat16_recommends_in_bfloat16(run, tmp_path):
     """The published settings carry the test evaluation's dtype, which `load_recommender` loads the weights in, so
     the ranked lists are the evaluation's; settings written before the field was recorded load in float32."""

@@ -18,7 +18,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from align3gr.console import format_value, markdown_table
 from align3gr.hub.dataset_terms import DatasetTerms, dataset_terms
-from align3gr.hub.eval_results import decoding_text, eval_results, protocol_text
+from align3gr.hub.eval_results import RANKING_METRIC, decoding_text, eval_results, protocol_text
 from align3gr.hub.item_titles import ITEM_TITLES
 from align3gr.hub.settings import InferenceSettings
 from align3gr.io import read_json
@@ -26,7 +26,6 @@ from align3gr.scid.code_tables import ITEM_CODES, USER_CODES, load_code_tables
 from align3gr.stage_output import META_FILE
 
 TAGS = ["align3gr", "generative-recommendation", "recommendation", "semantic-ids"]
-METRIC_COLUMNS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "coverage@10", "valid_rate")
 DATA_STATISTICS = ("users", "items", "interactions", "density", "avg_sequence_length", "train_examples")
 FILE_ROLES = {
     ITEM_CODES: "item ID -> SCID tokens",
@@ -186,11 +185,19 @@ def scid_section(
     return "\n".join(lines)
 
 
+def metric_columns(metrics: dict[str, dict]) -> list[str]:
+    """The metrics table's columns: Recall and NDCG at every K the evaluations hold, coverage at the largest K, the
+    share of valid answers."""
+    ks = sorted({int(match.group(2)) for m in metrics.values() for key in m if (match := RANKING_METRIC.match(key))})
+    coverage = [f"coverage@{ks[-1]}"] if ks else []
+    return [f"{name}@{k}" for name in ("recall", "ndcg") for k in ks] + coverage + ["valid_rate"]
+
+
 def metrics_section(metrics: dict[str, dict], stage: str | None) -> str:
     """The test metrics of every evaluated stage of the run, this model's row in bold, and their protocol."""
     if not metrics:
         return "## Test metrics\n\nNo stage of the run was evaluated on the test split."
-    columns = [c for c in METRIC_COLUMNS if any(c in m for m in metrics.values())]
+    columns = [c for c in metric_columns(metrics) if any(c in m for m in metrics.values())]
     rows = [
         [f"**{name}** (this model)" if name == stage else name, *(m.get(c, "") for c in columns), m.get("num_users")]
         for name, m in metrics.items()
