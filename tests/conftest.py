@@ -23,21 +23,6 @@ from align3gr.data.dataset import Dataset, load_dataset, write_dataset  # noqa: 
 from align3gr.embed.config import EmbedConfig  # noqa: E402
 from align3gr.embed.stage import run_embed  # noqa: E402
 
-LONG_FILES = (
-    "test_pipeline.py", "test_sft_stage.py", "test_dpo_stage.py", "test_tokenize.py", "test_seeds.py",
-    "test_unisid_stage.py",
-)  # fmt: skip
-"""The test files that take minutes (`pytest --durations`), longest first. They run first: pytest-xdist's workers take
-files one at a time in collection order (`--no-loadscope-reorder`), so the short files fill the end and the workers
-finish together, instead of one running a long file alone while the other waits."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        return LONG_FILES.index(item.path.name) if item.path.name in LONG_FILES else len(LONG_FILES)
-
-    items.sort(key=rank)  # stable: a file's tests keep their order
-
 
 @pytest.fixture(scope="session")
 def ml100k(tmp_path_factory):
