@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from huggingface_hub import ModelCard, constants
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 from huggingface_hub.utils import validate_repo_id
+from launching import free_port
 from test_decode import build_scid_model, crafted_codes
 
 import align3gr
@@ -473,10 +473,7 @@ def test_an_unreachable_hub_is_a_clear_error(run, monkeypatch, capsys):
     way to write it locally, not a traceback; no temporary folder is left behind."""
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
     temp = Path(tempfile.gettempdir())
     before = set(temp.glob("align3gr-push-*"))
     assert main(["push", "--run", str(run), "--stage", "sft", "--repo-id", "me/ml100k-sft"]) == 2
