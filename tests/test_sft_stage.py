@@ -96,7 +96,8 @@ def test_code_tables_of_another_dataset_fail_before_training(ml100k_small, scid,
 @pytest.mark.parametrize("launch_config", ["deepspeed_zero2", "deepspeed_zero3"])
 def test_accelerate_launch_with_deepspeed_on_two_cpu_processes(launch_config, ml100k_small, scid, tmp_path):
     """ZeRO-2, and ZeRO-3 (weights partitioned as they load): the valid ranking probe of each evaluation runs on
-    whole weights while the two processes rank different users."""
+    whole weights while the two processes rank different users. A launched re-run is a no-op reported once (checked
+    under ZeRO-2 only: the up-to-date check runs before any model is loaded, so the ZeRO stage does not reach it)."""
     out = tmp_path / "sft"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
     command = accelerate_launch(
@@ -108,8 +109,9 @@ def test_accelerate_launch_with_deepspeed_on_two_cpu_processes(launch_config, ml
     assert done.stdout.count("SFT ") == 1  # the summary comes from the main process only
     meta = json.loads((out / "meta.json").read_text())
     assert meta["distributed"] == {"type": "DEEPSPEED", "processes": 2} and meta["steps"] == 3
-    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0 and again.stdout.count("SFT ") == 1 and "up to date" in again.stdout
+    if launch_config == "deepspeed_zero2":
+        again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert again.returncode == 0 and again.stdout.count("SFT ") == 1 and "up to date" in again.stdout
     model, _ = load_for_inference(out)
     assert not model.training
 

@@ -102,6 +102,21 @@ def test_adasid_gate_and_load_on_a_crafted_batch():
     assert load_coefficient(load, config)[0, 2].item() == pytest.approx(3.0)  # saturated at f_max
 
 
+def test_adasid_load_equals_the_count_of_equal_signature_rows():
+    """The packed-integer count of Eq. 8-9 gives, on a random batch with repeated codes, what counting equal rows of
+    the [N, N, L] agreement tensor gives."""
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 3, (64, 4), generator=generator)
+    ids = torch.randint(0, 48, (64,), generator=generator)
+    candidates = (overlap_depth(codes) > 0) & (ids.unsqueeze(0) != ids.unsqueeze(1))
+    signature = (codes.unsqueeze(1) == codes.unsqueeze(0)).long()
+    _, inverse, counts = torch.unique(signature[candidates], dim=0, return_inverse=True, return_counts=True)
+    expected = torch.zeros(candidates.shape)
+    expected[candidates] = counts[inverse].float()
+    assert torch.equal(collision_load(codes, candidates), expected)
+    assert len(counts) > 4  # several signatures occur, so the packing is exercised
+
+
 def test_adasid_progress_weights_and_loss():
     config = AdaSIDConfig(t_start=100, t_end=300, lambda_col_min=0.05, lambda_cf_max=0.25)
     assert progress_weights(0, config) == (1.0, 0.0)

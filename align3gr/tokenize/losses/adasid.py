@@ -78,11 +78,15 @@ def relaxation_gate(embeddings: torch.Tensor, depth: torch.Tensor, eta: list[flo
 
 
 def collision_load(codes: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """Eq. 8-9: [N, N] c_ij, the number of candidate pairs (u, v) with kappa_uv = kappa_ij; 0 off the candidates."""
-    signature = (codes.unsqueeze(1) == codes.unsqueeze(0)).long()  # kappa_ij, [N, N, L]
-    _, inverse, counts = torch.unique(signature[candidates], dim=0, return_inverse=True, return_counts=True)
+    """Eq. 8-9: [N, N] c_ij, the number of candidate pairs (u, v) with kappa_uv = kappa_ij; 0 off the candidates.
+    kappa_ij (which levels agree) is packed into the bits of one integer and counted with `bincount`: the same counts
+    as a row-wise `unique` of the [N, N, L] agreement tensor, at a small fraction of its cost on CPU."""
+    bits = 2 ** torch.arange(codes.shape[1], device=codes.device)
+    signature = ((codes.unsqueeze(1) == codes.unsqueeze(0)).long() * bits).sum(-1)  # kappa_ij as an integer, [N, N]
+    kept = signature[candidates]
+    counts = torch.bincount(kept, minlength=2 ** codes.shape[1])
     load = torch.zeros(candidates.shape, device=candidates.device)
-    load[candidates] = counts[inverse].float()
+    load[candidates] = counts[kept].float()
     return load
 
 
