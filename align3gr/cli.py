@@ -146,9 +146,10 @@ def _dpo(args: argparse.Namespace, config: tuple[Any, Any]) -> None:
 
 
 def _pipeline(args: argparse.Namespace) -> None:
-    from align3gr.pipeline import run_pipeline
     from align3gr.pipeline.config import training_arg_overrides
-    from align3gr.pipeline.seeds import parse_seeds, run_seeds, seeds_text
+    from align3gr.pipeline.run import run_pipeline
+    from align3gr.pipeline.seeds import parse_seeds, run_seeds
+    from align3gr.pipeline.seeds_report import seeds_text
     from align3gr.pipeline.summary import summary_text
 
     overrides = training_arg_overrides(args.training_arg or {})

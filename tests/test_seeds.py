@@ -22,7 +22,8 @@ from align3gr.pipeline import load_pipeline_config, run_pipeline
 from align3gr.pipeline.compare import PairedTest, Side, compare, paired_test
 from align3gr.pipeline.plan import Plan, Step, in_run, merged_steps, pipeline_steps
 from align3gr.pipeline.runner import Outcome
-from align3gr.pipeline.seeds import FILE, SEEDED, parse_seeds, seed_plans, seeded_config, seeds_summary
+from align3gr.pipeline.seeds import SEEDED, parse_seeds, seed_plans, seeded_config, seeds_summary
+from align3gr.pipeline.seeds_report import FILE
 
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 SMALL = {**PIPELINE_SMALL, "sft": {**PIPELINE_SMALL["sft"], "tasks": ["seq", "item_align"]},

@@ -40,12 +40,13 @@ def test_help_prints_no_library_warning():
     [
         (["--help"], []),
         (["data", "build", "--help"], []),
+        (["compare", "--help"], []),
         (["evaluate", "--help"], ["torch", "transformers"]),
     ],
 )
 def test_a_command_line_imports_only_what_its_command_needs(argv, libraries):
-    """Only the named command's options are built: the list of commands and `data` import neither torch nor
-    transformers, and an evaluation's options (which each process of a launched evaluation reads first) not peft,
+    """Only the named command's options are built: the list of commands, `data` and `compare` (which reads
+    finished runs) import neither torch nor transformers, and an evaluation's options (which each process of a launched evaluation reads first) not peft,
     trl, bitsandbytes or deepspeed."""
     code = (
         "import sys\nfrom align3gr.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"

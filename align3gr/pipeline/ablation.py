@@ -34,14 +34,14 @@ from typing import Any
 from align3gr.console import format_table, markdown_table
 from align3gr.errors import ConfigError
 from align3gr.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_json
-from align3gr.pipeline import default_run_dir
 from align3gr.pipeline.checks import checked_run
 from align3gr.pipeline.compare import paired_test, user_means
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
 from align3gr.pipeline.placement import seed_folder, seeded_config, shared_placement
 from align3gr.pipeline.plan import Plan, Step, merged_steps
+from align3gr.pipeline.run import default_run_dir
 from align3gr.pipeline.runner import run_steps
-from align3gr.pipeline.seeds import plus_minus, spread_by
+from align3gr.pipeline.seeds_report import plus_minus, spread_by
 from align3gr.pipeline.summary import METRICS, markdown_document, markdown_list, skipped_lines
 
 C_TASKS = ("asym_title", "asym_item", "intention", "preference")

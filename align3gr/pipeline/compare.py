@@ -28,7 +28,7 @@ from align3gr.console import format_table
 from align3gr.errors import ConfigError
 from align3gr.io import atomic_write_json, atomic_write_text, iter_json_lines, read_json
 from align3gr.metrics import user_score
-from align3gr.pipeline.seeds import FILE, mean_std, plus_minus
+from align3gr.pipeline.seeds_report import FILE, mean_std, plus_minus
 from align3gr.pipeline.summary import METRICS, markdown_document
 
 TESTS = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}

@@ -20,6 +20,7 @@ from align3gr.embed.config import EmbedConfig
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.io import atomic_write_text
+from align3gr.pipeline.summary import REPORTED_KS
 from align3gr.sft.config import SFTStageConfig
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.unisid.config import UniSIDConfig
@@ -33,10 +34,6 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateConfig,
     "dpo": DPOStageConfig,
 }
-
-
-REPORTED_KS = (5, 10)
-"""The cut-offs of the run's tables (summary, seeds, ablation ladder, compare): `evaluate.ks` must hold them."""
 
 
 @dataclass(frozen=True)

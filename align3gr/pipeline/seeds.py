@@ -12,24 +12,21 @@ Writes `seeds.json` and `seeds.md` in the run folder (and `summary.json` of the 
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from align3gr.console import format_table, markdown_table
 from align3gr.errors import ConfigError
 from align3gr.io import atomic_write_json, atomic_write_text
-from align3gr.pipeline import default_run_dir
 from align3gr.pipeline.checks import checked_run
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
 from align3gr.pipeline.placement import SEEDED, seed_folder, seeded_config, shared_placement
 from align3gr.pipeline.plan import SCORED, Plan, merged_steps
+from align3gr.pipeline.run import default_run_dir
 from align3gr.pipeline.runner import Outcome, run_steps
-from align3gr.pipeline.summary import METRICS, markdown_document, markdown_list, skipped_lines, write_summary
-
-FILE = "seeds.json"
+from align3gr.pipeline.seeds_report import FILE, seeds_markdown, spread_by
+from align3gr.pipeline.summary import METRICS, write_summary
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -54,20 +51,6 @@ def seed_plans(config: PipelineConfig, run_dir: Path, seeds: Sequence[int]) -> l
     ]  # fmt: skip
 
 
-def mean_std(values: Sequence[float]) -> dict[str, float]:
-    """`{"mean", "std"}`, the standard deviation the sample one (n - 1 in the denominator)."""
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values)}
-
-
-def spread_by(rows: Sequence[dict], key: str) -> list[tuple[dict, dict[str, dict[str, float]]]]:
-    """Per distinct value of `key` (in first-seen order), the first row holding it and each metric's `mean_std`
-    over the rows holding it: a stage over the seeds, a rung over the ladders."""
-    groups: dict[object, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row[key], []).append(row)
-    return [(group[0], {m: mean_std([row[m] for row in group]) for m in METRICS}) for group in groups.values()]
-
-
 def stage_name(outcome: Outcome) -> str:
     """What an evaluation is of: the model (`sft`, a DPO stage) or the baseline (`popular`, `sasrec`)."""
     return outcome.step.model or outcome.step.label
@@ -86,38 +69,6 @@ def seeds_summary(run_dir: Path, seeds: Sequence[int], scored: Sequence[Sequence
     first = scored[0][0].metrics
     return {"run_dir": str(run_dir), "seeds": list(seeds), "seeded_sections": list(SEEDED), "split": first["split"],
             "num_users": first["num_users"], "stages": stages, "per_seed": per_seed}  # fmt: skip
-
-
-def plus_minus(value: dict[str, float]) -> str:
-    return f"{value['mean']:.4f} ± {value['std']:.4f}"
-
-
-def table_rows(summary: dict) -> list[dict]:
-    """A row per stage, each metric as `mean ± std`."""
-    return [{"stage": row["stage"] + (" (baseline)" if row["baseline"] else ""),
-             **{m: plus_minus(row[m]) for m in METRICS}} for row in summary["stages"]]  # fmt: skip
-
-
-def title(summary: dict) -> str:
-    seeds = ",".join(str(s) for s in summary["seeds"])
-    return (f"Mean ± sample std over seeds {seeds} ({summary['split']} split, {summary['num_users']} users; "
-            f"seeded: {', '.join(summary['seeded_sections'])})")  # fmt: skip
-
-
-def seeds_text(summary: dict) -> str:
-    """The printed table, then the stages the run left out."""
-    return "\n".join([format_table(table_rows(summary), title(summary)), *skipped_lines(summary)])
-
-
-def seeds_markdown(summary: dict) -> str:
-    """`seeds.md`: the mean ± std table, then every seed's metrics and evaluation folder."""
-    columns = ["seed", "stage", *METRICS, "folder"]
-    per_seed = markdown_table(columns, [[row[c] for c in columns] for row in summary["per_seed"]])
-    return (
-        markdown_document(table_rows(summary), title(summary))
-        + markdown_list(skipped_lines(summary))
-        + f"\n## Per seed\n\n{per_seed}\n"
-    )
 
 
 def run_seeds(

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from align3gr.console import format_table, markdown_table
 from align3gr.io import atomic_write_json, atomic_write_text, read_json
-from align3gr.pipeline.config import REPORTED_KS
-from align3gr.pipeline.runner import Outcome
 from align3gr.stage_output import META_FILE
 
+if TYPE_CHECKING:
+    from align3gr.pipeline.runner import Outcome
+
+REPORTED_KS = (5, 10)
+"""The cut-offs of the run's tables (summary, seeds, ablation ladder, compare): `evaluate.ks` must hold them."""
 METRICS = tuple(f"{name}@{k}" for name in ("recall", "ndcg") for k in REPORTED_KS)
 RATIOS = ("recall@10", "ndcg@10")
 """The metrics each model is divided by the stronger baseline's (a `METRIC ratio` key of its row)."""
