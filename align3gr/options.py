@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from align3gr.errors import ConfigError
-from align3gr.models.loading import DTYPES
+from align3gr.models import DTYPES
 from align3gr.models.lora import LORA_TARGETS
 from align3gr.training_args import check_training_args, training_args_field
 

@@ -7,6 +7,7 @@ import sys
 from importlib.metadata import version
 
 import pytest
+from transformers import SchedulerType
 
 import align3gr
 from align3gr.cli import main
@@ -25,14 +26,18 @@ def test_the_module_version_is_the_installed_package_version():
     assert align3gr.__version__ == version("align3gr")
 
 
-def test_help_prints_no_library_warning():
-    """A stage's options import bitsandbytes (through transformers); its warning about an optional Hub kernel must
-    not reach a user who only asked for help."""
+def test_a_command_that_imports_bitsandbytes_prints_no_library_warning(tmp_path):
+    """Checking an SFT config imports bitsandbytes (transformers' schedules import peft, which imports it); its
+    warning about an optional Hub kernel must not reach the user, here one whose only message is the config error."""
     done = subprocess.run(
-        [sys.executable, "-m", "align3gr.cli", "sft", "--help"], capture_output=True, text=True, check=True
-    )
-    assert "usage: align3gr sft" in done.stdout and "--lr-scheduler-type" in done.stdout
-    assert done.stderr == ""
+        [sys.executable, "-m", "align3gr.cli", "sft", "--data", str(tmp_path), "--scid", str(tmp_path),
+         "--out", str(tmp_path / "sft"), "--lr-scheduler-type", "bogus"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and not (tmp_path / "sft").exists()
+    assert done.stderr.splitlines() == [
+        "error: the flags: lr_scheduler_type='bogus': expected one of " + ", ".join(s.value for s in SchedulerType)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -41,13 +46,16 @@ def test_help_prints_no_library_warning():
         (["--help"], []),
         (["data", "build", "--help"], []),
         (["compare", "--help"], []),
-        (["evaluate", "--help"], ["torch", "transformers"]),
+        (["evaluate", "--help"], []),
+        (["sft", "--help"], []),
+        (["dpo", "--help"], ["torch"]),
     ],
 )
 def test_a_command_line_imports_only_what_its_command_needs(argv, libraries):
-    """Only the named command's options are built: the list of commands, `data` and `compare` (which reads
-    finished runs) import neither torch nor transformers, and an evaluation's options (which each process of a launched evaluation reads first) not peft,
-    trl, bitsandbytes or deepspeed."""
+    """Only the named command's options are built, and they name their choices without importing the libraries that
+    use them: the list of commands, `data`, `compare` (which reads finished runs), `evaluate` and `sft` import neither
+    torch nor transformers; `dpo` imports torch (its similarity buckets), not transformers, peft, trl, bitsandbytes or
+    deepspeed."""
     code = (
         "import sys\nfrom align3gr.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
         "heavy = ('torch', 'transformers', 'peft', 'trl', 'bitsandbytes', 'deepspeed')\n"

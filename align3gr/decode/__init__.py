@@ -3,45 +3,36 @@
 - `BeamSearchDecoder`: the dedicated fixed-length beam search (fast; the default);
 - `GenerateDecoder`: `model.generate` with `SCIDLogitsProcessor` (or unconstrained, to measure the valid rate);
 - `ExhaustiveDecoder`: exact log-probabilities of every item (the top-K beam search approximates).
+
+The decoders load on first use (`__getattr__`): the options that name them (`BEAM_SIZE`, `DECODERS`) are read by every
+command line's parser, which then does not import torch and transformers.
 """
 
 from __future__ import annotations
 
-from align3gr.decode.base import BEAM_SIZE, Decoder, Ranked
-from align3gr.decode.beam_search import BeamSearchDecoder
-from align3gr.decode.exhaustive import ExhaustiveDecoder
-from align3gr.decode.processor import GenerateDecoder, SCIDLogitsProcessor, ranking_generation_config
-from align3gr.decode.trie import SCIDTrie
-from align3gr.errors import ConfigError
-from align3gr.models.loading import pad_token_id
+import importlib
+from typing import Any
 
+BEAM_SIZE = 20
+"""Align3GR's beam width ("Evaluation Metrics"): the length of each ranked list, the default of every ranking (the
+decoders, evaluation, SFT's valid ranking)."""
 DECODERS = ("beam_search", "generate", "exhaustive", "unconstrained")
 
+_EXPORTS = {
+    "Decoder": "align3gr.decode.base",
+    "Ranked": "align3gr.decode.base",
+    "BeamSearchDecoder": "align3gr.decode.beam_search",
+    "ExhaustiveDecoder": "align3gr.decode.exhaustive",
+    "GenerateDecoder": "align3gr.decode.processor",
+    "SCIDLogitsProcessor": "align3gr.decode.processor",
+    "ranking_generation_config": "align3gr.decode.processor",
+    "SCIDTrie": "align3gr.decode.trie",
+    "build_decoder": "align3gr.decode.build",
+}
+__all__ = ["BEAM_SIZE", "DECODERS", *sorted(_EXPORTS)]
 
-def build_decoder(name: str, model, tokenizer, trie: SCIDTrie, beam_size: int, batch_size: int) -> Decoder:
-    """The decoder called `name` (one of DECODERS) for `model`, with the tokenizer's pad and EOS tokens."""
-    common = {"pad_token_id": pad_token_id(tokenizer), "beam_size": beam_size, "batch_size": batch_size}
-    if name == "beam_search":
-        return BeamSearchDecoder(model, trie, **common)
-    if name == "exhaustive":
-        return ExhaustiveDecoder(model, trie, **common)
-    if name in ("generate", "unconstrained"):
-        return GenerateDecoder(
-            model, trie, eos_token_id=tokenizer.eos_token_id, constrained=name == "generate", **common
-        )
-    raise ConfigError(f"decoder must be one of {', '.join(DECODERS)}; got {name!r}")
 
-
-__all__ = [
-    "BEAM_SIZE",
-    "DECODERS",
-    "BeamSearchDecoder",
-    "Decoder",
-    "ExhaustiveDecoder",
-    "GenerateDecoder",
-    "Ranked",
-    "SCIDLogitsProcessor",
-    "SCIDTrie",
-    "build_decoder",
-    "ranking_generation_config",
-]
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -11,12 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from align3gr.decode import BEAM_SIZE
 from align3gr.decode.trie import SCIDTrie
 from align3gr.errors import ConfigError
 
-BEAM_SIZE = 20
-"""Align3GR's beam width ("Evaluation Metrics"): the length of each ranked list, the default of every ranking (the
-decoders, evaluation, SFT's valid ranking)."""
 PADDING_SCORE = -1e8
 """Beams scoring at most this are padding (fewer candidates than beams), not sequences: a real SCID's
 log-probability is far above it, while HF's beam search starts its extra beams at -1e9."""

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache
 
-from align3gr.decode.base import BEAM_SIZE, Decoder, Ranked, left_pad, ranked_from_leaves
+from align3gr.decode import BEAM_SIZE
+from align3gr.decode.base import Decoder, Ranked, left_pad, ranked_from_leaves
 from align3gr.decode.trie import SCIDTrie
 from align3gr.errors import ConfigError
 from align3gr.models.attention import MASKED_ATTENTION, model_attention_mask, takes_custom_mask

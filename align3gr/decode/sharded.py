@@ -11,8 +11,8 @@ from collections.abc import Collection, Mapping, Sequence
 
 import torch
 
-from align3gr.decode import build_decoder
-from align3gr.decode.base import BEAM_SIZE, Decoder, Ranked
+from align3gr.decode import BEAM_SIZE, build_decoder
+from align3gr.decode.base import Decoder, Ranked
 from align3gr.decode.trie import trie_for_model
 
 

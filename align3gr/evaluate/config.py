@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from align3gr.decode import BEAM_SIZE, DECODERS
 from align3gr.errors import ConfigError
 from align3gr.metrics import check_ks
-from align3gr.models.loading import DTYPES
+from align3gr.models import DTYPES
 
 SPLITS = ("valid", "test")
 

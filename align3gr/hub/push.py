@@ -34,7 +34,8 @@ from align3gr.hub.run_layout import metrics_by_stage, stage_folder
 from align3gr.hub.settings import SETTINGS_FILE, settings_of_stage
 from align3gr.hub.training_record import framework_versions, trainer_record
 from align3gr.io import atomic_directory, read_json, write_json
-from align3gr.models.loading import ADAPTER_CONFIG, DTYPES, load_for_inference
+from align3gr.models import DTYPES
+from align3gr.models.loading import ADAPTER_CONFIG, load_for_inference
 from align3gr.scid.code_tables import ITEM_CODES
 from align3gr.stage_output import META_FILE
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from align3gr.errors import ConfigError
+from align3gr.models import DTYPES
 from align3gr.models.embeddings import resize_embeddings
 from align3gr.models.zero3 import loading_whole
 from align3gr.stage_output import META_FILE
 
-DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -30,7 +30,7 @@ def resolve_dtype(dtype: str | torch.dtype):
         return dtype
     if dtype not in DTYPES:
         raise ConfigError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    return dtype if dtype == "auto" else getattr(torch, dtype)
 
 
 def _quantization(load_in_4bit: bool, dtype) -> dict:

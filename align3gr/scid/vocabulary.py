@@ -14,8 +14,7 @@ import torch
 
 from align3gr.errors import ConfigError
 from align3gr.models.embeddings import check_resizable, resize_embeddings
-
-INIT_METHODS = ("mean", "text")
+from align3gr.scid import INIT_METHODS
 
 
 def token_texts(codes: Mapping[str, Sequence[str]], texts: Mapping[str, str], limit: int = 32) -> dict[str, list[str]]:

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import SchedulerType
-
 from align3gr.decode import BEAM_SIZE
 from align3gr.errors import ConfigError
 from align3gr.options import ModelOptions, TrainingOptions
-from align3gr.scid.vocabulary import INIT_METHODS
+from align3gr.scid import INIT_METHODS
 from align3gr.sft.tasks import SEQ_FORMATS, TASKS, check_seq_format, check_tasks
 from align3gr.training_args import TRAINING_FIXED, TRAINING_RENAMED, TrainerArgs
 
 BEST_METRICS = ("ndcg@10", "recall@10", "ndcg@5", "recall@5")
 PROBE_KS = tuple(sorted({int(metric.partition("@")[2]) for metric in BEST_METRICS}))
 """The cut-offs the valid ranking computes: those of every metric that may select the best checkpoint."""
-LR_SCHEDULERS = tuple(schedule.value for schedule in SchedulerType)
+
+
+def check_scheduler(name: str) -> None:
+    """A ConfigError unless `name` is one of the installed transformers' schedules. Read when a config is checked,
+    not when its options are listed: `transformers.trainer_utils` imports peft and bitsandbytes (seconds)."""
+    from transformers import SchedulerType
+
+    schedules = [schedule.value for schedule in SchedulerType]
+    if name not in schedules:
+        raise ConfigError(f"lr_scheduler_type={name!r}: expected one of {', '.join(schedules)}")
 
 
 @dataclass
@@ -85,7 +92,7 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: str = field(
         default="cosine",
-        metadata={"help": "Learning-rate schedule (transformers' SchedulerType).", "choices": LR_SCHEDULERS},
+        metadata={"help": "Learning-rate schedule: a name of transformers' SchedulerType (linear, cosine, ...)."},
     )
     max_length: int = field(default=1024, metadata={"help": "Longest tokenized example (prompt + answer)."})
     packing: bool = field(default=False, metadata={"help": "Pack examples into max_length rows (BFD, padding-free)."})
@@ -131,10 +138,7 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
         for name in ("max_length", "eval_examples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
-        if self.lr_scheduler_type not in LR_SCHEDULERS:
-            raise ConfigError(
-                f"lr_scheduler_type={self.lr_scheduler_type!r}: expected one of {', '.join(LR_SCHEDULERS)}"
-            )
+        check_scheduler(self.lr_scheduler_type)
         if self.best_metric not in BEST_METRICS:
             raise ConfigError(f"best_metric={self.best_metric!r}: expected one of {', '.join(BEST_METRICS)}")
         if self.valid_users < 0:
