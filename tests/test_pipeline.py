@@ -37,6 +37,7 @@ from align3gr.pipeline.ablation import (
     shown_rows,
     trained_rungs,
 )
+from align3gr.pipeline.config import write_pipeline_config
 from align3gr.pipeline.plan import Plan, Step, data_steps, in_run, lineage_key, pipeline_steps
 from align3gr.pipeline.runner import Outcome, run_steps
 from align3gr.pipeline.seeds import seed_plans
@@ -377,6 +378,39 @@ def test_the_ladder_omits_rungs_that_add_nothing_of_the_config(tmp_path):
     steps, results = ladder_steps(full.replace("dpo", stages=DPO_FULL[3:]), tmp_path / "run", dpo=False)
     assert not any(s.kind == "dpo" and s.name.endswith(("rf_easy", "rf_hard")) for s in steps)
     assert [rung.label for _, rung, _ in results] == [r.label for r in kept]
+
+
+def test_the_ladder_keeps_the_configs_user_scid_choice_and_its_item_only_rungs_stay_valid(tmp_path):
+    """+User-SCID follows `sft.with_user_scid`: off, the rung adds nothing and is left out (and +B2 too when the tasks
+    lack user_align); an item-only rung turns off every option that needs the collaborative side (DAS-CF as well)."""
+    full = load_pipeline_config(write_config(tmp_path / "full.yaml", {"dpo": {"stages": DPO_FULL}}))
+    no_user = full.replace("sft", with_user_scid=False)
+    assert trained_rungs(no_user)[1] == ["+User-SCID"]
+    assert not any(rung.config.sft.with_user_scid for rung in ladder(no_user))
+    lean = no_user.replace("sft", tasks=[t for t in full.sft.tasks if t != "user_align"])
+    assert trained_rungs(lean)[1] == ["+User-SCID", "+B2"]
+    das_cf = full.replace("tokenize", use_cf=False, das=True, das_cf=True)
+    das_cf.tokenize.validate()
+    for rung in ladder(das_cf)[:2]:
+        rung.config.tokenize.validate()
+        assert not (rung.config.tokenize.das or rung.config.tokenize.das_cf)
+
+
+def test_ablate_refuses_a_run_folder_made_with_another_config_before_any_work(tmp_path, capsys):
+    """The ladder's last rungs are the main run's folders: ablating another config there would retrain over the run's
+    models, so the run's recorded config must be the one ablated; the error names what differs."""
+    config = write_config(tmp_path / "small.yaml", {})
+    run = tmp_path / "run"
+    run.mkdir()
+    write_pipeline_config(load_pipeline_config(write_config(tmp_path / "other.yaml", {"sft": {"learning_rate": 1e-3}})),
+                          run / "config.yaml")  # fmt: skip
+    assert main(["ablate", "--config", str(config), "--run-dir", str(run)]) == 2
+    error = capsys.readouterr().err
+    assert (
+        f"{run / 'config.yaml'}: this run was made with another config than {config} (sft.learning_rate differ)"
+        in error
+    )
+    assert sorted(path.name for path in run.iterdir()) == ["config.yaml"]
 
 
 def test_ablate_refuses_a_config_without_the_sequential_task_before_any_work(tmp_path, capsys):

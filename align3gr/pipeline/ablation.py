@@ -7,18 +7,21 @@ Each rung adds one module to the rung before; the last rung is the config itself
 3. +U-I alignment: the dual SCID tokenizer with the U2I loss (the config's tokenizer);
 4. +C1-C3: the asymmetric (C1-1, C1-2), intention (C2) and preference (C3) tasks;
 5. +B1: item alignment;
-6. +User-SCID: the user's SCID in prompts;
+6. +User-SCID: the user's SCID in prompts (when the config puts it there);
 7. +B2: user alignment (the config's SFT);
 8. +Softmax-DPO: one Softmax-DPO stage with random rejected items (Table 5's Softmax-DPO);
 9. +SP-DPO: the config's self-play stages instead;
 10. +RF-DPO: the config's self-play then real-feedback stages (the full method).
 
-A rung that adds nothing the config has (e.g. +B2 when `sft.tasks` lacks user_align, or +RF-DPO when the DPO stages
-are all self-play, or were left out by `--skip-unmet`) is not trained again: the ladder omits it and says so.
+A rung that adds nothing the config has (e.g. +B2 when `sft.tasks` lacks user_align, +User-SCID when
+`sft.with_user_scid` is off, or +RF-DPO when the DPO stages are all self-play, or were left out by `--skip-unmet`) is
+not trained again: the ladder omits it and says so.
 
 Steps whose lineage equals the main run's live in the main run's folders (so `align3gr pipeline` and `ablate` on one
 run folder share them), and with `--seeds` those equal to seed S's own pipeline in `seeds/S/` (shared with `pipeline
---seeds`); the others go to `ablation/HASH/`. Rungs that share a lineage share the steps.
+--seeds`); the others go to `ablation/HASH/`. Rungs that share a lineage share the steps. A run folder whose recorded
+config (`config.yaml`) is not the one ablated is refused (`check_main_run`): its last rungs would retrain over the
+main run's models.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from align3gr.config import read_yaml_mapping
 from align3gr.console import format_table, markdown_table
 from align3gr.errors import ConfigError
 from align3gr.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_json
@@ -79,7 +85,7 @@ def ladder(config: PipelineConfig) -> list[Rung]:
         kept = [t for t in tasks if t == "seq" or t in extra]
         return tokenizer.replace("sft", tasks=kept, with_user_scid=with_user_scid)
 
-    item_only = {"dual": False, "u2i": False, "das": False}
+    item_only = {"dual": False, "u2i": False, "das": False, "das_cf": False}
     single = config.replace("tokenize", use_cf=False, **item_only)
     single_cf = config.replace("tokenize", use_cf=True, **item_only)
     self_play = [s for s in config.dpo.stages if s.startswith("sp_")]
@@ -89,12 +95,39 @@ def ladder(config: PipelineConfig) -> list[Rung]:
         Rung("+U-I alignment", sft((), False, config), False),
         Rung("+C1-C3", sft(C_TASKS, False, config), False),
         Rung("+B1", sft((*C_TASKS, "item_align"), False, config), False),
-        Rung("+User-SCID", sft((*C_TASKS, "item_align"), True, config), False),
+        Rung("+User-SCID", sft((*C_TASKS, "item_align"), config.sft.with_user_scid, config), False),
         Rung("+B2", config, False),
         Rung("+Softmax-DPO", config.replace("dpo", stages=["sp_random"]), True),
         Rung("+SP-DPO", config.replace("dpo", stages=self_play or ["sp_easy", "sp_medium", "sp_hard"]), True),
         Rung("+RF-DPO", config, True),
     ]
+
+
+SKIPPABLE = ("sft.tasks", "dpo.stages")
+"""The options `--skip-unmet` may reduce once the data is built (`align3gr.pipeline.checks`)."""
+
+
+def check_main_run(config: PipelineConfig, run: Path, config_path: str | Path, ignoring: Sequence[str] = ()) -> None:
+    """Refuse to ablate `config` in a run folder whose pipeline ran another config (its `config.yaml`; options in
+    `ignoring` aside): the ladder's last rungs are the main run's own folders, and would retrain over its models (and
+    its data), leaving its `config.yaml` and summary describing models it no longer has."""
+    recorded = run / "config.yaml"
+    if not recorded.is_file():
+        return
+    ran, ablated = read_yaml_mapping(recorded), yaml.safe_load(yaml.safe_dump(config.as_dict(), sort_keys=False))
+    differ = [section for section in ran if section not in ablated]
+    for section, options in ablated.items():
+        recorded_options = ran.get(section) or {}
+        for key in sorted(recorded_options):  # an option the run's release did not have yet is not a difference
+            if options.get(key) != recorded_options.get(key) and f"{section}.{key}" not in ignoring:
+                differ.append(f"{section}.{key}")
+    if differ:
+        raise ConfigError(
+            f"{recorded}: this run was made with another config than {config_path} ({', '.join(differ[:6])}"
+            f"{', ...' if len(differ) > 6 else ''} differ); the ladder's last rungs are the run's own models and "
+            f"would be retrained over them. Ablate the run's config (--config {recorded}), run `align3gr pipeline "
+            f"--config {config_path} --run-dir {run}` first, or ablate into another --run-dir"
+        )
 
 
 def trained_rungs(config: PipelineConfig, dpo: bool = True) -> tuple[list[Rung], list[str]]:
@@ -232,8 +265,10 @@ def run_ablation(
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
     config = load_pipeline_config(config_path, overrides)
     require_sequential_task(config, config_path)
+    check_main_run(config, run, config_path, SKIPPABLE if skip_unmet else ())
     with checked_run(config, run, "align3gr ablate", skip_unmet, launcher) as checked:
         config = checked.config
+        check_main_run(config, run, config_path)
         steps, results = ladder_steps(config, run, seeds, checked.dpo)
         (run / "ablation" / "configs").mkdir(parents=True, exist_ok=True)
         for _, rung, _ in results:
