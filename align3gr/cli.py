@@ -170,7 +170,7 @@ def _compare(args: argparse.Namespace) -> None:
     a, b = Side.of(args.run_a, args.stage_a), Side.of(args.run_b, args.stage_b)
     result = compare(a, b, test=args.test, unit=args.unit, alpha=args.alpha)
     print("\n" + compare_text(result))
-    paths = write_comparison(result, args.out or default_output(a, b))
+    paths = write_comparison(result, args.out or default_output(a, b, args.test, args.unit))
     print(f"\n{paths[0]} and {paths[1]}")
 
 
@@ -234,7 +234,9 @@ def _add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unit", choices=UNITS, default="users", help="Pair users (each one's "
                         "metric averaged over the seeds; default) or the per-seed means.")  # fmt: skip
     parser.add_argument("--alpha", type=float, default=0.05, help="Significance level of the last column.")
-    parser.add_argument("--out", type=Path, help="Output path without suffix (default: RUN_A/compare/A_vs_B).")
+    parser.add_argument(
+        "--out", type=Path, help="Output path without suffix (default: RUN_A/compare/A_vs_B_TEST_UNIT)."
+    )
 
 
 def _add_stage_command(

@@ -19,7 +19,7 @@ from align3gr.errors import ConfigError
 from align3gr.io import atomic_write_json
 from align3gr.metrics import Prediction, compute_metrics, user_score, write_evaluation
 from align3gr.pipeline import load_pipeline_config, run_pipeline
-from align3gr.pipeline.compare import PairedTest, Side, compare, paired_test
+from align3gr.pipeline.compare import TESTS, PairedTest, Side, compare, default_output, paired_test
 from align3gr.pipeline.plan import Plan, Step, in_run, merged_steps, pipeline_steps
 from align3gr.pipeline.runner import Outcome
 from align3gr.pipeline.seeds import SEEDED, parse_seeds, seed_plans, seeded_config, seeds_summary
@@ -100,6 +100,7 @@ def test_paired_tests_match_closed_forms():
     assert paired_test([1.0, 2.0], [1.0, 2.0], "t").p_value == 1.0
     assert paired_test([1.0, 2.0], [1.0, 2.0], "wilcoxon").p_value == 1.0
     assert paired_test([0.5, 0.5], [1 / 3, 1 / 3], "t") == PairedTest(math.inf, 0.0, 2)
+    assert paired_test([0.1, 0.2, 0.3], [0.0, 0.1, 0.2], "t") == PairedTest(math.inf, 0.0, 3)  # 0.1 to rounding
     with pytest.raises(ConfigError, match="two equally long samples"):
         paired_test([1.0], [2.0])
     with pytest.raises(ConfigError, match="test 'z'"):
@@ -180,6 +181,42 @@ def test_seeds_summary_and_compare_on_crafted_evaluations(tmp_path):
         Side.of(a, "sft")
     with pytest.raises(ConfigError, match="no seeds.json"):
         Side.of(tmp_path, None)
+
+
+def test_compare_refuses_stale_or_malformed_summaries_and_names_its_output_by_run_test_and_unit(tmp_path):
+    """An evaluation redone since seeds.json would pair its new predictions with the old means; a seeds.json without
+    its fields, a missing seed row, a predictions line without `ranked` and an alpha outside (0, 1) are errors naming
+    the file; two B runs of one folder name, or two tests, get their own default output."""
+    a, b = crafted_run(tmp_path, "a"), crafted_run(tmp_path, "b")
+    other_b = crafted_run(tmp_path / "elsewhere", "b")
+    outputs = {default_output(Side.of(a, None), Side.of(run, None), test, unit)
+               for run in (b, other_b) for test in TESTS for unit in ("users", "seeds")}  # fmt: skip
+    assert len(outputs) == 8 and all(path.parent == a / "compare" for path in outputs)
+    with pytest.raises(ConfigError, match="alpha 7.0: expected a significance level between 0 and 1"):
+        compare(Side.of(a, None), Side.of(b, None), alpha=7.0)
+
+    predictions = b / "eval/test/full/predictions.jsonl"
+    lines = predictions.read_text().splitlines()
+    predictions.write_text("\n".join([lines[0], json.dumps({"user_id": "u1", "target": "target"}), *lines[2:]]) + "\n")
+    with pytest.raises(ConfigError, match=f"{predictions}:2: expected an object with user_id, target and ranked"):
+        compare(Side.of(a, None), Side.of(b, None))
+    metrics = b / "eval/test/full/metrics.json"
+    metrics.write_text(json.dumps(json.loads(metrics.read_text()) | {"recall@10": 0.99}))
+    with pytest.raises(ConfigError, match=f"{metrics}: evaluated again since .*seeds.json was written"):
+        compare(Side.of(a, None), Side.of(b, None))
+
+    summary = json.loads((a / FILE).read_text())
+    (a / FILE).write_text(json.dumps({**summary, "per_seed": summary["per_seed"][:1]}))
+    with pytest.raises(ConfigError, match=r"seeds.json: no row of full for seed 1 in per_seed"):
+        compare(Side.of(a, None), Side.of(other_b, None))
+    (a / FILE).write_text(json.dumps({key: value for key, value in summary.items() if key != "stages"}))
+    with pytest.raises(
+        ConfigError, match=r"seeds.json: not a seeds summary of `align3gr pipeline --seeds` \(no stages\)"
+    ):
+        Side.of(a, None)
+    (a / FILE).write_text(json.dumps({**summary, "stages": [{**summary["stages"][0], "baseline": True}]}))
+    with pytest.raises(ConfigError, match=r"seeds.json: no evaluated model, only baselines \(full\)"):
+        Side.of(a, None)
 
 
 def test_user_score_is_the_term_the_metrics_average():

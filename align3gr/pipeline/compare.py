@@ -26,7 +26,7 @@ from pathlib import Path
 
 from align3gr.console import format_table
 from align3gr.errors import ConfigError
-from align3gr.io import atomic_write_json, atomic_write_text, iter_json_lines, read_json
+from align3gr.io import atomic_write_json, atomic_write_text, iter_json_lines, read_json, sha256_json
 from align3gr.metrics import user_score
 from align3gr.pipeline.seeds_report import FILE, mean_std, plus_minus
 from align3gr.pipeline.summary import METRICS, markdown_document
@@ -46,18 +46,24 @@ class PairedTest:
     pairs: int
 
 
+CONSTANT = 1e-9
+"""Differences whose spread is within this share of their size are one constant difference to the t-test (float
+subtraction leaves them unequal in the last bits)."""
+
+
 def paired_test(a: Sequence[float], b: Sequence[float], test: str = "t") -> PairedTest:
     """Two-sided paired `test` (a key of `TESTS`) of `a` against `b`, pair i being `(a[i], b[i])`; when every pair
-    differs by the same non-zero amount, t is infinite and its p 0 (SciPy would divide a rounding error)."""
+    differs by the same non-zero amount (to `CONSTANT`), t is infinite and its p 0 (SciPy would divide a rounding
+    error)."""
     if test not in TESTS:
         raise ConfigError(f"test {test!r}: expected one of {', '.join(TESTS)}")
     if len(a) != len(b) or len(a) < 2:
         raise ConfigError(f"a paired test needs two equally long samples of at least 2, got {len(a)} and {len(b)}")
-    differences = {x - y for x, y in zip(a, b, strict=True)}
-    if differences == {0}:
+    differences = [x - y for x, y in zip(a, b, strict=True)]
+    if not any(differences):
         return PairedTest(0.0, 1.0, len(a))
-    if test == "t" and len(differences) == 1:
-        return PairedTest(math.copysign(math.inf, differences.pop()), 0.0, len(a))
+    if test == "t" and max(differences) - min(differences) <= CONSTANT * max(map(abs, differences)):
+        return PairedTest(math.copysign(math.inf, differences[0]), 0.0, len(a))
     from scipy import stats
 
     result = stats.ttest_rel(a, b) if test == "t" else stats.wilcoxon(a, b)
@@ -80,9 +86,17 @@ class Side:
             raise ConfigError(f"{run}: no {FILE}; run `align3gr pipeline --config CONFIG --run-dir {run} --seeds "
                               "0,1,2,3,4` first")  # fmt: skip
         summary = read_json(run / FILE)
+        missing = [key for key in ("seeds", "split", "stages", "per_seed") if key not in summary]
+        rows = [row for key in ("stages", "per_seed") for row in summary.get(key, [])]
+        if missing or not all({"stage", "baseline"} <= set(row) for row in rows):
+            fields = ", ".join(missing) or "rows with 'stage' and 'baseline'"
+            raise ConfigError(f"{run / FILE}: not a seeds summary of `align3gr pipeline --seeds` (no {fields})")
         names = [row["stage"] for row in summary["stages"]]
+        models = [row["stage"] for row in summary["stages"] if not row["baseline"]]
+        if stage is None and not models:
+            raise ConfigError(f"{run / FILE}: no evaluated model, only baselines ({', '.join(names)})")
         if stage is None:
-            stage = [row["stage"] for row in summary["stages"] if not row["baseline"]][-1]
+            stage = models[-1]
         if stage not in names:
             raise ConfigError(f"{run}: no evaluated stage {stage!r}; its stages are {', '.join(names)}")
         return cls(run, summary, stage)
@@ -90,15 +104,23 @@ class Side:
     def rows(self, seeds: Sequence[int]) -> list[dict]:
         """The stage's `per_seed` rows of `seeds`, in that order."""
         rows = {row["seed"]: row for row in self.summary["per_seed"] if row["stage"] == self.stage}
+        missing = [seed for seed in seeds if seed not in rows]
+        if missing:
+            raise ConfigError(f"{self.run / FILE}: no row of {self.stage} for seed {missing[0]} in per_seed")
         return [rows[seed] for seed in seeds]
 
     def protocol(self, seeds: Sequence[int]) -> dict:
         """How the stage's evaluations of `seeds` ranked (`PROTOCOL` of their metrics.json); a run whose seeds ranked
-        otherwise than one another is an error."""
+        otherwise than one another is an error, and so is an evaluation redone since `seeds.json` was written (its
+        means would not be those of the predictions the test reads)."""
         found: dict[tuple, Path] = {}
         for row in self.rows(seeds):
             path = self.run / row["folder"] / "metrics.json"
-            found.setdefault(tuple(read_json(path).get(name) for name in PROTOCOL), path)
+            metrics = read_json(path)
+            if any(metrics.get(m) != row[m] for m in METRICS):
+                raise ConfigError(f"{path}: evaluated again since {self.run / FILE} was written; run `align3gr "
+                                  f"pipeline --seeds` on {self.run} again to update it")  # fmt: skip
+            found.setdefault(tuple(metrics.get(name) for name in PROTOCOL), path)
         if len(found) > 1:
             raise ConfigError(f"{', '.join(map(str, found.values()))}: evaluations of one stage ranked otherwise")
         return dict(zip(PROTOCOL, next(iter(found)), strict=True))
@@ -114,7 +136,11 @@ def user_means(paths: Sequence[Path]) -> tuple[list[tuple[str, str]], dict[str, 
     users: list[tuple[str, str]] | None = None
     per_seed = []
     for path in paths:
-        predictions = [p for _, p in iter_json_lines(path)]
+        predictions = []
+        for line, prediction in iter_json_lines(path):
+            if not isinstance(prediction, dict) or not {"user_id", "target", "ranked"} <= set(prediction):
+                raise ConfigError(f"{path}:{line}: expected an object with user_id, target and ranked")
+            predictions.append(prediction)
         pairs = [(p["user_id"], p["target"]) for p in predictions]
         if users is not None and pairs != users:
             raise ConfigError(f"{path}: other users or targets than {paths[0]}")
@@ -128,6 +154,8 @@ def compare(a: Side, b: Side, test: str = "t", unit: str = "users", alpha: float
     """Per metric: each side's mean and sample std over the common seeds, A - B and the paired test by `unit`."""
     if unit not in UNITS:
         raise ConfigError(f"unit {unit!r}: expected one of {', '.join(UNITS)}")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha {alpha}: expected a significance level between 0 and 1, e.g. 0.05")
     if (a.run.resolve(), a.stage) == (b.run.resolve(), b.stage):
         raise ConfigError(f"A and B are the same evaluations ({a.run}, {a.stage}); name another run or --stage-b")
     if a.summary["split"] != b.summary["split"]:
@@ -185,6 +213,11 @@ def write_comparison(result: dict, out: Path) -> tuple[Path, Path]:
     return paths
 
 
-def default_output(a: Side, b: Side) -> Path:
-    """`RUN_A/compare/STAGE_A_vs_NAME-B_STAGE_B` (without suffix)."""
-    return a.run / "compare" / f"{a.stage}_vs_{b.run.resolve().name}_{b.stage}"
+def default_output(a: Side, b: Side, test: str = "t", unit: str = "users") -> Path:
+    """`RUN_A/compare/STAGE_A_vs_NAME-B_STAGE_B_TEST_UNIT` (without suffix), NAME-B run B's folder name followed by a
+    digest of its full path when B is another run, so that two B runs of one name, or two tests, do not share a
+    file."""
+    name = b.run.resolve().name
+    if b.run.resolve() != a.run.resolve():
+        name += "-" + sha256_json(str(b.run.resolve()))[:8]
+    return a.run / "compare" / f"{a.stage}_vs_{name}_{b.stage}_{test}_{unit}"
