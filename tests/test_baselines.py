@@ -126,6 +126,11 @@ def test_baselines_command_and_errors(crafted, ml100k_small, ml100k_small_embedd
         run_baseline(SEQUENTIAL, crafted, tmp_path / "x", EvaluateConfig(), tmp_path)
     with pytest.raises(ConfigError, match="baseline must be one of"):
         run_baseline("random", crafted, tmp_path / "x")
+    fresh = tmp_path / "fresh"
+    argv = ["baselines", "--data", str(crafted), "--embeddings", str(tmp_path / "embedings"), "--out", str(fresh)]
+    assert main(argv) == 2  # a mistyped folder: said so, before the popular list is written
+    assert "embedings: folder not found: expected the embed stage's output" in capsys.readouterr().err
+    assert not fresh.exists()
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "todo.txt").write_text("keep me")

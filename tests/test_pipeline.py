@@ -230,6 +230,12 @@ def test_summary_shows_the_baselines_and_each_model_over_the_stronger_one(tmp_pa
     for text in (summary_text(summary), (tmp_path / "summary.md").read_text()):
         assert "recall@10 / popular" in text and "ndcg@10 / popular" in text and "sasrec" in text and "0.75" in text
 
+    zero = [outcome("eval/test/popular", "baseline", 0.0, 0.0), outcome("eval/test/sasrec", "baseline", 0.0, 0.0),
+            outcome("sft", "sft"), outcome("eval/test/sft", "evaluate", 0.06, 0.025)]  # fmt: skip
+    summary = write_summary(tmp_path, {}, zero, 5.0)  # baselines at 0: no ratio, and summary.json stays JSON
+    assert json.loads((tmp_path / "summary.json").read_text(), parse_constant=pytest.fail) == summary
+    assert summary["stages"][-1]["recall@10 ratio"] is None and "nan" not in summary_text(summary).lower()
+
 
 @pytest.mark.slow
 def test_pipeline_runs_reuses_and_reports(finished_run):

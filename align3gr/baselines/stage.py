@@ -24,7 +24,7 @@ import torch
 from align3gr.config import config_to_dict
 from align3gr.console import format_table
 from align3gr.data.dataset import Dataset, Example, load_dataset
-from align3gr.embed.collaborative import load_encoder, pack
+from align3gr.embed.collaborative import load_encoder, pack, require_encoder
 from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.io import read_json
@@ -144,8 +144,10 @@ def run_baselines(
     `out_dir/NAME`."""
     out = Path(out_dir)
     names = BASELINES if embeddings_dir is not None else (POPULAR,)
-    for name in names:  # every baseline's folder, before the first one is written
+    for name in names:  # every baseline's folder and input, before the first one is written
         StageOutput(out / name, holds=METRICS_FILE)
+    if embeddings_dir is not None:
+        require_encoder(Path(embeddings_dir))
     return Baselines(
         out, config, {name: run_baseline(name, data_dir, out / name, config, embeddings_dir) for name in names}
     )

@@ -76,12 +76,19 @@ def save_encoder(model: SequenceEncoder, folder: Path) -> None:
     write_json(folder / ENCODER_HYPERPARAMETERS, model.hyperparameters)
 
 
-def load_encoder(folder: str | Path) -> SequenceEncoder:
-    """The encoder `save_encoder` wrote into an `embeddings/` folder, in eval mode."""
-    folder = Path(folder)
+def require_encoder(folder: Path) -> None:
+    """A DataError unless `folder` holds the encoder `save_encoder` writes (checked before work that needs it)."""
+    if not folder.is_dir():
+        raise DataError("folder not found: expected the embed stage's output (embeddings/)", folder)
     if not (folder / ENCODER_WEIGHTS).is_file() or not (folder / ENCODER_HYPERPARAMETERS).is_file():
         raise DataError(f"no {ENCODER_WEIGHTS} (embedded before the encoder was saved): run `align3gr embed` again",
                         folder)  # fmt: skip
+
+
+def load_encoder(folder: str | Path) -> SequenceEncoder:
+    """The encoder `save_encoder` wrote into an `embeddings/` folder, in eval mode."""
+    folder = Path(folder)
+    require_encoder(folder)
     model = SequenceEncoder(**read_json(folder / ENCODER_HYPERPARAMETERS))
     model.load_state_dict(load_file(folder / ENCODER_WEIGHTS))
     return model.eval()

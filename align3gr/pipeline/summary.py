@@ -50,15 +50,15 @@ def stage_rows(outcomes: list[Outcome]) -> list[dict]:
 
 
 def add_ratios(rows: list[dict]) -> str | None:
-    """Give each evaluated model's row its `RATIOS` over the stronger baseline's (the one with the higher NDCG@10);
-    returns that baseline's name (None without baselines)."""
+    """Give each evaluated model's row its `RATIOS` over the stronger baseline's (the one with the higher NDCG@10; None,
+    JSON's null, where that baseline scores 0); returns that baseline's name (None without baselines)."""
     baselines = [row for row in rows if row.get("baseline") and all(m in row for m in RATIOS)]
     if not baselines:
         return None
     best = max(baselines, key=lambda row: row["ndcg@10"])
     for row in rows:
         if not row.get("baseline") and all(m in row for m in RATIOS):
-            row.update({f"{m} ratio": row[m] / best[m] if best[m] else float("nan") for m in RATIOS})
+            row.update({f"{m} ratio": row[m] / best[m] if best[m] else None for m in RATIOS})
     return best["stage"]
 
 
@@ -83,7 +83,7 @@ def write_summary(
 
 def table_rows(summary: dict) -> list[dict]:
     """The printed table: stage, status, seconds, then the metrics (blank for stages without a model), then each
-    model's ratios to the stronger baseline (`recall@10 / NAME`, `ndcg@10 / NAME`)."""
+    model's ratios to the stronger baseline (`recall@10 / NAME`, `ndcg@10 / NAME`; blank where it scores 0)."""
     best = summary.get("ratio_to")
     rows = []
     for row in summary["stages"]:
@@ -91,9 +91,13 @@ def table_rows(summary: dict) -> list[dict]:
         printed["eval s"] = row.get("eval s", "")
         printed.update({m: row.get(m, "") for m in METRICS})
         if best is not None:
-            printed.update({f"{m} / {best}": row.get(f"{m} ratio", "") for m in RATIOS})
+            printed.update({f"{m} / {best}": _blank(row.get(f"{m} ratio")) for m in RATIOS})
         rows.append(printed)
     return rows
+
+
+def _blank(value: float | None) -> float | str:
+    return "" if value is None else value
 
 
 def skipped_lines(summary: dict) -> list[str]:
