@@ -71,10 +71,10 @@ def open_binary(path: str | Path) -> IO[bytes]:
 @contextlib.contextmanager
 def open_text(path: str | Path, errors: str = "strict") -> Iterator[IO[str]]:
     """Read a UTF-8 text file, transparently decompressing `.gz` (its reads reported under `reporting_reads`);
-    `errors` as in `open`."""
+    `errors` as in `open`. A byte order mark at the start of the file (Windows tools write one) is skipped."""
     with open_binary(path) as raw:
         binary = gzip.GzipFile(fileobj=raw, mode="rb") if Path(path).suffix == ".gz" else raw
-        with io.TextIOWrapper(binary, encoding="utf-8", errors=errors) as handle:
+        with io.TextIOWrapper(binary, encoding="utf-8-sig", errors=errors) as handle:
             yield handle
 
 
@@ -148,7 +148,7 @@ def _parse_slow(text: str, path: str | Path, line: int, allow_python_literals: b
     """The standard library's parse of a line orjson rejected, with the located errors of malformed lines."""
     try:
         value = json.loads(text)
-    except ValueError as err:  # a JSONDecodeError, or an integer past Python's digit limit
+    except (ValueError, RecursionError) as err:  # a JSONDecodeError, an integer past Python's digit limit, deep nesting
         if not allow_python_literals:
             raise DataError(f"malformed JSON ({_json_error(err)})", path, line) from None
         try:
@@ -168,7 +168,7 @@ def read_json_object(path: str | Path) -> dict:
     return value
 
 
-def _json_error(err: ValueError) -> str:
+def _json_error(err: ValueError | RecursionError) -> str:
     if isinstance(err, json.JSONDecodeError):
         return f"{err.msg} at column {err.colno}"
     return str(err)
@@ -176,17 +176,21 @@ def _json_error(err: ValueError) -> str:
 
 def _holds_lone_surrogate(value: object) -> bool:
     """Whether a parsed value holds a string that is not valid Unicode (`json` accepts lone surrogate escapes, which
-    no UTF-8 file can hold)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_holds_lone_surrogate(v) for v in value)
+    no UTF-8 file can hold). Walked with a stack, not by recursion: `json` parses values nested deeper than Python's
+    recursion limit lets a recursive walk go."""
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, dict):
+            pending += value.keys()
+            pending += value.values()
+        elif isinstance(value, list | tuple):
+            pending += value
     return False
 
 
@@ -389,7 +393,7 @@ def read_json(path: str | Path) -> Any:
             raise unreadable(err, path, 1) from None
     try:
         value = json.loads(text)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than `json` can parse
         raise DataError(f"malformed JSON ({_json_error(err)})", path, getattr(err, "lineno", None)) from None
     if _holds_lone_surrogate(value):
         raise DataError("malformed JSON (a lone surrogate escape such as \\ud800 is not a character)", path)

@@ -2,8 +2,8 @@
 `.json.gz`, one object per line (2014 metadata lines are Python dict literals, also accepted).
 
 Reviews give `reviewerID`, `asin`, `unixReviewTime` (or `reviewTime` "MM D, YYYY"), `overall` and the review
-text (`summary` + `reviewText`). Metadata gives the title, description, brand, category path and price. HTML is
-unescaped and stripped. Items without metadata, or whose metadata has no title, are dropped (counted in
+text (`summary` + `reviewText`). Metadata gives the title, description, brand, category path and price. HTML tags
+are stripped, then entities unescaped. Items without metadata, or whose metadata has no title, are dropped (counted in
 `meta.json`); a repeated `asin` in the metadata keeps its first record with a title, since the public files have
 repeats.
 
@@ -25,20 +25,22 @@ from align3gr.data.schema import Item
 from align3gr.errors import DataError
 from align3gr.io import iter_json_lines
 
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.DOTALL)
+"""An HTML comment or tag: `<` or `</` then a letter, so a text's own "<" ("32 < 55 inch") is kept."""
 _PRICE = re.compile(r"\$\s*([0-9][0-9,]*(?:\.[0-9]+)?)")
 JSON_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
 SENTENCE_ENDS = ".!?…"
 
 
 def clean_html(text: object) -> str:
-    """Unescape entities, drop tags, collapse whitespace; non-strings (None, numbers) become ''."""
+    """Drop tags, then unescape entities (an escaped "&lt;3" is text, not a tag), collapse whitespace; non-strings
+    (None, numbers) become ''."""
     if not isinstance(text, str):
         return ""
-    if "&" in text:
-        text = html.unescape(text)
     if "<" in text:
         text = _TAG.sub(" ", text)
+    if "&" in text:
+        text = html.unescape(text)
     if "  " not in text and text[:1] != " " and text[-1:] != " " and text.isprintable():
         return text  # already collapsed: its only whitespace is single inner spaces (other whitespace is unprintable)
     return " ".join(text.split())
@@ -52,15 +54,19 @@ def review_text(summary: str, body: str) -> str:
 
 
 def parse_price(value: object) -> float | None:
-    """2014 prices are numbers; 2018 prices are strings like '$12.99' or '$10.00 - $20.00' (the first is kept)."""
+    """2014 prices are numbers; 2018 prices are strings like '$12.99' or '$10.00 - $20.00' (the first is kept). A
+    negative price, or one beyond the float range (which JSON cannot write), is no price."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
             price = float(value)
         except OverflowError:
             return None
-        return price if 0 <= price < math.inf else None
-    match = _PRICE.search(value) if isinstance(value, str) else None
-    return float(match.group(1).replace(",", "")) if match else None
+    else:
+        match = _PRICE.search(value) if isinstance(value, str) else None
+        if match is None:
+            return None
+        price = float(match.group(1).replace(",", ""))
+    return price if 0 <= price < math.inf else None
 
 
 def category_path(meta: dict) -> list[str]:
@@ -110,7 +116,7 @@ class AmazonBuilder(Builder):
     """Amazon Reviews 2014 / 2018 (reviews + metadata)."""
 
     name = "amazon"
-    version = "2"
+    version = "3"
     missing_metadata = "drop"
     option_names = ("reviews", "meta")
 

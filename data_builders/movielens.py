@@ -13,6 +13,7 @@ categories. Users: a profile sentence from age, gender and occupation.
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import re
 from collections.abc import Iterator
@@ -50,10 +51,11 @@ def decode_line(raw: bytes) -> str:
 
 def read_rows(path: Path, separator: str, columns: int) -> Iterator[tuple[int, list[str]]]:
     """Yield `(line, fields)` of a delimited file (UTF-8, falling back to Latin-1 per line as GroupLens
-    files need); a line with a different field count is a DataError naming file and line."""
+    files need; a UTF-8 byte order mark at the start of the file skipped); a line with a different field count is a
+    DataError naming file and line."""
     with open_binary(path) as handle:
         for number, raw in enumerate(handle, start=1):
-            text = decode_line(raw).rstrip("\r\n")
+            text = decode_line(raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw).rstrip("\r\n")
             if not text.strip():
                 continue
             fields = text.split(separator)
@@ -142,6 +144,15 @@ class MovieLensBuilder(Builder):
             names = (("inter", "ratings.dat"), ("item", "movies.dat"), ("user", "users.dat"))
             return "grouplens-1m", {k: source / f for k, f in names}
         inter = sorted(source.glob("*.inter"))
+        if len(inter) > 1:  # e.g. NAME.inter beside RecBole's split NAME.train.inter: the one named as the others
+            named = [p for p in inter if p.with_suffix(".item").is_file() or p.with_suffix(".user").is_file()]
+            if len(named) != 1:
+                raise DataError(
+                    f"several RecBole *.inter files ({', '.join(p.name for p in inter)}) and no single one named "
+                    "like a .item or .user file beside it: keep one NAME.inter with NAME.item and NAME.user",
+                    source,
+                )
+            inter = named
         if len(inter) == 1:
             stem = inter[0].with_suffix("")
             return "recbole", {k: stem.with_suffix(f".{k}") for k in ("inter", "item", "user")}
@@ -214,7 +225,8 @@ class MovieLensBuilder(Builder):
     ) -> Iterator[tuple[int, dict[str, str]]]:
         """Rows of a RecBole atomic file as dicts keyed by field name (the `:type` suffix dropped)."""
         with open(path, "rb") as handle:  # not `open_binary`: the rows' read below is the one the progress bar counts
-            header = [name.split(":")[0] for name in decode_line(handle.readline()).rstrip("\r\n").split("\t")]
+            first = handle.readline().removeprefix(codecs.BOM_UTF8)
+            header = [name.split(":")[0] for name in decode_line(first).rstrip("\r\n").split("\t")]
         missing = [name for name in required if name not in header]
         if missing:
             raise DataError(

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from align3gr.data.build import build_dataset
 from align3gr.data.config import DataConfig
 from align3gr.data.dataset import load_dataset
+from align3gr.data.interactions import TextSpool
 from align3gr.errors import DataError
+from data_builders.amazon import clean_html
 
 USERS, ITEMS = 6, 6
 SMALL = DataConfig(user_k=5, item_k=5)
@@ -119,6 +128,9 @@ def test_explicit_file_options(tmp_path):
             r"Keyboards\.json:5: reviewTime",
         ),
         ("[1, 2]", r"Keyboards\.json:5: expected a JSON object"),
+        pytest.param(
+            "[" * 100_000, r"Keyboards\.json:5: malformed JSON \(maximum recursion depth", id="nested-too-deeply"
+        ),
         (
             '{"reviewerID": "U0", "asin": "B001", "overall": null, "unixReviewTime": 5}',
             r"Keyboards\.json:5: missing required field 'overall' \(or it is null\)",
@@ -211,9 +223,11 @@ def test_an_edited_template_file_rebuilds_the_texts(tmp_path, monkeypatch):
 def test_a_price_beyond_float_range_is_no_price(tmp_path):
     source = write_2018(tmp_path / "raw")
     meta = source / "meta_Keyboards.json"
-    meta.write_text(meta.read_text().replace('"$101.99"', "1e999").replace('"$102.99"', "-3"))
+    text = meta.read_text().replace('"$101.99"', "1e999").replace('"$102.99"', "-3")
+    meta.write_text(text.replace('"$104.99"', '"$' + "9" * 400 + '"'))  # a string that float() reads as inf
     items = build_dataset("amazon", source, tmp_path / "out", SMALL).dataset.items
-    assert "price" not in items["B001"].attributes and "price" not in items["B002"].attributes
+    assert all("price" not in items[i].attributes for i in ("B001", "B002", "B004"))
+    assert "Infinity" not in (tmp_path / "out" / "items.jsonl").read_text()
     assert items["B003"].attributes["price"] == 103.99
 
 
@@ -235,3 +249,63 @@ def test_a_reviews_summary_and_body_read_as_one_text(tmp_path, summary, body, te
     build_dataset("amazon", folder / "Keyboards.json", tmp_path / "out", SMALL)
     reviews = load_dataset(tmp_path / "out").sequences["U0"].reviews
     assert reviews is not None and set(reviews) == {text}
+
+
+@pytest.mark.parametrize("meta", ["", json.dumps({"asin": "Z1", "title": "An item nobody reviewed"}) + "\n"])
+def test_metadata_of_none_of_the_items_stops_the_build_and_names_the_counts(tmp_path, meta):
+    """An empty or unrelated metadata file drops every interaction: an error, not an empty dataset."""
+    source = write_2018(tmp_path / "raw")
+    (source / "meta_Keyboards.json").write_text(meta)
+    with pytest.raises(
+        DataError, match=rf"Keyboards\.json: no interaction's item has metadata.*{USERS * (ITEMS + 1)} raw interactions"
+    ) as caught:
+        build_dataset("amazon", source, tmp_path / "out", SMALL)
+    assert "with metadata 0" in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no output folder, no temporary beside it
+
+
+def test_the_review_spool_is_never_visible_in_the_temporary_folder(tmp_path, monkeypatch):
+    """The spool file has no name from the moment it is made, so a build killed with review text spooled (SIGKILL,
+    which runs no cleanup) leaves no file in the temporary folder."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    spool = TextSpool()
+    spool.append("a review")
+    spool.reorder(np.array([0]))
+    assert spool.get(0) == "a review" and not list(temp.iterdir())
+    spool.close()
+    build_dataset("amazon", write_2018(tmp_path / "raw"), tmp_path / "out", SMALL)
+    assert not list(temp.iterdir())
+    killed = "import os, signal\nfrom align3gr.data.interactions import TextSpool\nspool = TextSpool()\n"
+    killed += "spool.append('a review')\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    process = subprocess.run([sys.executable, "-c", killed], env={**os.environ, "TMPDIR": str(temp)}, check=False)
+    assert process.returncode == -signal.SIGKILL
+    assert not list(temp.glob("align3gr-spool-*"))
+
+
+def test_a_byte_order_mark_at_the_start_of_a_file_is_skipped(tmp_path):
+    plain = write_2018(tmp_path / "plain")
+    marked = write_2018(tmp_path / "marked")
+    for name in ("Keyboards.json", "meta_Keyboards.json"):
+        (marked / name).write_bytes(codecs.BOM_UTF8 + (marked / name).read_bytes())
+    build_dataset("amazon", plain, tmp_path / "plain_out", SMALL)
+    build_dataset("amazon", marked, tmp_path / "marked_out", SMALL)
+    for name in ("items.jsonl", "users.jsonl", "sequences.jsonl", "intentions.jsonl", "preferences.jsonl"):
+        assert (tmp_path / "plain_out" / name).read_bytes() == (tmp_path / "marked_out" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("TV Wall Mount for 32 < 55 inch TVs, holds > 100 lbs", "TV Wall Mount for 32 < 55 inch TVs, holds > 100 lbs"),
+        ("Rated &lt;3 by kids. Size: 5 in &gt; 4 in.", "Rated <3 by kids. Size: 5 in > 4 in."),
+        ("Line one<br/>line two", "Line one line two"),
+        ("A <b>bold</b> <I>claim</I>", "A bold claim"),
+        ('See <a href="https://example.com/?a=1&amp;b=2">the &amp; manual</a>.', "See the & manual ."),
+        ("Kept<!-- a <b>hidden</b>\n note --> text", "Kept text"),
+        ("&lt;b&gt;escaped&lt;/b&gt; tags are text", "<b>escaped</b> tags are text"),
+    ],
+)
+def test_clean_html_removes_tags_only_and_then_decodes_entities(raw, clean):
+    assert clean_html(raw) == clean

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -76,6 +79,17 @@ def test_missing_metadata_can_be_dropped_instead(tmp_path):
     result = build_dataset("movielens", source, tmp_path / "out", DataConfig(missing_metadata="drop"))
     assert "99" not in result.dataset.items
     assert result.dataset.meta["counts"]["with_metadata"] == 35
+
+
+def test_a_metadata_drop_leaving_nothing_stops_with_the_counts(tmp_path):
+    source = write_small_grouplens(tmp_path / "raw")
+    (source / "u.item").write_text("".join(f"{i}|Movie {i} (1990)||||{GENRE_FLAGS}\n" for i in range(101, 107)))
+    assert_fails_cleanly(
+        tmp_path,
+        source,
+        r"u\.data: no interaction's item has metadata.*: 36 raw interactions \(of 6 items\), with metadata 0",
+        DataConfig(missing_metadata="drop"),
+    )
 
 
 def test_missing_required_column_in_recbole_header(tmp_path):
@@ -196,6 +210,24 @@ def test_integer_timestamps_are_kept_exactly_and_unusual_ids_sort(tmp_path):
     dataset = build_dataset("movielens", source, tmp_path / "out").dataset
     assert dataset.sequences["1"].timestamps[0] == exact + 880000101
     assert list(dataset.sequences)[-1] == "\u00b2"
+
+
+def test_ids_equal_as_numbers_sort_the_same_under_any_hash_seed(tmp_path):
+    """Items "1", "01" and "001" come from a set, whose order follows the hash seed: the ID itself breaks the tie."""
+    source = write_small_grouplens(tmp_path / "raw", items=5)
+    ids = {"1": "1", "2": "01", "3": "001", "4": "7", "5": "07"}
+    data = [line.split("\t") for line in (source / "u.data").read_text().splitlines()]
+    (source / "u.data").write_text("".join(f"{u}\t{ids[i]}\t{r}\t{t}\n" for u, i, r, t in data))
+    (source / "u.item").write_text("".join(f"{i}|Movie {i} (1990)||||{GENRE_FLAGS}\n" for i in ids.values()))
+    build = "import sys\nfrom align3gr.data.build import build_dataset\nbuild_dataset('movielens', *sys.argv[1:])\n"
+    for seed in ("1", "2"):
+        out = tmp_path / f"seed{seed}"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", build, str(source), str(out)], env=env, check=True)
+    items = [json.loads(line)["item_id"] for line in (tmp_path / "seed1" / "items.jsonl").open()]
+    assert items == ["001", "01", "1", "07", "7"]
+    for name in sorted(p.name for p in (tmp_path / "seed1").iterdir()):
+        assert (tmp_path / "seed1" / name).read_bytes() == (tmp_path / "seed2" / name).read_bytes(), name
 
 
 def test_a_killed_build_leaves_nothing_and_the_rerun_succeeds(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 from pathlib import Path
 
@@ -177,6 +178,52 @@ def test_recbole_ml1m_atomic_files_decode_the_user_codes(tmp_path):
     (source / "ml-1m.user").write_text("\n".join([*users, "4\t30\tM\t3\t12345"]) + "\n")
     with pytest.raises(DataError, match=r"ml-1m\.user:5: unknown ml-1m age or occupation code \(age '30'"):
         build_dataset("movielens", source, tmp_path / "o2", DataConfig(user_k=3, item_k=3))
+
+
+def write_small_100k(folder: Path, bom: bytes = b"") -> Path:
+    """A GroupLens ml-100k folder of 5 users who rated 5 items, `u.item` in Latin-1 ("é" one byte, as GroupLens'),
+    each file starting with `bom`."""
+    folder.mkdir()
+    data = "".join(f"{u}\t{i}\t{1 + (u + i) % 5}\t{880000000 + 10 * i + u}\n" for u in range(1, 6) for i in range(1, 6))
+    flags = "|".join(["0"] * 18 + ["1"])
+    items = "".join(f"{i}|Caf\u00e9 {i} (1990)|01-Jan-1990||http://x|{flags}\n" for i in range(1, 6))
+    users = "".join(f"{u}|{20 + u}|F|writer|1000{u}\n" for u in range(1, 6))
+    for name, text, encoding in (("u.data", data, "utf-8"), ("u.item", items, "latin-1"), ("u.user", users, "utf-8")):
+        (folder / name).write_bytes(bom + text.encode(encoding))
+    return folder
+
+
+def test_a_byte_order_mark_at_the_start_of_a_file_is_skipped(ml100k, tmp_path):
+    """GroupLens files and RecBole headers starting with a UTF-8 byte order mark give the dataset of the same files
+    without it (not a user "\ufeff1"); the Latin-1 `u.item` still reads as Latin-1."""
+    config = DataConfig(user_k=5, item_k=5)
+    plain = build_dataset("movielens", write_small_100k(tmp_path / "plain"), tmp_path / "plain_out", config).dataset
+    marked = write_small_100k(tmp_path / "marked", codecs.BOM_UTF8)
+    dataset = build_dataset("movielens", marked, tmp_path / "marked_out", config).dataset
+    assert list(dataset.sequences) == list(plain.sequences) == ["1", "2", "3", "4", "5"]
+    assert dataset.items["1"].title == "Caf\u00e9 1"
+    for name in ("items.jsonl", "users.jsonl", "sequences.jsonl", "intentions.jsonl", "preferences.jsonl"):
+        assert (tmp_path / "plain_out" / name).read_bytes() == (tmp_path / "marked_out" / name).read_bytes(), name
+    recbole = tmp_path / "recbole"
+    recbole.mkdir()
+    for name in ("ml-100k.inter", "ml-100k.item", "ml-100k.user"):
+        (recbole / name).write_bytes(codecs.BOM_UTF8 + (RECBOLE_ML100K / name).read_bytes())
+    assert build_dataset("movielens", recbole, tmp_path / "recbole_out").dataset.sequences == (
+        load_dataset(ml100k).sequences
+    )
+
+
+def test_of_several_recbole_inter_files_the_one_named_like_the_others_is_read(tmp_path):
+    source = tmp_path / "ml"
+    source.mkdir()
+    for name in ("item", "user", "inter"):
+        (source / f"ml.{name}").write_bytes((RECBOLE_ML100K / f"ml-100k.{name}").read_bytes())
+    (source / "ml.train.inter").write_bytes((source / "ml.inter").read_bytes())
+    result = build_dataset("movielens", source, tmp_path / "out")
+    assert [s["file"] for s in result.dataset.meta["sources"]] == ["ml.inter", "ml.item", "ml.user"]
+    (source / "ml.inter").rename(source / "ml.test.inter")
+    with pytest.raises(DataError, match=r"several RecBole \*\.inter files \(ml\.test\.inter, ml\.train\.inter\)"):
+        build_dataset("movielens", source, tmp_path / "out2")
 
 
 def test_readme_command_with_the_recipe_config(tmp_path, capsys):

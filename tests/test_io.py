@@ -129,6 +129,20 @@ def test_read_json_names_the_file_and_line_of_unreadable_input(tmp_path):
         read_json(path)
 
 
+def test_read_json_of_deeply_nested_json_is_a_data_error_or_its_value(tmp_path):
+    """Nesting past what `json` parses is a DataError naming the file (no RecursionError); nesting it parses is read,
+    though a recursive walk of the value would pass Python's recursion limit."""
+    path = tmp_path / "table.json"
+    path.write_text("[" * 100_000)
+    with pytest.raises(DataError, match=r"table\.json: malformed JSON \(maximum recursion depth exceeded"):
+        read_json(path)
+    path.write_text("[" * 500 + '"x"' + "]" * 500)
+    value = read_json(path)
+    for _ in range(500):
+        (value,) = value
+    assert value == "x"
+
+
 def test_a_resumed_stage_starts_from_its_last_complete_checkpoint(tmp_path):
     """A kill during a checkpoint save leaves `checkpoint-N` without the trainer state the Trainer writes last; a
     resumed run takes the newest complete one and ignores folders that are not checkpoints."""

@@ -53,9 +53,10 @@ class BuildResult:
         return format_mapping(self.statistics, f"\nDataset {self.path} ({self.builder}; {state})")
 
 
-def natural_key(value: str) -> tuple[int, int | str]:
-    """Sort numeric IDs numerically and the rest as strings, so output order is stable and readable."""
-    return (0, int(value)) if value.isdecimal() else (1, value)
+def natural_key(value: str) -> tuple[int, int, str]:
+    """Sort numeric IDs numerically and the rest as strings, so output order is stable and readable; the ID itself
+    breaks ties ("1", "01"), as the IDs come from a set, whose order varies with the hash seed."""
+    return (0, int(value), value) if value.isdecimal() else (1, 0, value)
 
 
 def source_records(builder: Builder, source: Path) -> list[dict]:

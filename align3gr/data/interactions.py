@@ -14,6 +14,7 @@ from array import array
 from collections.abc import Iterator
 from collections.abc import Sequence as SequenceABC
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -23,13 +24,19 @@ _INT64 = 2**63
 """Timestamps are stored as 64-bit integers."""
 
 
+def anonymous_file() -> IO[bytes]:
+    """A temporary file for reading and writing that has no name (`tempfile.TemporaryFile`: unlinked as soon as it is
+    made, used through its open descriptor), so the system frees it when the process ends, however it ends: a killed
+    build leaves nothing in the temporary folder."""
+    return tempfile.TemporaryFile(prefix="align3gr-spool-", suffix=".txt")
+
+
 class TextSpool:
-    """Append-only store of strings in a temporary file, addressed by index and read back with positioned
-    reads (not a memory map, whose touched pages would count as resident memory)."""
+    """Append-only store of strings in an unnamed temporary file (`anonymous_file`), addressed by index and read back
+    with positioned reads (not a memory map, whose touched pages would count as resident memory)."""
 
     def __init__(self) -> None:
-        handle, self._path = tempfile.mkstemp(prefix="align3gr-spool-", suffix=".txt")
-        self._file = os.fdopen(handle, "w+b")
+        self._file = anonymous_file()
         self._offsets = array("q", [0])
         self._flushed = True
 
@@ -59,10 +66,9 @@ class TextSpool:
         """Keep only the strings at `indices`, in that order (string k is then the one that was at `indices[k]`): a
         build puts the review text in sequence order once, so each user's reviews are then read back in one
         `get_range` instead of one read each. Copied through a new file `chunk` strings at a time, the old one
-        deleted."""
+        closed."""
         self._flush()
-        handle, path = tempfile.mkstemp(prefix="align3gr-spool-", suffix=".txt")
-        new_file, new_offsets = os.fdopen(handle, "w+b"), array("q", [0])
+        new_file, new_offsets = anonymous_file(), array("q", [0])
         descriptor, write = self._file.fileno(), new_file.write
         offsets = np.frombuffer(self._offsets, dtype=np.int64)
         for first in range(0, len(indices), chunk):
@@ -72,7 +78,7 @@ class TextSpool:
                 write(os.pread(descriptor, end - start, start))
             new_offsets.frombytes((np.cumsum(ends - starts) + new_offsets[-1]).tobytes())
         self.close()
-        self._file, self._path, self._offsets, self._flushed = new_file, path, new_offsets, False
+        self._file, self._offsets, self._flushed = new_file, new_offsets, False
 
     def _flush(self) -> None:
         if not self._flushed:
@@ -80,9 +86,7 @@ class TextSpool:
             self._flushed = True
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-            Path(self._path).unlink(missing_ok=True)
+        self._file.close()
 
     def __del__(self) -> None:
         self.close()

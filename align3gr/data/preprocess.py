@@ -55,6 +55,13 @@ def filter_interactions(
         log.info("dropped %d interactions with items that have no metadata", int((~keep).sum()))
     rows = np.flatnonzero(keep)
     counts["with_metadata"] = len(rows)
+    if not len(rows):  # the k-core below keeps an empty selection as it is: the dataset would be published empty
+        raise DataError(
+            "no interaction's item has metadata, so dropping those without left the dataset empty: "
+            f"{counts['raw_interactions']} raw interactions (of {len(interactions.item_ids)} items), with metadata 0. "
+            "Check that the item metadata belongs to these interactions",
+            interactions.source,
+        )
 
     rows = rows[np.lexsort((rows, cols["timestamp"][rows], user[rows]))]
     pair = user[rows] * len(interactions.item_ids) + item[rows]
