@@ -3,9 +3,9 @@
 
 Reviews give `reviewerID`, `asin`, `unixReviewTime` (or `reviewTime` "MM D, YYYY"), `overall` and the review
 text (`summary` + `reviewText`). Metadata gives the title, description, brand, category path and price. HTML tags
-are stripped, then entities unescaped. Items without metadata, or whose metadata has no title, are dropped (counted in
-`meta.json`); a repeated `asin` in the metadata keeps its first record with a title, since the public files have
-repeats.
+are stripped, entities unescaped, and the tags that unescaping makes stripped too. Items without metadata, or whose
+metadata has no title, are dropped (counted in `meta.json`); a repeated `asin` in the metadata keeps its first record
+with a title, since the public files have repeats.
 
 Both files are streamed: interactions are kept as compact columns and review text is spooled to disk, and only
 the metadata of items that occur in the reviews is kept, so memory does not grow with the raw file size.
@@ -33,14 +33,16 @@ SENTENCE_ENDS = ".!?…"
 
 
 def clean_html(text: object) -> str:
-    """Drop tags, then unescape entities (an escaped "&lt;3" is text, not a tag), collapse whitespace; non-strings
-    (None, numbers) become ''."""
+    """Drop tags, unescape entities, then drop the tags that unescaping made (double-escaped markup, "&lt;br /&gt;";
+    an escaped "&lt;3" stays text), collapse whitespace; non-strings (None, numbers) become ''."""
     if not isinstance(text, str):
         return ""
     if "<" in text:
         text = _TAG.sub(" ", text)
     if "&" in text:
         text = html.unescape(text)
+        if "<" in text:
+            text = _TAG.sub(" ", text)
     if "  " not in text and text[:1] != " " and text[-1:] != " " and text.isprintable():
         return text  # already collapsed: its only whitespace is single inner spaces (other whitespace is unprintable)
     return " ".join(text.split())

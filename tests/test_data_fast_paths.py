@@ -29,7 +29,8 @@ from data_builders.amazon import clean_html
 _WORD = re.compile(r"[^\W\d_][\w']{2,}")
 WHITESPACE = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
 HTML_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.DOTALL)
-"""What `clean_html` removes before it decodes entities: HTML comments and tags (`<` then a letter or `/`)."""
+"""What `clean_html` removes before it decodes entities, and again after: HTML comments and tags (`<` then a letter or
+`/`)."""
 TRICKY_LINES = [
     '{"a": "caf\\u00e9 \u4e2d\u6587 \U0001f600", "b": "tab\\there \\"q\\" \\\\ \\/ \\u0000 \\u001f"}',
     '{"pair": "\\ud83d\\ude00", "lone": "\\ud800 x", "nan": NaN, "inf": -Infinity}',
@@ -127,7 +128,7 @@ def test_clean_html_collapses_whitespace_as_split_and_join_do():
     texts = ["", " ", "x", " x", "x ", "a b", "a  b", *WHITESPACE]
     texts += ["".join(rng.choice(pieces) for _ in range(rng.randrange(12))) for _ in range(3000)]
     for text in texts:
-        reference = html.unescape(HTML_TAG.sub(" ", text))
+        reference = HTML_TAG.sub(" ", html.unescape(HTML_TAG.sub(" ", text)))
         assert clean_html(text) == " ".join(reference.split()), repr(text)
 
 
@@ -268,7 +269,10 @@ def test_amazon_builder_on_tricky_json_keeps_the_texts_of_a_plain_parse(tmp_path
     assert dataset.items["B1"].title == "Café & Item 1"
     for line in reviews:
         row = json.loads(line)
-        parts = [" ".join(html.unescape(HTML_TAG.sub(" ", row.get(k, ""))).split()) for k in ("summary", "reviewText")]
+        parts = [
+            " ".join(HTML_TAG.sub(" ", html.unescape(HTML_TAG.sub(" ", row.get(k, "")))).split())
+            for k in ("summary", "reviewText")
+        ]
         seq = dataset.sequences[row["reviewerID"]]
         assert seq.reviews[seq.items.index(row["asin"])] == ". ".join(p for p in parts if p)
 
