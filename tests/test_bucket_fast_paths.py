@@ -171,6 +171,23 @@ def test_sampled_fill_draws_distinct_members_of_the_bucket_reproducibly():
     assert other_seed.boundary("i5", 30) != made[0].boundary("i5", 30)
 
 
+def test_with_a_sample_the_items_most_similar_to_the_target_are_in_its_hard_band():
+    """The top edge of a target's ranking is known without a sample: the catalogue items more similar than the sample's
+    most similar one are hard (and in the band of no bucket), as `bucket` says, so the hard fill can draw them."""
+    items, vectors = large_catalogue()
+    sampled = SimilarityBuckets(items, vectors, 0.1, 0.05, sample=100, seed=0)
+    catalogue = torch.arange(len(items))
+    for target in items[:5]:
+        top = catalogue[torch.argsort(sampled.of(target, catalogue), descending=True, stable=True)][1:6]
+        assert all(sampled.bucket(items[int(k)], target) == "hard" for k in top)
+        assert sampled.in_band(target, "hard", top).all() and sampled.in_band(target, None, top).all()
+        bands = [sampled.in_band(target, bucket, catalogue) for bucket in BUCKETS]
+        others = catalogue != sampled.index[target]
+        assert torch.equal(sum(band.long() for band in bands)[others], torch.ones(len(items) - 1, dtype=torch.long))
+        in_bands = {items[int(k)]: b for b, band in zip(BUCKETS, bands, strict=True) for k in band.nonzero().flatten()}
+        assert all(sampled.bucket(item, target) == bucket for item, bucket in in_bands.items())
+
+
 def test_a_negative_sample_is_refused():
     items, vectors = large_catalogue(20)
     with pytest.raises(ConfigError, match="sample >= 0"):

@@ -186,8 +186,13 @@ def test_loader_validates_the_canonical_files(tmp_path):
         list(bad_intentions.intentions)  # intentions are checked as they are read: most stages never read them
     with pytest.raises(DataError, match=r"intentions\.jsonl:2: fields 'user_id' and 'item_id' must be strings"):
         bad_intentions.statistics()  # what `align3gr data stats` prints: a checking pass over every row
-    with pytest.raises(DataError, match=r"preferences\.jsonl:1: expected 'user_id' of a known user"):
+    with pytest.raises(DataError, match=r"preferences\.jsonl:1: expected 'user_id' of a user with a sequence"):
         load_dataset(corrupt("preferences.jsonl", 1, json.dumps({"user_id": {}, "statement": "x"})))
+    users_only = corrupt("preferences.jsonl", 1, json.dumps({"user_id": "sequenceless", "statement": "x"}))
+    with open(users_only / "users.jsonl", "a") as handle:  # a known user without a sequence: SFT's C3 row would fail
+        handle.write(json.dumps({"user_id": "sequenceless"}) + "\n")
+    with pytest.raises(DataError, match=r"preferences\.jsonl:1: expected 'user_id' of a user with a sequence"):
+        load_dataset(users_only)
     row = json.loads((good / "sequences.jsonl").read_text().splitlines()[0])
     blank_first = corrupt("sequences.jsonl", 1, "\n\n" + json.dumps(row | {"user_id": "nobody"}))
     with pytest.raises(DataError, match=r"sequences\.jsonl:3: user 'nobody' is not in users\.jsonl"):

@@ -139,6 +139,9 @@ def test_stream_rows_hold_every_prompt_of_their_window_and_train_on_the_code_tok
     width = small.max_history + 1
     assert windows[0] == tuple(train[-width:]) and windows[1] == tuple(train[-width - 7 : -7])
     assert {i for w in windows for i in w} == set(train)  # every training item is a target
+    TaskBuilder(small, items, users, seq_format="stream", stream_stride=width)  # adjacent windows: still every item
+    with pytest.raises(ConfigError, match=f"stream_stride={width + 1}: must be at most max_history \\+ 1 = {width}"):
+        TaskBuilder(small, items, users, seq_format="stream", stream_stride=width + 1)
     row = rows[0]
     ids, mask = encode_example(row, scid_tokenizer)
     template = next(t for t in builder.templates["seq_stream"] if row.prompt == t.format(user=builder.user_ref(user)))

@@ -131,11 +131,13 @@ def load_dataset(path: str | Path) -> Dataset:
         for line, row in iter_json_lines(path / "preferences.jsonl"):
             if (
                 not isinstance(row.get("user_id"), str)
-                or row["user_id"] not in users
+                or row["user_id"] not in sequences
                 or not isinstance(row.get("statement"), str)
             ):
                 raise DataError(
-                    "expected 'user_id' of a known user and a string 'statement'", path / "preferences.jsonl", line
+                    "expected 'user_id' of a user with a sequence in sequences.jsonl and a string 'statement'",
+                    path / "preferences.jsonl",
+                    line,
                 )
             dataset.preferences[row["user_id"]] = row["statement"]
     return dataset

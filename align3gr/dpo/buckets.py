@@ -217,9 +217,7 @@ class SimilarityBuckets:
             self._reference_vectors = self.vectors[self.reference]
         else:
             self.reference, self._reference_vectors = torch.arange(len(self.items)), self.vectors
-        self._matrix = self.vectors.numpy()
         self._target: str | None = None
-        self._target_vector = self._matrix[0]
         self._similarity = torch.empty(0)
         self._values = self._similarity.numpy()
         self._ranked = 0
@@ -230,13 +228,16 @@ class SimilarityBuckets:
         target itself (ranked last)."""
         if target != self._target:
             position = self.index[target]
-            similarity = self._reference_vectors @ self.vectors[position]
+            if self.sample:  # the same arithmetic as `of` (a matrix product's rounding depends on its row count)
+                similarity = (self._reference_vectors * self.vectors[position]).sum(-1)
+            else:
+                similarity = self._reference_vectors @ self.vectors[position]
             slot = int(torch.searchsorted(self.reference, position))
             own = slot < len(self.reference) and int(self.reference[slot]) == position
             if own:
                 similarity[slot] = float("-inf")
             self._target, self._similarity, self._boundaries = target, similarity, {}
-            self._values, self._target_vector = similarity.numpy(), self._matrix[position]
+            self._values = similarity.numpy()
             self._ranked = len(self.reference) - own
         return self._similarity
 
@@ -258,7 +259,11 @@ class SimilarityBuckets:
 
     def ahead(self, target: str, rank: int, similarity: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Whether each item (catalogue `indices`, their `similarity` to `target`) ranks before position `rank` of
-        `target`'s list; the target itself never does."""
+        `target`'s list; the target itself never does, nor anything before rank 0 (with a sample, the estimated edge
+        of rank 0 would be the sample's most similar item, and cut the catalogue's more similar ones out of every
+        band)."""
+        if rank == 0:
+            return torch.zeros(len(indices), dtype=torch.bool)
         key, index = self.boundary(target, rank)
         ahead = (similarity > -key) | ((similarity == -key) & (indices < index))
         return ahead & (indices != self.index[target])
@@ -268,7 +273,7 @@ class SimilarityBuckets:
             return None
         self.similarity(target)
         position = self.index[candidate]
-        value = self._matrix[position] @ self._target_vector if self.sample else self._values[position]
+        value = self.of(target, torch.tensor([position]))[0] if self.sample else self._values[position]
         key = (-float(value), position)
         if key < self.boundary(target, self.edges["hard"][1]):
             return "hard"
@@ -276,9 +281,12 @@ class SimilarityBuckets:
 
     def of(self, target: str, indices: torch.Tensor) -> torch.Tensor:
         """Similarity to `target` of the catalogue items `indices`: read from the ranked catalogue when there is no
-        sample (so an item compares with the edges through the very values they were taken from)."""
+        sample, so an item compares with the edges through the very values they were taken from; with one, computed
+        row by row as the sample's were (an elementwise product summed per row, the same bits for any row count)."""
         similarity = self.similarity(target)
-        return self.vectors[indices] @ self.vectors[self.index[target]] if self.sample else similarity[indices]
+        if self.sample:
+            return (self.vectors[indices] * self.vectors[self.index[target]]).sum(-1)
+        return similarity[indices]
 
     def in_band(self, target: str, bucket: str | None, indices: torch.Tensor) -> torch.Tensor:
         """Whether each catalogue item of `indices` falls in `bucket` of `target`."""

@@ -101,6 +101,11 @@ class TaskBuilder:
         self.seq_format = seq_format
         self.seq_kind = SEQ_FORMATS[seq_format]
         self.stream_stride = stream_stride or dataset.max_history
+        if seq_format == "stream" and self.stream_stride > dataset.max_history + 1:
+            raise ConfigError(
+                f"stream_stride={self.stream_stride}: must be at most max_history + 1 = {dataset.max_history + 1} "
+                "(the windows' width), or the items between two windows would never be targets"
+            )
         self.holdout = holdout
         self.builders: dict[str, Callable[[], Iterator[SFTExample]]] = {
             "seq": self.seq,
