@@ -129,7 +129,7 @@ class LCRecBuilder(Builder):
         inter = _mapping(read_json(files["inter"]), files["inter"], "users to item lists")
         interactions = InteractionLog(files["inter"])
         for user, sequence in inter.items():
-            if not isinstance(sequence, list) or not all(isinstance(i, int | str) for i in sequence):
+            if not isinstance(sequence, list) or not all(type(i) in (int, str) for i in sequence):  # not true/false
                 raise DataError(f"user '{user}': expected a list of item indices", files["inter"])
             for position, item in enumerate(sequence):
                 interactions.add(users_back.get(str(user), str(user)), items_back.get(str(item), str(item)), position)

@@ -104,6 +104,7 @@ def test_export_needs_a_code_for_every_item(tmp_path):
     [
         ("inter", '{"0": [1, 2,\n', r"Toys\.inter\.json:2: malformed JSON"),
         ("inter", '{"0": 5}', r"Toys\.inter\.json: user '0': expected a list of item indices"),
+        ("inter", '{"0": [1, true]}', r"Toys\.inter\.json: user '0': expected a list of item indices"),
         (
             "item",
             '{"0": {"title": "A"}}',
