@@ -155,6 +155,8 @@ def convert_value(cls: type, name: str, value: Any, where: str | None = None) ->
     f = cls.__dataclass_fields__[name]
     kinds, optional = _field_kinds(cls, f)
     choices = f.metadata.get("choices")
+    if where is None and "flag" not in f.metadata and any(k is dict or typing.get_origin(k) is dict for k in kinds):
+        where = "the command line"  # an option mapping has no flag of its own: `pipeline --training-arg` sets it
     context = f"{where}: {name}={value!r}: " if where is not None else f"{flag_of(f)} {value!r}: "
     if value is None and optional:
         return None
@@ -174,7 +176,8 @@ def options_field(target: type, help_text: str) -> Any:
     """A mapping field holding the options of another config class (a tokenizer regulariser's `hamr_options`:
     `HaMRConfig`'s): read through `check_options`, so its keys and values are checked like a section's."""
     return dataclasses.field(
-        default_factory=dict, metadata={"help": help_text, "check": functools.partial(check_options, target)}
+        default_factory=dict,
+        metadata={"help": help_text, "check": functools.partial(check_options, target), "options": target},
     )
 
 
@@ -207,12 +210,30 @@ class KeyValues(argparse.Action):
         setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), key.strip(): value})
 
 
+def options_text(f: dataclasses.Field) -> str:
+    """What `--help` says of an option mapping (set in the YAML only): its class's options and their defaults."""
+    target = f.metadata["options"]
+    defaults = []
+    for option in dataclasses.fields(target):
+        if option.default is not dataclasses.MISSING:
+            defaults.append(f"{option.name}={option.default!r}")
+        elif option.default_factory is not dataclasses.MISSING:
+            defaults.append(f"{option.name}={option.default_factory()!r}")
+        else:
+            defaults.append(option.name)
+    return (
+        f"YAML only: {f.name}, {f.metadata['help']} Its keys and {target.__name__}'s defaults: {', '.join(defaults)}."
+    )
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, only: Collection[str] | None = None) -> None:
     """Add one `--field-name` flag per dataclass field but the option mappings (help text and choices from the
     field's metadata; a list as comma-separated values), or per field named in `only`; a mapping whose metadata
     names a `flag` gets that flag, repeatable, as `KEY=VALUE`. The flags' text is converted by
     `config_from_sources`, as YAML values are."""
-    group = parser.add_argument_group(cls.__name__, cls.__doc__)
+    yaml_only = [f for f in dataclasses.fields(cls) if "options" in f.metadata and (only is None or f.name in only)]
+    described = " ".join([cls.__doc__ or "", *(options_text(f) for f in yaml_only)])
+    group = parser.add_argument_group(cls.__name__, described)
     for f in dataclasses.fields(cls):
         kind, _ = _field_hint(cls, f)
         mapping = kind is dict or typing.get_origin(kind) is dict
@@ -296,27 +317,27 @@ def read_yaml_section(
 ) -> tuple[dict[str, Any], str]:
     """The options of `section` in a YAML file and where they are (`FILE, section 'NAME'`, or `FILE`): the mapping
     under its `section` key; nothing when the file is made of other sections only (every top-level value a mapping,
-    none of them one of the stage's `options`, as in a pipeline config), where a key that is no section is an error (a
-    misspelt section would leave the stage on its defaults); the whole file when it is flat. A section left empty
-    (`dpo:` with its options commented out) is an empty mapping; a section name holding anything but a mapping is an
-    error, unless the file is flat and the name is one of the stage's `options` (`source: PATH` of `data build`)."""
+    none of them one of the stage's `options`, as in a pipeline config); in both, a top-level key that is no section
+    is an error (a misspelt section would leave its stage on its defaults); the whole file when it is flat. A section
+    left empty (`dpo:` with its options commented out) is an empty mapping; a section name holding anything but a
+    mapping is an error, unless the file is flat and the name is one of the stage's `options` (`source: PATH` of `data
+    build`)."""
     document = read_yaml_mapping(path)
     document = {name: {} if name in SECTION_NAMES and value is None else value for name, value in document.items()}
     sections = [name for name in SECTION_NAMES if isinstance(document.get(name), dict)]
     for name in SECTION_NAMES:
         if name in document and not isinstance(document[name], dict) and (sections or name not in options):
             raise ConfigError(f"{path}: section {name!r}: expected a mapping, got {type(document[name]).__name__}")
-    if section is not None and isinstance(document.get(section), dict):
-        return dict(document[section]), f"{path}, section {section!r}"
+    own = section is not None and isinstance(document.get(section), dict)
     sectioned = document and all(isinstance(value, dict) for value in document.values())
-    if section is not None and sectioned and not set(document) & set(options):
+    if own or (section is not None and sectioned and not set(document) & set(options)):
         unknown = sorted(set(document) - set(SECTION_NAMES))
         if unknown:
             raise ConfigError(
                 f"{path}: unknown section {unknown[0]!r} (the sections are {', '.join(SECTION_NAMES)})"
                 + close_matches(str(unknown[0]), SECTION_NAMES)
             )
-        return {}, str(path)
+        return (dict(document[section]), f"{path}, section {section!r}") if own else ({}, str(path))
     return document, str(path)
 
 

@@ -67,6 +67,9 @@ def test_a_stage_command_refuses_a_misspelt_section_and_reads_a_flat_file_of_map
     path.write_text("stf:\n  learning_rate: 0.5\n")
     with pytest.raises(ConfigError, match=r"run\.yaml: unknown section 'stf' .*; did you mean sft\?"):
         config_from_sources(SFTStageConfig, path)
+    path.write_text("dpo:\n  beta: 0.2\nevalute:\n  beam_size: 30\n")  # beside the stage's own section too
+    with pytest.raises(ConfigError, match=r"run\.yaml: unknown section 'evalute' .*; did you mean evaluate\?"):
+        config_from_sources(DPOStageConfig, path)
     path.write_text("hamr_options: {radius: 2}\n")  # a flat file whose options are all mappings
     assert config_from_sources(TokenizeConfig, path).hamr_options == {"radius": 2}
 
@@ -163,3 +166,16 @@ def test_an_empty_section_is_empty_and_a_section_of_another_kind_is_refused(tmp_
             read(path)
     path.write_text("source: recbole\nbuilder: movielens\n")  # a flat file of `data build`: `source` is an option
     assert config_from_sources(SourceConfig, path).source == "recbole"
+
+
+def test_help_lists_each_option_mapping_with_its_keys_and_defaults(capsys):
+    """Option mappings have no flags (they are set in the YAML): `--help` names each, with its class's keys and
+    defaults, so a user can write `hamr_options: {radius: 2}` without reading the source."""
+    from align3gr.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["tokenize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, target in (("hamr_options", "HaMRConfig"), ("unisid_options", "UniSIDConfig")):
+        assert f"YAML only: {name}, {target} fields (YAML)" in text and f"Its keys and {target}'s defaults:" in text
+    assert "radius=1, m_full=0.8" in text and "t_start/t_end count phase-2 optimiser steps" in text

@@ -114,6 +114,8 @@ def test_pipeline_flags_go_to_both_training_sections_or_the_one_named(tmp_path):
     assert UniSIDConfig(**config.tokenize.unisid_options).training_args == {"adam_beta2": 0.99}
     with pytest.raises(ConfigError, match="--training-arg evaluate.x=1: expected"):
         training_arg_overrides({"evaluate.x": "1"})
+    with pytest.raises(ConfigError, match="^the command line: unisid_options: training_args: 'weight_decay' is set"):
+        load_pipeline_config(path, training_arg_overrides({"unisid.weight_decay": "0.1"}))  # no --unisid-options flag
 
 
 def test_the_arguments_reach_the_trl_configs_unchanged(tmp_path):
