@@ -18,6 +18,7 @@ import yaml
 
 import align3gr
 from align3gr.errors import ConfigError
+from align3gr.io import sha256_file
 
 
 def prompts_dir() -> Path:
@@ -29,6 +30,13 @@ def prompts_dir() -> Path:
 def prompt_file(name: str) -> Path:
     """The file of prompt set `name`: `NAME.yaml` in `prompts_dir()`."""
     return prompts_dir() / f"{name}.yaml"
+
+
+def prompt_digest(name: str) -> str | None:
+    """The sha256 of prompt set `name`'s file (None when there is none): what a stage reading it depends on beyond
+    its options, so an edited template makes the stage's output out of date."""
+    path = prompt_file(name)
+    return sha256_file(path) if path.is_file() else None
 
 
 def _load(path: Path) -> dict:

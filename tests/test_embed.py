@@ -135,3 +135,21 @@ def test_a_catalogue_smaller_than_the_valid_cut_off_trains(tmp_path):
     dataset = load_dataset(tmp_path / "data")
     encoder = train_collaborative(dataset, EmbedConfig(cf_epochs=2), torch.device("cpu"))
     assert encoder.items.shape[0] == len(dataset.items) and 0.0 <= encoder.valid_recall_at_10 <= 1.0
+
+
+def test_an_unreadable_embedding_cache_is_a_miss_and_is_rewritten_whole(tmp_path, caplog):
+    """A cache file cut short (a crash of an older release, a full disk) must not stop every later embed: it is read as
+    empty, with a warning naming it, and the next save replaces it through an owned temporary name."""
+    from align3gr.embed.semantic import EmbeddingCache
+
+    path = tmp_path / "cache" / "model.safetensors"
+    cache = EmbeddingCache(path)
+    entries = {"ab" * 16: np.ones(4, dtype=np.float32), "cd" * 16: np.zeros(4, dtype=np.float32)}
+    cache.save(entries)
+    path.write_bytes(path.read_bytes()[:20])
+    with caplog.at_level("WARNING"):
+        assert cache.load() == {}
+    assert f"{path}: unreadable embedding cache" in caplog.text
+    cache.save(entries)
+    assert {key: value.tolist() for key, value in cache.load().items()} == {k: v.tolist() for k, v in entries.items()}
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]

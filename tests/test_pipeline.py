@@ -546,3 +546,24 @@ def test_lineage_folders_are_named_by_the_options_that_differ_from_their_default
     assert lineage_key(older) == lineage_key(lineage)
     assert lineage_key({**lineage, "tokenize": {**sections["tokenize"], "use_cf": False}}) != lineage_key(lineage)
     assert lineage_key({**lineage, "dpo_stages": ["sp_easy", "sp_medium"]}) != lineage_key(lineage)
+
+
+def test_an_edited_prompt_template_makes_the_steps_that_read_it_out_of_date(tmp_path, monkeypatch):
+    """SFT, its evaluations and the DPO stages build their prompts from `sft_tasks.yaml`: an edited copy (through
+    ALIGN3GR_PROMPTS) changes their step options, so the runner calls them again; the steps before them keep theirs,
+    and the folders (lineages) stay where they were."""
+    config = load_pipeline_config(write_config(tmp_path / "small.yaml"))
+
+    def steps() -> dict[str, Step]:
+        return {s.name: s for s in pipeline_steps(Plan(config, tmp_path / "config.yaml", tmp_path, in_run(tmp_path)))}
+
+    before = steps()
+    edited = tmp_path / "prompts"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "prompts", edited)
+    with open(edited / "sft_tasks.yaml", "a") as handle:
+        handle.write("# edited\n")
+    monkeypatch.setenv("ALIGN3GR_PROMPTS", str(edited))
+    after = steps()
+    changed = {name for name in before if before[name].options != after[name].options}
+    assert changed == {"sft", "eval/test/sft", "dpo/sp_easy", "dpo/rf_easy", "eval/test/sp_easy", "eval/test/rf_easy"}
+    assert all(before[name].lineage == after[name].lineage and before[name].path == after[name].path for name in before)

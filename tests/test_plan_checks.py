@@ -55,7 +55,7 @@ def test_unmet_needs_stop_the_run_before_any_work_each_listed(tmp_path, capsys):
 
     before = snapshot(run)
     encoder = {"semantic_model": str(tmp_path / "no_encoder")}
-    prefix = {"bucketing": "prefix", "hard_min": 4}  # 3-level SCIDs, 4 with a disambiguation level: never reached
+    prefix = {"bucketing": "prefix", "hard_min": 3}  # 3-level SCIDs (a 4th only if collisions overflow a prefix)
     codebook = {"codebook_size": 256}  # more first-level codes than the fixture's 8 items
     config = write_config(
         tmp_path, sft={"model": str(tmp_path / "no_model")}, embed=encoder, dpo=prefix, tokenize=codebook
@@ -68,7 +68,7 @@ def test_unmet_needs_stop_the_run_before_any_work_each_listed(tmp_path, capsys):
     assert unmet[0].startswith("  - sft.model=") and "expected a local model folder with config.json" in unmet[0]
     assert unmet[1].startswith("  - embed: semantic_model=") and "no_encoder" in unmet[1]
     assert unmet[2].startswith("  - dpo: SP-DPO bucket thresholds need 0 < medium_min <= hard_min < levels")
-    assert unmet[2].endswith("hard_min=4 for 4-level SCIDs (tokenize.levels)")
+    assert unmet[2].endswith("hard_min=3 for 3-level SCIDs (tokenize.levels)")
     assert unmet[3].startswith("  - dpo.stages rf_easy, rf_hard: RF-DPO needs feedback levels, and the dataset has")
     assert unmet[3].endswith("(--skip-unmet leaves it out)")
     assert unmet[4].startswith("  - tokenize.codebook_size=256 exceeds the 8 items; set codebook_size <= 8 (of ")
@@ -171,3 +171,15 @@ def test_data_whose_raw_files_changed_is_not_taken_as_current_before_its_step(tm
     checked = check_plan(plan, skip_unmet=True, build=True)
     assert checked.built == ("data",) and load_dataset(run / "data").sequences["0"].items[0] == "7"
     assert check_plan(plan, skip_unmet=True) is not None
+
+
+def test_a_launcher_that_cannot_run_stops_the_pipeline_before_any_work(tmp_path, capsys):
+    """A mistyped `--launcher` would fail only at the first trained stage, after the data, embeddings and tokenizer:
+    its program is looked up on PATH (and its quoting checked) first."""
+    config, run = write_config(tmp_path), tmp_path / "run"
+    for launcher, message in (("acclerate launch --num_processes 2", "no program 'acclerate' on PATH"),
+                              ("accelerate launch --config 'a b", "No closing quotation")):  # fmt: skip
+        argv = ["pipeline", "--config", str(config), "--run-dir", str(run), "--launcher", launcher]
+        assert main(argv) == 2
+        assert f"--launcher {launcher!r}: " in (error := capsys.readouterr().err) and message in error
+        assert not run.exists()

@@ -193,6 +193,12 @@ def test_embeddings_of_another_dataset_are_named(ml100k_small, ml100k_small_embe
         DualTrainer(dataset, embeddings, TokenizeConfig(**SMALL))
 
 
+def test_more_code_levels_than_token_letters_are_refused():
+    TokenizeConfig(levels=25).validate()
+    with pytest.raises(ConfigError, match="levels=26: at most 25"):
+        TokenizeConfig(levels=26).validate()
+
+
 def test_regulariser_options_are_checked():
     with pytest.raises(ConfigError, match="HaMRConfig has no option 'margin'"):
         TokenizeConfig(hamr=True, hamr_options={"margin": 1}).validate()

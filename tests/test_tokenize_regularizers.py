@@ -201,6 +201,9 @@ def test_adasid_progress_runs_on_the_optimiser_steps():
     trainer.train()
     # 2 phase-2 epochs of ceil(24 pairs / 5) steps, whatever the item batches (ceil(12 / 3) = 4) would give
     assert (trainer.adasid.t_start, trainer.adasid.t_end) == (0, 10) and trainer.step == 10
+    with_phase1_rq = tiny_trainer(dual=False, u2i=False, use_cf=False, adasid=True, phase1_gamma=0.5)
+    with_phase1_rq.train()  # phase 1's steps (gamma > 0 there too) are not phase-2 progress
+    assert with_phase1_rq.step == 10
 
 
 def test_adasid_adds_lambda_cf_to_the_u2i_weight_alpha():

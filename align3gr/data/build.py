@@ -25,7 +25,7 @@ from align3gr.data.texts import add_user_texts, iter_intentions
 from align3gr.errors import DataError
 from align3gr.io import reporting_reads, sha256_file, sha256_json
 from align3gr.models.local import local_models
-from align3gr.prompts import prompt_file
+from align3gr.prompts import prompt_digest
 from align3gr.stage_output import StageOutput
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,7 @@ def raw_sha256(path: Path, size: int, mtime_ns: int) -> str:
 def text_inputs(config: DataConfig) -> dict:
     """What the texts and feedback levels depend on beyond the config: the template file's sha256 and the identity
     of each local model folder (text writer, sentiment model), so an edited template or a replaced model rebuilds."""
-    prompts = prompt_file("data_texts")
-    digest = sha256_file(prompts) if prompts.is_file() else None
-    return {"prompts": digest, **local_models(config.text_model, config.sentiment_model)}
+    return {"prompts": prompt_digest("data_texts"), **local_models(config.text_model, config.sentiment_model)}
 
 
 def build_dataset(

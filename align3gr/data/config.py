@@ -60,7 +60,11 @@ class DataConfig:
     )
     text_model: str | None = field(default=None, metadata={"help": "Local causal LM folder for text_generator=llm."})
     text_cache: str | None = field(
-        default=None, metadata={"help": "Cache folder for LLM-written texts (default ~/.cache/align3gr/texts)."}
+        default=None,
+        metadata={
+            "help": "Cache folder for LLM-written texts (default ~/.cache/align3gr/texts).",
+            "fingerprint": None,  # where texts are cached, not what they are: fingerprints record the default
+        },
     )
     text_max_new_tokens: int = field(default=64, metadata={"help": "Length limit of each LLM-written text."})
     intentions_per_user: int | None = field(

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save
 from tqdm.auto import tqdm
 
 from align3gr.devices import AUTO, resolve_device
 from align3gr.errors import ConfigError, DataError
+from align3gr.io import atomic_write_bytes
 from align3gr.models.local import model_identity, require_model_folder
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,8 @@ class SemanticEncoder:
 
 
 class EmbeddingCache:
-    """One safetensors file mapping text hashes to vectors, rewritten atomically."""
+    """One safetensors file mapping text hashes to vectors, rewritten atomically (an owned temporary name, fsynced:
+    several runs may share the cache folder); an unreadable file is a cache miss, rewritten at the next save."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -126,14 +129,16 @@ class EmbeddingCache:
     def load(self) -> dict[str, np.ndarray]:
         if not self.path.is_file():
             return {}
-        tensors = load_file(self.path)
-        keys, vectors = tensors["keys"], tensors["vectors"]
+        try:
+            tensors = load_file(self.path)
+            keys, vectors = tensors["keys"], tensors["vectors"]
+        except (SafetensorError, KeyError, OSError) as err:
+            log.warning("%s: unreadable embedding cache (%s); encoding its texts again", self.path, err)
+            return {}
         return {bytes(k).hex(): v for k, v in zip(keys, vectors, strict=True)}
 
     def save(self, entries: dict[str, np.ndarray]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         ordered = sorted(entries)
         keys = np.stack([np.frombuffer(bytes.fromhex(k), dtype=np.uint8) for k in ordered])
-        tmp = self.path.with_suffix(".tmp")
-        save_file({"keys": keys, "vectors": np.stack([entries[k] for k in ordered])}, str(tmp))
-        tmp.replace(self.path)
+        atomic_write_bytes(self.path, save({"keys": keys, "vectors": np.stack([entries[k] for k in ordered])}))

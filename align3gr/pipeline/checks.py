@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shlex
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -118,12 +119,13 @@ def model_needs(config: PipelineConfig) -> list[Need]:
 
 
 def code_length_needs(config: PipelineConfig) -> list[Need]:
-    """SP-DPO prefix thresholds no SCID of the dual tokenizer can meet (`DPOStageConfig.check_code_length`): its codes
-    have `tokenize.levels` codes, one more at most when a disambiguation level is added (the DPO stage checks the
-    exact length of its start model's table again)."""
+    """SP-DPO prefix thresholds that the dual tokenizer's SCIDs may not meet (`DPOStageConfig.check_code_length`):
+    they have `tokenize.levels` codes, and one more only when the data's collisions overflow a code prefix, which
+    is known after tokenizing; so the thresholds are checked against `tokenize.levels` here, before any work (the
+    DPO stage checks its start model's table again)."""
     if config.unisid() is not None:
         return []
-    levels = config.tokenize.levels + int(config.tokenize.disambiguation_level)
+    levels = config.tokenize.levels
     try:
         config.dpo.check_code_length(levels, "tokenize.levels")
     except ConfigError as err:
@@ -231,6 +233,20 @@ def check_plan(plan: Plan, skip_unmet: bool, launcher: str | None = None, build:
     return dataclasses.replace(resolved(plan.config, needs, skip_unmet, plan.run_dir), built=built)
 
 
+def check_launcher(launcher: str | None) -> None:
+    """A ConfigError, before any work, when `--launcher` cannot be split into a command line or its program is not
+    on PATH (the stages it runs come after the data, the embeddings and the tokenizer)."""
+    if launcher is None:
+        return
+    try:
+        parts = shlex.split(launcher)
+    except ValueError as err:
+        raise ConfigError(f"--launcher {launcher!r}: {err}") from None
+    if not parts or shutil.which(parts[0]) is None:
+        program = parts[0] if parts else ""
+        raise ConfigError(f"--launcher {launcher!r}: no program {program!r} on PATH (e.g. 'accelerate launch ...')")
+
+
 @contextlib.contextmanager
 def checked_run(
     config: PipelineConfig, run_dir: Path, command: str, skip_unmet: bool = False, launcher: str | None = None
@@ -238,6 +254,7 @@ def checked_run(
     """Check the run (`check_plan`), lock its folder (`align3gr.run_lock`), build the data and check again if it was
     not built, and yield the checked run while the lock is held. An unmet need found before the data step leaves
     nothing behind."""
+    check_launcher(launcher)
     plan = Plan(config, run_dir / "config.yaml", run_dir, in_run(run_dir))
     checked = check_plan(plan, skip_unmet)
     with run_folder_lock(run_dir, command):

@@ -27,6 +27,9 @@ from align3gr.config import fingerprint_options
 from align3gr.io import sha256_json
 from align3gr.models.local import local_models
 from align3gr.pipeline.config import SECTIONS, PipelineConfig
+from align3gr.prompts import prompt_digest
+from align3gr.sft.tasks import PROMPT_FILE as SFT_PROMPTS
+from align3gr.tokenize.unisid.summaries import PROMPT_FILE as UNISID_PROMPTS
 
 SFT = "sft"
 SCORED = ("evaluate", "baseline")
@@ -104,8 +107,9 @@ def data_steps(plan: Plan) -> list[Step]:
     lineage = {**lineage, "tokenize": sections["tokenize"]}
     unisid = config.unisid()
     unisid_models = (unisid.model, unisid.reconstruction_model, unisid.summary_model) if unisid else ()
+    templates = {"templates": prompt_digest(UNISID_PROMPTS)} if unisid else {}
     scid = plan.step("scid", lineage, label="tokenize", kind="tokenize", inputs=(data.name, embed.name),
-                     options={**sections["tokenize"], **local_models(*unisid_models)},
+                     options={**sections["tokenize"], **local_models(*unisid_models), **templates},
                      run=lambda: run_tokenize(data.path, embed.path, scid.path, config.tokenize))  # fmt: skip
     return [data, embed, scid]
 
@@ -138,7 +142,7 @@ def sft_step(plan: Plan, data: Step, scid: Step) -> Step:
         label=SFT,
         kind="sft",
         inputs=(data.name, scid.name),
-        options=options,
+        options={**options, "templates": prompt_digest(SFT_PROMPTS)},
         model=SFT,
         run=lambda: run_sft(data.path, scid.path, step.path, plan.config.sft),
     )
@@ -164,7 +168,12 @@ def dpo_steps(plan: Plan, data: Step, start: Step) -> list[Step]:
             kind="dpo",
             model=stage,
             inputs=(data.name, previous.name),
-            options={**options, "stage": stage, "evaluation": fingerprint_options(evaluation)},
+            options={
+                **options,
+                "stage": stage,
+                "evaluation": fingerprint_options(evaluation),
+                "templates": prompt_digest(SFT_PROMPTS),
+            },
             run=lambda: None,
         )
         checks = step.path.parent.parent / "eval"
@@ -191,7 +200,7 @@ def evaluation_step(plan: Plan, data: Step, model: Step) -> Step:
         label=f"eval {model.label}",
         kind="evaluate",
         inputs=(data.name, model.name),
-        options=fingerprint_options(config),
+        options={**fingerprint_options(config), "templates": prompt_digest(SFT_PROMPTS)},
         model=model.model,
         evaluates=model.name,
         run=lambda: run_evaluate(model.path, data.path, step.path, config),

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 TOKEN = re.compile(r"^<([a-z]+)_(\d+)>$")
+MAX_LEVELS = len(string.ascii_lowercase)
+"""Code levels a table can have, one letter each (`code_tokens`), the level collision resolution may add included."""
 
 
 def code_tokens(codes: np.ndarray, side: str) -> list[list[str]]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from align3gr.config import OMITTED, options_field
 from align3gr.devices import check_device, device_field
 from align3gr.errors import ConfigError
+from align3gr.scid.tokens import MAX_LEVELS
 from align3gr.tokenize.losses.adasid import AdaSIDConfig
 from align3gr.tokenize.losses.das import DASConfig
 from align3gr.tokenize.losses.das_cf import DASCFConfig
@@ -154,6 +155,11 @@ class TokenizeConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 0")
+        if self.levels > MAX_LEVELS - 1:
+            raise ConfigError(
+                f"levels={self.levels}: at most {MAX_LEVELS - 1} (a code level is a letter of its tokens, and "
+                "collision resolution may add one level)"
+            )
         if not self.lr > 0:
             raise ConfigError(f"lr={self.lr}: must be > 0")
         if any(size < 1 for size in self.hidden_dims):

@@ -440,6 +440,7 @@ class DualTrainer:
                 if model.users is not None:
                     model.users.quantizer.init_codebooks(model.users.latent(self.features(model, "user")), generator)
             alpha = config.phase2_alpha if config.u2i else 0.0
+            self.step = 0  # AdaSID's progress (Eq. 11) counts phase-2 steps, whatever phase 1 counted
             self.adasid.t_start = config.adasid_options.get("t_start", 0)
             self.adasid.t_end = config.adasid_options.get("t_end", self.steps_per_epoch * config.phase2_epochs)
             for epoch in (bar := tqdm(range(1, config.phase2_epochs + 1), desc="tokenizer phase 2", unit="epoch")):

@@ -200,6 +200,11 @@ def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path, device: t
     options = UniSIDConfig(**config.unisid_options)
     trackers = [name for name in options.training_args.get("report_to") or [] if name != "none"]
     accelerator = Accelerator(cpu=device.type == "cpu", log_with=trackers or None, project_dir=str(work))
+    if options.batch_size < accelerator.num_processes:
+        raise ConfigError(
+            f"unisid_options.batch_size={options.batch_size}: at least the number of processes "
+            f"({accelerator.num_processes}), each of which takes its share of every batch"
+        )
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise ConfigError("UniSID trains with DDP: launch with --multi_gpu (gloo on CPU), not a DeepSpeed config")
     instruction = load_unisid_prompts()["instruction"][0]
