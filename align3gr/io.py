@@ -279,8 +279,12 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
 
     On an exception the temporary folder is removed; after a kill it is left under a name carrying its owner
     (`owned_name`), which a later write of `target` deletes once that process is gone (`remove_stale_temporaries`).
+    A `target` that is a symbolic link (a run's outputs kept on another disk) is written where it points: the link
+    stays, and the output stays on that disk.
     """
     target = Path(target)
+    if target.is_symlink():
+        target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     tmp = target.with_name(owned_name(target, "tmp"))

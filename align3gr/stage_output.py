@@ -138,8 +138,8 @@ class StageOutput:
         if self.main_process:
             with atomic_directory(self.path) as folder:
                 write(folder)
-                if (self.work / LOGS).is_dir():
-                    (self.work / LOGS).rename(folder / LOGS)
+                if (self.work / LOGS).is_dir():  # moved, not renamed: a linked output may be on another disk
+                    shutil.move(self.work / LOGS, folder / LOGS)
                 if meta is not None:
                     write_json(folder / META_FILE, meta)
             shutil.rmtree(self.work, ignore_errors=True)

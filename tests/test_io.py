@@ -200,3 +200,17 @@ def test_atomic_write_bytes_replaces_a_file_whole(tmp_path):
     atomic_write_bytes(target, b"first")
     atomic_write_bytes(target, b"\x89PNG")
     assert target.read_bytes() == b"\x89PNG" and [p.name for p in tmp_path.iterdir()] == ["ladder.png"]
+
+
+def test_a_target_that_is_a_symbolic_link_is_written_where_it_points(tmp_path):
+    """Run folders whose outputs are links to another disk: the new output replaces the old one there, the link
+    stays a link, and neither folder keeps a temporary or replaced sibling."""
+    disk, run = tmp_path / "bigdisk", tmp_path / "run"
+    (disk / "sft").mkdir(parents=True)
+    (disk / "sft" / "old.txt").write_text("old")
+    run.mkdir()
+    (run / "sft").symlink_to(disk / "sft", target_is_directory=True)
+    with atomic_directory(run / "sft") as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert (run / "sft").is_symlink() and sorted(p.name for p in (run / "sft").iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in disk.iterdir()) == ["sft"] and sorted(p.name for p in run.iterdir()) == ["sft"]
