@@ -142,6 +142,11 @@ def _convert_kind(kind: Any, value: Any, choices: Collection[Any] | None, contex
     return [_convert_one(item, e, choices, f"{context}{e!r} in the list: ", _type_name(item)) for e in elements]
 
 
+def _is_mapping(kind: Any) -> bool:
+    """Whether a field's type is a mapping (`dict`, `dict[str, int]`): an option set in the YAML, or by a named flag."""
+    return kind is dict or typing.get_origin(kind) is dict
+
+
 def flag_of(f: dataclasses.Field) -> str:
     """A field's command-line flag: `--field-name`, or the one its metadata names (`"flag"`)."""
     return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
@@ -155,7 +160,7 @@ def convert_value(cls: type, name: str, value: Any, where: str | None = None) ->
     f = cls.__dataclass_fields__[name]
     kinds, optional = _field_kinds(cls, f)
     choices = f.metadata.get("choices")
-    if where is None and "flag" not in f.metadata and any(k is dict or typing.get_origin(k) is dict for k in kinds):
+    if where is None and "flag" not in f.metadata and any(map(_is_mapping, kinds)):
         where = "the command line"  # an option mapping has no flag of its own: `pipeline --training-arg` sets it
     context = f"{where}: {name}={value!r}: " if where is not None else f"{flag_of(f)} {value!r}: "
     if value is None and optional:
@@ -236,7 +241,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, only: Colle
     group = parser.add_argument_group(cls.__name__, described)
     for f in dataclasses.fields(cls):
         kind, _ = _field_hint(cls, f)
-        mapping = kind is dict or typing.get_origin(kind) is dict
+        mapping = _is_mapping(kind)
         if (mapping and "flag" not in f.metadata) or (only is not None and f.name not in only):
             continue
         help_text = f.metadata.get("help", "")

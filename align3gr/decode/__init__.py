@@ -10,8 +10,7 @@ command line's parser, which then does not import torch and transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from align3gr.lazy import lazy_attributes
 
 BEAM_SIZE = 20
 """Align3GR's beam width ("Evaluation Metrics"): the length of each ranked list, the default of every ranking (the
@@ -31,8 +30,4 @@ _EXPORTS = {
 }
 __all__ = ["BEAM_SIZE", "DECODERS", *sorted(_EXPORTS)]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_attributes(__name__, _EXPORTS)
