@@ -265,6 +265,7 @@ def run_ablation(
     run = Path(run_dir) if run_dir is not None else default_run_dir(config_path)
     config = load_pipeline_config(config_path, overrides)
     require_sequential_task(config, config_path)
+    # before the data is built (which the checks may do), all but what `--skip-unmet` reduces; after, all of it
     check_main_run(config, run, config_path, SKIPPABLE if skip_unmet else ())
     with checked_run(config, run, "align3gr ablate", skip_unmet, launcher) as checked:
         config = checked.config

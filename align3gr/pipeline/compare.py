@@ -217,7 +217,6 @@ def default_output(a: Side, b: Side, test: str = "t", unit: str = "users") -> Pa
     """`RUN_A/compare/STAGE_A_vs_NAME-B_STAGE_B_TEST_UNIT` (without suffix), NAME-B run B's folder name followed by a
     digest of its full path when B is another run, so that two B runs of one name, or two tests, do not share a
     file."""
-    name = b.run.resolve().name
-    if b.run.resolve() != a.run.resolve():
-        name += "-" + sha256_json(str(b.run.resolve()))[:8]
+    run_b = b.run.resolve()
+    name = run_b.name if run_b == a.run.resolve() else f"{run_b.name}-{sha256_json(str(run_b))[:8]}"
     return a.run / "compare" / f"{a.stage}_vs_{name}_{b.stage}_{test}_{unit}"
