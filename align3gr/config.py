@@ -368,4 +368,18 @@ def fingerprint_options(config: Any) -> dict[str, Any]:
     dropped = {name for name, value in fingerprints.items() if value is OMITTED}
     dropped |= {name for name, value in fingerprints.items() if value is OMITTED_WHEN_UNSET and options[name] is None}
     options |= {name: value for name, value in fingerprints.items() if value not in (OMITTED, OMITTED_WHEN_UNSET)}
+    for f in fields:
+        if "options" in f.metadata and isinstance(options.get(f.name), dict):
+            options[f.name] = _nested_fingerprint(f.metadata["options"], options[f.name])
     return {name: value for name, value in options.items() if name not in dropped}
+
+
+def _nested_fingerprint(target: type, values: dict[str, Any]) -> dict[str, Any]:
+    """An `options_field` mapping as fingerprints record it: the keys `target` marks with a `fingerprint` left out
+    (a cache location), unless `OMITTED_WHEN_UNSET` and set; unmarked keys as given, so keys stay as they were."""
+    marks = {f.name: f.metadata["fingerprint"] for f in dataclasses.fields(target) if "fingerprint" in f.metadata}
+    return {
+        key: value
+        for key, value in values.items()
+        if key not in marks or (marks[key] is OMITTED_WHEN_UNSET and value is not None)
+    }

@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import socket
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
@@ -261,6 +262,52 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def cache_root() -> Path:
+    """The folder of the caches runs share: `$ALIGN3GR_CACHE`, else `~/.cache/align3gr`."""
+    return Path(os.environ.get("ALIGN3GR_CACHE") or Path.home() / ".cache" / "align3gr")
+
+
+_DIGESTS: dict[tuple, str] = {}
+_TRUSTED_AGE_NS = 2_000_000_000
+
+
+def remembered_sha256(path: str | Path) -> str:
+    """`sha256_file` of a large file (model weights, raw data), remembered in `cache_root()/sha256.json` by resolved
+    path, size, modification time and inode, so a later command re-reads the file only when one of them changed. A
+    file modified less than 2 s before it was hashed is not remembered: a rewrite within the timestamp's granularity
+    could keep all four."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    store_path = cache_root() / "sha256.json"
+    store = _read_digest_store(store_path)
+    entry = store.get(key[0])
+    if isinstance(entry, list) and len(entry) == 4 and tuple(entry[:3]) == key[1:] and isinstance(entry[3], str):
+        _DIGESTS[key] = entry[3]
+        return entry[3]
+    started = time.time_ns()
+    digest = sha256_file(path)
+    if path.stat().st_mtime_ns == stat.st_mtime_ns and started - stat.st_mtime_ns > _TRUSTED_AGE_NS:
+        _DIGESTS[key] = digest
+        store = {name: entry for name, entry in store.items() if os.path.exists(name)}
+        store[key[0]] = [*key[1:], digest]
+        with contextlib.suppress(OSError):
+            store_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(store_path, store)
+    return digest
+
+
+def _read_digest_store(path: Path) -> dict[str, list]:
+    """The digest store (`remembered_sha256`); empty when missing or unreadable, as a cache miss."""
+    try:
+        store = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return store if isinstance(store, dict) else {}
 
 
 def sha256_json(value: Any) -> str:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+import align3gr.io as io_module
 from align3gr.errors import ConfigError, DataError
-from align3gr.io import atomic_directory, atomic_write_bytes, atomic_write_json, read_json, remove_stale_temporaries
+from align3gr.io import (
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    remembered_sha256,
+    remove_stale_temporaries,
+)
 from align3gr.stage_output import StageOutput
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,3 +224,45 @@ def test_a_target_that_is_a_symbolic_link_is_written_where_it_points(tmp_path):
         (tmp / "new.txt").write_text("new")
     assert (run / "sft").is_symlink() and sorted(p.name for p in (run / "sft").iterdir()) == ["new.txt"]
     assert sorted(p.name for p in disk.iterdir()) == ["sft"] and sorted(p.name for p in run.iterdir()) == ["sft"]
+
+
+def _aged(path: Path, data: bytes, age_s: float = 60.0) -> Path:
+    """`path` holding `data`, with a modification time `age_s` in the past (old enough to be remembered)."""
+    path.write_bytes(data)
+    past = time.time() - age_s
+    os.utime(path, (past, past))
+    return path
+
+
+def test_remembered_sha256_is_kept_by_size_and_mtime_and_redone_after_a_rewrite(tmp_path, monkeypatch):
+    """The digest store answers while the file's size, mtime and inode hold (another process reads it, not the
+    file); a rewrite of the same size, a malformed store, or a file modified just now is hashed again."""
+    monkeypatch.setenv("ALIGN3GR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(io_module, "_DIGESTS", {})
+    weights = _aged(tmp_path / "w.bin", b"a" * 1000)
+    assert remembered_sha256(weights) == hashlib.sha256(b"a" * 1000).hexdigest()
+    store_path = tmp_path / "cache" / "sha256.json"
+    store = read_json(store_path)
+    assert list(store) == [str(weights.resolve())]
+    store[str(weights.resolve())][3] = "f" * 64  # what the store says is what a new process answers
+    atomic_write_json(store_path, store)
+    monkeypatch.setattr(io_module, "_DIGESTS", {})
+    assert remembered_sha256(weights) == "f" * 64
+    _aged(weights, b"b" * 1000, age_s=30.0)  # fine-tuned in place: same size, newer mtime
+    assert remembered_sha256(weights) == hashlib.sha256(b"b" * 1000).hexdigest()
+    store_path.write_text("{not json")
+    monkeypatch.setattr(io_module, "_DIGESTS", {})
+    assert remembered_sha256(weights) == hashlib.sha256(b"b" * 1000).hexdigest()
+    fresh = tmp_path / "fresh.bin"
+    fresh.write_bytes(b"c")
+    assert remembered_sha256(fresh) == hashlib.sha256(b"c").hexdigest()
+    assert str(fresh.resolve()) not in read_json(store_path)
+
+
+def test_remembered_sha256_without_a_writable_cache_still_hashes(tmp_path, monkeypatch):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("ALIGN3GR_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr(io_module, "_DIGESTS", {})
+    weights = _aged(tmp_path / "w.bin", b"a")
+    assert remembered_sha256(weights) == hashlib.sha256(b"a").hexdigest()

@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from launching import accelerate_launch
+from safetensors.torch import save_file
 
 import align3gr
 from align3gr.cli import main
@@ -197,6 +199,16 @@ def test_a_local_model_folders_contents_key_the_steps_loading_it(tmp_path):
     first = options("sft", sft={"model": str(base)})["models"]
     (base / "config.json").write_text('{"hidden_size": 128}')
     assert options("sft", sft={"model": str(base)})["models"] != first
+    seen = {json.dumps(options("sft", sft={"model": str(base)})["models"])}
+    for age, (weight, tokenizer) in enumerate([(0.0, "a"), (1.0, "a"), (1.0, "b")]):  # fine-tuned in place, same shapes
+        save_file({"w": torch.full((4, 4), weight)}, str(base / "model.safetensors"))
+        (base / "tokenizer.json").write_text(json.dumps({"vocab": tokenizer}))
+        for name in ("model.safetensors", "tokenizer.json"):
+            os.utime(base / name, (time.time() - 100 + age, time.time() - 100 + age))
+        seen.add(json.dumps(options("sft", sft={"model": str(base)})["models"]))
+    assert len(seen) == 4
+    (base / "README.md").write_text("notes")
+    assert json.dumps(options("sft", sft={"model": str(base)})["models"]) in seen
     assert options("embed", embed={"semantic_model": str(base)})["models"] == {str(base): model_identity(base)}
     assert "models" not in options("sft") and "models" not in options("embed")
 

@@ -21,6 +21,7 @@ from align3gr.data.texts import TEMPLATE_KINDS, TaskTexts, add_task_texts
 from align3gr.errors import ConfigError, DataError
 from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.prompts import load_prompts
+from align3gr.tokenize.config import TokenizeConfig
 
 
 def crafted_dataset() -> Dataset:
@@ -266,3 +267,15 @@ def test_tiny_causal_lm_is_an_ordinary_deterministic_model_folder(tmp_path):
     inputs = tokenizer(["user 7"], return_tensors="pt")
     output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert output[0, : inputs["input_ids"].shape[1]].tolist() == inputs["input_ids"][0].tolist()
+
+
+def test_cache_locations_stay_out_of_the_step_keys():
+    """Where texts or summaries are cached is not what they are: moving a cache keeps every step key, a nested
+    option mapping's keys as written otherwise."""
+    assert fingerprint_options(DataConfig(text_cache="/a")) == fingerprint_options(DataConfig(text_cache="/b"))
+    unisid = {"summary_max_new_tokens": 32}
+    keys = [
+        fingerprint_options(TokenizeConfig(item_tokenizer="unisid", unisid_options={**unisid, **cache}))
+        for cache in ({}, {"summary_cache": "/a"}, {"summary_cache": "/b"})
+    ]
+    assert keys[0] == keys[1] == keys[2] and keys[0]["unisid_options"] == unisid

@@ -23,7 +23,7 @@ from align3gr.data.preprocess import filter_interactions
 from align3gr.data.schema import Sequence, User
 from align3gr.data.texts import add_user_texts, iter_intentions
 from align3gr.errors import DataError
-from align3gr.io import reporting_reads, sha256_file, sha256_json
+from align3gr.io import remembered_sha256, reporting_reads, sha256_json
 from align3gr.models.local import local_models
 from align3gr.prompts import prompt_digest
 from align3gr.stage_output import StageOutput
@@ -64,17 +64,8 @@ def source_records(builder: Builder, source: Path) -> list[dict]:
     records = []
     for path in builder.sources(source):
         stat = path.stat()
-        records.append(
-            {"file": path.name, "bytes": stat.st_size, "sha256": raw_sha256(path, stat.st_size, stat.st_mtime_ns)}
-        )
+        records.append({"file": path.name, "bytes": stat.st_size, "sha256": remembered_sha256(path)})
     return records
-
-
-@functools.lru_cache(maxsize=64)
-def raw_sha256(path: Path, size: int, mtime_ns: int) -> str:
-    """A raw file's sha256, read once per process while its size and modification time hold: the pipeline's data check
-    before its lock and the data step both ask for it, and raw files run to gigabytes."""
-    return sha256_file(path)
 
 
 def text_inputs(config: DataConfig) -> dict:

@@ -62,7 +62,7 @@ class DataConfig:
     text_cache: str | None = field(
         default=None,
         metadata={
-            "help": "Cache folder for LLM-written texts (default ~/.cache/align3gr/texts).",
+            "help": "Cache folder for LLM-written texts (default texts/ under $ALIGN3GR_CACHE or ~/.cache/align3gr).",
             "fingerprint": None,  # where texts are cached, not what they are: fingerprints record the default
         },
     )

@@ -18,11 +18,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from align3gr.data.config import DataConfig
+from align3gr.io import cache_root
 from align3gr.models.local import model_identity, require_model_folder
 from align3gr.prompts import load_prompts, pick
 
 log = logging.getLogger(__name__)
-DEFAULT_CACHE = Path.home() / ".cache" / "align3gr" / "texts"
 INSTRUCTION_KINDS = {f"llm_{kind}": ("facts",) for kind in ("profile", "intention", "preference")}
 
 
@@ -59,7 +59,7 @@ class LLMTextWriter:
         self.max_new_tokens = config.text_max_new_tokens
         self.batch_size = batch_size
         self.identity = model_identity(self.folder)
-        self.cache_path = Path(config.text_cache or DEFAULT_CACHE) / f"{self.identity}.jsonl"
+        self.cache_path = Path(config.text_cache or cache_root() / "texts") / f"{self.identity}.jsonl"
         self.prompt = prompt or Instructions(config.seed)
 
     def key(self, prompt: str) -> str:

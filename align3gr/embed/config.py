@@ -36,7 +36,7 @@ class EmbedConfig:
     cache_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Embedding cache folder (default ~/.cache/align3gr/embeddings).",
+            "help": "Embedding cache folder (default embeddings/ under $ALIGN3GR_CACHE or ~/.cache/align3gr).",
             "fingerprint": None,  # where vectors are cached, not what they are: step keys record the default
         },
     )

@@ -25,13 +25,12 @@ from align3gr.embed.collaborative import save_encoder, train_collaborative
 from align3gr.embed.config import EmbedConfig
 from align3gr.embed.semantic import SemanticEncoder
 from align3gr.errors import DataError
-from align3gr.io import read_json, write_json
+from align3gr.io import cache_root, read_json, write_json
 from align3gr.stage_output import StageOutput
 
 IDS_FILE = "ids.json"
 """The item and user IDs in the row order of the embedding matrices: the file every embeddings folder holds."""
 
-DEFAULT_CACHE = Path.home() / ".cache" / "align3gr" / "embeddings"
 FILES_VERSION = 3
 """Version of what `run_embed` writes, in the pipeline step's key: a run embedded by an earlier version (2: before
 semantic vectors were encoded one text per forward; 1: before the collaborative encoder was saved) embeds again."""
@@ -117,7 +116,7 @@ def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | N
     dataset = load_dataset(data_dir)
     device = stage_device(config.device, "embed")
     encoder = SemanticEncoder(config.semantic_model, config.batch_size, config.max_length, device)
-    cache = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE
+    cache = Path(config.cache_dir) if config.cache_dir else cache_root() / "embeddings"
     item_semantic = encoder.encode([item_text(i) for i in dataset.items.values()], cache, desc="item text")
     item_stats = dict(encoder.stats)
     user_ids = list(dataset.sequences)

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from align3gr.errors import ConfigError
+from align3gr.io import read_json, remembered_sha256
 
 
 def require_model_folder(path: str | Path, option: str) -> Path:
@@ -28,11 +29,29 @@ def require_full_model(path: str | Path, option: str) -> Path:
     return require_model_folder(path, option)
 
 
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".model", ".txt", ".tiktoken", ".jinja")
+
+
+def model_files(folder: Path) -> list[Path]:
+    """The files `from_pretrained` may read from a model folder: its top-level configs, weights and tokenizer files,
+    and those of the sentence-transformers modules its `modules.json` lists."""
+    folders = [folder]
+    if (folder / "modules.json").is_file():
+        modules = read_json(folder / "modules.json")
+        paths = [m.get("path") for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
+        folders += [folder / p for p in paths if isinstance(p, str) and p and (folder / p).is_dir()]
+    return sorted(
+        path for f in folders for path in f.iterdir() if path.suffix in MODEL_FILE_SUFFIXES and path.is_file()
+    )
+
+
 def model_identity(folder: Path) -> str:
-    """A short hash of a model folder's config and weight file names and sizes, for cache keys."""
-    digest = hashlib.sha256((folder / "config.json").read_bytes())
-    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    """A short hash of the contents of a model folder's `model_files`, for cache keys and step fingerprints: a model
+    fine-tuned in place, with the same shapes, gets another identity (file contents are hashed once per size and
+    modification time, `remembered_sha256`)."""
+    digest = hashlib.sha256()
+    for path in model_files(folder):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{remembered_sha256(path)}\n".encode())
     return digest.hexdigest()[:16]
 
 

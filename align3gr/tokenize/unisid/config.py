@@ -63,7 +63,11 @@ class UniSIDConfig(ModelOptions):
     )
     summary_max_new_tokens: int = field(default=64, metadata={"help": "Length limit of an LLM-written summary."})
     summary_cache: str | None = field(
-        default=None, metadata={"help": "Cache folder of LLM-written summaries (default ~/.cache/align3gr/texts)."}
+        default=None,
+        metadata={
+            "help": "LLM-written summaries cache (default texts/ under $ALIGN3GR_CACHE or ~/.cache/align3gr).",
+            "fingerprint": None,  # where summaries are cached, not what they are: step keys leave it out
+        },
     )
     image_attribute: str = field(
         default="image",
