@@ -332,15 +332,16 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     if target.is_symlink():
         target = target.resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(target.parent)
     remove_stale_temporaries(target)
-    tmp = target.with_name(owned_name(target, "tmp"))
+    token = secrets.token_hex(4)
+    tmp = target.with_name(owned_name(target, "tmp", token))
     tmp.mkdir()
     try:
         yield tmp
         fsync_tree(tmp)
         if target.exists():
-            backup = target.with_name(owned_name(target, "old"))
+            backup = target.with_name(owned_name(target, "old", token))
             os.replace(target, backup)
             os.replace(tmp, target)
             shutil.rmtree(backup)
@@ -352,10 +353,22 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     fsync_folder(target.parent)
 
 
-def owned_name(target: Path, kind: str) -> str:
+def owned_name(target: Path, kind: str, token: str | None = None) -> str:
     """`.NAME.KIND-HOST-PID-RANDOM`: a temporary (`tmp`) or replaced (`old`) sibling of `target`, named by the host and
-    process that made it."""
-    return f".{target.name}.{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    process that made it; one write's `tmp` and `old` share their RANDOM `token`, which pairs them after a kill."""
+    return f".{target.name}.{kind}-{socket.gethostname()}-{os.getpid()}-{token or secrets.token_hex(4)}"
+
+
+def make_folders(folder: Path) -> None:
+    """`folder.mkdir(parents=True, exist_ok=True)`, each folder it creates fsynced into its parent, so an output
+    published under new folders survives a power loss along with them."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        fsync_folder(new.parent)
 
 
 OWNER = re.compile(r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}")
@@ -387,17 +400,16 @@ def remove_stale_temporaries(target: str | Path) -> None:
     """Delete the temporary and replaced siblings of `target` (`owned_name`) left by a process that was killed: those
     whose owner is gone. A live process's (a concurrent writer of the same output) are kept; a dead PID the system
     has given to a new process keeps its leftovers until that one exits too. A writer killed between the two renames
-    of `atomic_directory` leaves no `target`, the previous output as `old` and the whole new one as its `tmp`: the
-    new one is published (the previous one deleted); an `old` without its writer's `tmp` is put back."""
+    of `atomic_directory` leaves no `target`, the previous output as `old` and the whole new one as its `tmp` (the
+    same owner): the new one is published (the previous one deleted); an `old` without its own `tmp` is put back,
+    whatever other dead writers, of a reused PID, left."""
     target = Path(target)
     if not target.parent.is_dir():
         return
     stale = {kind: _stale_siblings(target, kind) for kind in ("tmp", "old")}
     if stale["old"] and not target.exists() and not target.is_symlink():
         owner, backup = next(iter(stale["old"].items()))
-        writer = owner.rsplit("-", 1)[0]
-        finished = [path for name, path in stale["tmp"].items() if name.rsplit("-", 1)[0] == writer]
-        os.replace(finished[0] if finished else backup, target)
+        os.replace(stale["tmp"].pop(owner, backup), target)
     for path in (*stale["tmp"].values(), *stale["old"].values()):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

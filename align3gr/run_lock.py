@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from align3gr.errors import Align3GRError
-from align3gr.io import process_alive
+from align3gr.io import make_folders, process_alive
 
 LOCK_FILE = ".align3gr.lock"
 STAGE_LOCK_FILE = ".align3gr.stage.lock"
@@ -77,7 +77,7 @@ def run_lock(run_dir: str | Path, command: str, name: str = LOCK_FILE) -> Iterat
     if os.environ.get(HELD) == str(lock):
         yield
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folders(run_dir)
     descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -19,6 +19,7 @@ from align3gr.io import (
     atomic_directory,
     atomic_write_bytes,
     atomic_write_json,
+    make_folders,
     read_json,
     remembered_sha256,
     remove_stale_temporaries,
@@ -124,6 +125,31 @@ def test_a_writer_killed_between_its_renames_leaves_its_new_output_to_the_next_r
     unfinished.wait()
     assert StageOutput(target).current("new") == {"fingerprint": "new"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_writer_killed_between_its_renames_is_paired_with_its_own_temporary_not_a_reused_pids(tmp_path):
+    """Two dead writers of one host and PID (the PID reused): the one killed between its renames left `old` and its
+    whole `tmp` under one owner; the other's unfinished `tmp` is never published in its place."""
+    target = tmp_path / "out"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner = f"{socket.gethostname()}-{gone.stdout.strip()}"
+    for name, text in (("tmp-{}-0000aaaa", "unfinished"), ("tmp-{}-ffffbbbb", "new"), ("old-{}-ffffbbbb", "previous")):
+        folder = tmp_path / f".out.{name.format(owner)}"
+        folder.mkdir()
+        (folder / "a.txt").write_text(text)
+    remove_stale_temporaries(target)
+    assert (target / "a.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_make_folders_fsyncs_each_new_folder_into_its_parent(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(io_module, "fsync_folder", synced.append)
+    make_folders(tmp_path / "a" / "b" / "c")
+    assert (tmp_path / "a" / "b" / "c").is_dir()
+    assert synced == [tmp_path, tmp_path / "a", tmp_path / "a" / "b"]
+    make_folders(tmp_path / "a" / "b")
+    assert len(synced) == 3
 
 
 def test_read_json_names_the_file_and_line_of_unreadable_input(tmp_path):

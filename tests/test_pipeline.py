@@ -128,6 +128,7 @@ def test_steps_rerun_exactly_what_changed(tmp_path):
     assert run(b_option=2) == [True, False, False] and calls == ["b", "c"]
     (tmp_path / "c" / "out.txt").write_text("edited")
     assert run(b_option=2) == [True, True, False] and calls == ["c"]
+    assert (tmp_path / ".c.edited" / "out.txt").read_text() == "edited"  # the edits kept aside, not deleted
     shutil.rmtree(tmp_path / "b")
     assert run(b_option=2) == [True, False, True] and calls == ["b"]
     with pytest.raises(ConfigError, match="step b reads 'z', which no earlier step produces"):

@@ -39,7 +39,7 @@ import yaml
 from align3gr.config import read_yaml_mapping
 from align3gr.console import format_table, markdown_table
 from align3gr.errors import ConfigError
-from align3gr.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_json
+from align3gr.io import atomic_write_bytes, atomic_write_json, atomic_write_text, make_folders, sha256_json
 from align3gr.pipeline.checks import checked_run
 from align3gr.pipeline.compare import paired_test, user_means
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
@@ -271,11 +271,11 @@ def run_ablation(
         config = checked.config
         check_main_run(config, run, config_path)
         steps, results = ladder_steps(config, run, seeds, checked.dpo)
-        (run / "ablation" / "configs").mkdir(parents=True, exist_ok=True)
+        make_folders(run / "ablation" / "configs")
         for _, rung, _ in results:
             write_pipeline_config(rung.config, rung_config_file(rung, run))
         for seed in (s for s in seeds if s):
-            seed_folder(run, seed).mkdir(parents=True, exist_ok=True)
+            make_folders(seed_folder(run, seed))
             write_pipeline_config(seeded_config(config, seed), seed_folder(run, seed) / "config.yaml")
         outcomes = {outcome.step.name: outcome for outcome in run_steps(steps, run, launcher)}
         per_seed, rungs = [], len(results) // len(seeds)

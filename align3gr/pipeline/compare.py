@@ -26,7 +26,7 @@ from pathlib import Path
 
 from align3gr.console import format_table
 from align3gr.errors import ConfigError
-from align3gr.io import atomic_write_json, atomic_write_text, iter_json_lines, read_json, sha256_json
+from align3gr.io import atomic_write_json, atomic_write_text, iter_json_lines, make_folders, read_json, sha256_json
 from align3gr.metrics import user_score
 from align3gr.pipeline.seeds_report import FILE, mean_std, plus_minus
 from align3gr.pipeline.summary import METRICS, markdown_document
@@ -206,7 +206,7 @@ def compare_text(result: dict) -> str:
 
 def write_comparison(result: dict, out: Path) -> tuple[Path, Path]:
     """`OUT.json` and `OUT.md`; returns their paths."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(out.parent)
     paths = out.parent / f"{out.name}.json", out.parent / f"{out.name}.md"
     atomic_write_json(paths[0], result)
     atomic_write_text(paths[1], markdown_document(compare_rows(result), compare_title(result)))

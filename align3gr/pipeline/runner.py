@@ -4,15 +4,16 @@ A step re-runs when its options or any input's digest changed, or its output is 
 follows it then re-runs too, because its inputs' digests change. A run killed midway is continued by running the
 same command again: finished steps are skipped, and a training step resumes from its last checkpoint.
 
-An output is taken as altered (and deleted before its step runs) only when the state recorded it with the key the
-step runs with now: an output the state recorded with another key, or not at all (published by a run killed before
-it saved the state, or by a stage command run by hand), is left to the stage, which reuses it when its own
-fingerprint (`align3gr.stage_output`) says it is current.
+An output is taken as altered (and set aside as `.NAME.edited` before its step runs) only when the state recorded it
+with the key the step runs with now: an output the state recorded with another key, or not at all (published by a
+run killed before it saved the state, or by a stage command run by hand), is left to the stage, which reuses it when
+its own fingerprint (`align3gr.stage_output`) says it is current.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import shutil
 import subprocess
@@ -79,6 +80,20 @@ def launch(launcher: str, step: Step) -> None:
                           f"{finished.returncode}: {shlex.join(command)}")  # fmt: skip
 
 
+def set_aside(output: Path) -> Path:
+    """Rename an output edited since the pipeline wrote it to the hidden sibling `.NAME.edited` (replacing an older
+    one), so the edits are not lost and the step writes its folder anew; hidden, so no run-folder scan takes it for a
+    stage's output. An output that is a symbolic link is set aside where it points, on its own disk."""
+    output = output.resolve() if output.is_symlink() else output
+    aside = output.with_name(f".{output.name}.edited")
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside)
+    else:
+        aside.unlink(missing_ok=True)
+    os.replace(output, aside)
+    return aside
+
+
 def run_steps(steps: list[Step], run_dir: Path, launcher: str | None = None) -> list[Outcome]:
     """Run or reuse each step in order (training and evaluation steps through `launcher` when given); the state is
     saved after every step."""
@@ -95,8 +110,8 @@ def run_steps(steps: list[Step], run_dir: Path, launcher: str | None = None) -> 
         else:
             log.info("[%d/%d] %s -> %s", number, len(steps), step.label, step.name)
             if standing == EDITED:  # a stage finding its meta.json unchanged would take the rest as current too
-                log.warning("%s changed since the pipeline wrote it; building it again", step.path)
-                shutil.rmtree(step.path)
+                aside = set_aside(step.path)
+                log.warning("%s changed since the pipeline wrote it; kept as %s, building it again", step.path, aside)
             start = time.perf_counter()
             if launcher and step.command:
                 launch(launcher, step)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from align3gr.errors import ConfigError
-from align3gr.io import atomic_write_json, atomic_write_text
+from align3gr.io import atomic_write_json, atomic_write_text, make_folders
 from align3gr.pipeline.checks import checked_run
 from align3gr.pipeline.config import PipelineConfig, load_pipeline_config, write_pipeline_config
 from align3gr.pipeline.placement import SEEDED, seed_folder, seeded_config, shared_placement
@@ -88,7 +88,7 @@ def run_seeds(
     with checked_run(config, run, "align3gr pipeline --seeds", skip_unmet, launcher) as checked:
         plans = seed_plans(checked.config, run, seeds)
         for plan in plans:
-            plan.config_file.parent.mkdir(parents=True, exist_ok=True)
+            make_folders(plan.config_file.parent)
             write_pipeline_config(plan.config, plan.config_file)
         steps, own = merged_steps([(plan, checked.dpo) for plan in plans])
         outcomes = {outcome.step.name: outcome for outcome in checked.as_run(run_steps(steps, run, launcher))}
