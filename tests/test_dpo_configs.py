@@ -1,6 +1,6 @@
 """The shipped DPO configs: each loads, validates, and the Table 5 variants differ from the default only in stages
 and the valid guard (off: the table compares what each variant's training does); the fill options and their
-checks."""
+checks; the shared-prompt forwards the options name."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from align3gr.config import config_from_sources
+from align3gr.dpo.checks import SHARED_PROMPT_FORWARDS
 from align3gr.dpo.config import DPOStageConfig
+from align3gr.dpo.shared_prompt import FORWARDS
 from align3gr.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"
@@ -61,3 +63,8 @@ def test_bad_fill_options_are_refused(options, pattern):
 def test_a_narrow_beam_is_fine_with_catalogue_fill_or_without_self_play():
     DPOStageConfig(candidates=10, num_rejected=20, sp_fill="catalogue").validate()
     DPOStageConfig(stages=["rf_easy", "rf_hard"], candidates=10, num_rejected=20).validate()
+
+
+def test_the_forward_choices_name_the_forwards():
+    """The options name the forwards apart from their torch module (listing them imports no torch): the same names."""
+    assert tuple(FORWARDS) == SHARED_PROMPT_FORWARDS

@@ -30,6 +30,7 @@ from typing import Protocol
 
 import torch
 
+from align3gr.dpo.checks import check_prefix_thresholds, check_similarity_shares
 from align3gr.errors import ConfigError
 
 BUCKETS = ("easy", "medium", "hard")
@@ -54,27 +55,6 @@ def prefix_match(a: Sequence[str], b: Sequence[str]) -> int:
             break
         shared += 1
     return shared
-
-
-def check_prefix_thresholds(medium_min: int, hard_min: int, levels: int | None = None, source: str = "") -> None:
-    """0 < medium_min <= hard_min, and hard_min < levels once the SCIDs' length is known (from the code table
-    `source`, when given)."""
-    if not 0 < medium_min <= hard_min or (levels is not None and hard_min >= levels):
-        of = f" for {levels}-level SCIDs" if levels is not None else ""
-        of += f" ({source})" if source else ""
-        raise ConfigError(
-            f"SP-DPO bucket thresholds need 0 < medium_min <= hard_min < levels; got medium_min={medium_min}, "
-            f"hard_min={hard_min}{of}"
-        )
-
-
-def check_similarity_shares(medium_share: float, hard_share: float) -> None:
-    """0 < hard_share, 0 < medium_share, and the two leave an easy share."""
-    if not (0 < hard_share and 0 < medium_share and hard_share + medium_share < 1):
-        raise ConfigError(
-            f"similarity buckets need 0 < hard_share, 0 < medium_share, hard_share + medium_share < 1; got "
-            f"hard_share={hard_share}, medium_share={medium_share}"
-        )
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from align3gr.dpo.buckets import check_prefix_thresholds, check_similarity_shares
-from align3gr.dpo.preferences import RF_FILLS, SP_FILLS
-from align3gr.dpo.shared_prompt import FORWARDS
+from align3gr.dpo.checks import (
+    RF_FILLS,
+    SHARED_PROMPT_FORWARDS,
+    SP_FILLS,
+    check_prefix_thresholds,
+    check_similarity_shares,
+)
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.options import TrainingOptions, with_default
@@ -57,7 +61,7 @@ class SoftmaxDPOOptions:
             "help": "How the 1 + K completions of a prompt are scored: 'packed' (the prompt once, completions packed "
             "after it under a 4D mask), 'cache' (the prompt once, its KV cache repeated; needs gradient "
             "checkpointing off) or 'plain' (1 + K full sequences).",
-            "choices": tuple(FORWARDS),
+            "choices": SHARED_PROMPT_FORWARDS,
         },
     )
     sft_weight: float = field(
@@ -69,9 +73,10 @@ class SoftmaxDPOOptions:
     )
 
     def validate(self) -> None:
-        if self.shared_prompt_forward not in FORWARDS:
+        if self.shared_prompt_forward not in SHARED_PROMPT_FORWARDS:
             raise ConfigError(
-                f"shared_prompt_forward={self.shared_prompt_forward!r}: expected one of {', '.join(FORWARDS)}"
+                f"shared_prompt_forward={self.shared_prompt_forward!r}: expected one of "
+                f"{', '.join(SHARED_PROMPT_FORWARDS)}"
             )
         if self.sft_weight < 0:
             raise ConfigError(f"sft_weight={self.sft_weight}: must be >= 0")

@@ -35,12 +35,11 @@ from typing import NamedTuple
 
 from align3gr.data.dataset import Dataset
 from align3gr.dpo.buckets import BUCKETS, Buckets
+from align3gr.dpo.checks import RF_FILLS, SP_FILLS
 from align3gr.errors import ConfigError
 
 SELF_PLAY_KINDS = (*BUCKETS, "random", "mixed")
 FEEDBACK_KINDS = {"disliked": ("disliked",), "neutral": ("neutral",), "negative": ("disliked", "neutral")}
-SP_FILLS = ("none", "catalogue")
-RF_FILLS = ("logged", "none")
 
 
 @dataclass
