@@ -20,6 +20,7 @@ from align3gr.tokenize.dual import DualTokenizer, DualTrainer, Neighbours, cycle
 from align3gr.tokenize.losses.adasid import (
     AdaSIDConfig,
     adasid_collision_loss,
+    agreement_signature,
     collision_load,
     load_coefficient,
     overlap_depth,
@@ -86,14 +87,16 @@ def embeddings_with_similarities() -> torch.Tensor:
 
 
 def test_adasid_gate_and_load_on_a_crafted_batch():
-    depth = overlap_depth(CODES)
+    signature = agreement_signature(CODES)
+    depth = overlap_depth(signature, 3)
+    assert torch.equal(depth, (CODES.unsqueeze(1) == CODES.unsqueeze(0)).sum(-1))
     assert depth[0].tolist() == [3, 2, 1, 0]
     gate = relaxation_gate(embeddings_with_similarities(), depth, [0.18, 0.24, 0.30])
     assert gate[0, 1].item() == 1.0  # depth 2 needs sim >= 0.24: 0.25 passes
     assert gate[0, 2].item() == 0.0  # depth 1 needs sim >= 0.18: 0.1 fails
     assert gate[0, 3].item() == 0.0  # no overlap: never relaxed
     candidates = (depth > 0) & ~torch.eye(4, dtype=torch.bool)
-    load = collision_load(CODES, candidates)
+    load = collision_load(signature, candidates, 3)
     assert load[0, 1].item() == 2  # signature [1, 1, 0]: pairs (0,1), (1,0)
     assert load[0, 2].item() == load[1, 2].item() == 4  # signature [1, 0, 0]: (0,2), (2,0), (1,2), (2,1)
     assert load[0, 3].item() == 0
@@ -108,12 +111,13 @@ def test_adasid_load_equals_the_count_of_equal_signature_rows():
     generator = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 3, (64, 4), generator=generator)
     ids = torch.randint(0, 48, (64,), generator=generator)
-    candidates = (overlap_depth(codes) > 0) & (ids.unsqueeze(0) != ids.unsqueeze(1))
-    signature = (codes.unsqueeze(1) == codes.unsqueeze(0)).long()
-    _, inverse, counts = torch.unique(signature[candidates], dim=0, return_inverse=True, return_counts=True)
+    agreement = (codes.unsqueeze(1) == codes.unsqueeze(0)).long()
+    candidates = (agreement.sum(-1) > 0) & (ids.unsqueeze(0) != ids.unsqueeze(1))
+    _, inverse, counts = torch.unique(agreement[candidates], dim=0, return_inverse=True, return_counts=True)
     expected = torch.zeros(candidates.shape)
     expected[candidates] = counts[inverse].float()
-    assert torch.equal(collision_load(codes, candidates), expected)
+    assert torch.equal(collision_load(agreement_signature(codes), candidates, 4), expected)
+    assert torch.equal(overlap_depth(agreement_signature(codes), 4), agreement.sum(-1))
     assert len(counts) > 4  # several signatures occur, so the packing is exercised
 
 
