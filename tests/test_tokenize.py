@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ import torch
 from align3gr.data.dataset import load_dataset
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import ConfigError, DataError
-from align3gr.scid.code_tables import load_code_tables
+from align3gr.scid.code_tables import load_code_tables, write_code_tables
+from align3gr.scid.tokens import code_tokens
 from align3gr.tokenize.codebook_stats import level_statistics, sid_entropy
 from align3gr.tokenize.collisions import collision_rate, resolve_collisions
 from align3gr.tokenize.config import TokenizeConfig
@@ -234,3 +236,57 @@ def test_code_tables_are_checked_against_the_dataset_and_reload_encodes_new_rows
         (tmp_path / "scid" / "item_codes.json").write_text(json.dumps(table))
         with pytest.raises(DataError, match=pattern):
             load_code_tables(tmp_path / "scid", dataset)
+
+
+CODES = {
+    "item": {"i1": ["<a_1>", "<b_7>", "<c_0>"], "i2": ["<a_1>", "<b_7>", "<c_1>"]},
+    "user": {"u1": ["<ua_0>", "<ub_5>", "<uc_7>"], "u2": ["<ua_0>", "<ub_5>", "<uc_7>"]},
+}
+
+
+def write_scid(folder, items: dict, users: dict, report: str | None = "report.json"):
+    """`folder` with the code tables and, under the name `report`, the report of a tokenizer of 3 levels of 8 codes."""
+    folder.mkdir(exist_ok=True)
+    write_code_tables(folder, items, users)
+    if report:
+        config = {"levels": 3, "codebook_size": 8, "user_codebook_size": 8}
+        (folder / report).write_text(json.dumps({"items": {}, "config": config}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("side", "codes", "level"),
+    [
+        ("item", ["<ua_1>", "<ub_7>", "<uc_1>"], 0),  # user tokens in the item table
+        ("user", ["<a_0>", "<b_5>", "<c_7>"], 0),  # item tokens in the user table
+        ("item", ["<b_7>", "<a_1>", "<c_1>"], 0),  # levels swapped
+        ("item", ["<a_1>", "<b_7>", "<d_1>"], 2),  # the letter of another level
+        ("item", ["<a_1>", "<b_7>", "<c_8>"], 2),  # beyond the codebook size the report declares
+        ("user", ["<ua_0>", "<ub_8>", "<uc_7>"], 1),
+        ("item", ["<a_1>", "<b_7>", "<c_01>"], 2),  # another vocabulary token than <c_1>
+        ("item", ["<a_1>", "<b_7>", 1], 2),
+        ("item", ["<a_1>", "<b_7>", ["<c_1>"]], 2),
+    ],
+)
+def test_code_tables_with_a_token_of_another_side_level_or_size_are_refused(tmp_path, side, codes, level):
+    tables = {name: dict(table) for name, table in CODES.items()}
+    key = list(tables[side])[1]
+    tables[side][key] = codes
+    write_scid(tmp_path, tables["item"], tables["user"])
+    letter = ("" if side == "item" else "u") + "abc"[level]
+    expected = f"{side}_codes.json: {side} '{key}' level {level}: expected a token `<{letter}_N>`, N a code below 8 "
+    with pytest.raises(DataError, match=re.escape(expected) + r".*, got " + re.escape(repr(codes[level]))):
+        load_code_tables(tmp_path)
+
+
+def test_code_tables_of_the_right_tokens_read_and_the_size_bound_comes_from_the_tokenizer_report(tmp_path):
+    items = dict(zip(["i1", "i2"], code_tokens(np.array([[0, 7, 3, 0], [0, 7, 3, 12]]), "item"), strict=True))
+    users = dict(zip(["u1", "u2"], code_tokens(np.array([[7, 0, 1], [7, 0, 1]]), "user"), strict=True))
+    folder = write_scid(tmp_path / "scid", items, users)  # the disambiguation level (4th) has no codebook size
+    assert load_code_tables(folder) == (items, users)
+    items = {**CODES["item"], "i2": ["<a_1>", "<b_7>", "<c_8>"]}
+    assert load_code_tables(write_scid(tmp_path / "hand-made", items, CODES["user"], report=None))[0] == items
+    with pytest.raises(DataError, match=r"item 'i2' level 2: .* below 8 .* got '<c_8>'"):
+        load_code_tables(write_scid(tmp_path / "pushed", items, CODES["user"], report="tokenizer_report.json"))
+    with pytest.raises(DataError, match="27 codes per item: the tokens have letters for 26 levels"):
+        load_code_tables(write_scid(tmp_path / "long", {"i1": ["<a_1>"] * 27}, {}, report=None))

@@ -3,16 +3,22 @@ checks every later stage relies on."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 
 from align3gr.data.dataset import Dataset
 from align3gr.errors import DataError
-from align3gr.io import read_json, write_json
-from align3gr.scid.tokens import TOKEN
+from align3gr.io import read_json, read_json_object, write_json
+from align3gr.scid.tokens import MAX_LEVELS, level_prefix, level_token
 
 ITEM_CODES = "item_codes.json"
 USER_CODES = "user_codes.json"
 CODE_TABLES = (ITEM_CODES, USER_CODES)
+TOKENIZER_REPORTS = ("report.json", "tokenizer_report.json")
+"""The tokenizer's report beside the code tables, in a run's scid/ and in a pushed folder: its config declares the
+codebook sizes (sft/ and dpo/ folders hold copies of tables checked against it when read from scid/)."""
 
 
 def write_code_tables(folder: Path, items: dict[str, list[str]], users: dict[str, list[str]]) -> None:
@@ -21,9 +27,25 @@ def write_code_tables(folder: Path, items: dict[str, list[str]], users: dict[str
     write_json(folder / USER_CODES, users)
 
 
-def check_table(table: object, ids: list[str] | None, path: Path, unique: bool) -> dict[str, list[str]]:
-    """The table as a dict, or a DataError naming the first ID or code that does not fit the dataset's `ids`
-    (not compared when None) or the token format."""
+def declared_sizes(folder: Path) -> dict[str, list[int]]:
+    """Codes per level of each side ("item", "user") that the tokenizer report in `folder` declares: its config's
+    `codebook_size` (`user_codebook_size`) for each of its `levels`, none for the disambiguation level the items may
+    add; {} without a report or without these in its config (a report written by hand)."""
+    reports = [folder / name for name in TOKENIZER_REPORTS if (folder / name).is_file()]
+    config = read_json_object(reports[0]).get("config") if reports else None
+    keys = ("levels", "codebook_size", "user_codebook_size")
+    if not isinstance(config, dict) or not all(isinstance(config.get(key), int) for key in keys):
+        return {}
+    levels = config["levels"]
+    return {"item": [config["codebook_size"]] * levels, "user": [config["user_codebook_size"]] * levels}
+
+
+def check_table(
+    table: object, ids: list[str] | None, path: Path, side: str, sizes: Sequence[int] = ()
+) -> dict[str, list[str]]:
+    """The table of `side` ("item" or "user") as a dict, or a DataError naming the first ID or code that does not
+    fit the dataset's `ids` (not compared when None) or the tokens of `side`: one per level, of the level's prefix,
+    its code below the level's size in `sizes` (no bound past its end); item codes must be unique."""
     if not isinstance(table, dict):
         raise DataError("expected a JSON object {id: [tokens]}", path)
     if ids is not None:
@@ -37,15 +59,10 @@ def check_table(table: object, ids: list[str] | None, path: Path, unique: bool) 
             raise DataError(
                 f"'{extra[0]}' is not in the dataset ({len(extra)} unknown IDs): built for another dataset?", path
             )
-    length = None
-    for key, codes in table.items():
-        if not isinstance(codes, list) or not all(isinstance(c, str) and TOKEN.match(c) for c in codes):
-            raise DataError(f"'{key}': expected a list of tokens like \"<a_12>\", got {codes!r}", path)
-        if length is None:
-            length = len(codes)
-        elif len(codes) != length:
-            raise DataError(f"'{key}' has {len(codes)} codes; the others have {length}", path)
-    if unique and len({tuple(c) for c in table.values()}) != len(table):
+    length = _common_length(table, path, side)
+    for level in range(length):
+        _check_level(table, path, side, level, sizes[level] if level < len(sizes) else None)
+    if side == "item" and len({tuple(c) for c in table.values()}) != len(table):
         first: dict[tuple[str, ...], str] = {}
         for key, codes in table.items():
             other = first.setdefault(tuple(codes), key)
@@ -53,6 +70,46 @@ def check_table(table: object, ids: list[str] | None, path: Path, unique: bool) 
                 shared = "".join(codes)
                 raise DataError(f"items '{other}' and '{key}' share the code {shared}; item codes must be unique", path)
     return table
+
+
+def _common_length(table: dict, path: Path, side: str) -> int:
+    """The number of codes of every entry, or a DataError naming the first entry that is not a list or has another
+    number of codes than the first (the table when the number exceeds the token letters, `MAX_LEVELS`)."""
+    if set(map(type, table.values())) - {list}:
+        key = next(key for key, codes in table.items() if type(codes) is not list)
+        example = f"<{level_prefix(side, 0)}_12>"
+        raise DataError(f"{side} '{key}': expected a list of tokens like \"{example}\", got {table[key]!r}", path)
+    length = code_length(table)
+    if len(set(map(len, table.values()))) > 1:
+        key = next(key for key, codes in table.items() if len(codes) != length)
+        raise DataError(f"{side} '{key}' has {len(table[key])} codes; the others have {length}", path)
+    if length > MAX_LEVELS:
+        raise DataError(f"{length} codes per {side}: the tokens have letters for {MAX_LEVELS} levels", path)
+    return length
+
+
+def _check_level(table: dict[str, list], path: Path, side: str, level: int, size: int | None) -> None:
+    """A DataError naming the first entry whose token at `level` is not `level_token`'s with a code below `size`
+    (any code when None). Each distinct token is matched once: fast, as a level has few among many entries."""
+    pattern = level_token(side, level)
+    try:
+        fits = all(_fits(token, pattern, size) for token in set(map(itemgetter(level), table.values())))
+    except TypeError:  # an unhashable token (a list or an object): not a token
+        fits = False
+    if not fits:
+        key = next(key for key, codes in table.items() if not _fits(codes[level], pattern, size))
+        bound = "" if size is None else f" below {size} (the tokenizer report's codebook size)"
+        raise DataError(
+            f"{side} '{key}' level {level}: expected a token `<{level_prefix(side, level)}_N>`, N a code{bound} "
+            f"without leading zeros, got {table[key][level]!r}",
+            path,
+        )
+
+
+def _fits(token: object, pattern: re.Pattern[str], size: int | None) -> bool:
+    """Whether `token` is a string `pattern` matches whole with a code below `size` (any code when None)."""
+    match = pattern.fullmatch(token) if isinstance(token, str) else None
+    return match is not None and (size is None or int(match[1]) < size)
 
 
 def code_length(table: dict[str, list[str]]) -> int:
@@ -63,12 +120,13 @@ def code_length(table: dict[str, list[str]]) -> int:
 def load_code_tables(
     scid_dir: str | Path, dataset: Dataset | None = None
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """(item codes, user codes) of `scid_dir`, checked, and against `dataset`'s IDs when given (a published model
-    has no dataset); user codes may be empty: item-only."""
+    """(item codes, user codes) of `scid_dir`, checked, against `dataset`'s IDs when given (a published model has no
+    dataset) and the codebook sizes of the tokenizer report when there is one; user codes may be empty: item-only."""
     folder = Path(scid_dir)
     item_ids, user_ids = (None, None) if dataset is None else (list(dataset.items), list(dataset.sequences))
-    items = check_table(read_json(folder / ITEM_CODES), item_ids, folder / ITEM_CODES, True)
+    sizes = declared_sizes(folder)
+    items = check_table(read_json(folder / ITEM_CODES), item_ids, folder / ITEM_CODES, "item", sizes.get("item", ()))
     users = read_json(folder / USER_CODES)
     if users:
-        users = check_table(users, user_ids, folder / USER_CODES, False)
+        users = check_table(users, user_ids, folder / USER_CODES, "user", sizes.get("user", ()))
     return items, users
