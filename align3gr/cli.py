@@ -178,7 +178,7 @@ def _push(args: argparse.Namespace) -> None:
     from align3gr.hub.push import push_run
 
     _print(push_run(args.run, args.stage, repo_id=args.repo_id, to_folder=args.to_folder, private=args.private,
-                    dtype=args.dtype))  # fmt: skip
+                    dtype=args.dtype, with_titles=args.with_titles))  # fmt: skip
 
 
 def _recommend(args: argparse.Namespace) -> None:
@@ -409,6 +409,12 @@ def build_parser(options_of: Collection[str] | None = None) -> argparse.Argument
     push.add_argument("--to-folder", type=Path, help="Write the upload to this folder instead of the Hub (the "
                       "card names the model by --repo-id, else by this path).")  # fmt: skip
     push.add_argument("--dtype", help="Weights dtype of a merged adapter (default: the dtype it was evaluated in).")
+    push.add_argument(
+        "--with-titles",
+        action="store_true",
+        help="Publish the items' titles too (item_titles.json, "
+        "for `recommend --history-titles`): they are the dataset's content, whose terms may forbid it.",
+    )
     push.set_defaults(func=_push)
 
     recommend = stages.add_parser("recommend", help="The top K items for a user or a history, with titles and scores.")

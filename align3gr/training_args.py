@@ -33,6 +33,9 @@ TRAINING_FIXED = {
 }
 """What `align3gr.training.trainer_arguments` sets for every TRL stage, other than from an option of the stage."""
 
+SECRET_ARGUMENTS = ("hub_token", "push_to_hub_token")
+"""Arguments a config never holds: configs are recorded in `meta.json` and published by `align3gr push`."""
+
 TRAINING_RENAMED = {"data_seed": "seed", "activation_checkpointing": "gradient_checkpointing"}
 """Arguments `trainer_arguments` sets from a stage option of another name."""
 
@@ -78,6 +81,11 @@ class TrainerArgs:
         prefix = getattr(stage, "option_prefix", "")
         checked = {}
         for key, value in values.items():
+            if key in SECRET_ARGUMENTS:
+                raise ConfigError(
+                    f"{where}: {key!r} is not taken from a config, which runs record and `align3gr push` publishes: "
+                    "the Hub token comes from HF_TOKEN or `hf auth login`"
+                )
             if key not in known:
                 hint = f" ({MOVED[key]})" if key in MOVED else close_matches(key, known)
                 raise ConfigError(f"{where}: {key!r} is not an argument of {target.__name__}{hint}")

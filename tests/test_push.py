@@ -30,13 +30,16 @@ from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.stage import run_evaluate
 from align3gr.hub.base_license import TOOLKIT, License, base_license
 from align3gr.hub.dataset_terms import dataset_terms
+from align3gr.hub.push import check_existing_repo
 from align3gr.io import read_json, write_json
 from align3gr.models.loading import load_model_and_tokenizer
 from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.scid.tokens import scid_tokens
 from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.seeding import seeded
+from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.lora import scid_lora_config
+from align3gr.training_args import check_training_args
 
 TRAINING_CONFIG = {"model": "tiny", "with_user_scid": True, "learning_rate": 0.001}
 HUB_LICENSES = frozenset(
@@ -169,16 +172,12 @@ def published(run, tmp_path_factory):
 def test_published_files(published, run):
     names = {p.name for p in published.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "item_codes.json", "user_codes.json",
-            "tokenizer_report.json", "metrics.json", "align3gr.json", "item_titles.json", "meta.json",
-            "README.md"} <= names  # fmt: skip
-    assert not names & {"training_log.jsonl", "training_args.bin", "adapter_config.json"}
+            "tokenizer_report.json", "metrics.json", "align3gr.json", "meta.json", "README.md"} <= names  # fmt: skip
+    assert not names & {"training_log.jsonl", "training_args.bin", "adapter_config.json", "item_titles.json"}
     assert not any(p.name.startswith(".") for p in published.parent.iterdir())  # no temporary folder left
     for name in ("item_codes.json", "user_codes.json", "model.safetensors"):
         assert (published / name).read_bytes() == (run / "sft" / name).read_bytes()
     assert read_json(published / "tokenizer_report.json") == read_json(run / "scid" / "report.json")
-    items = load_dataset(run / "data").items  # the catalogue's titles, for `align3gr recommend`
-    titles = {item_id: items[item_id].title for item_id in read_json(run / "scid" / "item_codes.json")}
-    assert read_json(published / "item_titles.json") == titles
     local = (str(run.parent.parent), sys.prefix, str(Path.home()))  # the test session's, the install's, the home
     for path in published.iterdir():
         if path.suffix in (".json", ".md"):
@@ -198,6 +197,59 @@ def test_published_files(published, run):
     assert settings["stage"] == "sft" and settings["with_user_scid"] and settings["beam_size"] == 20
     assert settings["max_history"] == 20 and "{history}" in settings["seq_template"]
     assert settings["dtype"] == read_json(run / "eval" / "test" / "sft" / "metrics.json")["config"]["dtype"]
+
+
+def test_titles_are_published_only_when_asked(published, run, tmp_path):
+    """Titles are the dataset's content: without `--with-titles` the card says the data is not published; with it,
+    `item_titles.json` holds the catalogue's titles (for `align3gr recommend`) and the card says so."""
+    assert "their codes, not the data; its terms bind" in (published / "README.md").read_text()
+    out = tmp_path / "with-titles"
+    assert main(["push", "--run", str(run), "--stage", "sft", "--to-folder", str(out), "--with-titles"]) == 0
+    items = load_dataset(run / "data").items
+    titles = {item_id: items[item_id].title for item_id in read_json(run / "scid" / "item_codes.json")}
+    assert read_json(out / "item_titles.json") == titles and read_json(out / "meta.json")["item_titles"]
+    assert "and the items' titles (`item_titles.json`), not the rest of the data" in (out / "README.md").read_text()
+
+
+def test_published_files_show_no_secret_and_no_local_folder(run, tmp_path):
+    """A token in a stage's recorded config (a run made before configs refused one) and local folders inside strings
+    (a base model's card) are not published; a config refuses the Hub token outright."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("dpo", "*.safetensors"))
+    shutil.copy2(run / "sft" / "model.safetensors", copy / "sft" / "model.safetensors")
+    meta = read_json(copy / "sft" / "meta.json")
+    meta["config"]["training_args"] = {"hub_token": "hf_" + "x" * 34, "pad_to_multiple_of": 8}
+    meta["config"]["note"] = f"from the card of {tmp_path}/bases/MyBase/README.md, token hf_{'y' * 34}"
+    write_json(copy / "sft" / "meta.json", meta)
+    out = tmp_path / "out"
+    assert main(["push", "--run", str(copy), "--stage", "sft", "--to-folder", str(out), "--repo-id", "me/m"]) == 0
+    for path in out.iterdir():
+        if path.suffix in (".json", ".md"):
+            text = path.read_text()
+            assert "hf_xxx" not in text and "hf_yyy" not in text and str(tmp_path) not in text, path.name
+    published = read_json(out / "meta.json")["config"]
+    assert published["training_args"] == {"hub_token": "<redacted>", "pad_to_multiple_of": 8}
+    assert published["note"] == "from the card of README.md, token <redacted>"
+    with pytest.raises(ConfigError, match="'hub_token' is not taken from a config"):
+        check_training_args(SFTStageConfig, {"hub_token": "hf_" + "x" * 34}, "sft.training_args")
+
+
+def test_hub_targets_are_checked_before_an_upload(run, capsys):
+    """A malformed repo id is refused before anything is written; an existing repo that is not an earlier push's, or
+    a public one under `--private`, is refused (the upload would delete its files / keep it public); `--dtype` without
+    an adapter to merge is refused."""
+    assert main(["push", "--run", str(run), "--stage", "sft", "--repo-id", "me/align3gr/ml100k"]) == 2
+    assert "--repo-id 'me/align3gr/ml100k': Repo id must" in capsys.readouterr().err
+    check_existing_repo("me/new", [".gitattributes"], is_private=False, private=False)
+    check_existing_repo("me/earlier", [".gitattributes", "README.md", "align3gr.json", "x"], False, False)
+    with pytest.raises(ConfigError, match="exists and is not an earlier `align3gr push`"):
+        check_existing_repo("me/other", [".gitattributes", "model.safetensors"], is_private=True, private=False)
+    with pytest.raises(ConfigError, match="exists and is public; --private does not change"):
+        check_existing_repo("me/earlier", ["align3gr.json"], is_private=False, private=True)
+    argv = ["push", "--run", str(run), "--stage", "sft", "--to-folder", "unused", "--dtype", "bfloat16"]
+    assert main(argv) == 2
+    assert "--dtype bfloat16: applies to a LoRA adapter merged into its local base" in capsys.readouterr().err
+    assert not Path("unused").exists()
 
 
 def test_model_card(published, run):
@@ -300,8 +352,8 @@ def test_license_from_the_base_models_card(tmp_path, monkeypatch):
     readme = folder / "README.md"
     readme.write_text("---\nlicense: other\nlicense_name: custom\nlicense_link: LICENSE\n---\n# A base\n")
     assert base_license(str(folder), str(folder)) == License(
-        "other", "custom", "LICENSE", f"the base model's card ({readme})"
-    )
+        "other", "custom", "LICENSE", "the card of the base model Llama-2-7b-hf"
+    )  # the folder's name, not its path: a published card shows no local folder
     readme.write_text("# A base without metadata\n")
     assert base_license(str(folder), str(folder)).license == "llama2"
     snapshot = tmp_path / "hub" / "models--someone--base" / "snapshots" / "abc"
@@ -310,7 +362,8 @@ def test_license_from_the_base_models_card(tmp_path, monkeypatch):
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("abc")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    assert base_license("someone/base", "someone/base").license == "mit"
+    found = base_license("someone/base", "someone/base")
+    assert (found.license, found.source) == ("mit", "the card of the base model someone/base")
     assert base_license(str(tmp_path / "run" / "sft_base"), "tiny") == TOOLKIT
 
 

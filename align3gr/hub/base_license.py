@@ -44,15 +44,16 @@ Community License."""
 TOOLKIT = License("apache-2.0", source="the embedded tiny model, built by align3gr (Apache-2.0)")
 
 
-def card_license(readme: Path) -> License | None:
-    """The license in the front matter of a model card, or None when it names none."""
+def card_license(readme: Path, base: str) -> License | None:
+    """The license in the front matter of the model card of `base` (a Hub id or a folder's name, which the source
+    names: a published card shows no local path), or None when it names none."""
     from huggingface_hub import ModelCard
 
     data = ModelCard.load(readme, ignore_metadata_errors=True).data
     if not data.get("license"):
         return None
     name, link = data.get("license_name"), data.get("license_link")
-    return License(data["license"], name, link, f"the base model's card ({readme})")
+    return License(data["license"], name, link, f"the card of the base model {base}")
 
 
 def cached_card(repo_id: str) -> Path | None:
@@ -84,6 +85,6 @@ def base_license(base: str | None, model_option: str | None) -> License:
     if base is None:
         return License("unknown", source="the base model is not recorded")
     local = Path(base)
-    readme = local / README if local.is_dir() else cached_card(base)
-    found = card_license(readme) if readme is not None and readme.is_file() else None
-    return found or known_base(base) or License("unknown", source=f"no license found for the base model {base}")
+    readme, name = (local / README, local.name) if local.is_dir() else (cached_card(base), base)
+    found = card_license(readme, name) if readme is not None and readme.is_file() else None
+    return found or known_base(base) or License("unknown", source=f"no license found for the base model {name}")

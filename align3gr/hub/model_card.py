@@ -133,10 +133,15 @@ def license_section(meta: dict, dataset: DatasetTerms) -> str:
     else:
         model = f"License: {named}, the base model's, which the weights derive from (source: {license['source']})."
     data = f"[{dataset.name}]({dataset.link})" if dataset.link else dataset.name
+    held = (
+        f" and the items' titles (`{ITEM_TITLES}`), not the rest of the data"
+        if meta.get("item_titles")
+        else ", not the data"
+    )
     return (
         f"## License and data terms\n\n{model}\n\nTrained and evaluated on {data} (`{dataset.id}`): {dataset.terms}"
-        " The published files hold the dataset's item and user IDs and their codes, not the data; its terms bind"
-        " whoever obtains it."
+        f" The published files hold the dataset's item and user IDs and their codes{held}; its terms bind whoever"
+        " obtains it."
     )
 
 

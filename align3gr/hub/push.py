@@ -3,18 +3,20 @@
 The published folder holds the model (a LoRA adapter whose base is a Hub id stays an adapter; one on a local base
 folder, which no one else can load, is merged into it and published as a full model), the tokenizer with the SCID
 tokens, both code tables, the tokenizer report (`tokenizer_report.json`, `code_usage.png`), the test metrics of
-every evaluated stage (`metrics.json`), `align3gr.json` (what `load_recommender` needs), the items' titles
-(`item_titles.json`, for `align3gr recommend`), a `meta.json` (stage, base
-model when it is a Hub id, license, vocabulary sizes, configurations, data facts, TRL trainer, framework versions)
-and the model card (`README.md`, see `model_card.py`), which must pass the Hub's metadata check (`validate`)
-before an upload. The run's bookkeeping (training log, preference rows, the pickled trainer arguments,
-fingerprints) is left out. The token comes from `HF_TOKEN` or the login cache (`hf auth login`), never from a
-file of the project.
+every evaluated stage (`metrics.json`), `align3gr.json` (what `load_recommender` needs), with `--with-titles` the
+items' titles (`item_titles.json`, for `align3gr recommend`: the dataset's content, so not by default), a
+`meta.json` (stage, base model when it is a Hub id, license, vocabulary sizes, configurations, data facts, TRL
+trainer, framework versions) and the model card (`README.md`, see `model_card.py`), which must pass the Hub's
+metadata check (`validate`) before an upload. The run's bookkeeping (training log, preference rows, the pickled
+trainer arguments, fingerprints) is left out, and so are the training machine's folders and any token or secret
+in the configurations (`publishable`). The token comes from `HF_TOKEN` or the login cache (`hf auth login`), never
+from a file of the project.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -79,9 +81,12 @@ def is_local(model: str | None) -> bool:
     return model is None or Path(model).is_absolute() or Path(model).is_dir()
 
 
-def write_stage(run_dir: Path, stage: str, out: Path, source: str, dtype: str | None = None) -> bool:
+def write_stage(
+    run_dir: Path, stage: str, out: Path, source: str, dtype: str | None = None, with_titles: bool = False
+) -> bool:
     """Write the published folder of `stage` into the empty folder `out`; True when an adapter was merged.
-    `source` is the repo id (or path) the card tells readers to load; `dtype` that of a merge (default: evaluated)."""
+    `source` is the repo id (or path) the card tells readers to load; `dtype` that of a merge (default: evaluated);
+    `with_titles` publishes the items' titles, which are the dataset's content (its terms may forbid it)."""
     folder = stage_folder(run_dir, stage)
     meta = read_json(folder / META_FILE)
     report = run_dir / "scid" / "report.json"
@@ -89,6 +94,7 @@ def write_stage(run_dir: Path, stage: str, out: Path, source: str, dtype: str | 
         raise DataError("not found: the run's SCID tokenizer report (written by `align3gr tokenize`)", report)
     data = read_json(run_dir / "data" / "meta.json")
     metrics = {name: {k: v for k, v in m.items() if k != "model"} for name, m in metrics_by_stage(run_dir).items()}
+    metrics = publishable(metrics)
     if stage not in metrics:
         log.warning(
             "%s has no test evaluation (eval/test/%s/metrics.json): published without its metrics", stage, stage
@@ -96,6 +102,8 @@ def write_stage(run_dir: Path, stage: str, out: Path, source: str, dtype: str | 
     base = base_model(folder, meta)
     adapter = (folder / ADAPTER_CONFIG).is_file()
     merge = adapter and is_local(base)
+    if dtype is not None and not merge:
+        raise ConfigError(f"--dtype {dtype}: applies to a LoRA adapter merged into its local base; {stage} has none")
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.name not in RUN_BOOKKEEPING and not (merge and path.name in ADAPTER_FILES):
             shutil.copy2(path, out / path.name)
@@ -104,11 +112,12 @@ def write_stage(run_dir: Path, stage: str, out: Path, source: str, dtype: str | 
         log.info("merging the LoRA adapter into its local base %s (%s): that folder is not on the Hub", base, dtype)
         model, _ = load_for_inference(folder, dtype)
         model.save_pretrained(out)
-    shutil.copy2(report, out / "tokenizer_report.json")
+    write_json(out / "tokenizer_report.json", publishable(read_json(report)))
     if (run_dir / "scid" / "code_usage.png").is_file():
         shutil.copy2(run_dir / "scid" / "code_usage.png", out / "code_usage.png")
     write_json(out / "metrics.json", metrics)
-    ItemTitles.of_dataset(load_dataset(run_dir / "data"), read_json(folder / ITEM_CODES)).save(out)
+    if with_titles:
+        ItemTitles.of_dataset(load_dataset(run_dir / "data"), read_json(folder / ITEM_CODES)).save(out)
     pipeline_config = run_dir / "config.yaml"
     pipeline = yaml.safe_load(pipeline_config.read_text()) if pipeline_config.is_file() else None
     published = {
@@ -117,11 +126,12 @@ def write_stage(run_dir: Path, stage: str, out: Path, source: str, dtype: str | 
         "adapter": adapter and not merge,
         "merged_adapter": merge,
         "vocabulary": meta.get("vocabulary"),
-        "config": without_local_paths(meta.get("config", {})),
-        "pipeline_config": without_local_paths(pipeline),
-        "data": without_local_paths({key: data[key] for key in DATA_FACTS if key in data}),
+        "config": publishable(meta.get("config", {})),
+        "pipeline_config": publishable(pipeline),
+        "data": publishable({key: data[key] for key in DATA_FACTS if key in data}),
         "align3gr_version": meta.get("align3gr_version"),
-        "license": base_license(base, meta.get("config", {}).get("model")).to_dict(),
+        "license": publishable(base_license(base, meta.get("config", {}).get("model")).to_dict()),
+        "item_titles": with_titles,
         "trainer": trainer_record(stage),
         "frameworks": framework_versions(folder, meta),
     }
@@ -132,15 +142,31 @@ def write_stage(run_dir: Path, stage: str, out: Path, source: str, dtype: str | 
     return merge
 
 
-def without_local_paths(value: Any) -> Any:
-    """`value` with every absolute path in it reduced to its last part: a published repo does not show the folders of
-    the machine that trained it (relative paths, Hub ids and the files' sha256 stay)."""
+SECRET_KEY = re.compile(
+    r"^(hub_token|push_to_hub_token|hf_token|auth_token|use_auth_token|access_token|api_token)$"
+    r"|secret|password|passwd|api_?key|access_?key|credential",
+    re.IGNORECASE,
+)
+"""Option names whose values a published file never shows (`hub_token` in `training_args`)."""
+HF_TOKEN_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{20,}")
+"""A Hugging Face token inside any string, whatever its key."""
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^/\s()'\"`]+/)+([^/\s()'\"`]+)")
+"""An absolute POSIX path inside a string (a card's source note): its last part is kept."""
+
+
+def publishable(value: Any) -> Any:
+    """`value` as a published file shows it: every absolute path, alone or inside a string, reduced to its last part
+    (the folders of the machine that trained it stay home; relative paths, Hub ids and sha256 stay), and the value of
+    every secret-like key (`SECRET_KEY`) replaced by "<redacted>"."""
     if isinstance(value, dict):
-        return {key: without_local_paths(item) for key, item in value.items()}
+        secret = {key for key, item in value.items() if item and SECRET_KEY.search(str(key))}
+        return {key: "<redacted>" if key in secret else publishable(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [without_local_paths(item) for item in value]
+        return [publishable(item) for item in value]
     if isinstance(value, str) and Path(value).is_absolute():
         return Path(value).name
+    if isinstance(value, str):
+        return HF_TOKEN_VALUE.sub("<redacted>", ABSOLUTE_PATH.sub(lambda match: match[1], value))
     return value
 
 
@@ -180,6 +206,32 @@ def check_destination(folder: Path) -> None:
         )
 
 
+def check_repo_id(repo_id: str) -> None:
+    """A ConfigError naming `--repo-id` unless it is a valid Hub repo id (`owner/name`), before anything is written."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ConfigError(f"--repo-id {repo_id!r}: {err}") from None
+
+
+def check_existing_repo(repo_id: str, files: list[str], is_private: bool, private: bool) -> None:
+    """Refuse to upload over an existing Hub repo that is not an earlier push's (the upload replaces all its files),
+    or with `--private` to one that is public (the Hub keeps an existing repo's visibility)."""
+    if any(name not in (".gitattributes", MODEL_CARD) for name in files) and SETTINGS_FILE not in files:
+        raise ConfigError(
+            f"--repo-id {repo_id}: exists and is not an earlier `align3gr push` (no {SETTINGS_FILE}); the upload "
+            "would delete its files: choose a new repo"
+        )
+    if private and not is_private:
+        raise ConfigError(
+            f"--repo-id {repo_id}: exists and is public; --private does not change an existing repo's visibility "
+            "(make it private on the Hub first, or choose a new repo)"
+        )
+
+
 def push_run(
     run_dir: str | Path,
     stage: str,
@@ -188,9 +240,11 @@ def push_run(
     to_folder: str | Path | None = None,
     private: bool = False,
     dtype: str | None = None,
+    with_titles: bool = False,
 ) -> PushResult:
-    """Publish `stage` of the run in `run_dir` to the Hub repo `repo_id` (created if needed, `private` then), or
-    write the same files to `to_folder` (atomically; `repo_id` then only names the model in the card)."""
+    """Publish `stage` of the run in `run_dir` to the Hub repo `repo_id` (created if needed: `private`, else with its
+    owner's default visibility), or write the same files to `to_folder` (atomically; `repo_id` then only names the
+    model in the card). `with_titles` adds the items' titles (`write_stage`)."""
     run_dir = Path(run_dir)
     if to_folder is None and repo_id is None:
         raise ConfigError("give --repo-id ID to upload, or --to-folder PATH to write the upload locally")
@@ -199,11 +253,13 @@ def push_run(
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     stage_folder(run_dir, stage)  # an unknown stage is refused before anything is written
+    if repo_id is not None:
+        check_repo_id(repo_id)
     if to_folder is not None:
         to_folder = Path(to_folder)
         check_destination(to_folder)
         with atomic_directory(to_folder) as tmp:
-            merged = write_stage(run_dir, stage, tmp, repo_id or str(to_folder), dtype)
+            merged = write_stage(run_dir, stage, tmp, repo_id or str(to_folder), dtype, with_titles)
         return PushResult(run_dir, stage, str(to_folder), file_sizes(to_folder), merged)
 
     from httpx2 import HTTPError  # the Hub client's: its HTTP status errors and connection failures derive from it
@@ -211,13 +267,16 @@ def push_run(
 
     token = hub_token()
     with tempfile.TemporaryDirectory(prefix="align3gr-push-") as tmp:
-        merged = write_stage(run_dir, stage, Path(tmp), repo_id, dtype)
+        merged = write_stage(run_dir, stage, Path(tmp), repo_id, dtype, with_titles)
         files = file_sizes(Path(tmp))
         api = HfApi(token=token, library_name="align3gr", library_version=align3gr.__version__)
         log.info("uploading %d files (%.1f MB) to %s", len(files), sum(files.values()) / 1e6, repo_id)
         try:
             check_card(Path(tmp) / MODEL_CARD)
-            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            if api.repo_exists(repo_id):
+                info = api.model_info(repo_id, files_metadata=False)
+                check_existing_repo(repo_id, [f.rfilename for f in info.siblings or []], bool(info.private), private)
+            url = api.create_repo(repo_id, private=True if private else None, exist_ok=True, repo_type="model")
             api.upload_folder(  # one commit; files of an earlier push that this one lacks are deleted
                 folder_path=tmp, repo_id=repo_id, commit_message=f"align3gr push: stage {stage}", delete_patterns="*"
             )
