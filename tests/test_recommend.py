@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_decode import build_scid_model
+from test_decode import build_scid_model, crafted_codes
 from test_push import build_run, predictions
 
 from align3gr.cli import main
@@ -20,6 +20,10 @@ from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.stage import run_evaluate
 from align3gr.hub.item_titles import ItemTitles
+from align3gr.hub.recommender import load_recommender
+from align3gr.io import write_json
+from align3gr.scid.code_tables import load_code_tables
+from align3gr.sft.tasks import evaluation_prompts, trained_prompting
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +132,7 @@ def test_published_folder_carries_the_titles(run, capsys, tmp_path):
     """A published folder recommends by title without the dataset; `--user` needs `--data`; a folder published
     without titles prints item IDs and says so."""
     folder = tmp_path / "published"
-    assert main(["push", "--run", str(run), "--stage", "rf_hard", "--to-folder", str(folder)]) == 0
+    assert main(["push", "--run", str(run), "--stage", "rf_hard", "--to-folder", str(folder), "--with-titles"]) == 0
     capsys.readouterr()
     dataset = load_dataset(run / "data")
     row = predictions(run, "rf_hard")[0]
@@ -147,3 +151,53 @@ def test_published_folder_carries_the_titles(run, capsys, tmp_path):
     rank, item_id, score = lines[-2].split()  # no title column text
     assert (rank, item_id, float(score)) == ("2", by_titles[1]["item_id"], pytest.approx(by_titles[1]["score"], 1e-3))
     assert "titles: none (" in lines[-1] and "no --data was given" in lines[-1]
+
+
+@pytest.mark.slow
+def test_a_model_outside_a_run_prompts_with_the_datas_max_history(run, capsys, tmp_path):
+    """A stage folder copied out of its run (no align3gr.json, no run data/) given `--data` whose `max_history` is 5
+    builds the prompts, and prints the ranking, of `align3gr evaluate --model X --data D`."""
+    model = shutil.copytree(run / "sft", tmp_path / "model")
+    data = tmp_path / "data5"
+    build_dataset("movielens", "recbole", data, DataConfig(max_users=40, max_history=5))
+    dataset = load_dataset(data)
+    evaluated = run_evaluate(model, data, tmp_path / "eval").predictions
+    for prediction in evaluated[:3]:
+        printed = recommend(capsys, "--model", str(model), "--data", str(data), "--user", prediction.user_id)
+        assert [r["item_id"] for r in printed] == prediction.ranked[:10]
+        assert [r["score"] for r in printed] == pytest.approx(prediction.scores[:10], abs=1e-4)
+    recommender = load_recommender(model, data=data)
+    assert recommender.settings.max_history == dataset.max_history == 5
+    item_codes, user_codes = load_code_tables(model)
+    with_user_scid, seq_format = trained_prompting(model)
+    pairs = evaluation_prompts(
+        dataset, item_codes, user_codes, "test", recommender.tokenizer,
+        with_user_scid=with_user_scid, seq_format=seq_format,
+    )  # fmt: skip
+    assert sum(len(dataset.seen_before(ex.user_id, "test")) > 5 for ex, _ in pairs) > 30  # histories are cut
+    assert all(recommender.prompt(dataset.seen_before(ex.user_id, "test"), ex.user_id) == ids for ex, ids in pairs)
+
+
+@pytest.fixture
+def code_tables_only(tmp_path) -> Path:
+    """A folder holding only code tables (5 items): whatever needs the model fails, what does not is checked."""
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    write_json(folder / "item_codes.json", crafted_codes(["1", "2", "3", "4", "5"], ""))
+    write_json(folder / "user_codes.json", {})
+    return folder
+
+
+def test_revision_of_a_local_folder_is_refused(code_tables_only, capsys):
+    """`--revision` applies to Hub repo ids: with a local folder it is an error, not silently ignored."""
+    err = error_of(capsys, "--model", str(code_tables_only), "--history", "1", "--revision", "v1")
+    assert f"--revision 'v1': applies to Hub repo ids only, and {code_tables_only} is a local folder" in err
+    with pytest.raises(ConfigError, match="--revision 'v1': applies to Hub repo ids only"):
+        load_recommender(code_tables_only, revision="v1")
+
+
+def test_k_above_the_catalogue_stops_before_the_model_loads(code_tables_only, capsys):
+    """`-k` above the code table's item count is refused before any weights are read (the folder has none)."""
+    err = error_of(capsys, "--model", str(code_tables_only), "--history", "1", "-k", "6")
+    assert "k must be between 1 and the catalogue's 5 items, got 6" in err
+    assert main(["recommend", "--model", str(code_tables_only), "--history", "1", "-k", "5"]) != 0  # no weights

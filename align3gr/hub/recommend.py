@@ -4,8 +4,9 @@ a run's stage folder, a published folder or a Hub repo, with titles and scores.
 A user's history is the one the run's test evaluation ranks after (`Dataset.seen_before(user, "test")`: every item
 but the last), so the command prints that user's line of `eval/test/STAGE/predictions.jsonl` cut to K (same prompt,
 beam width and history exclusion, `align3gr.hub.recommender`). The dataset is `--data`, else the run's `data/` when
-the model is a stage folder of a run; titles come from it, else from the published folder's `item_titles.json`.
-Every input is checked, with the closest users, IDs or titles named, before the model is loaded.
+the model is a stage folder of a run; titles come from it, else from the published folder's `item_titles.json`, and
+so does the prompts' history length when the folder has no `align3gr.json` (`align3gr.hub.settings`). Every input is
+checked, with the closest users, IDs or titles named, before the model is loaded.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.errors import ConfigError, closest_matches
 from align3gr.hub.eval_results import decoding_text
 from align3gr.hub.item_titles import ITEM_TITLES, ItemTitles
-from align3gr.hub.recommender import load_recommender, model_folder
+from align3gr.hub.recommender import check_k, load_recommender, model_folder
 from align3gr.hub.run_layout import run_data
 from align3gr.hub.settings import SETTINGS_FILE
 from align3gr.scid.code_tables import ITEM_CODES, load_code_tables
@@ -109,13 +110,15 @@ def run_recommend(
     revision: str | None = None,
 ) -> Recommendations:
     """The top `k` items of `model` (stage folder, published folder or Hub repo id) for exactly one of `user` (a user
-    of the dataset), `history` (item IDs) or `history_titles`; `beam_size` None: the evaluation's."""
+    of the dataset), `history` (item IDs) or `history_titles`; `beam_size` None: the evaluation's; `revision` only
+    with a Hub repo id."""
     if sum(x is not None for x in (user, history, history_titles)) != 1:
         raise ConfigError("give exactly one of --user, --history or --history-titles")
     if k < 1 or (beam_size is not None and beam_size < 1):
         raise ConfigError(f"-k and --beam-size must be >= 1, got {k} and {beam_size}")
     folder = model_folder(model, revision)
     item_codes, _ = load_code_tables(folder)
+    check_k(k, len(item_codes))
     published = (folder / SETTINGS_FILE).is_file()
     data_dir = Path(data) if data is not None else None if published else run_data(folder)
     dataset = load_dataset(data_dir) if data_dir is not None else None
@@ -133,7 +136,7 @@ def run_recommend(
         if titles is None:
             raise ConfigError(f"--history-titles: {folder} has no {ITEM_TITLES}; give --data DATA_DIR for the titles")
         items = titles.item_ids(history_titles)
-    recommender = load_recommender(folder)
+    recommender = load_recommender(folder, data=data_dir)
     ranked = recommender.rank([items], k, [user], exclude_seen, beam_size)[0]
     return Recommendations(
         model=str(model),

@@ -3,12 +3,12 @@ ready to rank items for a user's history with the prompt and constrained beam se
 
 For a test user of the run, `recommend(history, k)` with the user's whole history before the test target
 (`Dataset.seen_before(user, "test")`) returns exactly the first k items of the run's
-`eval/test/STAGE/predictions.jsonl`: the same task-A prompt (the stored template, the history cut to the dataset's
-last `max_history` items, the user's SCID when the model was trained with one and the user is known), a beam width
-of max(k, the evaluation's beam size), and, with `exclude_seen` (the default, as the evaluation's
-`exclude_history`), no item of the history: the trie-constrained search ranks only the other items. A user the code
-tables do not know (or no `user_id`) is named "the user", as in the SFT data of models trained without user SCIDs;
-an unknown item in the history is an error naming the closest IDs.
+`eval/test/STAGE/predictions.jsonl`: the same task-A prompt (the stored template, the history cut to its last
+`max_history` items as `align3gr.hub.settings` resolves it, the user's SCID when the model was trained with one and the
+user is known), a beam width of max(k, the evaluation's beam size), and, with `exclude_seen` (the default, as the
+evaluation's `exclude_history`), no item of the history: the trie-constrained search ranks only the other items. A
+user the code tables do not know (or no `user_id`) is named "the user", as in the SFT data of models trained without
+user SCIDs; an unknown item in the history is an error naming the closest IDs.
 """
 
 from __future__ import annotations
@@ -97,8 +97,7 @@ class Recommender:
         """One `Ranked` (items best first, their SCID log-probabilities) per history, each cut to `k` items, none of
         its history's items with `exclude_seen`; the beam width is max(k, `beam_size` or the evaluation's). Prompts
         are decoded in batches of similar lengths, as the evaluation decodes them."""
-        if not 1 <= k <= len(self.item_codes):
-            raise ConfigError(f"k must be between 1 and the catalogue's {len(self.item_codes)} items, got {k}")
+        check_k(k, len(self.item_codes))
         if beam_size is not None and beam_size < 1:
             raise ConfigError(f"beam_size must be >= 1, got {beam_size}")
         user_ids = [None] * len(histories) if user_ids is None else list(user_ids)
@@ -127,10 +126,23 @@ class Recommender:
         return list(zip(ranked.items, ranked.scores, strict=True))
 
 
+def check_k(k: int, catalogue_size: int) -> None:
+    """A ConfigError unless 1 <= k <= `catalogue_size`: a ranked list holds each item of the catalogue at most once."""
+    if not 1 <= k <= catalogue_size:
+        raise ConfigError(f"k must be between 1 and the catalogue's {catalogue_size} items, got {k}")
+
+
 def model_folder(path_or_repo_id: str | Path, revision: str | None = None) -> Path:
     """A local folder as is, or the snapshot of a Hub repo (downloaded or cached), holding the item code table;
-    clear errors otherwise."""
-    folder = Path(path_or_repo_id) if Path(path_or_repo_id).is_dir() else snapshot(str(path_or_repo_id), revision)
+    clear errors otherwise, and for a `revision` of a local folder (it would not select anything)."""
+    if Path(path_or_repo_id).is_dir():
+        if revision is not None:
+            raise ConfigError(
+                f"--revision {revision!r}: applies to Hub repo ids only, and {path_or_repo_id} is a local folder"
+            )
+        folder = Path(path_or_repo_id)
+    else:
+        folder = snapshot(str(path_or_repo_id), revision)
     if not (folder / ITEM_CODES).is_file():
         raise ConfigError(
             f"{folder}: no {ITEM_CODES}; expected a folder written by `align3gr push` or a run's sft/ or dpo/STAGE/"
@@ -163,12 +175,15 @@ def load_recommender(
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
     batch_size: int = 16,
+    data: str | Path | None = None,
 ) -> Recommender:
-    """A `Recommender` from a folder written by `align3gr push`, a Hub repo id, or a run's `sft/` or `dpo/STAGE/`
-    folder; the model goes to `device` (default: the accelerator if there is one, else the CPU), in `dtype` (default:
-    the dtype its test evaluation ran in, so its ranked lists are the evaluation's)."""
+    """A `Recommender` from a folder written by `align3gr push`, a Hub repo id (at `revision`), or a run's `sft/` or
+    `dpo/STAGE/` folder; the model goes to `device` (default: the accelerator if there is one, else the CPU), in
+    `dtype` (default: the dtype its test evaluation ran in, so its ranked lists are the evaluation's). A folder without
+    `align3gr.json` cuts histories to the `max_history` of the dataset folder `data` (default: its run's `data/`), as
+    `align3gr evaluate` does."""
     folder = model_folder(path_or_repo_id, revision)
-    settings = settings_of(folder)
+    settings = settings_of(folder, Path(data) if data is not None else None)
     item_codes, user_codes = load_code_tables(folder)
     model, tokenizer = load_for_inference(folder, dtype or settings.dtype)
     model.to(device or torch.accelerator.current_accelerator() or "cpu")

@@ -1,10 +1,12 @@
 """`align3gr.json`: how a published model is prompted and decoded, so `load_recommender` repeats the run's evaluation.
 
 The settings are those of the stage's test evaluation (`eval/test/STAGE/metrics.json`: paraphrase, beam width,
-history exclusion, decoder, user SCIDs, weights dtype) and of the dataset (history length); the sequential-task
-template itself is stored, so a model keeps its prompt whatever templates a later align3gr ships. Evaluations and
-settings written before `exclude_history` existed did not exclude history, and those before `dtype` was recorded ran in
-float32.
+history exclusion, decoder, user SCIDs, weights dtype) and of the dataset (history length). One rule gives the history
+length: the `align3gr.json`'s when the folder has one (what the published model was evaluated with), else the
+`max_history` of the dataset the model is used with (`--data`, else the run's `data/`), as `align3gr evaluate --model
+X --data D` cuts its prompts, else the default 20. The sequential-task template itself is stored, so a model keeps its
+prompt whatever templates a later align3gr ships. Evaluations and settings written before `exclude_history` existed
+did not exclude history, and those before `dtype` was recorded ran in float32.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from align3gr.evaluate.config import EvaluateConfig
 from align3gr.hub.run_layout import metrics_by_stage, run_data, run_of
 from align3gr.io import read_json, read_json_object, write_json
 from align3gr.sft.tasks import SEQ_FORMATS, load_templates, trained_prompting
+from align3gr.stage_output import META_FILE
 
 SETTINGS_FILE = "align3gr.json"
 RANKING_DECODERS = ("beam_search", "generate", "exhaustive")
@@ -57,14 +60,15 @@ class InferenceSettings:
         return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
-def settings_of_stage(folder: Path) -> InferenceSettings:
-    """The settings of a stage output folder: from its run's test evaluation and dataset when it lies in a run
-    (`runs/NAME/sft`, `runs/NAME/dpo/STAGE`), else the evaluation defaults and the model's own meta.json."""
+def settings_of_stage(folder: Path, data_dir: Path | None = None) -> InferenceSettings:
+    """The settings of a stage output folder: from its run's test evaluation when it lies in a run (`runs/NAME/sft`,
+    `runs/NAME/dpo/STAGE`), else the evaluation defaults and the model's own meta.json; the history length of the
+    dataset `data_dir` (default: the run's `data/`)."""
     run_dir, stage = run_of(folder) or (None, None)
     metrics = metrics_by_stage(run_dir).get(stage, {}) if run_dir else {}
     options = {**vars(EvaluateConfig()), **metrics.get("config", {})}
-    data_dir = run_data(folder)
-    data = read_json(data_dir / "meta.json") if data_dir else {}
+    data_dir = data_dir or run_data(folder)
+    data = read_json(data_dir / META_FILE) if data_dir else {}
     paraphrase, with_user_scid = int(options["paraphrase"]), options["with_user_scid"]
     trained_user_scid, seq_format = trained_prompting(folder)
     return InferenceSettings(
@@ -82,7 +86,8 @@ def settings_of_stage(folder: Path) -> InferenceSettings:
     )
 
 
-def settings_of(folder: Path) -> InferenceSettings:
-    """The settings of a published folder (its `align3gr.json`) or of a run's stage folder."""
+def settings_of(folder: Path, data_dir: Path | None = None) -> InferenceSettings:
+    """The settings of a published folder (its `align3gr.json`, `data_dir` unused) or of a stage folder used with the
+    dataset `data_dir` (default: its run's `data/`)."""
     path = folder / SETTINGS_FILE
-    return InferenceSettings.load(path) if path.is_file() else settings_of_stage(folder)
+    return InferenceSettings.load(path) if path.is_file() else settings_of_stage(folder, data_dir)
