@@ -79,8 +79,8 @@ def main() -> None:
         for baseline in BASELINES:
             for m in ("recall@10", "ndcg@10"):
                 row[f"{m} / {baseline}"] = ratio(values[m], metrics[baseline][m])
-        if split == "test" and on_recbole_split(config):
-            for m, reference in RECBOLE_SASREC_TEST.items():
+        if split == "test" and on_recbole_split(config) and values.get("exclude_history"):
+            for m, reference in RECBOLE_SASREC_TEST.items():  # RecBole's full ranking excludes history too
                 row[f"{m} / RecBole SASRec"] = ratio(values[m], reference)
         rows.append(row)
     title = f"{args.run_dir} ({split} split, history excluded: {metrics['sft'].get('exclude_history')})"

@@ -131,6 +131,9 @@ def test_baselines_command_and_errors(crafted, ml100k_small, ml100k_small_embedd
     assert main(argv) == 2  # a mistyped folder: said so, before the popular list is written
     assert "embedings: folder not found: expected the embed stage's output" in capsys.readouterr().err
     assert not fresh.exists()
+    argv = ["baselines", "--data", str(crafted), "--embeddings", str(ml100k_small_embeddings), "--out", str(fresh)]
+    assert main(argv) == 2  # another dataset's embeddings: said so, before the popular list is written
+    assert "embeddings of another dataset?" in capsys.readouterr().err and not fresh.exists()
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "todo.txt").write_text("keep me")

@@ -63,11 +63,16 @@ def popularity_scorer(dataset: Dataset) -> Scorer:
     return lambda examples: scores.expand(len(examples), -1)
 
 
-def sequential_scorer(dataset: Dataset, embeddings_dir: Path) -> Scorer:
-    """The collaborative encoder of `embeddings_dir` scores every item after each example's history."""
-    encoder = load_encoder(embeddings_dir)
+def check_embedded_items(dataset: Dataset, embeddings_dir: Path) -> None:
+    """A DataError unless the embeddings were made for the dataset's items (`ids.json`), in its order."""
     if read_json(embeddings_dir / "ids.json")["items"] != list(dataset.items):
         raise DataError("ids.json lists other items than the dataset: embeddings of another dataset?", embeddings_dir)
+
+
+def sequential_scorer(dataset: Dataset, embeddings_dir: Path) -> Scorer:
+    """The collaborative encoder of `embeddings_dir` scores every item after each example's history."""
+    check_embedded_items(dataset, embeddings_dir)
+    encoder = load_encoder(embeddings_dir)
     index = {item: k + 1 for k, item in enumerate(dataset.items)}
     length = encoder.hyperparameters["max_len"]
     return lambda examples: encoder.score_items(pack([[index[i] for i in ex.history] for ex in examples], length))
@@ -148,6 +153,7 @@ def run_baselines(
         StageOutput(out / name, holds=METRICS_FILE)
     if embeddings_dir is not None:
         require_encoder(Path(embeddings_dir))
+        check_embedded_items(load_dataset(data_dir), Path(embeddings_dir))
     return Baselines(
         out, config, {name: run_baseline(name, data_dir, out / name, config, embeddings_dir) for name in names}
     )
