@@ -27,11 +27,18 @@ TRAINING_FIXED = {
     "use_cpu": "from the hardware",
     "logging_first_step": "the training log and its curves start at step 1",
     "save_strategy": "a checkpoint every save_steps, for a killed run to resume from",
-    "save_total_limit": "the work folder keeps the last checkpoint only",
+    "save_total_limit": "the work folder keeps the last checkpoint, and the best one while SFT's valid probe selects",
     "restore_callback_states_from_checkpoint": "a resumed run continues the callbacks' state saved in its checkpoint "
     "(early stopping's count of evaluations without gain), as an uninterrupted run would",
+    "resume_from_checkpoint": "resume comes from the stage's OUT.work checkpoints",
+    **dict.fromkeys(("do_train", "do_eval", "do_predict"), "the stage decides what it runs"),
+    "save_only_model": "a resumed run ends like an uninterrupted one only from checkpoints that hold the optimizer, "
+    "scheduler and RNG states too",
+    "ignore_data_skip": "a resumed run ends like an uninterrupted one only by skipping the batches it already trained "
+    "on",
 }
-"""What `align3gr.training.trainer_arguments` sets for every TRL stage, other than from an option of the stage."""
+"""What every TRL stage sets itself (`align3gr.training.trainer_arguments`, the stage's own resume from its work
+folder), other than from an option of the stage."""
 
 SECRET_ARGUMENTS = ("hub_token", "push_to_hub_token")
 """Arguments a config never holds: configs are recorded in `meta.json` and published by `align3gr push`."""

@@ -106,6 +106,8 @@ def test_option_mappings_and_choices_are_checked_when_read(tmp_path):
         (DPOStageConfig, {"hard_share": 0.6, "medium_share": 0.5}, r"hard_share \+ medium_share < 1"),
         (DPOStageConfig, {"training_args": {"max_length": 32}}, r"'max_length' is set by align3gr"),
         (EmbedConfig, {"cf_negatives": 0}, r"cf_negatives=0: must be >= 1"),
+        (EmbedConfig, {"cf_patience": 0}, r"cf_patience=0: must be >= 1"),
+        (EmbedConfig, {"cf_patience": -2}, r"cf_patience=-2: must be >= 1"),
         (EmbedConfig, {"cf_lr": -1e-3}, r"cf_lr=-0\.001: must be > 0"),
         (EmbedConfig, {"cf_dropout": 1.5}, r"cf_dropout=1\.5: must be in \[0, 1\)"),
         (TokenizeConfig, {"auc_negatives": 0}, r"auc_negatives=0: must be >= 1"),

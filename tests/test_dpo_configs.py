@@ -5,6 +5,7 @@ checks; the shared-prompt forwards the options name."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from align3gr.dpo.checks import SHARED_PROMPT_FORWARDS
 from align3gr.dpo.config import DPOStageConfig
 from align3gr.dpo.shared_prompt import FORWARDS
 from align3gr.errors import ConfigError
+from align3gr.evaluate.config import EvaluateConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"
 
@@ -68,3 +70,21 @@ def test_a_narrow_beam_is_fine_with_catalogue_fill_or_without_self_play():
 def test_the_forward_choices_name_the_forwards():
     """The options name the forwards apart from their torch module (listing them imports no torch): the same names."""
     assert tuple(FORWARDS) == SHARED_PROMPT_FORWARDS
+
+
+@pytest.mark.parametrize("metric", ["ndcg@010", "recall@１０", "recall@0", "recall@", "recall@10 ", "mrr@10"])
+def test_a_guard_metric_is_named_as_the_evaluation_names_its_metrics(metric):
+    """K in ASCII digits without a leading zero: another spelling of the number would pass and then miss the valid
+    metrics the guard compares, after the stage trained."""
+    pattern = rf"^guard_metrics: {re.escape(repr(metric))} is not a valid-split metric; expected recall@K or ndcg@K"
+    with pytest.raises(ConfigError, match=pattern):
+        DPOStageConfig(guard=True, guard_metrics=[metric]).validate()
+    with pytest.raises(ConfigError, match=pattern):
+        DPOStageConfig(guard=True, guard_metrics=[metric]).valid_evaluation(EvaluateConfig(ks=[0, 10]))
+
+
+def test_the_guard_needs_a_metric_to_compare():
+    with pytest.raises(ConfigError, match=r"^guard_metrics=\[\]: with guard on, name at least one valid metric"):
+        DPOStageConfig(guard=True, guard_metrics=[]).validate()
+    DPOStageConfig(guard=False, guard_metrics=[]).validate()
+    DPOStageConfig(guard=True, guard_metrics=["ndcg@5", "recall@10"]).validate()

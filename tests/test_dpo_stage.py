@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from align3gr.dpo.stage import STAGE_FILES, copy_start_model, guarded, run_dpo
 from align3gr.dpo.trainer import SoftmaxDPOTrainer
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
-from align3gr.io import read_json
+from align3gr.io import read_json, write_json
 from align3gr.models.loading import load_for_inference
 from align3gr.scid.code_tables import write_code_tables
 from align3gr.sft.config import SFTStageConfig
@@ -317,6 +318,12 @@ def test_a_guarded_chain_compares_each_stage_with_the_model_it_started_from(ml10
     remeasured = read_json(tmp_path / "eval" / "dpo_rf_easy_start" / "metrics.json")  # eval/ beside the out folder
     assert remeasured["config"]["beam_size"] == 12
     assert result.meta["guard"]["start_valid_metrics"]["ndcg@10"] == remeasured["ndcg@10"]
+
+    data = tmp_path / "other_data"  # the same protocol on other data (a fingerprint of other texts, say)
+    shutil.copytree(ml100k_small, data)
+    write_json(data / "meta.json", {**read_json(data / "meta.json"), "fingerprint": "other data"})
+    run_dpo(data, tmp_path / "dpo" / "sp_easy", tmp_path / "third" / "dpo", one, evaluate=VALID)
+    assert (tmp_path / "third" / "eval" / "dpo_rf_easy_start" / "metrics.json").is_file()  # measured again
 
 
 def test_the_guard_copies_every_file_of_a_start_model_saved_in_other_shards(tmp_path):

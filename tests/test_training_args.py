@@ -65,6 +65,32 @@ def test_a_bad_key_or_value_is_refused_when_the_config_is_read(tmp_path, cls, tr
         _config(tmp_path, cls, training_args)
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("eval_strategy", "steps"), ("eval_steps", 5), ("eval_delay", 1), ("eval_on_start", True),
+     ("load_best_model_at_end", True), ("metric_for_best_model", "loss"), ("greater_is_better", False)],
+)  # fmt: skip
+def test_a_dpo_stage_refuses_evaluation_arguments_it_has_no_eval_set_for(tmp_path, key, value):
+    with pytest.raises(ConfigError, match=rf"training_args: '{key}' is set by align3gr \(a DPO stage has no eval set"):
+        _config(tmp_path, DPOStageConfig, {key: value})
+
+
+@pytest.mark.parametrize("cls", [SFTStageConfig, DPOStageConfig])
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [("resume_from_checkpoint", "elsewhere/checkpoint-2", "resume comes from the stage's OUT.work checkpoints"),
+     ("do_train", False, "the stage decides what it runs"),
+     ("do_eval", True, "the stage decides what it runs"),
+     ("do_predict", True, "the stage decides what it runs"),
+     ("save_only_model", True, "a resumed run ends like an uninterrupted one only from checkpoints that hold the "
+                               "optimizer"),
+     ("ignore_data_skip", True, "a resumed run ends like an uninterrupted one only by skipping the batches")],
+)  # fmt: skip
+def test_every_stage_refuses_arguments_of_resuming_and_of_what_runs(tmp_path, cls, key, value, reason):
+    with pytest.raises(ConfigError, match=rf"training_args: '{key}' is set by align3gr \({reason}"):
+        _config(tmp_path, cls, {key: value})
+
+
 def test_values_are_converted_to_the_arguments_types(tmp_path):
     config = _config(
         tmp_path, SFTStageConfig,

@@ -49,6 +49,14 @@ LOSS_OPTIONS = {
 }
 """TRL's `DPOConfig` options of its other losses, which `SoftmaxDPOTrainer` never reads, and why."""
 
+EVALUATION_OPTIONS = dict.fromkeys(
+    ("eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "load_best_model_at_end", "metric_for_best_model",
+     "greater_is_better"),
+    "a DPO stage has no eval set; the valid guard selects after it",
+)  # fmt: skip
+"""The Trainer's evaluation and best-checkpoint options: a stage trains without an eval set, and the valid-split check
+after it (with `guard` on, the guard) does the selecting."""
+
 
 @dataclass
 class SoftmaxDPOOptions:
@@ -99,6 +107,7 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
                 ("max_length", "truncation_mode", "pad_to_multiple_of", "padding_free", "pad_token"),
                 "the stage collates its own rows, whole prompts and completions, so TRL's batching options never apply",
             ),
+            **EVALUATION_OPTIONS,
         },
         renamed=TRAINING_RENAMED,
     )
@@ -218,6 +227,11 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
             )
         check_prefix_thresholds(self.medium_min, self.hard_min)
         check_similarity_shares(self.medium_share, self.hard_share)
+        if self.guard and not self.guard_metrics:
+            raise ConfigError(
+                "guard_metrics=[]: with guard on, name at least one valid metric (recall@K or ndcg@K) a stage must "
+                "not lower"
+            )
         check_guard_metrics(self.guard_metrics)
 
     def check_code_length(self, levels: int, source: str) -> None:
@@ -235,11 +249,14 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
 
 
 def check_guard_metrics(metrics: list[str], ks: list[int] | None = None) -> None:
-    """Each guard metric is recall@K or ndcg@K, with K among the valid evaluation's cut-offs `ks` when they are
-    known (the `evaluate` section is read apart from the `dpo` one)."""
+    """Each guard metric is recall@K or ndcg@K as the evaluation names its metrics (K >= 1 in ASCII digits, no
+    leading zero), with K among the valid evaluation's cut-offs `ks` when they are known (the `evaluate` section is
+    read apart from the `dpo` one)."""
     for metric in metrics:
         name, _, k = metric.partition("@")
-        if name not in ("recall", "ndcg") or not k.isdecimal() or (ks is not None and int(k) not in ks):
+        named = name in ("recall", "ndcg") and k.isascii() and k.isdigit() and metric == f"{name}@{int(k)}"
+        if not named or int(k) < 1 or (ks is not None and int(k) not in ks):
+            among = f" with K in {ks}" if ks is not None else ", K a whole number >= 1 in ASCII digits"
             raise ConfigError(
-                f"guard_metrics: {metric!r} is not a valid-split metric; expected recall@K or ndcg@K with K in {ks}"
+                f"guard_metrics: {metric!r} is not a valid-split metric; expected recall@K or ndcg@K{among}"
             )

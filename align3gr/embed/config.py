@@ -55,8 +55,8 @@ class EmbedConfig:
 
     def validate(self) -> None:
         check_device(type(self), self.device, "device")
-        positive = ("batch_size", "max_length", "cf_dim", "cf_layers", "cf_heads", "cf_epochs", "cf_batch_size",
-                    "cf_negatives")  # fmt: skip
+        positive = ("batch_size", "max_length", "cf_dim", "cf_layers", "cf_heads", "cf_epochs", "cf_patience",
+                    "cf_batch_size", "cf_negatives")  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
