@@ -57,14 +57,33 @@ def stopped_at(checkpoint: Path) -> bool:
     return bool(control.get("args", {}).get("should_training_stop"))
 
 
+def relocate_best_checkpoint(checkpoint: Path, output_dir: Path) -> None:
+    """Point the best checkpoint that `checkpoint`'s state records at its folder under `output_dir`: the state keeps
+    the path the run had (relative to its working folder, or under a run folder since moved), and Transformers drops a
+    path it cannot find, so a run resumed elsewhere would publish its last weights instead of its best."""
+    state_file = checkpoint / "trainer_state.json"
+    state = read_json(state_file)
+    recorded = state.get("best_model_checkpoint")
+    if recorded is None:
+        return
+    here = output_dir / Path(recorded).name
+    if here.is_dir() and recorded != str(here):
+        atomic_write_json(state_file, {**state, "best_model_checkpoint": str(here)})
+
+
 class ResumesWhereItStopped:
-    """A Trainer mixin: resumed from the checkpoint of the step where its run stopped (`stopped_at`: killed before
-    the model was published), `train()` takes no step more. Transformers' loop would take one, since it steps before
-    it reads the stop flag; it still loads the best checkpoint and logs its closing summary, as the uninterrupted run
-    did."""
+    """A Trainer mixin: a resumed run finds its best checkpoint where the work folder is now
+    (`relocate_best_checkpoint`); resumed from the checkpoint of the step where its run stopped (`stopped_at`: killed
+    before the model was published), `train()` takes no step more. Transformers' loop would take one, since it steps
+    before it reads the stop flag; it still loads the best checkpoint and logs its closing summary, as the
+    uninterrupted run did."""
 
     def train(self, resume_from_checkpoint: str | None = None, *args, **kwargs):
         self._stopped = resume_from_checkpoint is not None and stopped_at(Path(resume_from_checkpoint))
+        if resume_from_checkpoint is not None:
+            if self.args.should_save:
+                relocate_best_checkpoint(Path(resume_from_checkpoint), Path(self.args.output_dir))
+            self.accelerator.wait_for_everyone()  # every process then reads the relocated state
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _run_epoch(self, *args, **kwargs):

@@ -16,7 +16,9 @@ def sft_argument_values(config: SFTStageConfig, output_dir: Path, eval_steps: in
     The hardware-dependent settings are `align3gr.training.trainer_arguments`'. Padding-free batching takes the
     examples as they are (they were filtered to `max_length` when tokenized); packing uses best-fit decreasing.
     `group_by_length` batches rows of similar length (Transformers' length-grouped sampler, seeded).
-    With a valid ranking probe, the checkpoint with the best `best_metric` is the one kept at the end. The evaluation
+    With a valid ranking probe, the checkpoint with the best `best_metric` is the one kept at the end, and the work
+    folder keeps two checkpoints (the best and the last): with one, Transformers deletes the last when training ends,
+    and a run killed before it publishes would resume from the best and train its steps again. The evaluation
     on start is a fresh run's: the stage turns it off when it resumes one. TRL does not prepare the datasets: the
     stage gives them labelled and packed (`align3gr.sft.data.trainer_rows`).
     """
@@ -26,10 +28,11 @@ def sft_argument_values(config: SFTStageConfig, output_dir: Path, eval_steps: in
             "load_best_model_at_end": True,
             "metric_for_best_model": PROBE_PREFIX + config.best_metric,
             "greater_is_better": True,
+            "save_total_limit": 2,
         }
     return {
-        **selection,
         **trainer_arguments(config, output_dir),
+        **selection,
         "weight_decay": config.weight_decay,
         "lr_scheduler_type": config.lr_scheduler_type,
         "per_device_eval_batch_size": config.per_device_train_batch_size,
