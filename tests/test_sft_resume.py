@@ -55,11 +55,8 @@ def trained(monkeypatch, data: Path, scid_dir: Path, out: Path, *, kill_after_sa
 
 
 def test_a_run_folder_moved_before_its_resume_keeps_the_best_checkpoint(
-    ml100k_small,
-    scid,
-    tmp_path,
-    monkeypatch,  # noqa: F811
-):
+    ml100k_small, scid, tmp_path, monkeypatch  # noqa: F811
+):  # fmt: skip
     """Killed after the checkpoint of the step where it stopped, then moved: the state names the best checkpoint by
     its old path, which the resume finds under the new folder, and publishes (not the last step's weights)."""
     whole, _ = trained(monkeypatch, ml100k_small, scid, tmp_path / "whole" / "sft")
@@ -73,11 +70,8 @@ def test_a_run_folder_moved_before_its_resume_keeps_the_best_checkpoint(
 
 
 def test_a_run_killed_while_publishing_resumes_without_training_again(
-    ml100k_small,
-    scid,
-    tmp_path,
-    monkeypatch,  # noqa: F811
-):
+    ml100k_small, scid, tmp_path, monkeypatch  # noqa: F811
+):  # fmt: skip
     """The work folder keeps the last checkpoint beside the best one until the model is published, so a run killed
     after training resumes at its last step (the best is kept) instead of training again from the best."""
     with pytest.raises(Killed):

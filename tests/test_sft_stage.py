@@ -143,7 +143,8 @@ def test_a_launch_that_needs_gpus_stops_on_cpu_processes_before_any_work(
 
 def test_stream_run_keeps_the_checkpoint_with_the_best_valid_ranking_and_draws_its_curves(ml100k_small, scid, tmp_path):
     """Every evaluation ranks the probe's valid users; the published model is the checkpoint whose logged
-    eval_valid_ndcg@10 is the best (earliest among ties), and ranking the probe again with it gives that value."""
+    eval_valid_ndcg@10 is the best (earliest among ties), the closing evaluation's final_valid_ndcg@10 names its step,
+    and ranking the probe again with it gives that value."""
     from align3gr.scid.code_tables import load_code_tables
     from align3gr.sft.probe import RankingProbe
     from align3gr.sft.tasks import TaskBuilder
@@ -153,11 +154,11 @@ def test_stream_run_keeps_the_checkpoint_with_the_best_valid_ranking_and_draws_i
     out = tmp_path / "sft"
     meta = run_sft(ml100k_small, scid, out, config).meta
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
-    evaluated = [(row["step"], row["eval_valid_ndcg@10"]) for row in log if "eval_valid_ndcg@10" in row]
-    scheduled, final = evaluated[:-1], evaluated[-1]  # the last is the closing evaluation of the kept model
+    scheduled = [(row["step"], row["eval_valid_ndcg@10"]) for row in log if "eval_valid_ndcg@10" in row]
+    final = [(row["model_step"], row["final_valid_ndcg@10"]) for row in log if "final_valid_ndcg@10" in row]
     assert [step for step, _ in scheduled] == [0, 2, 4, 6, 8]
     best_step, best = max(scheduled[1:], key=lambda pair: (pair[1], -pair[0]))
-    assert meta["best"] == {"step": best_step, "ndcg@10": best} and final[1] == pytest.approx(best)
+    assert meta["best"] == {"step": best_step, "ndcg@10": best} and final == [(best_step, pytest.approx(best))]
     assert (out / "training_curves.png").stat().st_size > 0
     dataset = load_dataset(ml100k_small)
     items, users = load_code_tables(out, dataset)
@@ -169,15 +170,23 @@ def test_stream_run_keeps_the_checkpoint_with_the_best_valid_ranking_and_draws_i
 
 def test_training_stops_once_valid_ranking_has_not_improved_for_patience_evaluations(ml100k_small, scid, tmp_path):
     """At learning rate 0 the valid ranking never changes: the evaluation at step 2 sets the best, those at 4 and 6
-    do not beat it, and patience 2 stops training at step 6 of 20, keeping the step-2 checkpoint."""
+    do not beat it, and patience 2 stops training at step 6 of 20, keeping the step-2 checkpoint. The closing
+    evaluation of that model, logged once training stopped, is marked as the step-2 model's, not the step-6 one's."""
     options = {**SMALL, "max_steps": 20, "save_steps": 2, "learning_rate": 0.0, "tasks": ["seq"]}
     config = SFTStageConfig(seq_format="stream", valid_users=16, early_stopping_patience=2, **options)
     out = tmp_path / "sft"
     meta = run_sft(ml100k_small, scid, out, config).meta
     assert meta["steps"] == 6 and meta["stopped_early"] and meta["best"]["step"] == 2
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
-    ranked = [row["step"] for row in log if "eval_valid_ndcg@10" in row]
-    assert ranked == [0, 2, 4, 6, 6]  # the last is the closing evaluation of the kept model
+    assert [row["step"] for row in log if "eval_valid_ndcg@10" in row] == [0, 2, 4, 6]
+    closing = [row for row in log if "model_step" in row]
+    assert log[-len(closing) :] == closing and {row["model_step"] for row in closing} == {2}
+    assert not any(key.startswith("eval_") for row in closing for key in row)
+    kept = {key.removeprefix("final_"): value for row in closing for key, value in row.items() if "_seq_loss" in key}
+    scheduled = {
+        key.removeprefix("eval_"): row[key] for row in log if row["step"] == 2 for key in row if "_seq_loss" in key
+    }
+    assert kept == pytest.approx(scheduled) and meta["seq_loss"]["valid_seq"]["end"] == kept["valid_seq_loss"]
 
 
 class Killed(Exception):
@@ -248,7 +257,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(
     log = logged_rows(tmp_path / "killed" / "sft")
     if valid_users:
         assert resumed["best"]["step"] == 2 and resumed["stopped_early"]
-        assert [row["step"] for row in log if "eval_valid_ndcg@10" in row] == [0, 2, 4, 6, 6]  # each ranked once
+        assert [row["step"] for row in log if "eval_valid_ndcg@10" in row] == [0, 2, 4, 6]  # each ranked once
     assert log == logged_rows(tmp_path / "whole" / "sft")
     model = "model.safetensors"
     assert (tmp_path / "killed" / "sft" / model).read_bytes() == (tmp_path / "whole" / "sft" / model).read_bytes()

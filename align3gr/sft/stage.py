@@ -3,10 +3,12 @@
 `sft/` holds the model (full fine-tuning) or the LoRA adapter with the trained SCID rows, the tokenizer with the
 added tokens, copies of `item_codes.json` and `user_codes.json`, `meta.json` (fingerprint of the inputs and the
 resolved config, vocabulary sizes, example counts, task-A losses before and after training), `sft_config.yaml`
-and `training_log.jsonl`; `load_for_inference` reads it alone. The folder is renamed into place whole; a re-run with the
-same inputs and config is a no-op; checkpoints go to `sft.work/` beside it, from which a killed run resumes, and so do
-the tokenized rows of the task mixture (`sft.work/rows/`), which a resumed run loads instead of tokenizing again, and
-the trained model (`sft.work/final/`), which the re-run of a run stopped while publishing it publishes as it is.
+and `training_log.jsonl` (the trainer's log; its last rows, the closing evaluation of the kept model, hold `final_*`
+metrics and that model's step, `model_step`); `load_for_inference` reads it alone. The folder is renamed into place
+whole; a re-run with the same inputs and config is a no-op; checkpoints go to `sft.work/` beside it, from which a
+killed run resumes, and so do the tokenized rows of the task mixture (`sft.work/rows/`), which a resumed run loads
+instead of tokenizing again, and the trained model (`sft.work/final/`), which the re-run of a run stopped while
+publishing it publishes as it is.
 Every process of an `accelerate launch` calls `run_sft`; the main one builds the tiny model and writes the output.
 """
 
@@ -38,8 +40,10 @@ from align3gr.sft.data import TaskMixture, cached_rows, encode_examples, rows_da
 from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.probe import RankingProbe
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
+from align3gr.sft.trainer import checkpoint_step
 from align3gr.stage_output import META_FILE, StageOutput
 from align3gr.training import FINAL, logged, publish_model, republish_model
+from align3gr.training_curves import CLOSING_PREFIX
 
 log = logging.getLogger(__name__)
 PROBE_BATCH = 32
@@ -113,11 +117,6 @@ def fingerprint_of(config: SFTStageConfig, dataset: Dataset, scid: Path, base: s
             "version": align3gr.__version__,
         }
     )
-
-
-def _step_of(checkpoint: str | None) -> int | None:
-    """The step of a `checkpoint-N` folder name."""
-    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
 
 
 def _seq_rows(builder: TaskBuilder, tokenizer, config: SFTStageConfig) -> dict:
@@ -242,7 +241,7 @@ def run_sft(
         evals = _seq_rows(builder, tokenizer, config)
         trainer = sft_trainer(model, tokenizer, token_ids, builder, arguments, train, evals, config)
         trainer.train(resume_from_checkpoint=resume)
-        final = trainer.evaluate()
+        final = trainer.evaluate_kept()
         trainer.save_model(str(output.work / FINAL))
     state.wait_for_everyone()
 
@@ -258,11 +257,14 @@ def run_sft(
         "stopped_early": trainer.state.global_step < trainer.state.max_steps,
         "distributed": {"type": state.distributed_type.value, "processes": state.num_processes},
         "seq_loss": {
-            name: {"start": logged(history, f"eval_{name}_loss", 0), "end": final.get(f"eval_{name}_loss")}
+            name: {"start": logged(history, f"eval_{name}_loss", 0), "end": final.get(f"{CLOSING_PREFIX}_{name}_loss")}
             for name in evals
         },
         "train_loss": {"start": logged(history, "loss", 0), "end": logged(history, "loss", -1)},
-        "best": {"step": _step_of(trainer.state.best_model_checkpoint), config.best_metric: trainer.state.best_metric}
+        "best": {
+            "step": checkpoint_step(trainer.state.best_model_checkpoint),
+            config.best_metric: trainer.state.best_metric,
+        }
         if trainer.probe is not None
         else None,
         "config": config_to_dict(config),

@@ -4,6 +4,7 @@ takes the loss through the model's own output layer.
 Ranking: each scheduled evaluation also runs a `RankingProbe` (beam search on a fixed valid sample) and reports its
 metrics as `eval_valid_recall@K` / `eval_valid_ndcg@K`, so Transformers' best-checkpoint selection
 (`metric_for_best_model`) and early stopping (`RankingEarlyStopping`) act on recommendation quality, not on a loss.
+The closing evaluation of the kept model (`evaluate_kept`) logs its metrics as `final_*`, marked with that model's step.
 The processes rank different users, so the probe runs on whole weights (TRL's `unwrap_model_for_generation`): under
 ZeRO-3 each forward of the engine would gather them with a collective the other processes do not join.
 
@@ -28,10 +29,19 @@ from trl.models.utils import unwrap_model_for_generation
 
 from align3gr.sft.probe import RankingProbe
 from align3gr.training import ResumesWhereItStopped
+from align3gr.training_curves import CLOSING_PREFIX, MODEL_STEP
 
 FUSED_HEAD_TILE = 32768
 """Vocabulary columns of TRL's fused LM-head tile (`trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE`)."""
-PROBE_PREFIX = "eval_valid_"
+PROBE_NAME = "valid"
+PROBE_PREFIX = f"eval_{PROBE_NAME}_"
+"""The probe's metrics in a scheduled evaluation; the closing one (`SCIDSFTTrainer.evaluate_kept`) names them
+`final_valid_*`."""
+
+
+def checkpoint_step(checkpoint: str | None) -> int | None:
+    """The step of a `checkpoint-N` folder name."""
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
 
 
 def needs_model_loss(model, use_lora: bool) -> bool:
@@ -71,22 +81,45 @@ class SCIDSFTTrainer(ResumesWhereItStopped, SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        """A scheduled evaluation (every eval dataset) first ranks the probe's users; the ranking joins the metrics of
-        the first eval dataset's evaluation, so the log and the callbacks (best checkpoint, early stopping) see it."""
-        if self.probe is not None and eval_dataset is None and metric_key_prefix == "eval":
+        """An evaluation on every eval dataset (scheduled, or the closing one) first ranks the probe's users; the
+        ranking joins the metrics of the first eval dataset's evaluation, so the log and the callbacks (best
+        checkpoint, early stopping) see it."""
+        if self.probe is not None and eval_dataset is None:
             checkpointing = self.args.activation_checkpointing_kwargs
             with unwrap_model_for_generation(
                 self.model_wrapped, self.accelerator, gradient_checkpointing_kwargs=checkpointing
             ) as model:
                 ranking = self.probe(model)
-            self._ranking = {PROBE_PREFIX + k: v for k, v in ranking.items()}
+            self._ranking = {f"{metric_key_prefix}_{PROBE_NAME}_{k}": v for k, v in ranking.items()}
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def kept_step(self) -> int:
+        """The step of the model training ended with: the best checkpoint's when Transformers loaded it at the end,
+        else the last step's."""
+        best = checkpoint_step(self.state.best_model_checkpoint)
+        return best if self.args.load_best_model_at_end and best is not None else self.state.global_step
+
+    def evaluate_kept(self) -> dict[str, float]:
+        """The closing evaluation of the kept model, its metrics named `final_*` (TRL's `eval_*` additions too) and
+        its log rows marked with that model's step (`MODEL_STEP`): Transformers logs them at the last step, which the
+        log and the curves must not take for a measure of the last step's model."""
+        start = len(self.state.log_history)
+        metrics = self.evaluate(metric_key_prefix=CLOSING_PREFIX)
+        step = self.kept_step()
+        self.state.log_history[start:] = [{**_closing(row), MODEL_STEP: step} for row in self.state.log_history[start:]]
+        return _closing(metrics)
 
     def evaluation_loop(self, *args, **kwargs):
         output = super().evaluation_loop(*args, **kwargs)
         output.metrics.update(self._ranking)
         self._ranking = {}
         return output
+
+
+def _closing(metrics: dict) -> dict:
+    """`metrics` with every `eval_` key named `final_`: TRL's `log` adds its own metrics as `eval_*` whatever the
+    evaluation's prefix."""
+    return {CLOSING_PREFIX + k.removeprefix("eval") if k.startswith("eval_") else k: v for k, v in metrics.items()}
 
 
 class RankingEarlyStopping(EarlyStoppingCallback):
