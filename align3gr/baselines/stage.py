@@ -71,8 +71,8 @@ def check_embedded_items(dataset: Dataset, embeddings_dir: Path) -> None:
 
 def sequential_scorer(dataset: Dataset, embeddings_dir: Path) -> Scorer:
     """The collaborative encoder of `embeddings_dir` scores every item after each example's history."""
-    check_embedded_items(dataset, embeddings_dir)
     encoder = load_encoder(embeddings_dir)
+    check_embedded_items(dataset, embeddings_dir)
     index = {item: k + 1 for k, item in enumerate(dataset.items)}
     length = encoder.hyperparameters["max_len"]
     return lambda examples: encoder.score_items(pack([[index[i] for i in ex.history] for ex in examples], length))
