@@ -68,7 +68,10 @@ def test_a_bad_key_or_value_is_refused_when_the_config_is_read(tmp_path, cls, tr
 @pytest.mark.parametrize(
     ("key", "value"),
     [("eval_strategy", "steps"), ("eval_steps", 5), ("eval_delay", 1), ("eval_on_start", True),
-     ("load_best_model_at_end", True), ("metric_for_best_model", "loss"), ("greater_is_better", False)],
+     ("load_best_model_at_end", True), ("metric_for_best_model", "loss"), ("greater_is_better", False),
+     ("per_device_eval_batch_size", 8), ("eval_accumulation_steps", 2), ("batch_eval_metrics", True),
+     ("eval_do_concat_batches", False), ("eval_use_gather_object", True), ("bf16_full_eval", True),
+     ("fp16_full_eval", True), ("prediction_loss_only", True), ("include_for_metrics", ["inputs"])],
 )  # fmt: skip
 def test_a_dpo_stage_refuses_evaluation_arguments_it_has_no_eval_set_for(tmp_path, key, value):
     with pytest.raises(ConfigError, match=rf"training_args: '{key}' is set by align3gr \(a DPO stage has no eval set"):

@@ -51,7 +51,9 @@ LOSS_OPTIONS = {
 
 EVALUATION_OPTIONS = dict.fromkeys(
     ("eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "load_best_model_at_end", "metric_for_best_model",
-     "greater_is_better"),
+     "greater_is_better", "per_device_eval_batch_size", "eval_accumulation_steps", "batch_eval_metrics",
+     "eval_do_concat_batches", "eval_use_gather_object", "bf16_full_eval", "fp16_full_eval", "prediction_loss_only",
+     "include_for_metrics"),
     "a DPO stage has no eval set; the valid guard selects after it",
 )  # fmt: skip
 """The Trainer's evaluation and best-checkpoint options: a stage trains without an eval set, and the valid-split check
