@@ -40,6 +40,7 @@ from align3gr.seeding import seeded
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.lora import scid_lora_config
 from align3gr.training_args import check_training_args
+from align3gr.training_curves import CURVES_FILE, plot_training_curves
 
 TRAINING_CONFIG = {"model": "tiny", "with_user_scid": True, "learning_rate": 0.001}
 HUB_LICENSES = frozenset(
@@ -118,7 +119,9 @@ def build_run(data_dir: Path, run: Path, build_model) -> Path:
     if not (sft / "meta.json").is_file():
         base = {"base_model": str((run / "sft-base").resolve()), "adapter": False, "vocabulary": None}
         write_json(sft / "meta.json", {**base, "config": TRAINING_CONFIG, "align3gr_version": align3gr.__version__})
-    (sft / "training_log.jsonl").write_text('{"loss": 1.0}\n')
+    history = [{"loss": 2.0, "step": 1}, {"loss": 1.0, "eval_valid_recall@10": 0.1, "step": 2}]
+    (sft / "training_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
+    plot_training_curves(history, sft / CURVES_FILE, "sft")
     (sft / "training_args.bin").write_bytes(b"pickle")
     (run / "scid").mkdir()
     for name in ("item_codes.json", "user_codes.json"):
@@ -272,6 +275,9 @@ def test_model_card(published, run):
     assert 'align3gr.load_recommender("me/ml100k-sft")' in body
     assert "## Data" in body and "| users | 40 |" in body
     assert "## SCID format" in body and "embedded tiny Qwen2" in body and "learning_rate: 0.001" in body
+    assert (published / "training_curves.png").read_bytes() == (run / "sft" / "training_curves.png").read_bytes()
+    assert "- `training_curves.png`: this stage's training and valid losses" in body
+    assert "![Training and valid curves of this stage](training_curves.png)" in body
 
 
 def test_model_card_metadata(published, run):

@@ -24,6 +24,7 @@ from align3gr.hub.settings import InferenceSettings
 from align3gr.io import read_json
 from align3gr.scid.code_tables import ITEM_CODES, USER_CODES, load_code_tables
 from align3gr.stage_output import META_FILE
+from align3gr.training_curves import CURVES_FILE
 
 TAGS = ["align3gr", "generative-recommendation", "recommendation", "semantic-ids"]
 DATA_STATISTICS = ("users", "items", "interactions", "density", "avg_sequence_length", "train_examples")
@@ -32,6 +33,7 @@ FILE_ROLES = {
     USER_CODES: "user ID -> SCID tokens (empty for item-only SCIDs)",
     "tokenizer_report.json": "the SCID tokenizer's report (codebook usage, collisions, U2I AUC)",
     "code_usage.png": "how many items (users) each code holds, per level",
+    CURVES_FILE: "this stage's training and valid losses and valid ranking metrics against steps",
     "metrics.json": "test metrics of every evaluated stage of the run",
     "align3gr.json": "prompt template, beam width and history length `load_recommender` uses",
     ITEM_TITLES: "item ID -> title, for `align3gr recommend`",
@@ -255,14 +257,17 @@ def files_section(folder: Path) -> str:
     return "## Files\n\nBesides the model and tokenizer files:\n\n" + "\n".join(rows)
 
 
-def frameworks_section(meta: dict) -> str:
-    """The stage's TRL trainer and the framework versions, as TRL's own model card records them."""
+def frameworks_section(folder: Path, meta: dict) -> str:
+    """The stage's TRL trainer and the framework versions, as TRL's own model card records them, and the stage's
+    training curves when published."""
     trainer = meta.get("trainer")
     lines = ["## Training procedure", ""]
     if trainer:
         lines += [f"Trained with TRL's {trainer['name']} trainer (align3gr's `{trainer['class']}`).", ""]
     rows = [[name, v["version"], v["recorded_by"]] for name, v in meta.get("frameworks", {}).items()]
     lines.append(markdown_table(["framework", "version", "recorded by"], rows) if rows else "Versions not recorded.")
+    if (folder / CURVES_FILE).is_file():
+        lines += ["", f"![Training and valid curves of this stage]({CURVES_FILE})"]
     return "\n".join(lines)
 
 
@@ -298,7 +303,7 @@ def model_card(folder: Path, settings: InferenceSettings, source: str) -> ModelC
         usage_section(folder, items, users, source, settings),
         config_section(meta),
         files_section(folder),
-        frameworks_section(meta),
+        frameworks_section(folder, meta),
         citation_section(meta),
     ]
     data = card_data(meta, metrics, settings.stage, title)
