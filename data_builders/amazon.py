@@ -1,11 +1,15 @@
-"""Amazon Reviews 2014 and 2018 (McAuley et al.): a reviews file plus a `meta_*` metadata file, `.json` or
-`.json.gz`, one object per line (2014 metadata lines are Python dict literals, also accepted).
+"""Amazon Reviews 2014, 2018 (McAuley et al.) and 2023 (Hou et al.): a reviews file plus a `meta_*` metadata file,
+`.json(l)` or gzipped, one object per line (2014 metadata lines are Python dict literals, also accepted).
 
-Reviews give `reviewerID`, `asin`, `unixReviewTime` (or `reviewTime` "MM D, YYYY"), `overall` and the review
-text (`summary` + `reviewText`). Metadata gives the title, description, brand, category path and price. HTML tags
-are stripped, entities unescaped, and the tags that unescaping makes stripped too. Items without metadata, or whose
-metadata has no title, are dropped (counted in `meta.json`); a repeated `asin` in the metadata keeps its first record
-with a title, since the public files have repeats.
+2014 / 2018 reviews give `reviewerID`, `asin`, `unixReviewTime` (or `reviewTime` "MM D, YYYY"), `overall` and the
+review text (`summary` + `reviewText`); 2023 reviews give `user_id`, `parent_asin` (the item: a product's variants are
+one item, as the 2023 benchmarks count them), `timestamp` (milliseconds, kept as given: only the order is used),
+`rating` and `title` + `text`. The reviews file's first record tells the layout; every record must follow it.
+Metadata gives the title, description, brand, category path and price (2023: keyed by `parent_asin`, `features` when
+there is no description, `store` or `details.Brand` as the brand, `main_category` when `categories` is empty). HTML
+tags are stripped, entities unescaped, and the tags that unescaping makes stripped too. Items without metadata, or
+whose metadata has no title, are dropped (counted in `meta.json`); a repeated item in the metadata keeps its first
+record with a title, since the public files have repeats.
 
 Both files are streamed: interactions are kept as compact columns and review text is spooled to disk, and only
 the metadata of items that occur in the reviews is kept, so memory does not grow with the raw file size.
@@ -14,8 +18,11 @@ the metadata of items that occur in the reviews is kept, so memory does not grow
 from __future__ import annotations
 
 import html
+import itertools
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,6 +35,7 @@ from align3gr.io import iter_json_lines
 _TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.DOTALL)
 """An HTML comment or tag: `<` or `</` then a letter, so a text's own "<" ("32 < 55 inch") is kept."""
 _PRICE = re.compile(r"\$\s*([0-9][0-9,]*(?:\.[0-9]+)?)")
+_BARE_PRICE = re.compile(r"([0-9][0-9,]*(?:\.[0-9]+)?)")
 JSON_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
 SENTENCE_ENDS = ".!?…"
 
@@ -55,8 +63,9 @@ def review_text(summary: str, body: str) -> str:
     return summary or body
 
 
-def parse_price(value: object) -> float | None:
-    """2014 prices are numbers; 2018 prices are strings like '$12.99' or '$10.00 - $20.00' (the first is kept). A
+def parse_price(value: object, bare_numbers: bool = False) -> float | None:
+    """2014 and 2023 prices are numbers; 2018 prices are strings like '$12.99' or '$10.00 - $20.00' (the first is
+    kept); with `bare_numbers` (2023, whose exports also write '12.99' and 'None') a string that is a number too. A
     negative price, or one beyond the float range (which JSON cannot write), is no price."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
@@ -66,7 +75,9 @@ def parse_price(value: object) -> float | None:
     else:
         match = _PRICE.search(value) if isinstance(value, str) else None
         if match is None:
-            return None
+            match = _BARE_PRICE.fullmatch(value.strip()) if bare_numbers and isinstance(value, str) else None
+            if match is None:
+                return None
         price = float(match.group(1).replace(",", ""))
     return price if 0 <= price < math.inf else None
 
@@ -83,22 +94,38 @@ def category_path(meta: dict) -> list[str]:
     return [c for c in (clean_html(v) for v in raw) if c]
 
 
+def joined(value: object) -> object:
+    """A description given as a list of paragraphs, as one text (other values unchanged, for `clean_html`)."""
+    return " ".join(d for d in value if isinstance(d, str)) if isinstance(value, list) else value
+
+
 def item_from_metadata(asin: str, meta: dict) -> Item | None:
-    """The item of one metadata record, or None when it has no usable title."""
+    """The item of one 2014 / 2018 metadata record, or None when it has no usable title."""
     title = clean_html(meta.get("title"))
     if not title:
         return None
-    description = meta.get("description")
-    if isinstance(description, list):
-        description = " ".join(d for d in description if isinstance(d, str))
-    attributes: dict[str, object] = {}
-    brand = clean_html(meta.get("brand"))
-    if brand:
-        attributes["brand"] = brand
-    price = parse_price(meta.get("price"))
+    return Item(asin, title, clean_html(joined(meta.get("description"))), category_path(meta),
+                attributes(clean_html(meta.get("brand")), parse_price(meta.get("price"))))  # fmt: skip
+
+
+def item_from_metadata_2023(asin: str, meta: dict) -> Item | None:
+    """The item of one 2023 metadata record (see the module's docstring), or None when it has no usable title."""
+    title = clean_html(meta.get("title"))
+    if not title:
+        return None
+    description = clean_html(joined(meta.get("description"))) or clean_html(joined(meta.get("features")))
+    categories = category_path(meta) or [c for c in (clean_html(meta.get("main_category")),) if c]
+    details = meta.get("details")
+    brand = clean_html(meta.get("store")) or clean_html(details.get("Brand") if isinstance(details, dict) else None)
+    return Item(asin, title, description, categories, attributes(brand, parse_price(meta.get("price"), True)))
+
+
+def attributes(brand: str, price: float | None) -> dict[str, object]:
+    """The item attributes Amazon metadata gives: the brand and price, when known."""
+    found: dict[str, object] = {"brand": brand} if brand else {}
     if price is not None:
-        attributes["price"] = price
-    return Item(asin, title, clean_html(description), category_path(meta), attributes)
+        found["price"] = price
+    return found
 
 
 def review_time(review: dict, path: Path, line: int) -> object:
@@ -114,8 +141,40 @@ def review_time(review: dict, path: Path, line: int) -> object:
     return int(moment.replace(tzinfo=timezone.utc).timestamp())
 
 
+def review_time_2023(review: dict, path: Path, line: int) -> object:
+    """`timestamp`, in milliseconds."""
+    if review.get("timestamp") is None:
+        raise DataError("missing required field 'timestamp' (or it is null)", path, line)
+    return review["timestamp"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The field names of one release's files, and how it gives the time and the metadata."""
+
+    name: str
+    user: str
+    item: str
+    rating: str
+    summary: str
+    body: str
+    time: Callable[[dict, Path, int], object]
+    item_of: Callable[[str, dict], Item | None]
+
+
+LAYOUT_2018 = Layout("2014/2018", "reviewerID", "asin", "overall", "summary", "reviewText", review_time,
+                     item_from_metadata)  # fmt: skip
+LAYOUT_2023 = Layout("2023", "user_id", "parent_asin", "rating", "title", "text", review_time_2023,
+                     item_from_metadata_2023)  # fmt: skip
+
+
+def layout_of(first: dict) -> Layout:
+    """The release of a reviews file, from its first record: 2023 names the user `user_id`, the others `reviewerID`."""
+    return LAYOUT_2023 if "user_id" in first and "reviewerID" not in first else LAYOUT_2018
+
+
 class AmazonBuilder(Builder):
-    """Amazon Reviews 2014 / 2018 (reviews + metadata)."""
+    """Amazon Reviews 2014 / 2018 / 2023 (reviews + metadata)."""
 
     name = "amazon"
     version = "3"
@@ -153,27 +212,35 @@ class AmazonBuilder(Builder):
         reviews_path, meta_path = self.sources(source)
         interactions = InteractionLog(reviews_path, with_reviews=True)
         add = interactions.add
-        for line, review in iter_json_lines(reviews_path):
-            if "reviewerID" not in review or "asin" not in review or review.get("overall") is None:
-                field = next(f for f in ("reviewerID", "asin", "overall") if review.get(f) is None)
-                raise DataError(f"missing required field '{field}' (or it is null)", reviews_path, line)
-            user, item = review["reviewerID"], review["asin"]
+        records = iter_json_lines(reviews_path)
+        first = next(records, None)
+        layout = LAYOUT_2018 if first is None else layout_of(first[1])
+        user_key, item_key, rating_key, summary_key, body_key = (
+            layout.user, layout.item, layout.rating, layout.summary, layout.body
+        )  # fmt: skip
+        time_of = layout.time
+        for line, review in itertools.chain([first] if first else [], records):
+            if user_key not in review or item_key not in review or review.get(rating_key) is None:
+                field = next(f for f in (user_key, item_key, rating_key) if review.get(f) is None)
+                message = f"missing required field '{field}' (or it is null); the file's first record is in the Amazon"
+                raise DataError(f"{message} {layout.name} layout", reviews_path, line)
+            user, item = review[user_key], review[item_key]
             if type(user) is not str or type(item) is not str:
                 user, item = (
-                    identifier(review, "reviewerID", reviews_path, line),
-                    identifier(review, "asin", reviews_path, line),
+                    identifier(review, user_key, reviews_path, line),
+                    identifier(review, item_key, reviews_path, line),
                 )
-            text = review_text(clean_html(review.get("summary")), clean_html(review.get("reviewText")))
-            timestamp = review_time(review, reviews_path, line)
-            add(user, item, timestamp, review["overall"], text, line=line)
+            text = review_text(clean_html(review.get(summary_key)), clean_html(review.get(body_key)))
+            timestamp = time_of(review, reviews_path, line)
+            add(user, item, timestamp, review[rating_key], text, line=line)
         wanted = set(interactions.item_ids)
         items: dict[str, Item] = {}
         for line, meta in iter_json_lines(meta_path, allow_python_literals=True):
-            if "asin" not in meta:
-                raise DataError("missing required field 'asin'", meta_path, line)
-            asin = identifier(meta, "asin", meta_path, line)
+            if item_key not in meta:
+                raise DataError(f"missing required field '{item_key}' (Amazon {layout.name} metadata)", meta_path, line)
+            asin = identifier(meta, item_key, meta_path, line)
             if asin in wanted and asin not in items:
-                item = item_from_metadata(asin, meta)
+                item = layout.item_of(asin, meta)
                 if item is not None:
                     items[asin] = item
         return RawData(interactions, items)

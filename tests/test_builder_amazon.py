@@ -105,6 +105,99 @@ def test_amazon_2018_from_the_reviews_file(tmp_path):
     assert seq.items[-1] == "B002"  # reviewTime in 2015 comes after the 2014 unix times
 
 
+def review_rows_2023() -> list[dict]:
+    """2023 reviews: the item is `parent_asin` (item `P001` is reviewed under two variant `asin`s), times in ms."""
+    rows = []
+    for u in range(USERS):
+        for i in [*range(ITEMS), 99]:
+            row = {"rating": float(1 + (u + i) % 5), "title": f"Take {i}", "text": f"Warm &amp; <b>soft</b> {i}"}
+            row |= {"images": [], "asin": f"V{i:03d}{u % 2}", "parent_asin": f"P{i:03d}", "user_id": f"AE{u}"}
+            row |= {"timestamp": 1_600_000_000_000 + 1000 * i + u, "helpful_vote": 0, "verified_purchase": True}
+            rows.append(row)
+    return rows
+
+
+def meta_2023(i: int) -> dict:
+    record = {"main_category": "All Beauty", "title": f"Lip &amp; Cheek Tint {i}", "average_rating": 4.5}
+    record |= {"features": ["Long lasting", "Vegan"], "description": [f"<p>Shade {i}</p>"] if i % 2 else []}
+    record |= {"price": [9.5, None, "12.00", "None", "$3", -1][i], "store": "Glow" if i < 4 else None}
+    record |= {"categories": ["Beauty", "Makeup", "Lips"] if i % 3 else [], "details": {"Brand": "GlowCo"}}
+    return record | {"parent_asin": f"P{i:03d}", "images": [], "videos": [], "bought_together": None}
+
+
+def write_2023(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / "All_Beauty.jsonl.gz", "wt") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in review_rows_2023())
+    meta = [meta_2023(i) for i in range(ITEMS)] + [meta_2023(0) | {"title": "A later duplicate"}]
+    (folder / "meta_All_Beauty.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
+    return folder
+
+
+def test_amazon_2023(tmp_path):
+    result = build_dataset("amazon", write_2023(tmp_path / "raw"), tmp_path / "out", SMALL)
+    dataset = load_dataset(tmp_path / "out")
+    assert sorted(dataset.items) == [f"P{i:03d}" for i in range(ITEMS)]  # parent_asin; P099 has no metadata
+    assert dataset.items["P000"].title == "Lip & Cheek Tint 0"  # the first of a repeated parent_asin
+    assert dataset.items["P001"].description == "Shade 1"
+    assert dataset.items["P000"].description == "Long lasting Vegan"  # no description: the features
+    assert dataset.items["P001"].categories == ["Beauty", "Makeup", "Lips"]
+    assert dataset.items["P000"].categories == ["All Beauty"]  # no categories: the main category
+    prices = [dataset.items[f"P{i:03d}"].attributes.get("price") for i in range(ITEMS)]
+    assert prices == [9.5, None, 12.0, None, 3.0, None]
+    assert dataset.items["P000"].attributes["brand"] == "Glow"
+    assert dataset.items["P005"].attributes["brand"] == "GlowCo"  # no store: details.Brand
+    seq = dataset.sequences["AE1"]
+    assert seq.items == [f"P{i:03d}" for i in range(ITEMS)]
+    assert seq.timestamps == [1_600_000_000_000 + 1000 * i + 1 for i in range(ITEMS)]
+    assert seq.ratings == [1 + (1 + i) % 5 for i in range(ITEMS)]
+    assert seq.reviews[3] == "Take 3. Warm & soft 3"
+    counts = result.dataset.meta["counts"]
+    assert (counts["raw_interactions"], counts["with_metadata"]) == (USERS * (ITEMS + 1), USERS * ITEMS)
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        (
+            {"parent_asin": None},
+            r"All_Beauty\.jsonl:5: missing required field 'parent_asin' \(or it is null\); the file's first record is"
+            r" in the Amazon 2023 layout",
+        ),
+        ({"timestamp": None}, r"All_Beauty\.jsonl:5: missing required field 'timestamp'"),
+        ({"timestamp": "soon"}, r"All_Beauty\.jsonl:5: timestamp"),
+        ({"rating": "five"}, r"All_Beauty\.jsonl:5: rating"),
+        ({"user_id": ["AE0"]}, r"All_Beauty\.jsonl:5: field 'user_id' must be an ID"),
+    ],
+)
+def test_bad_2023_reviews(tmp_path, change, pattern):
+    """A 2023 record lacking a field of its layout, or holding a bad value, names the file and line; so does a 2018
+    record in a 2023 file."""
+    source = write_2023(tmp_path / "raw")
+    rows = review_rows_2023()
+    rows[4] = {k: v for k, v in (rows[4] | change).items() if v is not None}
+    (source / "All_Beauty.jsonl.gz").unlink()
+    (source / "All_Beauty.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=pattern):
+        build_dataset("amazon", source, tmp_path / "out", SMALL)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_mixing_releases_is_an_error(tmp_path):
+    source = write_2023(tmp_path / "raw")
+    (source / "All_Beauty.jsonl.gz").unlink()
+    rows = [*review_rows_2023()[:3], *review_rows(2018)]
+    (source / "All_Beauty.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"All_Beauty\.jsonl:4: missing required field 'user_id'.* 2023 layout"):
+        build_dataset("amazon", source, tmp_path / "out", SMALL)
+    write_2018(source)
+    (source / "meta_All_Beauty.jsonl").unlink()
+    (source / "All_Beauty.jsonl").unlink()
+    (source / "meta_Keyboards.json").write_text(json.dumps(meta_2023(0)) + "\n")
+    with pytest.raises(DataError, match=r"meta_Keyboards\.json:1: missing required field 'asin' \(Amazon 2014/2018"):
+        build_dataset("amazon", source, tmp_path / "out", SMALL)
+
+
 def test_explicit_file_options(tmp_path):
     source = write_2018(tmp_path / "raw")
     (source / "Keyboards.json").rename(tmp_path / "reviews.json")
