@@ -91,10 +91,14 @@ def _data_stats(args: argparse.Namespace) -> None:
 def _data_export(args: argparse.Namespace) -> None:
     from align3gr.data.dataset import load_dataset
     from align3gr.io import read_json
+    from align3gr.scid.code_tables import check_table, declared_sizes
     from data_builders.lcrec import export_lcrec
 
-    codes = read_json(args.item_codes) if args.item_codes else None
-    written = export_lcrec(load_dataset(args.data), args.out, args.name, codes, args.item_codes)
+    dataset, codes, path = load_dataset(args.data), None, args.item_codes
+    if path:
+        sizes = declared_sizes(path.parent).get("item", ())
+        codes = check_table(read_json(path), list(dataset.items), path, "item", sizes)
+    written = export_lcrec(dataset, args.out, args.name, codes, path)
     print(f"Exported {args.data} as LC-Rec '{args.name}' to {args.out}: " + ", ".join(p.name for p in written))
 
 

@@ -137,7 +137,7 @@ def test_several_datasets_need_a_name(tmp_path):
     assert build_dataset("lcrec", source, tmp_path / "out", KEEP, {"name": "Games"}).dataset.sequences
 
 
-def test_export_replaces_an_earlier_export_and_names_a_bad_code_table(tmp_path):
+def test_export_replaces_an_earlier_export_and_names_a_bad_code_table(tmp_path, capsys):
     build_dataset("movielens", write_small_movielens(tmp_path / "ml"), tmp_path / "out")
     dataset = load_dataset(tmp_path / "out")
     export_lcrec(dataset, tmp_path / "export", "T", item_codes={i: ["<a_1>", f"<b_{i}>"] for i in dataset.items})
@@ -159,3 +159,10 @@ def test_export_replaces_an_earlier_export_and_names_a_bad_code_table(tmp_path):
     args.append("--item-codes")
     (tmp_path / "codes.json").write_text('{"0": ')
     assert main([*args, str(tmp_path / "codes.json")]) == 2  # a malformed table: an error naming it, no traceback
+    codes = {item: ["<a_1>", f"<b_{k}>"] for k, item in enumerate(dataset.items)}
+    (tmp_path / "codes.json").write_text(json.dumps(codes))
+    assert main([*args, str(tmp_path / "codes.json")]) == 0
+    first = next(iter(codes))
+    (tmp_path / "codes.json").write_text(json.dumps({**codes, first: ["<a_01>", "<b_0>"]}))
+    assert main([*args, str(tmp_path / "codes.json")]) == 2  # the checks of every stage reading a code table
+    assert f"item '{first}' level 0: expected a token `<a_N>`" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import torch
 from align3gr.data.dataset import load_dataset
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import ConfigError, DataError
-from align3gr.scid.code_tables import load_code_tables, write_code_tables
+from align3gr.scid.code_tables import declared_sizes, load_code_tables, write_code_tables
 from align3gr.scid.tokens import code_tokens
 from align3gr.tokenize.codebook_stats import level_statistics, sid_entropy
 from align3gr.tokenize.collisions import collision_rate, resolve_collisions
@@ -290,3 +290,29 @@ def test_code_tables_of_the_right_tokens_read_and_the_size_bound_comes_from_the_
         load_code_tables(write_scid(tmp_path / "pushed", items, CODES["user"], report="tokenizer_report.json"))
     with pytest.raises(DataError, match="27 codes per item: the tokens have letters for 26 levels"):
         load_code_tables(write_scid(tmp_path / "long", {"i1": ["<a_1>"] * 27}, {}, report=None))
+
+
+@pytest.mark.parametrize(
+    ("side", "codes", "message"),
+    [
+        ("item", ["<a_1>", "<b_7>"], "2 codes per item; the tokenizer report declares 3 levels (items: or one more"),
+        ("item", ["<a_1>", "<b_7>", "<c_1>", "<d_1>", "<e_1>"], "5 codes per item; the tokenizer report declares 3"),
+        ("user", ["<ua_0>", "<ub_5>", "<uc_7>", "<ud_99999>"], "4 codes per user; the tokenizer report declares 3 "),
+        ("item", ["<a_1>", "<b_7>", "<c_" + "1" * 5000 + ">"], "item 'i1' level 2: expected a token `<c_N>`, N a co"),
+    ],
+)
+def test_code_tables_of_another_number_of_levels_or_a_huge_code_are_refused(tmp_path, side, codes, message):
+    """The report's levels bound the table's (the items may add a disambiguation level); a code of thousands of
+    digits is a located error, not Python's digit limit."""
+    tables = {**CODES, side: {key: list(codes) for key in CODES[side]}}  # checked before item codes' uniqueness
+    write_scid(tmp_path, tables["item"], tables["user"])
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_code_tables(tmp_path)
+
+
+def test_a_report_whose_levels_are_not_a_number_bounds_nothing(tmp_path):
+    folder = write_scid(tmp_path, CODES["item"], CODES["user"], report=None)
+    config = {"levels": True, "codebook_size": 1, "user_codebook_size": 1}  # a boolean is not a number of levels
+    (folder / "report.json").write_text(json.dumps({"config": config}))
+    assert declared_sizes(folder) == {}
+    assert load_code_tables(folder) == (CODES["item"], CODES["user"])

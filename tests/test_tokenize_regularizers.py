@@ -20,10 +20,9 @@ from align3gr.tokenize.dual import DualTokenizer, DualTrainer, Neighbours, cycle
 from align3gr.tokenize.losses.adasid import (
     AdaSIDConfig,
     adasid_collision_loss,
-    agreement_signature,
     collision_load,
+    level_agreement,
     load_coefficient,
-    overlap_depth,
     progress_weights,
     relaxation_gate,
 )
@@ -87,8 +86,7 @@ def embeddings_with_similarities() -> torch.Tensor:
 
 
 def test_adasid_gate_and_load_on_a_crafted_batch():
-    signature = agreement_signature(CODES)
-    depth = overlap_depth(signature, 3)
+    signature, depth = level_agreement(CODES)
     assert torch.equal(depth, (CODES.unsqueeze(1) == CODES.unsqueeze(0)).sum(-1))
     assert depth[0].tolist() == [3, 2, 1, 0]
     gate = relaxation_gate(embeddings_with_similarities(), depth, [0.18, 0.24, 0.30])
@@ -105,20 +103,28 @@ def test_adasid_gate_and_load_on_a_crafted_batch():
     assert load_coefficient(load, config)[0, 2].item() == pytest.approx(3.0)  # saturated at f_max
 
 
-def test_adasid_load_equals_the_count_of_equal_signature_rows():
+@pytest.mark.parametrize(("levels", "values"), [(4, 3), (12, 2), (25, 2)])
+def test_adasid_load_equals_the_count_of_equal_signature_rows(levels, values):
     """The packed-integer count of Eq. 8-9 gives, on a random batch with repeated codes, what counting equal rows of
-    the [N, N, L] agreement tensor gives."""
+    the [N, N, L] agreement tensor gives, at a few levels (bincount's table) and at many (more signatures than
+    pairs); the depth is the agreement's sum."""
     generator = torch.Generator().manual_seed(0)
-    codes = torch.randint(0, 3, (64, 4), generator=generator)
+    codes = torch.randint(0, values, (64, levels), generator=generator)
     ids = torch.randint(0, 48, (64,), generator=generator)
     agreement = (codes.unsqueeze(1) == codes.unsqueeze(0)).long()
     candidates = (agreement.sum(-1) > 0) & (ids.unsqueeze(0) != ids.unsqueeze(1))
     _, inverse, counts = torch.unique(agreement[candidates], dim=0, return_inverse=True, return_counts=True)
     expected = torch.zeros(candidates.shape)
     expected[candidates] = counts[inverse].float()
-    assert torch.equal(collision_load(agreement_signature(codes), candidates, 4), expected)
-    assert torch.equal(overlap_depth(agreement_signature(codes), 4), agreement.sum(-1))
+    signature, depth = level_agreement(codes)
+    assert torch.equal(collision_load(signature, candidates, levels), expected)
+    assert torch.equal(depth, agreement.sum(-1))
     assert len(counts) > 4  # several signatures occur, so the packing is exercised
+
+
+def test_adasid_refuses_more_levels_than_an_integer_packs():
+    with pytest.raises(ConfigError, match="at most 62 levels, the SIDs have 63"):
+        level_agreement(torch.zeros(2, 63, dtype=torch.long))
 
 
 def test_adasid_progress_weights_and_loss():

@@ -34,7 +34,7 @@ def declared_sizes(folder: Path) -> dict[str, list[int]]:
     reports = [folder / name for name in TOKENIZER_REPORTS if (folder / name).is_file()]
     config = read_json_object(reports[0]).get("config") if reports else None
     keys = ("levels", "codebook_size", "user_codebook_size")
-    if not isinstance(config, dict) or not all(isinstance(config.get(key), int) for key in keys):
+    if not isinstance(config, dict) or not all(type(config.get(key)) is int for key in keys):
         return {}
     levels = config["levels"]
     return {"item": [config["codebook_size"]] * levels, "user": [config["user_codebook_size"]] * levels}
@@ -45,7 +45,8 @@ def check_table(
 ) -> dict[str, list[str]]:
     """The table of `side` ("item" or "user") as a dict, or a DataError naming the first ID or code that does not
     fit the dataset's `ids` (not compared when None) or the tokens of `side`: one per level, of the level's prefix,
-    its code below the level's size in `sizes` (no bound past its end); item codes must be unique."""
+    its code below the level's size in `sizes` (no bound past its end); with `sizes`, as many levels as they give
+    (items: or one more, the disambiguation level); item codes must be unique."""
     if not isinstance(table, dict):
         raise DataError("expected a JSON object {id: [tokens]}", path)
     if ids is not None:
@@ -60,6 +61,13 @@ def check_table(
                 f"'{extra[0]}' is not in the dataset ({len(extra)} unknown IDs): built for another dataset?", path
             )
     length = _common_length(table, path, side)
+    if table and sizes and length not in ((len(sizes), len(sizes) + 1) if side == "item" else (len(sizes),)):
+        extra = " (items: or one more, telling apart items of equal codes)" if side == "item" else ""
+        raise DataError(
+            f"{length} codes per {side}; the tokenizer report declares {len(sizes)} levels{extra}: a table of "
+            "another tokenizer?",
+            path,
+        )
     for level in range(length):
         _check_level(table, path, side, level, sizes[level] if level < len(sizes) else None)
     if side == "item" and len({tuple(c) for c in table.values()}) != len(table):
@@ -109,7 +117,9 @@ def _check_level(table: dict[str, list], path: Path, side: str, level: int, size
 def _fits(token: object, pattern: re.Pattern[str], size: int | None) -> bool:
     """Whether `token` is a string `pattern` matches whole with a code below `size` (any code when None)."""
     match = pattern.fullmatch(token) if isinstance(token, str) else None
-    return match is not None and (size is None or int(match[1]) < size)
+    if match is None or size is None:
+        return match is not None
+    return len(match[1]) <= len(str(size)) and int(match[1]) < size  # no int() of thousands of digits
 
 
 def code_length(table: dict[str, list[str]]) -> int:

@@ -65,19 +65,23 @@ class AdaSIDConfig:
             raise ConfigError(f"AdaSID reduction={self.reduction!r}: expected 'mean' or 'sum'")
 
 
-def agreement_signature(codes: torch.Tensor) -> torch.Tensor:
-    """kappa_ij (Eq. 8) of SIDs [N, L] packed into the bits of one integer: [N, N], bit l set when level l agrees.
-    One [N, N] comparison per level; both the overlap depth and the collision load are read from it."""
+MAX_PACKED_LEVELS = 62
+"""The most levels whose agreement packs into the bits of one (signed 64-bit) integer."""
+
+
+def level_agreement(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """kappa_ij (Eq. 8) of SIDs [N, L] packed into the bits of one integer ([N, N], bit l set when level l agrees)
+    and the overlap depth o_ij ([N, N], the number of levels that agree), from one [N, N] comparison per level."""
+    if codes.shape[1] > MAX_PACKED_LEVELS:
+        raise ConfigError(f"AdaSID packs the levels' agreement into one integer: at most {MAX_PACKED_LEVELS} levels, "
+                          f"the SIDs have {codes.shape[1]}")  # fmt: skip
     signature = torch.zeros(codes.shape[0], codes.shape[0], dtype=torch.long, device=codes.device)
+    depth = torch.zeros(signature.shape, dtype=torch.uint8, device=codes.device)  # counted in bytes: less to move
     for level in range(codes.shape[1]):
-        signature |= (codes[:, level].unsqueeze(1) == codes[:, level].unsqueeze(0)).long() << level
-    return signature
-
-
-def overlap_depth(signature: torch.Tensor, levels: int) -> torch.Tensor:
-    """o_ij: [N, N] number of levels at which two SIDs agree, the set bits of their `agreement_signature`."""
-    bits = torch.tensor([bin(k).count("1") for k in range(2**levels)], device=signature.device)
-    return bits[signature]
+        agree = codes[:, level].unsqueeze(1) == codes[:, level].unsqueeze(0)
+        signature |= agree.long() << level
+        depth += agree
+    return signature, depth.long()
 
 
 def relaxation_gate(embeddings: torch.Tensor, depth: torch.Tensor, eta: list[float]) -> torch.Tensor:
@@ -89,12 +93,17 @@ def relaxation_gate(embeddings: torch.Tensor, depth: torch.Tensor, eta: list[flo
 
 def collision_load(signature: torch.Tensor, candidates: torch.Tensor, levels: int) -> torch.Tensor:
     """Eq. 8-9: [N, N] c_ij, the number of candidate pairs (u, v) with kappa_uv = kappa_ij; 0 off the candidates.
-    kappa is the packed `agreement_signature`, counted with `bincount`: the same counts as a row-wise `unique` of the
-    [N, N, L] agreement tensor, at a small fraction of its cost on CPU."""
+    kappa is the packed signature of `level_agreement`, counted with `bincount` while its 2**L counts are no more than
+    the pairs (a small fraction of a row-wise `unique` of the [N, N, L] agreement tensor's cost on CPU), with a 1-D
+    `unique` beyond: the same counts either way."""
     kept = signature[candidates]
-    counts = torch.bincount(kept, minlength=2**levels)
+    if 2**levels <= kept.numel():
+        counts = torch.bincount(kept, minlength=2**levels)[kept]
+    else:
+        _, inverse, counts = torch.unique(kept, return_inverse=True, return_counts=True)
+        counts = counts[inverse]
     load = torch.zeros(candidates.shape, device=candidates.device)
-    load[candidates] = counts[kept].float()
+    load[candidates] = counts.float()
     return load
 
 
@@ -129,8 +138,7 @@ def adasid_terms(
     config = config or AdaSIDConfig()
     if len(config.eta) != codes.shape[1]:
         raise ConfigError(f"AdaSID eta has {len(config.eta)} thresholds; the SIDs have {codes.shape[1]} levels")
-    signature = agreement_signature(codes)
-    depth = overlap_depth(signature, codes.shape[1])
+    signature, depth = level_agreement(codes)
     candidates = (signature > 0) & (ids.unsqueeze(0) != ids.unsqueeze(1))
     gate = relaxation_gate(embeddings, depth, config.eta)
     load = collision_load(signature, candidates, codes.shape[1])
