@@ -8,6 +8,7 @@ launch` (`distributed`) every process runs the stage; the main one writes, the o
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -25,9 +26,14 @@ a stage trains; published with the output."""
 
 def complete_checkpoint(folder: Path) -> bool:
     """Whether `folder` is a Trainer checkpoint written to the end: named `checkpoint-STEP`, holding the
-    `trainer_state.json` the Trainer saves last (a kill during a save leaves one without it)."""
-    step = folder.name.removeprefix("checkpoint-")
-    return step.isdecimal() and (folder / "trainer_state.json").is_file()
+    `trainer_state.json` the Trainer saves last, whole (a kill during a save leaves one without it, or with a cut one:
+    the Trainer writes it in place)."""
+    if not folder.name.removeprefix("checkpoint-").isdecimal():
+        return False
+    try:
+        return isinstance(json.loads((folder / "trainer_state.json").read_bytes()), dict)
+    except (OSError, ValueError):  # missing, unreadable, cut off or not UTF-8 (UnicodeDecodeError is a ValueError)
+        return False
 
 
 @dataclass(frozen=True)

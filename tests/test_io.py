@@ -180,14 +180,14 @@ def test_read_json_of_deeply_nested_json_is_a_data_error_or_its_value(tmp_path):
 
 
 def test_a_resumed_stage_starts_from_its_last_complete_checkpoint(tmp_path):
-    """A kill during a checkpoint save leaves `checkpoint-N` without the trainer state the Trainer writes last; a
-    resumed run takes the newest complete one and ignores folders that are not checkpoints."""
+    """A kill during a checkpoint save leaves `checkpoint-N` without the trainer state the Trainer writes last, or
+    with a cut one; a resumed run takes the newest complete one and ignores folders that are not checkpoints."""
     output = StageOutput(tmp_path / "sft")
     assert output.resume("fp") is None
-    for step, complete in ((4, True), (12, True), (16, False)):
+    for step, state in ((4, "{}"), (12, '{"global_step": 12}'), (16, None), (20, '{"global_st'), (24, "")):
         (output.work / f"checkpoint-{step}").mkdir()
-        if complete:
-            (output.work / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        if state is not None:
+            (output.work / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
     (output.work / "checkpoint-12.bak").mkdir()
     assert output.resume("fp") == str(output.work / "checkpoint-12")
     assert output.resume("other") is None and not (output.work / "checkpoint-12").exists()

@@ -5,6 +5,7 @@ leaving event files in the published output (SFT, UniSID)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -190,14 +191,14 @@ def test_unisid_applies_only_what_its_own_loop_uses():
         UniSIDConfig(training_args={"report_to": "neptune"})  # a Trainer integration, not an Accelerate tracker
 
 
-def _scalars(logs: Path) -> dict[str, list[float]]:
-    """The scalars of every TensorBoard event file under `logs`."""
-    scalars: dict[str, list[float]] = {}
+def _scalars(logs: Path) -> dict[str, list[tuple[int, float]]]:
+    """The (step, value) points of every scalar of the TensorBoard event files under `logs`."""
+    scalars: dict[str, list[tuple[int, float]]] = {}
     for folder in {events.parent for events in logs.rglob("events.out.tfevents.*")}:
         accumulator = EventAccumulator(str(folder))
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
-            scalars.setdefault(tag, []).extend(event.value for event in accumulator.Scalars(tag))
+            scalars.setdefault(tag, []).extend((event.step, event.value) for event in accumulator.Scalars(tag))
     return scalars
 
 
@@ -211,6 +212,28 @@ def test_sft_with_report_to_tensorboard_publishes_its_event_files(ml100k_small, 
     scalars = _scalars(out / LOGS)
     assert len(scalars["train/loss"]) == SMALL["max_steps"] and "eval/valid_seq_loss" in scalars
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["sft", "sft_base"]  # no work or temporary folder
+
+
+@pytest.mark.slow
+def test_the_closing_evaluation_reaches_tensorboard_as_the_kept_models(ml100k_small, scid, tmp_path, monkeypatch):  # noqa: F811
+    """With TRL's own loss (the path of a full fine-tune of a large vocabulary), TRL adds its `eval_*` metrics to
+    every evaluation's log; the closing evaluation of the kept model (step 2 of a run stopped at step 6) reaches the
+    trackers as `final_*` with its step, not as step-6 points of the evaluation curves."""
+    monkeypatch.setattr("align3gr.sft.trainer.needs_model_loss", lambda model, use_lora: False)
+    options = {**SMALL, "max_steps": 20, "save_steps": 2, "learning_rate": 0.0, "tasks": ["seq"]}
+    config = SFTStageConfig(seq_format="stream", valid_users=16, early_stopping_patience=2,
+                            training_args={"report_to": "tensorboard"}, **options)  # fmt: skip
+    meta = run_sft(ml100k_small, scid, tmp_path / "sft", config).meta
+    assert meta["steps"] == 6 and meta["best"]["step"] == 2
+    scalars = _scalars(tmp_path / "sft" / LOGS)
+    assert {"eval/mean_token_accuracy", "eval/valid_ndcg@10", "eval/valid_seq_loss"} <= set(scalars)  # TRL's, ours
+    for tag, points in scalars.items():
+        if tag.startswith("eval/"):
+            counts = Counter(step for step, _ in points)  # TRL's: once per eval dataset, as many at each step
+            assert sorted(counts) == [0, 2, 4, 6] and len(set(counts.values())) == 1, (tag, counts)
+    assert set(scalars["train/model_step"]) == {(6, 2)}  # a log per eval dataset
+    closing = {tag for tag in scalars if tag.startswith("train/final_")}
+    assert {"train/final_mean_token_accuracy", "train/final_valid_ndcg@10", "train/final_valid_seq_loss"} <= closing
 
 
 @pytest.mark.slow

@@ -50,7 +50,21 @@ def needs_model_loss(model, use_lora: bool) -> bool:
     return use_lora or model.get_output_embeddings().weight.shape[0] < FUSED_HEAD_TILE
 
 
-class SCIDSFTTrainer(ResumesWhereItStopped, SFTTrainer):
+class ClosingEvaluationLog(Trainer):
+    """Logs of the closing evaluation (`SCIDSFTTrainer.evaluate_kept`) named `final_*` and marked with the kept
+    model's step (`MODEL_STEP`) before the history and the callbacks (TensorBoard, trackers) receive them. Placed
+    after SFTTrainer in a trainer's bases, so it sees the `eval_*` metrics TRL's `log` adds whatever the prefix."""
+
+    closing_step: int | None = None
+    """The kept model's step while its closing evaluation runs, else None."""
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.closing_step is not None:
+            logs = {**_closing(logs), MODEL_STEP: self.closing_step}
+        super().log(logs, start_time)
+
+
+class SCIDSFTTrainer(ResumesWhereItStopped, SFTTrainer, ClosingEvaluationLog):
     """SFTTrainer with a ranking probe at each evaluation and, with `model_loss`, the output module's loss."""
 
     def __init__(self, *args, probe: RankingProbe | None = None, model_loss: bool = False, **kwargs):
@@ -101,13 +115,13 @@ class SCIDSFTTrainer(ResumesWhereItStopped, SFTTrainer):
 
     def evaluate_kept(self) -> dict[str, float]:
         """The closing evaluation of the kept model, its metrics named `final_*` (TRL's `eval_*` additions too) and
-        its log rows marked with that model's step (`MODEL_STEP`): Transformers logs them at the last step, which the
-        log and the curves must not take for a measure of the last step's model."""
-        start = len(self.state.log_history)
-        metrics = self.evaluate(metric_key_prefix=CLOSING_PREFIX)
-        step = self.kept_step()
-        self.state.log_history[start:] = [{**_closing(row), MODEL_STEP: step} for row in self.state.log_history[start:]]
-        return _closing(metrics)
+        its logs marked with that model's step (`ClosingEvaluationLog`): Transformers logs them at the last step,
+        which the log, the curves and the trackers must not take for a measure of the last step's model."""
+        self.closing_step = self.kept_step()
+        try:
+            return _closing(self.evaluate(metric_key_prefix=CLOSING_PREFIX))
+        finally:
+            self.closing_step = None
 
     def evaluation_loop(self, *args, **kwargs):
         output = super().evaluation_loop(*args, **kwargs)
