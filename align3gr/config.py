@@ -257,16 +257,20 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, only: Colle
 
 
 def config_from_sources(
-    cls: type[C], yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None
+    cls: type[C],
+    yaml_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    overrides_from: str | None = None,
 ) -> C:
     """Build `cls` from defaults, then a YAML file (its top level, or its `cls.section` mapping), then overrides (the
     command line's flags); every value converted to its field's type (`convert_value`) before the config is built.
-    A mapping given by both is merged key by key (nested mappings too), the overrides winning."""
+    A mapping given by both is merged key by key (nested mappings too), the overrides winning. Errors in overrides
+    name their flags, or `overrides_from` (one flag feeding several sections: `pipeline --training-arg`)."""
     section = getattr(cls, "section", None)
     sources: list[tuple[dict[str, Any], str | None]] = []
     if yaml_path is not None:
         sources.append(read_yaml_section(yaml_path, section, [f.name for f in dataclasses.fields(cls)]))
-    sources.append(({k: v for k, v in (overrides or {}).items() if v is not None}, None))
+    sources.append(({k: v for k, v in (overrides or {}).items() if v is not None}, overrides_from))
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for given, where in sources:

@@ -30,15 +30,24 @@ TRAINING_FIXED = {
     "save_total_limit": "the work folder keeps the last checkpoint, and the best one while SFT's valid probe selects",
     "restore_callback_states_from_checkpoint": "a resumed run continues the callbacks' state saved in its checkpoint "
     "(early stopping's count of evaluations without gain), as an uninterrupted run would",
+    "logging_strategy": "steps: the training log and its curves have a point every logging_steps",
+}
+"""What every TRL stage sets itself (`align3gr.training.trainer_arguments`), other than from an option of the stage."""
+
+TRAINING_REFUSED = {
     "resume_from_checkpoint": "resume comes from the stage's OUT.work checkpoints",
     **dict.fromkeys(("do_train", "do_eval", "do_predict"), "the stage decides what it runs"),
     "save_only_model": "a resumed run ends like an uninterrupted one only from checkpoints that hold the optimizer, "
     "scheduler and RNG states too",
     "ignore_data_skip": "a resumed run ends like an uninterrupted one only by skipping the batches it already trained "
     "on",
+    **dict.fromkeys(
+        ("push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision"),
+        "the trainer would push its work folder, a model without code tables; `align3gr push` publishes a stage",
+    ),
 }
-"""What every TRL stage sets itself (`align3gr.training.trainer_arguments`, the stage's own resume from its work
-folder), other than from an option of the stage."""
+"""Arguments align3gr leaves at their defaults because any other value breaks every stage (its resume from its work
+folder, what it publishes)."""
 
 SECRET_ARGUMENTS = ("hub_token", "push_to_hub_token")
 """Arguments a config never holds: configs are recorded in `meta.json` and published by `align3gr push`."""
@@ -63,10 +72,12 @@ def trainer_reporters() -> list[str]:
 class TrainerArgs:
     """What a stage's `training_args` may hold: the fields of `target` ("module:Class", imported when a mapping is
     first checked) but those the stage sets from its options (`renamed`: argument -> option; an option of the same
-    name needs no entry) or itself (`fixed`: argument -> why); with `applied`, only those (`loop`: why)."""
+    name needs no entry) or itself (`fixed`: argument -> why), and those it cannot honour (`refused`: argument ->
+    why); with `applied`, only those (`loop`: why)."""
 
     target: str
     fixed: Mapping[str, str] = field(default_factory=dict)
+    refused: Mapping[str, str] = field(default_factory=dict)
     renamed: Mapping[str, str] = field(default_factory=dict)
     applied: Collection[str] | None = None
     loop: str = ""
@@ -103,6 +114,8 @@ class TrainerArgs:
                 )
             if key in self.fixed:
                 raise ConfigError(f"{where}: {key!r} is set by align3gr ({self.fixed[key]}), not by training_args")
+            if key in self.refused:
+                raise ConfigError(f"{where}: {key!r} cannot be set here ({self.refused[key]}): remove it")
             if self.applied is not None and key not in self.applied:
                 applied = ", ".join(sorted(self.applied))
                 raise ConfigError(f"{where}: {key!r} is not used: {self.loop}, which applies only {applied}")

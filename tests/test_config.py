@@ -104,7 +104,7 @@ def test_option_mappings_and_choices_are_checked_when_read(tmp_path):
         (DPOStageConfig, {"shared_prompt_forward": "cache", "gradient_checkpointing": True}, r"'cache' repeats"),
         (DPOStageConfig, {"medium_min": 3, "hard_min": 1}, r"need 0 < medium_min <= hard_min < levels"),
         (DPOStageConfig, {"hard_share": 0.6, "medium_share": 0.5}, r"hard_share \+ medium_share < 1"),
-        (DPOStageConfig, {"training_args": {"max_length": 32}}, r"'max_length' is set by align3gr"),
+        (DPOStageConfig, {"training_args": {"max_length": 32}}, r"'max_length' cannot be set here"),
         (EmbedConfig, {"cf_negatives": 0}, r"cf_negatives=0: must be >= 1"),
         (EmbedConfig, {"cf_patience": 0}, r"cf_patience=0: must be >= 1"),
         (EmbedConfig, {"cf_patience": -2}, r"cf_patience=-2: must be >= 1"),
@@ -125,6 +125,8 @@ def test_guard_metrics_are_checked_against_the_runs_cut_offs(tmp_path):
     config = DPOStageConfig(guard=True, guard_metrics=["recall@20"])
     config.validate()  # the dpo section alone: the evaluate section's ks are not known yet
     assert config.valid_evaluation(EvaluateConfig(ks=[5, 20])).ks == [5, 20]
+    texts = EvaluateConfig(ks=[5, 20], text_examples=3, max_new_tokens=9)  # a ranking check writes no texts
+    assert config.valid_evaluation(texts) == config.valid_evaluation(EvaluateConfig(ks=[5, 20]))
     with pytest.raises(ConfigError, match=r"'recall@20' is not a valid-split metric"):
         config.valid_evaluation(EvaluateConfig())
     with pytest.raises(ConfigError, match=r"'hit@10' is not a valid-split metric"):

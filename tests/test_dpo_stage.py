@@ -373,7 +373,7 @@ def test_prefix_thresholds_beyond_the_scid_length_stop_the_run_before_any_candid
 def test_training_args_of_trls_other_losses_are_refused_when_the_config_is_read(tmp_path, option):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"dpo": {"training_args": {option: 1}}}))
-    with pytest.raises(ConfigError, match=rf"training_args: '{option}' is set by align3gr \(the loss is Eq\. 3"):
+    with pytest.raises(ConfigError, match=rf"training_args: '{option}' cannot be set here \(the loss is Eq\. 3"):
         config_from_sources(DPOStageConfig, path)
 
 

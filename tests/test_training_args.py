@@ -58,7 +58,18 @@ def _config(tmp_path: Path, cls: type, training_args: dict, **options):
         (SFTStageConfig, {"output_dir": "elsewhere"}, r"'output_dir' is set by align3gr \(the stage's work folder"),
         (SFTStageConfig, {"completion_only_loss": False}, "'completion_only_loss' is set by align3gr"),
         (SFTStageConfig, {"eval_strategy": "no"}, "'eval_strategy' is set by align3gr"),
-        (DPOStageConfig, {"loss_type": ["hinge"]}, r"'loss_type' is set by align3gr \(the loss is Eq. 3"),
+        (DPOStageConfig, {"loss_type": ["hinge"]}, r"'loss_type' cannot be set here \(the loss is Eq. 3"),
+        (DPOStageConfig, {"label_smoothing_factor": 0.1}, r"'label_smoothing_factor' cannot be set here \(the loss is "
+                                                          r"Eq. 3.*, which has no label smoothing\): remove it"),
+        (DPOStageConfig, {"train_sampling_strategy": "group_by_length"}, "'train_sampling_strategy' cannot be set "
+                                                                         "here .*without input_ids"),
+        (DPOStageConfig, {"dataset_num_proc": 2}, "'dataset_num_proc' cannot be set here .*prepares and collates"),
+        (DPOStageConfig, {"sync_ref_model": True}, r"'sync_ref_model' cannot be set here \(each stage's reference is "
+                                                   "the model it starts from"),
+        (DPOStageConfig, {"model_init_kwargs": {}}, "'model_init_kwargs' cannot be set here .*loads its start model"),
+        (SFTStageConfig, {"logging_strategy": "epoch"}, r"'logging_strategy' is set by align3gr \(steps: the training "
+                                                        "log"),
+        (DPOStageConfig, {"logging_strategy": "no"}, r"'logging_strategy' is set by align3gr \(steps"),
     ],
 )  # fmt: skip
 def test_a_bad_key_or_value_is_refused_when_the_config_is_read(tmp_path, cls, training_args, message):
@@ -75,7 +86,7 @@ def test_a_bad_key_or_value_is_refused_when_the_config_is_read(tmp_path, cls, tr
      ("fp16_full_eval", True), ("prediction_loss_only", True), ("include_for_metrics", ["inputs"])],
 )  # fmt: skip
 def test_a_dpo_stage_refuses_evaluation_arguments_it_has_no_eval_set_for(tmp_path, key, value):
-    with pytest.raises(ConfigError, match=rf"training_args: '{key}' is set by align3gr \(a DPO stage has no eval set"):
+    with pytest.raises(ConfigError, match=rf"training_args: '{key}' cannot be set here \(a DPO stage has no eval set"):
         _config(tmp_path, DPOStageConfig, {key: value})
 
 
@@ -88,10 +99,12 @@ def test_a_dpo_stage_refuses_evaluation_arguments_it_has_no_eval_set_for(tmp_pat
      ("do_predict", True, "the stage decides what it runs"),
      ("save_only_model", True, "a resumed run ends like an uninterrupted one only from checkpoints that hold the "
                                "optimizer"),
-     ("ignore_data_skip", True, "a resumed run ends like an uninterrupted one only by skipping the batches")],
+     ("ignore_data_skip", True, "a resumed run ends like an uninterrupted one only by skipping the batches"),
+     ("push_to_hub", True, "the trainer would push its work folder, a model without code tables; `align3gr push`"),
+     ("hub_model_id", "me/model", "the trainer would push its work folder")],
 )  # fmt: skip
-def test_every_stage_refuses_arguments_of_resuming_and_of_what_runs(tmp_path, cls, key, value, reason):
-    with pytest.raises(ConfigError, match=rf"training_args: '{key}' is set by align3gr \({reason}"):
+def test_every_stage_refuses_arguments_of_resuming_publishing_and_of_what_runs(tmp_path, cls, key, value, reason):
+    with pytest.raises(ConfigError, match=rf"training_args: '{key}' cannot be set here \({reason}.*\): remove it"):
         _config(tmp_path, cls, {key: value})
 
 
@@ -144,8 +157,11 @@ def test_pipeline_flags_go_to_both_training_sections_or_the_one_named(tmp_path):
     assert UniSIDConfig(**config.tokenize.unisid_options).training_args == {"adam_beta2": 0.99}
     with pytest.raises(ConfigError, match="--training-arg evaluate.x=1: expected"):
         training_arg_overrides({"evaluate.x": "1"})
-    with pytest.raises(ConfigError, match="^the command line: unisid_options: training_args: 'weight_decay' is set"):
+    with pytest.raises(ConfigError, match="^--training-arg, section 'tokenize': unisid_options: training_args: "
+                                          "'weight_decay' is set"):  # fmt: skip
         load_pipeline_config(path, training_arg_overrides({"unisid.weight_decay": "0.1"}))  # no --unisid-options flag
+    with pytest.raises(ConfigError, match="^--training-arg, section 'dpo': training_args: 'bf16_full_eval' cannot"):
+        load_pipeline_config(path, training_arg_overrides({"bf16_full_eval": "true"}))  # SFT's, not DPO's
 
 
 def test_the_arguments_reach_the_trl_configs_unchanged(tmp_path):

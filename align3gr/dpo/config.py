@@ -16,7 +16,7 @@ from align3gr.dpo.checks import (
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.options import TrainingOptions, with_default
-from align3gr.training_args import TRAINING_FIXED, TRAINING_RENAMED, TrainerArgs
+from align3gr.training_args import TRAINING_FIXED, TRAINING_REFUSED, TRAINING_RENAMED, TrainerArgs
 
 STAGES: dict[str, tuple[str, str]] = {
     "sp_easy": ("self_play", "easy"),
@@ -46,6 +46,7 @@ LOSS_OPTIONS = {
     "use_weighting": f"{SOFTMAX_DPO}, every row weighted alike, without WPO's weights",
     "discopop_tau": f"{SOFTMAX_DPO}, not TRL's DiscoPOP loss",
     "router_aux_loss_coef": f"{SOFTMAX_DPO} plus sft_weight's term, without a mixture-of-experts load-balancing loss",
+    "label_smoothing_factor": f"{SOFTMAX_DPO}, which has no label smoothing",
 }
 """TRL's `DPOConfig` options of its other losses, which `SoftmaxDPOTrainer` never reads, and why."""
 
@@ -102,12 +103,27 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
     section = "dpo"
     trainer_args = TrainerArgs(
         "align3gr.dpo.trainer:SoftmaxDPOConfig",
-        fixed={
-            **TRAINING_FIXED,
+        fixed=TRAINING_FIXED,
+        refused={
+            **TRAINING_REFUSED,
             **LOSS_OPTIONS,
             **dict.fromkeys(
-                ("max_length", "truncation_mode", "pad_to_multiple_of", "padding_free", "pad_token"),
-                "the stage collates its own rows, whole prompts and completions, so TRL's batching options never apply",
+                (
+                    "max_length",
+                    "truncation_mode",
+                    "pad_to_multiple_of",
+                    "padding_free",
+                    "pad_token",
+                    "dataset_num_proc",
+                    "train_sampling_strategy",
+                ),
+                "the stage prepares and collates its own rows, whole prompts and completions, without input_ids: "
+                "TRL's preparing, batching and length-grouped sampling never apply",
+            ),  # fmt: skip
+            "model_init_kwargs": "the stage loads its start model itself",
+            **dict.fromkeys(
+                ("sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps"),
+                "each stage's reference is the model it starts from, fixed (Align3GR's progressive DPO)",
             ),
             **EVALUATION_OPTIONS,
         },
@@ -244,10 +260,14 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
 
     def valid_evaluation(self, evaluate: EvaluateConfig) -> EvaluateConfig:
         """The check after each stage: the `evaluate` options (the pipeline's section) on the valid split, whose
-        cut-offs must give the guard its metrics."""
+        cut-offs must give the guard its metrics; a ranking only (no generated texts), so the options of the texts
+        are left out of what the stage depends on."""
         if self.guard:
             check_guard_metrics(self.guard_metrics, evaluate.ks)
-        return dataclasses.replace(evaluate, split="valid")
+        texts = {
+            name: EvaluateConfig.__dataclass_fields__[name].default for name in ("text_examples", "max_new_tokens")
+        }
+        return dataclasses.replace(evaluate, split="valid", **texts)
 
 
 def check_guard_metrics(metrics: list[str], ks: list[int] | None = None) -> None:

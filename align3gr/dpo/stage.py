@@ -283,11 +283,11 @@ def validated(
     """The stage's meta with its valid-split metrics (evaluated into `eval/dpo_STAGE/` when the meta has none yet)
     and, with `guard` on, the guard's decision: a run stopped between training, evaluation and the guard finishes
     them on its next start. The start model's metrics are its meta's when they were measured by the same evaluation
-    of the same data (`VALID_EVALUATION`, a hash of the options and the dataset's fingerprint), else evaluated into
-    `eval/dpo_STAGE_start/`."""
+    of the same data (`VALID_EVALUATION`, a hash of the options, the dataset's fingerprint and align3gr's version),
+    else evaluated into `eval/dpo_STAGE_start/`."""
     meta = read_json(out / META_FILE)
     data = read_json(data_dir / "meta.json").get("fingerprint")
-    protocol = sha256_json({"evaluate": config_to_dict(evaluation), "data": data})
+    protocol = sha256_json({"evaluate": config_to_dict(evaluation), "data": data, "version": align3gr.__version__})
     if "valid_metrics" not in meta:
         meta["valid_metrics"] = valid_metrics(out, data_dir, valid_folder(eval_dir, name), evaluation)
         meta[VALID_EVALUATION] = protocol

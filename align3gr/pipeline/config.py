@@ -72,7 +72,10 @@ def load_pipeline_config(path: str | Path, overrides: dict[str, dict[str, Any]] 
         raise ConfigError(f"{path}: unknown section {unknown[0]!r}; the pipeline's sections are {', '.join(SECTIONS)}")
     overrides = overrides or {}
     config = PipelineConfig(
-        **{name: config_from_sources(cls, path, overrides.get(name)) for name, cls in SECTIONS.items()}
+        **{
+            name: config_from_sources(cls, path, overrides.get(name), f"--training-arg, section {name!r}")
+            for name, cls in SECTIONS.items()
+        }
     )
     missing = [k for k in REPORTED_KS if k not in config.evaluate.ks]
     if missing:

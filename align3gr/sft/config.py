@@ -9,7 +9,7 @@ from align3gr.errors import ConfigError
 from align3gr.options import ModelOptions, TrainingOptions
 from align3gr.scid import INIT_METHODS
 from align3gr.sft.tasks import SEQ_FORMATS, TASKS, check_seq_format, check_tasks
-from align3gr.training_args import TRAINING_FIXED, TRAINING_RENAMED, TrainerArgs
+from align3gr.training_args import TRAINING_FIXED, TRAINING_REFUSED, TRAINING_RENAMED, TrainerArgs
 
 BEST_METRICS = ("ndcg@10", "recall@10", "ndcg@5", "recall@5")
 PROBE_KS = tuple(sorted({int(metric.partition("@")[2]) for metric in BEST_METRICS}))
@@ -45,6 +45,7 @@ class SFTStageConfig(TrainingOptions, ModelOptions):
             "load_best_model_at_end": "the valid probe's best checkpoint is kept when valid_users > 0",
             "greater_is_better": "the valid probe's metrics grow",
         },
+        refused=TRAINING_REFUSED,
         renamed={
             **TRAINING_RENAMED,
             "eval_steps": "save_steps",
