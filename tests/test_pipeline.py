@@ -135,6 +135,26 @@ def test_steps_rerun_exactly_what_changed(tmp_path):
         run_steps([step("b", ("z",), {}, "B")], tmp_path)
 
 
+def test_a_run_killed_after_a_step_wrote_its_output_keeps_the_edits_it_set_aside(tmp_path):
+    """An edited output is set aside and its step runs again; killed after the step wrote its new output (which
+    differs from the first: an evaluation's seconds) and before the state recorded it, the next run does not take
+    that output for an edited one: the user's edits stay in `.NAME.edited`."""
+    calls: list[str] = []
+    run_steps([Step("c", "c", "c", tmp_path / "c", (), {}, writer(tmp_path / "c", "C1", calls, "c"), {})], tmp_path)
+    (tmp_path / "c" / "out.txt").write_text("user edit")
+    write_fresh = writer(tmp_path / "c", "C2", calls, "c")
+
+    def killed() -> None:
+        write_fresh()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_steps([Step("c", "c", "c", tmp_path / "c", (), {}, killed, {})], tmp_path)
+    (outcome,) = run_steps([Step("c", "c", "c", tmp_path / "c", (), {}, write_fresh, {})], tmp_path)
+    assert not outcome.reused and (tmp_path / ".c.edited" / "out.txt").read_text() == "user edit"
+    assert run_steps([Step("c", "c", "c", tmp_path / "c", (), {}, write_fresh, {})], tmp_path)[0].reused
+
+
 def test_an_output_changed_after_the_pipeline_wrote_it_is_built_again(tmp_path):
     """The data stage reads only its meta.json to decide it is up to date: a file deleted from its folder since the
     pipeline recorded it is written again, not taken as current."""

@@ -56,6 +56,19 @@ def test_rqvae_beats_a_single_codebook_of_the_same_size():
     assert residual < 0.5 * single  # 3 levels x 4 codes address 64 clusters; 12 flat codes only 12
 
 
+def test_the_reconstruction_of_a_separate_sc_embedding_does_not_reshape_it():
+    """With `sc_dim`, the RQ-VAE reconstructs the SC encoder's output as a fixed target: with the RQ-VAE's encoder
+    zeroed, the only path left from the reconstruction loss to the SC encoder would be the target itself."""
+    torch.manual_seed(0)
+    model = RQVAE(8, [16], levels=2, codebook_size=4, code_dim=4, sc_dim=6)
+    with torch.no_grad():
+        for parameter in model.encoder.parameters():
+            parameter.zero_()
+    model(torch.randn(32, 8)).reconstruction_loss.backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.sc_encoder.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.decoder.parameters())
+
+
 def test_kmeans_is_deterministic_and_finds_separated_clusters():
     data = torch.cat(
         [torch.randn(50, 2) * 0.1 + centre for centre in (torch.tensor([5.0, 0]), torch.tensor([-5.0, 0]))]
@@ -193,6 +206,24 @@ def test_embeddings_of_another_dataset_are_named(ml100k_small, ml100k_small_embe
         DataError, match=rf"embeddings.*another dataset \(user '{second}' where the dataset has '{first}'\)"
     ):
         DualTrainer(dataset, embeddings, TokenizeConfig(**SMALL))
+
+
+def test_embeddings_of_another_build_of_the_same_ids_are_named(ml100k_small, ml100k_small_embeddings):
+    """Same users and items, other sequences: the collaborative features saw other splits."""
+    dataset = load_dataset(ml100k_small)
+    embeddings = Embeddings.load(ml100k_small_embeddings)
+    assert embeddings.report["data_fingerprint"] == dataset.meta["fingerprint"]
+    embeddings.report["data_fingerprint"] = "0" * 64
+    with pytest.raises(DataError, match=r"embeddings were computed for another build of the data \(its fingerprint "
+                                        r"000000000000\.\.\."):  # fmt: skip
+        DualTrainer(dataset, embeddings, TokenizeConfig(**SMALL))
+
+
+def test_a_diverging_tokenizer_stops_naming_its_learning_rate(ml100k_small, ml100k_small_embeddings, tmp_path):
+    config = TokenizeConfig(**{**SMALL, "phase1_max_epochs": 2, "phase2_epochs": 2, "lr": 1e12})
+    with pytest.raises(ConfigError, match=r"training diverged: its \w+ loss is (nan|inf).*lower tokenize\.lr \(now "):
+        run_tokenize(ml100k_small, ml100k_small_embeddings, tmp_path / "scid", config)
+    assert not (tmp_path / "scid").exists()
 
 
 def test_more_code_levels_than_token_letters_are_refused():

@@ -112,6 +112,8 @@ def run_steps(steps: list[Step], run_dir: Path, launcher: str | None = None) -> 
             if standing == EDITED:  # a stage finding its meta.json unchanged would take the rest as current too
                 aside = set_aside(step.path)
                 log.warning("%s changed since the pipeline wrote it; kept as %s, building it again", step.path, aside)
+            if record is not None and record["key"] == key:  # a kill after the stage publishes leaves an unrecorded
+                state.forget(step.name)  # output to the stage, not one taken for edited (set aside over the edits)
             start = time.perf_counter()
             if launcher and step.command:
                 launch(launcher, step)

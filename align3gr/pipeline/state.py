@@ -52,3 +52,8 @@ class PipelineState:
     def record(self, name: str, value: dict) -> None:
         self.records[name] = value
         atomic_write_json(self.path, self.records)
+
+    def forget(self, name: str) -> None:
+        """Drop the record of `name` (saved at once): its output is about to be replaced."""
+        if self.records.pop(name, None) is not None:
+            atomic_write_json(self.path, self.records)

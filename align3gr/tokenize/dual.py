@@ -31,7 +31,7 @@ from align3gr.data.dataset import Dataset
 from align3gr.devices import resolve_device
 from align3gr.early_stopping import EarlyStopping
 from align3gr.embed.stage import Embeddings
-from align3gr.errors import DataError
+from align3gr.errors import ConfigError, DataError
 from align3gr.seeding import seeded
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.losses.adasid import AdaSIDConfig, adasid_collision_loss, progress_weights
@@ -205,6 +205,14 @@ class DualTrainer:
                     f"the embeddings were computed for another dataset ({differs}); run `align3gr embed` again",
                     embeddings.folder,
                 )
+        built, embedded = dataset.meta.get("fingerprint"), embeddings.report.get("data_fingerprint")
+        if built and embedded and built != embedded:
+            raise DataError(
+                f"the embeddings were computed for another build of the data (its fingerprint {embedded[:12]}..., "
+                f"this data's {built[:12]}...: the collaborative features saw other splits); run `align3gr embed` "
+                "again",
+                embeddings.folder,
+            )
         self.config = config
         self.device = device = device or resolve_device(config.device)
         self.cf_input = config.das_cf and config.use_cf  # the co-trained CF block replaces the frozen one
@@ -392,12 +400,19 @@ class DualTrainer:
         batches = self.pairs[order].split(self.config.batch_size)
         for batch in batches:
             losses = self.batch_loss(model, batch, alpha, gamma, streams)
+            values = {name: value.item() for name, value in losses.items()}
+            diverged = next((name for name, value in values.items() if not math.isfinite(value)), None)
+            if diverged is not None:
+                raise ConfigError(
+                    f"the SCID tokenizer's training diverged: its {diverged} loss is {values[diverged]} "
+                    f"(alpha {alpha}, gamma {gamma}); lower tokenize.lr (now {self.config.lr})"
+                )
             optimizer.zero_grad()
             losses["total"].backward()
             optimizer.step()
             self.step += gamma > 0
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value.item()
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value
         return {name: value / len(batches) for name, value in sums.items()}
 
     @torch.no_grad()
