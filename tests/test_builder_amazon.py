@@ -313,6 +313,14 @@ def test_an_edited_template_file_rebuilds_the_texts(tmp_path, monkeypatch):
     assert not build_dataset("amazon", source, tmp_path / "out", SMALL, overwrite=True).up_to_date
 
 
+def test_another_align3gr_version_builds_the_data_again(tmp_path, monkeypatch):
+    """The filters and task texts are align3gr's code, not the builder's: a build of another release is not reused."""
+    source = write_2018(tmp_path / "raw")
+    assert not build_dataset("amazon", source, tmp_path / "out", SMALL).up_to_date
+    monkeypatch.setattr("align3gr.__version__", "0.0.0-other")
+    assert not build_dataset("amazon", source, tmp_path / "out", SMALL, overwrite=True).up_to_date
+
+
 def test_a_price_beyond_float_range_is_no_price(tmp_path):
     source = write_2018(tmp_path / "raw")
     meta = source / "meta_Keyboards.json"

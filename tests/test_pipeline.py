@@ -452,6 +452,23 @@ def test_ablate_refuses_a_run_folder_made_with_another_config_before_any_work(tm
     assert sorted(path.name for path in run.iterdir()) == ["config.yaml"]
 
 
+def test_an_ablation_in_a_new_folder_records_its_config_so_another_is_refused_there(tmp_path, monkeypatch, capsys):
+    """The ladder's last rungs are the config's own folders: an ablation killed while it trains its rungs has
+    recorded its config, and ablating another config into the same folder is refused."""
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("align3gr.pipeline.ablation.run_steps", killed)
+    config, run = write_config(tmp_path / "small.yaml", {}), tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        main(["ablate", "--config", str(config), "--run-dir", str(run)])
+    assert load_pipeline_config(run / "config.yaml") == load_pipeline_config(config)
+    other = write_config(tmp_path / "other.yaml", {"sft": {"learning_rate": 1e-3}})
+    assert main(["ablate", "--config", str(other), "--run-dir", str(run)]) == 2
+    assert "this run was made with another config than" in capsys.readouterr().err
+
+
 def test_ablate_refuses_a_config_without_the_sequential_task_before_any_work(tmp_path, capsys):
     """The first rung trains on `seq` alone: a config whose sft.tasks lack it cannot be ablated, and says so."""
     config = write_config(tmp_path / "no_seq.yaml", {"sft": {"tasks": ["item_align", "asym_title"]}})

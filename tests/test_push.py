@@ -32,7 +32,7 @@ from align3gr.hub.base_license import TOOLKIT, License, base_license
 from align3gr.hub.dataset_terms import dataset_terms
 from align3gr.hub.push import check_existing_repo
 from align3gr.io import read_json, write_json
-from align3gr.models.loading import load_model_and_tokenizer
+from align3gr.models.loading import load_for_inference, load_model_and_tokenizer
 from align3gr.models.tiny import build_tiny_causal_lm
 from align3gr.scid.tokens import scid_tokens
 from align3gr.scid.vocabulary import extend_vocabulary
@@ -548,6 +548,17 @@ def test_load_recommender_errors(tmp_path):
         align3gr.load_recommender("nobody-here/no-such-model")
     with pytest.raises(ConfigError, match="no item_codes.json"):
         align3gr.load_recommender(tmp_path)
+
+
+def test_a_lora_output_moved_with_its_local_base_loads_the_base_beside_it(data, tmp_path):
+    """PEFT records the tiny base by its absolute path: a run folder moved (or renamed) with it loads the base that
+    moved with it, the same model as before the move."""
+    build_lora_model(data, tmp_path / "run" / "sft")
+    before = load_for_inference(tmp_path / "run" / "sft")[0].state_dict()
+    (tmp_path / "run").rename(tmp_path / "moved")
+    assert not (tmp_path / "run").exists()
+    after = load_for_inference(tmp_path / "moved" / "sft")[0].state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_lora_adapter_on_a_local_base_is_published_merged(data, tmp_path):

@@ -97,6 +97,7 @@ def build_dataset(
             "sources": [s["sha256"] for s in sources],
             "config": fingerprint_options(config),
             "texts": text_inputs(config),
+            "version": align3gr.__version__,  # the task texts and filters are align3gr's code, not the builder's
         }
     )
     output = StageOutput(out)

@@ -125,6 +125,17 @@ def load_for_inference(path: str | Path, dtype: str | torch.dtype = "float32"):
         return load_adapter(folder, dtype).merge_and_unload().eval(), tokenizer
 
 
+def adapter_base(folder: Path, recorded: str) -> str:
+    """The base model of the adapter in `folder`: as recorded (PEFT records a local folder by its absolute path),
+    unless that folder is gone and one of its name is in `folder` or a parent of it: a run folder moved with the base
+    built beside its SFT output (the tiny model's `sft_base/`)."""
+    path = Path(recorded)
+    if not path.is_absolute() or path.exists():
+        return recorded
+    here = folder.resolve()
+    return next((str(p / path.name) for p in (here, *here.parents) if (p / path.name).is_dir()), recorded)
+
+
 def load_adapter(folder: Path, dtype: str | torch.dtype = "float32", trainable: bool = False):
     """The `PeftModel` of an adapter output folder: its base model (recorded in `adapter_config.json`), embeddings
     grown to the saved tokenizer's size with `resize_embeddings` (rows past the base vocabulary set to the mean, as
@@ -141,7 +152,8 @@ def load_adapter(folder: Path, dtype: str | torch.dtype = "float32", trainable: 
         raise ConfigError(f"{folder}: adapter folder without {META_FILE} (base vocabulary size unknown)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     vocabulary, quantized = meta["vocabulary"], meta.get("config", {}).get("load_in_4bit", False)
-    base, _ = load_model_and_tokenizer(adapter["base_model_name_or_path"], dtype=dtype, load_in_4bit=quantized)
+    base_model = adapter_base(folder, adapter["base_model_name_or_path"])
+    base, _ = load_model_and_tokenizer(base_model, dtype=dtype, load_in_4bit=quantized)
     if quantized and not trainable:
         base = base.dequantize()
     resize_embeddings(base, vocabulary["embedding_rows"], vocabulary["base_vocab_size"], 1)

@@ -270,6 +270,8 @@ def run_ablation(
     with checked_run(config, run, "align3gr ablate", skip_unmet, launcher) as checked:
         config = checked.config
         check_main_run(config, run, config_path)
+        if not (run / "config.yaml").is_file():  # the last rungs are this config's folders: another is refused here
+            write_pipeline_config(config, run / "config.yaml")
         steps, results = ladder_steps(config, run, seeds, checked.dpo)
         make_folders(run / "ablation" / "configs")
         for _, rung, _ in results:
