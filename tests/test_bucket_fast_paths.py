@@ -188,6 +188,21 @@ def test_with_a_sample_the_items_most_similar_to_the_target_are_in_its_hard_band
         assert all(sampled.bucket(item, target) == bucket for item, bucket in in_bands.items())
 
 
+@pytest.mark.parametrize("sample", [0, 5])
+def test_an_empty_hard_band_holds_no_item_by_bucket_as_by_fill(sample):
+    """20 items at hard_share 0.01: the hard band is empty (0 of 19 items); `bucket` calls no item hard, with a
+    sample too (whose estimated edge of rank 0 would be the sample's most similar item), as the bands say."""
+    items, vectors = large_catalogue(20)
+    buckets = SimilarityBuckets(items, vectors, 0.3, 0.01, sample=sample, seed=0)
+    catalogue = torch.arange(len(items))
+    for target in items:
+        bands = {bucket: buckets.in_band(target, bucket, catalogue) for bucket in BUCKETS}
+        assert not bands["hard"].any()
+        for k, item in enumerate(items):
+            if item != target:
+                assert bands[buckets.bucket(item, target)][k], (target, item)
+
+
 def test_a_negative_sample_is_refused():
     items, vectors = large_catalogue(20)
     with pytest.raises(ConfigError, match="sample >= 0"):

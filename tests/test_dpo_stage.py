@@ -109,6 +109,23 @@ def test_each_stage_is_referenced_to_the_previous_stages_output(ml100k_small, sf
         assert torch.equal(ref, kept), name
 
 
+def test_a_stage_without_preference_rows_hands_on_its_start_model(ml100k_small, sft_run, tmp_path):
+    """A hard band that rounds to no item (hard_share of a small catalogue) leaves sp_hard without a row: the stage
+    trains nothing and hands on its start model, the guard aside, and the next stage trains from it."""
+    config = DPOStageConfig(stages=["sp_hard", "rf_easy"], bucketing="similarity", hard_share=1e-6, guard=True,
+                            **QUICK)  # fmt: skip
+    hard, easy = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config, evaluate=VALID)
+    meta = read_json(tmp_path / "dpo" / "sp_hard" / "meta.json")
+    assert meta["handed_on"] == "no preference rows" and meta["steps"] == 0 and "guard" not in meta
+    assert meta["preference_data"]["rows"] == 0
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "item_codes.json"):
+        assert (tmp_path / "dpo" / "sp_hard" / name).read_bytes() == (sft_run / "sft" / name).read_bytes(), name
+    assert (tmp_path / "dpo" / "sp_hard" / "preferences.jsonl").read_text() == ""
+    assert read_json(tmp_path / "dpo" / "rf_easy" / "meta.json")["steps"] > 0 and not hard.up_to_date
+    again = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config, evaluate=VALID)
+    assert [result.up_to_date for result in again] == [True, True]
+
+
 def test_a_run_stopped_between_stages_resumes_at_the_next(ml100k_small, sft_run, tmp_path):
     first = run_dpo(
         ml100k_small, sft_run / "sft", tmp_path / "dpo", DPOStageConfig(stages=["rf_easy"], **QUICK), evaluate=VALID

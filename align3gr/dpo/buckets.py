@@ -255,9 +255,13 @@ class SimilarityBuckets:
         position = self.index[candidate]
         value = self.of(target, torch.tensor([position]))[0] if self.sample else self._values[position]
         key = (-float(value), position)
-        if key < self.boundary(target, self.edges["hard"][1]):
+
+        def before(rank: int) -> bool:  # as `ahead`: nothing ranks before rank 0 (an empty band)
+            return rank > 0 and key < self.boundary(target, rank)
+
+        if before(self.edges["hard"][1]):
             return "hard"
-        return "medium" if key < self.boundary(target, self.edges["medium"][1]) else "easy"
+        return "medium" if before(self.edges["medium"][1]) else "easy"
 
     def of(self, target: str, indices: torch.Tensor) -> torch.Tensor:
         """Similarity to `target` of the catalogue items `indices`: read from the ranked catalogue when there is no

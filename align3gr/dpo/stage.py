@@ -200,8 +200,6 @@ def run_stage(
     `evaluation` (`config.valid_evaluation` of the evaluate options)."""
     from accelerate import PartialState
 
-    from align3gr.dpo.trainer import SoftmaxDPOTrainer
-
     start = time.perf_counter()
     output = StageOutput(out, distributed=True, holds=META_FILE)
     arguments = dpo_arguments(config, output.work)  # sets up the process group first
@@ -227,24 +225,16 @@ def run_stage(
     policy, tokenizer = load_policy(previous)
     with whole_weights(policy):
         examples, stats = stage_examples(name, policy, tokenizer, builder, config)
-    if not examples:
-        raise ConfigError(f"DPO stage {name}: no preference rows ({stats}); the data has nothing for this stage")
-    log.info("DPO stage %s: %d rows (%s)", name, len(examples), stats)
-    from datasets import Dataset as HFDataset
-
-    trainer = SoftmaxDPOTrainer(
-        model=policy,
-        args=arguments,
-        train_dataset=HFDataset.from_list(render_rows(examples, builder, tokenizer, config.seed)),
-        processing_class=tokenizer,
-    )
-    trainer.train(resume_from_checkpoint=resume)
-    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-    if "ref" in getattr(unwrapped, "peft_config", {}):
-        unwrapped.delete_adapter("ref")
-    trainer.save_model(str(output.work / FINAL))
-    state.wait_for_everyone()
-    history = trainer.state.log_history
+    if examples:
+        log.info("DPO stage %s: %d rows (%s)", name, len(examples), stats)
+        history, steps = train_stage(policy, tokenizer, examples, builder, arguments, config, resume, output.work)
+    else:
+        log.warning("DPO stage %s: no preference rows (%s): it trains nothing and hands on its start model", name,
+                    stats)  # fmt: skip
+        if output.main_process:
+            copy_into(model_files(previous), output.work / FINAL)
+        state.wait_for_everyone()
+        history, steps = [], 0
     meta = {
         "fingerprint": fingerprint,
         "stage": name,
@@ -253,7 +243,8 @@ def run_stage(
         "adapter": previous_meta.get("adapter", False),
         "vocabulary": previous_meta.get("vocabulary"),
         "preference_data": stats,
-        "steps": trainer.state.global_step,
+        **({} if examples else {"handed_on": "no preference rows"}),
+        "steps": steps,
         "train_loss": {"start": logged(history, "loss", 0), "end": logged(history, "loss", -1)},
         "reward_accuracy": {
             "start": logged(history, "rewards/accuracies", 0),
@@ -269,6 +260,29 @@ def run_stage(
     publish_model(output, previous, CONFIG_FILE, config, history, meta, {PREFERENCES_FILE: rows})
     meta = validated(name, previous, out, data_dir, eval_dir, config, evaluation)
     return StageResult(name, out, meta, meta["valid_metrics"], False)
+
+
+def train_stage(policy, tokenizer, examples, builder, arguments, config, resume, work: Path) -> tuple[list[dict], int]:
+    """Train `policy` on the rows of `examples` (Softmax-DPO, Align3GR Eq. 3) and save it into `work/FINAL`; the
+    trainer's log history and its number of steps."""
+    from accelerate import PartialState
+    from datasets import Dataset as HFDataset
+
+    from align3gr.dpo.trainer import SoftmaxDPOTrainer
+
+    trainer = SoftmaxDPOTrainer(
+        model=policy,
+        args=arguments,
+        train_dataset=HFDataset.from_list(render_rows(examples, builder, tokenizer, config.seed)),
+        processing_class=tokenizer,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    if "ref" in getattr(unwrapped, "peft_config", {}):
+        unwrapped.delete_adapter("ref")
+    trainer.save_model(str(work / FINAL))
+    PartialState().wait_for_everyone()
+    return trainer.state.log_history, trainer.state.global_step
 
 
 def validated(
@@ -292,7 +306,7 @@ def validated(
         meta["valid_metrics"] = valid_metrics(out, data_dir, valid_folder(eval_dir, name), evaluation)
         meta[VALID_EVALUATION] = protocol
         StageOutput(out, distributed=True).write_meta(meta)
-    if config.guard and "guard" not in meta:
+    if config.guard and "guard" not in meta and "handed_on" not in meta:  # a stage that trained nothing is its start
         measured = read_json(previous / META_FILE)
         start = measured.get("valid_metrics") if measured.get(VALID_EVALUATION) == protocol else None
         if start is None:
@@ -338,9 +352,15 @@ def valid_folder(eval_dir: Path, name: str) -> Path:
 def copy_start_model(previous: Path, out: Path, folder: Path) -> None:
     """Copy into `folder` every model file of `previous` (`model_files`: its own shards, whatever those of `out`),
     then the stage files (and logs) of `out`."""
-    for source in [*model_files(previous), *(path for path in out.iterdir() if path.name in STAGE_FILES)]:
+    copy_into([*model_files(previous), *(path for path in out.iterdir() if path.name in STAGE_FILES)], folder)
+
+
+def copy_into(sources: list[Path], folder: Path) -> None:
+    """Copy each file or folder of `sources` into `folder` (made if need be), under its own name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in sources:
         if source.is_dir():
-            shutil.copytree(source, folder / source.name)
+            shutil.copytree(source, folder / source.name, dirs_exist_ok=True)
         else:
             shutil.copy2(source, folder / source.name)
 

@@ -38,8 +38,12 @@ def stage_rows(outcomes: list[Outcome]) -> list[dict]:
         else:
             row = {"stage": step.label, "path": str(step.path), "status": "reused" if outcome.reused
                    else "ran", "seconds": outcome.seconds}  # fmt: skip
-            if step.kind == "dpo" and read_json(step.path / META_FILE).get("guard", {}).get("kept") == "start":
-                row["status"] += ", start kept"
+            if step.kind == "dpo":
+                meta = read_json(step.path / META_FILE)
+                if meta.get("guard", {}).get("kept") == "start":
+                    row["status"] += ", start kept"
+                elif "handed_on" in meta:
+                    row["status"] += ", no rows: start handed on"
             by_model[step.name] = row
             rows.append(row)
         if outcome.metrics is not None:
