@@ -34,6 +34,17 @@ def test_minilm_encodes_and_caches(tmp_path):
     assert again._model is None  # everything came from the cache: the model was never loaded
 
 
+def test_vectors_cached_by_other_arithmetic_are_not_reused(tmp_path, monkeypatch):
+    """Another torch release (or kind of device, or Transformers release) rounds the same texts otherwise: its
+    cache is another file, so a run's vectors never depend on where its cache was filled."""
+    SemanticEncoder().encode(TEXTS, tmp_path)
+    monkeypatch.setattr(torch, "__version__", "0.0.0-other")
+    other = SemanticEncoder()
+    other.encode(TEXTS, tmp_path)
+    assert other.stats == {"texts": 3, "encoded": 2, "cached": 0}
+    assert len(list(tmp_path.glob("*.single.safetensors"))) == 2
+
+
 def test_a_vector_depends_on_its_text_alone(tmp_path, ml100k_small):
     """A warm cache filled with other texts gives the vectors of a cold run bit for bit (batched forwards round
     each row with its neighbours, which changed a run's codes)."""

@@ -1,5 +1,6 @@
 """Frozen semantic encoder: a sentence-transformers model or any Hugging Face encoder with mean pooling, with a
-progress bar and a safetensors cache keyed by the encoder, its input length and the text.
+progress bar and a safetensors cache keyed by the encoder, the arithmetic that runs it (device type, torch and
+Transformers versions), its input length and the text.
 
 By default each text is encoded in a forward of its own: a vector then depends on its text alone (a batched
 matrix product rounds differently with other rows beside it, by up to 1e-7 on MiniLM), so a vector read from the
@@ -38,6 +39,16 @@ def resolve_encoder_path(name: str) -> Path:
     return require_model_folder(name, "semantic_model")
 
 
+def cache_identity(identity: str, device: torch.device) -> str:
+    """The cache's name for the vectors of the encoder `identity` on `device`: the same texts give other bits on
+    another kind of device or under other torch or Transformers releases, and a run's codes must not depend on where
+    its cache was filled."""
+    import transformers
+
+    numerics = f"{identity}\n{device.type}\n{torch.__version__}\n{transformers.__version__}"
+    return hashlib.sha256(numerics.encode()).hexdigest()
+
+
 class SemanticEncoder:
     """Encodes texts into L2-normalised float32 vectors with a frozen encoder on `device` (a `device` option, see
     `align3gr.devices`, or a resolved device)."""
@@ -54,6 +65,7 @@ class SemanticEncoder:
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = resolve_device(device) if isinstance(device, str) else device
+        self.cache_identity = cache_identity(self.identity, self.device)
         self._model = None
         self.stats = {"texts": 0, "encoded": 0, "cached": 0}
 
@@ -91,10 +103,10 @@ class SemanticEncoder:
         """Embeddings of `texts` in order. One text per forward (`batch_size` 1) reads and fills the cache in
         `cache_dir`; larger batches skip the cache and are cut from all unique texts in a fixed order, so the
         same texts give the same vectors."""
-        keys = [hashlib.sha256(f"{self.identity}\n{self.max_length}\n{t}".encode()).hexdigest() for t in texts]
+        keys = [hashlib.sha256(f"{self.cache_identity}\n{self.max_length}\n{t}".encode()).hexdigest() for t in texts]
         cache = None
         if cache_dir and self.batch_size == 1:
-            cache = EmbeddingCache(Path(cache_dir) / f"{self.identity}.single.safetensors")
+            cache = EmbeddingCache(Path(cache_dir) / f"{self.cache_identity}.single.safetensors")
         elif cache_dir:
             log.info("%s: batch_size %d > 1, the embedding cache is not used", desc, self.batch_size)
         known = cache.load() if cache else {}
