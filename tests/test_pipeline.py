@@ -27,6 +27,7 @@ from align3gr.dpo.config import DPOStageConfig
 from align3gr.dpo.stage import run_dpo
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
+from align3gr.io import write_json
 from align3gr.models.local import model_identity
 from align3gr.pipeline import load_pipeline_config, run_pipeline
 from align3gr.pipeline.ablation import (
@@ -43,7 +44,7 @@ from align3gr.pipeline.config import write_pipeline_config
 from align3gr.pipeline.plan import Plan, Step, data_steps, in_run, lineage_key, pipeline_steps
 from align3gr.pipeline.runner import Outcome, run_steps
 from align3gr.pipeline.seeds import seed_plans
-from align3gr.pipeline.summary import summary_text, write_summary
+from align3gr.pipeline.summary import stage_rows, summary_text, write_summary
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
 
@@ -268,6 +269,16 @@ def test_summary_shows_the_baselines_and_each_model_over_the_stronger_one(tmp_pa
     summary = write_summary(tmp_path, {}, zero, 5.0)  # baselines at 0: no ratio, and summary.json stays JSON
     assert json.loads((tmp_path / "summary.json").read_text(), parse_constant=pytest.fail) == summary
     assert summary["stages"][-1]["recall@10 ratio"] is None and "nan" not in summary_text(summary).lower()
+
+
+@pytest.mark.parametrize(("meta", "status"), [({"guard": {"kept": "start"}}, "ran, start kept"),
+                                              ({"handed_on": "no preference rows"}, "ran, no rows: start handed on"),
+                                              ({"guard": {"kept": "trained"}}, "ran")])  # fmt: skip
+def test_a_dpo_stage_that_hands_on_its_start_model_says_why_in_its_status(tmp_path, meta, status):
+    (tmp_path / "dpo" / "sp_hard").mkdir(parents=True)
+    write_json(tmp_path / "dpo" / "sp_hard" / "meta.json", meta)
+    step = Step("dpo/sp_hard", "sp_hard", "dpo", tmp_path / "dpo" / "sp_hard", (), {}, lambda: None, {})
+    assert stage_rows([Outcome(step, False, 1.0, None)])[0]["status"] == status
 
 
 @pytest.mark.slow
