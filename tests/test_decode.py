@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from align3gr.data.dataset import load_dataset
 from align3gr.decode import BeamSearchDecoder, ExhaustiveDecoder, GenerateDecoder, build_decoder
@@ -209,6 +209,27 @@ def test_tree_and_expanded_layouts_agree_under_sdpa_and_eager(loaded, scid_model
             assert a.scores == pytest.approx(b.scores, abs=1e-4)
     with pytest.raises(ConfigError, match="layout must be one of"):
         BeamSearchDecoder(model, trie, tokenizer.pad_token_id, layout="flat")
+
+
+def test_a_sliding_window_model_decodes_with_one_cache_row_per_beam(loaded, scid_model):
+    """A window shorter than the prompt and the beams decoded so far: the cache keeps the window's keys only, so the
+    tree layout's mask over all of them cannot apply; `auto` takes the expanded layout, which ranks as the exhaustive
+    scorer, and `tree` is refused."""
+    _, tokenizer, trie, prompts = loaded
+    config = AutoConfig.from_pretrained(scid_model)
+    config.use_sliding_window, config.sliding_window = True, 16
+    config.layer_types = ["sliding_attention"] * config.num_hidden_layers
+    model = AutoModelForCausalLM.from_pretrained(scid_model, config=config, attn_implementation="sdpa").eval()
+    assert "sliding_attention" in model.config.layer_types and max(map(len, prompts[:3])) > 16
+    decoder = BeamSearchDecoder(model, trie, tokenizer.pad_token_id, 20, 3)
+    assert decoder.layout == "expand"
+    exact = ExhaustiveDecoder(model, trie, tokenizer.pad_token_id)
+    for prompt, ranked in zip(prompts[:3], decoder.recommend(prompts[:3]), strict=True):
+        index = {item: i for i, item in enumerate(trie.leaf_items)}
+        scores = exact.item_log_probs(prompt)
+        assert ranked.scores == pytest.approx([scores[index[i]].item() for i in ranked.items], abs=1e-4)
+    with pytest.raises(ConfigError, match="layout='tree' needs .* and no sliding window"):
+        BeamSearchDecoder(model, trie, tokenizer.pad_token_id, layout="tree")
 
 
 def test_small_catalogue_returns_every_item_exactly_ranked(loaded):

@@ -25,6 +25,7 @@ from align3gr.sft.data import (
     encode_examples,
     rows_dataset,
     rows_key,
+    tokenizer_fingerprint,
     trainer_rows,
 )
 from align3gr.sft.prompting import encode_prompt
@@ -146,6 +147,18 @@ def test_cached_rows_load_on_a_rerun_and_go_with_their_inputs(examples, scid_tok
     rows = cached_rows(*changed["template"], folder)
     assert [p.name for p in folder.iterdir()] == [keys["template"]]  # the rows of the old key are gone
     assert rows.to_dict() == encode_examples(*changed["template"]).to_dict() != first.to_dict()
+
+
+def test_a_tokenizer_without_a_fast_backend_is_known_by_its_options_too(tmp_path):
+    """Two slow tokenizers of one vocabulary that encode text otherwise (lower-casing) key their rows apart."""
+    from transformers import ProphetNetTokenizer
+
+    vocabulary = tmp_path / "vocab.txt"
+    vocabulary.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[X_SEP]", "hello", "Hello"]) + "\n")
+    lower, cased = (ProphetNetTokenizer(str(vocabulary), do_lower_case=case) for case in (True, False))
+    assert getattr(lower, "backend_tokenizer", None) is None and lower("Hello").input_ids != cased("Hello").input_ids
+    assert tokenizer_fingerprint(lower) != tokenizer_fingerprint(cased)
+    assert tokenizer_fingerprint(lower) == tokenizer_fingerprint(ProphetNetTokenizer(str(vocabulary)))
 
 
 def test_a_killed_writes_temporary_rows_are_ignored_and_removed(examples, scid_tokenizer, tmp_path):  # noqa: F811

@@ -27,7 +27,7 @@ from align3gr.decode import BEAM_SIZE
 from align3gr.decode.base import Decoder, Ranked, left_pad, ranked_from_leaves
 from align3gr.decode.trie import SCIDTrie
 from align3gr.errors import ConfigError
-from align3gr.models.attention import MASKED_ATTENTION, model_attention_mask, takes_custom_mask
+from align3gr.models.attention import MASKED_ATTENTION, model_attention_mask, sliding_attention, takes_custom_mask
 
 LAYOUTS = ("auto", "tree", "expand")
 
@@ -47,9 +47,12 @@ class BeamSearchDecoder(Decoder):
         super().__init__(model, trie, pad_token_id, beam_size, batch_size)
         if layout not in LAYOUTS:
             raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
-        if layout == "tree" and not takes_custom_mask(model):
-            raise ConfigError(f"layout='tree' needs attention that takes a custom mask {MASKED_ATTENTION}")
-        self.layout = layout if layout != "auto" else ("tree" if takes_custom_mask(model) else "expand")
+        tree = takes_custom_mask(model) and not sliding_attention(model)  # a window would cut the beams' keys
+        if layout == "tree" and not tree:
+            raise ConfigError(
+                f"layout='tree' needs attention that takes a custom mask {MASKED_ATTENTION} and no sliding window"
+            )
+        self.layout = layout if layout != "auto" else ("tree" if tree else "expand")
 
     def decode_batch(self, prompts: Sequence[Sequence[int]], banned: torch.Tensor | None = None) -> list[Ranked]:
         ids, mask = left_pad(prompts, self.pad_token_id, self.device)

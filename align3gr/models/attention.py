@@ -24,6 +24,16 @@ def takes_custom_mask(model: torch.nn.Module) -> bool:
     return attention_implementation(model) in MASKED_ATTENTION
 
 
+def sliding_attention(model: torch.nn.Module) -> bool:
+    """Whether a layer of the model attends through a sliding window, whose cache keeps only the window's keys
+    (Mistral v0.1, Gemma 2/3, Qwen2 with `use_sliding_window`)."""
+    config = model.config
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return "sliding_attention" in types
+    return bool(getattr(config, "sliding_window", None)) and getattr(config, "use_sliding_window", True) is not False
+
+
 def model_attention_mask(model: torch.nn.Module, allowed: torch.Tensor) -> torch.Tensor:
     """A boolean `[batch, 1, queries, keys]` mask (True: may attend) in the model's form: boolean for sdpa, additive
     (0 or the dtype's minimum) for eager."""

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from align3gr.data.dataset import kept_positions
-from align3gr.io import atomic_directory, sha256_json
+from align3gr.io import atomic_directory, sha256_file, sha256_json
 from align3gr.sft.batch_encoding import BatchEncoder
 from align3gr.sft.prompting import (
     LISTING_SEPARATOR,
@@ -214,9 +214,10 @@ def _record_batch(rows: Ragged):
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """Hash of what a tokenizer encodes text with: its whole state (the fast tokenizer's JSON: vocabulary, merges,
-    added tokens, normalizer), its chat template and the special tokens the rows use."""
+    added tokens, normalizer; a tokenizer without one: its vocabulary, its options and the contents of its files),
+    its chat template and the special tokens the rows use."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    state = backend.to_str() if backend is not None else sha256_json(tokenizer.get_vocab())
+    state = backend.to_str() if backend is not None else sha256_json(slow_tokenizer_state(tokenizer))
     return sha256_json(
         {
             "class": type(tokenizer).__name__,
@@ -227,6 +228,18 @@ def tokenizer_fingerprint(tokenizer) -> str:
             "split_special_tokens": getattr(tokenizer, "split_special_tokens", False),
         }
     )
+
+
+def slow_tokenizer_state(tokenizer) -> dict:
+    """What a tokenizer without a fast backend encodes with: its vocabulary, its options (`do_lower_case`, ...) and
+    the sha256 of the files it was made from (a SentencePiece model's merges are not in its vocabulary)."""
+    options = tokenizer.init_kwargs
+    files = {k: v for k, v in options.items() if k.endswith("_file") and isinstance(v, str) and Path(v).is_file()}
+    return {
+        "vocabulary": tokenizer.get_vocab(),
+        "options": {k: str(v) for k, v in sorted(options.items()) if not k.endswith("_file")},
+        "files": {k: sha256_file(Path(v)) for k, v in sorted(files.items())},
+    }
 
 
 def rows_key(examples: Iterable[SFTExample], tokenizer, max_length: int) -> str:
