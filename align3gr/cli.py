@@ -431,8 +431,9 @@ def build_parser(options_of: Collection[str] | None = None) -> argparse.Argument
     who.add_argument("--history-titles", nargs="+", metavar="TITLE", help="Item titles, oldest first (any case).")
     recommend.add_argument("--data", type=Path, help="Canonical dataset folder (default: the run's data/).")
     recommend.add_argument("-k", type=int, default=10, help="How many items (default 10).")
-    recommend.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True,
-                           help="Never recommend an item of the history (default: on, as evaluation).")  # fmt: skip
+    recommend.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
+                           help="Never recommend an item of the history (default: as the run's evaluation, its "
+                                "exclude_history).")  # fmt: skip
     recommend.add_argument("--beam-size", type=int, help="Beam width (default: the evaluation's; at least K).")
     recommend.add_argument("--json", action="store_true", help="Print a JSON list of {rank, item_id, title, score}.")
     recommend.set_defaults(func=_recommend)

@@ -4,6 +4,7 @@ the run's test predictions, the errors; the base model licenses and dataset term
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -468,6 +469,24 @@ def test_recommender_input_errors_and_unknown_users(published, run, caplog):
     assert "the user" in text and "<ua_" not in text
     assert "<ua_" in recommender.tokenizer.decode(recommender.prompt(history, predictions(run)[0]["user_id"]))
     assert recommender.recommend([int(i) for i in history], k=10) == anonymous  # integer IDs are accepted
+    with pytest.raises(DataError, match=r"item 'nope' of histories\[1\] \(user 'u7'\) is not in the catalogue"):
+        recommender.rank([history, [*history, "nope"]], 5, [None, "u7"])
+    with pytest.raises(ConfigError, match=r"^histories\[2\] must be a non-empty list of item IDs, got \[\]"):
+        recommender.rank([history, history, []], 5)
+
+
+def test_the_recommender_excludes_the_history_as_its_evaluation_did(published, run):
+    """`exclude_seen` None (the default) follows the evaluation's `exclude_history`: a run evaluated with the
+    history in the ranking is reproduced with it, unless told otherwise."""
+    recommender = align3gr.load_recommender(published)
+    history = histories_before_test(run)[predictions(run)[0]["user_id"]]
+    assert recommender.settings.exclude_history
+    excluded = recommender.recommend(history, k=30)
+    assert not set(excluded) & set(history) and excluded == recommender.recommend(history, k=30, exclude_seen=True)
+    recommender.settings = dataclasses.replace(recommender.settings, exclude_history=False)
+    included = recommender.recommend(history, k=30)
+    assert included == recommender.recommend(history, k=30, exclude_seen=False) and set(included) & set(history)
+    assert recommender.recommend(history, k=30, exclude_seen=True) == excluded
     assert len(recommender.recommend(history, k=30)) == 30
 
 

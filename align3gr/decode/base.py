@@ -54,6 +54,7 @@ def ranked_from_leaves(
     are dropped, the banned ones after being counted as returned and valid."""
     excluded = set() if banned is None else set(banned.tolist())
     items: list[str] = []
+    listed: set[str] = set()
     kept: list[float] = []
     returned = valid = 0
     for leaf, item, score in zip(leaves.tolist(), trie.items_of(leaves), scores.tolist(), strict=True):
@@ -63,7 +64,8 @@ def ranked_from_leaves(
         if item is None:
             continue
         valid += 1
-        if leaf not in excluded and item not in items:
+        if leaf not in excluded and item not in listed:
+            listed.add(item)
             items.append(item)
             kept.append(score)
     return Ranked(items, kept, returned, valid)

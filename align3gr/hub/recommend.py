@@ -105,13 +105,13 @@ def run_recommend(
     history_titles: Sequence[str] | None = None,
     data: str | Path | None = None,
     k: int = 10,
-    exclude_seen: bool = True,
+    exclude_seen: bool | None = None,
     beam_size: int | None = None,
     revision: str | None = None,
 ) -> Recommendations:
     """The top `k` items of `model` (stage folder, published folder or Hub repo id) for exactly one of `user` (a user
-    of the dataset), `history` (item IDs) or `history_titles`; `beam_size` None: the evaluation's; `revision` only
-    with a Hub repo id."""
+    of the dataset), `history` (item IDs) or `history_titles`; `exclude_seen` and `beam_size` None: the evaluation's;
+    `revision` only with a Hub repo id."""
     if sum(x is not None for x in (user, history, history_titles)) != 1:
         raise ConfigError("give exactly one of --user, --history or --history-titles")
     if k < 1 or (beam_size is not None and beam_size < 1):
@@ -137,6 +137,7 @@ def run_recommend(
             raise ConfigError(f"--history-titles: {folder} has no {ITEM_TITLES}; give --data DATA_DIR for the titles")
         items = titles.item_ids(history_titles)
     recommender = load_recommender(folder, data=data_dir)
+    exclude_seen = recommender.settings.exclude_history if exclude_seen is None else exclude_seen
     ranked = recommender.rank([items], k, [user], exclude_seen, beam_size)[0]
     return Recommendations(
         model=str(model),

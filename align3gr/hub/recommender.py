@@ -5,7 +5,7 @@ For a test user of the run, `recommend(history, k)` with the user's whole histor
 (`Dataset.seen_before(user, "test")`) returns exactly the first k items of the run's
 `eval/test/STAGE/predictions.jsonl`: the same task-A prompt (the stored template, the history cut to its last
 `max_history` items as `align3gr.hub.settings` resolves it, the user's SCID when the model was trained with one and the
-user is known), a beam width of max(k, the evaluation's beam size), and, with `exclude_seen` (the default, as the
+user is known), a beam width of max(k, the evaluation's beam size), and, with `exclude_seen` (by default the
 evaluation's `exclude_history`), no item of the history: the trie-constrained search ranks only the other items. A
 user the code tables do not know (or no `user_id`) is named "the user", as in the SFT data of models trained without
 user SCIDs; an unknown item in the history is an error naming the closest IDs.
@@ -61,15 +61,16 @@ class Recommender:
             else None
         )
 
-    def prompt(self, user_history: Sequence[str], user_id: str | None = None) -> list[int]:
-        """The task-A prompt IDs of a history (item IDs, oldest first; its last `max_history` items are used)."""
+    def prompt(self, user_history: Sequence[str], user_id: str | None = None, name: str = "user_history") -> list[int]:
+        """The task-A prompt IDs of a history (item IDs, oldest first; its last `max_history` items are used); errors
+        name it `name`."""
         if isinstance(user_history, str) or not user_history:
-            raise ConfigError(f"user_history must be a non-empty list of item IDs, got {user_history!r}")
+            raise ConfigError(f"{name} must be a non-empty list of item IDs, got {user_history!r}")
         items = [str(item) for item in user_history]
         unknown = [item for item in items if item not in self.item_codes]
         if unknown:
             raise DataError(
-                f"item {unknown[0]!r} of user_history is not in the catalogue ({len(unknown)} unknown; the model "
+                f"item {unknown[0]!r} of {name} is not in the catalogue ({len(unknown)} unknown; the model "
                 f"knows the {len(self.item_codes)} items of {ITEM_CODES}); "
                 + closest_matches(unknown[0], self.item_codes)
             )
@@ -91,19 +92,22 @@ class Recommender:
         histories: Sequence[Sequence[str]],
         k: int,
         user_ids: Sequence[str | None] | None = None,
-        exclude_seen: bool = True,
+        exclude_seen: bool | None = None,
         beam_size: int | None = None,
     ) -> list[Ranked]:
         """One `Ranked` (items best first, their SCID log-probabilities) per history, each cut to `k` items, none of
-        its history's items with `exclude_seen`; the beam width is max(k, `beam_size` or the evaluation's). Prompts
-        are decoded in batches of similar lengths, as the evaluation decodes them."""
+        its history's items with `exclude_seen` (None: as the evaluation, its `exclude_history`); the beam width is
+        max(k, `beam_size` or the evaluation's). Prompts are decoded in batches of similar lengths, as the evaluation
+        decodes them."""
         check_k(k, len(self.item_codes))
         if beam_size is not None and beam_size < 1:
             raise ConfigError(f"beam_size must be >= 1, got {beam_size}")
         user_ids = [None] * len(histories) if user_ids is None else list(user_ids)
         if len(user_ids) != len(histories):
             raise ConfigError(f"{len(histories)} histories but {len(user_ids)} user_ids")
-        prompts = [self.prompt(h, u) for h, u in zip(histories, user_ids, strict=True)]
+        count = len(histories)
+        prompts = [self.prompt(histories[i], u, where(i, u, count)) for i, u in enumerate(user_ids)]
+        exclude_seen = self.settings.exclude_history if exclude_seen is None else exclude_seen
         width = self.beam_width(k, beam_size)
         decoder = build_decoder(self.settings.decoder, self.model, self.tokenizer, self.trie, width, self.batch_size)
         order = shard_order([len(p) for p in prompts], self.batch_size, 0, 1)  # batches of similar lengths
@@ -112,18 +116,25 @@ class Recommender:
         return [Ranked(r.items[:k], r.scores[:k], r.returned, r.valid) for r in map(by_index.get, range(len(prompts)))]
 
     def recommend(
-        self, user_history: Sequence[str], k: int = 10, user_id: str | None = None, exclude_seen: bool = True
+        self, user_history: Sequence[str], k: int = 10, user_id: str | None = None, exclude_seen: bool | None = None
     ) -> list[str]:
         """The k items to recommend after `user_history` (item IDs, oldest first), best first, none of the history
-        with `exclude_seen`."""
+        with `exclude_seen` (None: as the evaluation)."""
         return self.rank([user_history], k, [user_id], exclude_seen)[0].items
 
     def recommend_with_scores(
-        self, user_history: Sequence[str], k: int = 10, user_id: str | None = None, exclude_seen: bool = True
+        self, user_history: Sequence[str], k: int = 10, user_id: str | None = None, exclude_seen: bool | None = None
     ) -> list[tuple[str, float]]:
         """`recommend` with the log-probability of each item's SCID given the prompt."""
         ranked = self.rank([user_history], k, [user_id], exclude_seen)[0]
         return list(zip(ranked.items, ranked.scores, strict=True))
+
+
+def where(index: int, user_id: str | None, count: int) -> str:
+    """How errors name history `index` of `count` given to `rank`: by its place and user when there are several."""
+    if count == 1:
+        return "user_history"
+    return f"histories[{index}]" + (f" (user {user_id!r})" if user_id is not None else "")
 
 
 def check_k(k: int, catalogue_size: int) -> None:
