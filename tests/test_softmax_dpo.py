@@ -301,6 +301,7 @@ OTHER_LOSSES = {
     "use_weighting": True,
     "discopop_tau": 0.1,
     "router_aux_loss_coef": 0.01,
+    "label_smoothing_factor": 0.1,
 }
 
 
