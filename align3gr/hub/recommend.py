@@ -137,7 +137,7 @@ def run_recommend(
             raise ConfigError(f"--history-titles: {folder} has no {ITEM_TITLES}; give --data DATA_DIR for the titles")
         items = titles.item_ids(history_titles)
     recommender = load_recommender(folder, data=data_dir)
-    exclude_seen = recommender.settings.exclude_history if exclude_seen is None else exclude_seen
+    exclude_seen = recommender.excludes_seen(exclude_seen)
     ranked = recommender.rank([items], k, [user], exclude_seen, beam_size)[0]
     return Recommendations(
         model=str(model),

@@ -83,6 +83,11 @@ class Recommender:
         history = items[-self.settings.max_history :]
         return builder.seq_prompt_ids(self.tokenizer, str(user_id), history, self.settings.seq_template)
 
+    def excludes_seen(self, exclude_seen: bool | None = None) -> bool:
+        """Whether a ranking leaves the history's items out: `exclude_seen`, or when None the evaluation's
+        `exclude_history`."""
+        return self.settings.exclude_history if exclude_seen is None else exclude_seen
+
     def beam_width(self, k: int, beam_size: int | None = None) -> int:
         """The width of the search that ranks `k` items: max(k, `beam_size` or the evaluation's)."""
         return max(k, beam_size or self.settings.beam_size)
@@ -107,7 +112,7 @@ class Recommender:
             raise ConfigError(f"{len(histories)} histories but {len(user_ids)} user_ids")
         count = len(histories)
         prompts = [self.prompt(histories[i], u, where(i, u, count)) for i, u in enumerate(user_ids)]
-        exclude_seen = self.settings.exclude_history if exclude_seen is None else exclude_seen
+        exclude_seen = self.excludes_seen(exclude_seen)
         width = self.beam_width(k, beam_size)
         decoder = build_decoder(self.settings.decoder, self.model, self.tokenizer, self.trie, width, self.batch_size)
         order = shard_order([len(p) for p in prompts], self.batch_size, 0, 1)  # batches of similar lengths
