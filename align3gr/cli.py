@@ -309,7 +309,9 @@ def build_parser(options_of: Collection[str] | None = None) -> argparse.Argument
     build.add_argument("--out", required=True, type=Path, help="Output folder of the canonical dataset.")
     build.add_argument("--config", type=Path, help="YAML file with `source:` and `data:` sections of these options.")
     build.add_argument("--option", action=KeyValues, metavar="KEY=VALUE", help="Builder-specific option (repeatable).")
-    build.add_argument("--overwrite", action="store_true", help="Replace an output folder holding another dataset.")
+    build.add_argument(
+        "--overwrite", action="store_true", help="Replace a folder holding another dataset (never one of other files)."
+    )
     for section in ("SourceConfig", "DataConfig"):
         if (data_class := config_class("data", "align3gr.data.config", section)) is not None:
             add_config_arguments(build, data_class)

@@ -97,15 +97,16 @@ class StageOutput:
         return meta
 
     def claim(self, fingerprint: str, overwrite: bool, kind: str, inputs: str) -> dict | None:
-        """`current`, for a stage that replaces nothing but its own output: a folder holding anything else (files
-        without a meta, a meta unreadable or of another fingerprint) is an error naming the `kind` of output and the
-        `inputs` it is made of, unless `overwrite`. Only the meta is read: the other files were checked when written."""
+        """`current`, for a stage that replaces nothing but its own output: a folder holding another output of its
+        `kind` (a meta unreadable or of another fingerprint) is an error naming the `inputs` it is made of, unless
+        `overwrite`; a folder holding files without a meta is one even then (they are not ours to delete). Only the
+        meta is read: the other files were checked when written."""
         self._recover()
         if not self.path.exists():
             return None
         if not self.path.is_dir():
             raise DataError("output path exists and is not a folder", self.path)
-        if self.holds_other_files(META_FILE) and not overwrite:
+        if self.holds_other_files(META_FILE):
             raise DataError(f"output folder is not empty and holds no {kind}; choose an empty folder", self.path)
         if not (self.path / META_FILE).is_file():
             return None

@@ -133,6 +133,19 @@ def test_output_folder_holding_a_different_dataset(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match="not empty and holds no dataset"):
         build_dataset("movielens", source, tmp_path / "other")
+    with pytest.raises(DataError, match="not empty and holds no dataset"):  # --overwrite replaces datasets only
+        build_dataset("movielens", source, tmp_path / "other", overwrite=True)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("out", [".", ".."], ids=["source folder", "its parent"])
+def test_output_folder_holding_the_raw_files_is_refused(tmp_path, out):
+    """A build replaces its output folder whole: an --out that is or holds the source would delete the raw files."""
+    source = write_small_grouplens(tmp_path / "raw")
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    with pytest.raises(DataError, match="lies in the output folder"):
+        build_dataset("movielens", source, source / out, overwrite=True)
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before
 
 
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):

@@ -59,10 +59,14 @@ def natural_key(value: str) -> tuple[int, int, str]:
     return (0, int(value), value) if value.isdecimal() else (1, 0, value)
 
 
-def source_records(builder: Builder, source: Path) -> list[dict]:
-    """File name, size and sha256 of every raw file the builder reads."""
+def source_records(builder: Builder, source: Path, out: Path) -> list[dict]:
+    """File name, size and sha256 of every raw file the builder reads; a raw file inside `out` is an error, as
+    publishing the dataset replaces that folder whole."""
     records = []
     for path in builder.sources(source):
+        if path.resolve().is_relative_to(out.resolve()):
+            raise DataError(f"this raw file lies in the output folder {out}, which a build replaces whole: "
+                            "choose an --out outside the source", path)  # fmt: skip
         stat = path.stat()
         records.append({"file": path.name, "bytes": stat.st_size, "sha256": remembered_sha256(path)})
     return records
@@ -89,7 +93,7 @@ def build_dataset(
     config.validate()
     builder = get_builder(builder_name, builder_options)
     source, out = Path(source), Path(out)
-    sources = source_records(builder, source)
+    sources = source_records(builder, source, out)
     fingerprint = sha256_json(
         {
             "builder": [builder.name, builder.version],

@@ -213,7 +213,7 @@ def data_current(data: Step, config: PipelineConfig, run_dir: Path) -> bool:
     if recorded_output(data, step_key(data, {}), record)[1] != CURRENT:
         return False
     source = config.source
-    raw = source_records(get_builder(source.builder, source.options), Path(source.source))
+    raw = source_records(get_builder(source.builder, source.options), Path(source.source), data.path)
     return read_json(data.path / META_FILE).get("sources") == raw
 
 
