@@ -100,7 +100,8 @@ def _convert_scalar(kind: Any, value: Any) -> Any:
         if isinstance(value, str):
             return value
     elif kind is dict or typing.get_origin(kind) is dict:
-        if isinstance(value, dict):
+        text_only = typing.get_args(kind) == (str, str)  # builder options: paths and words, read as text
+        if isinstance(value, dict) and not (text_only and not all(isinstance(v, str) for v in value.values())):
             return value  # option mappings: their own dataclasses, or the field's `check`, check them
     elif _is_enum(kind):
         values = [member.value for member in kind]

@@ -5,7 +5,8 @@ Layouts recognised in the `--source` folder:
   named by `u.genre` or the documented order), `u.user` (`|`: id, age, gender, occupation, zip);
 - GroupLens ml-1m: `ratings.dat`, `movies.dat`, `users.dat` (`::`-separated; age and occupation are codes);
 - RecBole atomic files: `NAME.inter`, `NAME.item`, `NAME.user` (tab-separated, typed header `field:type`).
-`--source recbole` finds ml-100k inside the installed `recbole` package without importing it.
+`--source recbole` finds ml-100k inside the installed `recbole` package without importing it (a folder named
+`recbole` in the working folder is read instead, with a warning).
 
 Items: title (article moved to the front, "Usual Suspects, The" -> "The Usual Suspects"), year, genres as
 categories. Users: a profile sentence from age, gender and occupation.
@@ -15,15 +16,19 @@ from __future__ import annotations
 
 import codecs
 import importlib.util
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from align3gr.data.builder import Builder, RawData
+from align3gr.data.config import PACKAGED_SOURCE
 from align3gr.data.interactions import InteractionLog
 from align3gr.data.schema import Item, User
 from align3gr.errors import DataError
 from align3gr.io import open_binary
+
+log = logging.getLogger(__name__)
 
 GENRES_100K = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -129,7 +134,9 @@ class MovieLensBuilder(Builder):
 
     def resolve(self, source: Path) -> tuple[str, dict[str, Path]]:
         """The layout name and its three files."""
-        if str(source) == "recbole":
+        if str(source) == PACKAGED_SOURCE and source.exists():
+            log.warning("reading the folder %s, not the recbole package's MovieLens-100K", source.resolve())
+        elif str(source) == PACKAGED_SOURCE:
             spec = importlib.util.find_spec("recbole")
             if spec is None or spec.origin is None:
                 raise DataError("package 'recbole' is not installed; run `pip install --no-deps recbole`", "recbole")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_data_errors import write_small_grouplens
 
 from align3gr.cli import main
 from align3gr.data.build import build_dataset
@@ -236,3 +237,23 @@ def test_readme_command_with_the_recipe_config(tmp_path, capsys):
     assert dataset.meta["filters"]["user_k"] == 5
     assert main(["data", "stats", str(tmp_path / "data")]) == 0
     assert f"{len(dataset.items):,}" in capsys.readouterr().out
+
+
+def test_a_local_folder_named_recbole_is_read_not_the_packaged_copy(tmp_path, monkeypatch, caplog):
+    """`--source ./recbole` reaches the builder as `recbole`: a folder of that name is the user's data, read with a
+    warning, never silently replaced by the package's MovieLens-100K."""
+    write_small_grouplens(tmp_path / "recbole")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING"):
+        result = build_dataset("movielens", "./recbole", tmp_path / "out")
+    assert result.statistics["users"] < 943 and "not the recbole package's MovieLens-100K" in caplog.text
+
+
+def test_another_builder_without_a_source_is_told_to_give_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "build", "--builder", "amazon", "--out", str(tmp_path / "o")]) == 2
+    assert "no --source given (`source:` in a config)" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text("source:\n  builder: amazon\n  source: shop\n  options:\n    reviews: 5\n")
+    assert main(["data", "build", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    assert "section 'source': options={'reviews': 5}: expected dict[str, str]" in capsys.readouterr().err

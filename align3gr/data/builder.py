@@ -8,6 +8,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar
 
+from align3gr.data.config import PACKAGED_SOURCE
 from align3gr.data.interactions import InteractionLog
 from align3gr.data.schema import Item, User
 from align3gr.errors import ConfigError, DataError
@@ -61,6 +62,11 @@ class Builder:
     def folder_of(source: Path) -> Path:
         """The folder a builder reads: `source`, or the folder of the file `source` names; a DataError when `source`
         does not exist (a mistyped folder must not fall back to its parent)."""
+        if not source.exists() and str(source) == PACKAGED_SOURCE:
+            raise DataError(
+                "no --source given (`source:` in a config): give the folder or a file of your raw data (the default, "
+                f"{PACKAGED_SOURCE!r}, is MovieLens-100K for builder 'movielens')"
+            )
         if not source.exists():
             raise DataError("not found: expected the dataset's folder or one of its files", source)
         return source if source.is_dir() else source.parent

@@ -8,6 +8,9 @@ from align3gr.config import OMITTED_WHEN_UNSET
 from align3gr.errors import ConfigError
 
 MISSING_METADATA = ("error", "drop")
+PACKAGED_SOURCE = "recbole"
+"""The default `source`: the MovieLens-100K copy inside the installed `recbole` package, for builder `movielens` (a
+folder of that name in the working folder is read instead)."""
 TEXT_GENERATORS = ("template", "llm")
 
 
@@ -20,7 +23,7 @@ class SourceConfig:
     builder: str = field(
         default="movielens", metadata={"help": "Raw format: movielens, amazon, yelp, lcrec, or a registered one."}
     )
-    source: str = field(default="recbole", metadata={"help": "Raw files: a folder, a file, or 'recbole'."})
+    source: str = field(default=PACKAGED_SOURCE, metadata={"help": "Raw files: a folder, a file, or 'recbole'."})
     options: dict[str, str] = field(default_factory=dict, metadata={"help": "Builder-specific options."})
 
 
