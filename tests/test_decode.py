@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from align3gr.data.dataset import load_dataset
 from align3gr.decode import BeamSearchDecoder, ExhaustiveDecoder, GenerateDecoder, build_decoder
+from align3gr.decode.base import best_first
 from align3gr.decode.trie import DEAD, SCIDTrie, trie_for_model
 from align3gr.errors import ConfigError, DataError
 from align3gr.io import write_json
@@ -277,3 +279,21 @@ def test_generation_config_file_cannot_change_the_ranking(loaded, scid_model, tm
         assert a.items == b.items
         assert a.scores == pytest.approx(b.scores, abs=1e-5)
     assert skewed_model.generation_config.do_sample is True
+
+
+def test_tied_scores_rank_in_a_fixed_order_whatever_the_beam_width(loaded):
+    """A model whose head gives every token the same logit ties every item: each decoder lists them in candidate order
+    (the trie's leaf order), so the list at a narrow beam is the prefix of the list at a wide one (`topk` orders equal
+    values differently for different k)."""
+    model, tokenizer, trie, prompts = loaded
+    flat = copy.deepcopy(model)
+    with torch.no_grad():
+        flat.get_output_embeddings().weight.zero_()
+    for name in ("beam_search", "exhaustive"):
+        narrow, wide = (build_decoder(name, flat, tokenizer, trie, k, 2).recommend(prompts[:2]) for k in (5, 20))
+        for short, long in zip(narrow, wide, strict=True):
+            assert short.items == long.items[:5] == list(trie.leaf_items[:5])
+            assert len(set(long.scores)) == 1
+    scores = torch.tensor([[0.0, -1.0, 0.0, 0.0, -1.0, 0.0, 0.0]])
+    assert best_first(scores, 3)[1].tolist() == [[0, 2, 3]]
+    assert best_first(scores, 6)[1].tolist() == [[0, 2, 3, 5, 6, 1]]

@@ -46,6 +46,13 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int, device: torch.
     return ids.to(device), mask.to(device)
 
 
+def best_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `k` highest `scores` along the last dimension and their indices, ties in index order: unlike `topk`,
+    whose order of equal values changes with k, a list is then the same prefix whatever the beam width."""
+    order = scores.sort(dim=-1, descending=True, stable=True).indices[..., :k]
+    return scores.gather(-1, order), order
+
+
 def ranked_from_leaves(
     trie: SCIDTrie, leaves: torch.Tensor, scores: torch.Tensor, banned: torch.Tensor | None = None
 ) -> Ranked:

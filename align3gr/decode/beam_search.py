@@ -24,7 +24,7 @@ import torch
 from transformers import DynamicCache
 
 from align3gr.decode import BEAM_SIZE
-from align3gr.decode.base import Decoder, Ranked, left_pad, ranked_from_leaves
+from align3gr.decode.base import Decoder, Ranked, best_first, left_pad, ranked_from_leaves
 from align3gr.decode.trie import SCIDTrie
 from align3gr.errors import ConfigError
 from align3gr.models.attention import MASKED_ATTENTION, model_attention_mask, sliding_attention, takes_custom_mask
@@ -73,7 +73,7 @@ class BeamSearchDecoder(Decoder):
             fan_out = tokens.shape[1]
             candidates = log_probs.gather(1, tokens).masked_fill(~valid, float("-inf")) + scores[:, None]
             candidates = candidates.view(batch, width * fan_out)
-            top, index = candidates.topk(min(self.beam_size, width * fan_out), dim=1)
+            top, index = best_first(candidates, self.beam_size)
             nodes = children.view(batch, -1).gather(1, index).flatten()
             scores = top.flatten()
             width = top.shape[1]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache
 
-from align3gr.decode.base import Decoder, Ranked, ranked_from_leaves
+from align3gr.decode.base import Decoder, Ranked, best_first, ranked_from_leaves
 
 
 class ExhaustiveDecoder(Decoder):
@@ -30,7 +30,7 @@ class ExhaustiveDecoder(Decoder):
             scores = self.item_log_probs(prompt)
             if banned is not None:
                 scores[banned[row][banned[row] < len(scores)]] = float("-inf")
-            top, leaves = scores.topk(min(self.beam_size, len(scores)))
+            top, leaves = best_first(scores, self.beam_size)
             results.append(ranked_from_leaves(self.trie, leaves, top))
         return results
 
