@@ -9,11 +9,12 @@ seed S with B's seed S. Per metric it reports each side's mean ± sample std ove
 - unit `seeds`: the per-seed means (`metrics.json`), few pairs (with 5 seeds no two-sided Wilcoxon p is below
   0.0625).
 
-Test `t` is Student's paired t-test, `wilcoxon` the Wilcoxon signed-rank test (pairs that do not differ are dropped;
-exact for few untied pairs, else the normal approximation with the tie correction), both SciPy's. When no pair
-differs p is 1 (neither test is defined then). The four metrics are tested separately, without a multiple-comparison
-correction. A and B may be two stages of one run (`--stage-b sasrec`: the model against a baseline on the same
-seeds).
+Test `t` is Student's paired t-test, `wilcoxon` the Wilcoxon signed-rank test (pairs that do not differ are dropped,
+though counted in `pairs`; SciPy's method choice: up to 50 pairs the exact distribution when no difference is zero or
+tied, an exact permutation test when some are and there are at most 13 pairs, otherwise the normal approximation
+with the tie correction), both SciPy's. When no pair differs p is 1 (neither test is defined then). The four
+metrics are tested separately, without a multiple-comparison correction. A and B may be two stages of one run
+(`--stage-b sasrec`: the model against a baseline on the same seeds).
 """
 
 from __future__ import annotations
