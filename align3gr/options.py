@@ -46,7 +46,9 @@ class TrainingOptions:
     )
     max_steps: int = field(default=-1, metadata={"help": "Optimiser updates (per DPO stage); -1: num_train_epochs."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
-    bf16: bool | None = field(default=None, metadata={"help": "bfloat16 mixed precision; default: on CUDA only."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bfloat16 mixed precision; default: on GPUs that compute in it natively."}
+    )
     logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N updates."})
     save_steps: int = field(
         default=500,

@@ -2,7 +2,8 @@
 publication of the trained model with its code tables, config, training log and curves.
 
 Without CUDA, several processes of an `accelerate launch` (DDP or DeepSpeed) talk over gloo and train in float32
-(bf16 off); FSDP needs GPUs. With CUDA, bf16 is on where the GPU supports it unless the config says otherwise.
+(bf16 off); FSDP needs GPUs. With CUDA, bf16 is on where the GPU computes in it natively unless the config says
+otherwise.
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ class ResumesWhereItStopped:
         return super()._run_epoch(*args, **kwargs)
 
 
+def native_bf16() -> bool:
+    """Whether the GPU computes in bf16 natively (Ampere and later): `torch.cuda.is_bf16_supported()` also says yes
+    where bf16 is only emulated (V100, T4), which would train slower than fp32 there."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def trainer_arguments(config: TrainingOptions, output_dir: Path) -> dict[str, Any]:
     """The TRL config arguments every stage sets the same way from the `TrainingOptions` of its config."""
     check_fsdp_device()
@@ -107,7 +114,7 @@ def trainer_arguments(config: TrainingOptions, output_dir: Path) -> dict[str, An
         "num_train_epochs": config.num_train_epochs,
         "max_steps": config.max_steps,
         "activation_checkpointing": config.gradient_checkpointing,
-        "bf16": config.bf16 if config.bf16 is not None else cuda and torch.cuda.is_bf16_supported(),
+        "bf16": config.bf16 if config.bf16 is not None else native_bf16(),
         "ddp_backend": "gloo" if distributed and not cuda else None,
         "use_cpu": cpu_processes(),
         "logging_steps": config.logging_steps,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from accelerate import PartialState
 from launching import accelerate_launch
 from test_sft import code_tables
 from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
@@ -442,3 +443,18 @@ def test_a_stage_stopped_while_publishing_is_published_by_the_rerun_without_trai
     monkeypatch.undo()
     clean = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "again", config, evaluate=VALID)
     assert clean[0].valid_metrics == result.valid_metrics
+
+
+def test_the_policy_loads_in_the_dtype_and_attention_sft_trained_it_with(sft_run, tmp_path):
+    """A model SFT trained in bf16 with eager attention is trained on in bf16 with eager attention (not in float32,
+    which doubles a 7B policy's memory), on this process's device."""
+    start = tmp_path / "sft"
+    shutil.copytree(sft_run / "sft", start)
+    meta = json.loads((start / "meta.json").read_text())
+    meta["config"] |= {"dtype": "bfloat16", "attn_implementation": "eager"}
+    (start / "meta.json").write_text(json.dumps(meta))
+    policy, _ = load_policy(start)
+    assert policy.dtype == torch.bfloat16 and policy.config._attn_implementation == "eager"
+    assert policy.device == PartialState().device
+    policy, _ = load_policy(sft_run / "sft")
+    assert policy.dtype == torch.float32

@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
+
 from align3gr.dpo.config import DPOStageConfig
 from align3gr.dpo.trainer import SoftmaxDPOConfig
+from align3gr.io import read_json
 from align3gr.models.loading import ADAPTER_CONFIG, load_adapter, load_model_and_tokenizer, load_tokenizer
+from align3gr.stage_output import META_FILE
 from align3gr.training import trainer_arguments, with_training_args
 
 
@@ -30,7 +34,23 @@ def dpo_arguments(config: DPOStageConfig, output_dir: Path) -> SoftmaxDPOConfig:
 
 def load_policy(previous: Path):
     """(model, tokenizer) to train from `previous`: a full model as saved, or its adapter loaded trainable on its
-    base (TRL keeps a frozen copy of that adapter as the reference)."""
+    base (TRL keeps a frozen copy of that adapter as the reference), in the `dtype` and attention SFT loaded its base
+    with (the config `meta.json` records), and on this process's GPU where training keeps a whole copy there
+    anyway (one process, DDP, ZeRO-1/2): the stage's rows are decoded with it before the trainer places it."""
+    trained = read_json(previous / META_FILE).get("config", {})
+    dtype, attention = trained.get("dtype", "float32"), trained.get("attn_implementation")
     if (previous / ADAPTER_CONFIG).is_file():
-        return load_adapter(previous, trainable=True), load_tokenizer(previous)
-    return load_model_and_tokenizer(previous)
+        policy, tokenizer = load_adapter(previous, dtype, True, attention), load_tokenizer(previous)
+    else:
+        policy, tokenizer = load_model_and_tokenizer(previous, dtype=dtype, attn_implementation=attention)
+    if whole_copy_per_process() and not getattr(policy, "is_quantized", False):  # bitsandbytes placed it already
+        policy.to(PartialState().device)
+    return policy, tokenizer
+
+
+def whole_copy_per_process() -> bool:
+    """Whether each process trains a whole copy of the model (not FSDP, not ZeRO-3, which shard it)."""
+    from accelerate.utils import DistributedType
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return PartialState().distributed_type != DistributedType.FSDP and not is_deepspeed_zero3_enabled()

@@ -235,6 +235,8 @@ def run_stage(
             copy_into(model_files(previous), output.work / FINAL)
         state.wait_for_everyone()
         history, steps = [], 0
+    del policy  # the valid check below loads the published model on its own
+    free_accelerator_memory()
     meta = {
         "fingerprint": fingerprint,
         "stage": name,
@@ -260,6 +262,18 @@ def run_stage(
     publish_model(output, previous, CONFIG_FILE, config, history, meta, {PREFERENCES_FILE: rows})
     meta = validated(name, previous, out, data_dir, eval_dir, config, evaluation)
     return StageResult(name, out, meta, meta["valid_metrics"], False)
+
+
+def free_accelerator_memory() -> None:
+    """Return the GPU memory of the models and trainer a stage has let go of (reference cycles included) before the
+    next model is loaded beside them."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def train_stage(policy, tokenizer, examples, builder, arguments, config, resume, work: Path) -> tuple[list[dict], int]:

@@ -136,7 +136,9 @@ def adapter_base(folder: Path, recorded: str) -> str:
     return next((str(p / path.name) for p in (here, *here.parents) if (p / path.name).is_dir()), recorded)
 
 
-def load_adapter(folder: Path, dtype: str | torch.dtype = "float32", trainable: bool = False):
+def load_adapter(
+    folder: Path, dtype: str | torch.dtype = "float32", trainable: bool = False, attn_implementation: str | None = None
+):
     """The `PeftModel` of an adapter output folder: its base model (recorded in `adapter_config.json`), embeddings
     grown to the saved tokenizer's size with `resize_embeddings` (rows past the base vocabulary set to the mean, as
     in training; `meta.json` records the base vocabulary size), then the adapter, trainable or not.
@@ -153,7 +155,9 @@ def load_adapter(folder: Path, dtype: str | torch.dtype = "float32", trainable: 
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     vocabulary, quantized = meta["vocabulary"], meta.get("config", {}).get("load_in_4bit", False)
     base_model = adapter_base(folder, adapter["base_model_name_or_path"])
-    base, _ = load_model_and_tokenizer(base_model, dtype=dtype, load_in_4bit=quantized)
+    base, _ = load_model_and_tokenizer(
+        base_model, dtype=dtype, attn_implementation=attn_implementation, load_in_4bit=quantized
+    )
     if quantized and not trainable:
         base = base.dequantize()
     resize_embeddings(base, vocabulary["embedding_rows"], vocabulary["base_vocab_size"], 1)
