@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from test_decode import build_scid_model
 
 from align3gr.cli import main
 from align3gr.data.dataset import load_dataset
-from align3gr.decode.sharded import shard_order
+from align3gr.decode.sharded import missing_batches, shard_order
 from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.stage import run_evaluate
@@ -91,6 +92,18 @@ def test_shard_order_keeps_batches():
     assert sorted(single) == list(range(7)) == sorted(i for s in shards for i in s)
     batches = [single[i : i + 2] for i in range(0, 7, 2)]
     assert shards[0] == batches[0] + batches[3] and shards[1] == batches[1]
+
+
+@pytest.mark.parametrize(("prompts", "processes"), [(7, 3), (512, 3), (512, 5), (512, 16), (3, 4), (64, 2)])
+def test_under_fsdp_every_process_decodes_as_many_batches(prompts, processes):
+    """512 prompts in batches of 32 on 3, 5 or 7 processes deal 16 batches unevenly; with the missing batches
+    (`missing_batches`) each process runs the busiest one's number of forwards, which FSDP's collectives need."""
+    batch = 2 if prompts < 10 else 32
+    counts = []
+    for process in range(processes):
+        real = len(shard_order([1] * prompts, batch, process, processes))
+        counts.append(math.ceil(real / batch) + missing_batches(prompts, batch, process, processes))
+    assert len(set(counts)) == 1 and counts[0] == math.ceil(math.ceil(prompts / batch) / processes)
 
 
 def test_code_table_of_another_dataset_is_named(scid_model, ml100k_small, tmp_path):

@@ -2,7 +2,8 @@
 
 Prompts are sorted by length (less padding), cut into batches and the batches dealt round-robin, so every batch is
 the one a single process would decode; the results are gathered in prompt order on every process, identical to a
-single-process run.
+single-process run. A model sharded by FSDP (the SFT probe's, during training) gathers its weights in every forward,
+a collective: there the processes with a batch fewer decode one more, discarded, so that none waits forever.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ def shard_order(lengths: list[int], batch_size: int, process: int, processes: in
     return [i for batch in batches[process::processes] for i in batch]
 
 
+def missing_batches(prompts: int, batch_size: int, process: int, processes: int) -> int:
+    """How many batches fewer than the busiest process `process` decodes (`shard_order`): 0 or 1."""
+    batches = -(-prompts // batch_size)
+    return -(-batches // processes) - len(range(process, batches, processes))
+
+
 def recommend_sharded(
     decoder: Decoder,
     prompts: Sequence[Sequence[int]],
@@ -35,7 +42,7 @@ def recommend_sharded(
     decoded here (progress bar on the main process), every process's results gathered; returned in the order of
     `prompts` on every process."""
     from accelerate import PartialState
-    from accelerate.utils import gather_object
+    from accelerate.utils import DistributedType, gather_object
     from tqdm.auto import tqdm
 
     state = PartialState()
@@ -43,6 +50,9 @@ def recommend_sharded(
     with tqdm(total=len(mine), unit=unit, desc=desc, disable=not state.is_main_process) as bar:
         excluded = None if exclude is None else [exclude[i] for i in mine]
         ranked = decoder.recommend([prompts[i] for i in mine], progress=bar.update, exclude=excluded)
+    if state.distributed_type == DistributedType.FSDP:  # every forward of a sharded model is a collective
+        for _ in range(missing_batches(len(prompts), decoder.batch_size, state.process_index, state.num_processes)):
+            decoder.recommend(prompts[: decoder.batch_size])  # as many forwards as the busiest process; discarded
     results = list(zip(mine, ranked, strict=True))
     if state.num_processes > 1:
         results = gather_object(results)
