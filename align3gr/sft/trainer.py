@@ -16,8 +16,10 @@ projects through a `[4096, 32768]` float32 tile (512 MB) allocated on every forw
 vocabulary; below 32,768 output rows the full logits are smaller than that tile, and the model's own loss is several
 times faster (the tiny default: 2.6x per SFT run). The output module is applied to the answer positions only (the
 last hidden states of the forward, gathered where a label follows), not to every prompt and padding position: on a
-small model the output layer is most of the compute. Under ZeRO-3, whose weights exist only inside the forward, the
-model computes its own loss.
+small model the output layer is most of the compute, and at a 7B model's 152k vocabulary the full logits of a batch
+take gigabytes. Under ZeRO-3 the output module called on its own gathers its partitioned weights through its
+DeepSpeed hooks as inside the forward (the losses of the model's own loss to float rounding, on two CPU
+processes).
 """
 
 from __future__ import annotations
@@ -77,8 +79,6 @@ class SCIDSFTTrainer(ResumesWhereItStopped, SFTTrainer, ClosingEvaluationLog):
         if not self.model_loss:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs = {**inputs, "use_cache": False}  # as TRL's loss: no KV cache, whatever `use_cache` says
-        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
         labels = inputs["labels"][:, 1:]
         forward = {k: v for k, v in inputs.items() if k != "labels"}
         outputs = model(**forward, output_hidden_states=True, logits_to_keep=1)
