@@ -42,9 +42,10 @@ SENTENCE_ENDS = ".!?…"
 
 def clean_html(text: object) -> str:
     """Drop tags, unescape entities, then drop the tags that unescaping made (double-escaped markup, "&lt;br /&gt;";
-    an escaped "&lt;3" stays text), collapse whitespace; non-strings (None, numbers) become ''."""
+    an escaped "&lt;3" stays text), collapse whitespace; a number is its text (the title 1984), anything else that
+    is not a string (None, NaN, lists, true) ''."""
     if not isinstance(text, str):
-        return ""
+        return str(text) if type(text) is int or (type(text) is float and math.isfinite(text)) else ""
     if "<" in text:
         text = _TAG.sub(" ", text)
     if "&" in text:

@@ -22,7 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
-from align3gr.data.builder import Builder, RawData
+from align3gr.data.builder import Builder, RawData, missing
 from align3gr.data.dataset import Dataset
 from align3gr.data.interactions import InteractionLog
 from align3gr.data.schema import Item, User
@@ -41,8 +41,8 @@ def _mapping(value: object, path: Path, what: str) -> dict:
 
 def _text(value: object) -> str:
     if isinstance(value, list):
-        return " ".join(str(v).strip() for v in value if str(v).strip())
-    return "" if value is None else str(value).strip()
+        return " ".join(str(v).strip() for v in value if not missing(v) and str(v).strip())
+    return "" if missing(value) else str(value).strip()
 
 
 def _categories(value: object) -> list[str]:
@@ -56,7 +56,7 @@ def parse_item(key: str, record: object, path: Path) -> Item:
     title = _text(record.get("title"))
     if not title:
         raise DataError(f"item '{key}': missing required field 'title'", path)
-    attributes = {k: v for k, v in record.items() if k not in ITEM_TEXT_FIELDS}
+    attributes = {k: v for k, v in record.items() if k not in ITEM_TEXT_FIELDS and not missing(v)}
     return Item(key, title, _text(record.get("description")), _categories(record.get("categories")), attributes)
 
 

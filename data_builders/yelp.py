@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from align3gr.data.builder import Builder, RawData, identifier
+from align3gr.data.builder import Builder, RawData, identifier, missing
 from align3gr.data.interactions import InteractionLog
 from align3gr.data.schema import Item, User
 from align3gr.errors import DataError
@@ -49,7 +49,7 @@ def business_item(row: dict, path: Path, line: int) -> Item:
     place = ", ".join(p for p in (city, state) if p)
     description = f"{row['name']}" + (f" in {place}" if place else "")
     description += f". Categories: {', '.join(categories)}." if categories else "."
-    attributes = {k: row[k] for k in ("city", "state", "stars") if row.get(k) not in (None, "")}
+    attributes = {k: row[k] for k in ("city", "state", "stars") if not missing(row.get(k)) and row[k] != ""}
     price_range = (optional(row, "attributes", dict, path, line) or {}).get("RestaurantsPriceRange2")
     if isinstance(price_range, str) and price_range.isdecimal():
         attributes["price_range"] = int(price_range)

@@ -410,3 +410,17 @@ def test_a_byte_order_mark_at_the_start_of_a_file_is_skipped(tmp_path):
 )
 def test_clean_html_removes_tags_only_before_and_after_decoding_entities(raw, clean):
     assert clean_html(raw) == clean
+
+
+def test_a_numeric_title_is_the_items_title_and_nan_no_value(tmp_path):
+    """A title JSON gives as a number (the book "1984") is kept as its text, not taken for missing metadata (which
+    dropped the item and its interactions); NaN, as Python's json writes a missing float, is no value."""
+    folder = write_2018(tmp_path / "raw")
+    meta = folder / "meta_Keyboards.json"
+    rows = [json.loads(line) for line in meta.read_text().splitlines()]
+    rows[0]["title"], rows[1]["brand"] = 1984, float("nan")
+    meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = build_dataset("amazon", folder, tmp_path / "out").dataset
+    assert dataset.items[rows[0]["asin"]].title == "1984"
+    assert "brand" not in dataset.items[rows[1]["asin"]].attributes
+    assert [clean_html(v) for v in (7, 2.5, float("inf"), True, None, ["x"])] == ["7", "2.5", "", "", "", ""]

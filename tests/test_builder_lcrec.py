@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import orjson
 import pytest
 
 from align3gr.cli import main
@@ -166,3 +167,15 @@ def test_export_replaces_an_earlier_export_and_names_a_bad_code_table(tmp_path, 
     (tmp_path / "codes.json").write_text(json.dumps({**codes, first: ["<a_01>", "<b_0>"]}))
     assert main([*args, str(tmp_path / "codes.json")]) == 2  # the checks of every stage reading a code table
     assert f"item '{first}' level 0: expected a token `<a_N>`" in capsys.readouterr().err
+
+
+def test_nan_fields_are_no_value(tmp_path):
+    """LC-Rec item files written by Python's json from pandas hold NaN for missing values: no attribute, no text."""
+    folder = write_lcrec(tmp_path / "raw")
+    items = json.loads((folder / "Toys.item.json").read_text())
+    items["3"] |= {"brand": float("nan"), "description": float("nan")}
+    (folder / "Toys.item.json").write_text(json.dumps(items))
+    build_dataset("lcrec", folder, tmp_path / "out", KEEP)
+    lines = (tmp_path / "out" / "items.jsonl").read_text().splitlines()
+    item = next(row for row in map(orjson.loads, lines) if row["item_id"] == "3")
+    assert item["description"] == "" and item["attributes"] == {"lcrec_index": ["<a_3>", "<b_0>", "<c_1>"]}

@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 import pytest
 
 from align3gr.data.build import build_dataset
@@ -98,3 +99,13 @@ def test_missing_business_file(tmp_path):
     (source / "business.json").unlink()
     with pytest.raises(DataError, match=r"no business\.json"):
         build_dataset("yelp", source, tmp_path / "out", SMALL)
+
+
+def test_nan_stars_are_no_attribute_and_the_items_file_stays_standard_json(tmp_path):
+    folder = write_yelp(tmp_path / "raw")
+    business = folder / "business.json"
+    business.write_text(business.read_text().replace('"stars": 4.5', '"stars": NaN', 1))
+    build_dataset("yelp", folder, tmp_path / "out", SMALL)
+    lines = (tmp_path / "out" / "items.jsonl").read_text().splitlines()
+    items = {row["item_id"]: row for row in map(orjson.loads, lines)}  # orjson reads standard JSON only
+    assert "stars" not in items["b0"]["attributes"] and items["b1"]["attributes"]["stars"] == 4.5

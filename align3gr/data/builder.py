@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -70,6 +71,12 @@ class Builder:
         if not source.exists():
             raise DataError("not found: expected the dataset's folder or one of its files", source)
         return source if source.is_dir() else source.parent
+
+
+def missing(value: object) -> bool:
+    """Whether a raw field's value is no value: None, or NaN (what Python's `json.dumps` writes for a missing float,
+    pandas' NaN; Infinity is none either), which the canonical files, standard JSON, cannot hold."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
 def identifier(row: dict, name: str, path: Path, line: int) -> str:
