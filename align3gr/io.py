@@ -69,12 +69,17 @@ def open_binary(path: str | Path) -> IO[bytes]:
     return open(path, "rb") if callback is None else io.BufferedReader(_ReportingFile(path, callback))
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 @contextlib.contextmanager
 def open_text(path: str | Path, errors: str = "strict") -> Iterator[IO[str]]:
-    """Read a UTF-8 text file, transparently decompressing `.gz` (its reads reported under `reporting_reads`);
-    `errors` as in `open`. A byte order mark at the start of the file (Windows tools write one) is skipped."""
+    """Read a UTF-8 text file, transparently decompressing gzip (`.gz`, or any file starting with gzip's magic bytes,
+    which no UTF-8 text does), its reads reported under `reporting_reads`; `errors` as in `open`. A byte order mark at
+    the start of the file (Windows tools write one) is skipped."""
     with open_binary(path) as raw:
-        binary = gzip.GzipFile(fileobj=raw, mode="rb") if Path(path).suffix == ".gz" else raw
+        gzipped = Path(path).suffix == ".gz" or raw.peek(2)[:2] == GZIP_MAGIC  # a .json saved gzipped reads as well
+        binary = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
         with io.TextIOWrapper(binary, encoding="utf-8-sig", errors=errors) as handle:
             yield handle
 
@@ -141,8 +146,13 @@ def parse_json_object(text: str, path: str | Path, line: int, allow_python_liter
     except orjson.JSONDecodeError:
         value = _parse_slow(text, path, line, allow_python_literals)
     if not isinstance(value, dict):
-        raise DataError(f"expected a JSON object, got {type(value).__name__}", path, line)
+        raise DataError(f"expected a JSON object, got {type(value).__name__}{_lines_hint(text)}", path, line)
     return value
+
+
+def _lines_hint(text: str) -> str:
+    """What an error adds for a line that opens a JSON array: the file is one document, not JSON Lines."""
+    return " (one JSON object per line is expected: JSON Lines, not a JSON array)" if text.lstrip()[:1] == "[" else ""
 
 
 def _parse_slow(text: str, path: str | Path, line: int, allow_python_literals: bool) -> object:
@@ -151,7 +161,7 @@ def _parse_slow(text: str, path: str | Path, line: int, allow_python_literals: b
         value = json.loads(text)
     except (ValueError, RecursionError) as err:  # a JSONDecodeError, an integer past Python's digit limit, deep nesting
         if not allow_python_literals:
-            raise DataError(f"malformed JSON ({_json_error(err)})", path, line) from None
+            raise DataError(f"malformed JSON ({_json_error(err)}){_lines_hint(text)}", path, line) from None
         try:
             value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError, MemoryError, RecursionError):

@@ -424,3 +424,17 @@ def test_a_numeric_title_is_the_items_title_and_nan_no_value(tmp_path):
     assert dataset.items[rows[0]["asin"]].title == "1984"
     assert "brand" not in dataset.items[rows[1]["asin"]].attributes
     assert [clean_html(v) for v in (7, 2.5, float("inf"), True, None, ["x"])] == ["7", "2.5", "", "", "", ""]
+
+
+def test_a_gzipped_file_without_gz_in_its_name_reads_and_a_json_array_is_named(tmp_path):
+    """A `.json` saved gzipped (no UTF-8 text starts with gzip's magic bytes) builds as the plain file does; a JSON
+    array where JSON Lines are expected is named as such."""
+    source = write_2018(tmp_path / "raw")
+    plain = build_dataset("amazon", source, tmp_path / "plain", SMALL).statistics
+    reviews = source / "Keyboards.json"
+    rows = [json.loads(line) for line in reviews.read_text().splitlines()]
+    reviews.write_bytes(gzip.compress(reviews.read_bytes()))
+    assert build_dataset("amazon", source, tmp_path / "packed", SMALL).statistics == plain
+    reviews.write_text(json.dumps(rows, indent=2))
+    with pytest.raises(DataError, match=r"Keyboards\.json:1: malformed JSON .*JSON Lines, not a JSON array"):
+        build_dataset("amazon", source, tmp_path / "out", SMALL)

@@ -52,15 +52,16 @@ TRICKY_LINES = [
 
 def reference_parse(text: str, path: str, line: int, allow_python_literals: bool) -> dict:
     """The parse before orjson: `json.loads`, then `ast.literal_eval` where allowed; a string that is not valid
-    Unicode (a lone surrogate escape) rejected."""
+    Unicode (a lone surrogate escape) rejected; a line opening a JSON array named as such."""
     import ast
 
+    hint = " (one JSON object per line is expected: JSON Lines, not a JSON array)" if text.lstrip()[:1] == "[" else ""
     try:
         value = json.loads(text)
     except ValueError as err:
         if not allow_python_literals:
             reason = f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError) else str(err)
-            raise DataError(f"malformed JSON ({reason})", path, line) from None
+            raise DataError(f"malformed JSON ({reason}){hint}", path, line) from None
         try:
             value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -72,7 +73,7 @@ def reference_parse(text: str, path: str, line: int, allow_python_literals: bool
             "malformed JSON (a lone surrogate escape such as \\ud800 is not a character)", path, line
         ) from None
     if not isinstance(value, dict):
-        raise DataError(f"expected a JSON object, got {type(value).__name__}", path, line)
+        raise DataError(f"expected a JSON object, got {type(value).__name__}{hint}", path, line)
     return value
 
 
