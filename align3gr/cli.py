@@ -7,6 +7,8 @@ import contextlib
 import functools
 import importlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -451,8 +453,15 @@ def _run_folder_lock(args: argparse.Namespace) -> contextlib.AbstractContextMana
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:  # the reader of the output left (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor fail flushing stdout at exit
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str]) -> int:
     quiet_hub_kernel_warning()
-    argv = sys.argv[1:] if argv is None else argv
     args = build_parser(_named_commands(argv)).parse_args(argv)
     setup_logging(args.verbose)
     try:

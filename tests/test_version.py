@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from importlib.metadata import version
@@ -62,3 +63,13 @@ def test_a_command_line_imports_only_what_its_command_needs(argv, libraries):
     )
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1].split(",") == (libraries or [""])
+
+
+def test_output_piped_into_a_reader_that_leaves_ends_quietly(ml100k_small):
+    """`align3gr data stats ... | head -1`: the reader closes the pipe before the statistics are printed; the command
+    ends with SIGPIPE's status and no traceback."""
+    command = [sys.executable, "-m", "align3gr.cli", "data", "stats", str(ml100k_small)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the statistics are loaded and printed
+    assert child.wait(timeout=300) == 128 + signal.SIGPIPE
+    assert b"Traceback" not in child.stderr.read()
