@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import logging
 import math
 import re
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from align3gr.data.schema import Item
 from align3gr.errors import DataError
 from align3gr.io import iter_json_lines
 
+log = logging.getLogger(__name__)
 _TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.DOTALL)
 """An HTML comment or tag: `<` or `</` then a letter, so a text's own "<" ("32 < 55 inch") is kept."""
 _PRICE = re.compile(r"\$\s*([0-9][0-9,]*(?:\.[0-9]+)?)")
@@ -236,6 +238,7 @@ class AmazonBuilder(Builder):
             add(user, item, timestamp, review[rating_key], text, line=line)
         wanted = set(interactions.item_ids)
         items: dict[str, Item] = {}
+        untitled = 0
         for line, meta in iter_json_lines(meta_path, allow_python_literals=True):
             if item_key not in meta:
                 raise DataError(f"missing required field '{item_key}' (Amazon {layout.name} metadata)", meta_path, line)
@@ -244,4 +247,12 @@ class AmazonBuilder(Builder):
                 item = layout.item_of(asin, meta)
                 if item is not None:
                     items[asin] = item
+                else:
+                    untitled += 1
+        if untitled and not items:
+            raise DataError(f"none of the {untitled} records of reviewed items has a 'title' with text: expected "
+                            f"the Amazon {layout.name} metadata layout", meta_path)  # fmt: skip
+        if untitled:
+            log.info("%s: %d records of reviewed items have no title; their items count as without metadata",
+                     meta_path, untitled)  # fmt: skip
         return RawData(interactions, items)

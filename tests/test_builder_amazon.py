@@ -438,3 +438,12 @@ def test_a_gzipped_file_without_gz_in_its_name_reads_and_a_json_array_is_named(t
     reviews.write_text(json.dumps(rows, indent=2))
     with pytest.raises(DataError, match=r"Keyboards\.json:1: malformed JSON .*JSON Lines, not a JSON array"):
         build_dataset("amazon", source, tmp_path / "out", SMALL)
+
+
+def test_metadata_whose_records_all_lack_a_title_is_named(tmp_path):
+    """`Title` for `title` in every metadata record: the error names the metadata file and the field."""
+    source = write_2018(tmp_path / "raw")
+    meta = source / "meta_Keyboards.json"
+    meta.write_text(meta.read_text().replace('"title"', '"Title"'))
+    with pytest.raises(DataError, match=rf"meta_Keyboards\.json: none of the {ITEMS + 1} records of reviewed items has a "):
+        build_dataset("amazon", source, tmp_path / "out", SMALL)

@@ -117,6 +117,10 @@ def build_dataset(
     ):
         raw = builder.read(source)
     dataset = assemble(raw, config, builder.missing_metadata)
+    for field in ("description", "categories"):
+        if not any(getattr(item, field) for item in dataset.items.values()):
+            log.warning("no item has a %s: the task texts go without one (is the metadata's field named as the "
+                        "%s builder reads it?)", field, builder.name)  # fmt: skip
     feedback_source = assign_feedback(dataset, config.disliked_max, config.liked_min, config.sentiment_model)
     add_user_texts(dataset, config)
     dataset.meta = {

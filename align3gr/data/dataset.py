@@ -88,6 +88,8 @@ class Dataset:
             "avg_sequence_length": interactions / max(1, len(lengths)),
             "min_sequence_length": min(lengths, default=0),
             "max_sequence_length": max(lengths, default=0),
+            "items_with_description": sum(1 for item in self.items.values() if item.description),
+            "items_with_categories": sum(1 for item in self.items.values() if item.categories),
             "train_examples": sum(max(0, n - 3) for n in lengths),
             "intentions": len(self.intentions) or self.meta.get("counts", {}).get("intentions", 0),
             "preferences": len(self.preferences),
