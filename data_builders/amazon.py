@@ -30,6 +30,7 @@ from pathlib import Path
 from align3gr.data.builder import Builder, RawData, identifier
 from align3gr.data.interactions import InteractionLog
 from align3gr.data.schema import Item
+from align3gr.data.texts import SENTENCE_ENDS
 from align3gr.errors import DataError
 from align3gr.io import iter_json_lines
 
@@ -39,7 +40,6 @@ _TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.DOTALL)
 _PRICE = re.compile(r"\$\s*([0-9][0-9,]*(?:\.[0-9]+)?)")
 _BARE_PRICE = re.compile(r"([0-9][0-9,]*(?:\.[0-9]+)?)")
 JSON_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
-SENTENCE_ENDS = ".!?…"
 
 
 def clean_html(text: object) -> str:

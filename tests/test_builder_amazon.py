@@ -445,5 +445,5 @@ def test_metadata_whose_records_all_lack_a_title_is_named(tmp_path):
     source = write_2018(tmp_path / "raw")
     meta = source / "meta_Keyboards.json"
     meta.write_text(meta.read_text().replace('"title"', '"Title"'))
-    with pytest.raises(DataError, match=rf"meta_Keyboards\.json: none of the {ITEMS + 1} records of reviewed items has a "):
+    with pytest.raises(DataError, match=rf"meta_Keyboards\.json: none of the {ITEMS + 1} records of reviewed items"):
         build_dataset("amazon", source, tmp_path / "out", SMALL)

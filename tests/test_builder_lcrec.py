@@ -179,3 +179,10 @@ def test_nan_fields_are_no_value(tmp_path):
     lines = (tmp_path / "out" / "items.jsonl").read_text().splitlines()
     item = next(row for row in map(orjson.loads, lines) if row["item_id"] == "3")
     assert item["description"] == "" and item["attributes"] == {"lcrec_index": ["<a_3>", "<b_0>", "<c_1>"]}
+
+
+def test_a_source_profile_without_a_full_stop_ends_its_sentence(tmp_path):
+    source = write_lcrec(tmp_path / "raw")
+    (source / "Toys.user.json").write_text(json.dumps({str(u): f"I like toys {u}" for u in range(6)}))
+    profile = build_dataset("lcrec", source, tmp_path / "a", KEEP).dataset.users["1"].profile
+    assert profile.startswith("I like toys 1. ") and profile[len("I like toys 1. ")].isupper()

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from align3gr.cli import main
@@ -60,3 +61,24 @@ def test_the_documented_conversion_and_build_run_as_written(tmp_path, monkeypatc
     assert "price" not in items["i0"]["attributes"] and items["i3"]["attributes"]["price"] == 3.5
     sequences = [json.loads(line) for line in Path("runs/shop/data/sequences.jsonl").open()]
     assert len(sequences) == 12 and sequences[0]["items"] == [f"i{j}" for j in range(8)]
+
+
+def test_the_documented_conversion_reads_excel_exports_and_names_bad_rows(tmp_path, monkeypatch):
+    """An Excel "CSV UTF-8" export (a byte-order mark), prices written "$1,234.50"; a rating cell left empty or a
+    header typo stops the script with the file and line, not a traceback."""
+    monkeypatch.chdir(tmp_path)
+    write_shop_csvs(tmp_path)
+    (script,) = blocks("python")
+    items = Path("items.csv").read_text().replace("3.5", '"$1,234.50"')
+    Path("items.csv").write_text("\ufeff" + items, encoding="utf-8")
+    exec(compile(script, str(DOC), "exec"), {})
+    rows = [json.loads(line) for line in Path("data/raw/shop/meta_shop.jsonl").read_text().splitlines()]
+    assert rows[3]["price"] == 1234.5 and rows[0]["asin"] == "i0" and rows[0]["price"] is None
+    events = Path("events.csv").read_text().splitlines()
+    events[4] = events[4].replace(",4,", ",,", 1)
+    Path("events.csv").write_text("\n".join(events) + "\n")
+    with pytest.raises(SystemExit, match=r"events\.csv:5: could not convert string to float: ''"):
+        exec(compile(script, str(DOC), "exec"), {})
+    Path("events.csv").write_text("\n".join([events[0].replace("rating", "Rating"), *events[1:]]) + "\n")
+    with pytest.raises(SystemExit, match=r"events\.csv: the header has no rating"):
+        exec(compile(script, str(DOC), "exec"), {})

@@ -34,6 +34,7 @@ _NOT_WORD_CHARS = str.maketrans({chr(c): " " for c in range(128) if not (chr(c).
 """Maps every ASCII character that `_WORD` cannot match to a space: an ASCII text's words are then its runs of
 [a-z0-9_'] without their leading digits, underscores and apostrophes, when three characters or longer."""
 _BEFORE_FIRST_LETTER = "'_0123456789"
+SENTENCE_ENDS = ".!?…"
 STOPWORDS = frozenset(
     """the and for that this with was but not are you have had has its it's they them their there then than
     very just one all can will would could should about what when which who how out get got use used really
@@ -125,7 +126,7 @@ class TaskTexts:
         existing = self.dataset.users[user_id].profile.strip()
         if existing:
             facts["about"] = existing
-            parts.append(existing)
+            parts.append(existing if existing[-1] in SENTENCE_ENDS else existing + ".")  # the next one is a sentence
         cats = self.top_categories(train, 3) or ["a mix of items"]
         ratings = seq.train_ratings
         rating = f" (average rating {sum(ratings) / len(ratings):.1f})" if ratings else ""
