@@ -31,7 +31,7 @@ from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.stage import run_evaluate
 from align3gr.hub.base_license import TOOLKIT, License, base_license
 from align3gr.hub.dataset_terms import dataset_terms
-from align3gr.hub.push import check_existing_repo
+from align3gr.hub.push import PUSHED_FILES, check_existing_repo
 from align3gr.io import read_json, write_json
 from align3gr.models.loading import load_for_inference, load_model_and_tokenizer
 from align3gr.models.tiny import build_tiny_causal_lm
@@ -607,3 +607,20 @@ def test_lora_adapter_on_a_local_base_is_published_merged(data, tmp_path):
     assert read_json(out / "meta.json")["frameworks"]["peft"]["recorded_by"] == "adapter_config.json (training)"
     with pytest.raises(ConfigError, match="someone/tiny-base"):  # offline: the base cannot be fetched
         align3gr.load_recommender(out)
+
+
+def test_a_push_replaces_an_earlier_push_folder_only_when_it_holds_nothing_else(run, tmp_path, capsys):
+    """A push folder the user has since made a git clone of the Hub repo, or added notes to, is refused with the
+    files named: replacing it would delete them. An earlier push's folder as written is replaced."""
+    out = tmp_path / "out"
+    argv = ["push", "--run", str(run), "--stage", "sft", "--to-folder", str(out)]
+    assert main(argv) == 0 and main(argv) == 0
+    (out / ".git").mkdir()
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    assert main(argv) == 2
+    assert "holds files no push wrote (.git, .git/HEAD)" in capsys.readouterr().err
+    assert (out / ".git" / "HEAD").is_file() and (out / "align3gr.json").is_file()
+    shutil.rmtree(out / ".git")
+    (out / PUSHED_FILES).unlink()  # a push of an older align3gr
+    assert main(argv) == 2
+    assert "without the list of its files" in capsys.readouterr().err

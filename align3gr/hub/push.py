@@ -196,13 +196,36 @@ def hub_token() -> str:
     return token
 
 
+PUSHED_FILES = ".align3gr-push.json"
+"""The files a `--to-folder` push wrote (relative paths), in that folder: a later push replaces the folder only when
+it holds nothing else (a git clone of the Hub repo, notes added since)."""
+
+
 def check_destination(folder: Path) -> None:
-    """Refuse to replace a non-empty folder that is not an earlier push output (it would be deleted)."""
+    """Refuse to replace a non-empty folder holding anything but the files an earlier push wrote (all of it would be
+    deleted)."""
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--to-folder {folder}: is a file, not a folder; choose a new folder")
-    if folder.exists() and any(folder.iterdir()) and not (folder / SETTINGS_FILE).is_file():
+    if not folder.exists() or not any(folder.iterdir()):
+        return
+    if not (folder / SETTINGS_FILE).is_file():
         raise ConfigError(
             f"--to-folder {folder}: exists and is not an earlier `align3gr push` output; choose a new folder"
+        )
+    if not (folder / PUSHED_FILES).is_file():
+        raise ConfigError(
+            f"--to-folder {folder}: a push's output without the list of its files ({PUSHED_FILES}; an older "
+            "align3gr's), so what else it holds is unknown: choose a new folder or empty it"
+        )
+    written = {*read_json(folder / PUSHED_FILES), PUSHED_FILES}
+    folders = {str(Path(w).parent) for w in written}
+    present = (str(p.relative_to(folder)) for p in folder.rglob("*"))
+    others = sorted(name for name in present if name not in written and name not in folders)
+    if others:
+        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise ConfigError(
+            f"--to-folder {folder}: holds files no push wrote ({listed}), which replacing it would delete; "
+            "choose a new folder"
         )
 
 
@@ -260,6 +283,7 @@ def push_run(
         check_destination(to_folder)
         with atomic_directory(to_folder) as tmp:
             merged = write_stage(run_dir, stage, tmp, repo_id or str(to_folder), dtype, with_titles)
+            write_json(tmp / PUSHED_FILES, sorted(file_sizes(tmp)))
         return PushResult(run_dir, stage, str(to_folder), file_sizes(to_folder), merged)
 
     from httpx2 import HTTPError  # the Hub client's: its HTTP status errors and connection failures derive from it
