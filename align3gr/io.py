@@ -386,8 +386,7 @@ OWNER = re.compile(r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}")
 
 
 def owner_alive(owner: str) -> bool:
-    """Whether the process named by an `owned_name`'s `HOST-PID-RANDOM` may still be writing (`process_alive`). A
-    name without an owner (an older release's) is stale."""
+    """Whether the process named by an `owned_name`'s `HOST-PID-RANDOM` may still be writing (`process_alive`)."""
     match = OWNER.fullmatch(owner)
     return match is not None and process_alive(match["host"], int(match["pid"]))
 
@@ -428,10 +427,11 @@ def remove_stale_temporaries(target: str | Path) -> None:
 
 
 def _stale_siblings(target: Path, kind: str) -> dict[str, Path]:
-    """The `kind` siblings of `target` (`owned_name`) whose owner is gone, by their `HOST-PID-RANDOM` owner."""
+    """The `kind` siblings of `target` (`owned_name`) whose owner is gone, by their `HOST-PID-RANDOM` owner. A sibling
+    whose name ends otherwise (the user's `.data.old-2024`) is not align3gr's: left alone."""
     prefix = f".{target.name}.{kind}-"
     found = {path.name[len(prefix) :]: path for path in target.parent.glob(glob.escape(prefix) + "*")}
-    return {owner: path for owner, path in sorted(found.items()) if not owner_alive(owner)}
+    return {owner: path for owner, path in sorted(found.items()) if OWNER.fullmatch(owner) and not owner_alive(owner)}
 
 
 def fsync_tree(folder: Path) -> None:

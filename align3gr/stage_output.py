@@ -133,6 +133,9 @@ class StageOutput:
             if marker.is_file() and marker.read_text() == fingerprint:
                 checkpoints = [p for p in self.work.glob("checkpoint-*") if complete_checkpoint(p)]
                 return str(max(checkpoints, key=lambda p: int(p.name.split("-")[1]))) if checkpoints else None
+            if not self._work_is_ours():
+                raise DataError(f"this folder beside the output is not an align3gr work folder (no {marker.name} "
+                                "file) and would be deleted: move it, or choose another output", self.work)  # fmt: skip
             shutil.rmtree(self.work, ignore_errors=True)
             self.work.mkdir(parents=True)
             marker.write_text(fingerprint)
@@ -149,8 +152,16 @@ class StageOutput:
                     shutil.move(self.work / LOGS, folder / LOGS)
                 if meta is not None:
                     write_json(folder / META_FILE, meta)
-            shutil.rmtree(self.work, ignore_errors=True)
+            if self._work_is_ours():
+                shutil.rmtree(self.work, ignore_errors=True)
         self._wait()
+
+    def _work_is_ours(self) -> bool:
+        """Whether the work folder may be deleted: absent, empty, or marked with a run's fingerprint (`resume`); a
+        folder of the user's that happens to be named `OUT.work` is not."""
+        if not self.work.exists():
+            return True
+        return self.work.is_dir() and ((self.work / "fingerprint").is_file() or not any(self.work.iterdir()))
 
     def write_meta(self, meta: dict) -> None:
         """Replace the published output's `meta.json` (atomically). The main process writes, the others wait for it."""

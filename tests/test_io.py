@@ -292,3 +292,35 @@ def test_remembered_sha256_without_a_writable_cache_still_hashes(tmp_path, monke
     monkeypatch.setattr(io_module, "_DIGESTS", {})
     weights = _aged(tmp_path / "w.bin", b"a")
     assert remembered_sha256(weights) == hashlib.sha256(b"a").hexdigest()
+
+
+def test_siblings_named_like_temporaries_without_an_owner_are_the_users(tmp_path):
+    """`.ds.old-jan` and `.ds.tmp-notes` beside an output `ds` are not align3gr's (no HOST-PID-RANDOM owner): a write of
+    `ds` neither deletes them nor puts one back in place of a missing `ds`."""
+    for name in (".ds.old-jan", ".ds.tmp-notes"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mine.txt").write_text("keep")
+    remove_stale_temporaries(tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+    with atomic_directory(tmp_path / "ds") as tmp:
+        (tmp / "meta.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.old-jan", ".ds.tmp-notes", "ds"]
+    assert (tmp_path / ".ds.old-jan" / "mine.txt").read_text() == "keep"
+
+
+def test_a_users_folder_named_like_the_work_folder_is_kept(tmp_path):
+    """`notes.work` beside an output `notes` is the user's unless it holds a run's fingerprint marker: publishing
+    leaves it, and a training stage's resume stops with its name instead of deleting it."""
+    work = tmp_path / "notes.work"
+    work.mkdir()
+    (work / "mine.txt").write_text("keep")
+    output = StageOutput(tmp_path / "notes")
+    output.publish(lambda folder: (folder / "meta.json").write_text("{}"))
+    assert (work / "mine.txt").read_text() == "keep"
+    with pytest.raises(DataError, match=r"notes\.work: this folder beside the output is not an align3gr work folder"):
+        output.resume("abc")
+    assert (work / "mine.txt").read_text() == "keep"
+    (work / "mine.txt").unlink()
+    assert output.resume("abc") is None and (work / "fingerprint").read_text() == "abc"
+    output.publish(lambda folder: (folder / "meta.json").write_text("{}"))
+    assert not work.exists()
