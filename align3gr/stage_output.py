@@ -36,6 +36,20 @@ def complete_checkpoint(folder: Path) -> bool:
         return False
 
 
+def check_apart(out: str | Path, inputs: dict[str, str | Path | None]) -> None:
+    """A ConfigError, before any work, when the output folder `out` is one of a stage's `inputs` (flag -> folder) or
+    holds one: the stage replaces its output whole, and the input would go with it (`sft --data D --out D`)."""
+    where = Path(out).resolve()
+    for flag, value in inputs.items():
+        if value is None or not Path(value).exists():
+            continue
+        path = Path(value).resolve()
+        if path == where or path.is_relative_to(where):
+            relation = "is" if path == where else "holds"
+            raise ConfigError(f"the output folder {out} {relation} {flag} {value}, which the output would replace "
+                              "(a stage replaces its output folder whole): choose another output folder")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class StageOutput:
     """The output folder `path` of a stage; `distributed`: every process of an `accelerate launch` runs the stage.

@@ -24,7 +24,7 @@ from align3gr.io import (
     remembered_sha256,
     remove_stale_temporaries,
 )
-from align3gr.stage_output import StageOutput
+from align3gr.stage_output import StageOutput, check_apart
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITER = """
@@ -324,3 +324,14 @@ def test_a_users_folder_named_like_the_work_folder_is_kept(tmp_path):
     assert output.resume("abc") is None and (work / "fingerprint").read_text() == "abc"
     output.publish(lambda folder: (folder / "meta.json").write_text("{}"))
     assert not work.exists()
+
+
+def test_an_output_folder_that_is_or_holds_an_input_is_refused(tmp_path):
+    data = tmp_path / "run" / "data"
+    data.mkdir(parents=True)
+    check_apart(tmp_path / "run" / "sft", {"--data": data, "--model": "tiny", "--scid": None})  # apart: fine
+    check_apart(data / "inside", {"--data": data})  # an output inside an input replaces nothing of it
+    with pytest.raises(ConfigError, match=r"the output folder .*data is --data .*data, which the output would replace"):
+        check_apart(data, {"--data": data})
+    with pytest.raises(ConfigError, match=r"the output folder .*run holds --data"):
+        check_apart(tmp_path / "run" / ".", {"--data": data})

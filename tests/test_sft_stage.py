@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
 from transformers import TrainerCallback
 
 from align3gr.data.dataset import load_dataset
-from align3gr.errors import DataError
+from align3gr.errors import ConfigError, DataError
 from align3gr.models.loading import load_for_inference
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
@@ -289,3 +290,13 @@ def test_a_failure_while_publishing_keeps_the_trained_model_and_a_rerun_publishe
     assert (out / "training_curves.png").is_file() and (out / "sft_config.yaml").is_file()
     assert not (tmp_path / "sft.work").exists()
     assert run_sft(ml100k_small, scid, out, SFTStageConfig(**SMALL)).up_to_date
+
+
+def test_sft_into_its_own_dataset_folder_stops_before_any_work(ml100k_small, tmp_path):
+    """`align3gr sft --data D --out D` would replace the dataset with the model once trained."""
+    data = tmp_path / "data"
+    shutil.copytree(ml100k_small, data)
+    before = sorted(p.name for p in data.iterdir())
+    with pytest.raises(ConfigError, match="is --data"):
+        run_sft(data, tmp_path / "scid", data, SFTStageConfig(max_steps=1))
+    assert sorted(p.name for p in data.iterdir()) == before

@@ -29,7 +29,7 @@ from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.io import read_json
 from align3gr.metrics import METRICS_FILE, Prediction, compute_metrics, ranking_metrics, write_evaluation
-from align3gr.stage_output import StageOutput
+from align3gr.stage_output import StageOutput, check_apart
 
 POPULAR, SEQUENTIAL = "popular", "sasrec"
 BASELINES = (POPULAR, SEQUENTIAL)
@@ -150,6 +150,7 @@ def run_baselines(
     out = Path(out_dir)
     names = BASELINES if embeddings_dir is not None else (POPULAR,)
     for name in names:  # every baseline's folder and input, before the first one is written
+        check_apart(out / name, {"--data": data_dir, "--embeddings": embeddings_dir})
         StageOutput(out / name, holds=METRICS_FILE)
     if embeddings_dir is not None:
         require_encoder(Path(embeddings_dir))

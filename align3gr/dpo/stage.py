@@ -43,7 +43,7 @@ from align3gr.models.loading import ADAPTER_CONFIG
 from align3gr.models.zero3 import check_adapter_partitioning, whole_weights
 from align3gr.scid.code_tables import CODE_TABLES, ITEM_CODES, code_length, load_code_tables
 from align3gr.sft.tasks import TaskBuilder, trained_prompting
-from align3gr.stage_output import LOGS, META_FILE, StageOutput
+from align3gr.stage_output import LOGS, META_FILE, StageOutput, check_apart
 from align3gr.training import FINAL, TRAINING_LOG, logged, publish_model, republish_model
 from align3gr.training_curves import CURVES_FILE
 
@@ -406,6 +406,7 @@ def run_dpo(
     if not (previous / META_FILE).is_file():
         raise ConfigError(f"{previous}: not an sft/ or DPO stage output (no {META_FILE}); run `align3gr sft` first")
     for name in config.stages:  # every stage's folders, before the first one trains
+        check_apart(out / name, {"--data": data_dir, "--start": previous})
         StageOutput(out / name, holds=META_FILE)
         StageOutput(valid_folder(evaluations, name), holds=METRICS_FILE)
         StageOutput(valid_folder(evaluations, f"{name}_start"), holds=METRICS_FILE)

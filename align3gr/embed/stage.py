@@ -26,7 +26,7 @@ from align3gr.embed.config import EmbedConfig
 from align3gr.embed.semantic import SemanticEncoder
 from align3gr.errors import DataError
 from align3gr.io import cache_root, read_json, write_json
-from align3gr.stage_output import StageOutput
+from align3gr.stage_output import StageOutput, check_apart
 
 IDS_FILE = "ids.json"
 """The item and user IDs in the row order of the embedding matrices: the file every embeddings folder holds."""
@@ -112,6 +112,7 @@ def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | N
     start = time.perf_counter()
     config = config or EmbedConfig()
     config.validate()
+    check_apart(out_dir, {"--data": data_dir})
     output = StageOutput(Path(out_dir), holds=IDS_FILE)
     dataset = load_dataset(data_dir)
     device = stage_device(config.device, "embed")

@@ -41,7 +41,7 @@ from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.probe import RankingProbe
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
 from align3gr.sft.trainer import checkpoint_step
-from align3gr.stage_output import META_FILE, StageOutput
+from align3gr.stage_output import META_FILE, StageOutput, check_apart
 from align3gr.training import FINAL, logged, publish_model, republish_model
 from align3gr.training_curves import CLOSING_PREFIX
 
@@ -202,6 +202,7 @@ def run_sft(
     config = config or SFTStageConfig()
     config.validate()
     out, scid = Path(out_dir), Path(scid_dir)
+    check_apart(out, {"--data": data_dir, "--scid": scid, "--model": config.model})
     output = StageOutput(out, distributed=True, holds=META_FILE)
     arguments = sft_arguments(config, output.work, eval_steps=config.save_steps)  # sets up the process group first
     check_adapter_partitioning(config.use_lora, "sft.use_lora")
