@@ -130,6 +130,10 @@ def test_steps_rerun_exactly_what_changed(tmp_path):
     (tmp_path / "c" / "out.txt").write_text("edited")
     assert run(b_option=2) == [True, True, False] and calls == ["c"]
     assert (tmp_path / ".c.edited" / "out.txt").read_text() == "edited"  # the edits kept aside, not deleted
+    (tmp_path / "c" / "out.txt").write_text("edited again")
+    assert run(b_option=2) == [True, True, False] and calls == ["c"]
+    assert (tmp_path / ".c.edited-2" / "out.txt").read_text() == "edited again"  # beside the first edits
+    assert (tmp_path / ".c.edited" / "out.txt").read_text() == "edited"
     shutil.rmtree(tmp_path / "b")
     assert run(b_option=2) == [True, False, True] and calls == ["b"]
     with pytest.raises(ConfigError, match="step b reads 'z', which no earlier step produces"):

@@ -12,10 +12,10 @@ its own fingerprint (`align3gr.stage_output`) says it is current.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shlex
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -81,15 +81,13 @@ def launch(launcher: str, step: Step) -> None:
 
 
 def set_aside(output: Path) -> Path:
-    """Rename an output edited since the pipeline wrote it to the hidden sibling `.NAME.edited` (replacing an older
-    one), so the edits are not lost and the step writes its folder anew; hidden, so no run-folder scan takes it for a
-    stage's output. An output that is a symbolic link is set aside where it points, on its own disk."""
+    """Rename an output edited since the pipeline wrote it to the hidden sibling `.NAME.edited` (`.NAME.edited-2`,
+    `-3`, ... when earlier edits are kept there), so no edits are lost and the step writes its folder anew; hidden, so
+    no run-folder scan takes it for a stage's output. An output that is a symbolic link is set aside where it points,
+    on its own disk."""
     output = output.resolve() if output.is_symlink() else output
-    aside = output.with_name(f".{output.name}.edited")
-    if aside.is_dir() and not aside.is_symlink():
-        shutil.rmtree(aside)
-    else:
-        aside.unlink(missing_ok=True)
+    names = itertools.chain([f".{output.name}.edited"], (f".{output.name}.edited-{n}" for n in itertools.count(2)))
+    aside = next(path for path in map(output.with_name, names) if not path.exists() and not path.is_symlink())
     os.replace(output, aside)
     return aside
 
