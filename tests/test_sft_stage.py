@@ -300,3 +300,15 @@ def test_sft_into_its_own_dataset_folder_stops_before_any_work(ml100k_small, tmp
     with pytest.raises(ConfigError, match="is --data"):
         run_sft(data, tmp_path / "scid", data, SFTStageConfig(max_steps=1))
     assert sorted(p.name for p in data.iterdir()) == before
+
+
+def test_a_folder_of_the_users_where_the_tiny_base_goes_is_refused(ml100k_small, tmp_path):
+    """`model: tiny` builds its base in `OUT_base`, replacing the folder: a user's `models/qwen_base` beside
+    `--out models/qwen` is refused before any work, not deleted."""
+    mine = tmp_path / "qwen_base"
+    mine.mkdir()
+    for name in ("config.json", "model.safetensors", "vocab.json"):
+        (mine / name).write_text("{}")
+    with pytest.raises(ConfigError, match=r"qwen_base: `model: tiny` builds its base model here.*\(vocab\.json\)"):
+        run_sft(ml100k_small, tmp_path / "scid", tmp_path / "qwen", SFTStageConfig(max_steps=1))
+    assert sorted(p.name for p in mine.iterdir()) == ["config.json", "model.safetensors", "vocab.json"]

@@ -34,7 +34,7 @@ from align3gr.scid.tokens import scid_tokens
 from align3gr.scid.vocabulary import extend_vocabulary, token_texts
 from align3gr.seeding import seeded
 from align3gr.sft.arguments import sft_arguments
-from align3gr.sft.base_model import build_tiny_base
+from align3gr.sft.base_model import build_tiny_base, check_replaceable_base
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.data import TaskMixture, cached_rows, encode_examples, rows_dataset, trainer_rows
 from align3gr.sft.lora import scid_lora_config
@@ -203,6 +203,8 @@ def run_sft(
     config.validate()
     out, scid = Path(out_dir), Path(scid_dir)
     check_apart(out, {"--data": data_dir, "--scid": scid, "--model": config.model})
+    if config.model == TINY:
+        check_replaceable_base(Path(base_model_path(config, out)))
     output = StageOutput(out, distributed=True, holds=META_FILE)
     arguments = sft_arguments(config, output.work, eval_steps=config.save_steps)  # sets up the process group first
     check_adapter_partitioning(config.use_lora, "sft.use_lora")
