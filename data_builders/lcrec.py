@@ -160,11 +160,12 @@ def export_lcrec(
 ) -> list[Path]:
     """Write `dataset` as LC-Rec files `name.*.json` in `out` (users and items re-indexed from 0 in dataset
     order, as LC-Rec expects; `name.id_map.json` maps them back). Files are written beside and then renamed into
-    place, so other files in `out` are left alone and no half-written file appears. Codes come from `item_codes` (the
-    `scid/item_codes.json` table, read from `codes_path`) or from items' `lcrec_index` attributes when every item has
-    one; a code table of an earlier export under the same name is removed when this one writes none. `X.user.json`
-    holds the built profiles (the source's sentence, then the data build's): a build from the export takes them as
-    its source profiles and adds its own sentences after them."""
+    place, so other files in `out` are left alone and no half-written file appears; LC-Rec files of that name that
+    no export wrote (the dataset's source files) are refused, not replaced. Codes come from `item_codes` (the
+    `scid/item_codes.json` table, read from `codes_path`) or from items' `lcrec_index` attributes when every item
+    has one; a code table of an earlier export under the same name is removed when this one writes none.
+    `X.user.json` holds the built profiles (the source's sentence, then the data build's): a build from the export
+    takes them as its source profiles and adds its own sentences after them."""
     item_index = {item_id: str(k) for k, item_id in enumerate(dataset.items)}
     user_index = {user_id: str(k) for k, user_id in enumerate(dataset.sequences)}
     if item_codes is None and all("lcrec_index" in item.attributes for item in dataset.items.values()):
@@ -198,6 +199,13 @@ def export_lcrec(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError("the export folder is a file; give a folder", out)
+    present = [kind for kind in EXPORT_KINDS if (out / f"{name}.{kind}.json").is_file()]
+    if present and not (out / f"{name}.id_map.json").is_file():  # only an export writes an id map
+        raise DataError(
+            f"holds LC-Rec files {name}.{{{','.join(present)}}}.json that no export wrote (no {name}.id_map.json), "
+            "which this export would replace: choose another --out or --name",
+            out,
+        )
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out / name)
     tmp = out / owned_name(out / name, "tmp")

@@ -186,3 +186,17 @@ def test_a_source_profile_without_a_full_stop_ends_its_sentence(tmp_path):
     (source / "Toys.user.json").write_text(json.dumps({str(u): f"I like toys {u}" for u in range(6)}))
     profile = build_dataset("lcrec", source, tmp_path / "a", KEEP).dataset.users["1"].profile
     assert profile.startswith("I like toys 1. ") and profile[len("I like toys 1. ")].isupper()
+
+
+def test_export_never_replaces_lc_rec_files_it_did_not_write(tmp_path, capsys):
+    """Exporting a dataset back into its own LC-Rec source folder, under the source's name, would replace the raw
+    files with the filtered, re-indexed ones: refused (an earlier export, which wrote NAME.id_map.json, is replaced)."""
+    source = write_lcrec(tmp_path / "raw")
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    build_dataset("lcrec", source, tmp_path / "ds", KEEP)
+    argv = ["data", "export", "--data", str(tmp_path / "ds"), "--out", str(source), "--name", "Toys"]
+    assert main(argv) == 2
+    assert "holds LC-Rec files Toys.{inter,item,user,index}.json that no export wrote" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before
+    again = ["data", "export", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "e"), "--name", "Toys"]
+    assert main(again) == 0 and main(again) == 0
