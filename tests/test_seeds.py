@@ -19,7 +19,15 @@ from align3gr.errors import ConfigError
 from align3gr.io import atomic_write_json
 from align3gr.metrics import Prediction, compute_metrics, user_score, write_evaluation
 from align3gr.pipeline import load_pipeline_config, run_pipeline
-from align3gr.pipeline.compare import TESTS, PairedTest, Side, compare, default_output, paired_test
+from align3gr.pipeline.compare import (
+    TESTS,
+    PairedTest,
+    Side,
+    compare,
+    default_output,
+    paired_test,
+    write_comparison,
+)
 from align3gr.pipeline.plan import Plan, Step, in_run, merged_steps, pipeline_steps
 from align3gr.pipeline.runner import Outcome
 from align3gr.pipeline.seeds import SEEDED, parse_seeds, seed_plans, seeded_config, seeds_summary
@@ -301,3 +309,16 @@ def test_seeds_reuse_the_main_run_train_the_others_and_compare(tmp_path, capsys)
     assert "## Per seed" in (run / "ablation" / "ladder.md").read_text()
     assert "| p recall@10 | p ndcg@10 |" in (run / "ablation" / "ladder.md").read_text()
     assert (run / "ablation" / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_never_replaces_files_an_earlier_comparison_did_not_write(tmp_path):
+    """`--out RUN/seeds` names the run's own seeds.json: refused, the file unchanged; an earlier comparison's output
+    is replaced."""
+    a, b = crafted_run(tmp_path, "a"), crafted_run(tmp_path, "b")
+    before = (a / FILE).read_text()
+    result = compare(Side.of(a, None), Side.of(b, None))
+    with pytest.raises(ConfigError, match=r"seeds\.json or seeds\.md exists and is not a comparison's"):
+        write_comparison(result, a / "seeds")
+    assert (a / FILE).read_text() == before
+    out = tmp_path / "cmp" / "a_vs_b"
+    assert write_comparison(result, out) == write_comparison(result, out)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from align3gr.console import format_table
-from align3gr.errors import ConfigError
+from align3gr.errors import ConfigError, DataError
 from align3gr.io import atomic_write_json, atomic_write_text, iter_json_lines, make_folders, read_json, sha256_json
 from align3gr.metrics import user_score
 from align3gr.pipeline.seeds_report import FILE, mean_std, plus_minus
@@ -206,12 +206,25 @@ def compare_text(result: dict) -> str:
 
 
 def write_comparison(result: dict, out: Path) -> tuple[Path, Path]:
-    """`OUT.json` and `OUT.md`; returns their paths."""
-    make_folders(out.parent)
+    """`OUT.json` and `OUT.md`; returns their paths. Files of those names that an earlier comparison did not write
+    (`--out runs/a/seeds` would replace the run's `seeds.json`) are refused, before anything is written."""
     paths = out.parent / f"{out.name}.json", out.parent / f"{out.name}.md"
+    if any(path.exists() for path in paths) and not _comparison_file(paths[0]):
+        raise ConfigError(f"--out {out}: {paths[0].name} or {paths[1].name} exists and is not a comparison's "
+                          "(which this one would replace): choose another --out")  # fmt: skip
+    make_folders(out.parent)
     atomic_write_json(paths[0], result)
     atomic_write_text(paths[1], markdown_document(compare_rows(result), compare_title(result)))
     return paths
+
+
+def _comparison_file(path: Path) -> bool:
+    """Whether `path` holds an earlier comparison's `OUT.json`."""
+    try:
+        value = read_json(path)
+    except DataError:
+        return False
+    return isinstance(value, dict) and {"a", "b", "seeds", "test", "unit", "metrics"} <= value.keys()
 
 
 def default_output(a: Side, b: Side, test: str = "t", unit: str = "users") -> Path:
