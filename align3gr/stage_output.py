@@ -110,11 +110,14 @@ class StageOutput:
             shutil.rmtree(self.work, ignore_errors=True)
         return meta
 
-    def claim(self, fingerprint: str, overwrite: bool, kind: str, inputs: str) -> dict | None:
+    def claim(
+        self, fingerprint: str, overwrite: bool, kind: str, inputs: str, marks: tuple[str, ...] = ()
+    ) -> dict | None:
         """`current`, for a stage that replaces nothing but its own output: a folder holding another output of its
         `kind` (a meta unreadable or of another fingerprint) is an error naming the `inputs` it is made of, unless
-        `overwrite`; a folder holding files without a meta is one even then (they are not ours to delete). Only the
-        meta is read: the other files were checked when written."""
+        `overwrite`; a folder holding files without a meta, or a meta without the `marks` keys of its kind (another
+        stage's output), is one even then (they are not ours to delete). Only the meta is read: the other files were
+        checked when written."""
         self._recover()
         if not self.path.exists():
             return None
@@ -130,6 +133,9 @@ class StageOutput:
             meta = {}
         if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint:
             return self._finished(meta, fingerprint)
+        if isinstance(meta, dict) and not all(key in meta for key in marks):
+            raise DataError(f"output folder holds another stage's output, not a {kind} (its {META_FILE} has no "
+                            f"{', '.join(marks)}); choose another folder", self.path)  # fmt: skip
         if not overwrite:
             raise DataError(
                 f"output folder already holds a different {kind} (other {inputs}); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -136,6 +137,12 @@ def test_output_folder_holding_a_different_dataset(tmp_path):
     with pytest.raises(DataError, match="not empty and holds no dataset"):  # --overwrite replaces datasets only
         build_dataset("movielens", source, tmp_path / "other", overwrite=True)
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+    model = tmp_path / "sft"  # another stage's output: its meta.json is no dataset's
+    model.mkdir()
+    (model / "meta.json").write_text('{"fingerprint": "x", "steps": 3}')
+    with pytest.raises(DataError, match="holds another stage's output, not a dataset"):
+        build_dataset("movielens", source, model, overwrite=True)
+    assert (model / "meta.json").is_file()
 
 
 @pytest.mark.parametrize("out", [".", ".."], ids=["source folder", "its parent"])
@@ -250,7 +257,8 @@ def test_ids_equal_as_numbers_sort_the_same_under_any_hash_seed(tmp_path):
 
 def test_a_killed_build_leaves_nothing_and_the_rerun_succeeds(tmp_path):
     source = write_small_grouplens(tmp_path / "raw")
-    stale = tmp_path / ".out.tmp-killed"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".out.tmp-{socket.gethostname()}-{gone.stdout.strip()}-0000abcd"  # a killed build's
     stale.mkdir()
     (stale / "items.jsonl").write_text('{"item_id": "1", "ti')
     result = build_dataset("movielens", source, tmp_path / "out")

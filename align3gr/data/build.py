@@ -105,7 +105,7 @@ def build_dataset(
         }
     )
     output = StageOutput(out)
-    existing = output.claim(fingerprint, overwrite, "dataset", "sources, builder or config")
+    existing = output.claim(fingerprint, overwrite, "dataset", "sources, builder or config", ("builder", "sources"))
     if existing is not None:
         log.info("%s is up to date (same sources and config); nothing to do", out)
         return BuildResult(out, builder_name, existing["statistics"], True, time.perf_counter() - start)
