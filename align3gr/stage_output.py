@@ -19,6 +19,12 @@ from align3gr.errors import ConfigError, DataError
 from align3gr.io import atomic_directory, atomic_write_json, read_json, remove_stale_temporaries, write_json
 
 META_FILE = "meta.json"
+NOT_A_MODEL = ("sequences.jsonl", "align3gr.json")
+"""Files beside a `meta.json` that SFT and DPO outputs never hold: a dataset's, a published model's."""
+NOT_AN_EVALUATION = (META_FILE,)
+"""What an evaluation's folder (beside its `metrics.json`) never holds, and a published model's does."""
+NOT_CODE_TABLES = (META_FILE,)
+"""What the tokenizer's output (beside its `item_codes.json`) never holds, and SFT's, DPO's and a push's do."""
 LOGS = "runs"
 """The folder of the experiment trackers' logs (TensorBoard's event files, with `report_to`) in the work folder while
 a stage trains; published with the output."""
@@ -53,12 +59,15 @@ def check_apart(out: str | Path, inputs: dict[str, str | Path | None]) -> None:
 @dataclass(frozen=True)
 class StageOutput:
     """The output folder `path` of a stage; `distributed`: every process of an `accelerate launch` runs the stage.
-    `holds`: a file every output of this stage holds; a folder with files but without it is not one, and is refused
-    before any work instead of being replaced as a whole (None: the stage checks with `claim`)."""
+    `holds`: a file every output of this stage holds; `lacks`: files no output of it holds (those of other stages'
+    outputs that hold `holds` too: a dataset's and a published model's `meta.json`). A folder with files but without
+    `holds`, or with one of `lacks`, is not one, and is refused before any work instead of being replaced as a whole
+    (no `holds`: the stage checks with `claim`)."""
 
     path: Path
     distributed: bool = False
     holds: str | None = None
+    lacks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.path.exists() and not self.path.is_dir():
@@ -66,6 +75,12 @@ class StageOutput:
         if self.holds and self.holds_other_files(self.holds):
             raise ConfigError(
                 f"{self.path}: the output folder holds files but no {self.holds}, so it is not an output of this "
+                "stage, and the stage replaces its output folder as a whole; choose a new or empty folder"
+            )
+        foreign = [name for name in self.lacks if (self.path / name).exists()]
+        if foreign:
+            raise ConfigError(
+                f"{self.path}: the output folder holds {foreign[0]}, so it is another stage's output, not one of this "
                 "stage, and the stage replaces its output folder as a whole; choose a new or empty folder"
             )
 

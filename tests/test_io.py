@@ -24,7 +24,7 @@ from align3gr.io import (
     remembered_sha256,
     remove_stale_temporaries,
 )
-from align3gr.stage_output import StageOutput, check_apart
+from align3gr.stage_output import NOT_A_MODEL, NOT_AN_EVALUATION, NOT_CODE_TABLES, StageOutput, check_apart
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITER = """
@@ -335,3 +335,23 @@ def test_an_output_folder_that_is_or_holds_an_input_is_refused(tmp_path):
         check_apart(data, {"--data": data})
     with pytest.raises(ConfigError, match=r"the output folder .*run holds --data"):
         check_apart(tmp_path / "run" / ".", {"--data": data})
+
+
+@pytest.mark.parametrize(
+    ("files", "holds", "lacks"),
+    [
+        (["meta.json", "sequences.jsonl"], "meta.json", NOT_A_MODEL),
+        (["meta.json", "item_codes.json", "align3gr.json"], "meta.json", NOT_A_MODEL),
+        (["meta.json", "item_codes.json", "model.safetensors"], "item_codes.json", NOT_CODE_TABLES),
+        (["metrics.json", "meta.json", "align3gr.json"], "metrics.json", NOT_AN_EVALUATION),
+    ],
+    ids=["sft into a dataset", "sft into a push", "tokenize into sft", "evaluate into a push"],
+)
+def test_another_stages_output_holding_the_same_signature_file_is_refused(tmp_path, files, holds, lacks):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name in files:
+        (folder / name).write_text("{}")
+    with pytest.raises(ConfigError, match="so it is another stage's output"):
+        StageOutput(folder, holds=holds, lacks=lacks)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(files)

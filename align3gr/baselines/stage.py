@@ -29,7 +29,7 @@ from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.io import read_json
 from align3gr.metrics import METRICS_FILE, Prediction, compute_metrics, ranking_metrics, write_evaluation
-from align3gr.stage_output import StageOutput, check_apart
+from align3gr.stage_output import NOT_AN_EVALUATION, StageOutput, check_apart
 
 POPULAR, SEQUENTIAL = "popular", "sasrec"
 BASELINES = (POPULAR, SEQUENTIAL)
@@ -112,7 +112,7 @@ def run_baseline(
     start = time.perf_counter()
     config = config or EvaluateConfig()
     config.validate()
-    output = StageOutput(Path(out_dir), holds=METRICS_FILE)
+    output = StageOutput(Path(out_dir), holds=METRICS_FILE, lacks=NOT_AN_EVALUATION)
     dataset = load_dataset(data_dir)
     if name == POPULAR:
         scorer, source = popularity_scorer(dataset), data_dir
@@ -151,7 +151,7 @@ def run_baselines(
     names = BASELINES if embeddings_dir is not None else (POPULAR,)
     for name in names:  # every baseline's folder and input, before the first one is written
         check_apart(out / name, {"--data": data_dir, "--embeddings": embeddings_dir})
-        StageOutput(out / name, holds=METRICS_FILE)
+        StageOutput(out / name, holds=METRICS_FILE, lacks=NOT_AN_EVALUATION)
     if embeddings_dir is not None:
         require_encoder(Path(embeddings_dir))
         check_embedded_items(load_dataset(data_dir), Path(embeddings_dir))

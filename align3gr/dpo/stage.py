@@ -43,7 +43,7 @@ from align3gr.models.loading import ADAPTER_CONFIG
 from align3gr.models.zero3 import check_adapter_partitioning, whole_weights
 from align3gr.scid.code_tables import CODE_TABLES, ITEM_CODES, code_length, load_code_tables
 from align3gr.sft.tasks import TaskBuilder, trained_prompting
-from align3gr.stage_output import LOGS, META_FILE, StageOutput, check_apart
+from align3gr.stage_output import LOGS, META_FILE, NOT_A_MODEL, NOT_AN_EVALUATION, StageOutput, check_apart
 from align3gr.training import FINAL, TRAINING_LOG, logged, publish_model, republish_model
 from align3gr.training_curves import CURVES_FILE
 
@@ -201,7 +201,7 @@ def run_stage(
     from accelerate import PartialState
 
     start = time.perf_counter()
-    output = StageOutput(out, distributed=True, holds=META_FILE)
+    output = StageOutput(out, distributed=True, holds=META_FILE, lacks=NOT_A_MODEL)
     arguments = dpo_arguments(config, output.work)  # sets up the process group first
     check_adapter_partitioning((previous / ADAPTER_CONFIG).is_file(), f"DPO stage {name} (its start is an adapter)")
     state = PartialState()
@@ -350,7 +350,7 @@ def guarded(previous: Path, out: Path, meta: dict, start: dict, metrics: list[st
     if fallen:
         meta["valid_metrics"] = start
         log.info("guard: %s lowers valid %s; the stage hands on its start model", out.name, ", ".join(fallen))
-    output = StageOutput(out, distributed=True, holds=META_FILE)
+    output = StageOutput(out, distributed=True, holds=META_FILE, lacks=NOT_A_MODEL)
     if fallen:
         output.publish(lambda folder: copy_start_model(previous, out, folder), meta)
     else:
@@ -407,9 +407,9 @@ def run_dpo(
         raise ConfigError(f"{previous}: not an sft/ or DPO stage output (no {META_FILE}); run `align3gr sft` first")
     for name in config.stages:  # every stage's folders, before the first one trains
         check_apart(out / name, {"--data": data_dir, "--start": previous})
-        StageOutput(out / name, holds=META_FILE)
-        StageOutput(valid_folder(evaluations, name), holds=METRICS_FILE)
-        StageOutput(valid_folder(evaluations, f"{name}_start"), holds=METRICS_FILE)
+        StageOutput(out / name, holds=META_FILE, lacks=NOT_A_MODEL)
+        StageOutput(valid_folder(evaluations, name), holds=METRICS_FILE, lacks=NOT_AN_EVALUATION)
+        StageOutput(valid_folder(evaluations, f"{name}_start"), holds=METRICS_FILE, lacks=NOT_AN_EVALUATION)
     item_codes, _ = load_code_tables(previous)  # every stage's SCIDs: each stage publishes its start's tables
     config.check_code_length(code_length(item_codes), str(previous / ITEM_CODES))
     results = []

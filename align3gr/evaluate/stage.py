@@ -34,7 +34,7 @@ from align3gr.metrics import METRICS_FILE, Prediction, compute_metrics, write_ev
 from align3gr.models.loading import load_for_inference
 from align3gr.scid.code_tables import load_code_tables
 from align3gr.sft.tasks import evaluation_prompts, trained_prompting
-from align3gr.stage_output import StageOutput, check_apart
+from align3gr.stage_output import NOT_AN_EVALUATION, StageOutput, check_apart
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def run_evaluate(
     config = config or EvaluateConfig()
     config.validate()
     check_apart(out_dir, {"--model": model_dir, "--data": data_dir, "--scid": scid_dir})
-    output = StageOutput(Path(out_dir), distributed=True, holds=METRICS_FILE)
+    output = StageOutput(Path(out_dir), distributed=True, holds=METRICS_FILE, lacks=NOT_AN_EVALUATION)
     state = PartialState(cpu=not torch.accelerator.is_available())
     model_dir = Path(model_dir)
     dataset = load_dataset(data_dir)

@@ -41,7 +41,7 @@ from align3gr.sft.lora import scid_lora_config
 from align3gr.sft.probe import RankingProbe
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
 from align3gr.sft.trainer import checkpoint_step
-from align3gr.stage_output import META_FILE, StageOutput, check_apart
+from align3gr.stage_output import META_FILE, NOT_A_MODEL, StageOutput, check_apart
 from align3gr.training import FINAL, logged, publish_model, republish_model
 from align3gr.training_curves import CLOSING_PREFIX
 
@@ -205,7 +205,7 @@ def run_sft(
     check_apart(out, {"--data": data_dir, "--scid": scid, "--model": config.model})
     if config.model == TINY:
         check_replaceable_base(Path(base_model_path(config, out)))
-    output = StageOutput(out, distributed=True, holds=META_FILE)
+    output = StageOutput(out, distributed=True, holds=META_FILE, lacks=NOT_A_MODEL)
     arguments = sft_arguments(config, output.work, eval_steps=config.save_steps)  # sets up the process group first
     check_adapter_partitioning(config.use_lora, "sft.use_lora")
     state = PartialState()

@@ -34,7 +34,7 @@ from align3gr.errors import ConfigError
 from align3gr.io import write_json
 from align3gr.scid.code_tables import ITEM_CODES, write_code_tables
 from align3gr.scid.tokens import code_tokens
-from align3gr.stage_output import StageOutput, check_apart
+from align3gr.stage_output import NOT_CODE_TABLES, StageOutput, check_apart
 from align3gr.tokenize.codebook_stats import level_statistics, level_v_measure, sid_entropy
 from align3gr.tokenize.collisions import collision_rate, resolve_collisions
 from align3gr.tokenize.config import TokenizeConfig
@@ -188,7 +188,7 @@ def run_tokenize(
     check_apart(out_dir, {"--data": data_dir, "--embeddings": embeddings_dir})
     dataset = load_dataset(data_dir)
     check_sizes(config, len(dataset.items), len(dataset.sequences))
-    output = StageOutput(Path(out_dir), distributed=True, holds=ITEM_CODES)
+    output = StageOutput(Path(out_dir), distributed=True, holds=ITEM_CODES, lacks=NOT_CODE_TABLES)
     device = stage_device(config.device, "tokenize")
     state = PartialState(cpu=device.type == "cpu")
     trained = train_unisid(dataset, config, output.work, device) if unisid else None
