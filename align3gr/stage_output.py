@@ -42,6 +42,28 @@ def complete_checkpoint(folder: Path) -> bool:
         return False
 
 
+WORK_MARKER = "fingerprint"
+"""The file that marks a work folder as a run's (its fingerprint)."""
+
+
+def work_is_ours(work: Path) -> bool:
+    """Whether a stage's work folder may be deleted: absent, empty, or marked by a run (`WORK_MARKER`); a folder of
+    the user's that happens to be named `OUT.work` is not."""
+    if not work.exists():
+        return True
+    return work.is_dir() and ((work / WORK_MARKER).is_file() or not any(work.iterdir()))
+
+
+def fresh_work(work: Path, fingerprint: str) -> None:
+    """Empty the work folder `work` and mark it with `fingerprint`; a folder that is not a work folder is refused."""
+    if not work_is_ours(work):
+        raise DataError(f"this folder beside the output is not an align3gr work folder (no {WORK_MARKER} file) and "
+                        "would be deleted: move it, or choose another output", work)  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / WORK_MARKER).write_text(fingerprint)
+
+
 def check_apart(out: str | Path, inputs: dict[str, str | Path | None]) -> None:
     """A ConfigError, before any work, when the output folder `out` is one of a stage's `inputs` (flag -> folder) or
     holds one: the stage replaces its output whole, and the input would go with it (`sft --data D --out D`)."""
@@ -120,7 +142,7 @@ class StageOutput:
         """`meta`, of the output that is current for `fingerprint`; the work folder of the run that published it,
         left when that run was killed before deleting it (checkpoints), is deleted by the main process. A work folder
         of another fingerprint is kept: that run resumes from it."""
-        marker = self.work / "fingerprint"
+        marker = self.work / WORK_MARKER
         if self.main_process and marker.is_file() and marker.read_text() == fingerprint:
             shutil.rmtree(self.work, ignore_errors=True)
         return meta
@@ -163,17 +185,12 @@ class StageOutput:
         """The checkpoint to resume from when the work folder holds one of this exact run (same fingerprint);
         otherwise the work folder starts empty, marked with the fingerprint. The main process goes first: the others
         then find its work folder."""
-        marker = self.work / "fingerprint"
+        marker = self.work / WORK_MARKER
         with self._main_process_first():
             if marker.is_file() and marker.read_text() == fingerprint:
                 checkpoints = [p for p in self.work.glob("checkpoint-*") if complete_checkpoint(p)]
                 return str(max(checkpoints, key=lambda p: int(p.name.split("-")[1]))) if checkpoints else None
-            if not self._work_is_ours():
-                raise DataError(f"this folder beside the output is not an align3gr work folder (no {marker.name} "
-                                "file) and would be deleted: move it, or choose another output", self.work)  # fmt: skip
-            shutil.rmtree(self.work, ignore_errors=True)
-            self.work.mkdir(parents=True)
-            marker.write_text(fingerprint)
+            fresh_work(self.work, fingerprint)
             return None
 
     def publish(self, write: Callable[[Path], object], meta: dict | None = None) -> None:
@@ -187,16 +204,9 @@ class StageOutput:
                     shutil.move(self.work / LOGS, folder / LOGS)
                 if meta is not None:
                     write_json(folder / META_FILE, meta)
-            if self._work_is_ours():
+            if work_is_ours(self.work):
                 shutil.rmtree(self.work, ignore_errors=True)
         self._wait()
-
-    def _work_is_ours(self) -> bool:
-        """Whether the work folder may be deleted: absent, empty, or marked with a run's fingerprint (`resume`); a
-        folder of the user's that happens to be named `OUT.work` is not."""
-        if not self.work.exists():
-            return True
-        return self.work.is_dir() and ((self.work / "fingerprint").is_file() or not any(self.work.iterdir()))
 
     def write_meta(self, meta: dict) -> None:
         """Replace the published output's `meta.json` (atomically). The main process writes, the others wait for it."""

@@ -391,6 +391,24 @@ def test_bad_options_and_images_are_named(catalogue, tmp_path):
     dataset.items["3"].attributes["image"] = "images/missing.png"
     with pytest.raises(DataError, match=r"item '3': attribute 'image': .*missing.png is not a readable image"):
         item_inputs(dataset, "image", 10)
+    for option, value in (("warmup_ratio", 5.0), ("learning_rate", -1.0), ("temperature", math.nan)):
+        with pytest.raises(ConfigError, match=f"unisid_options.{option}="):
+            TokenizeConfig(unisid_options={option: value}).validate()
+
+
+def test_images_that_decode_badly_or_the_processor_refuses_are_named_before_training(catalogue, tmp_path):
+    """A JPEG cut short passes PIL's `verify` and fails when decoded; a 2x3000 image exceeds the processor's 200:1."""
+    from PIL import Image
+
+    dataset = load_dataset(catalogue)
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "whole.jpg")
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    Image.new("RGB", (2, 3000)).save(tmp_path / "thin.png")
+    for name, message in (("cut.jpg", "is not a readable image"), ("thin.png", "is 2x3000; the vision processor")):
+        dataset.items["3"].attributes["image"] = str(tmp_path / name)
+        with pytest.raises(DataError, match=rf"item '3': attribute 'image': .*{message}"):
+            item_inputs(dataset, "image", 10)
 
 
 def test_stage_on_a_catalogue_with_images_writes_unique_reproducible_codes(catalogue, tmp_path):

@@ -5,6 +5,7 @@ L and K are the tokenize stage's `levels` and `codebook_size` (the paper: 3 x 2,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from align3gr.errors import ConfigError
@@ -103,10 +104,14 @@ class UniSIDConfig(ModelOptions):
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.option_prefix}{name}={getattr(self, name)}: must be >= 1")
-        if self.temperature <= 0:
-            raise ConfigError(f"{self.option_prefix}temperature={self.temperature}: must be > 0")
-        if self.reconstruction_weight < 0:
-            raise ConfigError(f"{self.option_prefix}reconstruction_weight={self.reconstruction_weight}: must be >= 0")
+        for name in ("temperature", "learning_rate"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ConfigError(f"{self.option_prefix}{name}={getattr(self, name)}: must be a number > 0")
+        for name in ("reconstruction_weight", "weight_decay"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"{self.option_prefix}{name}={getattr(self, name)}: must be a number >= 0")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ConfigError(f"{self.option_prefix}warmup_ratio={self.warmup_ratio}: expected a share, 0 to 1")
         if not 0 <= self.view_dropout < 1:
             raise ConfigError(f"{self.option_prefix}view_dropout={self.view_dropout}: expected 0 <= p < 1")
         if self.tiny_hidden_size % 16:

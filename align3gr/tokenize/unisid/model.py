@@ -139,8 +139,10 @@ def encode_views(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(SID logits [N, L, K], embeddings [N, D]) of `views`, in batches; the codes are the logits' argmax (Eq. 4)."""
     logits, embeddings = [], []
+    device = next(model.parameters()).device
     for start in tqdm(range(0, len(views), batch_size), desc="UniSID codes", unit="batch", disable=not show_progress):
-        output = model(schema(views[start : start + batch_size]))
-        logits.append(output.sid_logits.numpy())
-        embeddings.append(output.embedding.numpy())
+        batch = {name: value.to(device) for name, value in schema(views[start : start + batch_size]).items()}
+        output = model(batch)
+        logits.append(output.sid_logits.float().cpu().numpy())
+        embeddings.append(output.embedding.float().cpu().numpy())
     return np.concatenate(logits), np.concatenate(embeddings)

@@ -78,12 +78,20 @@ def image_path(dataset: Dataset, item_id: str, attribute: str) -> Path | None:
         from PIL import Image
 
         with Image.open(path) as image:
-            image.verify()
-    except (OSError, SyntaxError) as err:
+            image.load()  # decodes the pixels: a file cut short fails here, not in the middle of training
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError) as err:
         raise DataError(
             f"item '{item_id}': attribute '{attribute}': {path} is not a readable image ({err})", where
         ) from None
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise DataError(f"item '{item_id}': attribute '{attribute}': {path} is {width}x{height}; the vision "
+                        f"processor takes images up to {MAX_ASPECT_RATIO}:1", where)  # fmt: skip
     return path
+
+
+MAX_ASPECT_RATIO = 200
+"""The most elongated image Qwen2-VL's image processor accepts (its `smart_resize` refuses more)."""
 
 
 def item_inputs(dataset: Dataset, image_attribute: str, max_words: int) -> list[ItemInput]:

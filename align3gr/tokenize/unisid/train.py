@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from align3gr.data.texts import informative_categories
 from align3gr.errors import ConfigError
 from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.seeding import seeded
-from align3gr.stage_output import LOGS
+from align3gr.stage_output import LOGS, fresh_work
 from align3gr.tokenize.config import TokenizeConfig
 from align3gr.tokenize.unisid.backbone import (
     build_tiny_models,
@@ -213,8 +212,7 @@ def train_unisid(dataset: Dataset, config: TokenizeConfig, work: Path, device: t
     with accelerator.main_process_first():
         summaries = write_summaries(dataset, options, config.seed)
         if accelerator.is_main_process:
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
+            fresh_work(work, "unisid")  # a fresh start: no checkpoint to resume from
             texts = list(tiny_texts(items, summaries, instruction))
             build_tiny_models(options, texts, backbone_path, reconstructor_path, config.seed)
     accelerator.init_trackers(LOGS)  # on the main process, into the fresh work folder
