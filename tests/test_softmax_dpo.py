@@ -10,7 +10,7 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
 from align3gr.dpo.collator import SoftmaxPreferenceCollator
@@ -329,3 +329,29 @@ def test_bad_options_are_refused(tiny, tmp_path):
     )
     with pytest.raises(ConfigError, match="gradient checkpointing"):
         trainer.train()
+
+
+def test_a_sliding_window_model_is_refused_by_the_packed_forward_and_scored_by_the_others(tiny, tmp_path):
+    """Transformers applies no sliding window to a custom mask: the packed layout would let every completion see the
+    whole prompt. It is refused; the cache and plain forwards give the model's own log-probabilities, window
+    included (a window of 4 tokens, shorter than every prompt)."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    batch = batch_of(softmax_trainer(load(tiny), tokenizer, tmp_path))
+    windowed = AutoConfig.from_pretrained(tiny)
+    windowed.use_sliding_window, windowed.sliding_window = True, 4
+    windowed.layer_types = ["sliding_attention"] * windowed.num_hidden_layers
+    model = AutoModelForCausalLM.from_pretrained(tiny, config=windowed, attn_implementation="sdpa").float()
+    with pytest.raises(ConfigError, match="'packed' cannot apply the model's sliding attention window"):
+        FORWARDS["packed"](model, batch)
+    row = softmax_trainer(load(tiny), tokenizer, tmp_path).train_dataset[0]
+    ids = torch.tensor([row["prompt_ids"] + row["chosen_ids"]])
+    with torch.no_grad():
+        log_softmax = torch.log_softmax(model(ids).logits[0, :-1], -1)
+        single = SoftmaxPreferenceCollator(tokenizer.pad_token_id)([row])
+        cached, plain = (FORWARDS[name](model, single)[0, 0].item() for name in ("cache", "plain"))
+    start = len(row["prompt_ids"])
+    expected = log_softmax[torch.arange(start - 1, ids.shape[1] - 1), ids[0, start:]].sum().item()
+    assert cached == pytest.approx(expected, abs=1e-4) and plain == pytest.approx(expected, abs=1e-4)
+    with torch.no_grad():
+        unwindowed = FORWARDS["packed"](load(tiny), single)[0, 0].item()
+    assert abs(unwindowed - expected) > 1e-3  # the window changes the scores: what packed would have missed

@@ -6,7 +6,7 @@ nearly all the compute on copies of the same prompt. The shared-prompt forwards 
 - `packed`: one sequence per row, [prompt | completion 0 | ... | completion K], with a 4D attention mask under
   which each completion sees the prompt and its own earlier tokens only, and positions that restart after the
   prompt for every completion. One forward call, so it works with gradient checkpointing, DDP and ZeRO-3; it
-  needs an attention implementation that takes a custom mask (sdpa or eager).
+  needs an attention implementation that takes a custom mask (sdpa or eager) and a model without a sliding window.
 - `cache`: the prompt runs alone with `use_cache=True`, its KV cache is repeated for the 1 + K completions, which
   run on top of it. No custom mask (any attention implementation), but caching is off under gradient
   checkpointing, so it needs checkpointing off while training.
@@ -27,6 +27,7 @@ from align3gr.models.attention import (
     MASKED_ATTENTION,
     attention_implementation,
     model_attention_mask,
+    sliding_attention,
     takes_custom_mask,
 )
 
@@ -82,14 +83,26 @@ def packed_attention_mask(prompt_mask: torch.Tensor, count: int, width: int) -> 
     return (mask | torch.eye(total, dtype=torch.bool, device=device)).unsqueeze(1)
 
 
-def packed_completion_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[B, 1 + K] log-probabilities from one packed sequence per prompt."""
+def check_packed(model: torch.nn.Module) -> None:
+    """A ConfigError unless the packed forward computes `model`'s own log-probabilities: it needs attention that takes
+    a custom mask, and no sliding window (Transformers applies no window to a custom mask, so every completion would
+    see the whole prompt: Mistral v0.1, Gemma 2/3, Qwen2 with `use_sliding_window`)."""
     if not takes_custom_mask(model):
         raise ConfigError(
             f"shared_prompt_forward='packed' needs attention that takes a custom mask {MASKED_ATTENTION}, the model "
             f"uses {attention_implementation(model)!r}: load it with attn_implementation='sdpa' or use "
             "shared_prompt_forward='cache'"
         )
+    if sliding_attention(model):
+        raise ConfigError(
+            "shared_prompt_forward='packed' cannot apply the model's sliding attention window: use "
+            "shared_prompt_forward='cache' (or 'plain' with gradient checkpointing)"
+        )
+
+
+def packed_completion_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, 1 + K] log-probabilities from one packed sequence per prompt."""
+    check_packed(model)
     prompt, prompt_mask = batch["prompt_ids"], batch["prompt_attention_mask"]
     ids = batch["completion_ids"]
     flat_ids, flat_mask, rows, count, width = _flat(batch)

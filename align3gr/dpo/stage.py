@@ -34,6 +34,7 @@ from align3gr.dpo.preferences import (
     training_positives,
 )
 from align3gr.dpo.self_play import generate_candidates
+from align3gr.dpo.shared_prompt import check_packed
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.evaluate.stage import run_evaluate
@@ -223,6 +224,8 @@ def run_stage(
         dataset, item_codes, user_codes, with_user_scid=with_user_scid, seed=config.seed, seq_format=seq_format
     )
     policy, tokenizer = load_policy(previous)
+    if config.shared_prompt_forward == "packed":
+        check_packed(policy)  # before the self-play generation, not at the first training step
     with whole_weights(policy):
         examples, stats = stage_examples(name, policy, tokenizer, builder, config)
     if examples:

@@ -12,11 +12,14 @@ MASKED_ATTENTION = ("sdpa", "eager")
 """Attention implementations that accept a custom 4D mask (flash-attention kernels take padding masks only)."""
 
 
+def model_config(model: torch.nn.Module):
+    """The model's config, read through a DDP or DeepSpeed wrapper (`.module`), which has none of its own."""
+    return getattr(getattr(model, "module", model), "config", None)
+
+
 def attention_implementation(model: torch.nn.Module) -> str:
-    """The attention implementation the model was loaded with (`sdpa` when the config does not say), read through a
-    DDP or DeepSpeed wrapper (`.module`), which has no config of its own."""
-    config = getattr(getattr(model, "module", model), "config", None)
-    return getattr(config, "_attn_implementation", None) or "sdpa"
+    """The attention implementation the model was loaded with (`sdpa` when the config does not say)."""
+    return getattr(model_config(model), "_attn_implementation", None) or "sdpa"
 
 
 def takes_custom_mask(model: torch.nn.Module) -> bool:
@@ -27,7 +30,7 @@ def takes_custom_mask(model: torch.nn.Module) -> bool:
 def sliding_attention(model: torch.nn.Module) -> bool:
     """Whether a layer of the model attends through a sliding window, whose cache keeps only the window's keys
     (Mistral v0.1, Gemma 2/3, Qwen2 with `use_sliding_window`)."""
-    config = model.config
+    config = model_config(model)
     types = getattr(config, "layer_types", None)
     if types is not None:
         return "sliding_attention" in types
