@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
 from align3gr.dpo.collator import SoftmaxPreferenceCollator
-from align3gr.dpo.config import LOSS_OPTIONS
+from align3gr.dpo.config import COLLATION_OPTIONS, LOSS_OPTIONS
 from align3gr.dpo.shared_prompt import FORWARDS, cached_completion_logps, packed_attention_mask
 from align3gr.dpo.softmax_dpo_loss import softmax_dpo_loss
 from align3gr.dpo.trainer import SoftmaxDPOConfig, SoftmaxDPOTrainer
@@ -315,6 +315,16 @@ def test_options_of_trls_other_losses_are_refused(tiny, tmp_path, option, value)
     with pytest.raises(ConfigError, match=rf"^{option}="):  # a plain DPOConfig, before any dataset work
         SoftmaxDPOTrainer(model=load(tiny), args=config(DPOConfig, tmp_path, **{option: value}),
                           train_dataset=Dataset.from_list(ROWS), processing_class=tokenizer)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("max_length", 64), ("truncation_mode", "keep_end"), ("padding_free", True)]
+)
+def test_options_of_trls_collation_are_refused(tmp_path, option, value):
+    """The trainer collates its own rows: TRL's truncation and padding options would be ignored without a word."""
+    assert set(COLLATION_OPTIONS) == {"max_length", "truncation_mode", "padding_free"}
+    with pytest.raises(ConfigError, match=rf"^{option}=.*: the trainer collates whole prompts"):
+        config(SoftmaxDPOConfig, tmp_path, **{option: value})
 
 
 def test_bad_options_are_refused(tiny, tmp_path):

@@ -49,6 +49,13 @@ LOSS_OPTIONS = {
     "label_smoothing_factor": f"{SOFTMAX_DPO}, which has no label smoothing",
 }
 """TRL's `DPOConfig` options of its other losses, which `SoftmaxDPOTrainer` never reads, and why."""
+COLLATION_OPTIONS = dict.fromkeys(
+    ("max_length", "truncation_mode", "padding_free"),
+    "the trainer collates whole prompts and completions itself (no input_ids): TRL's truncation and padding never "
+    "apply",
+)
+"""TRL's `DPOConfig` options of its tokenizing and collating, which `SoftmaxDPOTrainer` never reads either (and
+`pad_to_multiple_of`, whose default TRL resolves, so that only the stage config refuses it)."""
 
 EVALUATION_OPTIONS = dict.fromkeys(
     ("eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "load_best_model_at_end", "metric_for_best_model",
@@ -109,10 +116,8 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
             **LOSS_OPTIONS,
             **dict.fromkeys(
                 (
-                    "max_length",
-                    "truncation_mode",
+                    *COLLATION_OPTIONS,
                     "pad_to_multiple_of",
-                    "padding_free",
                     "pad_token",
                     "dataset_num_proc",
                     "train_sampling_strategy",

@@ -25,7 +25,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
 from align3gr.dpo.collator import SoftmaxPreferenceCollator
-from align3gr.dpo.config import LOSS_OPTIONS, SoftmaxDPOOptions
+from align3gr.dpo.config import COLLATION_OPTIONS, LOSS_OPTIONS, SoftmaxDPOOptions
 from align3gr.dpo.shared_prompt import FORWARDS
 from align3gr.dpo.softmax_dpo_loss import softmax_dpo_loss
 from align3gr.errors import ConfigError, DataError
@@ -199,14 +199,15 @@ class SoftmaxDPOTrainer(ResumesWhereItStopped, DPOTrainer):
 
 
 def check_eq3_loss(args: DPOConfig) -> None:
-    """A ConfigError when `args` sets a TRL loss option (`LOSS_OPTIONS`) other than DPOConfig's default: the trainer
-    computes Eq. 3 and never reads them."""
+    """A ConfigError when `args` sets a TRL loss or collation option (`LOSS_OPTIONS`, `COLLATION_OPTIONS`) other than
+    DPOConfig's default: the trainer computes Eq. 3 on its own batches and never reads them."""
+    unread = {**LOSS_OPTIONS, **COLLATION_OPTIONS}
     for field in dataclasses.fields(DPOConfig):
-        if field.name in LOSS_OPTIONS:
+        if field.name in unread:
             default = field.default_factory() if field.default is dataclasses.MISSING else field.default
             if getattr(args, field.name) != default:
                 value = getattr(args, field.name)
-                raise ConfigError(f"{field.name}={value!r}: {LOSS_OPTIONS[field.name]}; leave it at {default!r}")
+                raise ConfigError(f"{field.name}={value!r}: {unread[field.name]}; leave it at {default!r}")
 
 
 def copy_adapter(model, source: str, target: str) -> None:
