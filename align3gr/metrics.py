@@ -2,8 +2,9 @@
 the files of an evaluation; shared by the `evaluate` stage, the baselines and SFT's valid probe.
 
 One held-out target per user (leave-one-out). A ranked list is the decoder's output, best first; its order is
-the ranking (ties in a fixed order: the decoders' by position among their candidates, not by `topk`, whose order
-of equal scores changes with the beam width; the baselines' by catalogue order) and only an item's first occurrence
+the ranking (ties in a fixed order: beam search's and the exhaustive scorer's by position among their candidates, not
+by `topk`, whose order of equal scores changes with the beam width; the baselines' by catalogue order; `generate`
+keeps Transformers' order) and only an item's first occurrence
 counts.
 A user whose list is empty or lacks the target scores 0: every user of the split is in the average.
 """

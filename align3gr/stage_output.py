@@ -57,8 +57,9 @@ def work_is_ours(work: Path) -> bool:
 def fresh_work(work: Path, fingerprint: str) -> None:
     """Empty the work folder `work` and mark it with `fingerprint`; a folder that is not a work folder is refused."""
     if not work_is_ours(work):
-        raise DataError(f"this folder beside the output is not an align3gr work folder (no {WORK_MARKER} file) and "
-                        "would be deleted: move it, or choose another output", work)  # fmt: skip
+        raise DataError(f"this folder beside the output has no {WORK_MARKER} file, which every work folder of this "
+                        "align3gr has (an older release's had none): if it holds nothing of yours, delete it; "
+                        "otherwise move it, or choose another output", work)  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     (work / WORK_MARKER).write_text(fingerprint)
@@ -167,7 +168,7 @@ class StageOutput:
         try:
             meta = read_json(self.path / META_FILE)
         except DataError:
-            meta = {}
+            meta = None  # cut short or corrupt: replaceable with `overwrite`
         if isinstance(meta, dict) and meta.get("fingerprint") == fingerprint:
             return self._finished(meta, fingerprint)
         if isinstance(meta, dict) and not all(key in meta for key in marks):

@@ -180,7 +180,7 @@ class AmazonBuilder(Builder):
     """Amazon Reviews 2014 / 2018 / 2023 (reviews + metadata)."""
 
     name = "amazon"
-    version = "3"
+    version = "4"
     missing_metadata = "drop"
     option_names = ("reviews", "meta")
 

@@ -97,7 +97,7 @@ class LCRecBuilder(Builder):
     """LC-Rec / LETTER `X.*.json` folders."""
 
     name = "lcrec"
-    version = "1"
+    version = "2"
     option_names = ("name",)
 
     def files(self, source: Path) -> dict[str, Path]:

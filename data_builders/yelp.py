@@ -62,7 +62,7 @@ class YelpBuilder(Builder):
     """Yelp Open Dataset (business + review, optional user)."""
 
     name = "yelp"
-    version = "1"
+    version = "2"
 
     def _files(self, source: Path) -> dict[str, Path]:
         folder = self.folder_of(source)

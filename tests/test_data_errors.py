@@ -143,6 +143,8 @@ def test_output_folder_holding_a_different_dataset(tmp_path):
     with pytest.raises(DataError, match="holds another stage's output, not a dataset"):
         build_dataset("movielens", source, model, overwrite=True)
     assert (model / "meta.json").is_file()
+    (out / "meta.json").write_text('{"fingerprint": "cut sh')  # a dataset whose meta.json is corrupt: replaceable
+    assert not build_dataset("movielens", source, out, overwrite=True).up_to_date
 
 
 @pytest.mark.parametrize("out", [".", ".."], ids=["source folder", "its parent"])

@@ -458,3 +458,7 @@ def test_the_policy_loads_in_the_dtype_and_attention_sft_trained_it_with(sft_run
     assert policy.device == PartialState().device
     policy, _ = load_policy(sft_run / "sft")
     assert policy.dtype == torch.float32
+    meta["config"]["attn_implementation"] = "flash_attention_2"  # SFT on GPUs: no custom mask, which packed needs
+    (start / "meta.json").write_text(json.dumps(meta))
+    policy, _ = load_policy(start, "packed")
+    assert policy.config._attn_implementation == "sdpa"

@@ -317,7 +317,7 @@ def test_a_users_folder_named_like_the_work_folder_is_kept(tmp_path):
     output = StageOutput(tmp_path / "notes")
     output.publish(lambda folder: (folder / "meta.json").write_text("{}"))
     assert (work / "mine.txt").read_text() == "keep"
-    with pytest.raises(DataError, match=r"notes\.work: this folder beside the output is not an align3gr work folder"):
+    with pytest.raises(DataError, match=r"notes\.work: this folder beside the output has no fingerprint file"):
         output.resume("abc")
     assert (work / "mine.txt").read_text() == "keep"
     (work / "mine.txt").unlink()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,12 @@ from accelerate import PartialState
 from align3gr.dpo.config import DPOStageConfig
 from align3gr.dpo.trainer import SoftmaxDPOConfig
 from align3gr.io import read_json
+from align3gr.models.attention import MASKED_ATTENTION
 from align3gr.models.loading import ADAPTER_CONFIG, load_adapter, load_model_and_tokenizer, load_tokenizer
 from align3gr.stage_output import META_FILE
 from align3gr.training import trainer_arguments, with_training_args
+
+log = logging.getLogger(__name__)
 
 
 def dpo_argument_values(config: DPOStageConfig, output_dir: Path) -> dict[str, Any]:
@@ -32,13 +36,17 @@ def dpo_arguments(config: DPOStageConfig, output_dir: Path) -> SoftmaxDPOConfig:
     return SoftmaxDPOConfig(**with_training_args(dpo_argument_values(config, output_dir), config))
 
 
-def load_policy(previous: Path):
+def load_policy(previous: Path, forward: str = "packed"):
     """(model, tokenizer) to train from `previous`: a full model as saved, or its adapter loaded trainable on its
     base (TRL keeps a frozen copy of that adapter as the reference), in the `dtype` and attention SFT loaded its base
-    with (the config `meta.json` records), and on this process's GPU where training keeps a whole copy there
-    anyway (one process, DDP, ZeRO-1/2): the stage's rows are decoded with it before the trainer places it."""
+    with (the config `meta.json` records; sdpa for the `packed` shared-prompt `forward` when that attention takes no
+    custom mask, as flash-attention), and on this process's GPU where training keeps a whole copy there anyway (one
+    process, DDP, ZeRO-1/2): the stage's rows are decoded with it before the trainer places it."""
     trained = read_json(previous / META_FILE).get("config", {})
     dtype, attention = trained.get("dtype", "float32"), trained.get("attn_implementation")
+    if forward == "packed" and attention not in (None, *MASKED_ATTENTION):
+        log.info("DPO loads the policy with sdpa attention (SFT: %s), which the packed forward's mask needs", attention)
+        attention = "sdpa"
     if (previous / ADAPTER_CONFIG).is_file():
         policy, tokenizer = load_adapter(previous, dtype, True, attention), load_tokenizer(previous)
     else:
