@@ -73,7 +73,7 @@ def check_apart(out: str | Path, inputs: dict[str, str | Path | None]) -> None:
         if value is None or not Path(value).exists():
             continue
         path = Path(value).resolve()
-        if path == where or path.is_relative_to(where):
+        if path.is_relative_to(where):  # the output folder itself, or a folder inside it
             relation = "is" if path == where else "holds"
             raise ConfigError(f"the output folder {out} {relation} {flag} {value}, which the output would replace "
                               "(a stage replaces its output folder whole): choose another output folder")  # fmt: skip

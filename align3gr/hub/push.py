@@ -218,7 +218,7 @@ def check_destination(folder: Path) -> None:
             "align3gr's), so what else it holds is unknown: choose a new folder or empty it"
         )
     written = {*read_json(folder / PUSHED_FILES), PUSHED_FILES}
-    folders = {str(Path(w).parent) for w in written}
+    folders = {str(parent) for w in written for parent in Path(w).parents}  # every folder a written file lies in
     present = (str(p.relative_to(folder)) for p in folder.rglob("*"))
     others = sorted(name for name in present if name not in written and name not in folders)
     if others:
