@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,7 @@ def test_sequential_baseline_ranks_with_the_saved_encoder(crafted, tmp_path):
         encoder = SequenceEncoder(len(ITEMS), dim=8, max_len=3, layers=1, heads=2, dropout=0.1).eval()
     save_encoder(encoder, embeddings)
     write_json(embeddings / "ids.json", {"items": ITEMS, "users": list(SEQUENCES)})
+    write_json(embeddings / "report.json", {})
     metrics = run_baseline(SEQUENTIAL, crafted, tmp_path / "out", EvaluateConfig(ks=[1, 2]), embeddings)
     reloaded = load_encoder(embeddings)
     assert not reloaded.training and reloaded.hyperparameters == encoder.hyperparameters
@@ -133,10 +135,28 @@ def test_baselines_command_and_errors(crafted, ml100k_small, ml100k_small_embedd
     assert not fresh.exists()
     argv = ["baselines", "--data", str(crafted), "--embeddings", str(ml100k_small_embeddings), "--out", str(fresh)]
     assert main(argv) == 2  # another dataset's embeddings: said so, before the popular list is written
-    assert "embeddings of another dataset?" in capsys.readouterr().err and not fresh.exists()
+    assert "embeddings were computed for another dataset" in capsys.readouterr().err and not fresh.exists()
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "todo.txt").write_text("keep me")
     with pytest.raises(ConfigError, match=r"notes: the output folder holds files but no metrics\.json"):
         run_baseline(POPULAR, crafted, foreign)
     assert [p.name for p in foreign.iterdir()] == ["todo.txt"]
+
+
+def test_sequential_baseline_refuses_embeddings_of_another_build(ml100k_small, ml100k_small_embeddings, tmp_path):
+    """The same items and users built otherwise (another filter or split: another fingerprint) trained the encoder
+    on what this build holds out, so its test score would be leaked: refused, naming the embeddings, before any
+    baseline is written."""
+    other = tmp_path / "data"
+    shutil.copytree(ml100k_small, other)
+    meta = read_json(other / "meta.json")
+    meta["fingerprint"] = "0" * 64
+    write_json(other / "meta.json", meta)
+    out = tmp_path / "baselines"
+    argv = ["baselines", "--data", str(other), "--embeddings", str(ml100k_small_embeddings), "--out", str(out)]
+    with pytest.raises(
+        DataError, match=r"another build of the data \(its fingerprint [0-9a-f]{12}\.\.\., this data's 000000000000"
+    ):
+        run_baseline(SEQUENTIAL, other, tmp_path / "x", EvaluateConfig(), ml100k_small_embeddings)
+    assert main(argv) == 2 and not out.exists()

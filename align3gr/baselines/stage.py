@@ -25,6 +25,7 @@ from align3gr.config import config_to_dict
 from align3gr.console import format_table
 from align3gr.data.dataset import Dataset, Example, load_dataset
 from align3gr.embed.collaborative import load_encoder, pack, require_encoder
+from align3gr.embed.stage import IDS_FILE, check_made_for
 from align3gr.errors import ConfigError, DataError
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.io import read_json
@@ -64,9 +65,13 @@ def popularity_scorer(dataset: Dataset) -> Scorer:
 
 
 def check_embedded_items(dataset: Dataset, embeddings_dir: Path) -> None:
-    """A DataError unless the embeddings were made for the dataset's items (`ids.json`), in its order."""
-    if read_json(embeddings_dir / "ids.json")["items"] != list(dataset.items):
-        raise DataError("ids.json lists other items than the dataset: embeddings of another dataset?", embeddings_dir)
+    """A DataError unless the embeddings were made from this build of the dataset (`check_made_for`): an encoder
+    trained on another build's training part may have seen this one's valid and test items."""
+    for name in (IDS_FILE, "report.json"):
+        if not (embeddings_dir / name).is_file():
+            raise DataError(f"missing {name}; run `align3gr embed` first", embeddings_dir)
+    ids, report = read_json(embeddings_dir / IDS_FILE), read_json(embeddings_dir / "report.json")
+    check_made_for(dataset, ids, report, embeddings_dir)
 
 
 def sequential_scorer(dataset: Dataset, embeddings_dir: Path) -> Scorer:

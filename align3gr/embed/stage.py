@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from align3gr.config import config_to_dict
 from align3gr.console import format_mapping
-from align3gr.data.dataset import load_dataset
+from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.data.schema import Item
 from align3gr.devices import stage_device
 from align3gr.embed.collaborative import save_encoder, train_collaborative
@@ -90,6 +90,10 @@ class Embeddings:
             if not np.isfinite(array).all():
                 raise DataError(f"{name} holds NaN or infinite values", where)
 
+    def check_made_for(self, dataset: Dataset) -> None:
+        """A DataError unless these embeddings were made from this build of `dataset` (`check_made_for`)."""
+        check_made_for(dataset, {"items": self.item_ids, "users": self.user_ids}, self.report, self.folder)
+
     def render(self) -> str:
         """The summary of `report.json` that `align3gr embed` prints."""
         report, cache = self.report, self.report["semantic_cache"]
@@ -105,6 +109,28 @@ class Embeddings:
             "seconds": report["seconds"],
         }
         return format_mapping(summary, f"\nEmbeddings {self.folder}")
+
+
+def check_made_for(dataset: Dataset, ids: dict, report: dict, folder: Path | None) -> None:
+    """A DataError unless embeddings with these `ids` (as in `ids.json`) and `report` were made from this build of
+    `dataset`: the same items and users in its order, and its fingerprint. Another build of the same items (other
+    filters, another split) trained the collaborative encoder on what this one holds out as valid and test."""
+    for kind, key, expected in (("item", "items", list(dataset.items)), ("user", "users", list(dataset.sequences))):
+        embedded = ids.get(key)
+        if embedded != expected:
+            shown = f"{len(embedded or [])} {kind}s, the dataset {len(expected)}"
+            pairs = zip(embedded or [], expected, strict=False)
+            differs = next((f"{kind} '{a}' where the dataset has '{b}'" for a, b in pairs if a != b), shown)
+            raise DataError(
+                f"the embeddings were computed for another dataset ({differs}); run `align3gr embed` again", folder
+            )
+    built, embedded_for = dataset.meta.get("fingerprint"), report.get("data_fingerprint")
+    if built and embedded_for and built != embedded_for:
+        raise DataError(
+            f"the embeddings were computed for another build of the data (its fingerprint {embedded_for[:12]}..., "
+            f"this data's {built[:12]}...: the collaborative features saw other splits); run `align3gr embed` again",
+            folder,
+        )
 
 
 def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | None = None) -> Embeddings:

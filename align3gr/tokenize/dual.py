@@ -193,26 +193,7 @@ class DualTrainer:
     def __init__(
         self, dataset: Dataset, embeddings: Embeddings, config: TokenizeConfig, device: torch.device | None = None
     ) -> None:
-        for kind, ids, expected in (
-            ("item", embeddings.item_ids, list(dataset.items)),
-            ("user", embeddings.user_ids, list(dataset.sequences)),
-        ):
-            if ids != expected:
-                pairs = zip(ids, expected, strict=False)
-                shown = f"{len(ids)} {kind}s, the dataset {len(expected)}"
-                differs = next((f"{kind} '{a}' where the dataset has '{b}'" for a, b in pairs if a != b), shown)
-                raise DataError(
-                    f"the embeddings were computed for another dataset ({differs}); run `align3gr embed` again",
-                    embeddings.folder,
-                )
-        built, embedded = dataset.meta.get("fingerprint"), embeddings.report.get("data_fingerprint")
-        if built and embedded and built != embedded:
-            raise DataError(
-                f"the embeddings were computed for another build of the data (its fingerprint {embedded[:12]}..., "
-                f"this data's {built[:12]}...: the collaborative features saw other splits); run `align3gr embed` "
-                "again",
-                embeddings.folder,
-            )
+        embeddings.check_made_for(dataset)
         self.config = config
         self.device = device = device or resolve_device(config.device)
         self.cf_input = config.das_cf and config.use_cf  # the co-trained CF block replaces the frozen one
