@@ -3,7 +3,10 @@ and the collaborative encoder trained on the training split only."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +14,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
-from align3gr.data.dataset import load_dataset
+from align3gr.data.dataset import Dataset, load_dataset
+from align3gr.data.schema import Item, Sequence, User
 from align3gr.embed.collaborative import load_encoder, train_collaborative, training_windows
 from align3gr.embed.config import EmbedConfig
 from align3gr.embed.semantic import SemanticEncoder
@@ -31,7 +35,25 @@ def test_minilm_encodes_and_caches(tmp_path):
     again = SemanticEncoder()
     assert np.array_equal(again.encode(TEXTS, tmp_path), vectors)
     assert again.stats == {"texts": 3, "encoded": 0, "cached": 3}
-    assert again._model is None  # everything came from the cache: the model was never loaded
+    assert len(list(tmp_path.glob("*.single.safetensors"))) == 1  # this machine's canary: one cache file
+
+
+def test_vectors_cached_under_another_instruction_set_are_not_reused(tmp_path):
+    """torch's kernels for another CPU instruction set (here the portable ones, as on an older CPU sharing the
+    cache folder) round the same texts otherwise: their cache is another file, and this run's vectors are its own."""
+    if torch.backends.cpu.get_cpu_capability() == "default":
+        pytest.skip("this CPU already runs torch's portable kernels")
+    fill = (
+        "from align3gr.embed.semantic import SemanticEncoder; import sys; SemanticEncoder().encode(sys.argv[1:], '.')"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    subprocess.run([sys.executable, "-c", fill, *TEXTS], cwd=tmp_path, env=env, check=True)
+    assert len(list(tmp_path.glob("*.single.safetensors"))) == 1
+    here = SemanticEncoder()
+    vectors = here.encode(TEXTS, tmp_path)
+    assert here.stats == {"texts": 3, "encoded": 2, "cached": 0}
+    assert len(list(tmp_path.glob("*.single.safetensors"))) == 2
+    assert np.array_equal(vectors, SemanticEncoder().encode(TEXTS))
 
 
 def test_vectors_cached_by_other_arithmetic_are_not_reused(tmp_path, monkeypatch):
@@ -164,3 +186,13 @@ def test_an_unreadable_embedding_cache_is_a_miss_and_is_rewritten_whole(tmp_path
     cache.save(entries)
     assert {key: value.tolist() for key, value in cache.load().items()} == {k: v.tolist() for k, v in entries.items()}
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_collaborative_encoder_without_a_training_pair_says_so():
+    """Every user with 3 interactions (allowed by `user_k: 3`) leaves one training item each: no next-item pair to
+    learn from, named instead of torch's reshape error."""
+    items = {f"i{k}": Item(f"i{k}", f"Item {k}") for k in range(4)}
+    sequences = {u: Sequence(u, ["i0", "i1", "i2"][k:] + ["i3", "i0", "i1"][:k], [1, 2, 3]) for k, u in enumerate("ab")}
+    dataset = Dataset(items=items, users={u: User(u) for u in sequences}, sequences=sequences, meta={"max_history": 20})
+    with pytest.raises(DataError, match=r"sequences\.jsonl: no user has a training pair .* at least 4 interactions"):
+        train_collaborative(dataset, EmbedConfig(cf_epochs=1))

@@ -153,6 +153,12 @@ def train_collaborative(dataset: Dataset, config: EmbedConfig, device: torch.dev
         valid_targets = torch.tensor([index[dataset.sequences[u].items[-2]] for u in users], device=device)
         histories = pack(train, max_len).to(device)
         windows = training_windows(train, max_len).to(device)
+        if not len(windows):
+            raise DataError(
+                "no user has a training pair (every training part holds one item): the collaborative encoder needs "
+                "a user with at least 4 interactions (2 training items, then valid and test)",
+                (dataset.path or Path()) / "sequences.jsonl",
+            )
         model = SequenceEncoder(
             len(index), config.cf_dim, max_len, config.cf_layers, config.cf_heads, config.cf_dropout
         ).to(device)

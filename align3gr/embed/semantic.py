@@ -1,6 +1,7 @@
 """Frozen semantic encoder: a sentence-transformers model or any Hugging Face encoder with mean pooling, with a
-progress bar and a safetensors cache keyed by the encoder, the arithmetic that runs it (device type, torch and
-Transformers versions), its input length and the text.
+progress bar and a safetensors cache keyed by the encoder, the arithmetic that runs it (device type, CPU instruction
+set, torch and Transformers versions, and the bits of a canary text's vector, which differ wherever the arithmetic
+does), its input length and the text.
 
 By default each text is encoded in a forward of its own: a vector then depends on its text alone (a batched
 matrix product rounds differently with other rows beside it, by up to 1e-7 on MiniLM), so a vector read from the
@@ -39,14 +40,20 @@ def resolve_encoder_path(name: str) -> Path:
     return require_model_folder(name, "semantic_model")
 
 
-def cache_identity(identity: str, device: torch.device) -> str:
+CANARY_TEXT = "A canary for the float arithmetic: 0123456789, ÀÉÎÕÜ."
+"""Encoded on every run that uses the cache: its vector's bits name the arithmetic that produced them."""
+
+
+def cache_identity(identity: str, device: torch.device, canary: np.ndarray) -> str:
     """The cache's name for the vectors of the encoder `identity` on `device`: the same texts give other bits on
-    another kind of device or under other torch or Transformers releases, and a run's codes must not depend on where
-    its cache was filled."""
+    another kind of device, CPU instruction set or math-library code path, or under other torch or Transformers
+    releases, and a run's codes must not depend on where its cache was filled. `canary` is this run's vector of
+    `CANARY_TEXT`, whose bits differ wherever the arithmetic does, whatever the cause."""
     import transformers
 
-    numerics = f"{identity}\n{device.type}\n{torch.__version__}\n{transformers.__version__}"
-    return hashlib.sha256(numerics.encode()).hexdigest()
+    capability = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else ""
+    numerics = f"{identity}\n{device.type}\n{capability}\n{torch.__version__}\n{transformers.__version__}"
+    return hashlib.sha256(numerics.encode() + canary.astype(np.float32).tobytes()).hexdigest()
 
 
 class SemanticEncoder:
@@ -65,7 +72,7 @@ class SemanticEncoder:
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.cache_identity = cache_identity(self.identity, self.device)
+        self._cache_identity: str | None = None
         self._model = None
         self.stats = {"texts": 0, "encoded": 0, "cached": 0}
 
@@ -99,16 +106,25 @@ class SemanticEncoder:
         out = out.astype(np.float32)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
+    @property
+    def cache_identity(self) -> str:
+        """`cache_identity` of this encoder on this machine (loads the encoder to encode the canary, once)."""
+        if self._cache_identity is None:
+            canary = self._encode_batch([CANARY_TEXT])[0]
+            self._cache_identity = cache_identity(self.identity, self.device, canary)
+        return self._cache_identity
+
     def encode(self, texts: Sequence[str], cache_dir: str | Path | None = None, desc: str = "embedding") -> np.ndarray:
         """Embeddings of `texts` in order. One text per forward (`batch_size` 1) reads and fills the cache in
         `cache_dir`; larger batches skip the cache and are cut from all unique texts in a fixed order, so the
         same texts give the same vectors."""
-        keys = [hashlib.sha256(f"{self.cache_identity}\n{self.max_length}\n{t}".encode()).hexdigest() for t in texts]
         cache = None
         if cache_dir and self.batch_size == 1:
             cache = EmbeddingCache(Path(cache_dir) / f"{self.cache_identity}.single.safetensors")
         elif cache_dir:
             log.info("%s: batch_size %d > 1, the embedding cache is not used", desc, self.batch_size)
+        named = f"{self.cache_identity}\n" if cache else ""  # the key's own text: a vector's cache entry, or none
+        keys = [hashlib.sha256(f"{named}{self.max_length}\n{t}".encode()).hexdigest() for t in texts]
         known = cache.load() if cache else {}
         from_cache = sum(1 for k in keys if k in known)
         todo = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
