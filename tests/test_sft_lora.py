@@ -6,8 +6,10 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from align3gr.models.loading import META_FILE, load_for_inference, load_model_and_tokenizer
+from align3gr.models.lora import save_trained_rows_only
 from align3gr.models.tiny import build_tiny_causal_lm, train_tokenizer
 from align3gr.scid.vocabulary import extend_vocabulary
 from align3gr.sft.data import encode_examples
@@ -86,9 +88,13 @@ def test_lora_trains_the_new_rows_on_both_sides_and_nothing_else(base, request, 
     assert torch.equal(logits_after[:, :known], logits_before[:, :known])
     assert not torch.equal(logits_after[:, new_ids], logits_before[:, new_ids])
 
+    save_trained_rows_only(model)  # as the stages' trainers save it
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     rows = model.get_input_embeddings().weight.shape[0]
+    saved = load_file(tmp_path / "adapter_model.safetensors")
+    assert not [k for k, v in saved.items() if v.shape[0] == rows], "whole embedding matrices saved with the adapter"
+    assert any("trainable_tokens" in k for k in saved)
     vocabulary = {"base_vocab_size": known, "embedding_rows": rows}
     (tmp_path / META_FILE).write_text(json.dumps({"vocabulary": vocabulary}))
     reloaded, reloaded_tokenizer = load_for_inference(tmp_path)

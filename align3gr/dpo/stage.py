@@ -41,6 +41,7 @@ from align3gr.evaluate.stage import run_evaluate
 from align3gr.io import read_json, sha256_json
 from align3gr.metrics import METRICS_FILE, ranking_metrics
 from align3gr.models.loading import ADAPTER_CONFIG
+from align3gr.models.lora import save_trained_rows_only
 from align3gr.models.zero3 import check_adapter_partitioning, whole_weights
 from align3gr.scid.code_tables import CODE_TABLES, ITEM_CODES, code_length, load_code_tables
 from align3gr.sft.tasks import TaskBuilder, trained_prompting
@@ -293,6 +294,7 @@ def train_stage(policy, tokenizer, examples, builder, arguments, config, resume,
         train_dataset=HFDataset.from_list(render_rows(examples, builder, tokenizer, config.seed)),
         processing_class=tokenizer,
     )
+    save_trained_rows_only(trainer.model)
     trainer.train(resume_from_checkpoint=resume)
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" in getattr(unwrapped, "peft_config", {}):

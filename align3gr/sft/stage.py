@@ -27,6 +27,7 @@ from align3gr.errors import ConfigError
 from align3gr.io import sha256_file, sha256_json
 from align3gr.models.loading import load_model_and_tokenizer
 from align3gr.models.local import model_identity, require_full_model
+from align3gr.models.lora import save_trained_rows_only
 from align3gr.models.zero3 import check_adapter_partitioning
 from align3gr.options import TINY
 from align3gr.scid.code_tables import CODE_TABLES, load_code_tables
@@ -179,7 +180,7 @@ def sft_trainer(
     callbacks = []
     if probe is not None and config.early_stopping_patience:
         callbacks.append(RankingEarlyStopping(config.early_stopping_patience))
-    return SCIDSFTTrainer(
+    trainer = SCIDSFTTrainer(
         model=model,
         args=arguments,
         train_dataset=trainer_rows(train, arguments, arguments.packing),
@@ -190,6 +191,8 @@ def sft_trainer(
         probe=probe,
         model_loss=needs_model_loss(model, config.use_lora),
     )
+    save_trained_rows_only(trainer.model)
+    return trainer
 
 
 def run_sft(
