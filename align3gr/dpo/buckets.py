@@ -1,6 +1,7 @@
 """Difficulty buckets of SP-DPO (Align3GR, "Progressive SP-DPO"): how hard a candidate is to tell from the target.
 
-`PrefixBuckets`, the paper's default, uses the prefix-ngram match (Zheng et al. 2025): the number of leading codes
+`PrefixBuckets`, the paper's default, uses the prefix-ngram match that Align3GR cites from "Enhancing Embedding
+Representation Stability in Recommendation Systems with Semantic ID" (Zheng et al. 2025): the number of leading codes
 a candidate's SCID shares with the ground truth. Sharing none is easy; the longer the shared prefix, the harder;
 equal to the target is never a negative. With L levels and thresholds `medium_min` <= `hard_min`:
 

@@ -220,7 +220,21 @@ def usage_section(
     """Loading and recommending with `load_recommender`, with real item (and user) IDs of the model."""
     item_ids = list(items)[:3]
     user_ids = list(users)[:1] if settings.with_user_scid else []
-    peft = " (with `peft` installed: it is an adapter)" if (folder / "adapter_config.json").is_file() else ""
+    if (folder / "adapter_config.json").is_file():
+        loading = (
+            "The folder is a PEFT adapter whose SCID tokens lie past the base model's vocabulary, so"
+            " `AutoModelForCausalLM` alone does not load it (the base comes up with its original vocabulary, which"
+            " the adapter's trained token rows do not fit). `align3gr.load_recommender` does: `recommender.model` is"
+            " the base with the adapter merged, an ordinary Transformers model, and `recommender.tokenizer` its"
+            " tokenizer. By hand, with `peft` installed: load the base (quantized to NF4 by bitsandbytes, as in"
+            " training, when `meta.json`'s `config` has `load_in_4bit`), grow its embeddings with"
+            " `resize_token_embeddings(embedding_rows, mean_resizing=False)`, set every row from `base_vocab_size`"
+            " on to the mean of the rows before it (input and untied output embeddings, as training did; both"
+            " sizes are in `meta.json`'s `vocabulary`), then"
+            f' `PeftModel.from_pretrained(base, "{source}")`; `AutoTokenizer` loads the tokenizer.'
+        )
+    else:
+        loading = "The folder is also an ordinary Hugging Face model: `AutoModelForCausalLM` / `AutoTokenizer` load it."
     call = f"recommender.recommend({item_ids!r}, k=10, user_id="
     named = "".join(f"{call}{u!r})  # a known user, named by SCID\n" for u in user_ids)
     return f"""## Usage
@@ -237,9 +251,7 @@ recommender.rank([{item_ids[:2]!r}, {item_ids[1:]!r}], k=10)  # many users at on
 ```
 
 Histories are item IDs of `{ITEM_CODES}`, oldest first; an unknown item is an error, an unknown user is named
-"the user". The folder is also an ordinary Hugging Face model: `AutoModelForCausalLM` / `AutoTokenizer` load
-it{peft}, and `align3gr evaluate --model <folder> --data <dataset> --out <eval_dir>`
-evaluates it."""
+"the user". {loading} `align3gr evaluate --model <folder> --data <dataset> --out <eval_dir>` evaluates it."""
 
 
 def config_section(meta: dict) -> str:

@@ -61,7 +61,8 @@ class TokenizeConfig:
     adasid_options: dict = options_field(
         AdaSIDConfig,
         "AdaSIDConfig fields (YAML); t_start/t_end count phase-2 optimiser steps (one per batch of training pairs) "
-        "and default to the start and end of phase 2.",
+        "and default to the start and end of phase 2 here (AdaSIDConfig's own t_start and t_end below are the "
+        "paper's step counts, used only when AdaSIDConfig is built directly).",
     )
     das: bool = field(default=False, metadata={"help": "Add DAS multi-view contrastive alignment (Eq. 5-10)."})
     das_options: dict = options_field(DASConfig, "DASConfig fields (YAML).")
