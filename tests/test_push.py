@@ -595,6 +595,16 @@ def test_lora_adapter_on_a_local_base_is_published_merged(data, tmp_path):
     rows = predictions(run)
     ranked = recommender.rank([histories[r["user_id"]] for r in rows], 10, [r["user_id"] for r in rows])
     assert [r.items for r in ranked] == [row["ranked"][:10] for row in rows]
+    assert meta["weights_dtype"] == meta["evaluated_dtype"] == "float32"
+    assert "measured in" not in (out / "README.md").read_text()
+
+    cast = tmp_path / "cast"  # a merge cast to bfloat16: loaded as saved, the card says the metrics are float32's
+    assert main(["push", "--run", str(run), "--stage", "sft", "--to-folder", str(cast), "--dtype", "bfloat16"]) == 0
+    assert read_json(cast / "align3gr.json")["dtype"] == "bfloat16"
+    assert read_json(cast / "meta.json")["weights_dtype"] == "bfloat16"
+    assert read_json(cast / "meta.json")["evaluated_dtype"] == "float32"
+    assert "saved in bfloat16; the metrics above were measured in float32" in (cast / "README.md").read_text()
+    assert next(align3gr.load_recommender(cast).model.parameters()).dtype == torch.bfloat16
 
     adapter_config = read_json(run / "sft" / "adapter_config.json")  # the same adapter, as if on a Hub model
     write_json(run / "sft" / "adapter_config.json", {**adapter_config, "base_model_name_or_path": "someone/tiny-base"})

@@ -200,8 +200,9 @@ def metric_columns(metrics: dict[str, dict]) -> list[str]:
     return [f"{name}@{k}" for name in ("recall", "ndcg") for k in ks] + coverage + ["valid_rate"]
 
 
-def metrics_section(metrics: dict[str, dict], stage: str | None) -> str:
-    """The test metrics of every evaluated stage of the run, this model's row in bold, and their protocol."""
+def metrics_section(metrics: dict[str, dict], stage: str | None, meta: dict) -> str:
+    """The test metrics of every evaluated stage of the run, this model's row in bold, their protocol, and the dtype
+    they were measured in when the published weights were cast to another."""
     if not metrics:
         return "## Test metrics\n\nNo stage of the run was evaluated on the test split."
     columns = [c for c in metric_columns(metrics) if any(c in m for m in metrics.values())]
@@ -210,6 +211,12 @@ def metrics_section(metrics: dict[str, dict], stage: str | None) -> str:
         for name, m in metrics.items()
     ]
     note = "" if stage in metrics else f"\n\nThis stage (`{stage}`) was not evaluated on the test split."
+    weights, evaluated = meta.get("weights_dtype"), meta.get("evaluated_dtype")
+    if weights and evaluated and weights != evaluated:
+        note += (
+            f"\n\nThese weights are saved in {weights}; the metrics above were measured in {evaluated}, before the"
+            " cast, so this model's own ranked lists may differ a little from the evaluation's."
+        )
     protocol = protocol_text(metrics.get(stage) or next(iter(metrics.values())))
     return f"## Test metrics\n\n{protocol}\n\n" + markdown_table(["stage", *columns, "users"], rows) + note
 
@@ -311,7 +318,7 @@ def model_card(folder: Path, settings: InferenceSettings, source: str) -> ModelC
         data_section(meta.get("data", {}), dataset),
         license_section(meta, dataset),
         scid_section(folder, items, users, settings),
-        metrics_section(metrics, settings.stage),
+        metrics_section(metrics, settings.stage, meta),
         usage_section(folder, items, users, source, settings),
         config_section(meta),
         files_section(folder),

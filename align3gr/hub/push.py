@@ -19,7 +19,7 @@ import logging
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,10 @@ def write_stage(
     write_json(out / "metrics.json", metrics)
     if with_titles:
         ItemTitles.of_dataset(load_dataset(run_dir / "data"), read_json(folder / ITEM_CODES)).save(out)
+    settings = settings_of_stage(folder)
+    evaluated_dtype = settings.dtype
+    if merge and dtype != evaluated_dtype:  # `recommend` loads the weights as saved; the card says what was measured
+        settings = replace(settings, dtype=dtype)
     pipeline_config = run_dir / "config.yaml"
     pipeline = yaml.safe_load(pipeline_config.read_text()) if pipeline_config.is_file() else None
     published = {
@@ -125,6 +129,8 @@ def write_stage(
         "base_model": None if is_local(base) else base,
         "adapter": adapter and not merge,
         "merged_adapter": merge,
+        "weights_dtype": settings.dtype,
+        "evaluated_dtype": evaluated_dtype,
         "vocabulary": meta.get("vocabulary"),
         "config": publishable(meta.get("config", {})),
         "pipeline_config": publishable(pipeline),
@@ -136,7 +142,6 @@ def write_stage(
         "frameworks": framework_versions(folder, meta),
     }
     write_json(out / META_FILE, published)
-    settings = settings_of_stage(folder)
     settings.save(out)
     model_card(out, settings, source).save(out / MODEL_CARD)
     return merge
