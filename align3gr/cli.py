@@ -193,6 +193,7 @@ def _recommend(args: argparse.Namespace) -> None:
     result = run_recommend(
         args.model, user=args.user, history=args.history, history_titles=args.history_titles, data=args.data,
         k=args.k, exclude_seen=args.exclude_seen, beam_size=args.beam_size, revision=args.revision,
+        trust_remote_code=args.trust_remote_code,
     )  # fmt: skip
     print(result.to_json() if args.json else result.render())
 
@@ -439,6 +440,8 @@ def build_parser(options_of: Collection[str] | None = None) -> argparse.Argument
                            help="Never recommend an item of the history (default: as the run's evaluation, its "
                                 "exclude_history).")  # fmt: skip
     recommend.add_argument("--beam-size", type=int, help="Beam width (default: the evaluation's; at least K).")
+    recommend.add_argument("--trust-remote-code", action="store_true", help="Run model code shipped with the model "
+                           "or its base (a custom architecture): only for a source you trust.")  # fmt: skip
     recommend.add_argument("--json", action="store_true", help="Print a JSON list of {rank, item_id, title, score}.")
     recommend.set_defaults(func=_recommend)
     return parser

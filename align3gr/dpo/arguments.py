@@ -25,6 +25,7 @@ def dpo_argument_values(config: DPOStageConfig, output_dir: Path) -> dict[str, A
     return {
         **trainer_arguments(config, output_dir),
         "beta": config.beta,
+        "trust_remote_code": config.trust_remote_code,
         "shared_prompt_forward": config.shared_prompt_forward,
         "sft_weight": config.sft_weight,
         "precompute_ref_log_probs": config.precompute_ref_log_probs,
@@ -36,7 +37,7 @@ def dpo_arguments(config: DPOStageConfig, output_dir: Path) -> SoftmaxDPOConfig:
     return SoftmaxDPOConfig(**with_training_args(dpo_argument_values(config, output_dir), config))
 
 
-def load_policy(previous: Path, forward: str = "packed"):
+def load_policy(previous: Path, forward: str = "packed", trust_remote_code: bool = False):
     """(model, tokenizer) to train from `previous`: a full model as saved, or its adapter loaded trainable on its
     base (TRL keeps a frozen copy of that adapter as the reference), in the `dtype` and attention SFT loaded its base
     with (the config `meta.json` records; sdpa for the `packed` shared-prompt `forward` when that attention takes no
@@ -48,9 +49,12 @@ def load_policy(previous: Path, forward: str = "packed"):
         log.info("DPO loads the policy with sdpa attention (SFT: %s), which the packed forward's mask needs", attention)
         attention = "sdpa"
     if (previous / ADAPTER_CONFIG).is_file():
-        policy, tokenizer = load_adapter(previous, dtype, True, attention), load_tokenizer(previous)
+        policy = load_adapter(previous, dtype, True, attention, trust_remote_code)
+        tokenizer = load_tokenizer(previous, trust_remote_code)
     else:
-        policy, tokenizer = load_model_and_tokenizer(previous, dtype=dtype, attn_implementation=attention)
+        policy, tokenizer = load_model_and_tokenizer(
+            previous, dtype=dtype, attn_implementation=attention, trust_remote_code=trust_remote_code
+        )
     if whole_copy_per_process() and not getattr(policy, "is_quantized", False):  # bitsandbytes placed it already
         policy.to(PartialState().device)
     return policy, tokenizer

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from align3gr.config import OMITTED
 from align3gr.dpo.checks import (
     RF_FILLS,
     SHARED_PROMPT_FORWARDS,
@@ -144,6 +145,13 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
         metadata={"help": "Stages in order, each from the one before.", "choices": tuple(STAGES)},
     )
     beta: float = field(default=0.1, metadata={"help": "beta of Eq. 3."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "Run model code shipped with the start model or its base (a pipeline sets it as sft's).",
+            "fingerprint": OMITTED,
+        },
+    )
     num_rejected: int = field(default=20, metadata={"help": "Rejected completions per row (paper: 20)."})
     prompts_per_user: int = field(
         default=1, metadata={"help": "Training prompts per user: the most recent (self-play) or liked items (RF)."}

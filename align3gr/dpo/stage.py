@@ -224,7 +224,7 @@ def run_stage(
     builder = TaskBuilder(
         dataset, item_codes, user_codes, with_user_scid=with_user_scid, seed=config.seed, seq_format=seq_format
     )
-    policy, tokenizer = load_policy(previous, config.shared_prompt_forward)
+    policy, tokenizer = load_policy(previous, config.shared_prompt_forward, config.trust_remote_code)
     if config.shared_prompt_forward == "packed":
         check_packed(policy)  # before the self-play generation, not at the first training step
     with whole_weights(policy):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from align3gr.config import OMITTED
 from align3gr.decode import BEAM_SIZE, DECODERS
 from align3gr.errors import ConfigError
 from align3gr.metrics import check_ks
@@ -45,6 +46,13 @@ class EvaluateConfig:
     )
     paraphrase: int = field(default=0, metadata={"help": "Which paraphrase of the sequential-task prompt to use."})
     dtype: str = field(default="float32", metadata={"help": "Weights dtype for inference.", "choices": tuple(DTYPES)})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "Run model code shipped with the checkpoint or its base (a pipeline sets it as sft's).",
+            "fingerprint": OMITTED,
+        },
+    )
     text_examples: int = field(
         default=0, metadata={"help": "Users for which to generate the next title and preference text (greedy)."}
     )

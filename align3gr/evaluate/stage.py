@@ -87,7 +87,7 @@ def run_evaluate(
     model_dir = Path(model_dir)
     dataset = load_dataset(data_dir)
     item_codes, user_codes = load_code_tables(scid_dir or model_dir, dataset)
-    model, tokenizer = load_for_inference(model_dir, config.dtype)
+    model, tokenizer = load_for_inference(model_dir, config.dtype, config.trust_remote_code)
     model.to(state.device)
     trained_user_scid, seq_format = trained_prompting(model_dir)
     with_user_scid = trained_user_scid if config.with_user_scid is None else config.with_user_scid

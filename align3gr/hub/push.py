@@ -110,7 +110,8 @@ def write_stage(
     if merge:
         dtype = dtype or metrics.get(stage, {}).get("config", {}).get("dtype", "float32")
         log.info("merging the LoRA adapter into its local base %s (%s): that folder is not on the Hub", base, dtype)
-        model, _ = load_for_inference(folder, dtype)
+        trusted = bool(meta.get("config", {}).get("trust_remote_code"))  # the run's own SFT ran its base's code
+        model, _ = load_for_inference(folder, dtype, trusted)
         model.save_pretrained(out)
     write_json(out / "tokenizer_report.json", publishable(read_json(report)))
     if (run_dir / "scid" / "code_usage.png").is_file():

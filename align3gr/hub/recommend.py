@@ -108,10 +108,11 @@ def run_recommend(
     exclude_seen: bool | None = None,
     beam_size: int | None = None,
     revision: str | None = None,
+    trust_remote_code: bool = False,
 ) -> Recommendations:
     """The top `k` items of `model` (stage folder, published folder or Hub repo id) for exactly one of `user` (a user
     of the dataset), `history` (item IDs) or `history_titles`; `exclude_seen` and `beam_size` None: the evaluation's;
-    `revision` only with a Hub repo id."""
+    `revision` only with a Hub repo id; `trust_remote_code` runs model code shipped with it (`load_recommender`)."""
     if sum(x is not None for x in (user, history, history_titles)) != 1:
         raise ConfigError("give exactly one of --user, --history or --history-titles")
     if k < 1 or (beam_size is not None and beam_size < 1):
@@ -136,7 +137,7 @@ def run_recommend(
         if titles is None:
             raise ConfigError(f"--history-titles: {folder} has no {ITEM_TITLES}; give --data DATA_DIR for the titles")
         items = titles.item_ids(history_titles)
-    recommender = load_recommender(folder, data=data_dir)
+    recommender = load_recommender(folder, data=data_dir, trust_remote_code=trust_remote_code)
     exclude_seen = recommender.excludes_seen(exclude_seen)
     ranked = recommender.rank([items], k, [user], exclude_seen, beam_size)[0]
     return Recommendations(

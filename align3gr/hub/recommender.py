@@ -192,16 +192,18 @@ def load_recommender(
     revision: str | None = None,
     batch_size: int = 16,
     data: str | Path | None = None,
+    trust_remote_code: bool = False,
 ) -> Recommender:
     """A `Recommender` from a folder written by `align3gr push`, a Hub repo id (at `revision`), or a run's `sft/` or
     `dpo/STAGE/` folder; the model goes to `device` (default: the accelerator if there is one, else the CPU), in
     `dtype` (default: the dtype its test evaluation ran in, so its ranked lists are the evaluation's). A folder without
     `align3gr.json` cuts histories to the `max_history` of the dataset folder `data` (default: its run's `data/`), as
-    `align3gr evaluate` does."""
+    `align3gr evaluate` does. `trust_remote_code` runs model code shipped with the model or its base: only for a
+    source you trust."""
     folder = model_folder(path_or_repo_id, revision)
     settings = settings_of(folder, Path(data) if data is not None else None)
     item_codes, user_codes = load_code_tables(folder)
-    model, tokenizer = load_for_inference(folder, dtype or settings.dtype)
+    model, tokenizer = load_for_inference(folder, dtype or settings.dtype, trust_remote_code)
     model.to(device or torch.accelerator.current_accelerator() or "cpu")
     log.info("%s: %s, %d items, stage %s", path_or_repo_id, type(model).__name__, len(item_codes), settings.stage)
     return Recommender(model, tokenizer, item_codes, user_codes, settings, batch_size)

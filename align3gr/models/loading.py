@@ -53,6 +53,12 @@ def _quantization(load_in_4bit: bool, dtype) -> dict:
     return {"quantization_config": config}
 
 
+TRUST_HINT = (
+    "its code runs only with trust_remote_code: true in the sections of the stages that load it (sft, evaluate, "
+    "dpo; the pipeline passes sft's on), or recommend --trust-remote-code"
+)
+
+
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     """The tokenizer at `path`; without a pad token it pads with EOS (as TRL does)."""
     from transformers import AutoTokenizer
@@ -84,7 +90,8 @@ def load_model_and_tokenizer(
     try:
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"model={str(path)!r}: cannot load a model config: {err}") from None
+        hint = "" if trust_remote_code or "custom code" not in str(err) else f" ({TRUST_HINT})"
+        raise ConfigError(f"model={str(path)!r}: cannot load a model config: {err}{hint}") from None
     kwargs = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, **_quantization(load_in_4bit, torch_dtype)}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
@@ -108,21 +115,22 @@ def keep_nf4_trainable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def load_for_inference(path: str | Path, dtype: str | torch.dtype = "float32"):
+def load_for_inference(path: str | Path, dtype: str | torch.dtype = "float32", trust_remote_code: bool = False):
     """(model, tokenizer) of a model folder or a stage output folder (`sft/`, `dpo/STAGE/`), model in eval mode and
-    whole even in a process training under ZeRO-3; an adapter is merged into its base model (`load_adapter`)."""
+    whole even in a process training under ZeRO-3; an adapter is merged into its base model (`load_adapter`).
+    `trust_remote_code` runs model code shipped with the checkpoint (or its base), as SFT's option of that name."""
     folder = Path(path)
     if folder.is_dir() and not any((folder / name).is_file() for name in ("config.json", ADAPTER_CONFIG)):
         raise ConfigError(
             f"{folder}: no model (config.json or {ADAPTER_CONFIG}); expected a model folder, a run's sft/ or "
             "dpo/STAGE/, or a folder written by `align3gr push`"
         )
-    tokenizer = load_tokenizer(folder)
+    tokenizer = load_tokenizer(folder, trust_remote_code)
     with loading_whole():
         if not (folder / ADAPTER_CONFIG).is_file():
-            model, _ = load_model_and_tokenizer(folder, dtype=dtype)
+            model, _ = load_model_and_tokenizer(folder, dtype=dtype, trust_remote_code=trust_remote_code)
             return model.eval(), tokenizer
-        return load_adapter(folder, dtype).merge_and_unload().eval(), tokenizer
+        return load_adapter(folder, dtype, trust_remote_code=trust_remote_code).merge_and_unload().eval(), tokenizer
 
 
 def adapter_base(folder: Path, recorded: str) -> str:
@@ -137,7 +145,11 @@ def adapter_base(folder: Path, recorded: str) -> str:
 
 
 def load_adapter(
-    folder: Path, dtype: str | torch.dtype = "float32", trainable: bool = False, attn_implementation: str | None = None
+    folder: Path,
+    dtype: str | torch.dtype = "float32",
+    trainable: bool = False,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
 ):
     """The `PeftModel` of an adapter output folder: its base model (recorded in `adapter_config.json`), embeddings
     grown to the saved tokenizer's size with `resize_embeddings` (rows past the base vocabulary set to the mean, as
@@ -156,7 +168,11 @@ def load_adapter(
     vocabulary, quantized = meta["vocabulary"], meta.get("config", {}).get("load_in_4bit", False)
     base_model = adapter_base(folder, adapter["base_model_name_or_path"])
     base, _ = load_model_and_tokenizer(
-        base_model, dtype=dtype, attn_implementation=attn_implementation, load_in_4bit=quantized
+        base_model,
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+        load_in_4bit=quantized,
     )
     if quantized and not trainable:
         base = base.dequantize()

@@ -77,6 +77,8 @@ def load_pipeline_config(path: str | Path, overrides: dict[str, dict[str, Any]] 
             for name, cls in SECTIONS.items()
         }
     )
+    if config.sft.trust_remote_code:  # the stages after SFT load the model it trained, and its code, again
+        config.evaluate.trust_remote_code = config.dpo.trust_remote_code = True
     missing = [k for k in REPORTED_KS if k not in config.evaluate.ks]
     if missing:
         raise ConfigError(
