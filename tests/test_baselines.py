@@ -104,9 +104,9 @@ def test_sequential_baseline_ranks_with_the_saved_encoder(crafted, tmp_path):
 
 
 def test_sequential_baseline_reproduces_the_embed_report(ml100k_small, ml100k_small_embeddings, tmp_path):
-    """On the valid split without exclusion, the baseline's Recall@10 is the one the embed stage reported for the
-    epoch it kept: the saved encoder is that epoch's."""
-    config = EvaluateConfig(split="valid", exclude_history=False, ks=[10], batch_size=64)
+    """On the valid split, under the evaluation protocol (history excluded), the baseline's Recall@10 is the one the
+    embed stage reported for the epoch it kept: the saved encoder is that epoch's, chosen by the same measure."""
+    config = EvaluateConfig(split="valid", ks=[10], batch_size=64)
     metrics = run_baseline(SEQUENTIAL, ml100k_small, tmp_path / "valid", config, ml100k_small_embeddings)
     report = read_json(ml100k_small_embeddings / "report.json")
     assert metrics["recall@10"] == pytest.approx(report["collaborative_valid_recall@10"])

@@ -134,9 +134,15 @@ def sampled_softmax_loss(hidden: torch.Tensor, targets: torch.Tensor, table: tor
 
 
 @torch.no_grad()
-def recall_at_k(model: SequenceEncoder, histories: torch.Tensor, targets: torch.Tensor, k: int = 10) -> float:
+def recall_at_k(
+    model: SequenceEncoder, histories: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor, k: int = 10
+) -> float:
+    """Recall@k of `targets` after `histories`, as `align3gr evaluate` and the baselines measure it: the items of each
+    user's whole training part (`seen`: [2, N] user rows and item indices) are left out of the ranking before the cut,
+    since a repeated item is never a target (the 20-item histories alone would leave older ones in)."""
     model.eval()
     scores = model.score_items(histories)
+    scores[seen[0], seen[1] - 1] = float("-inf")
     top = scores.topk(min(k, scores.shape[1]), dim=1).indices + 1  # a catalogue of fewer than k items: all of it
     return (top == targets.unsqueeze(1)).any(1).float().mean().item()
 
@@ -152,6 +158,10 @@ def train_collaborative(dataset: Dataset, config: EmbedConfig, device: torch.dev
         train = [[index[i] for i in dataset.train_items(u)] for u in users]
         valid_targets = torch.tensor([index[dataset.sequences[u].items[-2]] for u in users], device=device)
         histories = pack(train, max_len).to(device)
+        seen = torch.stack([
+            torch.arange(len(train)).repeat_interleave(torch.tensor([len(items) for items in train])),
+            torch.tensor([i for items in train for i in items], dtype=torch.long),
+        ]).to(device)  # fmt: skip
         windows = training_windows(train, max_len).to(device)
         if not len(windows):
             raise DataError(
@@ -177,7 +187,7 @@ def train_collaborative(dataset: Dataset, config: EmbedConfig, device: torch.dev
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-            recall = recall_at_k(model, histories, valid_targets)
+            recall = recall_at_k(model, histories, valid_targets, seen)
             bar.set_postfix(loss=f"{loss.item():.3f}", valid_recall10=f"{recall:.4f}")
             if stopping.update(recall):
                 break

@@ -31,9 +31,10 @@ from align3gr.stage_output import StageOutput, check_apart
 IDS_FILE = "ids.json"
 """The item and user IDs in the row order of the embedding matrices: the file every embeddings folder holds."""
 
-FILES_VERSION = 3
-"""Version of what `run_embed` writes, in the pipeline step's key: a run embedded by an earlier version (2: before
-semantic vectors were encoded one text per forward; 1: before the collaborative encoder was saved) embeds again."""
+FILES_VERSION = 4
+"""Version of what `run_embed` writes, in the pipeline step's key: a run embedded by an earlier version (3: before the
+collaborative encoder's epoch was chosen with each user's history left out of the valid ranking; 2: before semantic
+vectors were encoded one text per forward; 1: before the collaborative encoder was saved) embeds again."""
 
 
 def item_text(item: Item) -> str:
