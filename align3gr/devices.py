@@ -75,3 +75,20 @@ def stage_device(option: str, stage: str) -> torch.device:
     device = resolve_device(option)
     log.info("%s: computing on %s (device: %s)", stage, device, option)
     return device
+
+
+def numerics() -> dict[str, Any]:
+    """What decides a result's float bits besides seed and config, recorded beside each stage's output: torch's
+    thread count and CPU instruction set, and the accelerator when there is one. Another value of any of them gives
+    another draw of the same recipe (see the README), so two runs that disagree can be told apart by it."""
+    accelerator = torch.accelerator.current_accelerator()
+    found: dict[str, Any] = {
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+    }
+    if accelerator is not None:
+        found["accelerator"] = accelerator.type
+        if accelerator.type == "cuda":
+            found["accelerator_name"] = torch.cuda.get_device_name()
+    return found

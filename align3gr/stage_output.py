@@ -9,6 +9,7 @@ launch` (`distributed`) every process runs the stage; the main one writes, the o
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from align3gr.errors import ConfigError, DataError
 from align3gr.io import atomic_directory, atomic_write_json, read_json, remove_stale_temporaries, write_json
+
+log = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
 NOT_A_MODEL = ("sequences.jsonl", "align3gr.json")
@@ -43,6 +46,8 @@ def complete_checkpoint(folder: Path) -> bool:
 
 
 WORK_MARKER = "fingerprint"
+NUMERICS_FILE = "numerics.json"
+"""In a work folder: `align3gr.devices.numerics()` when its run started, compared when it resumes."""
 """The file that marks a work folder as a run's (its fingerprint)."""
 
 
@@ -186,12 +191,22 @@ class StageOutput:
         """The checkpoint to resume from when the work folder holds one of this exact run (same fingerprint);
         otherwise the work folder starts empty, marked with the fingerprint. The main process goes first: the others
         then find its work folder."""
-        marker = self.work / WORK_MARKER
+        from align3gr.devices import numerics
+
+        marker, record, now = self.work / WORK_MARKER, self.work / NUMERICS_FILE, numerics()
         with self._main_process_first():
             if marker.is_file() and marker.read_text() == fingerprint:
                 checkpoints = [p for p in self.work.glob("checkpoint-*") if complete_checkpoint(p)]
+                started = read_json(record) if record.is_file() else now
+                if checkpoints and started != now:
+                    log.warning(
+                        "%s: resuming under other numerics than the run started with (%s, now %s): the result will "
+                        "equal neither setting's uninterrupted run", self.path, started, now,
+                    )  # fmt: skip
                 return str(max(checkpoints, key=lambda p: int(p.name.split("-")[1]))) if checkpoints else None
             fresh_work(self.work, fingerprint)
+            if self.main_process:
+                write_json(record, now)
             return None
 
     def publish(self, write: Callable[[Path], object], meta: dict | None = None) -> None:

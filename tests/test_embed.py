@@ -16,6 +16,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTra
 
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.data.schema import Item, Sequence, User
+from align3gr.devices import numerics
 from align3gr.embed.collaborative import load_encoder, train_collaborative, training_windows
 from align3gr.embed.config import EmbedConfig
 from align3gr.embed.semantic import SemanticEncoder
@@ -149,6 +150,7 @@ def test_run_embed_writes_reloadable_artifacts(
     assert np.array_equal(encoder.items.weight[1:].detach().numpy(), loaded.item_cf)
     assert encoder.hyperparameters["max_len"] == dataset.max_history and not encoder.training
     assert 0.0 <= loaded.report["collaborative_valid_recall@10"] <= 1.0
+    assert loaded.report["numerics"] == numerics()  # threads and instruction set, which decide the float bits
     assert "Categories: " in item_text(next(iter(dataset.items.values())))
     cache_use = built.report["semantic_cache"]
     assert cache_use["items"] == {"texts": len(dataset.items), "encoded": 0, "cached": len(dataset.items)}

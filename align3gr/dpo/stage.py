@@ -23,6 +23,7 @@ import align3gr
 from align3gr.config import config_to_dict
 from align3gr.console import format_table
 from align3gr.data.dataset import Dataset, load_dataset
+from align3gr.devices import numerics
 from align3gr.dpo.arguments import dpo_arguments, load_policy
 from align3gr.dpo.buckets import BucketRule, Buckets, PrefixBuckets, SimilarityBuckets, scid_vectors
 from align3gr.dpo.config import STAGES, DPOStageConfig
@@ -258,6 +259,7 @@ def run_stage(
         },
         "config": {**previous_meta.get("config", {}), "dpo": config_to_dict(config)},
         "align3gr_version": align3gr.__version__,
+        "numerics": numerics(),
         "seconds": round(time.perf_counter() - start, 1),
     }
     rows = (

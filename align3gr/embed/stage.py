@@ -20,7 +20,7 @@ from align3gr.config import config_to_dict
 from align3gr.console import format_mapping
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.data.schema import Item
-from align3gr.devices import stage_device
+from align3gr.devices import numerics, stage_device
 from align3gr.embed.collaborative import save_encoder, train_collaborative
 from align3gr.embed.config import EmbedConfig
 from align3gr.embed.semantic import SemanticEncoder
@@ -161,6 +161,7 @@ def run_embed(data_dir: str | Path, out_dir: str | Path, config: EmbedConfig | N
         "collaborative_epochs": cf.epochs,
         "data_fingerprint": dataset.meta.get("fingerprint"),
         "device": str(device),
+        "numerics": numerics(),
         "config": config_to_dict(config),
         "seconds": round(time.perf_counter() - start, 2),
     }

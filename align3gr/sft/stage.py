@@ -23,6 +23,7 @@ import align3gr
 from align3gr.config import config_to_dict
 from align3gr.console import format_mapping, format_table
 from align3gr.data.dataset import Dataset, load_dataset
+from align3gr.devices import numerics
 from align3gr.errors import ConfigError
 from align3gr.io import sha256_file, sha256_json
 from align3gr.models.loading import load_model_and_tokenizer
@@ -275,6 +276,7 @@ def run_sft(
         else None,
         "config": config_to_dict(config),
         "align3gr_version": align3gr.__version__,
+        "numerics": numerics(),
         "seconds": round(time.perf_counter() - start, 1),
     }
     publish_model(output, scid, CONFIG_FILE, config, history, meta)

@@ -28,7 +28,7 @@ import torch
 from align3gr.config import config_to_dict
 from align3gr.console import format_mapping, format_table
 from align3gr.data.dataset import Dataset, load_dataset
-from align3gr.devices import stage_device
+from align3gr.devices import numerics, stage_device
 from align3gr.embed.stage import Embeddings
 from align3gr.errors import ConfigError
 from align3gr.io import write_json
@@ -203,7 +203,7 @@ def run_tokenize(
         item_codes, items = item_report(
             raw_item_codes, distances, config.codebook_size, labels, config.disambiguation_level
         )
-    report: dict = {"item_tokenizer": config.item_tokenizer, "device": str(device)}
+    report: dict = {"item_tokenizer": config.item_tokenizer, "device": str(device), "numerics": numerics()}
     if trained is not None:
         if model is not None:
             report["dual_items"] = items
