@@ -1,5 +1,6 @@
-"""Shared fixtures. Tests never reach a model hub: HF_HUB_OFFLINE is set before anything imports the hub. Under
-pytest-xdist each worker's torch (and the processes its tests launch) gets an equal share of the cores, set before
+"""Shared fixtures. Tests never reach a model hub: HF_HUB_OFFLINE is set before anything imports the hub; nor the
+caches in the home folder: `align3gr_cache` points ALIGN3GR_CACHE at a folder of the session. Under pytest-xdist
+each worker's torch (and the processes its tests launch) gets an equal share of the cores, set before
 torch is imported: two workers of two threads each on two cores spend more time waiting on each other than computing."""
 
 from __future__ import annotations
@@ -22,6 +23,22 @@ from align3gr.data.build import build_dataset  # noqa: E402
 from align3gr.data.dataset import Dataset, load_dataset, write_dataset  # noqa: E402
 from align3gr.embed.config import EmbedConfig  # noqa: E402
 from align3gr.embed.stage import run_embed  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def align3gr_cache(tmp_path_factory):
+    """The caches runs share (`align3gr.io.cache_root`: LLM-written texts, MiniLM embeddings, file digests) in a folder
+    of the session (of each pytest-xdist worker), not `~/.cache/align3gr`: a warm home cache would change which code
+    path a test runs, and tests would write to the home folder. Set in the environment, so the processes a test
+    launches use it too; autouse and session-wide, so it is set before any other fixture of the session runs."""
+    folder = tmp_path_factory.mktemp("align3gr_cache")
+    previous = os.environ.get("ALIGN3GR_CACHE")
+    os.environ["ALIGN3GR_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("ALIGN3GR_CACHE", None)
+    else:
+        os.environ["ALIGN3GR_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -62,13 +63,26 @@ def test_leave_one_out_targets_are_the_chronologically_last(ml100k):
         assert seq.timestamps[-1] == max(seq.timestamps)
 
 
-def test_histories_are_cut_and_targets_never_leak(ml100k):
+def test_histories_are_the_last_20_items_before_each_target_and_targets_never_leak(ml100k):
+    """Every example of every split, rebuilt from the users' whole sequences: train predicts each item of the training
+    part (all but the last two) from the up to 20 items before it, valid the second-to-last item, test the last."""
     dataset = load_dataset(ml100k)
+    assert dataset.meta["max_history"] == 20
+    expected = {"train": [], "valid": [], "test": []}
+    for user, seq in dataset.sequences.items():
+        items = list(seq.items)
+        targets = {"train": range(1, len(items) - 2), "valid": [len(items) - 2], "test": [len(items) - 1]}
+        for split, positions in targets.items():
+            expected[split] += [(user, items[max(0, t - 20) : t], items[t]) for t in positions]
+    for split, examples in expected.items():
+        got = [(e.user_id, list(e.history), e.target) for e in dataset.examples(split)]
+        assert got == examples, split
+    assert max(len(history) for _, history, _ in expected["train"]) == 20  # the cut applies
+    assert sum(len(seq.items) - 3 for seq in dataset.sequences.values()) == len(expected["train"])
     test_targets = {e.user_id: e.target for e in dataset.examples("test")}
     valid_targets = {e.user_id: e.target for e in dataset.examples("valid")}
     for split in ("train", "valid", "test"):
         for example in dataset.examples(split):
-            assert 1 <= len(example.history) <= 20
             assert example.target not in example.history
     for example in dataset.examples("train"):
         assert test_targets[example.user_id] not in (*example.history, example.target)
@@ -103,9 +117,14 @@ def test_building_twice_is_byte_identical(ml100k, tmp_path):
         assert (ml100k / name).read_bytes() == (again / name).read_bytes(), name
 
 
-def test_rebuilding_into_the_same_folder_reuses_it(ml100k):
-    result = build_dataset("movielens", "recbole", ml100k)
+def test_rebuilding_into_the_same_folder_reuses_it(ml100k, tmp_path):
+    """On a copy: the session's `ml100k` is shared by every test of the worker and must not be rewritten."""
+    folder = tmp_path / "data"
+    shutil.copytree(ml100k, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = build_dataset("movielens", "recbole", folder)
     assert result.up_to_date
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
 def write_grouplens_100k(folder: Path) -> None:

@@ -247,11 +247,34 @@ def test_small_catalogue_returns_every_item_exactly_ranked(loaded):
     assert all(sorted(items) == ["m1", "m2", "m3"] for items in lists[0])
 
 
-def test_unconstrained_generation_reports_validity(loaded):
-    model, tokenizer, trie, prompts = loaded
-    for result in build_decoder("unconstrained", model, tokenizer, trie, 5, 3).recommend(prompts[:3]):
-        assert result.returned == 5 and 0 <= result.valid <= 5
-        assert set(result.items) <= set(trie.leaf_items) and len(result.items) <= result.valid
+def test_unconstrained_generation_reports_validity(loaded, scid_model):
+    """Each prompt's 5 beams, generated here by plain `model.generate` (same beam search, no constraint): the valid
+    count is the number of them that are an item's whole code, and the items those codes name, best first and each
+    once, are the ranking. The random SCID rows make the tiny model repeat one SCID token, so the catalogue also
+    holds an item for each user-code token repeated three times: some beams are items, others are not."""
+    from transformers import GenerationConfig
+
+    model, tokenizer, _, prompts = loaded
+    items = json.loads((scid_model / "item_codes.json").read_text())
+    user_tokens = {t for code in json.loads((scid_model / "user_codes.json").read_text()).values() for t in code}
+    items |= {f"echo {token}": [token] * 3 for token in sorted(user_tokens)}
+    trie = trie_for_model(items, tokenizer, model)
+    item_of = {tuple(tokenizer.convert_tokens_to_ids(code)): item for item, code in items.items()}
+    settings = GenerationConfig(
+        do_sample=False, num_beams=5, num_return_sequences=5, max_new_tokens=3, min_new_tokens=3, length_penalty=0.0,
+        early_stopping="never", eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    decoder = build_decoder("unconstrained", model, tokenizer, trie, 5, 1)
+    valid = 0
+    for prompt in prompts:
+        (result,) = decoder.recommend([prompt])
+        with torch.no_grad():
+            output = model.generate(input_ids=torch.tensor([prompt]), generation_config=settings)
+        named = [item_of.get(tuple(row)) for row in output[:, len(prompt) :].tolist()]
+        assert result.returned == 5 and result.valid == sum(item is not None for item in named)
+        assert result.items == list(dict.fromkeys(item for item in named if item is not None))
+        valid += result.valid
+    assert 0 < valid < 5 * len(prompts)
 
 
 def test_generation_config_file_cannot_change_the_ranking(loaded, scid_model, tmp_path):

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedTokenizerFast,
+)
 
 from align3gr.data.dataset import Dataset
 from align3gr.data.feedback import assign_feedback, feedback_level, label_to_rating, score_reviews
@@ -60,10 +67,24 @@ def reviewed_dataset(ratings: list[int] | None) -> Dataset:
     return Dataset(items=items, users={"u": User("u")}, sequences={"u": seq})
 
 
+def model_stars(texts: list[str], model_path: str) -> list[float]:
+    """Each text's star count by the classifier itself: the argmax of its logits, named by the config's id2label
+    ("k star(s)"), read as k."""
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path).eval()
+    stars = []
+    for text in texts:
+        with torch.no_grad():
+            logits = model(**tokenizer(text, return_tensors="pt", truncation=True)).logits[0]
+        stars.append(float(model.config.id2label[int(logits.argmax())].split()[0]))
+    return stars
+
+
 def test_sentiment_model_scores_reviews(sentiment_model):
-    scores = list(score_reviews(REVIEWS[:2], sentiment_model, chunk=1))
-    assert len(scores) == 2 and all(s in {1.0, 2.0, 3.0, 4.0, 5.0} for s in scores)
-    assert scores == list(score_reviews(REVIEWS[:2], sentiment_model))
+    texts = [review for review in REVIEWS if review]
+    scores = list(score_reviews(texts, sentiment_model, chunk=1))
+    assert scores == model_stars(texts, sentiment_model)
+    assert scores == list(score_reviews(texts, sentiment_model))
     dataset = reviewed_dataset([5, 4, 1, 2, 3])
     assert assign_feedback(dataset, 1.0, 4.0, sentiment_model) == "sentiment"
     levels = dataset.sequences["u"].feedback

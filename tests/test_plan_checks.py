@@ -5,6 +5,7 @@ input is absent and says so."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,31 @@ def test_a_launcher_that_cannot_run_stops_the_pipeline_before_any_work(tmp_path,
         assert main(argv) == 2
         assert f"--launcher {launcher!r}: " in (error := capsys.readouterr().err) and message in error
         assert not run.exists()
+
+
+def test_too_little_free_disk_stops_the_run_before_any_folder_is_made(tmp_path, monkeypatch):
+    """The disk of the run folder (here its nearest existing parent) has half a GiB free where the run needs 1 GiB
+    (the tiny model: no base weights to copy): the run stops naming both, before the run folder, its lock or its data
+    exist. With exactly 1 GiB free the disk is no need, and the run goes on to build its data."""
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    asked = []
+
+    def disk_usage(path):
+        asked.append(Path(path))
+        return usage(4 << 30, (4 << 30) - free, free)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    run, config = tmp_path / "run" / "inner", write_config(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    free = 1 << 29
+    message = rf"disk: 0\.5 GiB free at {re.escape(str(tmp_path))}; the run needs at least 1\.0 GiB"
+    with pytest.raises(ConfigError, match=message):
+        run_pipeline(config, run)
+    assert asked == [tmp_path] and sorted(p.name for p in tmp_path.iterdir()) == before
+    free = 1 << 30
+    with pytest.raises(ConfigError, match=r"dpo\.stages rf_easy, rf_hard: RF-DPO") as error:
+        run_pipeline(config, run)
+    assert "disk:" not in str(error.value) and (run / "data").is_dir()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from launching import accelerate_launch
+from safetensors.torch import load_file
 from test_sft import code_tables
 from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
 from transformers import TrainerCallback
@@ -142,24 +143,68 @@ def test_a_launch_that_needs_gpus_stops_on_cpu_processes_before_any_work(
     assert not (tmp_path / "sft").exists() and not (tmp_path / "sft.work").exists()
 
 
-def test_stream_run_keeps_the_checkpoint_with_the_best_valid_ranking_and_draws_its_curves(ml100k_small, scid, tmp_path):
+class CheckpointWeights(TrainerCallback):
+    """The weights of each checkpoint a run writes, by step, read from the checkpoint once it is saved."""
+
+    def __init__(self) -> None:
+        self.saved: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.saved[state.global_step] = load_file(folder / "model.safetensors")
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+def watch_checkpoints(monkeypatch) -> CheckpointWeights:
+    """Records the weights of every checkpoint the stage's trainers save from now on."""
+    import align3gr.sft.stage as stage
+
+    weights, build = CheckpointWeights(), stage.sft_trainer
+
+    def watched(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.add_callback(weights)
+        return trainer
+
+    monkeypatch.setattr(stage, "sft_trainer", watched)
+    return weights
+
+
+SCID_LEVELS = ("<a_", "<b_", "<c_")
+"""The item code tokens of `test_sft.code_tables`, by level."""
+RANKING_DROPS = {"learning_rate": 1e-2, "save_steps": 1, "tasks": ["seq"]}
+"""Stream SFT whose step-1 checkpoint ranks the probe's valid users as the initial model does (one hit) and whose
+later steps rank them worse (none): the best checkpoint is an early one, its weights unlike the later ones'."""
+
+
+def test_stream_run_keeps_the_checkpoint_with_the_best_valid_ranking_and_draws_its_curves(
+    ml100k_small, scid, tmp_path, monkeypatch
+):
     """Every evaluation ranks the probe's valid users; the published model is the checkpoint whose logged
-    eval_valid_ndcg@10 is the best (earliest among ties), the closing evaluation's final_valid_ndcg@10 names its step,
-    and ranking the probe again with it gives that value."""
+    eval_valid_ndcg@10 is the best (earliest among ties), not the last step's, the closing evaluation's
+    final_valid_ndcg@10 names its step, and ranking the probe again with it gives that value."""
     from align3gr.scid.code_tables import load_code_tables
     from align3gr.sft.probe import RankingProbe
     from align3gr.sft.tasks import TaskBuilder
 
-    options = {**SMALL, "max_steps": 8, "save_steps": 2, "learning_rate": 5e-3, "tasks": ["seq"]}
+    weights = watch_checkpoints(monkeypatch)
+    options = {**SMALL, "max_steps": 4, **RANKING_DROPS}
     config = SFTStageConfig(seq_format="stream", valid_users=24, early_stopping_patience=None, **options)
     out = tmp_path / "sft"
     meta = run_sft(ml100k_small, scid, out, config).meta
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
     scheduled = [(row["step"], row["eval_valid_ndcg@10"]) for row in log if "eval_valid_ndcg@10" in row]
     final = [(row["model_step"], row["final_valid_ndcg@10"]) for row in log if "final_valid_ndcg@10" in row]
-    assert [step for step, _ in scheduled] == [0, 2, 4, 6, 8]
+    assert [step for step, _ in scheduled] == [0, 1, 2, 3, 4] and meta["steps"] == 4
     best_step, best = max(scheduled[1:], key=lambda pair: (pair[1], -pair[0]))
+    assert best_step != meta["steps"] and best > scheduled[-1][1]  # the last step's model ranks worse
     assert meta["best"] == {"step": best_step, "ndcg@10": best} and final == [(best_step, pytest.approx(best))]
+    published = load_file(out / "model.safetensors")
+    assert sorted(weights.saved) == [1, 2, 3, 4]
+    assert same_weights(published, weights.saved[best_step]) and not same_weights(published, weights.saved[4])
     assert (out / "training_curves.png").stat().st_size > 0
     dataset = load_dataset(ml100k_small)
     items, users = load_code_tables(out, dataset)
@@ -170,24 +215,32 @@ def test_stream_run_keeps_the_checkpoint_with_the_best_valid_ranking_and_draws_i
 
 
 def test_training_stops_once_valid_ranking_has_not_improved_for_patience_evaluations(ml100k_small, scid, tmp_path):
-    """At learning rate 0 the valid ranking never changes: the evaluation at step 2 sets the best, those at 4 and 6
-    do not beat it, and patience 2 stops training at step 6 of 20, keeping the step-2 checkpoint. The closing
-    evaluation of that model, logged once training stopped, is marked as the step-2 model's, not the step-6 one's."""
-    options = {**SMALL, "max_steps": 20, "save_steps": 2, "learning_rate": 0.0, "tasks": ["seq"]}
+    """The evaluation at step 1 sets the best, those at 2 and 3 do not beat it (the ranking drops), and patience 2
+    stops training at step 3 of 20, keeping the step-1 checkpoint. The closing evaluation of that model, logged once
+    training stopped, is marked as the step-1 model's, not the step-3 one's, and its losses are step 1's."""
+    options = {**SMALL, "max_steps": 20, **RANKING_DROPS}
     config = SFTStageConfig(seq_format="stream", valid_users=16, early_stopping_patience=2, **options)
     out = tmp_path / "sft"
     meta = run_sft(ml100k_small, scid, out, config).meta
-    assert meta["steps"] == 6 and meta["stopped_early"] and meta["best"]["step"] == 2
+    assert meta["steps"] == 3 and meta["stopped_early"] and meta["best"]["step"] == 1
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in log if "eval_valid_ndcg@10" in row] == [0, 2, 4, 6]
+    assert [row["step"] for row in log if "eval_valid_ndcg@10" in row] == [0, 1, 2, 3]
     closing = [row for row in log if "model_step" in row]
-    assert log[-len(closing) :] == closing and {row["model_step"] for row in closing} == {2}
+    assert log[-len(closing) :] == closing and {row["model_step"] for row in closing} == {1}
     assert not any(key.startswith("eval_") for row in closing for key in row)
     kept = {key.removeprefix("final_"): value for row in closing for key, value in row.items() if "_seq_loss" in key}
-    scheduled = {
-        key.removeprefix("eval_"): row[key] for row in log if row["step"] == 2 for key in row if "_seq_loss" in key
-    }
-    assert kept == pytest.approx(scheduled) and meta["seq_loss"]["valid_seq"]["end"] == kept["valid_seq_loss"]
+
+    def scheduled(step: int) -> dict[str, float]:
+        return {
+            key.removeprefix("eval_"): row[key]
+            for row in log
+            if row["step"] == step
+            for key in row
+            if "_seq_loss" in key
+        }
+
+    assert kept == pytest.approx(scheduled(1)) and kept != pytest.approx(scheduled(3))
+    assert meta["seq_loss"]["valid_seq"]["end"] == kept["valid_seq_loss"]
 
 
 class Killed(Exception):
@@ -214,27 +267,29 @@ def logged_rows(out: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    ("kill_at", "valid_users"), [(4, 16), (6, 16), (6, 0)], ids=["mid_run", "at_the_stop", "at_max_steps_no_probe"]
+    ("kill_at", "valid_users"), [(2, 16), (3, 16), (6, 0)], ids=["mid_run", "at_the_stop", "at_max_steps_no_probe"]
 )
 def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(
     kill_at, valid_users, ml100k_small, scid, tmp_path, monkeypatch
 ):
-    """With the probe, as in the patience test, step 2 holds the best ranking and patience 2 stops at step 6; without
-    it, max_steps 6 stops there. Killed after its step-4 checkpoint (one evaluation without gain counted), the run
-    resumes with that count and without evaluating step 4 again. Killed after the checkpoint of the step where it
+    """With the probe, as in the patience test, step 1 holds the best ranking and patience 2 stops at step 3; without
+    it, max_steps 6 stops there. Killed after its step-2 checkpoint (one evaluation without gain counted), the run
+    resumes with that count and without evaluating step 2 again. Killed after the checkpoint of the step where it
     stopped, before the model was published, the resumed run takes no step more. Either way it ends with the same
-    steps, log, early-stopping count, kept checkpoint and weights as the uninterrupted run."""
+    steps, log, early-stopping count, kept checkpoint and weights as the uninterrupted run: with the probe, the
+    weights of the step-1 checkpoint, not those of the last step (the learning rate is not 0)."""
     import align3gr.sft.stage as stage
 
-    stopping = {"early_stopping_patience": 2, "max_steps": 20, "learning_rate": 0.0}
-    fixed = {"max_steps": 6, "learning_rate": 5e-3}  # without a probe, a step more would show in the weights
-    options = {**SMALL, "save_steps": 2, "tasks": ["seq"], **(stopping if valid_users else fixed)}
+    stopping = {"early_stopping_patience": 2, "max_steps": 20, **RANKING_DROPS}
+    fixed = {"max_steps": 6, "learning_rate": 5e-3, "save_steps": 2, "tasks": ["seq"]}  # a step more would show
+    options = {**SMALL, **(stopping if valid_users else fixed)}
     config = SFTStageConfig(seq_format="stream", valid_users=valid_users, **options)
-    build, trainers = stage.sft_trainer, []
+    build, trainers, weights = stage.sft_trainer, [], CheckpointWeights()
 
     def run(out: Path, kill_at: int | None = None) -> dict:
         def killable(*args, **kwargs):
             trainer = build(*args, **kwargs)
+            trainer.add_callback(weights)
             if kill_at is not None:
                 trainer.add_callback(KillAfterSave(kill_at))
             trainers.append(trainer)
@@ -248,20 +303,27 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(
         return found[0].early_stopping_patience_counter if found else None
 
     whole = run(tmp_path / "whole" / "sft")
+    saved = dict(weights.saved)  # the uninterrupted run's checkpoints
     with pytest.raises(Killed):
         run(tmp_path / "killed" / "sft", kill_at=kill_at)
     assert not (tmp_path / "killed" / "sft").exists()
     resumed = run(tmp_path / "killed" / "sft")
-    assert resumed["steps"] == whole["steps"] == 6 and resumed["stopped_early"] == whole["stopped_early"]
+    last = 3 if valid_users else 6
+    assert resumed["steps"] == whole["steps"] == last and resumed["stopped_early"] == whole["stopped_early"]
     assert resumed["best"] == whole["best"]
     assert stopping_count(trainers[-1]) == stopping_count(trainers[0])
     log = logged_rows(tmp_path / "killed" / "sft")
     if valid_users:
-        assert resumed["best"]["step"] == 2 and resumed["stopped_early"]
-        assert [row["step"] for row in log if "eval_valid_ndcg@10" in row] == [0, 2, 4, 6]  # each ranked once
+        assert resumed["best"]["step"] == 1 and resumed["stopped_early"]
+        assert [row["step"] for row in log if "eval_valid_ndcg@10" in row] == [0, 1, 2, 3]  # each ranked once
     assert log == logged_rows(tmp_path / "whole" / "sft")
     model = "model.safetensors"
     assert (tmp_path / "killed" / "sft" / model).read_bytes() == (tmp_path / "whole" / "sft" / model).read_bytes()
+    published = load_file(tmp_path / "killed" / "sft" / model)
+    kept = resumed["best"]["step"] if valid_users else last
+    assert same_weights(published, saved[kept])
+    if valid_users:
+        assert not same_weights(published, saved[last])
 
 
 def test_a_failure_while_publishing_keeps_the_trained_model_and_a_rerun_publishes_it(
@@ -290,6 +352,46 @@ def test_a_failure_while_publishing_keeps_the_trained_model_and_a_rerun_publishe
     assert (out / "training_curves.png").is_file() and (out / "sft_config.yaml").is_file()
     assert not (tmp_path / "sft.work").exists()
     assert run_sft(ml100k_small, scid, out, SFTStageConfig(**SMALL)).up_to_date
+
+
+class Stopped(Exception):
+    """Raised in place of building the trainer, once the stage has tokenized the rows it would train on."""
+
+
+@pytest.mark.parametrize("holdout", [0, 1])
+def test_holdout_last_reaches_the_rows_the_stage_trains_on(holdout, ml100k_small, scid, tmp_path, monkeypatch):
+    """`holdout_last` of the stage's config reaches the tokenized rows it hands its trainer: read back from their
+    tokens (the user's SCID in the prompt, the listed items' SCIDs in the answer), no task-A window lists a user's
+    last training item with 1; with 0, every user's latest window lists it."""
+    import align3gr.sft.stage as stage
+
+    seen = {}
+
+    def stop(model, tokenizer, token_ids, builder, arguments, train, evals, config):
+        seen.update(tokenizer=tokenizer, train=train)
+        raise Stopped
+
+    monkeypatch.setattr(stage, "sft_trainer", stop)
+    options = {**SMALL, "tasks": ["seq"], "task_limits": {"seq": None}}
+    config = SFTStageConfig(seq_format="stream", holdout_last=holdout, valid_users=0, **options)
+    with pytest.raises(Stopped):
+        run_sft(ml100k_small, scid, tmp_path / "sft", config)
+    dataset = load_dataset(ml100k_small)
+    item_of = {tuple(c): i for i, c in json.loads((scid / "item_codes.json").read_text()).items()}
+    user_of = {tuple(c): u for u, c in json.loads((scid / "user_codes.json").read_text()).items()}
+    last = {user: seq.items[-3] for user, seq in dataset.sequences.items()}  # before the valid and test targets
+    listed = {user: set() for user in dataset.sequences}
+    for row in seen["train"]:
+        tokens = seen["tokenizer"].convert_ids_to_tokens(row["input_ids"])
+        prompt = [t for t, answer in zip(tokens, row["completion_mask"], strict=True) if not answer]
+        codes = [t for t, answer in zip(tokens, row["completion_mask"], strict=True) if answer and t[:3] in SCID_LEVELS]
+        (user,) = {
+            user_of[tuple(prompt[k : k + 3])] for k in range(len(prompt) - 2) if tuple(prompt[k : k + 3]) in user_of
+        }
+        listed[user] |= {item_of[tuple(codes[k : k + 3])] for k in range(0, len(codes), 3)}
+    assert all(items for items in listed.values())
+    with_last = {user for user, items in listed.items() if last[user] in items}
+    assert with_last == (set() if holdout else set(dataset.sequences))
 
 
 def test_sft_into_its_own_dataset_folder_stops_before_any_work(ml100k_small, tmp_path):

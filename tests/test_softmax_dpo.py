@@ -40,9 +40,9 @@ def load(path):
 
 
 def config(cls, tmp_path, **options):
-    options = {"bf16": False, **options}
+    options = {"bf16": False, "max_steps": 1, **options}
     return cls(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, report_to=[], use_cpu=True,
-               beta=0.3, max_steps=1, logging_steps=1, save_strategy="no", **options)  # fmt: skip
+               beta=0.3, logging_steps=1, save_strategy="no", **options)  # fmt: skip
 
 
 def softmax_trainer(model, tokenizer, tmp_path, rows=ROWS, **options):
@@ -254,12 +254,26 @@ def test_packed_mask_lets_each_completion_see_the_prompt_and_itself():
     assert torch.equal(mask, expected)
 
 
-def test_a_training_step_runs_with_gradient_checkpointing_and_logs_the_rewards(tiny, tmp_path):
-    trainer = softmax_trainer(load(tiny), AutoTokenizer.from_pretrained(tiny), tmp_path, activation_checkpointing=True)
+def test_training_steps_run_with_gradient_checkpointing_and_log_the_rewards(tiny, tmp_path):
+    """Two steps under activation checkpointing: every parameter moves, and each step logs finite rewards whose margin
+    is the chosen reward minus the mean rejected one; the second step's, measured once the policy moved away from the
+    reference, are not 0."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    options = {"activation_checkpointing": True, "max_steps": 2, "learning_rate": 1e-3}
+    trainer = softmax_trainer(load(tiny), tokenizer, tmp_path, **options)
+    before = {name: param.detach().clone() for name, param in trainer.model.named_parameters()}
     trainer.train()
-    logged = trainer.state.log_history[0]
-    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
-        assert key in logged and math.isfinite(logged[key])
+    assert trainer.model.is_activation_checkpointing
+    after = dict(trainer.model.named_parameters())
+    assert [name for name, value in before.items() if torch.equal(value, after[name])] == []
+    logged = [row for row in trainer.state.log_history if "loss" in row]
+    assert [row["step"] for row in logged] == [1, 2]
+    for row in logged:
+        for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
+            assert key in row and math.isfinite(row[key])
+        margin = row["rewards/chosen"] - row["rewards/rejected"]
+        assert row["rewards/margins"] == pytest.approx(margin, rel=1e-5, abs=1e-9)
+    assert logged[-1]["rewards/chosen"] != 0 and logged[-1]["rewards/rejected"] != 0
 
 
 def test_sft_weight_adds_the_chosen_completions_negative_log_likelihood(tiny, tmp_path):
