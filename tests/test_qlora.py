@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -63,6 +66,27 @@ def test_qlora_sft_trains_an_adapter_that_loads_merged_and_evaluates(ml100k_smal
 
     metrics = run_evaluate(qlora_sft, ml100k_small, tmp_path / "eval", VALID).metrics
     assert metrics["valid_rate"] == 1.0 and metrics["num_users"] == len(dataset.sequences)
+
+
+@pytest.mark.slow
+def test_an_adapter_trained_on_a_bf16_nf4_base_gets_that_base_in_any_dtype(qlora_sft, tmp_path):
+    """NF4 codes depend on the dtype a base is quantized from: an adapter trained in bfloat16 and evaluated in float32
+    is merged into the bfloat16-quantized base it trained on, cast to float32, not into a base quantized anew."""
+    bf16 = tmp_path / "sft"
+    shutil.copytree(qlora_sft, bf16)
+    meta = json.loads((bf16 / "meta.json").read_text())
+    meta["config"]["dtype"] = "bfloat16"
+    (bf16 / "meta.json").write_text(json.dumps(meta))
+
+    def down_proj(folder, dtype):
+        model = load_adapter(folder, dtype).get_base_model()
+        return model.model.layers[0].mlp.down_proj.base_layer.weight.detach()
+
+    evaluated = down_proj(bf16, "float32")
+    as_trained = down_proj(bf16, "bfloat16")
+    assert evaluated.dtype == torch.float32 and as_trained.dtype == torch.bfloat16
+    assert torch.equal(evaluated, as_trained.float())
+    assert not torch.equal(evaluated, down_proj(qlora_sft, "float32"))  # quantized from float32: other codes
 
 
 @pytest.mark.slow

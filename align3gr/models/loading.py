@@ -155,8 +155,9 @@ def load_adapter(
     grown to the saved tokenizer's size with `resize_embeddings` (rows past the base vocabulary set to the mean, as
     in training; `meta.json` records the base vocabulary size), then the adapter, trainable or not.
 
-    A QLoRA adapter (`load_in_4bit` in the config `meta.json` records) gets its base in NF4 again; for inference
-    that base is then dequantized to `dtype`, so a merge adds the adapter to the NF4 weights it was trained on.
+    A QLoRA adapter (`load_in_4bit` in the config `meta.json` records) gets its base in NF4 again, quantized from the
+    dtype it was trained in (NF4 codes depend on it); for inference that base is then dequantized and cast to `dtype`,
+    so a merge adds the adapter to the NF4 weights it was trained on.
     """
     from peft import PeftModel
 
@@ -166,15 +167,18 @@ def load_adapter(
         raise ConfigError(f"{folder}: adapter folder without {META_FILE} (base vocabulary size unknown)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     vocabulary, quantized = meta["vocabulary"], meta.get("config", {}).get("load_in_4bit", False)
+    quantized_from = meta["config"].get("dtype", "float32") if quantized else dtype
     base_model = adapter_base(folder, adapter["base_model_name_or_path"])
     base, _ = load_model_and_tokenizer(
         base_model,
-        dtype=dtype,
+        dtype=quantized_from,
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
         load_in_4bit=quantized,
     )
     if quantized and not trainable:
         base = base.dequantize()
+        if resolve_dtype(dtype) != "auto":  # "auto": the dtype it was quantized from, as the checkpoint's
+            base = base.to(resolve_dtype(dtype))
     resize_embeddings(base, vocabulary["embedding_rows"], vocabulary["base_vocab_size"], 1)
     return PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
