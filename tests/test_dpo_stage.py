@@ -153,26 +153,30 @@ def test_a_run_stopped_between_stages_resumes_at_the_next(ml100k_small, sft_run,
     assert not changed[0].up_to_date
 
 
-def test_a_stage_killed_after_its_last_checkpoint_resumes_without_a_step_more(
-    ml100k_small, sft_run, tmp_path, monkeypatch
+@pytest.mark.parametrize("killed_at", [1, QUICK["max_steps"]], ids=["mid_stage", "last_step"])
+def test_a_killed_stage_resumes_to_the_uninterrupted_runs_weights(
+    ml100k_small, sft_run, tmp_path, monkeypatch, killed_at
 ):
-    """Killed after the checkpoint of its last step, before the model was published, a stage resumes to the weights
-    and step count of an uninterrupted run (Transformers' loop alone would take one step more)."""
+    """Killed after the checkpoint of a step before its last (its data order, optimiser and random states restored
+    from there), or of its last step before the model was published (where Transformers' loop alone would take one
+    step more), a stage resumes to the weights, step count and valid metrics of an uninterrupted run."""
     import align3gr.dpo.trainer as trainers  # the stage imports its trainer class from there when it runs
 
     config = DPOStageConfig(stages=["sp_easy"], guard=False, **{**QUICK, "save_steps": 1})
     build = trainers.SoftmaxDPOTrainer
 
-    def killed_after_step_2(*args, **kwargs):
+    def killed_after_the_save(*args, **kwargs):
         trainer = build(*args, **kwargs)
-        trainer.add_callback(KillAfterSave(QUICK["max_steps"]))
+        trainer.add_callback(KillAfterSave(killed_at))
         return trainer
 
     run_dpo(ml100k_small, sft_run / "sft", tmp_path / "whole", config, evaluate=VALID)
-    monkeypatch.setattr(trainers, "SoftmaxDPOTrainer", killed_after_step_2)
+    monkeypatch.setattr(trainers, "SoftmaxDPOTrainer", killed_after_the_save)
     with pytest.raises(Killed):
         run_dpo(ml100k_small, sft_run / "sft", tmp_path / "killed", config, evaluate=VALID)
     monkeypatch.setattr(trainers, "SoftmaxDPOTrainer", build)
+    last = max(int(p.name.split("-")[1]) for p in (tmp_path / "killed" / "sp_easy.work").glob("checkpoint-*"))
+    assert last == killed_at  # the kill came where asked: the resumed run trains the steps after it
     (resumed,) = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "killed", config, evaluate=VALID)
     whole = read_json(tmp_path / "whole" / "sp_easy" / "meta.json")
     assert resumed.meta["steps"] == whole["steps"] == QUICK["max_steps"]
