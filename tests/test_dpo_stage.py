@@ -13,6 +13,7 @@ import torch
 import yaml
 from accelerate import PartialState
 from launching import accelerate_launch
+from safetensors.torch import load_file
 from test_sft import code_tables
 from test_sft_lora import tiny_llama  # noqa: F401 (fixture)
 from test_sft_stage import KillAfterSave, Killed
@@ -255,6 +256,8 @@ def test_a_lora_adapter_continues_as_an_adapter(ml100k_small, sft_run, tiny_llam
     folder = tmp_path / "dpo" / "sp_easy"
     assert (folder / "adapter_config.json").is_file() and not (folder / "ref").exists()
     assert result.meta["adapter"] and result.valid_metrics["valid_rate"] == 1.0
+    rows = result.meta["vocabulary"]["embedding_rows"]
+    assert not [k for k, v in load_file(folder / "adapter_model.safetensors").items() if v.shape[0] == rows]
     model, _ = load_for_inference(folder)
     assert type(model).__name__ == "LlamaForCausalLM"
 

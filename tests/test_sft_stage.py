@@ -75,6 +75,9 @@ def test_lora_run_on_an_untied_llama_saves_an_adapter_that_loads_merged(ml100k_s
     result = run_sft(ml100k_small, scid, tmp_path / "sft", config)
     assert result.meta["adapter"] and (tmp_path / "sft" / "adapter_config.json").is_file()
     assert not (tmp_path / "sft" / "model.safetensors").exists()
+    rows = result.meta["vocabulary"]["embedding_rows"]
+    adapter = load_file(tmp_path / "sft" / "adapter_model.safetensors")
+    assert not [k for k, v in adapter.items() if v.shape[0] == rows]  # trained rows only, not both whole matrices
     model, tokenizer = load_for_inference(tmp_path / "sft")
     assert type(model).__name__ == "LlamaForCausalLM" and tokenizer.convert_tokens_to_ids("<ua_0>") >= 300
     new_ids = tokenizer.convert_tokens_to_ids(["<a_0>", "<a_1>", "<ua_0>", "<ua_1>"])
