@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +26,15 @@ class DataError(Align3GRError, ValueError):
 
 class ConfigError(Align3GRError, ValueError):
     """An invalid option; the message names the option and the accepted values."""
+
+
+def check_numbers(owner: object, names: Iterable[str], *, positive: bool = False, prefix: str = "") -> None:
+    """A ConfigError naming the first of `owner`'s fields `names` that is not a finite number >= 0 (> 0 with
+    `positive`): a NaN passes every comparison, and an infinity every lower bound."""
+    for name in names:
+        value = getattr(owner, name)
+        if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise ConfigError(f"{prefix}{name}={value}: must be {'>' if positive else '>='} 0 (a finite number)")
 
 
 def closest_matches(value: str, choices: Iterable[str], n: int = 5) -> str:

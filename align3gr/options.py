@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from align3gr.errors import ConfigError
+from align3gr.errors import ConfigError, check_numbers
 from align3gr.models import DTYPES
 from align3gr.models.lora import LORA_TARGETS
 from align3gr.training_args import check_training_args, training_args_field
@@ -66,12 +66,9 @@ class TrainingOptions:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if not self.num_train_epochs > 0:
             raise ConfigError(f"num_train_epochs={self.num_train_epochs}: must be > 0 (nothing would be trained)")
-        if not self.learning_rate >= 0:
-            raise ConfigError(f"learning_rate={self.learning_rate}: must be >= 0")
+        check_numbers(self, ("learning_rate", "warmup_steps"))
         if self.max_steps == 0 or self.max_steps < -1:
             raise ConfigError(f"max_steps={self.max_steps}: must be >= 1, or -1 for num_train_epochs")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps={self.warmup_steps}: must be >= 0")
         self.training_args = check_training_args(type(self), self.training_args, "training_args")
 
 

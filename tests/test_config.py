@@ -114,6 +114,16 @@ def test_option_mappings_and_choices_are_checked_when_read(tmp_path):
         (TokenizeConfig, {"phase2_epochs": -1}, r"phase2_epochs=-1: must be >= 0"),
         (TokenizeConfig, {"lr": -1e-3}, r"lr=-0\.001: must be > 0"),
         (TokenizeConfig, {"hidden_dims": [-4]}, r"hidden_dims=\[-4\]: every layer size must be >= 1"),
+        (TokenizeConfig, {"beta": float("nan")}, r"beta=nan: must be >= 0 \(a finite number\)"),
+        (TokenizeConfig, {"lr": float("inf")}, r"lr=inf: must be > 0 \(a finite number\)"),
+        (SFTStageConfig, {"learning_rate": float("nan")}, r"learning_rate=nan: must be >= 0"),
+        (TokenizeConfig, {"das_options": {"temperature": 0.0}}, r"DAS temperature=0\.0: must be > 0"),
+        (TokenizeConfig, {"das_options": {"beta": -1.0}}, r"DAS beta=-1\.0: must be >= 0"),
+        (TokenizeConfig, {"hamr_options": {"eps": 0.0}}, r"HaMR eps=0\.0: must be > 0"),
+        (TokenizeConfig, {"hamr_options": {"lambda_full": -0.2}}, r"HaMR lambda_full=-0\.2: must be >= 0"),
+        (TokenizeConfig, {"adasid_options": {"t_start": 10, "t_end": 10}}, r"0 <= t_start < t_end"),
+        (TokenizeConfig, {"adasid_options": {"m_partial": 0.5}}, r"m_partial=0\.5 can never act: .* above 0\.76"),
+        (TokenizeConfig, {"adasid_options": {"m_full": 0.7}}, r"m_full=0\.7 can never act: .* above 0\.70"),
     ],
 )
 def test_options_that_cannot_train_are_refused_before_any_work(cls, options, pattern):
@@ -182,4 +192,5 @@ def test_help_lists_each_option_mapping_with_its_keys_and_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for name, target in (("hamr_options", "HaMRConfig"), ("unisid_options", "UniSIDConfig")):
         assert f"YAML only: {name}, {target} fields (YAML)" in text and f"Its keys and {target}'s defaults:" in text
-    assert "radius=1, m_full=0.8" in text and "t_start/t_end count phase-2 optimiser steps" in text
+    assert "radius=1, m_full=0.8" in text and "m_full=1.0, m_partial=1.0" in text
+    assert "t_start/t_end count phase-2 optimiser steps" in text

@@ -145,6 +145,24 @@ def test_adasid_progress_weights_and_loss():
     assert adasid_collision_loss(squeezed, CODES, ids, config).item() == 0.0  # all overlaps semantically admissible
 
 
+def test_adasid_default_margins_repel_every_pair_its_gate_keeps():
+    """Margins 1: a kept pair (sim < eta_o) costs max(0, sim). QuaSID's 0.5 / 0.8 would cost 0 here, since a kept
+    pair is at a cosine distance above 1 - eta_o >= 0.70, which is why such margins are refused."""
+    e = embeddings_with_similarities()  # (0, 1) relaxed at depth 2 (sim 0.25 >= 0.24); (0, 2), (1, 2) kept
+    config = AdaSIDConfig(f_min=1.0, f_max=1.0, reduction="sum")  # a_ij = 1: the hinge alone
+    expected = 2 * (0.1 + 0.25 * 0.1)  # ordered pairs (0, 2), (2, 0), (1, 2), (2, 1): their similarities
+    assert adasid_collision_loss(e, CODES, torch.arange(4), config).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_regularisers_act_in_phase_2_only_whatever_phase1_gamma():
+    trainer = tiny_trainer(hamr=True, adasid=True, das=True, phase1_gamma=0.5)
+    model, streams = quantising_model(trainer)
+    phase1 = trainer.batch_loss(model, trainer.pairs[:5], 1.0, 0.5, streams, False)
+    assert {"rq_item", "rq_user"} <= set(phase1) and not {"hamr_item", "adasid_item", "das"} & set(phase1)
+    phase2 = trainer.batch_loss(model, trainer.pairs[:5], 0.1, 1.0, streams, True)
+    assert {"hamr_item", "hamr_user", "adasid_item", "adasid_user", "das"} <= set(phase2)
+
+
 def test_info_nce_and_das_equal_a_hand_computation():
     anchor = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     positive = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
@@ -172,7 +190,8 @@ def test_info_nce_and_das_equal_a_hand_computation():
     }
     for name, value in expected_views.items():
         assert views[name].item() == pytest.approx(value.item(), abs=1e-6)
-    assert views["total"].item() == pytest.approx(sum(v.item() for v in expected_views.values()), abs=1e-5)
+    total = 0.5 * sum(v.item() for v in expected_views.values())  # beta = 0.5 (DAS 4.1.3)
+    assert views["total"].item() == pytest.approx(total, abs=1e-5)
 
 
 def tiny_features() -> list[np.ndarray]:
@@ -222,7 +241,7 @@ def test_adasid_adds_lambda_cf_to_the_u2i_weight_alpha():
     trainer.adasid.t_start, trainer.adasid.t_end = 0, 100
     for step, collision, collaborative in ((0, 1.0, 0.0), (50, 1 - 0.95 * 0.5, 0.25 * 0.5)):
         trainer.step = step
-        losses = trainer.batch_loss(model, trainer.pairs[:5], 0.1, 1.0, streams)
+        losses = trainer.batch_loss(model, trainer.pairs[:5], 0.1, 1.0, streams, True)
         rq = losses["rq_item"] + losses["rq_user"]
         expected = (
             (0.1 + collaborative) * losses["u2i"] + rq + collision * (losses["adasid_item"] + losses["adasid_user"])
@@ -230,7 +249,7 @@ def test_adasid_adds_lambda_cf_to_the_u2i_weight_alpha():
         assert losses["u2i"].item() > 0
         assert losses["total"].item() == pytest.approx(expected.item(), rel=1e-6)
     no_u2i = tiny_trainer(adasid=True, u2i=False)  # the U-I ablation stays without U2I
-    assert "u2i" not in no_u2i.batch_loss(model, no_u2i.pairs[:5], 0.0, 1.0, streams)
+    assert "u2i" not in no_u2i.batch_loss(model, no_u2i.pairs[:5], 0.0, 1.0, streams, True)
 
 
 def test_das_aligns_the_sum_of_the_chosen_codes_and_trains_the_codebooks():
@@ -374,7 +393,7 @@ def test_quasid_objective_eq14_on_one_batch_of_pairs():
     assert len(trainer.item_pairs) == 24  # the 12 consecutive pairs of the ring of items, in both orders
     model, streams = quantising_model(trainer)
     streams["item_pairs"] = iter([torch.tensor([0, 5, 9])])
-    losses = trainer.batch_loss(model, trainer.pairs[:5], 0.0, 1.0, streams)
+    losses = trainer.batch_loss(model, trainer.pairs[:5], 0.0, 1.0, streams, True)
     assert set(losses) == {"total", "rq_item", "hamr_item", "quasid_cl"}
     chosen = trainer.item_pairs[[0, 5, 9]]
     rows = torch.cat([chosen[:, 0], chosen[:, 1]])  # the 2B items of the pairs, triggers then targets
@@ -391,7 +410,7 @@ def test_quasid_objective_eq14_on_one_batch_of_pairs():
     aligned = tiny_trainer(quasid_cl=True, quasid_cl_options=options)  # in phase 1 beside the U2I loss
     model, streams = quantising_model(aligned)
     streams["item_pairs"] = iter([torch.tensor([0, 5, 9])])
-    phase1 = aligned.batch_loss(model, aligned.pairs[:5], 1.0, 0.0, streams)
+    phase1 = aligned.batch_loss(model, aligned.pairs[:5], 1.0, 0.0, streams, False)
     latent = model.items.latent(aligned.x_items[rows])
     expected = quasid_cl_loss(latent[:3], latent[3:], exclude, QuaSIDCLConfig(**options))
     assert phase1["quasid_cl"].item() == pytest.approx(expected.item(), rel=1e-6)
@@ -460,7 +479,7 @@ def test_das_cf_trains_the_cf_model_by_its_loss_and_the_alignment_only():
     cf_block = torch.nn.functional.normalize(model.cf.items.representation(torch.arange(12)), dim=-1)
     assert torch.allclose(x[:, 8:], cf_block) and torch.allclose(x[:, 8:].norm(dim=1), torch.ones(12))
     batch = trainer.pairs[:5]
-    losses = trainer.batch_loss(model, batch, 0.1, 1.0, streams)
+    losses = trainer.batch_loss(model, batch, 0.1, 1.0, streams, True)
     expected = 0.1 * losses["u2i"] + losses["rq_item"] + losses["rq_user"] + losses["das_cf"] + losses["das"]
     assert losses["total"].item() == pytest.approx(expected.item(), rel=1e-6)
     ids = model.cf.users.ids.weight, model.cf.items.ids.weight
@@ -475,7 +494,7 @@ def test_das_cf_trains_the_cf_model_by_its_loss_and_the_alignment_only():
     das_only = tiny_trainer(das_cf=True, das=True, use_cf=False, u2i=False)  # DAS's L_All, semantic input only
     model, streams = quantising_model(das_only)
     assert das_only.features(model, "item").shape == (12, 8)
-    losses = das_only.batch_loss(model, das_only.pairs[:5], 0.0, 1.0, streams)
+    losses = das_only.batch_loss(model, das_only.pairs[:5], 0.0, 1.0, streams, True)
     expected = losses["rq_item"] + losses["rq_user"] + losses["das_cf"] + losses["das"]  # L_Sem_all + L_CF + L_Align
     assert losses["total"].item() == pytest.approx(expected.item(), rel=1e-6)
 

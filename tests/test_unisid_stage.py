@@ -5,6 +5,7 @@ stage, and a real 2-process `accelerate launch` of recipes/train_unisid.py."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from test_sft_stage import SMALL as SFT_SMALL
 from test_tokenize import SMALL
 
 from align3gr.data.dataset import load_dataset
+from align3gr.errors import DataError
 from align3gr.scid.code_tables import load_code_tables
 from align3gr.sft.config import SFTStageConfig
 from align3gr.sft.stage import run_sft
@@ -31,6 +33,19 @@ def scid(ml100k_small, ml100k_small_embeddings, tmp_path_factory):
     out = tmp_path_factory.mktemp("unisid_stage") / "scid"
     config = TokenizeConfig(**SMALL, item_tokenizer="unisid", unisid_options=UNISID)
     return out, run_tokenize(ml100k_small, ml100k_small_embeddings, out, config)
+
+
+def test_embeddings_of_another_build_are_refused_before_unisid_trains(ml100k_small, ml100k_small_embeddings, tmp_path):
+    """UniSID trains before the dual tokenizer reads the embeddings (hours on a real backbone): they are checked
+    first, so nothing of UniSID's is trained or saved."""
+    embeddings = tmp_path / "embeddings"
+    shutil.copytree(ml100k_small_embeddings, embeddings)
+    report = json.loads((embeddings / "report.json").read_text())
+    (embeddings / "report.json").write_text(json.dumps(report | {"data_fingerprint": "0" * 64}))
+    config = TokenizeConfig(**SMALL, item_tokenizer="unisid", unisid_options=UNISID)
+    with pytest.raises(DataError, match=r"embeddings were computed for another build of the data"):
+        run_tokenize(ml100k_small, embeddings, tmp_path / "scid", config)
+    assert not list(tmp_path.glob("scid*/**/unisid*"))
 
 
 def test_unisid_items_and_dual_users(ml100k_small, scid):

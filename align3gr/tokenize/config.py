@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 
 from align3gr.config import OMITTED, options_field
 from align3gr.devices import check_device, device_field
-from align3gr.errors import ConfigError
+from align3gr.errors import ConfigError, check_numbers
 from align3gr.scid.tokens import MAX_LEVELS
 from align3gr.tokenize.losses.adasid import AdaSIDConfig
 from align3gr.tokenize.losses.das import DASConfig
@@ -39,7 +39,9 @@ class TokenizeConfig:
     hidden_dims: list[int] = field(default_factory=lambda: [256, 128], metadata={"help": "SC encoder MLP sizes."})
     beta: float = field(default=0.25, metadata={"help": "Commitment weight of the RQ loss."})
     phase1_alpha: float = field(default=1.0, metadata={"help": "U2I weight until the validation AUC stops improving."})
-    phase1_gamma: float = field(default=0.0, metadata={"help": "RQ weight in phase 1."})
+    phase1_gamma: float = field(
+        default=0.0, metadata={"help": "RQ weight in phase 1 (HaMR, AdaSID and DAS act in phase 2 only)."}
+    )
     phase2_alpha: float = field(default=0.1, metadata={"help": "U2I weight after the switch."})
     phase2_gamma: float = field(default=1.0, metadata={"help": "RQ weight after the switch."})
     phase1_max_epochs: int = field(default=30, metadata={"help": "Upper bound on phase-1 epochs."})
@@ -83,8 +85,9 @@ class TokenizeConfig:
     quasid_cl_options: dict = options_field(QuaSIDCLConfig, "QuaSIDCLConfig fields (YAML).")
     revive_dead_codes: bool = field(
         default=True,
-        metadata={"help": "After every phase-2 epoch, move the codes no item (user) uses onto random residuals "
-                  "(dead-code restart; not in Align3GR)."},
+        metadata={"help": "After every phase-2 epoch, the last included, move the codes no item (user) uses onto "
+                  "random residuals (dead-code restart; not in Align3GR): the published codebooks may hold such "
+                  "rows, seeded on a residual but never trained (3 codes in the default run's last epoch)."},
     )  # fmt: skip
     disambiguation_level: bool = field(
         default=True,
@@ -151,18 +154,14 @@ class TokenizeConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
-        non_negative = ("phase1_max_epochs", "phase2_epochs", "beta", "phase1_alpha", "phase1_gamma", "phase2_alpha",
-                        "phase2_gamma", "weight_decay")  # fmt: skip
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 0")
+        check_numbers(self, ("phase1_max_epochs", "phase2_epochs", "beta", "phase1_alpha", "phase1_gamma",
+                             "phase2_alpha", "phase2_gamma", "weight_decay"))  # fmt: skip
+        check_numbers(self, ("lr",), positive=True)
         if self.levels > MAX_LEVELS - 1:
             raise ConfigError(
                 f"levels={self.levels}: at most {MAX_LEVELS - 1} (a code level is a letter of its tokens, and "
                 "collision resolution may add one level)"
             )
-        if not self.lr > 0:
-            raise ConfigError(f"lr={self.lr}: must be > 0")
         if any(size < 1 for size in self.hidden_dims):
             raise ConfigError(f"hidden_dims={self.hidden_dims}: every layer size must be >= 1")
         if self.sc_dim < 0:

@@ -269,18 +269,21 @@ class DualTrainer:
         AdaSID's progress (Eq. 11)."""
         return math.ceil(len(self.pairs) / self.config.batch_size)
 
-    def batch_loss(self, model: DualTokenizer, pairs: torch.Tensor, alpha: float, gamma: float, streams) -> dict:
-        """Eq. 2 on one step (U2I on the pair batch, RQ on uniform item and user batches), plus the enabled
-        regularisers in phase 2 (gamma > 0): HaMR, AdaSID and DAS. AdaSID's Eq. 14 weights its collision loss by
-        lambda_col(tau) and its collaborative term, here the U2I loss (when `u2i` is on), by lambda_cf(tau), on
-        top of Eq. 2's alpha. In both phases, `das_cf` adds alpha_CF * L_CF_all (DAS) on the pair batch, and
-        `quasid_cl` adds L_cl (QuaSID Eq. 7) on a batch of B co-engagement pairs whose 2B items, triggers then
-        targets, are also the item batch of the RQ loss, HaMR (whose CVPM then masks each constructed pair, QuaSID
-        Eq. 8) and AdaSID."""
+    def batch_loss(
+        self, model: DualTokenizer, pairs: torch.Tensor, alpha: float, gamma: float, streams, quantising: bool
+    ) -> dict:
+        """Eq. 2 on one step (U2I on the pair batch, RQ on uniform item and user batches when gamma > 0), plus the
+        enabled regularisers in phase 2 (`quantising`) only: HaMR, AdaSID and DAS act on the codes of the codebooks
+        k-means initialised at the switch, never on phase 1's (discarded) ones, whatever `phase1_gamma`. AdaSID's
+        Eq. 14 weights its collision loss by lambda_col(tau) and its collaborative term, here the U2I loss (when
+        `u2i` is on), by lambda_cf(tau), on top of Eq. 2's alpha. In both phases, `das_cf` adds alpha_CF *
+        L_CF_all (DAS) on the pair batch, and `quasid_cl` adds L_cl (QuaSID Eq. 7) on a batch of B co-engagement
+        pairs whose 2B items, triggers then targets, are also the item batch of the RQ loss, HaMR (whose CVPM then
+        masks each constructed pair, QuaSID Eq. 8) and AdaSID."""
         config = self.config
         losses: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {"u2i": alpha, "rq_item": gamma, "rq_user": gamma}
-        if config.adasid and gamma > 0:
+        if config.adasid and quantising:
             collision, collaborative = progress_weights(self.step, self.adasid)
             weights |= {"adasid_item": collision, "adasid_user": collision}
             weights["u2i"] += collaborative if config.u2i else 0.0
@@ -310,7 +313,7 @@ class DualTrainer:
                 losses[f"rq_{side}"] = out.loss
                 if side == "item" and config.quasid_cl:
                     losses["quasid_cl"] = self.quasid_cl(out.embedding, chosen)
-                if side == "user" and not config.regularize_users:
+                if not quantising or (side == "user" and not config.regularize_users):
                     continue
                 if config.hamr:
                     mask = cvpm_mask(rows, positives if side == "item" else None)
@@ -319,7 +322,7 @@ class DualTrainer:
                 if config.adasid:
                     collision = adasid_collision_loss(out.embedding, out.quantized.codes, rows, self.adasid)
                     losses[f"adasid_{side}"] = collision
-            if self.das is not None and len(pairs):
+            if self.das is not None and quantising and len(pairs):
                 losses["das"] = self.das_loss(model, pairs)["total"]
                 weights["das"] = 1.0
         if config.quasid_cl:
@@ -374,13 +377,14 @@ class DualTrainer:
         model.train()
         return auc
 
-    def run_epoch(self, model, optimizer, alpha: float, gamma: float, streams, generator) -> dict:
-        """One pass over the training pairs in random batches; every ablation takes the same number of steps."""
+    def run_epoch(self, model, optimizer, alpha: float, gamma: float, streams, generator, quantising: bool) -> dict:
+        """One pass over the training pairs in random batches; every ablation takes the same number of steps.
+        `quantising`: phase 2, where the regularisers act and AdaSID's progress (Eq. 11) counts the steps."""
         sums: dict[str, float] = {}
         order = torch.randperm(len(self.pairs), generator=generator).to(self.device)
         batches = self.pairs[order].split(self.config.batch_size)
         for batch in batches:
-            losses = self.batch_loss(model, batch, alpha, gamma, streams)
+            losses = self.batch_loss(model, batch, alpha, gamma, streams, quantising)
             values = {name: value.item() for name, value in losses.items()}
             diverged = next((name for name, value in values.items() if not math.isfinite(value)), None)
             if diverged is not None:
@@ -391,7 +395,7 @@ class DualTrainer:
             optimizer.zero_grad()
             losses["total"].backward()
             optimizer.step()
-            self.step += gamma > 0
+            self.step += quantising
             for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + value
         return {name: value / len(batches) for name, value in sums.items()}
@@ -423,7 +427,7 @@ class DualTrainer:
                     bar := tqdm(range(1, config.phase1_max_epochs + 1), desc="tokenizer phase 1", unit="epoch")
                 ):
                     losses = self.run_epoch(
-                        model, optimizer, config.phase1_alpha, config.phase1_gamma, streams, generator
+                        model, optimizer, config.phase1_alpha, config.phase1_gamma, streams, generator, False
                     )
                     auc = self.validation_auc(model, generator)
                     self.history.phase1.append({"epoch": epoch, "valid_auc": auc, **losses})
@@ -436,11 +440,10 @@ class DualTrainer:
                 if model.users is not None:
                     model.users.quantizer.init_codebooks(model.users.latent(self.features(model, "user")), generator)
             alpha = config.phase2_alpha if config.u2i else 0.0
-            self.step = 0  # AdaSID's progress (Eq. 11) counts phase-2 steps, whatever phase 1 counted
             self.adasid.t_start = config.adasid_options.get("t_start", 0)
             self.adasid.t_end = config.adasid_options.get("t_end", self.steps_per_epoch * config.phase2_epochs)
             for epoch in (bar := tqdm(range(1, config.phase2_epochs + 1), desc="tokenizer phase 2", unit="epoch")):
-                losses = self.run_epoch(model, optimizer, alpha, config.phase2_gamma, streams, generator)
+                losses = self.run_epoch(model, optimizer, alpha, config.phase2_gamma, streams, generator, True)
                 auc = self.validation_auc(model, generator)
                 row = {"epoch": epoch, "valid_auc": auc}
                 if config.revive_dead_codes:

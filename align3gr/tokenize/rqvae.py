@@ -175,8 +175,9 @@ class RQVAE(nn.Module):
         embedding = self.encoder(target)
         quantized = self.quantizer(embedding)
         reconstruction = self.decoder(quantized.vector)
-        # the RQ-VAE quantises the SC embedding, it does not reshape it: without the stop-gradient, shrinking a
-        # separate SC encoder's output would lower this loss and undo the U2I alignment of phase 1
+        # the reconstruction target is the SC embedding detached: otherwise shrinking a separate SC encoder's output
+        # would lower this loss and undo phase 1's U2I alignment (the commitment term, HaMR and AdaSID still reach
+        # that encoder through the RQ encoder's input)
         reconstruction_loss = (reconstruction - target.detach()).pow(2).sum(1).mean()
         loss = reconstruction_loss + quantized.codebook_loss + quantized.commitment_loss
         return RQOutput(embedding, quantized, reconstruction, reconstruction_loss, loss)

@@ -157,10 +157,10 @@ def item_report(
     return codes, statistics
 
 
-def train_dual(dataset: Dataset, embeddings_dir: str | Path, config: TokenizeConfig, device: torch.device):
+def train_dual(dataset: Dataset, embeddings: Embeddings, config: TokenizeConfig, device: torch.device):
     """(trainer, model, raw item codes [N, L], item distances to the last codebook [N, K], user codes [U, L]) of
     the dual tokenizer trained on the dataset's embeddings on `device`; the model and the arrays on the CPU."""
-    trainer = DualTrainer(dataset, Embeddings.load(embeddings_dir), config, device)
+    trainer = DualTrainer(dataset, embeddings, config, device)
     model = trainer.train()
     with torch.no_grad():
         z_items = model.items.latent(trainer.features(model, "item"))
@@ -191,6 +191,9 @@ def run_tokenize(
     output = StageOutput(Path(out_dir), distributed=True, holds=ITEM_CODES, lacks=NOT_CODE_TABLES)
     device = stage_device(config.device, "tokenize")
     state = PartialState(cpu=device.type == "cpu")
+    embeddings = Embeddings.load(embeddings_dir) if config.dual or not unisid else None
+    if unisid and embeddings is not None:
+        embeddings.check_made_for(dataset)  # before UniSID trains (hours on a real backbone), not after
     trained = train_unisid(dataset, config, output.work, device) if unisid else None
     if not state.is_main_process:
         state.wait_for_everyone()  # for the main process's publication
@@ -198,7 +201,7 @@ def run_tokenize(
     labels = [" > ".join(item.categories) for item in dataset.items.values()]
     model, history, user_codes = None, TrainHistory(), np.zeros((0, 0), int)
     if config.dual or not unisid:
-        trainer, model, raw_item_codes, distances, user_codes = train_dual(dataset, embeddings_dir, config, device)
+        trainer, model, raw_item_codes, distances, user_codes = train_dual(dataset, embeddings, config, device)
         history = trainer.history
         item_codes, items = item_report(
             raw_item_codes, distances, config.codebook_size, labels, config.disambiguation_level

@@ -15,8 +15,12 @@ What the paper leaves open, and what is chosen here:
 - g's form: g(c) = f_min + (f_max - f_min) * min(c / d_max, 1) ** alpha, bounded in [f_min, f_max] and increasing;
   f_min = 1 (never weaker than the base penalty), d_max = 32 and alpha = 1 are this toolkit's defaults, not the
   paper's (it gives none);
-- m_ij, "a margin determined by the overlap type or severity" after QuaSID: m_full for a full overlap
-  (o_ij = L), m_partial otherwise;
+- m_ij, "a margin determined by the overlap type or severity": m_full for a full overlap (o_ij = L), m_partial
+  otherwise, both 1 by default (a retained pair is pushed to orthogonal or beyond). A pair is repelled only when
+  its gate is shut, sim_ij < eta_o, so d_ij > 1 - eta_o, and the hinge acts only when d_ij < m_ij: margins of
+  1 - eta_o or less can never act. QuaSID's HaMR margins (0.5, 0.8), which AdaSID's "following prior overlap-aware
+  regularization" suggests, are such margins under AdaSID's thresholds (1 - eta_o >= 0.70), so they are not used;
+  a margin that cannot act at any depth it serves is a configuration error;
 - P excludes pairs of the same underlying item (`ids`), like QuaSID's CVPM, so duplicates neither count as load
   nor get repelled;
 - Eq. 13 is a sum; `reduction="mean"` (default) divides it by |P| so that its scale does not grow with the
@@ -29,23 +33,23 @@ from dataclasses import dataclass, field
 
 import torch
 
-from align3gr.errors import ConfigError
+from align3gr.errors import ConfigError, check_numbers
 from align3gr.tokenize.losses.hamr import cosine_distance
 
 
 @dataclass
 class AdaSIDConfig:
     """Hyperparameters with the paper's names. Defaults from AdaSID 5.1.4 (eta, f_max, T_start/T_end,
-    lambda_col_min, lambda_cf_max are candidates of its grid) and QuaSID A.2 (margins); see the module docstring
-    for f_min, d_max, alpha."""
+    lambda_col_min, lambda_cf_max are candidates of its grid); see the module docstring for the margins, f_min,
+    d_max and alpha, which it does not give."""
 
     eta: list[float] = field(default_factory=lambda: [0.18, 0.24, 0.30])  # eta_o for overlap depth o = 1..L
     f_min: float = 1.0
     f_max: float = 2.0
     d_max: float = 32.0
     alpha: float = 1.0
-    m_full: float = 0.8
-    m_partial: float = 0.5
+    m_full: float = 1.0
+    m_partial: float = 1.0
     t_start: int = 3000
     t_end: int = 90000
     lambda_col_min: float = 0.05
@@ -53,8 +57,20 @@ class AdaSIDConfig:
     reduction: str = "mean"
 
     def __post_init__(self) -> None:
+        check_numbers(self, ("f_min", "f_max", "d_max", "alpha", "m_full", "m_partial", "lambda_cf_max"),
+                      prefix="AdaSID ")  # fmt: skip
         if any(a > b for a, b in zip(self.eta, self.eta[1:], strict=False)):
             raise ConfigError(f"AdaSID eta={self.eta}: thresholds must not decrease with depth (AdaSID Eq. 6)")
+        if not self.t_end > self.t_start >= 0:
+            raise ConfigError(f"AdaSID needs 0 <= t_start < t_end (Eq. 11's progress); got t_start={self.t_start}, "
+                              f"t_end={self.t_end}")  # fmt: skip
+        for margin, depths in (("m_partial", self.eta[:-1]), ("m_full", self.eta[-1:])):
+            if depths and 1 - getattr(self, margin) >= max(depths):
+                raise ConfigError(
+                    f"AdaSID {margin}={getattr(self, margin)} can never act: a pair is repelled only while its "
+                    f"similarity is below eta_o (at most {max(depths)} at the depths it serves), i.e. at a cosine "
+                    f"distance above {1 - max(depths):.2f}, and the hinge max(0, m - d) is 0 there; set it above that"
+                )
         if not 0 < self.f_min <= self.f_max:
             raise ConfigError(f"AdaSID needs 0 < f_min <= f_max; got f_min={self.f_min}, f_max={self.f_max}")
         if self.d_max <= 0 or self.alpha <= 0:

@@ -32,17 +32,23 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from align3gr.errors import check_numbers
+
 
 @dataclass
 class DASConfig:
-    """beta weights L_Align_all (DAS: L_All = L_Sem_all + alpha L_CF_all + beta L_Align_all; the paper tunes it,
-    1.0 here). The per-view weights (1 in DAS) allow ablations; `temperature` divides the logits (1 in DAS)."""
+    """beta weights L_Align_all (DAS: L_All = L_Sem_all + alpha L_CF_all + beta L_Align_all; beta = 0.5 in DAS
+    4.1.3). The per-view weights (1 in DAS) allow ablations; `temperature` divides the logits (1 in DAS)."""
 
-    beta: float = 1.0
+    beta: float = 0.5
     weight_u2i: float = 1.0
     weight_u2u_i2i: float = 1.0
     weight_co_occurrence: float = 1.0
     temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_numbers(self, ("beta", "weight_u2i", "weight_u2u_i2i", "weight_co_occurrence"), prefix="DAS ")
+        check_numbers(self, ("temperature",), positive=True, prefix="DAS ")
 
 
 def info_nce(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional
 
-from align3gr.errors import ConfigError
+from align3gr.errors import ConfigError, check_numbers
 
 
 @dataclass
@@ -36,6 +36,8 @@ class HaMRConfig:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
+        check_numbers(self, ("m_full", "m_partial", "lambda_full", "lambda_partial"), prefix="HaMR ")
+        check_numbers(self, ("eps",), positive=True, prefix="HaMR ")  # |Omega| + eps divides: 0/0 without pairs
         if self.m_full < self.m_partial:
             raise ConfigError(f"HaMR needs m_full >= m_partial (QuaSID Eq. 12); got {self.m_full} < {self.m_partial}")
         if self.radius < 1:

@@ -5,10 +5,9 @@ L and K are the tokenize stage's `levels` and `codebook_size` (the paper: 3 x 2,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from align3gr.errors import ConfigError
+from align3gr.errors import ConfigError, check_numbers
 from align3gr.options import TINY, ModelOptions
 from align3gr.training_args import TrainerArgs, check_training_args, training_args_field
 
@@ -104,12 +103,8 @@ class UniSIDConfig(ModelOptions):
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.option_prefix}{name}={getattr(self, name)}: must be >= 1")
-        for name in ("temperature", "learning_rate"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ConfigError(f"{self.option_prefix}{name}={getattr(self, name)}: must be a number > 0")
-        for name in ("reconstruction_weight", "weight_decay"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ConfigError(f"{self.option_prefix}{name}={getattr(self, name)}: must be a number >= 0")
+        check_numbers(self, ("temperature", "learning_rate"), positive=True, prefix=self.option_prefix)
+        check_numbers(self, ("reconstruction_weight", "weight_decay"), prefix=self.option_prefix)
         if not 0 <= self.warmup_ratio <= 1:
             raise ConfigError(f"{self.option_prefix}warmup_ratio={self.warmup_ratio}: expected a share, 0 to 1")
         if not 0 <= self.view_dropout < 1:
