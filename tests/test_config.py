@@ -114,6 +114,7 @@ def test_option_mappings_and_choices_are_checked_when_read(tmp_path):
         (TokenizeConfig, {"phase2_epochs": -1}, r"phase2_epochs=-1: must be >= 0"),
         (TokenizeConfig, {"lr": -1e-3}, r"lr=-0\.001: must be > 0"),
         (TokenizeConfig, {"hidden_dims": [-4]}, r"hidden_dims=\[-4\]: every layer size must be >= 1"),
+        (EvaluateConfig, {"decoder": "generate", "beam_size": 1, "ks": [1]}, r"'generate' needs beam_size >= 2"),
         (TokenizeConfig, {"beta": float("nan")}, r"beta=nan: must be >= 0 \(a finite number\)"),
         (TokenizeConfig, {"lr": float("inf")}, r"lr=inf: must be > 0 \(a finite number\)"),
         (SFTStageConfig, {"learning_rate": float("nan")}, r"learning_rate=nan: must be >= 0"),

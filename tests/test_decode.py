@@ -119,6 +119,12 @@ def test_beam_width_must_be_positive(loaded):
         BeamSearchDecoder(model, trie, tokenizer.pad_token_id, beam_size=0)
     with pytest.raises(ConfigError, match="decoder must be one of"):
         build_decoder("sampling", model, tokenizer, trie, 20, 4)
+    for name in ("generate", "unconstrained"):  # one beam is Transformers' greedy search: no sequence scores
+        with pytest.raises(ConfigError, match=rf"decoder '{name}' needs beam_size >= 2.*'beam_search'"):
+            build_decoder(name, model, tokenizer, trie, 1, 4)
+    prompts = loaded[3][:3]
+    for name in ("beam_search", "exhaustive"):  # the toolkit's own searches rank at width 1
+        assert [len(r.items) for r in build_decoder(name, model, tokenizer, trie, 1, 4).recommend(prompts)] == [1] * 3
 
 
 def test_three_decoders_agree(loaded):

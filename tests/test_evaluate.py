@@ -23,7 +23,7 @@ from align3gr.io import read_json, write_json
 from align3gr.metrics import Prediction, compute_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = ("seconds", "users_per_second", "processes")
+TIMING = ("seconds", "ranking_seconds", "users_per_second", "processes")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,8 @@ def test_metrics_and_predictions_files(single_run, ml100k_small, scid_model, cap
     assert all(set(r["ranked"]) <= set(dataset.items) for r in rows)
     assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in rows)
     assert metrics["num_users"] == len(examples) and metrics["split"] == "valid" and metrics["beam_size"] == 20
-    assert metrics["valid_rate"] == 1.0
+    assert metrics["valid_rate"] == 1.0 and metrics["code_tables"] == str(scid_model)
+    assert {"seconds", "ranking_seconds", "users_per_second"} <= set(metrics)
     again = compute_metrics(
         [Prediction(r["user_id"], r["target"], r["ranked"], r["scores"], 20, 20) for r in rows], [5, 10, 20], 1
     )

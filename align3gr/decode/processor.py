@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from align3gr.decode import check_decoder_width
 from align3gr.decode.base import Decoder, Ranked, left_pad, ranked_from_leaves
 from align3gr.decode.trie import SCIDTrie
 
@@ -92,6 +93,7 @@ class GenerateDecoder(Decoder):
 
     def __init__(self, *args, eos_token_id: int | None = None, constrained: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        check_decoder_width("generate" if constrained else "unconstrained", self.beam_size)
         self.eos_token_id = eos_token_id
         self.constrained = constrained
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from align3gr.config import OMITTED
-from align3gr.decode import BEAM_SIZE, DECODERS
+from align3gr.decode import BEAM_SIZE, DECODERS, check_decoder_width
 from align3gr.errors import ConfigError
 from align3gr.metrics import check_ks
 from align3gr.models import DTYPES
@@ -63,7 +63,8 @@ class EvaluateConfig:
             raise ConfigError(f"split={self.split!r}: expected 'valid' or 'test'")
         if self.decoder not in DECODERS:
             raise ConfigError(f"decoder={self.decoder!r}: expected one of {', '.join(DECODERS)}")
-        for name in ("beam_size", "batch_size", "max_new_tokens"):
+        check_decoder_width(self.decoder, self.beam_size)
+        for name in ("batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.dtype not in DTYPES:

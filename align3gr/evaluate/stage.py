@@ -99,6 +99,7 @@ def run_evaluate(
     log.info("%s: %d users of %s on %d process(es), decoder %s", model_dir, len(prompts), config.split,
              state.num_processes, config.decoder)  # fmt: skip
     seen = [dataset.seen_before(ex.user_id, config.split) for ex, _ in pairs] if config.exclude_history else None
+    ranking_start = time.perf_counter()
     ranked = rank_catalogue(
         model, tokenizer, item_codes, prompts, "evaluate", "user",
         decoder=config.decoder, beam_size=config.beam_size, batch_size=config.batch_size, exclude=seen,
@@ -107,6 +108,7 @@ def run_evaluate(
         Prediction(ex.user_id, ex.target, r.items, r.scores, r.returned, r.valid)
         for (ex, _), r in zip(pairs, ranked, strict=True)
     ]
+    ranking_seconds = time.perf_counter() - ranking_start
     seconds = time.perf_counter() - start
     metrics = {
         **compute_metrics(predictions, config.ks, len(item_codes)),
@@ -116,9 +118,11 @@ def run_evaluate(
         "decoder": config.decoder,
         "catalogue_size": len(item_codes),
         "seconds": round(seconds, 2),
-        "users_per_second": round(len(predictions) / seconds, 2),
+        "ranking_seconds": round(ranking_seconds, 2),
+        "users_per_second": round(len(predictions) / ranking_seconds, 2),
         "processes": state.num_processes,
         "model": str(model_dir),
+        "code_tables": str(scid_dir or model_dir),
         "config": config_to_dict(config),
     }
     texts: list[dict[str, str]] = []
