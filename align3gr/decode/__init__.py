@@ -33,6 +33,7 @@ def check_decoder_width(decoder: str, beam_size: int) -> None:
             "no sequence scores to rank by); use decoder 'beam_search' for a width of 1"
         )
 
+
 _EXPORTS = {
     "Decoder": "align3gr.decode.base",
     "Ranked": "align3gr.decode.base",
