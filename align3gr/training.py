@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 import yaml
+from transformers import TrainerCallback
+from transformers.trainer_utils import IntervalStrategy
 
 from align3gr.config import config_to_dict
 from align3gr.errors import ConfigError
@@ -92,6 +94,17 @@ class ResumesWhereItStopped:
             self.control.should_training_stop = True
             return None
         return super()._run_epoch(*args, **kwargs)
+
+
+class LogsLastStep(TrainerCallback):
+    """Logs the training loss at the last optimiser step too, whatever `logging_steps`: Transformers evaluates and
+    saves there but logs only at multiples of `logging_steps`, so a stage's recorded end loss (`meta.json`,
+    `training_log.jsonl`, the curves) would be that of an earlier window."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps and args.logging_strategy == IntervalStrategy.STEPS:
+            control.should_log = True
+        return control
 
 
 def native_bf16() -> bool:

@@ -115,6 +115,8 @@ def test_option_mappings_and_choices_are_checked_when_read(tmp_path):
         (TokenizeConfig, {"lr": -1e-3}, r"lr=-0\.001: must be > 0"),
         (TokenizeConfig, {"hidden_dims": [-4]}, r"hidden_dims=\[-4\]: every layer size must be >= 1"),
         (EvaluateConfig, {"decoder": "generate", "beam_size": 1, "ks": [1]}, r"'generate' needs beam_size >= 2"),
+        (DPOStageConfig, {"beta": float("nan")}, r"beta=nan: must be > 0"),
+        (DPOStageConfig, {"sft_weight": float("nan")}, r"sft_weight=nan: must be >= 0"),
         (TokenizeConfig, {"beta": float("nan")}, r"beta=nan: must be >= 0 \(a finite number\)"),
         (TokenizeConfig, {"lr": float("inf")}, r"lr=inf: must be > 0 \(a finite number\)"),
         (SFTStageConfig, {"learning_rate": float("nan")}, r"learning_rate=nan: must be >= 0"),
@@ -142,6 +144,12 @@ def test_guard_metrics_are_checked_against_the_runs_cut_offs(tmp_path):
         config.valid_evaluation(EvaluateConfig())
     with pytest.raises(ConfigError, match=r"'hit@10' is not a valid-split metric"):
         DPOStageConfig(guard_metrics=["hit@10"]).validate()
+    path = tmp_path / "run.yaml"  # the pipeline checks it with the evaluate section's ks before any step
+    path.write_text("dpo:\n  guard: true\n  guard_metrics: [recall@20]\n")
+    with pytest.raises(ConfigError, match=r"^\S+run\.yaml, section 'dpo': .*'recall@20' is not a valid-split"):
+        load_pipeline_config(path)
+    path.write_text("dpo:\n  guard: true\n  guard_metrics: [recall@20]\nevaluate:\n  ks: [5, 10, 20]\n")
+    assert load_pipeline_config(path).dpo.guard_metrics == ["recall@20"]
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")

@@ -22,7 +22,7 @@ from align3gr.config import config_from_sources
 from align3gr.data.dataset import load_dataset
 from align3gr.dpo.arguments import dpo_arguments, load_policy
 from align3gr.dpo.config import LOSS_OPTIONS, DPOStageConfig
-from align3gr.dpo.stage import STAGE_FILES, copy_start_model, guarded, run_dpo
+from align3gr.dpo.stage import STAGE_FILES, copy_start_model, guarded, run_dpo, stage_fingerprint
 from align3gr.dpo.trainer import SoftmaxDPOTrainer
 from align3gr.errors import ConfigError
 from align3gr.evaluate.config import EvaluateConfig
@@ -68,6 +68,11 @@ def test_stages_write_their_outputs_rows_and_valid_metrics(ml100k_small, sft_run
         metrics = read_json(tmp_path / "eval" / f"dpo_{result.name}" / "metrics.json")
         assert metrics["split"] == "valid" and metrics["num_users"] == len(dataset.sequences)
         assert result.valid_metrics["recall@10"] == metrics["recall@10"]
+        log = [json.loads(line) for line in (folder / "training_log.jsonl").read_text().splitlines()]
+        last = [row for row in log if "loss" in row][-1]  # logged at the last step, though logging_steps is 10
+        assert last["step"] == result.meta["steps"] == QUICK["max_steps"]
+        assert result.meta["train_loss"]["end"] == last["loss"]  # both "end"s of the same, last, window
+        assert result.meta["reward_accuracy"]["end"] == last["rewards/accuracies"]
         rows = [json.loads(line) for line in (folder / "preferences.jsonl").read_text().splitlines()]
         assert rows and all(r["chosen"] not in r["rejected"] and r["rejected"] for r in rows)
         for row in rows:  # prompts and chosen items come from the train split only
@@ -126,6 +131,30 @@ def test_a_stage_without_preference_rows_hands_on_its_start_model(ml100k_small, 
     assert read_json(tmp_path / "dpo" / "rf_easy" / "meta.json")["steps"] > 0 and not hard.up_to_date
     again = run_dpo(ml100k_small, sft_run / "sft", tmp_path / "dpo", config, evaluate=VALID)
     assert [result.up_to_date for result in again] == [True, True]
+
+
+def test_where_a_stage_loads_model_code_from_is_not_what_it_depends_on(ml100k_small, sft_run):
+    """`trust_remote_code` is left out of a stage's fingerprint as of the pipeline's step keys, so `align3gr dpo`
+    and the pipeline agree on which stages are current; an option of the stage's training is not."""
+    dataset = load_dataset(ml100k_small)
+    fingerprint = stage_fingerprint(sft_run / "sft", dataset, "sp_easy", DPOStageConfig(), VALID)
+    trusting = EvaluateConfig(**VALID_OPTIONS, trust_remote_code=True)
+    same = stage_fingerprint(sft_run / "sft", dataset, "sp_easy", DPOStageConfig(trust_remote_code=True), trusting)
+    assert same == fingerprint
+    assert stage_fingerprint(sft_run / "sft", dataset, "sp_easy", DPOStageConfig(beta=0.2), VALID) != fingerprint
+
+
+def test_rf_stages_on_data_without_feedback_stop_before_the_first_stage(ml100k_small, sft_run, tmp_path):
+    """`align3gr dpo` alone (the pipeline has its own check): a self-play stage before an RF one does not train
+    first only for the RF stage to fail."""
+    data = tmp_path / "data"
+    shutil.copytree(ml100k_small, data)
+    rows = [json.loads(line) | {"feedback": None} for line in (data / "sequences.jsonl").read_text().splitlines()]
+    (data / "sequences.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = DPOStageConfig(stages=["sp_random", "rf_easy"], **QUICK)
+    with pytest.raises(ConfigError, match=rf"stages rf_easy: RF-DPO needs feedback levels.* in {data}"):
+        run_dpo(data, sft_run / "sft", tmp_path / "dpo", config, evaluate=VALID)
+    assert not (tmp_path / "dpo").exists() or not any((tmp_path / "dpo").iterdir())
 
 
 def test_a_run_stopped_between_stages_resumes_at_the_next(ml100k_small, sft_run, tmp_path):

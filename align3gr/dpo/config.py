@@ -14,7 +14,7 @@ from align3gr.dpo.checks import (
     check_prefix_thresholds,
     check_similarity_shares,
 )
-from align3gr.errors import ConfigError
+from align3gr.errors import ConfigError, check_numbers
 from align3gr.evaluate.config import EvaluateConfig
 from align3gr.options import TrainingOptions, with_default
 from align3gr.training_args import TRAINING_FIXED, TRAINING_REFUSED, TRAINING_RENAMED, TrainerArgs
@@ -97,8 +97,7 @@ class SoftmaxDPOOptions:
                 f"shared_prompt_forward={self.shared_prompt_forward!r}: expected one of "
                 f"{', '.join(SHARED_PROMPT_FORWARDS)}"
             )
-        if self.sft_weight < 0:
-            raise ConfigError(f"sft_weight={self.sft_weight}: must be >= 0")
+        check_numbers(self, ("sft_weight",))
 
 
 @dataclass
@@ -249,8 +248,7 @@ class DPOStageConfig(TrainingOptions, SoftmaxDPOOptions):
                 "items are the policy's generations only, so the beam must be at least num_rejected wide (wider "
                 "still to fill the buckets); widen it or set sp_fill='catalogue'"
             )
-        if self.beta <= 0:
-            raise ConfigError(f"beta={self.beta}: must be > 0")
+        check_numbers(self, ("beta",), positive=True)
         if self.shared_prompt_forward == "cache" and self.gradient_checkpointing:
             raise ConfigError(
                 "shared_prompt_forward='cache' repeats the prompt's KV cache, which gradient checkpointing cannot "

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import align3gr
-from align3gr.config import config_to_dict
+from align3gr.config import config_to_dict, fingerprint_options
 from align3gr.console import format_table
 from align3gr.data.dataset import Dataset, load_dataset
 from align3gr.devices import numerics
@@ -28,7 +28,9 @@ from align3gr.dpo.arguments import dpo_arguments, load_policy
 from align3gr.dpo.buckets import BucketRule, Buckets, PrefixBuckets, SimilarityBuckets, scid_vectors
 from align3gr.dpo.config import STAGES, DPOStageConfig
 from align3gr.dpo.preferences import (
+    NO_FEEDBACK,
     PreferenceExample,
+    has_feedback_levels,
     real_feedback_examples,
     real_feedback_prompts,
     self_play_examples,
@@ -47,7 +49,7 @@ from align3gr.models.zero3 import check_adapter_partitioning, whole_weights
 from align3gr.scid.code_tables import CODE_TABLES, ITEM_CODES, code_length, load_code_tables
 from align3gr.sft.tasks import TaskBuilder, trained_prompting
 from align3gr.stage_output import LOGS, META_FILE, NOT_A_MODEL, NOT_AN_EVALUATION, StageOutput, check_apart
-from align3gr.training import FINAL, TRAINING_LOG, logged, publish_model, republish_model
+from align3gr.training import FINAL, TRAINING_LOG, LogsLastStep, logged, publish_model, republish_model
 from align3gr.training_curves import CURVES_FILE
 
 log = logging.getLogger(__name__)
@@ -113,15 +115,16 @@ def stage_fingerprint(
 ) -> str:
     """What a stage's output depends on: the model it starts from (its own fingerprint), the data, its name, the
     options (not the list of stages: adding a stage after it leaves it as it is) and those of its valid evaluation
-    (its metrics, and with the guard the model handed on)."""
-    options = {k: v for k, v in config_to_dict(config).items() if k != "stages"}
+    (its metrics, and with the guard the model handed on), as the pipeline's step keys record them
+    (`fingerprint_options`: where model code may load from is not among them)."""
+    options = {k: v for k, v in fingerprint_options(config).items() if k != "stages"}
     return sha256_json(
         {
             "start": read_json(previous / META_FILE).get("fingerprint"),
             "data": dataset.meta.get("fingerprint"),
             "stage": name,
             "config": options,
-            "evaluation": config_to_dict(evaluation),
+            "evaluation": fingerprint_options(evaluation),
             "version": align3gr.__version__,
         }
     )
@@ -295,6 +298,7 @@ def train_stage(policy, tokenizer, examples, builder, arguments, config, resume,
         args=arguments,
         train_dataset=HFDataset.from_list(render_rows(examples, builder, tokenizer, config.seed)),
         processing_class=tokenizer,
+        callbacks=[LogsLastStep()],
     )
     save_trained_rows_only(trainer.model)
     trainer.train(resume_from_checkpoint=resume)
@@ -419,6 +423,9 @@ def run_dpo(
         StageOutput(valid_folder(evaluations, f"{name}_start"), holds=METRICS_FILE, lacks=NOT_AN_EVALUATION)
     item_codes, _ = load_code_tables(previous)  # every stage's SCIDs: each stage publishes its start's tables
     config.check_code_length(code_length(item_codes), str(previous / ITEM_CODES))
+    feedback = [name for name in config.stages if STAGES[name][0] == "real_feedback"]
+    if feedback and not has_feedback_levels(load_dataset(data_dir)):
+        raise ConfigError(f"stages {', '.join(feedback)}: {NO_FEEDBACK} in {data_dir}; leave them out of the stages")
     results = []
     for name in config.stages:
         results.append(run_stage(name, previous, Path(data_dir), out / name, evaluations, config, evaluation))

@@ -29,6 +29,7 @@ from align3gr.dpo.config import COLLATION_OPTIONS, LOSS_OPTIONS, SoftmaxDPOOptio
 from align3gr.dpo.shared_prompt import FORWARDS
 from align3gr.dpo.softmax_dpo_loss import softmax_dpo_loss
 from align3gr.errors import ConfigError, DataError
+from align3gr.io import atomic_directory
 from align3gr.models.loading import pad_token_id
 from align3gr.sft.prompting import encode_completion, encode_prompt
 from align3gr.training import ResumesWhereItStopped
@@ -128,8 +129,9 @@ class SoftmaxDPOTrainer(ResumesWhereItStopped, DPOTrainer):
         folder = [str(Path(self.args.output_dir) / "reference_rows" / f"{name}-{dataset._fingerprint}")]
         broadcast_object_list(folder, from_process=0)
         folder = Path(folder[0])
-        if self.accelerator.is_main_process and not (folder / "dataset_info.json").is_file():  # written last
-            dataset.save_to_disk(folder)
+        if self.accelerator.is_main_process and not folder.is_dir():
+            with atomic_directory(folder) as work:  # a kill mid-write leaves no folder a resume would read
+                dataset.save_to_disk(work)
         self.accelerator.wait_for_everyone()
         return load_from_disk(folder)
 

@@ -85,6 +85,10 @@ def load_pipeline_config(path: str | Path, overrides: dict[str, dict[str, Any]] 
             f"{path}: evaluate.ks={config.evaluate.ks} lacks {missing}; a run's tables report Recall/NDCG@"
             f"{' and @'.join(map(str, REPORTED_KS))} (other cut-offs are computed too and kept in each metrics.json)"
         )
+    try:  # the DPO stages' valid check takes the evaluate section's cut-offs: checked before any step runs
+        config.dpo.valid_evaluation(config.evaluate)
+    except ConfigError as err:
+        raise ConfigError(f"{path}, section 'dpo': {err}") from None
     return config
 
 

@@ -44,7 +44,7 @@ from align3gr.sft.probe import RankingProbe
 from align3gr.sft.tasks import TaskBuilder, evaluation_prompts, load_templates
 from align3gr.sft.trainer import checkpoint_step
 from align3gr.stage_output import META_FILE, NOT_A_MODEL, StageOutput, check_apart
-from align3gr.training import FINAL, logged, publish_model, republish_model
+from align3gr.training import FINAL, LogsLastStep, logged, publish_model, republish_model
 from align3gr.training_curves import CLOSING_PREFIX
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def sft_trainer(
             model, token_ids, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules
         )
     eval_packing = arguments.packing if arguments.eval_packing is None else arguments.eval_packing
-    callbacks = []
+    callbacks = [LogsLastStep()]
     if probe is not None and config.early_stopping_patience:
         callbacks.append(RankingEarlyStopping(config.early_stopping_patience))
     trainer = SCIDSFTTrainer(
