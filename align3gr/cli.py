@@ -159,7 +159,7 @@ def _pipeline(args: argparse.Namespace) -> None:
     from align3gr.pipeline.summary import summary_text
 
     overrides = training_arg_overrides(args.training_arg or {})
-    if args.seeds:
+    if args.seeds is not None:
         seeds = parse_seeds(args.seeds)
         summary = run_seeds(args.config, seeds, args.run_dir, args.launcher, args.skip_unmet, overrides)
         print("\n" + seeds_text(summary))
@@ -203,7 +203,7 @@ def _ablate(args: argparse.Namespace) -> None:
     from align3gr.pipeline.config import training_arg_overrides
     from align3gr.pipeline.seeds import parse_seeds
 
-    seeds = parse_seeds(args.seeds) if args.seeds else (0,)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else (0,)
     overrides = training_arg_overrides(args.training_arg or {})
     ladder = run_ablation(args.config, args.run_dir, args.launcher, seeds, args.skip_unmet, overrides)
     print("\n" + ladder_text(ladder))

@@ -374,6 +374,8 @@ def make_folders(folder: Path) -> None:
     published under new folders survives a power loss along with them."""
     missing = []
     while not folder.is_dir():
+        if folder.exists() or folder.is_symlink():
+            raise DataError("expected a folder here, found a file or a broken link; name another output folder", folder)
         missing.append(folder)
         folder = folder.parent
     for new in reversed(missing):

@@ -203,3 +203,17 @@ def test_help_lists_each_option_mapping_with_its_keys_and_defaults(capsys):
         assert f"YAML only: {name}, {target} fields (YAML)" in text and f"Its keys and {target}'s defaults:" in text
     assert "radius=1, m_full=0.8" in text and "m_full=1.0, m_partial=1.0" in text
     assert "t_start/t_end count phase-2 optimiser steps" in text
+
+
+def test_a_section_given_twice_and_a_file_not_in_utf8_are_named(tmp_path):
+    """YAML keeps the last of a repeated key silently, which would drop every option of the first section."""
+    path = tmp_path / "run.yaml"
+    path.write_text("sft:\n  learning_rate: 0.5\ndpo:\n  beta: 0.1\nsft:\n  learning_rate: 0.001\n")
+    with pytest.raises(ConfigError, match=r"(?s)run\.yaml: malformed YAML: .*key 'sft' given twice.*line 5"):
+        load_pipeline_config(path)
+    path.write_text("sft:\n  learning_rate: 0.5\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"key 'learning_rate' given twice"):
+        config_from_sources(SFTStageConfig, path)
+    path.write_bytes("sft:\n  # caf\u00e9\n  learning_rate: 0.5\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"run\.yaml: not UTF-8 text \(byte 12: invalid continuation byte\)"):
+        load_pipeline_config(path)

@@ -355,3 +355,15 @@ def test_another_stages_output_holding_the_same_signature_file_is_refused(tmp_pa
     with pytest.raises(ConfigError, match="so it is another stage's output"):
         StageOutput(folder, holds=holds, lacks=lacks)
     assert sorted(p.name for p in folder.iterdir()) == sorted(files)
+
+
+def test_an_output_under_a_file_is_named_not_a_traceback(tmp_path):
+    """`--run-dir` naming a file, or an `--out` whose parent is one: a DataError naming it, nothing created."""
+    (tmp_path / "afile").write_text("")
+    for target in (tmp_path / "afile", tmp_path / "afile" / "data"):
+        with pytest.raises(DataError, match=r"afile: expected a folder here, found a file or a broken link"):
+            make_folders(target)
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with pytest.raises(DataError, match=r"dangling: expected a folder here"):
+        make_folders(tmp_path / "dangling" / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "dangling"]

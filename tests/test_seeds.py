@@ -54,11 +54,14 @@ def t_p_value(t: float, df: int) -> float:
     return 1 - 2 / math.pi * (x / (1 + x * x) + math.atan(x))
 
 
-def test_parse_seeds_needs_two_distinct_non_negative_seeds():
+def test_parse_seeds_needs_two_distinct_non_negative_seeds(capsys):
     assert parse_seeds("0,1,2,3,4") == [0, 1, 2, 3, 4] and parse_seeds(" 3, 7 ") == [3, 7]
-    for bad in ("0", "0,0", "-1,2", "0,x"):
+    for bad in ("0", "0,0", "-1,2", "0,x", ""):
         with pytest.raises(ConfigError, match="--seeds"):
             parse_seeds(bad)
+    for command in ("pipeline", "ablate"):  # an empty --seeds is an error, not a plain run
+        assert main([command, "--config", "c.yaml", "--run-dir", "r", "--seeds", ""]) != 0
+        assert "--seeds '': expected" in capsys.readouterr().err
 
 
 def test_a_run_seed_shifts_every_training_seed_and_keeps_the_dataset(tmp_path):

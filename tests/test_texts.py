@@ -215,6 +215,10 @@ def test_llm_generator_needs_a_model_folder(tmp_path):
         DataConfig(text_generator="llm").validate()
     with pytest.raises(Exception, match="expected a local model folder"):
         add_task_texts(crafted_dataset(), DataConfig(text_generator="llm", text_model=str(tmp_path)))
+    for options in ({"text_generator": "llm", "text_model": str(tmp_path)}, {"sentiment_model": "/nope"}):
+        name = "text_model" if "text_model" in options else "sentiment_model"  # refused before the raw files are read
+        with pytest.raises(ConfigError, match=rf"{name}='[^']+': expected a local model folder with config\.json"):
+            DataConfig(**options).validate()
 
 
 def test_prompt_folder_override_and_bad_prompt_files(tmp_path, monkeypatch):

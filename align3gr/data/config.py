@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from align3gr.config import OMITTED_WHEN_UNSET
 from align3gr.errors import ConfigError
+from align3gr.models.local import require_model_folder
 
 MISSING_METADATA = ("error", "drop")
 PACKAGED_SOURCE = "recbole"
@@ -103,3 +104,7 @@ class DataConfig:
             raise ConfigError(f"text_generator={self.text_generator!r}: expected 'template' or 'llm'")
         if self.text_generator == "llm" and not self.text_model:
             raise ConfigError("text_generator='llm' needs text_model (a local causal LM folder)")
+        if self.text_generator == "llm":
+            require_model_folder(self.text_model, "text_model")  # before the raw files are read
+        if self.sentiment_model:
+            require_model_folder(self.sentiment_model, "sentiment_model")
