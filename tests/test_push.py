@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import sys
@@ -628,3 +629,20 @@ def test_a_push_replaces_an_earlier_push_folder_only_when_it_holds_nothing_else(
     (out / PUSHED_FILES).unlink()  # a push of an older align3gr
     assert main(argv) == 2
     assert "without the list of its files" in capsys.readouterr().err
+
+
+def test_stage_folders_of_an_earlier_config_stay_out_of_the_card(run, tmp_path, caplog):
+    """A pipeline re-run on a config without a stage leaves that stage's folders: with the run's `summary.json`,
+    the card's table holds the last pipeline's stages only, and pushing a stage it lacks says so."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    stages = [{"stage": name, "status": "ran"} for name in ("data", "embed", "tokenize", "popular", "sft")]
+    write_json(copy / "summary.json", {"run_dir": str(copy), "stages": stages})
+    out = tmp_path / "published"
+    assert main(["push", "--run", str(copy), "--stage", "sft", "--to-folder", str(out)]) == 0
+    lines = (out / "README.md").read_text().splitlines()
+    rows = [line.split("|")[1].strip() for line in lines if line.startswith("| ")]
+    assert "sp_easy" not in rows and any("sft" in row for row in rows)
+    with caplog.at_level(logging.WARNING):
+        assert main(["push", "--run", str(copy), "--stage", "sp_easy", "--to-folder", str(tmp_path / "stale")]) == 0
+    assert "sp_easy is not a stage of the run's last pipeline" in caplog.text

@@ -32,7 +32,7 @@ from align3gr.errors import Align3GRError, ConfigError, DataError
 from align3gr.hub.base_license import base_license
 from align3gr.hub.item_titles import ItemTitles
 from align3gr.hub.model_card import model_card
-from align3gr.hub.run_layout import metrics_by_stage, stage_folder
+from align3gr.hub.run_layout import last_pipeline_stages, metrics_by_stage, stage_folder
 from align3gr.hub.settings import SETTINGS_FILE, settings_of_stage
 from align3gr.hub.training_record import framework_versions, trainer_record
 from align3gr.io import atomic_directory, read_json, write_json
@@ -282,6 +282,10 @@ def push_run(
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     stage_folder(run_dir, stage)  # an unknown stage is refused before anything is written
+    current = last_pipeline_stages(run_dir)
+    if current is not None and stage not in current:
+        log.warning("%s is not a stage of the run's last pipeline (%s): its folder may hold a model of an earlier "
+                    "config, on other data", stage, run_dir / "summary.json")  # fmt: skip
     if repo_id is not None:
         check_repo_id(repo_id)
     if to_folder is not None:

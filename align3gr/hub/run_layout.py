@@ -33,6 +33,13 @@ def ordered(names: list[str]) -> list[str]:
     return sorted(names, key=lambda n: (STAGE_ORDER.index(n) if n in STAGE_ORDER else len(STAGE_ORDER), n))
 
 
+def last_pipeline_stages(run_dir: Path) -> set[str] | None:
+    """The stages and baselines of the run's last `align3gr pipeline` (its `summary.json`), None without one: a
+    folder of a stage no longer in the config is left where it was, with another config's model and metrics."""
+    summary = run_dir / "summary.json"
+    return {row["stage"] for row in read_json(summary).get("stages", [])} if summary.is_file() else None
+
+
 def stages_present(run_dir: Path) -> list[str]:
     """The finished stages of a run (folders holding a `meta.json`), in pipeline order."""
     found = [SFT] if (run_dir / SFT / META_FILE).is_file() else []
@@ -43,11 +50,14 @@ def stages_present(run_dir: Path) -> list[str]:
 
 
 def metrics_by_stage(run_dir: Path) -> dict[str, dict]:
-    """`{stage: metrics.json}` of every stage evaluated on the test split (`eval/test/STAGE/`), in pipeline order."""
+    """`{stage: metrics.json}` of every stage evaluated on the test split (`eval/test/STAGE/`), in pipeline order;
+    with a `summary.json`, of the stages of the run's last pipeline only (`last_pipeline_stages`)."""
     folder = run_dir / "eval" / "test"
     if not folder.is_dir():
         return {}
     names = [p.name for p in folder.iterdir() if (p / "metrics.json").is_file() and not p.name.startswith(".")]
+    current = last_pipeline_stages(run_dir)
+    names = names if current is None else [name for name in names if name in current]
     return {name: read_json(folder / name / "metrics.json") for name in ordered(names)}
 
 
