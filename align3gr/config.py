@@ -232,6 +232,25 @@ def options_text(f: dataclasses.Field) -> str:
     )
 
 
+def default_text(f: dataclasses.Field) -> str:
+    """What `--help` appends to a flag's help: the field's default (`unset` for None, a list comma-separated)."""
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return ""
+    if value is None:
+        shown = "unset"
+    elif isinstance(value, bool):
+        shown = "on" if value else "off"
+    elif isinstance(value, list | tuple):
+        shown = ",".join(map(str, value)) or "none"
+    else:
+        shown = str(value)
+    return f" (default: {shown})".replace("%", "%%")  # argparse formats help text with %
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, only: Collection[str] | None = None) -> None:
     """Add one `--field-name` flag per dataclass field but the option mappings (help text and choices from the
     field's metadata; a list as comma-separated values), or per field named in `only`; a mapping whose metadata
@@ -251,10 +270,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, only: Colle
                                help=help_text + " Repeatable; merged into the YAML's mapping.")  # fmt: skip
         elif kind is bool:
             group.add_argument(flag_of(f), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=help_text)  # fmt: skip
+                               help=help_text + default_text(f))  # fmt: skip
         else:
             metavar = _metavar(kind, f.metadata.get("choices"))
-            group.add_argument(flag_of(f), dest=f.name, default=None, help=help_text, metavar=metavar)
+            group.add_argument(flag_of(f), dest=f.name, default=None, help=help_text + default_text(f),
+                               metavar=metavar)  # fmt: skip
 
 
 def config_from_sources(

@@ -42,9 +42,12 @@ class TrainingOptions:
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training rows per device per step."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per update."})
     num_train_epochs: float = field(
-        default=1.0, metadata={"help": "Epochs over the training rows (of each DPO stage), if max_steps < 0."}
+        default=1.0,
+        metadata={"help": "Epochs over the stage's training rows (in dpo: each stage's), if max_steps < 0."},
     )
-    max_steps: int = field(default=-1, metadata={"help": "Optimiser updates (per DPO stage); -1: num_train_epochs."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Optimiser updates (in dpo: per stage); -1: num_train_epochs."}
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
     bf16: bool | None = field(
         default=None, metadata={"help": "bfloat16 mixed precision; default: on GPUs that compute in it natively."}

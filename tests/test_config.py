@@ -217,3 +217,14 @@ def test_a_section_given_twice_and_a_file_not_in_utf8_are_named(tmp_path):
     path.write_bytes("sft:\n  # caf\u00e9\n  learning_rate: 0.5\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"run\.yaml: not UTF-8 text \(byte 12: invalid continuation byte\)"):
         load_pipeline_config(path)
+
+
+def test_help_shows_each_flags_default(capsys):
+    """The README says `--help` lists every option with its default."""
+    from align3gr.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["sft", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "AdamW peak learning rate (Align3GR's SFT: 1e-3, 5e-4 or 1e-4). (default: 0.001)" in text
+    assert "(default: off)" in text and "(default: unset)" in text and "(default: seq,item_align," in text
