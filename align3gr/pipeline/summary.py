@@ -35,6 +35,8 @@ def stage_rows(outcomes: list[Outcome]) -> list[dict]:
             row = by_model[step.evaluates]
             row["eval s"] = outcome.seconds
             row["eval reused"] = outcome.reused
+            if outcome.reused is False and row["status"].startswith("reused"):
+                row["status"] = row["status"].replace("reused", "reused, evaluated again", 1)
         else:
             row = {"stage": step.label, "path": str(step.path), "status": "reused" if outcome.reused
                    else "ran", "seconds": outcome.seconds}  # fmt: skip
