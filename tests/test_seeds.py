@@ -126,9 +126,9 @@ RANKS = {  # (run, seed) -> the target's rank in each of six users' lists (None:
 }
 
 
-def crafted_run(folder: Path, name: str) -> Path:
+def crafted_run(folder: Path, name: str, users: str = "u") -> Path:
     """A run folder with `seeds.json` over seeds 0 and 1 and a `full` stage whose predictions put each user's target
-    at the rank of `RANKS`, written as an evaluation writes them."""
+    at the rank of `RANKS`, written as an evaluation writes them; user IDs `users` + a number."""
     run = folder / name
     scored = []
     for seed in (0, 1):
@@ -137,7 +137,7 @@ def crafted_run(folder: Path, name: str) -> Path:
             ranked = [f"i{k}" for k in range(1, 13)]
             if rank is not None:
                 ranked[rank - 1] = "target"
-            predictions.append(Prediction(f"u{user}", "target", ranked, [0.0] * 12, 12, 12))
+            predictions.append(Prediction(f"{users}{user}", "target", ranked, [0.0] * 12, 12, 12))
         path = run / ("eval/test/full" if seed == 0 else "seeds/1/eval/test/full")
         path.mkdir(parents=True)
         write_evaluation(path, compute_metrics(predictions, [5, 10], 50) | {"split": "test"}, predictions)
@@ -180,6 +180,10 @@ def test_seeds_summary_and_compare_on_crafted_evaluations(tmp_path):
 
     with pytest.raises(ConfigError, match="same evaluations"):
         compare(Side.of(a, None), Side.of(a, "full"))
+    other_users = crafted_run(tmp_path / "other", "b", users="v")  # another build of the data: no pairing at all
+    for unit in ("users", "seeds"):
+        with pytest.raises(ConfigError, match=r"evaluate other users or targets .*which no paired test compares"):
+            compare(Side.of(a, None), Side.of(other_users, None), unit=unit)
     for folder in ("eval/test/full", "seeds/1/eval/test/full"):
         path = b / folder / "metrics.json"
         path.write_text(json.dumps(json.loads(path.read_text()) | {"exclude_history": False}))

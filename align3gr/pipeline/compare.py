@@ -168,12 +168,12 @@ def compare(a: Side, b: Side, test: str = "t", unit: str = "users", alpha: float
     if protocol_a != protocol_b:
         raise ConfigError(f"{a.run} ranks with {protocol_a}, {b.run} with {protocol_b}: their metrics do not compare")
     rows_a, rows_b = a.rows(seeds), b.rows(seeds)
-    if unit == "users":
-        users_a, samples_a = a.user_means(seeds)
-        users_b, samples_b = b.user_means(seeds)
-        if users_a != users_b:
-            raise ConfigError(f"{a.run} and {b.run} evaluate other users or targets: compare them with --unit seeds")
-    else:
+    users_a, samples_a = a.user_means(seeds)
+    users_b, samples_b = b.user_means(seeds)
+    if users_a != users_b:
+        raise ConfigError(f"{a.run} and {b.run} evaluate other users or targets (another build of the data): their "
+                          "metrics are on other test sets, which no paired test compares")  # fmt: skip
+    if unit == "seeds":
         samples_a, samples_b = ({m: [row[m] for row in rows] for m in METRICS} for rows in (rows_a, rows_b))
     metrics = []
     for metric in METRICS:
