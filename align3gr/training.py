@@ -99,10 +99,16 @@ class ResumesWhereItStopped:
 class LogsLastStep(TrainerCallback):
     """Logs the training loss at the last optimiser step too, whatever `logging_steps`: Transformers evaluates and
     saves there but logs only at multiples of `logging_steps`, so a stage's recorded end loss (`meta.json`,
-    `training_log.jsonl`, the curves) would be that of an earlier window."""
+    `training_log.jsonl`, the curves) would be that of an earlier window. Placed after an early-stopping callback,
+    it also logs the steps since the last log when that callback ends the run (the loop's closing pass logs them)."""
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps and args.logging_strategy == IntervalStrategy.STEPS:
+            control.should_log = True
+        return control
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if control.should_training_stop and args.logging_strategy == IntervalStrategy.STEPS:
             control.should_log = True
         return control
 

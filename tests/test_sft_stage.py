@@ -221,13 +221,15 @@ def test_training_stops_once_valid_ranking_has_not_improved_for_patience_evaluat
     """The evaluation at step 1 sets the best, those at 2 and 3 do not beat it (the ranking drops), and patience 2
     stops training at step 3 of 20, keeping the step-1 checkpoint. The closing evaluation of that model, logged once
     training stopped, is marked as the step-1 model's, not the step-3 one's, and its losses are step 1's."""
-    options = {**SMALL, "max_steps": 20, **RANKING_DROPS}
+    options = {**SMALL, "max_steps": 20, "logging_steps": 5, **RANKING_DROPS}
     config = SFTStageConfig(seq_format="stream", valid_users=16, early_stopping_patience=2, **options)
     out = tmp_path / "sft"
     meta = run_sft(ml100k_small, scid, out, config).meta
     assert meta["steps"] == 3 and meta["stopped_early"] and meta["best"]["step"] == 1
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log if "eval_valid_ndcg@10" in row] == [0, 1, 2, 3]
+    losses = [row for row in log if "loss" in row]  # the steps after the last log are logged when training stops
+    assert losses[-1]["step"] == 3 and meta["train_loss"]["end"] == losses[-1]["loss"]
     closing = [row for row in log if "model_step" in row]
     assert log[-len(closing) :] == closing and {row["model_step"] for row in closing} == {1}
     assert not any(key.startswith("eval_") for row in closing for key in row)

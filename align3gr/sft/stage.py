@@ -178,9 +178,10 @@ def sft_trainer(
             model, token_ids, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules
         )
     eval_packing = arguments.packing if arguments.eval_packing is None else arguments.eval_packing
-    callbacks = [LogsLastStep()]
+    callbacks = []
     if probe is not None and config.early_stopping_patience:
         callbacks.append(RankingEarlyStopping(config.early_stopping_patience))
+    callbacks.append(LogsLastStep())  # after early stopping, whose decision it reads
     trainer = SCIDSFTTrainer(
         model=model,
         args=arguments,
