@@ -181,3 +181,43 @@ def test_a_streamed_mixture_is_tokenized_into_the_same_rows(small, scid_tokenize
     assert rows_key(mixture, scid_tokenizer, 120) == rows_key(examples, scid_tokenizer, 120)
     assert rows.to_dict() == encode_examples(examples, scid_tokenizer, 120).to_dict()
     assert 0 < len(rows) < len(examples)  # max_length 120 leaves the longest histories out
+
+
+@pytest.mark.parametrize(
+    ("architecture", "options"),
+    [("Gemma2", {"final_logit_softcapping": 0.02, "head_dim": 8}), ("Granite", {"logits_scaling": 8.0})],
+)
+def test_model_loss_keeps_a_logit_transform(architecture, options, examples, small, tiny_qwen, tmp_path):  # noqa: F811
+    """Gemma 2's soft-capping and Granite's scaling change the logits after the head: the loss takes the model's
+    own logits there, so it is the model's own loss; the options TRL's loss has and this one does not are refused."""
+    import torch
+    import transformers
+
+    from align3gr.errors import ConfigError
+    from align3gr.models.loading import load_model_and_tokenizer
+    from align3gr.scid.tokens import scid_tokens
+    from align3gr.scid.vocabulary import extend_vocabulary
+    from align3gr.sft.trainer import SCIDSFTTrainer
+
+    _, tokenizer = load_model_and_tokenizer(tiny_qwen)
+    config = getattr(transformers, f"{architecture}Config")(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id, **options,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    folder = tmp_path / architecture
+    getattr(transformers, f"{architecture}ForCausalLM")(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model, tokenizer = load_model_and_tokenizer(folder)
+    extend_vocabulary(model, tokenizer, scid_tokens(*code_tables(small)))
+    arguments = sft_arguments(SFTStageConfig(max_length=200), tmp_path / "out", eval_steps=500)
+    rows = trainer_rows(encode_examples(examples[:4], tokenizer, 200), arguments, False)
+    common = {"train_dataset": rows, "eval_dataset": rows, "processing_class": tokenizer, "model_loss": True}
+    trainer = SCIDSFTTrainer(model=model, args=arguments, **common)
+    assert trainer.logits_from_model
+    batch = trainer._prepare_inputs(trainer.data_collator(list(rows)))
+    expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    dft = sft_arguments(SFTStageConfig(max_length=200, training_args={"loss_type": "dft"}), tmp_path / "dft", 500)
+    with pytest.raises(ConfigError, match=r"sft\.training_args loss_type='dft': .* which does not implement it"):
+        SCIDSFTTrainer(model=model, args=dft, **common)

@@ -419,3 +419,15 @@ def test_a_folder_of_the_users_where_the_tiny_base_goes_is_refused(ml100k_small,
     with pytest.raises(ConfigError, match=r"qwen_base: `model: tiny` builds its base model here.*\(vocab\.json\)"):
         run_sft(ml100k_small, tmp_path / "scid", tmp_path / "qwen", SFTStageConfig(max_steps=1))
     assert sorted(p.name for p in mine.iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
+
+
+def test_an_empty_mixture_and_a_max_length_no_next_item_row_fits_are_named(ml100k_small, scid, tmp_path):
+    """A mixture with no example is not a max_length problem; rows longer than max_length are dropped, and when
+    that drops every next-item row SFT would train without the task it is for."""
+    config = SFTStageConfig(**{**SMALL, "tasks": ["seq"], "holdout_last": 1000})
+    with pytest.raises(ConfigError, match=r"sft\.tasks \['seq'\] give no example on this dataset: holdout_last=1000"):
+        run_sft(ml100k_small, scid, tmp_path / "empty", config)
+    config = SFTStageConfig(**{**SMALL, "tasks": ["seq", "item_align"], "max_length": 48})
+    with pytest.raises(ConfigError, match=r"max_length=48: no next-item \(task A\) row of train_seq fits in it"):
+        run_sft(ml100k_small, scid, tmp_path / "short", config)
+    assert not (tmp_path / "short").exists()

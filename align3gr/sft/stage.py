@@ -244,9 +244,19 @@ def run_sft(
         examples = TaskMixture(builder, config.tasks, config.max_examples_per_task, config.seed, config.task_limits)
         with state.main_process_first():  # the main process tokenizes; the others load its rows
             train = cached_rows(examples, tokenizer, config.max_length, output.work / ROWS, "Tokenizing the mixture")
+        if not len(train) and next(iter(examples), None) is None:
+            raise ConfigError(
+                f"sft.tasks {config.tasks} give no example on this dataset: holdout_last={config.holdout_last} may "
+                "leave no training item before the held-out ones, or the tasks need texts the dataset lacks "
+                "(profiles, intentions, preference statements)"
+            )
         if not len(train):
             raise ConfigError(f"max_length={config.max_length}: no example of the mixture fits in it; raise it")
         evals = _seq_rows(builder, tokenizer, config)
+        empty = [name for name, rows in evals.items() if not len(rows)]
+        if empty:  # the rows longer than max_length are dropped: here every next-item row, the task SFT is for
+            raise ConfigError(f"max_length={config.max_length}: no next-item (task A) row of {empty[0]} fits in it; "
+                              "raise it")  # fmt: skip
         trainer = sft_trainer(model, tokenizer, token_ids, builder, arguments, train, evals, config)
         trainer.train(resume_from_checkpoint=resume)
         final = trainer.evaluate_kept()

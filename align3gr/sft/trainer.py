@@ -29,6 +29,7 @@ from transformers import EarlyStoppingCallback, Trainer
 from trl import SFTTrainer
 from trl.models.utils import unwrap_model_for_generation
 
+from align3gr.errors import ConfigError
 from align3gr.sft.probe import RankingProbe
 from align3gr.training import ResumesWhereItStopped
 from align3gr.training_curves import CLOSING_PREFIX, MODEL_STEP
@@ -44,6 +45,21 @@ PROBE_PREFIX = f"eval_{PROBE_NAME}_"
 def checkpoint_step(checkpoint: str | None) -> int | None:
     """The step of a `checkpoint-N` folder name."""
     return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
+
+
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logits_scaling", "logit_scale")
+"""Config attributes of models whose forward changes the logits after the output layer: Gemma 2/3's soft-capping,
+Granite's scaling, Cohere's logit scale (1 or unset: none)."""
+MODEL_LOSS_ARGS = {"loss_type": "nll", "label_smoothing_factor": 0.0}
+"""TRL options of the loss that the output-layer loss (`needs_model_loss`) does not implement, and their neutral
+values."""
+
+
+def transforms_logits(config) -> bool:
+    """Whether the model's forward changes its logits after the output layer (`LOGIT_TRANSFORMS`), in its config or
+    its text config (a vision-language model's)."""
+    configs = [c for c in (config, getattr(config, "text_config", None)) if c is not None]
+    return any(getattr(c, name, None) not in (None, 1, 1.0) for c in configs for name in LOGIT_TRANSFORMS)
 
 
 def needs_model_loss(model, use_lora: bool) -> bool:
@@ -74,24 +90,43 @@ class SCIDSFTTrainer(ResumesWhereItStopped, SFTTrainer, ClosingEvaluationLog):
         self.probe = probe
         self.model_loss = model_loss
         self._ranking: dict[str, float] = {}
+        self.logits_from_model = model_loss and transforms_logits(self.accelerator.unwrap_model(self.model).config)
+        changed = [name for name, value in MODEL_LOSS_ARGS.items() if model_loss and getattr(self.args, name) != value]
+        if changed:
+            raise ConfigError(
+                f"sft.training_args {changed[0]}={getattr(self.args, changed[0])!r}: the next-token loss here is "
+                f"computed through the model's output layer (LoRA, or a vocabulary under {FUSED_HEAD_TILE} rows), "
+                "which does not implement it; leave it unset"
+            )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.model_loss:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs = {**inputs, "use_cache": False}  # as TRL's loss: no KV cache, whatever `use_cache` says
+        if self.aux_loss_enabled:
+            inputs["output_router_logits"] = True
         labels = inputs["labels"][:, 1:]
         forward = {k: v for k, v in inputs.items() if k != "labels"}
-        outputs = model(**forward, output_hidden_states=True, logits_to_keep=1)
         answers = labels != -100
-        hidden = outputs.hidden_states[-1][:, :-1][answers]
-        head = self.accelerator.unwrap_model(model).get_output_embeddings()
-        losses = torch.nn.functional.cross_entropy(head(hidden).float(), labels[answers], reduction="none")
+        if self.logits_from_model:  # the model's own logits at the answer positions: its transform applied
+            positions = answers.any(0).nonzero().flatten()
+            outputs = model(**forward, logits_to_keep=positions)
+            kept = answers[:, positions]
+            logits, targets = outputs.logits[kept], labels[:, positions][kept]
+        else:
+            outputs = model(**forward, output_hidden_states=True, logits_to_keep=1)
+            head = self.accelerator.unwrap_model(model).get_output_embeddings()
+            logits, targets = head(outputs.hidden_states[-1][:, :-1][answers]), labels[answers]
+        losses = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
         if num_items_in_batch is None:
             loss = losses.mean()
         else:
             loss = losses.sum() / num_items_in_batch
             if self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
+        if self.aux_loss_enabled:  # as TRL's loss: the router's load-balancing term, per accumulated micro-batch
+            steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss / steps
         return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
