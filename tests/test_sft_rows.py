@@ -221,3 +221,37 @@ def test_model_loss_keeps_a_logit_transform(architecture, options, examples, sma
     dft = sft_arguments(SFTStageConfig(max_length=200, training_args={"loss_type": "dft"}), tmp_path / "dft", 500)
     with pytest.raises(ConfigError, match=r"sft\.training_args loss_type='dft': .* which does not implement it"):
         SCIDSFTTrainer(model=model, args=dft, **common)
+
+
+def test_model_loss_adds_a_routers_aux_loss(examples, small, tiny_qwen, tmp_path):  # noqa: F811
+    """A mixture-of-experts model's load-balancing loss is part of its own loss; the output-layer loss adds it
+    with the router's coefficient, as TRL's loss does."""
+    import torch
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    from align3gr.models.loading import load_model_and_tokenizer
+    from align3gr.scid.tokens import scid_tokens
+    from align3gr.scid.vocabulary import extend_vocabulary
+    from align3gr.sft.trainer import SCIDSFTTrainer
+
+    _, tokenizer = load_model_and_tokenizer(tiny_qwen)
+    config = Qwen2MoeConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+        shared_expert_intermediate_size=16, num_experts=4, num_experts_per_tok=2, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, router_aux_loss_coef=0.5, output_router_logits=True,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Qwen2MoeForCausalLM(config).save_pretrained(tmp_path / "moe")
+    tokenizer.save_pretrained(tmp_path / "moe")
+    model, tokenizer = load_model_and_tokenizer(tmp_path / "moe")
+    extend_vocabulary(model, tokenizer, scid_tokens(*code_tables(small)))
+    arguments = sft_arguments(SFTStageConfig(max_length=200), tmp_path / "out", eval_steps=500)
+    rows = trainer_rows(encode_examples(examples[:4], tokenizer, 200), arguments, False)
+    trainer = SCIDSFTTrainer(model=model, args=arguments, train_dataset=rows, eval_dataset=rows,
+                             processing_class=tokenizer, model_loss=True)  # fmt: skip
+    assert trainer.aux_loss_enabled and not trainer.logits_from_model
+    batch = trainer._prepare_inputs(trainer.data_collator(list(rows)))
+    own = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    assert own.aux_loss.item() > 0
+    assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(own.loss.item(), rel=1e-5)
